@@ -12,7 +12,7 @@ import time
 import uuid
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 
 def main() -> int:
@@ -24,22 +24,7 @@ def main() -> int:
     args = parser.parse_args()
 
     token = uuid.uuid4().hex
-    consumer = Consumer(
-        {
-            "bootstrap.servers": f"127.0.0.1:{args.kafka_port}",
-            "group.id": f"stack-probe-{token}",
-            "auto.offset.reset": "latest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([args.topic])
     deadline = time.monotonic() + args.timeout
-    # Wait for the assignment (topic may only appear with the snapshot), then commit the change.
-    while not consumer.assignment():
-        consumer.poll(0.5)
-        if time.monotonic() > deadline:
-            print(f"no assignment for {args.topic} (topic missing?)", file=sys.stderr)
-            return 1
     with psycopg.connect(f"host=127.0.0.1 port={args.pg_port} dbname=erp user=postgres") as conn:
         conn.execute(
             "INSERT INTO erp.customer (code, name) VALUES ('__STACK_PROBE__', %s) "
@@ -47,6 +32,23 @@ def main() -> int:
             (f"stack probe {token}",),
         )
     committed = time.monotonic()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": f"127.0.0.1:{args.kafka_port}",
+            "group.id": f"stack-probe-{token}",
+            "enable.auto.commit": False,
+        }
+    )
+    # The topic only exists once Debezium has produced to it: wait for it, then read it all.
+    while True:
+        topic = consumer.list_topics(args.topic, timeout=5).topics.get(args.topic)
+        if topic is not None and topic.error is None and topic.partitions:
+            break
+        if time.monotonic() > deadline:
+            print(f"topic {args.topic} never appeared", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in topic.partitions])
     try:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)

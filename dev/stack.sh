@@ -257,7 +257,10 @@ register_connector() {
     connector_running() {
         curl -fsS "http://127.0.0.1:$CONNECT_PORT/connectors/$name/status" 2>/dev/null | "$PYTHON" -c '
 import json, sys
-s = json.load(sys.stdin)
+try:
+    s = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
 ok = s["connector"]["state"] == "RUNNING" and s["tasks"] and all(t["state"] == "RUNNING" for t in s["tasks"])
 sys.exit(0 if ok else 1)'
     }
