@@ -250,7 +250,12 @@ start_connect() {
 register_connector() {
     local name body
     name="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$CONNECTOR_FILE")"
-    body="$("$PYTHON" -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["config"]))' "$CONNECTOR_FILE")"
+    # The committed connector file targets the default ports; follow SYNCD_PG_PORT if it differs.
+    body="$("$PYTHON" -c '
+import json, sys
+config = json.load(open(sys.argv[1]))["config"]
+config["database.port"] = sys.argv[2]
+print(json.dumps(config))' "$CONNECTOR_FILE" "$PG_PORT")"
     curl -fsS -X PUT -H 'Content-Type: application/json' --data "$body" \
         "http://127.0.0.1:$CONNECT_PORT/connectors/$name/config" >"$LOG_DIR/connector-register.json" 2>&1 \
         || fail_with_log "connector registration ($name)" "$LOG_DIR/connector-register.json"
