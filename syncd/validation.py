@@ -460,7 +460,9 @@ class _Validator:
                      f"{_fmt(given.gross_amount)}")
         kind = "red" if self.red else "blue"
         word = "negative" if self.red else "positive"
-        if given.gross_amount * self.sign <= 0 or given.net_amount * self.sign <= 0:
+        if self.inv.lines and (
+            given.gross_amount * self.sign <= 0 or given.net_amount * self.sign <= 0
+        ):
             self.add("TOTALS_SIGN", "totals.gross_amount",
                      f"the total of a {kind} invoice must be {word} "
                      f"(got {_fmt(given.gross_amount)})")
