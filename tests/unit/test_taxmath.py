@@ -1,4 +1,4 @@
-from decimal import Decimal as D
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +18,8 @@ from syncd.taxmath import (
 )
 from syncd.validation import validate
 from tests.unit.invoice_samples import BLUE_NO, blue, line, red_of, with_discount
+
+D = Decimal
 
 EXCL, INCL = PriceBasis.TAX_EXCLUSIVE, PriceBasis.TAX_INCLUSIVE
 

@@ -1,5 +1,5 @@
 import re
-from decimal import Decimal as D
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,8 @@ from tests.unit.invoice_samples import (
     seller,
     with_discount,
 )
+
+D = Decimal
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "invoice-format.md"
 
