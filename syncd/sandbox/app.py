@@ -367,7 +367,7 @@ class SandboxApp:
                 extra["errors"] = [{"code": code, "path": "original_invoice_no",
                                     "message": message}]
             return error(status, code, message, **extra), serial
-        view = self._red_view(row, ctx.now)
+        view = self._red_view(row, ctx.now, ctx.base_url)
         return json_reply(202 if outcome == "ACCEPTED" else 200, view, committed=True), serial
 
     def _query_red(self, ctx: _Ctx) -> Reply:
@@ -379,7 +379,7 @@ class SandboxApp:
             self.store.issue_due(ctx.now, self._seal_fails, serial=serial)
             row = self.store.red_form(serial, ctx.now)
             assert row is not None
-        return json_reply(200, self._red_view(row, ctx.now))
+        return json_reply(200, self._red_view(row, ctx.now, ctx.base_url))
 
     # --- views ------------------------------------------------------------------------
 
@@ -409,9 +409,10 @@ class SandboxApp:
             "attempts": row["attempts"],
         }
 
-    def _red_view(self, row: dict[str, Any], now: float) -> dict[str, Any]:
+    def _red_view(self, row: dict[str, Any], now: float, base_url: str) -> dict[str, Any]:
         red = self.store.invoice(row["serial"]) if row.get("red_invoice_no") else None
         return {
+            "files": None if red is None else self._invoice_view(red, base_url)["files"],
             "serial": row["serial"],
             "status": row["status"],
             "original_invoice_no": row["original_invoice_no"],
@@ -467,7 +468,7 @@ class SandboxApp:
         )
         if row is None:
             return error(404, "NOT_FOUND", "no red-letter form with this serial")
-        return json_reply(200, self._red_view(row, now))
+        return json_reply(200, self._red_view(row, now, _base_url(request.scope, request)))
 
 
 def _check_red_form(payload: object) -> list[rules.Violation]:
