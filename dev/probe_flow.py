@@ -1,7 +1,8 @@
 """Stack readiness probe: commit a row change and wait until Debezium delivers it to Kafka.
 
 `make stack-up` uses it so that "up" means "change events flow", not merely "ports open".
-It touches one marker row in erp.customer (code `__STACK_PROBE__`).
+It touches one marker row: the DRAFT sales order `__STACK_PROBE__` (a draft never qualifies
+for an invoice, so syncd ignores it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pg-port", type=int, default=15432)
     parser.add_argument("--kafka-port", type=int, default=19092)
-    parser.add_argument("--topic", default="erp.erp.customer")
+    parser.add_argument("--topic", default="erp.erp.sales_order")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
 
@@ -27,8 +28,9 @@ def main() -> int:
     deadline = time.monotonic() + args.timeout
     with psycopg.connect(f"host=127.0.0.1 port={args.pg_port} dbname=erp user=postgres") as conn:
         conn.execute(
-            "INSERT INTO erp.customer (code, name) VALUES ('__STACK_PROBE__', %s) "
-            "ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, updated_at = localtimestamp",
+            "INSERT INTO erp.sales_order (order_no, buyer_name, remark) "
+            "VALUES ('__STACK_PROBE__', 'stack probe', %s) ON CONFLICT (order_no) "
+            "DO UPDATE SET remark = EXCLUDED.remark, updated_at = localtimestamp",
             (f"stack probe {token}",),
         )
     committed = time.monotonic()
