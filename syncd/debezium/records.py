@@ -179,7 +179,10 @@ def _load_bytes(data: bytes, what: str, with_plan: bool) -> _Doc:
 
 
 def _load_doc(doc: Any, what: str, with_plan: bool) -> _Doc:
-    if type(doc) is dict and len(doc) == 2 and "schema" in doc and "payload" in doc:
+    if type(doc) is dict and "schema" in doc and "payload" in doc:
+        if len(doc) != 2:
+            extra = sorted(k for k in doc if k not in ("schema", "payload"))
+            raise Invalid(f"{what} has 'schema' and 'payload' plus unexpected keys {extra}")
         if not with_plan or doc["payload"] is None:
             return _Doc(doc["payload"], None)
         try:
