@@ -181,7 +181,7 @@ def test_custom_schema_name_through_translate_map(database: str) -> None:
     try:
         with eng.begin() as conn:
             i = DocumentIdentity.of("invoice", "t", {"id": 1})
-            row, created = repo.ensure_document(conn, i, serial(), actor="t")
+            _row, created = repo.ensure_document(conn, i, serial(), actor="t")
             assert created
             n = conn.execute(text("SELECT count(*) FROM ledger_alt.documents")).scalar_one()
             assert n == 1
