@@ -350,9 +350,9 @@ class SandboxIssuer:
         query = self.query_reversal if reversal else self.query
         while True:
             result = query(serial)
-            if not isinstance(result, (Processing, Retryable)) or time.monotonic() > deadline:
-                return result
-            if isinstance(result, Processing) and result.awaiting_confirmation:
+            waiting = (isinstance(result, Processing) and not result.awaiting_confirmation) or (
+                isinstance(result, Retryable) and not result.resubmit)
+            if not waiting or time.monotonic() > deadline:
                 return result
             time.sleep(interval)
 

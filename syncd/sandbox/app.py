@@ -510,7 +510,7 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def _base_url(scope: Scope, request: Request) -> str:
+def _base_url(scope: Mapping[str, Any], request: Request) -> str:
     host = request.headers.get("host")
     if host is None:
         server = scope.get("server") or ("127.0.0.1", 80)
