@@ -18,8 +18,7 @@ Safety rules encoded here:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from syncd.changes import UNAVAILABLE, ChangeEvent, ColumnValue, Op, Row
@@ -48,7 +47,6 @@ class Decision:
     reason: str
     document: str | None = None
     identity: DocumentIdentity | None = None
-    details: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def acts(self) -> bool:
