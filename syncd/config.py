@@ -22,7 +22,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, TypeAlias, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    ClassVar,
+    Literal,
+    TypeAlias,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import yaml
 from pydantic import (
@@ -44,6 +54,9 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 from stdnum.cn import uscc
 
 from syncd.conditions import Condition, compact_dump
+
+if TYPE_CHECKING:
+    from syncd.debezium import DecodeOptions
 
 ENV_PREFIX = "SYNCD_"
 ENV_DELIMITER = "__"
@@ -218,17 +231,29 @@ class DatabaseSettings(StrictModel):
 
 
 class IssuerSettings(StrictModel):
-    """The e-invoice platform. Only the sandbox provider exists so far; real
-    providers become further members of a union discriminated by `provider`."""
+    """The e-invoice platform. Only the sandbox provider exists so far.
+
+    The fields mirror `syncd.issuers.sandbox.SandboxIssuerSettings` (same names,
+    same meaning) so `syncd.issuers.registry.create_issuer(provider, settings)`
+    accepts this model; when real providers arrive this becomes a union of the
+    providers' settings models discriminated by `provider`.
+    """
 
     provider: Literal["sandbox"] = "sandbox"
     base_url: str = Field(pattern=r"^https?://", description="e.g. https://einvoice.example.com")
-    app_key: str
+    app_key: str = Field(min_length=1)
     app_secret: SecretStr | None = None
     app_secret_file: Path | None = None
-    connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    read_timeout_seconds: float = Field(default=30.0, gt=0)
-    poll_interval_seconds: float = Field(default=2.0, gt=0)
+    connect_timeout: float = Field(default=3.0, gt=0, description="seconds")
+    read_timeout: float = Field(default=10.0, gt=0, description="seconds")
+    write_timeout: float = Field(default=10.0, gt=0, description="seconds")
+    pool_timeout: float = Field(default=5.0, gt=0, description="seconds")
+    max_connections: int = Field(default=20, ge=1)
+    max_keepalive_connections: int = Field(default=10, ge=0)
+
+    def provider_settings(self) -> dict[str, Any]:
+        """Settings for the provider's own model (secret resolved, file key dropped)."""
+        return self.model_dump(exclude={"app_secret_file"})
 
     @model_validator(mode="after")
     def _resolve(self) -> IssuerSettings:
@@ -704,6 +729,17 @@ class SyncdConfig(BaseSettings):
 
     def decimal_scales_for(self, table: str) -> Mapping[str, int]:
         return self.decimal_scales.get(table, {})
+
+    def decode_options(self) -> DecodeOptions:
+        """Decoder settings from this config (scales of schemaless precise decimals)."""
+        from syncd.debezium import DecodeOptions
+
+        scales = {
+            f"{table}.{column}": scale
+            for table, columns in self.decimal_scales.items()
+            for column, scale in columns.items()
+        }
+        return DecodeOptions(decimal_scales=scales)
 
     def masked_dump(self) -> dict[str, Any]:
         """The resolved config for printing: secrets masked, defaults filled in."""

@@ -18,12 +18,13 @@ Safety rules encoded here:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from decimal import Decimal
 
 from syncd.changes import UNAVAILABLE, ChangeEvent, ColumnValue, Op, Row
 from syncd.conditions import Outcome, Truth, evaluate
 from syncd.config import DocumentConfig, SnapshotPolicy, SyncdConfig
+from syncd.serial import DocumentIdentity, DocumentKind, KeyValue
 
 
 class Action(enum.StrEnum):
@@ -34,29 +35,18 @@ class Action(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class DocumentIdentity:
-    """Which ERP document an invoice belongs to; the ledger's unique key and the
-    input of the deterministic serial."""
-
-    document: str
-    table: str
-    key: tuple[tuple[str, ColumnValue], ...]
-
-    def key_dict(self) -> dict[str, ColumnValue]:
-        return dict(self.key)
-
-    def __str__(self) -> str:
-        key = ",".join(f"{k}={v!s}" for k, v in self.key)
-        return f"{self.document}:{self.table}[{key}]"
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
+    """What to do, why, and for which document.
+
+    `identity` (set for issue and reverse) is the ledger's unique key and the
+    input of the deterministic serial; its revision is 0 -- the ledger raises it
+    when a corrected document is re-issued.
+    """
+
     action: Action
     reason: str
     document: str | None = None
     identity: DocumentIdentity | None = None
-    details: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def acts(self) -> bool:
@@ -67,10 +57,12 @@ class IdentityError(ValueError):
     """The change does not carry the document's key columns."""
 
 
-def identity(event: ChangeEvent, doc: DocumentConfig) -> DocumentIdentity:
+def identity(
+    event: ChangeEvent, doc: DocumentConfig, kind: DocumentKind = DocumentKind.ISSUE
+) -> DocumentIdentity:
     """The document a change belongs to, from the key columns of the row image."""
     row = event.after if event.after is not None else event.before
-    parts: list[tuple[str, ColumnValue]] = []
+    parts: list[tuple[str, KeyValue]] = []
     for column in doc.key_columns:
         value: ColumnValue = None
         if row is not None and column in row:
@@ -79,8 +71,13 @@ def identity(event: ChangeEvent, doc: DocumentConfig) -> DocumentIdentity:
             value = event.key[column]
         if value is None or value is UNAVAILABLE:
             raise IdentityError(f"key column {column} missing in the change of {event.table}")
+        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+            raise IdentityError(
+                f"key column {column} has a {type(value).__name__} value; document keys must "
+                "be integers, decimals or text"
+            )
         parts.append((column, value))
-    return DocumentIdentity(doc.name, doc.table, tuple(parts))
+    return DocumentIdentity.of(doc.name, doc.table, parts, kind)
 
 
 def _changed_columns(before: Row, after: Row) -> set[str]:
@@ -97,8 +94,9 @@ def _changed_columns(before: Row, after: Row) -> set[str]:
 def _with_identity(
     action: Action, reason: str, event: ChangeEvent, doc: DocumentConfig
 ) -> Decision:
+    kind = DocumentKind.REVERSAL if action is Action.REVERSE else DocumentKind.ISSUE
     try:
-        ident = identity(event, doc)
+        ident = identity(event, doc, kind)
     except IdentityError as exc:
         return Decision(Action.UNDECIDED, str(exc), doc.name)
     return Decision(action, reason, doc.name, ident)
