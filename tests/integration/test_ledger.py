@@ -591,3 +591,18 @@ def test_migrate_command_hides_the_password(capsys: pytest.CaptureFixture[str]) 
     assert main(["migrate", "--dsn", bad]) == 1
     err = capsys.readouterr().err
     assert "database error" in err and "hunter2" not in err
+
+
+def test_claim_lock_timeout_bounds_the_wait_for_a_hung_owner(engine: Engine) -> None:
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition("orders", 0)
+    with engine.begin() as conn:
+        old = repo.claim_partitions(conn, group, "old", [tp])[tp]
+    with engine.connect() as a:
+        a.begin()
+        repo.fence(a, group, {tp: old})  # a zombie holding its transaction open
+        with pytest.raises(DBAPIError, match="lock timeout"), engine.begin() as b:
+            repo.claim_partitions(b, group, "new", [tp], lock_timeout_ms=50)
+        a.rollback()
+    with engine.begin() as b:
+        assert repo.claim_partitions(b, group, "new", [tp]) == {tp: old + 1}
