@@ -540,17 +540,28 @@ def audit_trail(conn: Connection, doc_id: int) -> list[AuditEntry]:
 
 
 def claim_partitions(
-    conn: Connection, group: str, owner: str, topic_partitions: Iterable[TopicPartition]
+    conn: Connection,
+    group: str,
+    owner: str,
+    topic_partitions: Iterable[TopicPartition],
+    *,
+    lock_timeout_ms: int | None = None,
 ) -> dict[TopicPartition, int]:
     """Take over partitions: bump each lease epoch and return the new epochs.
 
     Call it (and commit) on assignment, before loading offsets. The UPDATE waits for any
     transaction of the previous owner that holds the lease `FOR SHARE`, so after this
     commits the previous owner can no longer commit anything for these partitions.
+    `lock_timeout_ms` bounds that wait (`SET LOCAL`, so it stays for the rest of the
+    caller's transaction); on expiry the database raises and the caller retries.
     """
     tps = sorted(set(topic_partitions))
     if not tps:
         return {}
+    if lock_timeout_ms is not None:
+        conn.execute(
+            select(func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True))
+        )
     ins = pg_insert(partition_leases).values(
         [
             {"consumer_group": group, "topic": tp.topic, "partition": tp.partition,

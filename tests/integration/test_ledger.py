@@ -568,3 +568,41 @@ def test_release_clears_owner_only_at_own_epoch(engine: Engine) -> None:
         assert repo.lease_epochs(conn, group, [tp])[tp] == (2, "r2")
         repo.release_partitions(conn, group, {tp: 2})
         assert repo.lease_epochs(conn, group, [tp])[tp] == (2, None)
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_migrate_command(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from syncd.cli import main
+
+    assert main(["migrate", "--dsn", database, "--schema", "cli_mig", "--check"]) == 1
+    assert main(["migrate", "--dsn", database, "--schema", "cli_mig"]) == 0
+    assert main(["migrate", "--dsn", database, "--schema", "cli_mig"]) == 0
+    assert main(["migrate", "--dsn", database, "--schema", "cli_mig", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert f"is at revision {head_revision()} (head)" in out
+
+
+def test_migrate_command_hides_the_password(capsys: pytest.CaptureFixture[str]) -> None:
+    from syncd.cli import main
+
+    bad = SERVER.replace("postgres@", "postgres:hunter2@") + "/no_such_db_ledger"
+    assert main(["migrate", "--dsn", bad]) == 1
+    err = capsys.readouterr().err
+    assert "database error" in err and "hunter2" not in err
+
+
+def test_claim_lock_timeout_bounds_the_wait_for_a_hung_owner(engine: Engine) -> None:
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition("orders", 0)
+    with engine.begin() as conn:
+        old = repo.claim_partitions(conn, group, "old", [tp])[tp]
+    with engine.connect() as a:
+        a.begin()
+        repo.fence(a, group, {tp: old})  # a zombie holding its transaction open
+        with pytest.raises(DBAPIError, match="lock timeout"), engine.begin() as b:
+            repo.claim_partitions(b, group, "new", [tp], lock_timeout_ms=50)
+        a.rollback()
+    with engine.begin() as b:
+        assert repo.claim_partitions(b, group, "new", [tp]) == {tp: old + 1}
