@@ -30,3 +30,12 @@ def erp_engine(stack: Stack) -> Iterator[Engine]:
     engine = create_engine(stack.dsn, pool_size=5, future=True)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def it_erp(stack: Stack, erp_engine: Engine) -> Stack:
+    """The isolated ERP schema `erp_it` and its Debezium connector (see daemon_harness)."""
+    from tests.integration.daemon_harness import ensure_it_erp
+
+    ensure_it_erp(stack, erp_engine)
+    return stack
