@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import yaml
 from confluent_kafka import Consumer, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka import TopicPartition as KafkaTP
+from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, create_engine, text
 
 from syncd.config import parse_config
@@ -242,7 +242,7 @@ class World:
         self, *, lines: int = 2, confirm: bool = True, buyer_tax_id: str | None = BUYER_TAX_ID,
         invoice_type: str = "ORDINARY", rng: random.Random | None = None,
     ) -> int:
-        rng = rng or random.Random()  # noqa: S311
+        rng = rng or random.Random()
         self._seq += 1
         order_no = f"{self.prefix}-{self._seq:05d}"
         with self.engine.begin() as conn:
@@ -334,7 +334,7 @@ class World:
         by_key = {}
         for r in ledger:
             if r["kind"] == "issue" and r["state"] in ("ISSUED", "REVERSED"):
-                assert r["source_key"] not in by_key, f"two issued ledger rows for {r['source_key']}"
+                assert r["source_key"] not in by_key, f"two issued rows for {r['source_key']}"
                 by_key[r["source_key"]] = r
 
     def ledger_rows(self) -> list[dict[str, Any]]:
