@@ -60,6 +60,12 @@ DB_BACKOFF_MAX = 15.0
 LAG_INTERVAL = 5.0
 LEDGER_GAUGE_INTERVAL = 15.0
 DEFERRED_RECHECK_INTERVAL = 5.0
+#: librdkafka properties an operator may set for the consumer that a producer rejects.
+_CONSUMER_ONLY = frozenset({
+    "auto.offset.reset", "session.timeout.ms", "max.poll.interval.ms", "heartbeat.interval.ms",
+    "fetch.min.bytes", "fetch.wait.max.ms", "max.partition.fetch.bytes", "fetch.max.bytes",
+    "group.instance.id", "isolation.level", "queued.min.messages", "queued.max.messages.kbytes",
+})
 
 
 @dataclass(slots=True)
@@ -110,22 +116,25 @@ class Pipeline:
             {*config.topics(), f"__debezium-heartbeat.{config.kafka.topic_prefix}"}
         )
         client = config.kafka.client_config()
+        # Defaults first; the operator's librdkafka properties may tune them (timeouts,
+        # reset policy), but never the settings exactly-once depends on (set last).
         consumer_conf: dict[str, Any] = {
-            **client,
-            "group.id": self._group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.partition.eof": False,
             "session.timeout.ms": 30000,
             "max.poll.interval.ms": 300000,
             "client.id": f"syncd-{owner}",
+            **client,
             **(consumer_overrides or {}),
+            "group.id": self._group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.partition.eof": False,
         }
         self._consumer = Consumer(consumer_conf, logger=logging.getLogger("syncd.kafka"))
+        producer_conf = {k: v for k, v in client.items() if k not in _CONSUMER_ONLY}
         self._producer = Producer(
-            {**client, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+            {**producer_conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
              "client.id": f"syncd-dlq-{owner}"},
             logger=logging.getLogger("syncd.kafka"),
         )
