@@ -89,12 +89,12 @@ def test_6_server_errors_and_rate_limits_back_off_without_losing_anything(
 def test_7_rejection_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack,
                                                                    tmp_path: Path):
     with world(it_erp, tmp_path) as w:
-        w.sandbox.set_faults(issue_failure_rate=1.0)
+        w.sandbox.set_faults(rejection_rate=1.0)
         d = w.daemon().start()
         d.wait_ready()
         order = w.create_order()
         rows = w.wait_for([order], lambda r: r["invoice_status"] == "REJECTED")
-        assert rows[order]["invoice_error"]
+        assert "BUYER_NOT_REGISTERED" in rows[order]["invoice_error"]
         requests_before = len(w.sandbox.requests())
         time.sleep(2)
         assert len(w.sandbox.requests()) - requests_before < 3  # no retry storm
