@@ -345,6 +345,8 @@ def compile_schema(schema: Any, *, top: bool = False) -> Converter:
         raise _expected("a schema object", schema)
     kind = schema.get("type")
     name = schema.get("name")
+    if type(kind) is not str:
+        raise Invalid("schema without a string 'type'")
     if name is not None and type(name) is not str:
         raise Invalid("schema 'name' is not a string")
     if name is not None and not top:
@@ -361,8 +363,6 @@ def compile_schema(schema: Any, *, top: bool = False) -> Converter:
                 "does not know how to convert it; exclude the column "
                 "(column.exclude.list) or report it"
             )
-    if type(kind) is not str:
-        raise Invalid("schema without a 'type'")
     primitive = _PRIMITIVES.get(kind)
     if primitive is not None:
         return primitive

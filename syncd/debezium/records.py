@@ -65,7 +65,7 @@ def compile_plan(schema: Any) -> SchemaPlan:
     fields = schema.get("fields")
     if type(fields) is not list:
         raise Invalid("struct schema without a 'fields' list")
-    by_name = {f.get("field"): f for f in fields if type(f) is dict}
+    by_name = {f["field"]: f for f in fields if type(f) is dict and type(f.get("field")) is str}
     if "op" in by_name and "source" in by_name:
         before = _row_plan(by_name.get("before"), "before")
         after_schema = by_name.get("after")
