@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; stdlib json still works
+    _orjson = None  # type: ignore[assignment]
+
 from syncd.changes import (
     UNAVAILABLE,
     ChangeEvent,
@@ -29,13 +34,15 @@ from syncd.changes import (
 )
 from syncd.debezium.convert import (
     Converter,
+    ExactNumbersNeeded,
     Invalid,
     b64,
     compile_fields,
     convert_struct,
     decimal_string,
+    exact_decimal,
+    fast_floats,
     schemaless_value,
-    to_decimal_number,
     unscaled_to_decimal,
 )
 from syncd.debezium.options import DecodeOptions
@@ -123,14 +130,36 @@ def _constant(name: str) -> Decimal:
     return Decimal(name)  # NaN, Infinity, -Infinity as written by Jackson
 
 
+# One decoder instance: json.loads(..., parse_float=...) would build a new one per call.
+_JSON: Final = json.JSONDecoder(parse_float=Decimal, parse_constant=_constant)
+
+
 def _parse(text: str | bytes, what: str) -> Any:
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_constant)
+        if type(text) is bytes:
+            text = text.decode("utf-8")
+        return _JSON.decode(text)  # type: ignore[arg-type]
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"{what} is not UTF-8 (invalid byte at offset {exc.start})") from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise Invalid(f"{what} is not JSON ({exc.msg} at {where})") from None
     except (ValueError, RecursionError, ArithmeticError) as exc:
         raise Invalid(f"{what} is not usable JSON ({exc})") from None
+
+
+def _parse_fast(data: bytes, what: str) -> Any:
+    """orjson when available (about 3x faster); the exact parser for anything it refuses.
+
+    orjson yields floats, so `decode_record` runs with `fast_floats` set and a
+    decimal column that meets a float asks for an exact re-parse.
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass  # not UTF-8, NaN, integers beyond 64 bits, too deep: let json explain
+    return _parse_bytes(data, what)
 
 
 def _parse_bytes(data: bytes, what: str) -> Any:
@@ -153,29 +182,39 @@ class _Doc:
     plan: SchemaPlan | None
 
 
-def _load_bytes(data: bytes, what: str, with_plan: bool) -> _Doc:
-    """Parse a JsonConverter document, skipping the schema text when it was seen before."""
+def _load_bytes(data: bytes, what: str, with_plan: bool, fast: bool) -> _Doc:
+    """Parse a JsonConverter document, skipping the schema text when it was seen before.
+
+    The schema's bytes are the cache key (a hash and a memcmp; a memoryview key
+    would be ten times slower to compare), so a known schema is never parsed again.
+    """
     cut = -1
     if with_plan and data.startswith(_SCHEMA_HEAD) and data.endswith(b"}"):
         cut = data.find(_PAYLOAD_SEP)
         if cut > 0:
             plan = _bytes_plans.get(data[len(_SCHEMA_HEAD) : cut])
             if plan is not None:
+                body = data[cut + len(_PAYLOAD_SEP) : -1]
                 try:
-                    return _Doc(_parse(data[cut + len(_PAYLOAD_SEP) : -1], what), plan)
+                    payload = _parse_fast(body, what) if fast else _parse(body, what)
+                    return _Doc(payload, plan)
                 except Invalid:
                     pass  # odd layout: the full parse below reports precisely
-    doc = _parse_bytes(data, what)
+    doc = _parse_fast(data, what) if fast else _parse_bytes(data, what)
     loaded = _load_doc(doc, what, with_plan)
     if loaded.plan is not None and cut > 0:
         schema_bytes = data[len(_SCHEMA_HEAD) : cut]
         try:
-            same = _parse(schema_bytes, what) == doc["schema"]
+            same = _parse_bytes(schema_bytes, what) == _load_doc_schema(doc)
         except Invalid:
             same = False
         if same:
             _remember(_bytes_plans, schema_bytes, loaded.plan)
     return loaded
+
+
+def _load_doc_schema(doc: Any) -> Any:
+    return doc.get("schema") if type(doc) is dict else None
 
 
 def _load_doc(doc: Any, what: str, with_plan: bool) -> _Doc:
@@ -200,18 +239,35 @@ def decode_record(
 ) -> DecodedRecord:
     """Decode one Kafka record as it came off the wire (JsonConverter bytes)."""
     try:
-        key_doc = None if key is None else _load_bytes(key, "key", with_plan=True)
-        if value is None:
-            return Tombstone(position, _key_row(key_doc, options))
-        special = _is_special(position.topic, options)
-        value_doc = _load_bytes(value, "value", with_plan=not special)
-        return _decode(position, key_doc, value_doc, options)
+        token = fast_floats.set(True)
+        try:
+            return _decode_bytes(position, key, value, options, fast=True)
+        except ExactNumbersNeeded:
+            fast_floats.set(False)
+            return _decode_bytes(position, key, value, options, fast=False)
+        finally:
+            fast_floats.reset(token)
     except Invalid as exc:
         raise DecodeError(position, exc.message()) from None
     except DecodeError:
         raise
     except Exception as exc:  # a bug must not turn a poison record into a crash loop
         raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_bytes(
+    position: RecordPosition,
+    key: bytes | None,
+    value: bytes | None,
+    options: DecodeOptions,
+    fast: bool,
+) -> DecodedRecord:
+    key_doc = None if key is None else _load_bytes(key, "key", True, fast)
+    if value is None:
+        return Tombstone(position, _key_row(key_doc, options))
+    special = _is_special(position.topic, options)
+    value_doc = _load_bytes(value, "value", not special, fast)
+    return _decode(position, key_doc, value_doc, options)
 
 
 def decode_json(
@@ -463,6 +519,10 @@ def _row(
         return None
     try:
         if schemaless:
+            if declared and type(value) is dict:
+                for column in declared:
+                    if type(value.get(column)) is float:
+                        exact_decimal(value[column])  # re-parse exactly if it was a fast float
             row = _schemaless_row(value)
         else:
             if fields is None:
@@ -500,8 +560,8 @@ def _apply_declared_decimals(
 def _declared_decimal(
     value: ColumnValue, scale: int | None, schemaless: bool, column: str
 ) -> Decimal:
-    if type(value) is int:
-        return to_decimal_number(value)
+    if type(value) is int or type(value) is float:
+        return exact_decimal(value)
     if type(value) is not str:
         raise Invalid(f"declared decimal column holds a {type(value).__name__}")
     looks_base64 = (

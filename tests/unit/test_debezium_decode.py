@@ -113,6 +113,34 @@ def test_precise_decimal_in_numeric_json_format():
     assert one_column(decimal_field("amount", 2), 12345.67) == Decimal("12345.67")
 
 
+def test_numbers_beyond_float_precision_stay_exact_from_bytes():
+    # more digits than a double holds: the fast parser's float must not be used
+    fields = [field("id", "int64", optional=False), decimal_field("amount", 2)]
+    doc = with_schema(envelope_schema(fields), payload("c", after={"id": 1, "amount": "N"}))
+    raw = wire(doc)
+    assert raw is not None
+    raw = raw.replace(b'"amount":"N"', b'"amount":1234567890123456789.12')
+    event = decode_record(POSITION, None, raw, OPTIONS)
+    assert event.after["amount"] == Decimal("1234567890123456789.12")
+    # a declared schemaless decimal sent as a number (decimal.format=NUMERIC)
+    body = wire(payload("c", after={"id": 1, "total_amount": "N"}))
+    assert body is not None
+    body = body.replace(b'"total_amount":"N"', b'"total_amount":98765432109876543.21')
+    options = DecodeOptions(decimal_columns=frozenset({"erp.sales_order.total_amount"}))
+    event = decode_record(POSITION, None, body, options)
+    assert event.after["total_amount"] == Decimal("98765432109876543.21")
+
+
+def test_values_the_fast_parser_refuses_still_decode():
+    body = wire(payload("c", after={"id": 1, "big": "N", "ratio": "R"}))
+    assert body is not None
+    body = body.replace(b'"big":"N"', b'"big":123456789012345678901234567890')
+    body = body.replace(b'"ratio":"R"', b"\"ratio\":NaN")
+    event = decode_record(POSITION, None, body, OPTIONS)
+    assert event.after["big"] == 123456789012345678901234567890
+    assert event.after["ratio"].is_nan()
+
+
 def test_variable_scale_decimal():
     vsd = field(
         "qty",
