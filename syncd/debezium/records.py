@@ -48,6 +48,12 @@ from syncd.debezium.convert import (
 from syncd.debezium.options import DecodeOptions
 
 _OPS: Final = {op.value: op for op in Op}
+# Enum member access is slow on Python 3.11; the hot path compares module constants.
+_CREATE: Final = Op.CREATE
+_UPDATE: Final = Op.UPDATE
+_DELETE: Final = Op.DELETE
+_READ: Final = Op.READ
+_MESSAGE: Final = Op.MESSAGE
 _FLAT_PREFIX: Final = "__"
 _BASE64_CHARS: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -404,18 +410,18 @@ def _envelope(
         raise Invalid("change event without a 'source' block")
     if type(source) is not dict:
         raise Invalid(f"'source' is a JSON {_json_kind(source)}, expected an object")
-    table = _source_table(source, required=op is not Op.MESSAGE)
+    table = _source_table(source, required=op is not _MESSAGE)
     declared = options.declared_decimals.get(table)
     schemaless = plan is None
     before_plan = None if plan is None else plan.before
     after_plan = None if plan is None else plan.after
     before = _row(payload.get("before"), before_plan, declared, schemaless, table, "before")
     after: Row | None = _row(payload.get("after"), after_plan, declared, schemaless, table, "after")
-    if op in (Op.CREATE, Op.READ, Op.UPDATE) and after is None:
+    if (op is _UPDATE or op is _CREATE or op is _READ) and after is None:
         raise Invalid(f"op {op.value!r} without an 'after' row")
-    if op is Op.DELETE and after is not None:
+    if op is _DELETE and after is not None:
         raise Invalid("op 'd' with an 'after' row")
-    if op is Op.MESSAGE:
+    if op is _MESSAGE:
         after = _message(payload.get("message"))
     transaction = payload.get("transaction")
     tx_id: str | None = None
