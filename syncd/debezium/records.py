@@ -257,6 +257,8 @@ def decode_record(
         raise DecodeError(position, exc.message()) from None
     except DecodeError:
         raise
+    except RecursionError:
+        raise DecodeError(position, "record nested too deeply to decode") from None
     except Exception as exc:  # a bug must not turn a poison record into a crash loop
         raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
 
@@ -291,6 +293,8 @@ def decode_json(
         raise DecodeError(position, exc.message()) from None
     except DecodeError:
         raise
+    except RecursionError:
+        raise DecodeError(position, "record nested too deeply to decode") from None
     except Exception as exc:
         raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
 

@@ -616,6 +616,17 @@ def test_bad_values_against_the_schema():
     )
 
 
+def test_deeply_nested_values_fail_cleanly():
+    deep: Any = "x"
+    for _ in range(900):
+        deep = [deep]
+    body = payload("c", after={"id": 1, "v": deep})
+    reason = fails(body)
+    assert reason == "record nested too deeply to decode"
+    raw = b'{"op":"c","source":{},"after":{"v":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    assert "JSON" in fails_bytes(raw)
+
+
 def test_key_must_be_an_object():
     body = payload("c", after={"id": 1})
     assert "key is a JSON array" in fails(body, key=[1])
