@@ -647,3 +647,36 @@ def test_cached_schema_with_broken_payload_still_fails_precisely():
 
 def test_source_schema_constant_is_shaped_like_debezium():
     assert SOURCE_SCHEMA["name"] == "io.debezium.connector.postgresql.Source"
+
+
+def test_a_known_schema_is_compiled_once_and_not_parsed_again(monkeypatch):
+    from syncd.debezium import records
+
+    for cache in (records._bytes_plans, records._identity_plans, records._text_plans):
+        cache.clear()
+    compiled: list[int] = []
+    real_compile = records.compile_plan
+
+    def counting_compile(schema: Any) -> Any:
+        compiled.append(1)
+        return real_compile(schema)
+
+    parsed: list[int] = []
+    real_parse = records._parse_fast
+
+    def counting_parse(data: bytes, what: str) -> Any:
+        parsed.append(len(data))
+        return real_parse(data, what)
+
+    monkeypatch.setattr(records, "compile_plan", counting_compile)
+    monkeypatch.setattr(records, "_parse_fast", counting_parse)
+    key, value = sales_order_update()
+    first = decode_record(POSITION, key, value, OPTIONS)
+    assert len(compiled) == 2  # the key schema and the value schema
+    parsed.clear()
+    for offset in range(5):
+        position = RecordPosition(POSITION.topic, 0, offset)
+        assert decode_record(position, key, value, OPTIONS).after == first.after
+    assert len(compiled) == 2
+    assert len(parsed) == 10  # key and value payloads only
+    assert max(parsed) < len(value) // 3  # the schema text was skipped, not parsed
