@@ -784,12 +784,28 @@ class ConfigError(Exception):
 Loc: TypeAlias = tuple[str | int, ...]
 
 
-def _yaml_lines(text: str, file: str) -> tuple[dict[Loc, int], list[ConfigProblem]]:
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int], list[ConfigProblem]]:
+    """Parse once into nodes (for line numbers) and build the data from them."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    index, problems = _yaml_lines(root, file)
+    return data, index, problems
+
+
+def _yaml_lines(
+    root: yaml.Node | None, file: str
+) -> tuple[dict[Loc, int], list[ConfigProblem]]:
     """Map every YAML key path to its (1-based) line; also find duplicate keys,
     which PyYAML would otherwise silently resolve to the last one."""
     index: dict[Loc, int] = {}
     problems: list[ConfigProblem] = []
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
 
     def walk(node: yaml.Node, path: Loc) -> None:
         index.setdefault(path, node.start_mark.line + 1)
@@ -947,8 +963,7 @@ def load_config(path: str | Path) -> SyncdConfig:
 
 def parse_config(text: str, file: str = "<config>") -> SyncdConfig:
     try:
-        index, problems = _yaml_lines(text, file)
-        data = yaml.safe_load(text)
+        data, index, problems = _parse_yaml(text, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
