@@ -342,3 +342,20 @@ class TestKafkaSecurity:
         with pytest.raises(ConfigError) as exc:
             parse_config(text)
         assert "set 'sasl.password' with kafka.sasl_password" in str(exc.value)
+
+
+def test_documented_example_is_valid(tmp_path):
+    from tests.unit.config_helpers import EXAMPLE
+
+    volume = k8s_secret_volume(tmp_path, {
+        "kafka-sasl-password": "kafka-pass\n",
+        "database-dsn": "postgresql+psycopg://syncd:pw@erp-db:5432/erp\n",
+        "issuer-app-secret": "app-secret\n",
+    })
+    text = EXAMPLE.read_text(encoding="utf-8").replace("/var/run/secrets/syncd", str(volume))
+    config = parse_config(text, "example.yaml")
+    doc = config.documents["billing"]
+    assert doc.topic == "erpprod.sales.billing_document"
+    assert doc.snapshot is SnapshotPolicy.IGNORE
+    assert config.kafka.client_config()["sasl.password"] == "kafka-pass"
+    assert config.database.masked_dsn() == "postgresql+psycopg://syncd:***@erp-db:5432/erp"

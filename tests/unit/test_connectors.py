@@ -66,3 +66,23 @@ def test_cli_usage_errors(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_example_connector_uses_its_own_host_user_and_placeholder(tmp_path):
+    from tests.unit.config_helpers import EXAMPLE
+
+    secrets = tmp_path / "s"
+    secrets.mkdir()
+    for name in ("kafka-sasl-password", "issuer-app-secret"):
+        (secrets / name).write_text("x")
+    (secrets / "database-dsn").write_text("postgresql+psycopg://syncd:pw@erp-db:5432/erp")
+    text = EXAMPLE.read_text().replace("/var/run/secrets/syncd", str(secrets))
+    conf = render(parse_config(text))["config"]
+    assert conf["database.hostname"] == "erp-db-primary.internal"
+    assert conf["database.user"] == "debezium"
+    assert conf["database.dbname"] == "erp"
+    assert conf["database.password"] == (
+        "${file:/opt/kafka/external-secrets/erp-db.properties:password}")
+    assert conf["table.include.list"] == "sales.billing_document,sales.billing_document_item"
+    assert conf["slot.max.retries"] == "10"
+    assert "pw@" not in json.dumps(conf)
