@@ -532,6 +532,11 @@ class WriteBackConfig(StrictModel):
     key_columns: list[str] | None = Field(default=None, description="default: the document key")
     columns: WriteBackColumns
     status_values: StatusValues = Field(default_factory=StatusValues)
+    incidental_columns: list[str] = Field(
+        default_factory=list,
+        description="columns the ERP changes along with syncd's write-back "
+        "(e.g. a trigger-maintained updated_at); they do not make a change count as new",
+    )
 
 
 class SnapshotPolicy(enum.StrEnum):
@@ -576,7 +581,9 @@ class DocumentConfig(StrictModel):
         re-trigger a decision)."""
         if not self.writes_back_to_source:
             return set()
-        return set(self.write_back.columns.mapped().values())
+        return set(self.write_back.columns.mapped().values()) | set(
+            self.write_back.incidental_columns
+        )
 
     def source_columns(self) -> set[str]:
         """Every source-table column the config reads."""

@@ -139,6 +139,10 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
     wb: list[_Need] = [
         _Need(c, (), f"documents.{doc.name}.write_back.key_columns") for c in doc.write_back_keys
     ]
+    wb += [
+        _Need(c, (), f"documents.{doc.name}.write_back.incidental_columns")
+        for c in doc.write_back.incidental_columns
+    ]
     for name, column in doc.write_back.columns.mapped().items():
         k, length = wb_kinds[name]
         wb.append(_Need(column, k, f"documents.{doc.name}.write_back.columns.{name}", length))

@@ -52,6 +52,15 @@ def test_own_write_back_is_ignored(doc):
     assert d.reason == "own write-back: only write-back columns changed"
 
 
+def test_incidental_columns_count_as_own_write_back(doc):
+    before = order_row(status="CONFIRMED", updated_at="t1")
+    ev = update(before, invoice_no=BLUE_NO, updated_at="t2")
+    assert decide(ev, doc).reason.startswith("not a qualifying change")
+    touched = doc.model_copy(deep=True)
+    touched.write_back.incidental_columns = ["updated_at"]
+    assert decide(ev, touched).reason == "own write-back: only write-back columns changed"
+
+
 def test_write_back_together_with_other_change_is_decided(doc):
     before = order_row(status="CONFIRMED", invoice_no=BLUE_NO)
     d = decide(update(before, status="CANCELLED", invoice_status="REVERSAL_PENDING"), doc)
