@@ -271,11 +271,14 @@ def _zoned_time(text: str) -> ColumnValue:
 
 # --- schema compilation -----------------------------------------------------------
 
+# JsonConverter's names ("float"/"double") plus Connect's own, which some tools write.
 _PRIMITIVES: Final[dict[str, Converter]] = {
     "int8": _int,
     "int16": _int,
     "int32": _int,
     "int64": _int,
+    "float": _float,
+    "double": _float,
     "float32": _float,
     "float64": _float,
     "boolean": _bool,

@@ -179,7 +179,10 @@ def _load_bytes(data: bytes, what: str, with_plan: bool) -> _Doc:
 
 
 def _load_doc(doc: Any, what: str, with_plan: bool) -> _Doc:
-    if type(doc) is dict and len(doc) == 2 and "schema" in doc and "payload" in doc:
+    if type(doc) is dict and "schema" in doc and "payload" in doc:
+        if len(doc) != 2:
+            extra = sorted(k for k in doc if k not in ("schema", "payload"))
+            raise Invalid(f"{what} has 'schema' and 'payload' plus unexpected keys {extra}")
         if not with_plan or doc["payload"] is None:
             return _Doc(doc["payload"], None)
         try:
@@ -301,6 +304,7 @@ def _transaction(position: RecordPosition, payload: Any) -> TransactionMarker:
     tx_id = payload.get("id")
     if type(tx_id) is not str or not tx_id:
         raise Invalid("transaction record without a string 'id'")
+    tx_id = stable_transaction_id(tx_id)
     count = payload.get("event_count")
     if count is not None and type(count) is not int:
         raise Invalid("transaction 'event_count' is not an integer")
@@ -360,7 +364,7 @@ def _envelope(
     transaction = payload.get("transaction")
     tx_id: str | None = None
     if type(transaction) is dict and type(transaction.get("id")) is str:
-        tx_id = transaction["id"]
+        tx_id = stable_transaction_id(transaction["id"])
     elif transaction is not None and type(transaction) is not dict:
         raise Invalid("'transaction' is not an object")
     elif type(source.get("txId")) is int:
@@ -378,6 +382,20 @@ def _envelope(
         lsn=_optional_int(source, "lsn", "source.lsn"),
         source=source,
     )
+
+
+def stable_transaction_id(raw: str) -> str:
+    """The part of a transaction id that is the same on BEGIN, every event and END.
+
+    Debezium's Postgres connector (3.6.1, observed in the golden fixtures) writes
+    `<txId>:<lsn>` where the LSN is that of the record, so BEGIN, the events and END
+    of one transaction carry different strings; only `txId` identifies the
+    transaction. Other connectors' ids (MySQL GTIDs `uuid:n`, `file:pos`) are kept.
+    """
+    head, colon, tail = raw.partition(":")
+    if colon and head.isdigit() and tail.isdigit() and head.isascii() and tail.isascii():
+        return head
+    return raw
 
 
 def _message(message: Any) -> Row | None:
