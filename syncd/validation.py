@@ -3,7 +3,8 @@
 Public API:
     validate(invoice) -> list[Problem]   -- empty list: the platform should accept it
     Problem(code, path, message)         -- message is written for a finance user
-    ALLOWED_RATES, LIMITS                -- the documented limits below
+    ALLOWED_RATES, LIMITS, MAX_LINES     -- the documented limits below
+    PROBLEM_CODES                        -- every code validate() can report (stable)
 
 `validate` never raises for bad data: every rule reports a Problem (the row is
 then marked INVALID in the ERP with the messages), so one bad line cannot stop
@@ -23,7 +24,7 @@ Documented choices (close to what Nuonuo / Baiwang / the 数电 platform accept)
   lines negative; a RED invoice is the negation (quantities and amounts
   negative, DISCOUNT lines positive); unit prices are always positive.
 - Rate 0 without a tax policy is treated as zero-rated; a tax policy on a
-  non-zero rate is an error.
+  non-zero rate is an error; a 0 % line carries no tax at all.
 - Buyer tax ID: required for SPECIAL invoices and for company buyers; a
   natural person may omit it on an ORDINARY invoice, and if given it may be a
   USCC or a resident identity card number (`stdnum.cn.ric`). A natural person
@@ -63,7 +64,7 @@ from syncd.taxmath import (
     sum_lines,
 )
 
-__all__ = ["ALLOWED_RATES", "LIMITS", "MAX_LINES", "Problem", "validate"]
+__all__ = ["ALLOWED_RATES", "LIMITS", "MAX_LINES", "PROBLEM_CODES", "Problem", "validate"]
 
 ALLOWED_RATES: Final = frozenset(
     Decimal(r) for r in ("0.13", "0.09", "0.06", "0.05", "0.03", "0.01", "0")
@@ -80,6 +81,19 @@ LIMITS: Final = {
     "person": 20,
     "email": 100,
 }
+PROBLEM_CODES: Final = frozenset({
+    "AMOUNT_PRECISION", "BLUE_HAS_ORIGINAL", "BLUE_HAS_REASON", "BREAKDOWN_MISMATCH",
+    "BREAKDOWN_ORDER", "BUYER_EMAIL_FORMAT", "BUYER_TAX_ID_INVALID", "BUYER_TAX_ID_REQUIRED",
+    "CURRENCY_FORMAT", "DISCOUNT_MISMATCH", "DISCOUNT_MISSING", "DISCOUNT_ORPHAN",
+    "DISCOUNT_QUANTITY", "DISCOUNT_TOO_LARGE", "FIELD_TOO_LONG", "INTERNAL", "INVOICE_TAX_ERROR",
+    "LINE_AMOUNT_MISMATCH", "LINE_GROSS_MISMATCH", "LINE_NAME_MISSING", "LINE_NO", "LINE_SIGN",
+    "LINE_TAX_MISMATCH", "NO_LINES", "PARTY_NAME_MISSING", "QUANTITY_PRECISION",
+    "QUANTITY_PRICE_PAIR", "QUANTITY_SIGN", "RED_ORIGINAL_FORMAT", "RED_ORIGINAL_MISSING",
+    "RED_REASON_MISSING", "SELLER_TAX_ID_INVALID", "SELLER_TAX_ID_MISSING", "SERIAL_FORMAT",
+    "SPECIAL_NATURAL_PERSON", "TAX_CODE_FORMAT", "TAX_POLICY_RATE", "TAX_RATE_NOT_ALLOWED",
+    "TOO_MANY_LINES", "TOTALS_GROSS_MISMATCH", "TOTALS_MISMATCH", "TOTALS_SIGN",
+    "UNIT_PRICE_PRECISION", "UNIT_PRICE_SIGN", "ZERO_RATE_TAX",
+})
 _CENT = Decimal("0.01")
 _MAX_QTY_PLACES = 8
 _TAX_CODE = re.compile(r"[0-9]{19}")
@@ -367,7 +381,10 @@ class _Validator:
                              f"{_label(field)} is {_money(amount)} "
                              f"(at most {AMOUNT_TOLERANCE} difference allowed)")
             error = line_tax_error(line)
-            if abs(error) > TAX_ERROR_LIMIT_LINE:
+            if line.tax_rate == 0 and not line.tax_amount.is_zero():
+                self.add("ZERO_RATE_TAX", f"{at}.tax_amount",
+                         f"{who}: a 0 % line cannot carry tax (got {_money(line.tax_amount)})")
+            elif abs(error) > TAX_ERROR_LIMIT_LINE:
                 self.add("LINE_TAX_MISMATCH", f"{at}.tax_amount",
                          f"{who}: tax {_money(line.tax_amount)} does not match amount "
                          f"{_money(line.net_amount)} × {_pct(line.tax_rate)} = "

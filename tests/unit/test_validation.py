@@ -20,7 +20,7 @@ from syncd.invoice import (
     Totals,
 )
 from syncd.taxmath import build_lines, tax_breakdown, totals
-from syncd.validation import Problem, validate
+from syncd.validation import PROBLEM_CODES, Problem, validate
 from tests.unit.invoice_samples import (
     OTHER_VALID_TAX_ID,
     blue,
@@ -52,12 +52,15 @@ def change_line(invoice: Invoice, index: int, **changes) -> Invoice:
 
 def only(invoice: Invoice, code: str) -> Problem:
     problems = validate(invoice)
+    assert {p.code for p in problems} <= PROBLEM_CODES
     assert [p.code for p in problems] == [code], problems
     return problems[0]
 
 
 def codes(invoice: Invoice) -> set[str]:
-    return {p.code for p in validate(invoice)}
+    found = {p.code for p in validate(invoice)}
+    assert found <= PROBLEM_CODES
+    return found
 
 
 # -- valid invoices ----------------------------------------------------------------
@@ -183,6 +186,12 @@ def test_tax_within_6_cents_of_net_times_rate():
     p = only(bad, "LINE_TAX_MISMATCH")
     assert p.path == "lines[0].tax_amount"
     assert "9 %" in p.message
+
+
+def test_zero_rate_line_has_no_tax():
+    inv = change_line(blue([line(rate="0")]), 0, tax_amount=D("0.01"), gross_amount=D("165.15"))
+    p = only(inv, "ZERO_RATE_TAX")
+    assert p.message == "line 1: a 0 % line cannot carry tax (got 0.01)"
 
 
 def test_net_plus_tax_must_equal_gross_exactly():
@@ -526,4 +535,5 @@ def test_validate_never_raises_on_arbitrary_data(lines, kind, itype, basis, orig
     })
     problems = validate(inv)
     assert all(isinstance(p, Problem) and p.message for p in problems)
+    assert {p.code for p in problems} <= PROBLEM_CODES
     assert "INTERNAL" not in {p.code for p in problems}
