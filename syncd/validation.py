@@ -94,7 +94,6 @@ PROBLEM_CODES: Final = frozenset({
     "TOO_MANY_LINES", "TOTALS_GROSS_MISMATCH", "TOTALS_MISMATCH", "TOTALS_SIGN",
     "UNIT_PRICE_PRECISION", "UNIT_PRICE_SIGN", "ZERO_RATE_TAX",
 })
-_CENT = Decimal("0.01")
 _MAX_QTY_PLACES = 8
 _TAX_CODE = re.compile(r"[0-9]{19}")
 _INVOICE_NO = re.compile(r"[0-9]{20}")
