@@ -93,10 +93,10 @@ class ReversalReason(enum.StrEnum):
 
 
 def _to_decimal(value: Any, info: ValidationInfo) -> Decimal:
-    if isinstance(value, bool | float):
-        raise ValueError("decimal values must be given as strings, never as floats")
     if info.mode == "json" and not isinstance(value, str):
         raise ValueError('decimal values must be JSON strings (e.g. "165.14"), not numbers')
+    if isinstance(value, bool | float):
+        raise ValueError("decimal values must be given as strings, never as floats")
     if isinstance(value, Decimal):
         result = value
     elif isinstance(value, int | str):

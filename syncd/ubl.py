@@ -173,7 +173,9 @@ class _Writer:
     def document(self, number: str, issued_on: date) -> ET.Element:
         inv = self.inv
         root_ns, doc = (_NS_CREDIT, "CreditNote") if self.credit else (_NS_INVOICE, "Invoice")
-        root = ET.Element(f"{{{root_ns}}}{doc}")
+        # The document namespace is declared as the default one by hand: ElementTree's
+        # default_namespace option refuses the unqualified attributes UBL requires.
+        root = ET.Element(doc, {"xmlns": root_ns})
         self.cbc(root, "CustomizationID", CUSTOMIZATION_ID)
         self.cbc(root, "ID", number)
         self.cbc(root, "IssueDate", issued_on.isoformat())
@@ -322,9 +324,8 @@ def to_ubl(
     issued_on = issue_date or invoice.issue_date
     if issued_on is None:
         raise UblError(invoice.serial, "UBL needs an issue date; pass issue_date=")
+    if not invoice.lines:
+        raise UblError(invoice.serial, "UBL needs at least one line")
     root = _Writer(invoice, country).document(issued_number or invoice.serial, issued_on)
-    namespace = _NS_CREDIT if invoice.kind is InvoiceKind.RED else _NS_INVOICE
-    data: bytes = ET.tostring(
-        root, encoding="utf-8", xml_declaration=True, default_namespace=namespace
-    )
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data
