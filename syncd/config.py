@@ -279,6 +279,14 @@ class RetrySettings(StrictModel):
 class PipelineSettings(StrictModel):
     max_in_flight: int = Field(default=256, ge=1)
     max_in_flight_per_partition: int = Field(default=32, ge=1)
+    workers: int = Field(
+        default=32, ge=1, le=512,
+        description="threads calling the provider and writing results (database pool follows)",
+    )
+    poll_interval_seconds: float = Field(
+        default=0.2, gt=0,
+        description="first status query of an accepted, still processing invoice",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     drain_deadline_seconds: float = Field(default=20.0, gt=0)
     migrate_on_start: bool = False

@@ -1,0 +1,51 @@
+# syncd developer entry points. The two that matter on a fresh machine:
+#   make demo   -- local stack + sandbox + daemon + demo orders (the main job)
+#   make test   -- everything needed, then lint, types, unit and integration tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install lint typecheck unit integration test demo stack-up stack-down stack-clean stack-status clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+lint: install
+	$(BIN)/ruff check syncd tests dev bench
+
+typecheck: install
+	$(BIN)/mypy --strict syncd
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+integration: install stack-up
+	$(BIN)/pytest tests/integration -q -m integration
+
+test: install
+	bash dev/test.sh
+
+stack-up: install
+	bash dev/stack.sh up
+
+stack-down:
+	bash dev/stack.sh down
+
+stack-clean:
+	bash dev/stack.sh clean
+
+stack-status:
+	bash dev/stack.sh status
+
+demo: install
+	bash dev/demo.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

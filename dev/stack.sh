@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# The local CDC stack: PostgreSQL (own cluster) -> Debezium in Kafka Connect -> Kafka (KRaft).
+#
+#   dev/stack.sh up       install what is missing, start everything, wait until a change flows
+#   dev/stack.sh down     stop exactly what `up` started (by pid files)
+#   dev/stack.sh clean    down + remove all state (data, topics, connector offsets, logs)
+#   dev/stack.sh status   what runs where
+#
+# Everything binds to 127.0.0.1 and all state lives under $SYNCD_STACK_DIR (default: .stack/ in
+# the repository, git-ignored). A second `up` while everything runs is a no-op.
+set -Eeuo pipefail
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${SYNCD_STACK_DIR:-$REPO_DIR/.stack}"
+PG_PORT="${SYNCD_PG_PORT:-15432}"
+KAFKA_PORT="${SYNCD_KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${SYNCD_KAFKA_CONTROLLER_PORT:-19093}"
+CONNECT_PORT="${SYNCD_CONNECT_PORT:-18083}"
+PG_MAJOR="${SYNCD_PG_MAJOR:-15}"
+DEBEZIUM_VERSION="3.6.1.Final"
+CONNECTOR_FILE="${SYNCD_CONNECTOR_FILE:-$REPO_DIR/connectors/erp-demo.json}"
+PYTHON="${SYNCD_PYTHON:-$REPO_DIR/.venv/bin/python}"
+
+LOG_DIR="$STACK_DIR/logs"
+RUN_DIR="$STACK_DIR/run"
+JVM_DIR="$STACK_DIR/jvm"
+PG_BIN=""
+
+say() { printf '[stack] %s\n' "$*"; }
+die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+
+fail_with_log() {  # $1 = component, $2 = log file
+    printf '[stack] ERROR: %s failed to start. Last lines of %s:\n' "$1" "$2" >&2
+    tail -n 30 "$2" >&2 2>/dev/null || true
+    printf '[stack] Read the whole log: %s\n' "$2" >&2
+    exit 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() {  # $1 = pid file
+    [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
+wait_for() {  # $1 = seconds, $2 = description, rest = command
+    local deadline=$((SECONDS + $1)) what="$2"; shift 2
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.5
+    done
+    return 0
+}
+
+# --------------------------------------------------------------------------- PostgreSQL
+find_pg_bin() {
+    local candidate
+    for candidate in "/usr/lib/postgresql/$PG_MAJOR/bin" /usr/lib/postgresql/*/bin; do
+        if [[ -x "$candidate/initdb" && -x "$candidate/postgres" ]]; then
+            PG_BIN="$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_postgres() {
+    find_pg_bin && return 0
+    say "installing PostgreSQL from Debian packages (postgresql)..."
+    export DEBIAN_FRONTEND=noninteractive
+    # Debian's package may start its own cluster on 5432; we never touch it.
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq postgresql postgresql-contrib >/dev/null
+    find_pg_bin || die "PostgreSQL binaries not found after install (looked in /usr/lib/postgresql/*/bin)"
+}
+
+pg_dir() {
+    # The server runs as the `postgres` system user (initdb/postgres refuse root), which needs to
+    # reach its data directory. When the checkout sits somewhere that user cannot traverse (e.g.
+    # under /root), the data lives in /var/tmp and $STACK_DIR/pg is a symlink to it.
+    local dir="$STACK_DIR/pg"
+    if [[ -L "$dir" || -d "$dir" ]]; then
+        echo "$dir"; return
+    fi
+    mkdir -p "$STACK_DIR"
+    local probe="$STACK_DIR/.pg-probe"
+    mkdir -p "$probe"; chown postgres "$probe"
+    if runuser -u postgres -- test -w "$probe"; then
+        rmdir "$probe"; mkdir -p "$dir"
+    else
+        rmdir "$probe"
+        local outside
+        outside="/var/tmp/syncd-stack-$(printf '%s' "$STACK_DIR" | sha1sum | cut -c1-12)/pg"
+        mkdir -p "$outside"; chown postgres "$(dirname "$outside")" "$outside"
+        ln -s "$outside" "$dir"
+    fi
+    echo "$dir"
+}
+
+pg_running() {
+    local dir; dir="$(pg_dir)"
+    [[ -f "$dir/data/postmaster.pid" ]] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
+}
+
+psql_erp() { runuser -u postgres -- "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+
+start_postgres() {
+    install_postgres
+    local dir; dir="$(pg_dir)"
+    if pg_running; then
+        say "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+    else
+        if [[ ! -f "$dir/data/PG_VERSION" ]]; then
+            say "creating a dedicated PostgreSQL cluster in $dir/data"
+            mkdir -p "$dir/data" "$dir/run"
+            chown -R postgres "$dir"
+            chmod 700 "$dir/data"
+            runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust \
+                -E UTF8 --locale=C.UTF-8 >"$LOG_DIR/initdb.log" 2>&1 || fail_with_log "initdb" "$LOG_DIR/initdb.log"
+            cat >>"$dir/data/postgresql.conf" <<EOF
+# --- syncd local stack ---
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$dir/run'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+max_connections = 200
+shared_buffers = 256MB
+timezone = 'UTC'
+log_timezone = 'UTC'
+EOF
+            cat >"$dir/data/pg_hba.conf" <<EOF
+# syncd local development stack: trust on loopback only.
+local   all          all                  trust
+host    all          all   127.0.0.1/32   trust
+host    replication  all   127.0.0.1/32   trust
+EOF
+        fi
+        port_open "$PG_PORT" && die "port $PG_PORT is taken by another process; set SYNCD_PG_PORT or stop it"
+        mkdir -p "$dir/run"; chown postgres "$dir/run"
+        touch "$LOG_DIR/postgres.log"; chown postgres "$LOG_DIR/postgres.log"
+        say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$LOG_DIR/postgres.log" -w -t 60 start >/dev/null \
+            || fail_with_log "PostgreSQL" "$LOG_DIR/postgres.log"
+    fi
+    wait_for 30 "postgres" "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || fail_with_log "PostgreSQL" "$LOG_DIR/postgres.log"
+    if ! psql_erp -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'erp'" | grep -q 1; then
+        psql_erp -d postgres -c "CREATE DATABASE erp"
+    fi
+    psql_erp -d erp -f "$REPO_DIR/config/demo/erp.sql" >/dev/null 2>>"$LOG_DIR/erp-schema.log" \
+        || fail_with_log "loading config/demo/erp.sql" "$LOG_DIR/erp-schema.log"
+}
+
+stop_postgres() {
+    find_pg_bin || return 0
+    [[ -e "$STACK_DIR/pg" ]] || return 0
+    if pg_running; then
+        say "stopping PostgreSQL"
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STACK_DIR/pg/data" -m fast -w -t 60 stop >/dev/null || true
+    fi
+}
+
+# --------------------------------------------------------------------------- JVM parts
+prepare_jvm() {
+    command -v java >/dev/null || die "java not found: install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
+    command -v mvn >/dev/null || die "mvn not found: install Maven (apt-get install maven)"
+    local stamp="$JVM_DIR/.resolved-$(sha1sum "$REPO_DIR/dev/jvm/pom.xml" | cut -c1-12)-$DEBEZIUM_VERSION"
+    if [[ -f "$stamp" ]]; then
+        return 0
+    fi
+    say "resolving Kafka, Kafka Connect and Debezium $DEBEZIUM_VERSION from Maven Central (cached in ~/.m2)..."
+    rm -rf "$JVM_DIR"; mkdir -p "$JVM_DIR/lib" "$JVM_DIR/plugins"
+    mvn -q -B -f "$REPO_DIR/dev/jvm/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$JVM_DIR/lib" -DincludeScope=runtime >"$LOG_DIR/maven.log" 2>&1 \
+        || fail_with_log "Maven (Kafka jars)" "$LOG_DIR/maven.log"
+    mvn -q -B -f "$REPO_DIR/dev/jvm/pom.xml" dependency:copy \
+        -Dartifact="io.debezium:debezium-connector-postgres:$DEBEZIUM_VERSION:tar.gz:plugin" \
+        -DoutputDirectory="$JVM_DIR" >>"$LOG_DIR/maven.log" 2>&1 \
+        || fail_with_log "Maven (Debezium plugin)" "$LOG_DIR/maven.log"
+    tar -xzf "$JVM_DIR/debezium-connector-postgres-$DEBEZIUM_VERSION-plugin.tar.gz" -C "$JVM_DIR/plugins"
+    rm -f "$JVM_DIR/debezium-connector-postgres-$DEBEZIUM_VERSION-plugin.tar.gz"
+    touch "$stamp"
+}
+
+jvm_classpath() { printf '%s/lib/*' "$JVM_DIR"; }
+
+render() {  # $1 = template, $2 = output
+    sed -e "s#@STACK_DIR@#$STACK_DIR#g" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
+        -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@CONNECT_PORT@#$CONNECT_PORT#g" \
+        "$1" >"$2"
+}
+
+start_java() {  # $1 = name, $2 = heap, rest = main class + args; pid in $RUN_DIR/$1.pid
+    local name="$1" heap="$2"; shift 2
+    nohup java "-Xmx$heap" -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+        -Dlog4j2.configurationFile="$REPO_DIR/dev/conf/log4j2.properties" \
+        -Dsyncd.log.file="$LOG_DIR/$name.log" \
+        -cp "$(jvm_classpath)" "$@" >"$LOG_DIR/$name.out" 2>&1 </dev/null &
+    echo $! >"$RUN_DIR/$name.pid"
+}
+
+kafka_ready() {
+    "$PYTHON" - "$KAFKA_PORT" <<'EOF' >/dev/null 2>&1
+import sys
+from confluent_kafka.admin import AdminClient
+md = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"}).list_topics(timeout=3)
+sys.exit(0 if md.brokers else 1)
+EOF
+}
+
+start_kafka() {
+    if pid_alive "$RUN_DIR/kafka.pid" && kafka_ready; then
+        say "Kafka already running on 127.0.0.1:$KAFKA_PORT"
+        return 0
+    fi
+    port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by another process; set SYNCD_KAFKA_PORT or stop it"
+    mkdir -p "$STACK_DIR/kafka/data"
+    render "$REPO_DIR/dev/conf/server.properties.in" "$STACK_DIR/kafka/server.properties"
+    if [[ ! -f "$STACK_DIR/kafka/data/meta.properties" ]]; then
+        local cluster_id
+        cluster_id="$(java -cp "$(jvm_classpath)" -Dlog4j2.configurationFile="$REPO_DIR/dev/conf/log4j2.properties" \
+            -Dsyncd.log.file="$LOG_DIR/kafka-format.log" kafka.tools.StorageTool random-uuid)"
+        java -cp "$(jvm_classpath)" -Dlog4j2.configurationFile="$REPO_DIR/dev/conf/log4j2.properties" \
+            -Dsyncd.log.file="$LOG_DIR/kafka-format.log" kafka.tools.StorageTool format --standalone \
+            -t "$cluster_id" -c "$STACK_DIR/kafka/server.properties" >>"$LOG_DIR/kafka-format.log" 2>&1 \
+            || fail_with_log "Kafka storage format" "$LOG_DIR/kafka-format.log"
+    fi
+    say "starting Kafka (KRaft) on 127.0.0.1:$KAFKA_PORT"
+    start_java kafka 768m kafka.Kafka "$STACK_DIR/kafka/server.properties"
+    wait_for 120 "kafka" kafka_ready || fail_with_log "Kafka" "$LOG_DIR/kafka.log"
+}
+
+connect_ready() {
+    curl -fsS "http://127.0.0.1:$CONNECT_PORT/connector-plugins" 2>/dev/null | grep -q PostgresConnector
+}
+
+start_connect() {
+    if pid_alive "$RUN_DIR/connect.pid" && connect_ready; then
+        say "Kafka Connect already running on http://127.0.0.1:$CONNECT_PORT"
+        return 0
+    fi
+    port_open "$CONNECT_PORT" && die "port $CONNECT_PORT is taken by another process; set SYNCD_CONNECT_PORT or stop it"
+    mkdir -p "$STACK_DIR/connect"
+    render "$REPO_DIR/dev/conf/connect-worker.properties.in" "$STACK_DIR/connect/worker.properties"
+    say "starting Kafka Connect (distributed, Debezium $DEBEZIUM_VERSION) on http://127.0.0.1:$CONNECT_PORT"
+    start_java connect 1g org.apache.kafka.connect.cli.ConnectDistributed "$STACK_DIR/connect/worker.properties"
+    wait_for 180 "connect" connect_ready || fail_with_log "Kafka Connect" "$LOG_DIR/connect.log"
+}
+
+register_connector() {
+    local name body
+    name="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$CONNECTOR_FILE")"
+    # The committed connector file targets the default ports; follow SYNCD_PG_PORT if it differs.
+    body="$("$PYTHON" -c '
+import json, sys
+config = json.load(open(sys.argv[1]))["config"]
+config["database.port"] = sys.argv[2]
+print(json.dumps(config))' "$CONNECTOR_FILE" "$PG_PORT")"
+    curl -fsS -X PUT -H 'Content-Type: application/json' --data "$body" \
+        "http://127.0.0.1:$CONNECT_PORT/connectors/$name/config" >"$LOG_DIR/connector-register.json" 2>&1 \
+        || fail_with_log "connector registration ($name)" "$LOG_DIR/connector-register.json"
+    connector_running() {
+        curl -fsS "http://127.0.0.1:$CONNECT_PORT/connectors/$name/status" 2>/dev/null | "$PYTHON" -c '
+import json, sys
+try:
+    s = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
+ok = s["connector"]["state"] == "RUNNING" and s["tasks"] and all(t["state"] == "RUNNING" for t in s["tasks"])
+sys.exit(0 if ok else 1)'
+    }
+    if ! wait_for 90 "connector" connector_running; then
+        curl -sS "http://127.0.0.1:$CONNECT_PORT/connectors/$name/status" >>"$LOG_DIR/connector-register.json" 2>&1 || true
+        fail_with_log "Debezium connector $name (status and trace in connector-register.json; worker log connect.log)" \
+            "$LOG_DIR/connector-register.json"
+    fi
+    say "connector $name RUNNING"
+}
+
+probe_change_flow() {
+    # Proves the whole path: a committed row change shows up as a Debezium event in Kafka.
+    local started=$SECONDS
+    "$PYTHON" "$REPO_DIR/dev/probe_flow.py" --pg-port "$PG_PORT" --kafka-port "$KAFKA_PORT" \
+        >"$LOG_DIR/probe.log" 2>&1 || fail_with_log "change-event probe" "$LOG_DIR/probe.log"
+    say "change events flow: $(tail -n 1 "$LOG_DIR/probe.log") (probe took $((SECONDS - started)) s)"
+}
+
+stop_pidfile() {  # $1 = name
+    local file="$RUN_DIR/$1.pid"
+    [[ -f "$file" ]] || return 0
+    local pid; pid="$(cat "$file")"
+    if kill -0 "$pid" 2>/dev/null; then
+        say "stopping $1 (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + 30))
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.3; done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+cmd_up() {
+    local t0=$SECONDS
+    mkdir -p "$LOG_DIR" "$RUN_DIR"
+    [[ -x "$PYTHON" ]] || die "$PYTHON not found: run 'make install' first"
+    start_postgres
+    prepare_jvm
+    start_kafka
+    start_connect
+    register_connector
+    probe_change_flow
+    say "stack up in $((SECONDS - t0)) s"
+    cmd_status
+}
+
+cmd_down() {
+    stop_pidfile connect
+    stop_pidfile kafka
+    stop_postgres
+    # Processes started by `make demo` (sandbox, daemon) register their pid files here too.
+    local f
+    for f in "$RUN_DIR"/*.pid; do
+        [[ -e "$f" ]] || continue
+        stop_pidfile "$(basename "$f" .pid)"
+    done
+    say "stack stopped"
+}
+
+cmd_clean() {
+    cmd_down
+    if [[ -L "$STACK_DIR/pg" ]]; then
+        rm -rf "$(readlink -f "$STACK_DIR/pg")"
+    fi
+    # Keep the resolved jars (they are a cache, not state) unless asked.
+    find "$STACK_DIR" -mindepth 1 -maxdepth 1 ! -name jvm -exec rm -rf {} + 2>/dev/null || true
+    if [[ "${1:-}" == "--all" ]]; then rm -rf "$STACK_DIR"; fi
+    say "stack state removed ($STACK_DIR)"
+}
+
+cmd_status() {
+    local rc=0
+    find_pg_bin || true
+    if [[ -n "$PG_BIN" ]] && [[ -e "$STACK_DIR/pg" ]] && pg_running; then
+        say "PostgreSQL     up    postgresql://postgres@127.0.0.1:$PG_PORT/erp   log: $LOG_DIR/postgres.log"
+    else
+        say "PostgreSQL     down"; rc=1
+    fi
+    if pid_alive "$RUN_DIR/kafka.pid"; then
+        say "Kafka          up    127.0.0.1:$KAFKA_PORT (KRaft controller :$KAFKA_CONTROLLER_PORT)   log: $LOG_DIR/kafka.log"
+    else
+        say "Kafka          down"; rc=1
+    fi
+    if pid_alive "$RUN_DIR/connect.pid"; then
+        say "Kafka Connect  up    http://127.0.0.1:$CONNECT_PORT   log: $LOG_DIR/connect.log"
+    else
+        say "Kafka Connect  down"; rc=1
+    fi
+    local f name
+    for f in "$RUN_DIR"/*.pid; do
+        [[ -e "$f" ]] || continue
+        name="$(basename "$f" .pid)"
+        case "$name" in kafka|connect) continue ;; esac
+        if pid_alive "$f"; then say "$(printf '%-14s' "$name") up    pid $(cat "$f")   log: $LOG_DIR/$name.log"; fi
+    done
+    say "state: $STACK_DIR"
+    return $rc
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    clean) shift; cmd_clean "$@" ;;
+    status) cmd_status ;;
+    *) echo "usage: $0 up|down|clean [--all]|status" >&2; exit 2 ;;
+esac
