@@ -103,8 +103,10 @@ class TestLocatedErrors:
         assert "unknown key 'zzz' (allowed: dsn, dsn_file, pool_size" in message
 
     def test_nested_list_paths(self, tmp_path):
-        path, text = broken(tmp_path, "{column: invoice_no, is_null: false}",
-                            "{column: invoice_no, is_nul: false}")
+        old = "    reverses:\n      column: status\n      becomes: CANCELLED"
+        new = ("    reverses:\n      all:\n        - {column: status, becomes: CANCELLED}\n"
+               "        - {column: invoice_no, is_nul: false}")
+        path, text = broken(tmp_path, old, new)
         (message,) = problems(path)
         line = line_of(text, "is_nul:")
         assert message == (f"{path}:{line}: documents.sales_order.reverses.all[1].is_nul: "
