@@ -191,3 +191,66 @@ def test_preview_reads_lines_from_the_database(erp, order, tmp_path, capsys):
     assert invoice["totals"] == {"net_amount": "265.14", "tax_amount": "20.86",
                                  "gross_amount": "286.00"}
     assert invoice["source"]["key"] == {"id": order}
+
+
+def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path, capsys):
+    """In our own database: migrate the ledger, record an issued invoice, preview a cancel."""
+    from syncd.changes import RecordPosition
+    from syncd.debezium import decode_json
+    from syncd.ledger import repository as repo
+    from syncd.ledger.engine import ledger_engine
+    from syncd.ledger.models import DocumentIdentity as LedgerIdentity
+    from syncd.mapping import build_blue
+    from syncd.rules import decide
+    from syncd.states import DocumentState
+
+    config_path = write_config(tmp_path, DEMO_TEXT.replace("15432/erp", f"15432/{OWN_DB}"))
+    assert main(["migrate", "-c", str(config_path)]) == 0
+    capsys.readouterr()
+    config = load_config(config_path)
+    doc = config.documents["sales_order"]
+
+    record = json.loads(EVENT.read_text(encoding="utf-8"))
+    confirmed = decode_json(RecordPosition("erp.erp.sales_order", 0, 1), record["key"],
+                            record["value"], config.decode_options())
+    decision = decide(confirmed, doc)
+    line = {"line_no": 1, "item_name": "Consulting service", "tax_code": "3040201000000000000",
+            "spec": None, "unit": "hour", "quantity": Decimal(2), "unit_price": Decimal("82.57"),
+            "tax_rate": Decimal("0.09"), "discount_amount": Decimal(0)}
+    blue = build_blue(doc, confirmed.after, [line], decision.identity).invoice
+    assert blue is not None
+    engine = ledger_engine(config.database.dsn_value(), config.database.schema_name,
+                           poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        row, created = repo.ensure_document(
+            conn, LedgerIdentity.of("sales_order", "erp.sales_order", {"id": 42}), blue.serial,
+            actor="config-test", state=DocumentState.READY,
+            payload=blue.model_dump(mode="json"), payload_hash=blue.payload_hash())
+        assert created
+        repo.transition(conn, row.id, DocumentState.READY, DocumentState.ISSUED,
+                        actor="config-test", invoice_no="26312000000000000042")
+    engine.dispose()
+
+    payload = record["value"]["payload"]
+    payload["after"]["status"] = "CANCELLED"
+    event = tmp_path / "cancel.json"
+    event.write_text(json.dumps(record), encoding="utf-8")
+    code = main(["preview", "-c", str(config_path), "--event", str(event)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    assert out["decision"]["action"] == "reverse"
+    red = out["invoice"]
+    assert red["kind"] == "RED"
+    assert red["original_invoice_no"] == "26312000000000000042"
+    assert red["totals"]["gross_amount"] == "-180.00"
+    assert red["reversal_reason"] == "INVOICING_ERROR"
+
+    # a document the ledger does not know: the daemon would ignore the cancellation
+    record["key"]["payload"]["id"] = 43
+    for image in ("before", "after"):
+        payload[image]["id"] = 43
+    event.write_text(json.dumps(record), encoding="utf-8")
+    assert main(["preview", "-c", str(config_path), "--event", str(event)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["invoice"] is None
+    assert out["note"].startswith("no invoice for this document in the ledger")

@@ -99,3 +99,43 @@ def test_preview_bad_input_exits_2(tmp_path, capsys):
     assert main(["preview", "-c", str(DEMO), "--event", str(path)]) == 2
     assert "expected an object" in capsys.readouterr().err
     assert main(["preview", "-c", str(DEMO), "--event", str(tmp_path / "none.json")]) == 2
+
+
+def cancellation(tmp_path, invoice_no="26312000000000000042"):
+    record = json.loads(EVENT.read_text())
+    payload = record["value"]["payload"]
+    for image in ("before", "after"):
+        payload[image]["invoice_no"] = invoice_no
+    payload["after"]["status"] = "CANCELLED"
+    payload["after"]["cancel_reason"] = "RETURN"
+    path = tmp_path / "cancel.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_preview_reversal_from_a_blue_file(tmp_path, capsys):
+    lines = write_lines(tmp_path, LINES)
+    assert main(["preview", "-c", str(DEMO), "--event", str(EVENT), "--lines", str(lines)]) == 0
+    blue = tmp_path / "blue.json"
+    blue.write_text(json.dumps(json.loads(capsys.readouterr().out)["invoice"]))
+    code = main(["preview", "-c", str(DEMO), "--event", str(cancellation(tmp_path)),
+                 "--blue", str(blue)])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out["problems"]
+    assert out["decision"]["action"] == "reverse"
+    assert out["decision"]["reason"] == "status became CANCELLED"
+    red = out["invoice"]
+    assert red["kind"] == "RED"
+    assert red["original_invoice_no"] == "26312000000000000042"
+    assert red["reversal_reason"] == "SALES_RETURN"
+    assert red["totals"]["gross_amount"] == "-180.00"
+    assert red["serial"] == out["decision"]["serial"] != json.loads(blue.read_text())["serial"]
+
+
+def test_preview_reversal_needs_the_invoice_number_with_blue_file(tmp_path, capsys):
+    blue = tmp_path / "blue.json"
+    blue.write_text("{}")
+    code = main(["preview", "-c", str(DEMO), "--event", str(cancellation(tmp_path, None)),
+                 "--blue", str(blue)])
+    assert code == 2
+    assert "not an invoice" in capsys.readouterr().err
