@@ -152,6 +152,24 @@ def test_live_check_reports_short_columns_missing_tables_and_replica_identity(ow
     assert "has no REPLICA IDENTITY FULL" in report.warnings[0]
 
 
+def test_live_check_verifies_declared_decimal_scales(own_db):
+    text = (DEMO_TEXT.replace("15432/erp", f"15432/{OWN_DB}")
+            .replace("    unit_price: 8\n", "    unit_price: 2\n")
+            .replace("    amount: 2\n", "    amount: 2\n    item_name: 2\n    nope: 1\n"))
+    config = parse_config(text, "c.yaml")
+    engine = _engine(config.database.dsn_value())
+    with engine.connect() as conn:
+        report = check_schema(conn, config)
+    engine.dispose()
+    assert sorted(report.errors) == [
+        "decimal_scales.erp.sales_order_line.item_name: column erp.sales_order_line.item_name "
+        "is VARCHAR(100), not numeric",
+        "decimal_scales.erp.sales_order_line.nope: column erp.sales_order_line.nope does not exist",
+        "decimal_scales.erp.sales_order_line.unit_price: declared scale 2, but "
+        "erp.sales_order_line.unit_price is NUMERIC(20, 8)",
+    ]
+
+
 def test_live_check_reports_missing_topics(erp, tmp_path, capsys):
     path = write_config(tmp_path, DEMO_TEXT.replace("topic_prefix: erp", "topic_prefix: nope", 1))
     assert main(["check-config", "-c", str(path), "--live", "--quiet"]) == 2
