@@ -361,3 +361,16 @@ def test_documented_example_is_valid(tmp_path):
     assert doc.snapshot is SnapshotPolicy.IGNORE
     assert config.kafka.client_config()["sasl.password"] == "kafka-pass"
     assert config.database.masked_dsn() == "postgresql+psycopg://syncd:***@erp-db:5432/erp"
+
+
+def test_issuer_section_feeds_the_provider_settings_model():
+    """Drift guard: the issuer section must stay acceptable to the provider's own model."""
+    from syncd.issuers.registry import settings_model
+
+    config = demo_config()
+    model = settings_model(config.issuer.provider)
+    settings = model.model_validate(config.issuer.provider_settings())
+    assert settings.app_secret.get_secret_value() == "syncd-dev-secret-do-not-use-in-production"
+    assert settings.base_url.rstrip("/") == "http://127.0.0.1:18700"
+    ours = set(type(config.issuer).model_fields)
+    assert ours <= set(model.model_fields)
