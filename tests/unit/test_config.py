@@ -374,3 +374,45 @@ def test_issuer_section_feeds_the_provider_settings_model():
     assert settings.base_url.rstrip("/") == "http://127.0.0.1:18700"
     ours = set(type(config.issuer).model_fields)
     assert ours <= set(model.model_fields)
+
+
+def _model_keys_of_demo() -> list[tuple[tuple, int, int]]:
+    """(path, line, column) of every key of config/demo.yaml that is a model field."""
+    import yaml
+
+    from syncd.config import SyncdConfig, _keys_at
+
+    found: list[tuple[tuple, int, int]] = []
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            allowed = _keys_at(SyncdConfig, path)
+            for key_node, value in node.value:
+                key = key_node.value
+                if allowed is not None and key in allowed:
+                    found.append(((*path, key), key_node.start_mark.line,
+                                  key_node.start_mark.column))
+                walk(value, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, (*path, i))
+
+    walk(yaml.compose(DEMO_TEXT, Loader=yaml.SafeLoader), ())
+    return found
+
+
+@pytest.mark.parametrize(("path", "line", "column"), _model_keys_of_demo(),
+                         ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else None)
+def test_every_misspelt_key_is_located_and_corrected(path, line, column):
+    lines = DEMO_TEXT.splitlines(keepends=True)
+    key = str(path[-1])
+    text = lines[line]
+    assert text[column:column + len(key)] == key
+    lines[line] = text[:column] + key + "x" + text[column + len(key):]
+    with pytest.raises(ConfigError) as exc:
+        parse_config("".join(lines), "demo.yaml")
+    dotted = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path[:-1])
+    dotted = dotted.replace(".[", "[")
+    expected = (f"demo.yaml:{line + 1}: {dotted + '.' if dotted else ''}{key}x: unknown key "
+                f"'{key}x' -- did you mean '{key}'?")
+    assert expected in [str(p) for p in exc.value.problems]
