@@ -121,7 +121,16 @@ class Store:
         self._db.close()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One commit for everything a request does (nonce, effect, request log)."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._db.in_transaction:  # joined into the request's transaction
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -133,18 +142,18 @@ class Store:
     # --- requests and nonces ---------------------------------------------------------
 
     def remember_nonce(self, app_key: str, nonce: str, now: float, ttl: float) -> bool:
-        """False when the nonce was already used by this key within `ttl` seconds."""
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT seen_at FROM nonces WHERE app_key = ? AND nonce = ?", (app_key, nonce)
-            ).fetchone()
-            if row is not None and now - row["seen_at"] < ttl:
-                return False
-            db.execute(
-                "INSERT OR REPLACE INTO nonces (nonce, app_key, seen_at) VALUES (?, ?, ?)",
-                (nonce, app_key, now),
-            )
-            return True
+        """False when the nonce was already used by this key within `ttl` seconds.
+
+        One statement (autocommit): an insert, or a refresh of an expired entry;
+        a live entry makes it change nothing, which is the replay.
+        """
+        cursor = self._db.execute(
+            "INSERT INTO nonces (nonce, app_key, seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (app_key, nonce) DO UPDATE SET seen_at = excluded.seen_at"
+            " WHERE nonces.seen_at <= ?",
+            (nonce, app_key, now, now - ttl),
+        )
+        return cursor.rowcount == 1
 
     def prune_nonces(self, before: float) -> None:
         with self._tx() as db:
@@ -198,14 +207,14 @@ class Store:
                     return SubmitOutcome("DUPLICATE", existing)
                 return SubmitOutcome("SAME" if same else "CONFLICT", existing)
             net, tax, gross = totals_of(payload)
-            db.execute(
+            row = db.execute(
                 "INSERT INTO invoices (serial, kind, invoice_type, payload, payload_hash, status,"
                 " app_key, accepted_at, due_at, net_amount, tax_amount, gross_amount)"
-                " VALUES (?, 'BLUE', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, 'BLUE', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?) RETURNING *",
                 (serial, payload["invoice_type"], json.dumps(payload, ensure_ascii=False),
                  digest, app_key, now, now + delay, net, tax, gross),
-            )
-            return SubmitOutcome("ACCEPTED", self._invoice(db, serial))
+            ).fetchall()[0]
+            return SubmitOutcome("ACCEPTED", dict(row))
 
     def invoice(self, serial: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM invoices WHERE serial = ?", (serial,)).fetchone()
@@ -243,15 +252,15 @@ class Store:
                 else:
                     self._issue(db, due_serial, now)
                 done += 1
-            done += self._issue_due_red_forms(db, now, serial)
+            if serial is None or not done:
+                done += self._issue_due_red_forms(db, now, serial)
         return done
 
     def _next_invoice_no(self, db: sqlite3.Connection, now: float) -> str:
-        db.execute(
+        ((seq,),) = db.execute(
             "INSERT INTO counters (name, value) VALUES ('invoice_no', 1)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + 1"
-        )
-        (seq,) = db.execute("SELECT value FROM counters WHERE name = 'invoice_no'").fetchone()
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value"
+        ).fetchall()
         year = datetime.fromtimestamp(now, BEIJING).year % 100
         return f"{year:02d}312000{seq:012d}"  # 20 digits: year, region 31 (Shanghai), sequence
 
