@@ -184,3 +184,27 @@ def test_registry_builds_the_sandbox_client_from_raw_config():
     assert registry.settings_model("sandbox") is SandboxIssuerSettings
     with pytest.raises(registry.UnknownProviderError):
         registry.create_issuer("nuonuo", {})
+
+
+def test_async_client_classifies_the_same_way():
+    import asyncio
+
+    from syncd.issuers.sandbox import AsyncSandboxIssuer
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["x-app-key"] == "key"
+        if request.method == "POST":
+            raise httpx.ReadTimeout("late", request=request)
+        return httpx.Response(200, json={"status": "ISSUED", "invoice_no": "1" * 20,
+                                         "kind": "BLUE", "issued_at": "t"})
+
+    async def go() -> None:
+        client = AsyncSandboxIssuer(SETTINGS, transport=httpx.MockTransport(handler))
+        try:
+            assert isinstance(await client.issue({"serial": "SERIAL0001"}), OutcomeUnknown)
+            resolved = await client.issue_or_resolve({"serial": "SERIAL0001"})
+            assert isinstance(resolved, Issued)
+        finally:
+            await client.aclose()
+
+    asyncio.run(go())
