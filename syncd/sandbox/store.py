@@ -69,7 +69,7 @@ CREATE TABLE IF NOT EXISTS red_forms (
 CREATE UNIQUE INDEX IF NOT EXISTS red_forms_once
     ON red_forms (original_invoice_no) WHERE status != 'FAILED';
 CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,              -- never deleted, so ids only grow
     ts REAL NOT NULL,
     method TEXT NOT NULL,
     path TEXT NOT NULL,
