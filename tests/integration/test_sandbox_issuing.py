@@ -362,6 +362,17 @@ def test_unknown_outcome_with_nothing_at_the_provider_says_resubmit(sandbox, cli
     assert isinstance(resolved, Retryable) and resolved.resubmit
 
 
+def test_hung_connection_before_commit_is_unknown_for_submits_retryable_for_queries(sandbox):
+    sandbox.set_faults(error_rate=1.0, error_mode="hang", hang_ms=2000)
+    doc = samples.invoice()
+    with sandbox.client(read_timeout=0.5) as c:
+        assert isinstance(c.issue(doc), OutcomeUnknown)
+        queried = c.query(doc["serial"])
+        assert isinstance(queried, Retryable) and not queried.resubmit
+        sandbox.reset_faults()
+        assert isinstance(c.query(doc["serial"]), NotFound)  # it really never committed
+
+
 def test_connect_error_before_sending_is_retryable():
     port = free_port()  # nothing listens there
     from syncd.issuers.sandbox import SandboxIssuerSettings
