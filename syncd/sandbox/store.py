@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS invoices (
     accepted_at REAL NOT NULL,
     due_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
-    invoice_no TEXT UNIQUE,
+    invoice_no TEXT,
     issued_at TEXT,
     check_code TEXT,
     net_amount TEXT NOT NULL,
@@ -49,7 +49,10 @@ CREATE TABLE IF NOT EXISTS invoices (
     failure_code TEXT,
     failure_reason TEXT
 );
-CREATE INDEX IF NOT EXISTS invoices_due ON invoices (status, due_at);
+-- partial indexes: an accepted invoice touches neither until it matters
+CREATE INDEX IF NOT EXISTS invoices_due ON invoices (due_at) WHERE status = 'PROCESSING';
+CREATE UNIQUE INDEX IF NOT EXISTS invoices_no ON invoices (invoice_no)
+    WHERE invoice_no IS NOT NULL;
 CREATE TABLE IF NOT EXISTS red_forms (
     serial TEXT PRIMARY KEY,
     original_invoice_no TEXT NOT NULL,
@@ -85,7 +88,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     app_key TEXT NOT NULL,
     seen_at REAL NOT NULL,
     PRIMARY KEY (app_key, nonce)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nonces_seen ON nonces (seen_at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -102,10 +105,14 @@ class SubmitOutcome:
     row: dict[str, Any]
 
 
-def payload_digest(payload: Mapping[str, Any]) -> str:
+def canonical_json(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def payload_digest(payload: Mapping[str, Any], canonical: str | None = None) -> str:
     """Digest of the *parsed* payload, so key order and whitespace are not "different"."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    text = canonical_json(payload) if canonical is None else canonical
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Store:
@@ -182,7 +189,8 @@ class Store:
         refuse_duplicates: bool,
     ) -> SubmitOutcome:
         serial = str(payload["serial"])
-        digest = payload_digest(payload)
+        canonical = canonical_json(payload)
+        digest = payload_digest(payload, canonical)
         with self._tx() as db:
             row = db.execute("SELECT * FROM invoices WHERE serial = ?", (serial,)).fetchone()
             if row is None and db.execute(
@@ -211,7 +219,7 @@ class Store:
                 "INSERT INTO invoices (serial, kind, invoice_type, payload, payload_hash, status,"
                 " app_key, accepted_at, due_at, net_amount, tax_amount, gross_amount)"
                 " VALUES (?, 'BLUE', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?) RETURNING *",
-                (serial, payload["invoice_type"], json.dumps(payload, ensure_ascii=False),
+                (serial, payload["invoice_type"], canonical,
                  digest, app_key, now, now + delay, net, tax, gross),
             ).fetchall()[0]
             return SubmitOutcome("ACCEPTED", dict(row))
