@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import threading
@@ -125,6 +126,17 @@ def _raw_load(url: str, seconds: float, conns: int, worker: int,
     out.put({"ok": sum(r[0] for r in results), "bad": sum(r[1] for r in results)})
 
 
+def _cpu_seconds(sandbox: SandboxProcess) -> float:
+    """utime + stime of the sandbox process (Linux /proc), 0 when unknown."""
+    if sandbox.proc is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{sandbox.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -150,6 +162,7 @@ def main() -> int:
                                         args=(sandbox.url, args.seconds, args.threads, w, queue))
                 for w in range(args.procs)
             ]
+            cpu_before = _cpu_seconds(sandbox)
             started = time.monotonic()
             for p in procs:
                 p.start()
@@ -161,6 +174,7 @@ def main() -> int:
             for p in procs:
                 p.join()
             elapsed = time.monotonic() - started
+            cpu_used = _cpu_seconds(sandbox) - cpu_before
             issued = len(sandbox.issued())
         finally:
             sandbox.stop()
@@ -172,6 +186,9 @@ def main() -> int:
         "seconds": round(elapsed, 2),
         "requests_per_second": round(requests / elapsed, 1),
         "invoices_issued": issued,
+        # what the server itself spent: independent of how busy the machine is
+        "server_cpu_ms_per_request": round(cpu_used * 1000 / requests, 3) if requests else None,
+        "server_requests_per_cpu_second": round(requests / cpu_used, 1) if cpu_used else None,
         "load": f"{args.procs} procs x {args.threads} "
                 + ("raw connections" if args.raw else "SandboxIssuer threads"),
     }

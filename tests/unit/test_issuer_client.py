@@ -208,3 +208,14 @@ def test_async_client_classifies_the_same_way():
             await client.aclose()
 
     asyncio.run(go())
+
+
+def test_sandbox_command_refuses_bad_start_options(tmp_path: Path, capsys):
+    from syncd.cli import main
+
+    assert main(["sandbox", "--store", str(tmp_path / "s.db"), "--faults", "{nope"]) == 2
+    assert main(["sandbox", "--store", str(tmp_path / "s.db"), "--faults",
+                 '{"error_rate": 3}']) == 2
+    assert main(["sandbox", "--store", str(tmp_path / "s.db"), "--app-secret-file",
+                 str(tmp_path / "missing")]) == 2
+    assert "invalid --faults" in capsys.readouterr().err
