@@ -299,6 +299,12 @@ class SandboxApp:
         if violations:
             return error(422, "VALIDATION_FAILED", "the invoice breaks the platform's rules",
                          serial=serial, errors=[v.as_json() for v in violations]), serial
+        if self.dice.hit(self.faults.rejection_rate):
+            return error(422, "VALIDATION_FAILED", "the invoice breaks the platform's rules",
+                         serial=serial, errors=[{
+                             "code": "BUYER_NOT_REGISTERED", "path": "buyer.tax_id",
+                             "message": "the buyer's taxpayer ID is not registered with the "
+                                        "tax bureau"}]), serial
         outcome = self.store.submit_invoice(
             payload, app_key=ctx.app_key, now=ctx.now, delay=self.config.issue_delay,
             refuse_duplicates=self.config.dialect == "refuse-duplicates",

@@ -420,6 +420,17 @@ def test_seal_failure_is_resubmitted_under_the_same_serial(sandbox, client):
     assert len(issued_serials(sandbox, doc["serial"])) == 1
 
 
+def test_platform_only_rejection_stores_nothing(sandbox, client):
+    sandbox.set_faults(rejection_rate=1.0)
+    doc = samples.invoice()
+    result = client.issue(doc)
+    assert isinstance(result, Rejected)
+    assert result.reasons[0].code == "BUYER_NOT_REGISTERED"
+    assert result.reasons[0].path == "buyer.tax_id"
+    sandbox.reset_faults()
+    assert isinstance(client.query(doc["serial"]), NotFound)
+
+
 def test_latency_slows_but_does_not_break(sandbox, client):
     sandbox.set_faults(latency_ms=150)
     doc = samples.invoice()
