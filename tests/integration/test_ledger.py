@@ -606,3 +606,32 @@ def test_claim_lock_timeout_bounds_the_wait_for_a_hung_owner(engine: Engine) -> 
         a.rollback()
     with engine.begin() as b:
         assert repo.claim_partitions(b, group, "new", [tp]) == {tp: old + 1}
+
+
+def test_readiness_database_check(engine: Engine) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from syncd.health import HealthServer, database_check
+
+    srv = HealthServer(CollectorRegistry(), host="127.0.0.1", port=0)
+    srv.add_readiness_check("database", database_check(engine))
+    srv.start()
+    try:
+        with urllib.request.urlopen(srv.url + "/readyz", timeout=10) as r:
+            assert r.status == 200
+        dead = create_engine("postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x",
+                             connect_args={"connect_timeout": 2})
+        srv.add_readiness_check("database", database_check(dead))
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(srv.url + "/readyz", timeout=10)
+        body = json.loads(err.value.read())
+        assert err.value.code == 503
+        assert body["checks"]["database"]["reason"] == "database unreachable (OperationalError)"
+        assert "hunter2" not in json.dumps(body)
+        dead.dispose()
+    finally:
+        srv.stop()
