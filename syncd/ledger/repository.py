@@ -268,6 +268,8 @@ class Transition:
     reason: str = ""
     fields: Mapping[str, Any] = field(default_factory=dict)
     details: Mapping[str, Any] | None = None
+    #: also require this row version (from the row the decision was based on)
+    expected_version: int | None = None
 
 
 def transition(
@@ -279,16 +281,22 @@ def transition(
     reason: str = "",
     actor: str = "syncd",
     details: Mapping[str, Any] | None = None,
+    expected_version: int | None = None,
     **fields: Any,
 ) -> DocumentRow:
     """Move a document from `expected_state` to `new_state`, writing the audit row.
+
+    With `expected_version` (the `version` of the row the decision was based on) the
+    update also fails if the row went elsewhere and came back in the meantime.
 
     Raises `InvalidTransitionError` for a move the state machine forbids (checked against
     the row's kind inside the UPDATE), `StaleStateError` when the row is no longer in
     `expected_state`, `DocumentNotFoundError`, or `FrozenPayloadError`.
     """
     return transition_many(
-        conn, [Transition(doc_id, expected_state, new_state, reason, fields, details)],
+        conn,
+        [Transition(doc_id, expected_state, new_state, reason, fields, details,
+                    expected_version)],
         actor=actor,
     )[0]
 
@@ -330,28 +338,33 @@ def _transition_one(conn: Connection, ch: Transition) -> DocumentRow:
             values["payload"] = dict(values["payload"])
             values.setdefault("payload_hash", payload_hash(values["payload"]))
     values["state"] = ch.new.value
+    values["version"] = documents.c.version + 1
     values["updated_at"] = func.now()
-    stmt = (
-        update(documents)
-        .where(
-            documents.c.id == ch.document_id,
-            documents.c.state == ch.expected.value,
-            documents.c.kind.in_([k.value for k in kinds]),
-        )
-        .values(**values)
-        .returning(*documents.c)
-    )
+    conds = [
+        documents.c.id == ch.document_id,
+        documents.c.state == ch.expected.value,
+        documents.c.kind.in_([k.value for k in kinds]),
+    ]
+    if ch.expected_version is not None:
+        conds.append(documents.c.version == ch.expected_version)
+    stmt = update(documents).where(*conds).values(**values).returning(*documents.c)
     m = conn.execute(stmt).mappings().first()
     if m is not None:
         return DocumentRow.from_mapping(m)
     found = conn.execute(
-        select(documents.c.state, documents.c.kind).where(documents.c.id == ch.document_id)
+        select(documents.c.state, documents.c.kind, documents.c.version).where(
+            documents.c.id == ch.document_id
+        )
     ).first()
     if found is None:
         raise DocumentNotFoundError(ch.document_id)
     actual = DocumentState(found.state)
-    if actual is not ch.expected:
-        raise StaleStateError(ch.document_id, ch.expected, actual)
+    if actual is not ch.expected or (
+        ch.expected_version is not None and found.version != ch.expected_version
+    ):
+        raise StaleStateError(
+            ch.document_id, ch.expected, actual, ch.expected_version, int(found.version)
+        )
     raise InvalidTransitionError(ch.document_id, ch.expected, ch.new, DocumentKind(found.kind))
 
 
