@@ -706,3 +706,49 @@ def test_expected_version_catches_a_b_a(engine: Engine, ident: Any) -> None:
     assert err.value.actual_version == 2 and "version" in str(err.value)
     with engine.begin() as conn:
         assert repo.transition(conn, doc, S.READY, S.SUBMITTED, expected_version=2).version == 3
+
+
+def test_transition_many_bulk_path(engine: Engine, ident: Any) -> None:
+    docs = [_ready(engine, ident) for _ in range(6)]
+    when = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    with engine.connect() as conn:
+        versions = {d: repo.get_document(conn, d).version for d in docs}
+    with engine.begin() as conn:
+        rows = repo.transition_many(conn, [
+            *[repo.Transition(d, S.READY, S.ISSUED, reason="ok",
+                              fields={"invoice_no": f"INV-{d}", "issued_at": when,
+                                      "last_error_code": None},
+                              expected_version=versions[d]) for d in docs[:4]],
+            repo.Transition(docs[4], S.READY, S.RETRY_WAIT,
+                            fields={"attempts": 1, "next_attempt_at": when}),
+            repo.Transition(docs[5], S.READY, S.SUBMITTED),
+        ], actor="bulk")
+    assert [r.id for r in rows] == docs
+    assert [r.state for r in rows] == [S.ISSUED] * 4 + [S.RETRY_WAIT, S.SUBMITTED]
+    assert all(r.invoice_no == f"INV-{r.id}" and r.issued_at == when for r in rows[:4])
+    assert rows[4].attempts == 1 and rows[4].next_attempt_at == when
+    assert all(r.version == 1 for r in rows)
+    with engine.connect() as conn:
+        assert [a.actor for a in repo.audit_trail(conn, docs[0])] == ["t", "bulk"]
+
+
+def test_transition_many_bulk_path_names_the_stale_document(engine: Engine, ident: Any) -> None:
+    docs = [_ready(engine, ident) for _ in range(4)]
+    with engine.begin() as conn:
+        repo.transition(conn, docs[2], S.READY, S.SUBMITTED)
+    with pytest.raises(StaleStateError) as err, engine.begin() as conn:
+        repo.transition_many(conn, [repo.Transition(d, S.READY, S.ISSUED,
+                                                    fields={"invoice_no": "X"}) for d in docs])
+    assert err.value.document_id == docs[2] and err.value.actual is S.SUBMITTED
+    with engine.connect() as conn:
+        assert repo.get_document(conn, docs[0]).state is S.READY  # rolled back with the rest
+
+
+def test_transition_many_same_document_twice_is_sequential(engine: Engine, ident: Any) -> None:
+    doc = _ready(engine, ident)
+    with engine.begin() as conn:
+        rows = repo.transition_many(conn, [
+            repo.Transition(doc, S.READY, S.SUBMITTED),
+            repo.Transition(doc, S.SUBMITTED, S.ISSUED, fields={"invoice_no": "I"}),
+        ])
+    assert [r.state for r in rows] == [S.SUBMITTED, S.ISSUED] and rows[1].version == 2
