@@ -1,7 +1,8 @@
 """Stack readiness probe: commit a row change and wait until Debezium delivers it to Kafka.
 
 `make stack-up` uses it so that "up" means "change events flow", not merely "ports open".
-It touches one marker row in erp.customer (code `__STACK_PROBE__`).
+It touches one marker row: the DRAFT sales order `__STACK_PROBE__` (a draft never qualifies
+for an invoice, so syncd ignores it).
 """
 
 from __future__ import annotations
@@ -12,41 +13,44 @@ import time
 import uuid
 
 import psycopg
-from confluent_kafka import Consumer, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pg-port", type=int, default=15432)
     parser.add_argument("--kafka-port", type=int, default=19092)
-    parser.add_argument("--topic", default="erp.erp.customer")
+    parser.add_argument("--topic", default="erp.erp.sales_order")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
 
     token = uuid.uuid4().hex
+    deadline = time.monotonic() + args.timeout
+    with psycopg.connect(f"host=127.0.0.1 port={args.pg_port} dbname=erp user=postgres") as conn:
+        conn.execute(
+            "INSERT INTO erp.sales_order (order_no, buyer_name, remark) "
+            "VALUES ('__STACK_PROBE__', 'stack probe', %s) ON CONFLICT (order_no) "
+            "DO UPDATE SET remark = EXCLUDED.remark, updated_at = localtimestamp",
+            (f"stack probe {token}",),
+        )
+    committed = time.monotonic()
     consumer = Consumer(
         {
             "bootstrap.servers": f"127.0.0.1:{args.kafka_port}",
             "group.id": f"stack-probe-{token}",
-            "auto.offset.reset": "latest",
             "enable.auto.commit": False,
         }
     )
-    consumer.subscribe([args.topic])
-    deadline = time.monotonic() + args.timeout
-    # Wait for the assignment (topic may only appear with the snapshot), then commit the change.
-    while not consumer.assignment():
-        consumer.poll(0.5)
+    # The topic only exists once Debezium has produced to it: wait for it, then read it all.
+    while True:
+        topic = consumer.list_topics(args.topic, timeout=5).topics.get(args.topic)
+        if topic is not None and topic.error is None and topic.partitions:
+            break
         if time.monotonic() > deadline:
-            print(f"no assignment for {args.topic} (topic missing?)", file=sys.stderr)
+            print(f"topic {args.topic} never appeared", file=sys.stderr)
             return 1
-    with psycopg.connect(f"host=127.0.0.1 port={args.pg_port} dbname=erp user=postgres") as conn:
-        conn.execute(
-            "INSERT INTO erp.customer (code, name) VALUES ('__STACK_PROBE__', %s) "
-            "ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name, updated_at = localtimestamp",
-            (f"stack probe {token}",),
-        )
-    committed = time.monotonic()
+        time.sleep(0.5)
+    consumer.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in topic.partitions])
     try:
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)

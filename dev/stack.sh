@@ -250,14 +250,22 @@ start_connect() {
 register_connector() {
     local name body
     name="$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["name"])' "$CONNECTOR_FILE")"
-    body="$("$PYTHON" -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))["config"]))' "$CONNECTOR_FILE")"
+    # The committed connector file targets the default ports; follow SYNCD_PG_PORT if it differs.
+    body="$("$PYTHON" -c '
+import json, sys
+config = json.load(open(sys.argv[1]))["config"]
+config["database.port"] = sys.argv[2]
+print(json.dumps(config))' "$CONNECTOR_FILE" "$PG_PORT")"
     curl -fsS -X PUT -H 'Content-Type: application/json' --data "$body" \
         "http://127.0.0.1:$CONNECT_PORT/connectors/$name/config" >"$LOG_DIR/connector-register.json" 2>&1 \
         || fail_with_log "connector registration ($name)" "$LOG_DIR/connector-register.json"
     connector_running() {
         curl -fsS "http://127.0.0.1:$CONNECT_PORT/connectors/$name/status" 2>/dev/null | "$PYTHON" -c '
 import json, sys
-s = json.load(sys.stdin)
+try:
+    s = json.load(sys.stdin)
+except ValueError:
+    sys.exit(1)
 ok = s["connector"]["state"] == "RUNNING" and s["tasks"] and all(t["state"] == "RUNNING" for t in s["tasks"])
 sys.exit(0 if ok else 1)'
     }

@@ -39,8 +39,7 @@ class _Unavailable:
 UNAVAILABLE: Final = _Unavailable()
 
 ColumnValue: TypeAlias = (
-    None
-    | bool
+    bool
     | int
     | Decimal
     | str
@@ -51,6 +50,7 @@ ColumnValue: TypeAlias = (
     | list["ColumnValue"]
     | dict[str, "ColumnValue"]
     | _Unavailable
+    | None
 )
 Row: TypeAlias = Mapping[str, ColumnValue]
 

@@ -18,6 +18,8 @@ def test_no_command_prints_help_and_fails():
 
 
 def test_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "syncd", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "syncd", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0
     assert out.stdout.strip() == f"syncd {__version__}"

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# `make test`: lint, types, then one pytest run over unit + integration tests on the real stack.
+#
+# The stack is brought up if needed; if this script started it (or under CI=true) it is stopped
+# again on exit, whatever the outcome. pytest's "no tests collected" (exit 5) is a failure.
+set -Eeuo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN=.venv/bin
+
+stack_was_running=0
+if bash dev/stack.sh status >/dev/null 2>&1; then stack_was_running=1; fi
+cleanup() {
+    local rc=$?
+    if [[ "${CI:-}" == "true" || $stack_was_running == 0 ]]; then
+        bash dev/stack.sh down || true
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+
+echo "== ruff"
+$BIN/ruff check syncd tests dev bench
+echo "== mypy --strict syncd"
+$BIN/mypy --strict syncd
+if [[ -x dev/tools.sh ]]; then
+    echo "== chart tools (helm, promtool)"
+    bash dev/tools.sh
+fi
+echo "== local stack"
+bash dev/stack.sh up
+echo "== pytest"
+set +e
+$BIN/pytest tests -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [[ $rc == 5 ]]; then
+    echo "pytest collected no tests: failing on purpose" >&2
+    exit 1
+fi
+exit $rc

@@ -1,0 +1,134 @@
+"""`syncd migrate`: create or upgrade syncd's ledger schema.
+
+Safe to run from every replica at start (init container or entrypoint): the upgrade
+holds a PostgreSQL advisory lock and runs in one transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+HELP = "Create or upgrade syncd's ledger schema in the ERP database (safe from every replica)."
+
+ENV_DSN = "SYNCD_DATABASE__DSN"
+ENV_SCHEMA = "SYNCD_DATABASE__SCHEMA_NAME"
+
+
+class MigrateConfigError(Exception):
+    """Where the database settings should have come from, and what to do about it."""
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", type=Path, metavar="CONFIG",
+                        help="syncd YAML config; uses database.dsn (or dsn_file) and "
+                             "database.schema_name")
+    parser.add_argument("--dsn", help=f"SQLAlchemy URL of the ERP database (overrides the "
+                                      f"config; ${ENV_DSN} works too)")
+    parser.add_argument("--schema", help="ledger schema name (default: from config, else syncd)")
+    parser.add_argument("--revision", default="head", help="target revision (default: head)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--sql", action="store_true",
+                      help="print the SQL the upgrade would run, without connecting")
+    mode.add_argument("--check", action="store_true",
+                      help="only report the current revision; exit 1 unless at head")
+
+
+def _read_yaml(path: Path) -> Mapping[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MigrateConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise MigrateConfigError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise MigrateConfigError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def database_settings(
+    config: Path | None, dsn: str | None, schema: str | None,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[str, str]:
+    """(dsn, schema) from flags > environment > config file.
+
+    A deliberately small reader of the `database` section; the daemon's full config
+    loader (`syncd.config`) replaces it once merged.
+    """
+    section: Mapping[str, Any] = {}
+    if config is not None:
+        raw = _read_yaml(config).get("database") or {}
+        if not isinstance(raw, Mapping):
+            raise MigrateConfigError(f"{config}: `database` must be a mapping")
+        section = raw
+    resolved_dsn = dsn or environ.get(ENV_DSN) or section.get("dsn")
+    if not resolved_dsn and section.get("dsn_file"):
+        secret = Path(str(section["dsn_file"]))
+        try:
+            resolved_dsn = secret.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise MigrateConfigError(
+                f"{config}: database.dsn_file {secret}: cannot read ({exc.strerror})"
+            ) from None
+    if not resolved_dsn:
+        where = f"{config}: database.dsn (or database.dsn_file)" if config else "a config"
+        raise MigrateConfigError(
+            f"no database DSN: pass --dsn, set {ENV_DSN}, or set {where}"
+        )
+    resolved_schema = schema or environ.get(ENV_SCHEMA) or section.get("schema_name") or "syncd"
+    return str(resolved_dsn), str(resolved_schema)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from syncd.ledger.engine import InvalidSchemaNameError
+    from syncd.ledger.migrate import current_revision, head_revision, upgrade, upgrade_sql
+    from syncd.logs import redact_text, register_secret
+
+    try:
+        dsn, schema = database_settings(args.config, args.dsn, args.schema)
+    except MigrateConfigError as exc:
+        print(f"syncd migrate: {exc}", file=sys.stderr)
+        return 2
+    _register_password(dsn, register_secret)
+    try:
+        if args.sql:
+            sys.stdout.write(upgrade_sql(dsn, schema, args.revision))
+            return 0
+        head = head_revision()
+        if args.check:
+            current = current_revision(dsn, schema)
+            print(f"ledger schema {schema!r}: at {current or 'nothing (never migrated)'},"
+                  f" head is {head}")
+            return 0 if current == head else 1
+        at = upgrade(dsn, schema, args.revision)
+    except InvalidSchemaNameError as exc:
+        print(f"syncd migrate: {exc}", file=sys.stderr)
+        return 2
+    except SQLAlchemyError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"syncd migrate: database error: {redact_text(first)}", file=sys.stderr)
+        return 1
+    print(f"ledger schema {schema!r} is at revision {at}" + (" (head)" if at == head else ""))
+    return 0
+
+
+def _register_password(dsn: str, register: Callable[[str | None], None]) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        password = make_url(dsn).password
+    except ArgumentError:
+        return
+    if password:
+        register(str(password))

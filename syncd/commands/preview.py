@@ -1,0 +1,178 @@
+"""`syncd preview`: what syncd would do with one change record, without doing it.
+
+The DBA's loop when adding a table: feed a captured record (as `syncd decode`
+reads it), see the decision and its reason, and the exact invoice that would be
+sent -- lines from the ERP database, or from a file when offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from syncd.changes import ChangeEvent, DecodeError, RecordPosition
+from syncd.config import ConfigError, DocumentConfig, SyncdConfig, load_config
+
+HELP = "decide one change record and print the invoice that would be sent"
+
+_EPILOG = """\
+input (--event): one JSON object {"topic", "partition", "offset", "key", "value"} with the
+record's key and value documents as on the wire (the `syncd decode` input format).
+--lines: a JSON list of line rows (objects keyed by column name) instead of reading them
+from the ERP database; numbers may be JSON numbers or strings (read as exact decimals).
+--blue: the blue invoice JSON (as frozen in the ledger) to preview a reversal.
+output: JSON {"decision": {...}, "invoice": {...} | null, "problems": [...]}.
+exit codes: 0 ok, 1 the invoice would be INVALID (problems listed), 2 bad input/config."""
+
+
+class _InputError(Exception):
+    pass
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = _EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("-c", "--config", required=True, help="syncd config YAML")
+    parser.add_argument("--event", required=True, metavar="FILE", help="the Kafka record (JSON)")
+    parser.add_argument("--lines", metavar="FILE", help="line rows (JSON list) instead of the DB")
+    parser.add_argument("--blue", metavar="FILE", help="blue invoice JSON, to preview a reversal")
+
+
+def _read_json(path: str, what: str) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _InputError(f"{what} {path}: cannot read: {exc}") from None
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except ValueError as exc:
+        raise _InputError(f"{what} {path}: not JSON: {exc}") from None
+
+
+def _decode(config: SyncdConfig, path: str) -> Any:
+    from syncd.debezium import decode_json
+
+    record = _read_json(path, "--event")
+    fields = {"topic", "partition", "offset", "key", "value"}
+    if not isinstance(record, dict) or not fields <= set(record):
+        raise _InputError(
+            f"--event {path}: expected an object {{topic, partition, offset, key, value}}"
+        )
+    topic, partition, offset = record["topic"], record["partition"], record["offset"]
+    if not isinstance(topic, str) or type(partition) is not int or type(offset) is not int:
+        raise _InputError(f"--event {path}: topic must be a string, partition and offset integers")
+    position = RecordPosition(topic, partition, offset)
+    return decode_json(position, record["key"], record["value"], config.decode_options())
+
+
+def _lines_from_file(path: str) -> list[dict[str, Any]]:
+    rows = _read_json(path, "--lines")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise _InputError(f"--lines {path}: expected a JSON list of objects")
+    return [{k: _number(v) for k, v in r.items()} for r in rows]
+
+
+def _number(value: Any) -> Any:
+    return Decimal(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _lines_from_db(config: SyncdConfig, doc: DocumentConfig, key: Any) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    from syncd.erp import load_lines
+
+    engine = sa.create_engine(config.database.dsn_value(), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return load_lines(connection, doc, key)
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise _InputError(
+            f"cannot read lines from {config.database.masked_dsn()}: {reason} "
+            "(use --lines FILE offline)"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, Any], int]:
+    from syncd.invoice import Invoice
+    from syncd.mapping import MappingResult, build_blue, build_red
+    from syncd.rules import Action, decide_event
+
+    record = _decode(config, args.event)
+    if not isinstance(record, ChangeEvent):
+        kind = type(record).__name__.lower()
+        ignored = {"action": "ignore", "reason": f"{kind}: not a row change"}
+        return {"decision": ignored, "invoice": None, "problems": []}, 0
+    decision = decide_event(record, config)
+    out: dict[str, Any] = {
+        "decision": {
+            "action": decision.action.value,
+            "reason": decision.reason,
+            "document": decision.document,
+            "table": record.table,
+            "op": record.op.value,
+            "position": str(record.position),
+        },
+        "invoice": None,
+        "problems": [],
+    }
+    ident = decision.identity
+    if ident is not None:
+        from syncd.serial import serial_for
+
+        out["decision"]["key"] = {k: v for k, v in ident.key}
+        out["decision"]["serial"] = serial_for(ident)
+    doc = config.documents.get(decision.document or "")
+    row = record.after
+    result: MappingResult | None = None
+    if decision.action is Action.ISSUE and doc is not None and row is not None and ident:
+        assert doc.lines.references is not None
+        key = row.get(doc.lines.references)
+        lines = _lines_from_file(args.lines) if args.lines else _lines_from_db(config, doc, key)
+        result = build_blue(doc, row, lines, ident)
+    elif decision.action is Action.REVERSE and doc is not None and row is not None and ident:
+        if not args.blue:
+            out["note"] = "a red invoice reverses the frozen blue payload: pass --blue FILE"
+        else:
+            blue = Invoice.model_validate(_read_json(args.blue, "--blue"))
+            original = row.get(doc.write_back.columns.invoice_no)
+            result = build_red(doc, row, blue, str(original), ident)
+    if result is not None:
+        if result.invoice is not None:
+            out["invoice"] = result.invoice.model_dump(mode="json")
+        out["problems"] = [
+            {"code": p.code, "path": p.path, "message": p.message} for p in result.problems
+        ]
+        if result.problems:
+            return out, 1
+    return out, 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    try:
+        out, code = preview(args, config)
+    except (_InputError, DecodeError) as exc:
+        print(f"syncd preview: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    if code == 1:
+        for p in out["problems"]:
+            print(f"syncd preview: invalid: {p['path']}: {p['message']}", file=sys.stderr)
+    return code

@@ -1,0 +1,104 @@
+"""`syncd run -c CONFIG`: the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import uuid
+from types import FrameType
+
+from prometheus_client import CollectorRegistry
+
+HELP = "run the daemon: consume Debezium topics, issue invoices, write results back"
+
+log = logging.getLogger("syncd")
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", required=True, help="path of the YAML config file")
+    parser.add_argument("--owner", help="replica id used for partition leases "
+                        "(default: hostname-pid-random)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from syncd.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"syncd run: {exc}", file=sys.stderr)
+        return 2
+    from syncd.driver import Driver
+    from syncd.health import HealthServer
+    from syncd.issuers.registry import create_issuer
+    from syncd.ledger.engine import ledger_engine
+    from syncd.ledger.migrate import upgrade
+    from syncd.logs import configure_logging, register_secret
+    from syncd.metrics import Metrics
+    from syncd.pipeline import Pipeline
+    from syncd.states import RetryPolicy
+
+    configure_logging(config.logging.level)
+    for secret in _secrets(config):
+        register_secret(secret)
+    owner = args.owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    pipeline_cfg = config.pipeline
+    workers = pipeline_cfg.workers
+    engine = ledger_engine(
+        config.database.dsn_value(), config.database.schema_name,
+        pool_size=max(config.database.pool_size, workers + 4), max_overflow=8,
+    )
+    if pipeline_cfg.migrate_on_start:
+        log.info("migrating syncd schema %s", config.database.schema_name)
+        upgrade(engine, config.database.schema_name)
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    health = HealthServer(registry, host=config.metrics.host, port=config.metrics.port)
+    health.add_readiness_check("config", lambda: True)
+    health.start()
+    issuer = create_issuer(config.issuer.provider, config.issuer.provider_settings())
+    retry = pipeline_cfg.retry
+    policy = RetryPolicy(
+        base_delay=retry.backoff_base_seconds, max_delay=retry.backoff_max_seconds,
+        max_attempts=retry.max_attempts, poll_interval=pipeline_cfg.poll_interval_seconds,
+        max_poll_interval=max(pipeline_cfg.poll_interval_seconds, 30.0),
+    )
+
+    def make_driver(on_settled):  # type: ignore[no-untyped-def]
+        return Driver(engine=engine, issuer=issuer, config=config, metrics=metrics,
+                      owner=owner, workers=workers, policy=policy, on_settled=on_settled,
+                      rng=random.Random())  # noqa: S311 -- jitter
+
+    pipeline = Pipeline(config, engine=engine, driver_factory=make_driver, metrics=metrics,
+                        health=health, owner=owner)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        health.begin_shutdown()
+        pipeline.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("syncd started as %s; metrics on %s:%d", owner, config.metrics.host, health.port)
+    try:
+        pipeline.run()
+    finally:
+        issuer.close()
+        engine.dispose()
+        health.stop()
+    return 0
+
+
+def _secrets(config: object) -> list[str]:
+    from syncd.config import SyncdConfig
+
+    assert isinstance(config, SyncdConfig)
+    out = []
+    if config.issuer.app_secret is not None:
+        out.append(config.issuer.app_secret.get_secret_value())
+    return [s for s in out if s]

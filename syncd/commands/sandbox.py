@@ -1,0 +1,96 @@
+"""`syncd sandbox`: run the sandbox e-invoice platform (docs/sandbox.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Final
+
+HELP = "run the sandbox e-invoice platform (signed, async, durable, faults on demand)"
+
+# Documented development defaults (docs/sandbox.md, config/demo.yaml). Not secrets:
+# they only ever open a local test platform.
+DEV_APP_KEY: Final = "syncd-dev-key"
+DEV_APP_SECRET: Final = "syncd-dev-secret-do-not-use-in-production"  # noqa: S105
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=18700, help="listen port (default 18700)")
+    parser.add_argument("--store", type=Path, required=True,
+                        help="SQLite file holding every request and invoice (created if absent)")
+    parser.add_argument("--app-key", default=DEV_APP_KEY,
+                        help=f"the accepted app key (default {DEV_APP_KEY!r})")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--app-secret", default=None,
+                        help="the app secret (default: the documented development secret)")
+    secret.add_argument("--app-secret-file", type=Path, default=None,
+                        help="read the app secret from this file (trailing newline ignored)")
+    parser.add_argument("--issue-delay", type=float, default=1.0,
+                        help="seconds between acceptance and issuance (default 1.0)")
+    parser.add_argument("--red-form-ttl", type=float, default=72 * 3600.0,
+                        help="seconds an unconfirmed red-letter form lives (default 72 h)")
+    parser.add_argument("--dialect", choices=("idempotent", "refuse-duplicates"),
+                        default="idempotent",
+                        help="how a repeated serial is answered (default idempotent)")
+    parser.add_argument("--faults", default=None, metavar="JSON",
+                        help="initial fault settings, same JSON as POST /_sandbox/faults")
+    parser.add_argument("--strict", action="store_true",
+                        help="disable the unsigned /_sandbox/* control plane")
+    parser.add_argument("--seed", type=int, default=None, help="seed the fault dice")
+    parser.add_argument("--log-level", default="warning",
+                        choices=("debug", "info", "warning", "error"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+    from pydantic import ValidationError
+
+    from syncd.sandbox.app import SandboxApp, SandboxConfig, parse_faults, quiet_deliberate_drops
+    from syncd.sandbox.store import Store
+
+    if args.app_secret_file is not None:
+        try:
+            secret = args.app_secret_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            print(f"syncd sandbox: cannot read --app-secret-file: {exc}", file=sys.stderr)
+            return 2
+        shown = f"(read from {args.app_secret_file})"
+    elif args.app_secret is not None:
+        secret, shown = args.app_secret, "(given on the command line)"
+    else:
+        secret, shown = DEV_APP_SECRET, DEV_APP_SECRET
+    if not secret:
+        print("syncd sandbox: the app secret is empty", file=sys.stderr)
+        return 2
+    try:
+        faults = parse_faults(args.faults or "{}")
+    except (ValueError, ValidationError) as exc:
+        print(f"syncd sandbox: invalid --faults: {exc}", file=sys.stderr)
+        return 2
+
+    store = Store(args.store)
+    config = SandboxConfig(
+        credentials={args.app_key: secret}, issue_delay=max(args.issue_delay, 0.0),
+        red_form_ttl=args.red_form_ttl, dialect=args.dialect, strict=args.strict,
+        faults=faults, seed=args.seed,
+    )
+    app = SandboxApp(store, config)
+    print(
+        f"syncd sandbox on http://{args.host}:{args.port}  store={args.store}\n"
+        f"  app key:    {args.app_key}\n  app secret: {shown}\n"
+        f"  dialect={args.dialect} issue_delay={config.issue_delay}s "
+        f"control_plane={'off' if args.strict else 'on'} faults={faults.model_dump_json()}",
+        flush=True,
+    )
+    quiet_deliberate_drops()
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        lifespan="on", timeout_graceful_shutdown=2,
+    ))
+    try:
+        server.run()
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,61 @@
+"""Settings the decoder needs that cannot be read from the records themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+DEFAULT_HEARTBEAT_TOPIC_PREFIX: Final = "__debezium-heartbeat"
+DEFAULT_TRANSACTION_TOPIC_SUFFIX: Final = ".transaction"
+
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeOptions:
+    """How to recognise special topics, and what schemaless records do not say.
+
+    `decimal_scales` and `decimal_columns` are keyed `schema.table.column` and only
+    matter for records that arrive *without* a schema (`schemas.enable=false`):
+    such a record cannot say that a string is a base64 precise decimal, nor its
+    scale. `decimal_scales` declares precise decimals and their scale;
+    `decimal_columns` declares columns that are decimals whose scale is unknown
+    (decoded when they arrive as numbers or decimal strings; a base64 value then
+    fails loudly instead of being mistaken for text).
+    """
+
+    heartbeat_topic_prefix: str = DEFAULT_HEARTBEAT_TOPIC_PREFIX
+    transaction_topic_suffix: str = DEFAULT_TRANSACTION_TOPIC_SUFFIX
+    decimal_scales: Mapping[str, int] = field(default_factory=dict)
+    decimal_columns: frozenset[str] = frozenset()
+    # table -> {column: scale or None}; derived once so the hot path does one dict lookup.
+    declared_decimals: Mapping[str, Mapping[str, int | None]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        by_table: dict[str, dict[str, int | None]] = {}
+        for name in self.decimal_columns:
+            table, column = _split_column(name)
+            by_table.setdefault(table, {})[column] = None
+        for name, scale in self.decimal_scales.items():
+            if isinstance(scale, bool) or not isinstance(scale, int):
+                raise ValueError(f"decimal scale of {name!r} must be an integer")
+            table, column = _split_column(name)
+            by_table.setdefault(table, {})[column] = scale
+        object.__setattr__(self, "declared_decimals", MappingProxyType(by_table))
+
+    def is_heartbeat_topic(self, topic: str) -> bool:
+        prefix = self.heartbeat_topic_prefix
+        return topic == prefix or (topic.startswith(prefix) and topic[len(prefix)] == ".")
+
+    def is_transaction_topic(self, topic: str) -> bool:
+        return topic.endswith(self.transaction_topic_suffix)
+
+
+def _split_column(name: str) -> tuple[str, str]:
+    table, dot, column = name.rpartition(".")
+    if not dot or "." not in table or not column:
+        raise ValueError(f"decimal column {name!r} must be written schema.table.column")
+    return table, column

@@ -1,0 +1,508 @@
+"""Drives ledger documents through the provider: issue, poll, retry, settle, write back.
+
+Each document advances one *step* at a time on a worker thread: load the row, make at most
+a submit and a query against the provider, then write the outcome (ledger transition +
+ERP write-back) in one transaction. Between steps the document waits in a time-ordered
+schedule, never in a sleeping thread, so thousands of documents polling a slow provider
+cost no threads.
+
+Exactly-once rests on three rules kept here:
+* a document is only ever sent under its frozen serial and frozen payload;
+* any state that may have reached the provider (everything but a fresh READY) is first
+  *queried* by serial, and only a clean "not found" leads to a re-send;
+* every write is a conditional transition (`WHERE state = :expected`), so two replicas
+  driving the same document cannot both settle it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast, get_args
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from syncd.config import DocumentConfig, SyncdConfig
+from syncd.issuers.base import (
+    Duplicate,
+    Issued,
+    Issuer,
+    IssueResult,
+    NeedsHuman,
+    NotFound,
+    OutcomeUnknown,
+    Processing,
+    Reason,
+    Rejected,
+    Retryable,
+    ReversalReason,
+    ReversalRequest,
+    resolve_after_submit,
+)
+from syncd.ledger import repository as repo
+from syncd.ledger.errors import StaleStateError
+from syncd.ledger.models import DocumentRow
+from syncd.logs import bind
+from syncd.metrics import DocumentOutcome, Metrics
+from syncd.states import (
+    TERMINAL_STATES,
+    DocumentKind,
+    DocumentState,
+    IssuerOutcome,
+    OutcomeClass,
+    RetryPolicy,
+    next_step,
+)
+from syncd.writeback import (
+    ResultStatus,
+    WriteBack,
+    WriteBackError,
+    apply_writeback,
+    key_from_ledger,
+)
+
+log = logging.getLogger(__name__)
+
+S = DocumentState
+
+#: Delay before retrying a step that failed on the ERP database (not counted as an attempt).
+DB_RETRY_SECONDS = 2.0
+#: Delay after an unexpected error in a step (logged with the document; never dropped).
+UNEXPECTED_RETRY_SECONDS = 30.0
+
+SettledCallback = Callable[[DocumentRow], None]
+
+
+def outcome_class(result: IssueResult) -> IssuerOutcome:
+    match result:
+        case Issued():
+            return IssuerOutcome(OutcomeClass.ISSUED)
+        case Processing():
+            return IssuerOutcome(OutcomeClass.PROCESSING)
+        case Rejected():
+            return IssuerOutcome(OutcomeClass.REJECTED)
+        case Retryable(retry_after=after):
+            return IssuerOutcome.retryable(after)
+        case NeedsHuman():
+            return IssuerOutcome(OutcomeClass.NEEDS_HUMAN)
+        case Duplicate():
+            return IssuerOutcome(OutcomeClass.DUPLICATE)
+        case OutcomeUnknown() | NotFound():
+            return IssuerOutcome(OutcomeClass.OUTCOME_UNKNOWN)
+    raise TypeError(f"unknown issuer result {result!r}")  # pragma: no cover
+
+
+def _reason_text(result: IssueResult) -> tuple[str | None, str | None]:
+    """(error code, readable error) of a result, for the ledger and the ERP row."""
+    match result:
+        case Rejected(reasons=reasons):
+            text = "; ".join(str(r) for r in reasons) or "rejected by the provider"
+            return (reasons[0].code if reasons else "REJECTED"), text
+        case Retryable(reason=r) | OutcomeUnknown(reason=r) | NeedsHuman(reason=r) | Duplicate(
+            reason=r
+        ):
+            return r.code, str(r)
+        case NotFound():
+            return "NOT_FOUND", "the provider has no document under this serial"
+    return None, None
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(order=True, frozen=True, slots=True)
+class _Entry:
+    due: float
+    seq: int
+    doc_id: int
+
+
+class Driver:
+    """Schedules and runs document steps on a bounded worker pool."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        issuer: Issuer,
+        config: SyncdConfig,
+        metrics: Metrics,
+        owner: str,
+        workers: int,
+        policy: RetryPolicy,
+        on_settled: SettledCallback | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._engine = engine
+        self._issuer = issuer
+        self._config = config
+        self._metrics = metrics
+        self._owner = owner
+        self._policy = policy
+        self._on_settled = on_settled
+        self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="syncd-doc")
+        self._lock = threading.Condition()
+        self._heap: list[_Entry] = []
+        self._seq = itertools.count()
+        #: doc id -> True while scheduled or running (a document is never stepped twice at once)
+        self._active: dict[int, bool] = {}
+        self._running: set[int] = set()
+        self._polls: dict[int, int] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._schedule_loop, name="syncd-scheduler",
+                                        daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ scheduling
+
+    @property
+    def active_count(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    def is_active(self, doc_id: int) -> bool:
+        with self._lock:
+            return doc_id in self._active
+
+    def submit(self, doc_id: int, delay: float = 0.0) -> None:
+        """Schedule a step of `doc_id` (no-op when it is already scheduled or running)."""
+        with self._lock:
+            if self._stopping or doc_id in self._active:
+                return
+            self._active[doc_id] = True
+            heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq), doc_id))
+            self._metrics.inflight_documents.set(len(self._active))
+            self._lock.notify()
+
+    def _reschedule(self, doc_id: int, delay: float) -> None:
+        with self._lock:
+            self._running.discard(doc_id)
+            if self._stopping:
+                self._active.pop(doc_id, None)
+                return
+            heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq), doc_id))
+            self._lock.notify()
+
+    def _finish(self, doc_id: int) -> None:
+        with self._lock:
+            self._running.discard(doc_id)
+            self._active.pop(doc_id, None)
+            self._polls.pop(doc_id, None)
+            self._metrics.inflight_documents.set(len(self._active))
+            self._lock.notify_all()
+
+    def forget(self, doc_ids: set[int]) -> None:
+        """Drop scheduled (not running) steps, e.g. of a partition this replica lost."""
+        with self._lock:
+            keep = [e for e in self._heap if e.doc_id not in doc_ids or e.doc_id in self._running]
+            heapq.heapify(keep)
+            self._heap = keep
+            for doc_id in doc_ids - self._running:
+                self._active.pop(doc_id, None)
+            self._metrics.inflight_documents.set(len(self._active))
+
+    def _schedule_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopping and (
+                    not self._heap or self._heap[0].due > time.monotonic()
+                ):
+                    timeout = self._heap[0].due - time.monotonic() if self._heap else None
+                    self._lock.wait(timeout)
+                if self._stopping:
+                    return
+                entry = heapq.heappop(self._heap)
+                self._running.add(entry.doc_id)
+            self._pool.submit(self._step, entry.doc_id)
+
+    def stop(self, deadline: float) -> int:
+        """Stop scheduling; wait until running steps end or `deadline` (monotonic) passes.
+
+        Documents not finished stay in the ledger (READY/SUBMITTED/...), and whoever owns
+        their partition next resumes them by querying the provider. Returns how many
+        steps were still running at the deadline.
+        """
+        with self._lock:
+            self._stopping = True
+            self._heap.clear()
+            self._lock.notify_all()
+            while self._running and time.monotonic() < deadline:
+                self._lock.wait(max(0.0, min(0.2, deadline - time.monotonic())))
+            still = len(self._running)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        return still
+
+    def drained(self) -> bool:
+        with self._lock:
+            return not self._running
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self, doc_id: int) -> None:
+        try:
+            delay = self._advance(doc_id)
+        except StaleStateError:
+            delay = 0.0  # someone else moved it; look again at once
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("document %s: ERP database error, retrying in %.0f s: %s", doc_id,
+                        DB_RETRY_SECONDS, type(exc).__name__)
+            delay = DB_RETRY_SECONDS
+        except Exception:
+            log.exception("document %s: unexpected error in step; retrying in %.0f s", doc_id,
+                          UNEXPECTED_RETRY_SECONDS)
+            delay = UNEXPECTED_RETRY_SECONDS
+        if delay is None:
+            self._finish(doc_id)
+        else:
+            self._reschedule(doc_id, delay)
+
+    def _advance(self, doc_id: int) -> float | None:
+        """One step; returns the delay before the next step, or None when settled."""
+        with self._engine.connect() as conn:
+            row = repo.get_document(conn, doc_id)
+        if row.state in TERMINAL_STATES or row.state is S.PENDING:
+            self._settled(row)
+            return None
+        if row.next_attempt_at is not None:
+            wait = (row.next_attempt_at - datetime.now(UTC)).total_seconds()
+            if wait > 0.05:
+                return wait
+        doc = self._config.documents.get(row.identity.document_type)
+        with bind(document=row.identity.document_type, key=row.identity.source_key,
+                  serial=row.serial, topic=row.source_topic, partition=row.source_partition,
+                  offset=row.source_offset):
+            if doc is None:
+                log.error("ledger document of unknown type %r: configure it or settle it "
+                          "by hand", row.identity.document_type)
+                return UNEXPECTED_RETRY_SECONDS * 10
+            result = self._call(row)
+            return self._apply(row, doc, result)
+
+    # ------------------------------------------------------------------ provider calls
+
+    def _timed(self, operation: str, call: Callable[[], IssueResult]) -> IssueResult:
+        start = time.perf_counter()
+        result = call()
+        status = _status_of(result)
+        self._metrics.issuer_request(operation, status, time.perf_counter() - start)
+        return result
+
+    def _call(self, row: DocumentRow) -> IssueResult:
+        issuer = self._issuer
+        if row.kind is DocumentKind.ISSUE:
+            payload = row.payload or {}
+
+            def submit() -> IssueResult:
+                return self._timed("issue", lambda: issuer.issue(payload))
+
+            def query() -> IssueResult:
+                return self._timed("query", lambda: issuer.query(row.serial))
+        else:
+            request = _reversal_request(row)
+
+            def submit() -> IssueResult:
+                return self._timed("reverse", lambda: issuer.reverse(request))
+
+            def query() -> IssueResult:
+                return self._timed("query_reversal", lambda: issuer.query_reversal(row.serial))
+
+        fresh = row.state in (S.READY, S.REVERSAL_PENDING) and row.attempts == 0
+        if fresh:
+            submitted = submit()
+        else:
+            # It may have reached the provider before: ask first, re-send only on "not found".
+            queried = query()
+            if isinstance(queried, NotFound) or (
+                isinstance(queried, Retryable) and queried.resubmit
+            ):
+                submitted = submit()
+            else:
+                return queried
+        if isinstance(submitted, (Duplicate, OutcomeUnknown)):
+            self._metrics.retries.labels(operation="query").inc()
+            return resolve_after_submit(submitted, query())
+        return submitted
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _apply(self, row: DocumentRow, doc: DocumentConfig, result: IssueResult) -> float | None:
+        now = datetime.now(UTC)
+        if isinstance(result, Retryable) and result.resubmit and row.state in (
+            S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED
+        ):
+            # The provider confirmed it never got this serial: back to READY, send next step.
+            target = S.READY if row.kind is DocumentKind.ISSUE else S.REVERSAL_PENDING
+            with self._engine.begin() as conn:
+                repo.transition(conn, row.id, row.state, target, reason="provider has no such "
+                                "serial; re-sending under the same serial", actor=self._owner,
+                                attempts=row.attempts + 1)
+            return 0.0
+        polls = self._polls.get(row.id, 0)
+        step = next_step(
+            document=row.identity, kind=row.kind, current=row.state,
+            outcome=outcome_class(result), attempts=row.attempts, policy=self._policy,
+            now=now, rng=self._rng, polls=polls,
+        )
+        code, error = _reason_text(result)
+        fields: dict[str, Any] = {"attempts": step.attempts,
+                                  "next_attempt_at": step.next_attempt_at}
+        if code is not None:
+            fields["last_error_code"] = code
+            fields["last_error"] = error
+        writeback: WriteBack | None = None
+        outcome: DocumentOutcome | None = None
+        if isinstance(result, Issued):
+            fields.update(invoice_no=result.invoice_no, issued_at=_parse_time(result.issued_at),
+                          check_code=result.check_code,
+                          invoice_url=_file_url(result.files), last_error_code=None,
+                          last_error=None)
+            if row.kind is DocumentKind.ISSUE:
+                writeback = WriteBack(ResultStatus.ISSUED, invoice_no=result.invoice_no,
+                                      issued_at=fields["issued_at"] or now,
+                                      url=fields["invoice_url"])
+                outcome = DocumentOutcome.ISSUED
+            else:
+                writeback = WriteBack(ResultStatus.REVERSED, red_invoice_no=result.invoice_no)
+                outcome = DocumentOutcome.REVERSED
+        elif step.state is S.REJECTED:
+            writeback = WriteBack(ResultStatus.REJECTED, error=error)
+            outcome = DocumentOutcome.REJECTED
+        elif step.state is S.DEAD:
+            writeback = WriteBack(ResultStatus.DEAD, error=f"gave up after {step.attempts} "
+                                  f"attempts: {error}")
+            outcome = DocumentOutcome.DEAD
+        elif step.state is S.BLOCKED and row.state is not S.BLOCKED:
+            writeback = WriteBack(ResultStatus.BLOCKED, error=error)
+        if step.state in (S.RETRY_WAIT, S.OUTCOME_UNKNOWN) and step.attempts > row.attempts:
+            self._metrics.retries.labels(
+                operation="issue" if row.kind is DocumentKind.ISSUE else "reverse"
+            ).inc()
+        if step.state is row.state and writeback is None and step.state in (
+            S.SUBMITTED, S.REVERSAL_SUBMITTED
+        ):
+            # Still processing: nothing new to record, just poll again later.
+            self._polls[row.id] = polls + 1
+            return _delay_until(step.next_attempt_at, now)
+
+        key = key_from_ledger(row.identity.source_key)
+        with self._metrics.time_writeback(), self._engine.begin() as conn:
+            if isinstance(result, Issued) and row.kind is DocumentKind.REVERSAL:
+                updated, _issue = repo.mark_reversed(conn, row.id, row.state, actor=self._owner,
+                                                     **_only(fields))
+            else:
+                updated = repo.transition(conn, row.id, row.state, step.state,
+                                          reason=_transition_reason(result), actor=self._owner,
+                                          **_only(fields))
+            if writeback is not None:
+                try:
+                    apply_writeback(conn, doc, key, writeback)
+                except WriteBackError as exc:
+                    # The ledger keeps the result; the ERP row is gone. Say so loudly.
+                    log.error("write-back skipped: %s", exc)
+        committed_at = time.time()
+        if outcome is not None:
+            self._metrics.document_settled(doc.name, outcome)
+            self._metrics.observe_freshness(row.source_ts_ms, committed_at)
+            log.info("document %s", outcome.value, extra={"invoice_no": fields.get("invoice_no"),
+                                                           "state": updated.state.value})
+        if updated.state in TERMINAL_STATES or updated.state is S.REVERSED:
+            self._settled(updated)
+            return None
+        if updated.state is S.BLOCKED:
+            log.warning("document blocked, provider needs a human: %s", error)
+        if updated.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED):
+            self._polls[row.id] = polls + 1
+        return _delay_until(step.next_attempt_at, now)
+
+    def _settled(self, row: DocumentRow) -> None:
+        if self._on_settled is not None:
+            try:
+                self._on_settled(row)
+            except Exception:  # the callback must never stall the worker
+                log.exception("settled callback failed for document %s", row.id)
+
+
+def _status_of(result: IssueResult) -> int | None:
+    """An HTTP-like status class for metrics, from the typed result."""
+    match result:
+        case Issued() | Processing():
+            return 200
+        case Rejected():
+            return 422
+        case NotFound():
+            return 404
+        case Duplicate():
+            return 409
+        case Retryable(reason=r):
+            if r.code in ("RATE_LIMITED", "TOO_MANY_REQUESTS"):
+                return 429
+            return 503
+        case NeedsHuman():
+            return 403
+        case OutcomeUnknown():
+            return None
+    return None  # pragma: no cover
+
+
+def _file_url(files: Any) -> str | None:
+    if not files:
+        return None
+    for key in ("pdf", "ofd", "xml", "html"):
+        if key in files:
+            return str(files[key])
+    return str(next(iter(files.values())))
+
+
+def _delay_until(at: datetime | None, now: datetime) -> float:
+    if at is None:
+        return 0.0
+    return max(0.0, (at - now).total_seconds())
+
+
+def _only(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k in repo.UPDATABLE_FIELDS}
+
+
+def _transition_reason(result: IssueResult) -> str:
+    return f"provider: {type(result).__name__.lower()}"
+
+
+def _reversal_request(row: DocumentRow) -> ReversalRequest:
+    payload = row.payload or {}
+    original = payload.get("original_invoice_no")
+    reason = payload.get("reversal_reason") or "INVOICING_ERROR"
+    if not isinstance(original, str):
+        raise ValueError(f"reversal {row.serial}: frozen payload has no original_invoice_no")
+    if reason not in get_args(ReversalReason):
+        raise ValueError(f"reversal {row.serial}: unknown reversal reason {reason!r}")
+    return ReversalRequest(serial=row.serial, original_invoice_no=original,
+                           reason=cast(ReversalReason, reason))
+
+
+def describe(result: IssueResult) -> str:
+    """One line for logs and `syncd retry` output."""
+    code, text = _reason_text(result)
+    if isinstance(result, Issued):
+        return f"issued {result.invoice_no}"
+    return json.dumps({"result": type(result).__name__, "code": code, "error": text})
+
+
+__all__ = ["Driver", "Reason", "describe", "outcome_class"]

@@ -1,0 +1,218 @@
+"""Reading the ERP database: document lines at issue time, and the schema for
+`check-config --live`.
+
+This is the I/O edge of the mapping: order header and lines arrive on different
+topics with no ordering between them, so the lines are read from the database
+(in the pipeline's transaction) when the document is issued. Identifiers come
+from the config and are quoted by the dialect; values are bound parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from syncd.changes import ColumnValue
+from syncd.config import DocumentConfig, FieldSource, SyncdConfig
+
+
+def _split(table: str) -> tuple[str, str]:
+    schema, _, name = table.partition(".")
+    return schema, name
+
+
+def quote_table(connection: Connection, table: str) -> str:
+    q = connection.dialect.identifier_preparer.quote
+    schema, name = _split(table)
+    return f"{q(schema)}.{q(name)}"
+
+
+def load_lines(
+    connection: Connection, doc: DocumentConfig, key: ColumnValue
+) -> list[dict[str, Any]]:
+    """The line rows of one document, in `order_by` order, as plain dicts.
+
+    `key` is the document's value of `lines.references` (e.g. the order id).
+    """
+    q = connection.dialect.identifier_preparer.quote
+    lines = doc.lines
+    sql = sa.text(
+        f"SELECT * FROM {quote_table(connection, lines.table)} "  # noqa: S608 -- quoted identifiers
+        f"WHERE {q(lines.foreign_key)} = :key ORDER BY {q(lines.order_by)}"
+    )
+    result = connection.execute(sql, {"key": key})
+    return [dict(row) for row in result.mappings()]
+
+
+# --------------------------------------------------------------------------- schema check
+
+_TEXT = "text"
+_NUMBER = "number"
+_BOOL = "boolean"
+_TIMESTAMP = "timestamp"
+_DATE = "date"
+_ANY = "any"
+
+
+def type_kind(column_type: sa.types.TypeEngine[Any]) -> str:
+    """Coarse family of a reflected column type, enough to tell a misfit mapping."""
+    if isinstance(column_type, sa.Boolean):
+        return _BOOL
+    if isinstance(column_type, sa.String):  # VARCHAR, TEXT, CHAR, ENUM
+        return _TEXT
+    if isinstance(column_type, sa.Numeric | sa.Integer):
+        return _NUMBER
+    if isinstance(column_type, sa.DateTime):
+        return _TIMESTAMP
+    if isinstance(column_type, sa.Date):
+        return _DATE
+    return "other"
+
+
+@dataclass
+class SchemaReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Need:
+    column: str
+    kinds: tuple[str, ...]  # acceptable kinds; empty = anything
+    what: str  # config key, for the message
+    min_length: int | None = None
+
+
+def _field_needs(src: FieldSource | None, what: str, kinds: tuple[str, ...]) -> list[_Need]:
+    if src is None:
+        return []
+    if src.column is not None:
+        # a `map` translates whatever the column holds
+        return [_Need(src.column, () if src.map else kinds, what)]
+    return [_Need(c, (), what) for c in src.columns()]
+
+
+def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
+    """Per table, the columns the document reads or writes and the types that fit."""
+    text = (_TEXT,)
+    src: list[_Need] = [_Need(c, (), f"documents.{doc.name}.key_columns") for c in doc.key_columns]
+    for cond_name, cond in (("qualifies", doc.qualifies), ("reverses", doc.reverses)):
+        if cond is not None:
+            what = f"documents.{doc.name}.{cond_name}"
+            src += [_Need(c, (), what) for c in sorted(cond.columns())]
+    kinds: dict[str, tuple[str, ...]] = {
+        "buyer.natural_person": (_BOOL, _TEXT),
+        "issue_date": (_DATE, _TIMESTAMP, _TEXT),
+    }
+    for name, fs in doc.header.sources().items():
+        src += _field_needs(fs, f"documents.{doc.name}.header.{name}", kinds.get(name, text))
+    if doc.lines.references:
+        src.append(_Need(doc.lines.references, (), f"documents.{doc.name}.lines.references"))
+
+    line_kinds: dict[str, tuple[str, ...]] = {
+        "quantity": (_NUMBER,),
+        "unit_price": (_NUMBER,),
+        "tax_rate": (_NUMBER,),
+        "discount_amount": (_NUMBER,),
+        "tax_code": (_TEXT, _NUMBER),
+    }
+    lines: list[_Need] = [
+        _Need(doc.lines.foreign_key, (), f"documents.{doc.name}.lines.foreign_key"),
+        _Need(doc.lines.order_by, (), f"documents.{doc.name}.lines.order_by"),
+    ]
+    for name, fs in doc.lines.columns.sources().items():
+        lines += _field_needs(fs, f"documents.{doc.name}.lines.columns.{name}",
+                              line_kinds.get(name, text))
+
+    statuses = doc.write_back.status_values.model_dump().values()
+    wb_kinds: dict[str, tuple[tuple[str, ...], int | None]] = {
+        "invoice_no": (text, 20),
+        "red_invoice_no": (text, 20),
+        "status": (text, max(len(v) for v in statuses)),
+        "error": (text, None),
+        "url": (text, None),
+        "issued_at": ((_TIMESTAMP,), None),
+    }
+    wb: list[_Need] = [
+        _Need(c, (), f"documents.{doc.name}.write_back.key_columns") for c in doc.write_back_keys
+    ]
+    for name, column in doc.write_back.columns.mapped().items():
+        k, length = wb_kinds[name]
+        wb.append(_Need(column, k, f"documents.{doc.name}.write_back.columns.{name}", length))
+
+    out: dict[str, list[_Need]] = {}
+    for table, needs in ((doc.table, src), (doc.lines.table, lines), (doc.write_back_table, wb)):
+        out.setdefault(table, []).extend(needs)
+    return out
+
+
+def check_schema(connection: Connection, config: SyncdConfig) -> SchemaReport:
+    """Tables and columns named by the config exist and have fitting types."""
+    report = SchemaReport()
+    inspector = sa.inspect(connection)
+    for doc in config.documents.values():
+        for table, needs in _doc_needs(doc).items():
+            schema, name = _split(table)
+            if not inspector.has_table(name, schema=schema):
+                report.errors.append(f"documents.{doc.name}: table {table} does not exist")
+                continue
+            columns = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema)}
+            for need in needs:
+                _check_column(report, table, columns, need)
+        if connection.dialect.name == "postgresql":
+            _check_replica_identity(connection, report, doc)
+    return report
+
+
+def _check_column(
+    report: SchemaReport, table: str, columns: dict[str, Any], need: _Need
+) -> None:
+    if need.column not in columns:
+        import difflib
+
+        close = difflib.get_close_matches(need.column, list(columns), n=1)
+        hint = f" -- did you mean '{close[0]}'?" if close else ""
+        report.errors.append(f"{need.what}: column {table}.{need.column} does not exist{hint}")
+        return
+    col_type = columns[need.column]
+    kind = type_kind(col_type)
+    if need.kinds and kind not in need.kinds:
+        report.errors.append(
+            f"{need.what}: column {table}.{need.column} is {col_type} ({kind}); "
+            f"expected {' or '.join(need.kinds)}"
+        )
+        return
+    if isinstance(col_type, sa.Float) and kind == _NUMBER:
+        report.warnings.append(
+            f"{need.what}: column {table}.{need.column} is a float type; money and "
+            "quantities lose precision (use numeric)"
+        )
+    length = getattr(col_type, "length", None)
+    if need.min_length is not None and isinstance(length, int) and length < need.min_length:
+        report.errors.append(
+            f"{need.what}: column {table}.{need.column} holds {length} characters; "
+            f"needs at least {need.min_length}"
+        )
+
+
+def _check_replica_identity(
+    connection: Connection, report: SchemaReport, doc: DocumentConfig
+) -> None:
+    schema, name = _split(doc.table)
+    identity = connection.execute(
+        sa.text(
+            "SELECT c.relreplident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relname = :name"
+        ),
+        {"schema": schema, "name": name},
+    ).scalar()
+    if identity is not None and identity != "f":
+        report.warnings.append(
+            f"documents.{doc.name}: table {doc.table} has no REPLICA IDENTITY FULL; updates "
+            "arrive without a before image, so transitions (becomes/changed) and own "
+            f"write-backs cannot be recognised (ALTER TABLE {doc.table} REPLICA IDENTITY FULL)"
+        )
+

@@ -1,0 +1,213 @@
+"""One small HTTP server for `/metrics`, `/healthz` and `/readyz`.
+
+It runs in a daemon thread so a busy or blocked main loop cannot stop Kubernetes from
+seeing that it is blocked: liveness is the age of the main loop's heartbeat, which the
+loop must refresh on every iteration, empty polls included. Readiness is a set of
+named checks the pipeline registers (config loaded, group joined, database reachable)
+and turns 503 the moment shutdown begins, so traffic and scalers stop counting on the
+replica before it drains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+#: A readiness check returns True/False, or (ok, short reason). It must not raise, but
+#: if it does the exception's type counts as the reason (its text could hold a DSN).
+ReadinessCheck = Callable[[], bool | tuple[bool, str]]
+
+DEFAULT_HEARTBEAT_TIMEOUT: Final = 60.0
+
+
+class Heartbeat:
+    """The main loop's pulse, on the monotonic clock (wall-clock jumps do not kill pods)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = clock()
+
+    def beat(self) -> None:
+        with self._lock:
+            self._last = self._clock()
+
+    def age(self) -> float:
+        with self._lock:
+            return max(0.0, self._clock() - self._last)
+
+
+class HealthServer:
+    """`start()` binds and serves in a background thread; `stop()` shuts it down.
+
+    `port=0` binds an ephemeral port (tests); read it back from `.port`.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet, not localhost
+        port: int = 9400,
+        heartbeat: Heartbeat | None = None,
+        heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
+        on_beat: Callable[[], None] | None = None,
+    ) -> None:
+        if heartbeat_timeout <= 0:
+            raise ValueError("heartbeat_timeout must be positive")
+        self.registry = registry
+        self.host = host
+        self._port = port
+        self.heartbeat = heartbeat or Heartbeat()
+        self.heartbeat_timeout = heartbeat_timeout
+        self._on_beat = on_beat
+        self._checks: dict[str, ReadinessCheck] = {}
+        self._checks_lock = threading.Lock()
+        self._shutting_down = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- API for the pipeline
+
+    def beat(self) -> None:
+        """Call once per main-loop iteration."""
+        self.heartbeat.beat()
+        if self._on_beat is not None:
+            self._on_beat()
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        with self._checks_lock:
+            self._checks[name] = check
+
+    def remove_readiness_check(self, name: str) -> None:
+        with self._checks_lock:
+            self._checks.pop(name, None)
+
+    def begin_shutdown(self) -> None:
+        """From now on /readyz answers 503 (SIGTERM received)."""
+        self._shutting_down.set()
+
+    @property
+    def shutting_down(self) -> bool:
+        return self._shutting_down.is_set()
+
+    # ---------------------------------------------------------------- the answers
+
+    def liveness(self) -> tuple[int, dict[str, Any]]:
+        age = self.heartbeat.age()
+        body: dict[str, Any] = {"heartbeat_age_seconds": round(age, 3),
+                                "threshold_seconds": self.heartbeat_timeout}
+        if age > self.heartbeat_timeout:
+            body.update(status="unhealthy", reason="main loop heartbeat is stale")
+            return HTTPStatus.SERVICE_UNAVAILABLE, body
+        body["status"] = "ok"
+        return HTTPStatus.OK, body
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        if self._shutting_down.is_set():
+            return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not_ready",
+                                                    "reason": "shutting down"}
+        with self._checks_lock:
+            checks = dict(self._checks)
+        results: dict[str, dict[str, Any]] = {}
+        ready = True
+        for name, check in sorted(checks.items()):
+            try:
+                outcome = check()
+            except Exception as exc:  # a broken check means "not ready", never a 500
+                outcome = (False, f"check raised {type(exc).__name__}")
+            ok, reason = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
+            entry: dict[str, Any] = {"ok": ok}
+            if reason:
+                entry["reason"] = reason
+            results[name] = entry
+            ready = ready and ok
+        failing = [n for n, r in results.items() if not r["ok"]]
+        body: dict[str, Any] = {"status": "ready" if ready else "not_ready", "checks": results}
+        if not ready:
+            body["reason"] = "failing checks: " + ", ".join(failing)
+            return HTTPStatus.SERVICE_UNAVAILABLE, body
+        return HTTPStatus.OK, body
+
+    # ---------------------------------------------------------------- server
+
+    @property
+    def port(self) -> int:
+        if self._server is not None:
+            return int(self._server.server_address[1])
+        return self._port
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> None:
+        if self._server is not None:
+            return
+        server = ThreadingHTTPServer((self.host, self._port), _handler_for(self))
+        server.daemon_threads = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.25},
+            name="syncd-health", daemon=True,
+        )
+        self._thread.start()
+        log.info("health server listening", extra={"host": self.host, "port": self.port})
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+        self._server = None
+        self._thread = None
+
+
+def _handler_for(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "syncd"
+        sys_version = ""
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(HTTPStatus.OK, generate_latest(owner.registry), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._json(*owner.liveness())
+            elif path == "/readyz":
+                self._json(*owner.readiness())
+            else:
+                self._json(HTTPStatus.NOT_FOUND, {"status": "not_found",
+                                                  "paths": ["/metrics", "/healthz", "/readyz"]})
+
+        def _json(self, status: int, body: dict[str, Any]) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            # Probes hit these every few seconds: keep them out of the logs unless debugging.
+            log.debug("health request: " + format, *args)
+
+    return Handler

@@ -1,0 +1,365 @@
+"""Intake: turn a polled batch of Kafka records into durable ledger intent, in one transaction.
+
+For every record of the batch this decides what it means (pure: decode + route + decide)
+and then, in ONE database transaction per batch:
+* an "issue" becomes a ledger row -- READY with the serial and the validated payload frozen,
+  or INVALID with readable reasons written back to the ERP row;
+* a "reverse" of an ISSUED document becomes a reversal row (REVERSAL_PENDING, red payload
+  frozen); a reverse of a document still in flight is *deferred*: its offset is not
+  committed until the invoice settles, so it cannot be lost by a crash;
+* redelivered or repeated events find their row already there and change nothing;
+* the partitions' next offsets are stored, fenced by the partition lease epoch.
+After commit the pipeline hands new rows to the driver. Nothing here calls the provider.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection
+
+from syncd.changes import (
+    ChangeEvent,
+    DecodedRecord,
+    DecodeError,
+    Heartbeat,
+    RecordPosition,
+    Tombstone,
+    TransactionMarker,
+)
+from syncd.config import DocumentConfig, SyncdConfig
+from syncd.debezium import DecodeOptions, decode_record
+from syncd.erp import load_lines
+from syncd.invoice import Invoice
+from syncd.ledger import repository as repo
+from syncd.ledger.models import DocumentIdentity as LedgerIdentity
+from syncd.ledger.models import DocumentRow
+from syncd.ledger.models import TopicPartition as LedgerTP
+from syncd.mapping import build_blue, build_red
+from syncd.rules import Action, Decision, decide
+from syncd.serial import DocumentIdentity as SerialIdentity
+from syncd.serial import DocumentKind as SerialKind
+from syncd.serial import serial_for
+from syncd.states import DocumentKind, DocumentState
+from syncd.writeback import ResultStatus, WriteBack, apply_writeback
+
+log = logging.getLogger(__name__)
+
+S = DocumentState
+
+#: Issue rows that are (or may be) at the provider: a repeated "issue" changes nothing.
+_ISSUE_LIVE = frozenset({S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED,
+                         S.DEAD, S.ISSUED, S.REVERSED, S.PENDING})
+#: Issue rows whose invoice may still come: a reversal for them must wait.
+_ISSUE_IN_FLIGHT = frozenset({S.PENDING, S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN,
+                              S.RETRY_WAIT, S.BLOCKED})
+
+
+class Kind(enum.StrEnum):
+    """What one record turned out to be, before any database work."""
+
+    ISSUE = "issue"
+    REVERSE = "reverse"
+    IGNORE = "ignore"
+    HEARTBEAT = "heartbeat"
+    DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    position: RecordPosition
+    kind: Kind
+    reason: str
+    key: bytes | None = None
+    value: bytes | None = None
+    event: ChangeEvent | None = None
+    doc: DocumentConfig | None = None
+    decision: Decision | None = None
+    heartbeat_ts_ms: int | None = None
+    #: short machine label for metrics/headers (dead letters)
+    code: str = ""
+
+
+class Classifier:
+    """Decode + route + decide, pure and fast (the hot path of the consumer loop)."""
+
+    def __init__(self, config: SyncdConfig) -> None:
+        self._config = config
+        scales = {
+            f"{table}.{column}": scale
+            for table, columns in config.decimal_scales.items()
+            for column, scale in columns.items()
+        }
+        self._options = DecodeOptions(decimal_scales=scales)
+        self._by_table: dict[str, DocumentConfig] = {d.table: d for d in config.documents.values()}
+        self._line_tables = {d.lines.table for d in config.documents.values()}
+
+    def classify(
+        self, position: RecordPosition, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        try:
+            record: DecodedRecord = decode_record(position, key, value, self._options)
+        except DecodeError as exc:
+            return Classified(position, Kind.DEAD_LETTER, exc.reason, key, value,
+                              code="undecodable")
+        match record:
+            case Heartbeat(ts_ms=ts):
+                return Classified(position, Kind.HEARTBEAT, "heartbeat", heartbeat_ts_ms=ts)
+            case Tombstone() | TransactionMarker():
+                return Classified(position, Kind.IGNORE, type(record).__name__.lower())
+            case ChangeEvent():
+                return self._classify_change(record, key, value)
+        raise AssertionError(f"unhandled record {record!r}")  # pragma: no cover
+
+    def _classify_change(
+        self, event: ChangeEvent, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        position = event.position
+        doc = self._by_table.get(event.table)
+        if doc is None:
+            if event.table in self._line_tables:
+                return Classified(position, Kind.IGNORE, "line table change (lines are read "
+                                  "from the database at issue time)", event=event)
+            return Classified(position, Kind.DEAD_LETTER,
+                              f"no document type is configured for table {event.table}",
+                              key, value, event=event, code="unroutable")
+        try:
+            decision = decide(event, doc)
+        except ValueError as exc:  # e.g. the key columns are missing
+            return Classified(position, Kind.DEAD_LETTER, str(exc), key, value, event=event,
+                              doc=doc, code="undecidable")
+        match decision.action:
+            case Action.ISSUE:
+                kind = Kind.ISSUE
+            case Action.REVERSE:
+                kind = Kind.REVERSE
+            case Action.IGNORE:
+                kind = Kind.IGNORE
+            case _:
+                return Classified(position, Kind.DEAD_LETTER, decision.reason, key, value,
+                                  event=event, doc=doc, decision=decision, code="undecided")
+        return Classified(position, kind, decision.reason, key, value, event=event, doc=doc,
+                          decision=decision)
+
+
+# --------------------------------------------------------------------------- the transaction
+
+
+@dataclass(slots=True)
+class IntakeResult:
+    """What one batch transaction did (applied to memory only after commit)."""
+
+    #: offsets finished by this batch, per (topic, partition)
+    finished: dict[tuple[str, int], set[int]] = field(default_factory=dict)
+    #: reverse events that must wait for their invoice: (issue doc id, record)
+    deferred: list[tuple[int, Classified]] = field(default_factory=list)
+    #: ledger rows the driver should step now
+    to_drive: list[int] = field(default_factory=list)
+    #: (document name, outcome label) for metrics
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+
+    def finish(self, position: RecordPosition) -> None:
+        self.finished.setdefault((position.topic, position.partition), set()).add(
+            position.offset
+        )
+
+
+def key_pairs(doc: DocumentConfig, event: ChangeEvent) -> list[tuple[str, Any]]:
+    row = event.after if event.after is not None else event.before
+    pairs: list[tuple[str, Any]] = []
+    for column in doc.key_columns:
+        value = None
+        if row is not None and column in row:
+            value = row[column]
+        if value is None and event.key is not None:
+            value = event.key.get(column)
+        if isinstance(value, Decimal) and value == value.to_integral_value():
+            value = int(value)
+        pairs.append((column, value))
+    return pairs
+
+
+def identities(
+    doc: DocumentConfig, event: ChangeEvent, kind: DocumentKind, revision: int
+) -> tuple[SerialIdentity, LedgerIdentity]:
+    pairs = key_pairs(doc, event)
+    serial_kind = SerialKind.ISSUE if kind is DocumentKind.ISSUE else SerialKind.REVERSAL
+    sid = SerialIdentity.of(doc.name, doc.table, pairs, serial_kind, revision)
+    lid = LedgerIdentity.of(doc.name, doc.table, dict(pairs), kind, revision)
+    return sid, lid
+
+
+class Intake:
+    """Runs the per-batch transaction. One instance per pipeline (not thread-safe)."""
+
+    def __init__(self, config: SyncdConfig, *, group: str, owner: str) -> None:
+        self._config = config
+        self._group = group
+        self._owner = owner
+
+    def run(
+        self,
+        conn: Connection,
+        records: Sequence[Classified],
+        *,
+        offsets: Mapping[tuple[str, int], int],
+        epochs: Mapping[tuple[str, int], int],
+    ) -> IntakeResult:
+        """Record intent for `records`; store `offsets` (computed by the caller)."""
+        result = IntakeResult()
+        for record in records:
+            if record.kind is Kind.ISSUE:
+                self._issue(conn, record, result)
+            elif record.kind is Kind.REVERSE:
+                self._reverse(conn, record, result)
+            else:
+                result.finish(record.position)
+        if offsets:
+            repo.store_offsets(
+                conn,
+                self._group,
+                {
+                    LedgerTP(t, p): (nxt, epochs[(t, p)])
+                    for (t, p), nxt in offsets.items()
+                },
+            )
+        return result
+
+    # ------------------------------------------------------------------ issue
+
+    def _issue(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
+        assert record.event is not None and record.doc is not None
+        event, doc = record.event, record.doc
+        _, base = identities(doc, event, DocumentKind.ISSUE, 0)
+        latest = repo.latest_revision(conn, base.document_type, base.source_table,
+                                      base.source_key)
+        revision = 0
+        if latest is not None:
+            if latest.state in _ISSUE_LIVE:
+                result.outcomes.append((doc.name, "duplicate"))
+                result.finish(record.position)
+                if latest.state in _ISSUE_IN_FLIGHT:
+                    result.to_drive.append(latest.id)
+                return
+            if latest.state is S.REJECTED:
+                if _not_newer(event, latest):
+                    result.outcomes.append((doc.name, "duplicate"))
+                    result.finish(record.position)
+                    return
+                revision = latest.identity.revision + 1
+            else:  # INVALID: never sent, may be corrected in place (same serial)
+                revision = latest.identity.revision
+        sid, lid = identities(doc, event, DocumentKind.ISSUE, revision)
+        correcting = latest is not None and latest.state is S.INVALID
+        row = event.after or {}
+        lines = load_lines(conn, doc, row.get(doc.lines.references or doc.key_columns[0]))
+        mapped = build_blue(doc, row, lines, sid)
+        serial = serial_for(sid)
+        key = dict(key_pairs(doc, event))
+        if mapped.ok and mapped.invoice is not None:
+            payload = _payload(mapped.invoice)
+            if correcting and latest is not None:
+                repo.transition(conn, latest.id, S.INVALID, S.READY, reason=record.reason,
+                                actor=self._owner, payload=payload,
+                                payload_hash=None, last_error=None, last_error_code=None,
+                                source_topic=event.position.topic,
+                                source_partition=event.position.partition,
+                                source_offset=event.position.offset,
+                                source_ts_ms=event.source_ts_ms)
+                apply_writeback(conn, doc, key, WriteBack(ResultStatus.PENDING))
+                result.to_drive.append(latest.id)
+            else:
+                created, _ = repo.ensure_document(
+                    conn, lid, serial, actor=self._owner, state=S.READY, payload=payload,
+                    position=event.position, source_ts_ms=event.source_ts_ms,
+                    reason=record.reason,
+                )
+                result.to_drive.append(created.id)
+        else:
+            summary = mapped.summary() or "the document cannot become a valid invoice"
+            if correcting and latest is not None:
+                repo.transition(conn, latest.id, S.INVALID, S.INVALID, reason=record.reason,
+                                actor=self._owner, last_error_code="INVALID",
+                                last_error=summary, source_ts_ms=event.source_ts_ms)
+            else:
+                repo.ensure_document(
+                    conn, lid, serial, actor=self._owner, state=S.INVALID,
+                    position=event.position, source_ts_ms=event.source_ts_ms,
+                    last_error_code="INVALID", last_error=summary, reason=record.reason,
+                )
+            apply_writeback(conn, doc, key, WriteBack(ResultStatus.INVALID, error=summary))
+            result.outcomes.append((doc.name, "invalid"))
+            log.info("document invalid: %s", summary,
+                     extra={"topic": event.position.topic, "partition": event.position.partition,
+                            "offset": event.position.offset, "key": str(key)})
+        result.finish(record.position)
+
+    # ------------------------------------------------------------------ reverse
+
+    def _reverse(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
+        assert record.event is not None and record.doc is not None
+        event, doc = record.event, record.doc
+        _, base = identities(doc, event, DocumentKind.ISSUE, 0)
+        issue = repo.latest_revision(conn, base.document_type, base.source_table,
+                                     base.source_key)
+        if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
+            result.outcomes.append((doc.name, "ignored"))
+            result.finish(record.position)
+            return
+        if issue.state in _ISSUE_IN_FLIGHT:
+            result.deferred.append((issue.id, record))
+            result.to_drive.append(issue.id)
+            return
+        existing = repo.find_document(conn, issue.identity.for_reversal())
+        if existing is not None or issue.state is S.REVERSED:
+            result.outcomes.append((doc.name, "duplicate"))
+            if existing is not None and existing.state not in (S.REVERSED, S.REJECTED, S.DEAD):
+                result.to_drive.append(existing.id)
+            result.finish(record.position)
+            return
+        if issue.payload is None or issue.invoice_no is None:
+            raise ValueError(f"issued document {issue.identity} has no frozen payload/number")
+        blue = Invoice.model_validate(dict(issue.payload))
+        sid = SerialIdentity.of(doc.name, doc.table, key_pairs(doc, event), SerialKind.REVERSAL,
+                                issue.identity.revision)
+        mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, sid)
+        if mapped.invoice is None:
+            # A reversal reason that cannot be mapped is a config/data error: keep the
+            # invoice, tell the ERP, and let a corrected cancellation come through later.
+            summary = mapped.summary()
+            apply_writeback(conn, doc, dict(key_pairs(doc, event)),
+                            WriteBack(ResultStatus.ISSUED, invoice_no=issue.invoice_no,
+                                      issued_at=issue.issued_at, url=issue.invoice_url,
+                                      error=f"reversal not possible: {summary}"))
+            result.outcomes.append((doc.name, "invalid"))
+            result.finish(record.position)
+            return
+        reversal, _ = repo.ensure_reversal(
+            conn, issue.id, serial_for(sid), _payload(mapped.invoice), actor=self._owner,
+            position=event.position, source_ts_ms=event.source_ts_ms, reason=record.reason,
+        )
+        apply_writeback(conn, doc, dict(key_pairs(doc, event)),
+                        WriteBack(ResultStatus.REVERSAL_PENDING))
+        result.to_drive.append(reversal.id)
+        result.finish(record.position)
+
+
+def _payload(invoice: Invoice) -> dict[str, Any]:
+    payload: dict[str, Any] = invoice.model_dump(mode="json")
+    return payload
+
+
+def _not_newer(event: ChangeEvent, row: DocumentRow) -> bool:
+    """True when `event` is not a later change than the one that produced `row`."""
+    if event.source_ts_ms is None or row.source_ts_ms is None:
+        return False
+    return event.source_ts_ms <= row.source_ts_ms
+
+
+def positions_of(records: Iterable[Classified]) -> set[tuple[str, int]]:
+    return {(r.position.topic, r.position.partition) for r in records}

@@ -1,0 +1,235 @@
+"""What every e-invoice provider client promises syncd (docs/issuers.md).
+
+A provider client turns each call into exactly one of a small set of typed
+results. The pipeline's state machine switches on these and nothing else, so a
+second provider is one new module that maps *its* API onto the same results.
+
+The one rule that keeps invoices exactly-once: a result other than `Issued`
+or `Rejected` never means "the invoice does not exist". Only a query that
+answers `NotFound` (or a `Retryable` with `resubmit=True`) says the serial
+may be sent again -- and even then with the *same* serial, never a new one.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
+
+
+class Outcome(enum.Enum):
+    ISSUED = "issued"
+    PROCESSING = "processing"
+    REJECTED = "rejected"
+    RETRYABLE = "retryable"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    NEEDS_HUMAN = "needs_human"
+    DUPLICATE = "duplicate"
+    NOT_FOUND = "not_found"
+
+
+ReversalReason: TypeAlias = Literal[
+    "SALES_RETURN", "INVOICING_ERROR", "SERVICE_STOPPED", "ALLOWANCE"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """A provider's reason, with its own stable code (kept verbatim for the ERP row)."""
+
+    code: str
+    message: str
+    path: str | None = None
+
+    def __str__(self) -> str:
+        where = f" at {self.path}" if self.path else ""
+        return f"{self.code}{where}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    net_amount: Decimal
+    tax_amount: Decimal
+    gross_amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """The provider issued the document (blue invoice, or red one for a reversal)."""
+
+    outcome: ClassVar[Outcome] = Outcome.ISSUED
+    serial: str
+    invoice_no: str
+    issued_at: str
+    check_code: str | None
+    kind: Literal["BLUE", "RED"]
+    totals: Totals | None
+    original_invoice_no: str | None = None
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Processing:
+    """Accepted, not finished: query the same serial again later.
+
+    `status` is the provider's word (`PROCESSING`, `PENDING_CONFIRMATION`);
+    `awaiting_confirmation` means a person (the buyer) must act first.
+    """
+
+    outcome: ClassVar[Outcome] = Outcome.PROCESSING
+    serial: str
+    status: str = "PROCESSING"
+    awaiting_confirmation: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The provider will not issue this document as it stands: a data or rule error."""
+
+    outcome: ClassVar[Outcome] = Outcome.REJECTED
+    serial: str
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Retryable:
+    """Nothing happened (or nothing could be learned); try again after a while.
+
+    `resubmit` False: repeat the same call. True: the provider confirmed there is
+    no live document for this serial -- send the issue/reverse request again with
+    the same serial. `retry_after` is the provider's own hint in seconds.
+    """
+
+    outcome: ClassVar[Outcome] = Outcome.RETRYABLE
+    serial: str
+    reason: Reason
+    retry_after: float | None = None
+    resubmit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeUnknown:
+    """The request may have taken effect (timeout or reset after sending): query the serial."""
+
+    outcome: ClassVar[Outcome] = Outcome.OUTCOME_UNKNOWN
+    serial: str
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsHuman:
+    """The provider account cannot proceed until a person acts (session, credit, config)."""
+
+    outcome: ClassVar[Outcome] = Outcome.NEEDS_HUMAN
+    serial: str
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The provider refuses a repeated serial: the document exists, query it to learn how."""
+
+    outcome: ClassVar[Outcome] = Outcome.DUPLICATE
+    serial: str
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class NotFound:
+    """A query: the provider holds nothing under this serial."""
+
+    outcome: ClassVar[Outcome] = Outcome.NOT_FOUND
+    serial: str
+
+
+IssueResult: TypeAlias = (
+    Issued | Processing | Rejected | Retryable | OutcomeUnknown | NeedsHuman | Duplicate | NotFound
+)
+
+InvoicePayload: TypeAlias = Mapping[str, Any] | bytes
+"""The canonical invoice JSON (docs/invoice-format.md), as a mapping or as the exact
+frozen bytes from the ledger (sent unchanged, so the payload hash stays meaningful)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReversalRequest:
+    """Reverse a whole blue invoice; `serial` is the reversal's own idempotency key."""
+
+    serial: str
+    original_invoice_no: str
+    reason: ReversalReason
+
+
+@runtime_checkable
+class Issuer(Protocol):
+    """One e-invoice provider. Implementations are thread-safe and never raise for
+    provider or network trouble: every outcome is a result value."""
+
+    provider: str
+
+    def issue(self, invoice: InvoicePayload) -> IssueResult: ...
+
+    def query(self, serial: str) -> IssueResult: ...
+
+    def reverse(self, request: ReversalRequest) -> IssueResult: ...
+
+    def query_reversal(self, serial: str) -> IssueResult: ...
+
+    def close(self) -> None: ...
+
+
+def resolve_after_submit(
+    submitted: IssueResult, queried: IssueResult | None
+) -> IssueResult:
+    """Combine a submit answer with the follow-up query a caller made for it.
+
+    Pure so every provider (and the pipeline) resolves lost answers the same way:
+    a query that finds the document wins; a query that finds nothing after an
+    unknown outcome means "send it again, same serial"; anything else keeps the
+    outcome unknown -- never "failed", because the document may yet exist.
+    """
+    if not isinstance(submitted, (Duplicate, OutcomeUnknown)) or queried is None:
+        return submitted
+    if isinstance(queried, (Issued, Processing, Rejected)):
+        return queried
+    if isinstance(queried, Retryable) and queried.resubmit:
+        return queried
+    if isinstance(queried, NotFound) and isinstance(submitted, OutcomeUnknown):
+        return Retryable(
+            submitted.serial,
+            Reason("NOT_RECEIVED", "the provider has no document under this serial; "
+                   "send it again with the same serial"),
+            resubmit=True,
+        )
+    if isinstance(queried, NeedsHuman):
+        return queried
+    reason = submitted.reason
+    return OutcomeUnknown(submitted.serial, Reason(reason.code, f"{reason.message} (unresolved "
+                                                   f"by query: {queried.outcome.value})"))
+
+
+def serial_of(invoice: InvoicePayload) -> str:
+    """The idempotency key inside a canonical invoice (mapping or JSON bytes)."""
+    doc = json.loads(invoice) if isinstance(invoice, bytes) else invoice
+    serial = doc.get("serial") if isinstance(doc, Mapping) else None
+    if not isinstance(serial, str) or not serial:
+        raise ValueError("the invoice has no serial")
+    return serial
+
+
+def issue_or_resolve(issuer: Issuer, invoice: InvoicePayload) -> IssueResult:
+    """Issue, and if the answer is lost or "duplicate", ask the provider what happened."""
+    submitted = issuer.issue(invoice)
+    if isinstance(submitted, (Duplicate, OutcomeUnknown)):
+        return resolve_after_submit(submitted, issuer.query(submitted.serial))
+    return submitted
+
+
+def reverse_or_resolve(issuer: Issuer, request: ReversalRequest) -> IssueResult:
+    submitted = issuer.reverse(request)
+    if isinstance(submitted, (Duplicate, OutcomeUnknown)):
+        return resolve_after_submit(submitted, issuer.query_reversal(request.serial))
+    return submitted

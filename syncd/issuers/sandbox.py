@@ -1,0 +1,415 @@
+"""Client for the sandbox platform's API (docs/sandbox.md), the reference provider.
+
+Sync (`SandboxIssuer`, thread-safe: the daemon calls it from a worker pool) and
+async (`AsyncSandboxIssuer`) share one pure response classifier, so both map
+the wire onto `syncd.issuers.base` results identically.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Final, Literal, TypeAlias
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from syncd.issuers import signing
+from syncd.issuers.base import (
+    Duplicate,
+    InvoicePayload,
+    Issued,
+    IssueResult,
+    NeedsHuman,
+    NotFound,
+    OutcomeUnknown,
+    Processing,
+    Reason,
+    Rejected,
+    Retryable,
+    ReversalRequest,
+    Totals,
+    resolve_after_submit,
+    serial_of,
+)
+
+Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "document"]
+
+# Provider failure codes after which the same serial may simply be submitted again.
+RESUBMITTABLE_FAILURES: Final = frozenset({"SEAL_FAILED"})
+# Account-level conditions only a person can clear.
+HUMAN_CODES: Final = frozenset({
+    "SESSION_EXPIRED", "CREDIT_EXHAUSTED", "UNKNOWN_APP_KEY", "BAD_SIGNATURE",
+    "MISSING_AUTH_HEADERS", "TIMESTAMP_SKEW", "INVALID_TIMESTAMP", "INVALID_NONCE",
+    "SERIAL_CONFLICT",
+})
+
+
+class SandboxIssuerSettings(BaseModel):
+    """How syncd reaches the sandbox platform (embedded in syncd's main config).
+
+    The secret comes from `app_secret` (e.g. injected from an env/secret) or from
+    `app_secret_file` (a mounted Kubernetes secret); it is held as `SecretStr` so
+    it never shows in reprs, logs or config dumps.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Literal["sandbox"] = "sandbox"
+    base_url: str = "http://127.0.0.1:18700"
+    app_key: str = Field(min_length=1)
+    app_secret: SecretStr
+    app_secret_file: Path | None = None
+    connect_timeout: float = Field(3.0, gt=0)
+    read_timeout: float = Field(10.0, gt=0)
+    write_timeout: float = Field(10.0, gt=0)
+    pool_timeout: float = Field(5.0, gt=0)
+    max_connections: int = Field(20, ge=1)
+    max_keepalive_connections: int = Field(10, ge=0)
+    callback_url: None = Field(
+        None, description="the sandbox has no result callbacks; results are polled by serial"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or data.get("app_secret_file") is None:
+            return data
+        if data.get("app_secret") is not None:
+            raise ValueError("give app_secret or app_secret_file, not both")
+        path = Path(data["app_secret_file"])
+        try:
+            secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"app_secret_file {path}: {exc.strerror}") from None
+        return {**data, "app_secret": secret}
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = httpx.URL(value)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("base_url must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("app_secret")
+    @classmethod
+    def _non_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value():
+            raise ValueError("app_secret is empty")
+        return value
+
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(connect=self.connect_timeout, read=self.read_timeout,
+                             write=self.write_timeout, pool=self.pool_timeout)
+
+    def limits(self) -> httpx.Limits:
+        return httpx.Limits(max_connections=self.max_connections,
+                            max_keepalive_connections=self.max_keepalive_connections)
+
+
+# --- the pure classifier -------------------------------------------------------------
+
+
+def classify_response(
+    op: Operation, serial: str, status: int, headers: Mapping[str, str], body: bytes,
+) -> IssueResult:
+    """One HTTP answer -> one result. Pure: unit-tested without a network."""
+    sends = op in ("issue", "reverse")
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        reason = Reason("GARBLED_RESPONSE", f"HTTP {status} with a body that is not a JSON object")
+        return OutcomeUnknown(serial, reason) if sends else Retryable(serial, reason)
+    code = str(data.get("code") or f"HTTP_{status}")
+    message = str(data.get("message") or "")
+    reason = Reason(code, message)
+
+    if status in (200, 202):
+        return _from_view(op, serial, data)
+    if status == 429:
+        return Retryable(serial, reason, retry_after=_retry_after(headers, data))
+    if status >= 500:
+        if sends and status == 504:  # a gateway gave up; the platform may have committed
+            return OutcomeUnknown(serial, reason)
+        return Retryable(serial, reason, retry_after=_retry_after(headers, data))
+    if status in (400, 422) and code not in HUMAN_CODES:
+        errors = data.get("errors")
+        reasons = tuple(
+            Reason(str(e.get("code")), str(e.get("message", "")), e.get("path"))
+            for e in errors if isinstance(e, dict)
+        ) if isinstance(errors, list) and errors else (reason,)
+        return Rejected(serial, reasons)
+    if status == 409:
+        if code == "DUPLICATE_SERIAL":
+            return Duplicate(serial, reason)
+        if code == "ALREADY_REVERSED":
+            existing = data.get("existing_serial")
+            suffix = f" (by serial {existing})" if existing else ""
+            return Rejected(serial, (Reason(code, message + suffix),))
+        return NeedsHuman(serial, reason)
+    if status == 401 and code == "NONCE_REUSED":
+        return Retryable(serial, reason)  # the next attempt carries a fresh nonce
+    if status == 404 and op in ("query", "query_reversal", "document") and code == "NOT_FOUND":
+        return NotFound(serial)
+    return NeedsHuman(serial, reason)
+
+
+def _from_view(op: Operation, serial: str, data: Mapping[str, Any]) -> IssueResult:
+    status = data.get("status")
+    if status in ("PROCESSING", "PENDING_CONFIRMATION"):
+        return Processing(serial, str(status), awaiting_confirmation=status != "PROCESSING")
+    if status == "ISSUED":
+        reversal = op in ("reverse", "query_reversal")
+        invoice_no = data.get("red_invoice_no" if reversal else "invoice_no")
+        kind = "RED" if reversal else data.get("kind", "BLUE")
+        return Issued(
+            serial=serial,
+            invoice_no=str(invoice_no),
+            issued_at=str(data.get("issued_at")),
+            check_code=data.get("check_code"),
+            kind="RED" if kind == "RED" else "BLUE",
+            totals=_totals(data.get("totals")),
+            original_invoice_no=data.get("original_invoice_no"),
+            files=dict(data.get("files") or {}),
+        )
+    if status == "FAILED":
+        reason = Reason(str(data.get("failure_code") or "FAILED"),
+                        str(data.get("failure_reason") or ""))
+        if reason.code in RESUBMITTABLE_FAILURES:
+            return Retryable(serial, reason, resubmit=True)
+        return Rejected(serial, (reason,))
+    reason = Reason("UNEXPECTED_STATUS", f"the platform answered status {status!r}")
+    return OutcomeUnknown(serial, reason) if op in ("issue", "reverse") else Retryable(
+        serial, reason)
+
+
+def _totals(value: object) -> Totals | None:
+    if not isinstance(value, Mapping):
+        return None
+    try:
+        return Totals(Decimal(str(value["net_amount"])), Decimal(str(value["tax_amount"])),
+                      Decimal(str(value["gross_amount"])))
+    except (KeyError, InvalidOperation):
+        return None
+
+
+def _retry_after(headers: Mapping[str, str], data: Mapping[str, Any]) -> float | None:
+    raw = headers.get("retry-after")
+    if raw is not None:
+        raw = raw.strip()
+        if raw.isdigit():
+            return float(raw)
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None:
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    hint = data.get("retry_after")
+    return float(hint) if isinstance(hint, (int, float)) else None
+
+
+def classify_exception(op: Operation, serial: str, exc: httpx.HTTPError) -> IssueResult:
+    """A transport failure -> a result. Before sending: retryable. After: unknown."""
+    reason = Reason(type(exc).__name__.upper(), str(exc) or type(exc).__name__)
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+        return Retryable(serial, reason)  # the request never left this process
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL)):
+        return NeedsHuman(serial, reason)
+    if op in ("issue", "reverse"):
+        return OutcomeUnknown(serial, reason)
+    return Retryable(serial, reason)  # reads are safe to repeat
+
+
+# --- the clients -----------------------------------------------------------------------
+
+
+class _Requests:
+    """Builds signed requests; shared by the sync and async clients."""
+
+    def __init__(self, settings: SandboxIssuerSettings) -> None:
+        self.settings = settings
+
+    def sign(self, request: httpx.Request) -> httpx.Request:
+        target = request.url.raw_path.decode("ascii")
+        request.headers.update(signing.auth_headers(
+            self.settings.app_key, self.settings.app_secret, request.method, target,
+            request.content,
+        ))
+        return request
+
+    @staticmethod
+    def body(invoice: InvoicePayload) -> bytes:
+        if isinstance(invoice, bytes):
+            return invoice
+        return json.dumps(invoice, ensure_ascii=False, separators=(",", ":")).encode()
+
+    @staticmethod
+    def reversal_body(request: ReversalRequest) -> bytes:
+        return json.dumps({"serial": request.serial,
+                           "original_invoice_no": request.original_invoice_no,
+                           "reason": request.reason}).encode()
+
+
+_JSON: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+class SandboxIssuer:
+    """The sandbox platform through one pooled, thread-safe `httpx.Client`."""
+
+    provider = "sandbox"
+
+    def __init__(
+        self, settings: SandboxIssuerSettings, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.settings = settings
+        self._requests = _Requests(settings)
+        self._client = httpx.Client(
+            base_url=settings.base_url, timeout=settings.timeout(), limits=settings.limits(),
+            transport=transport, headers={"User-Agent": "syncd-issuer/sandbox"},
+        )
+
+    def __repr__(self) -> str:
+        return (f"SandboxIssuer(base_url={self.settings.base_url!r}, "
+                f"app_key={self.settings.app_key!r})")
+
+    def __enter__(self) -> SandboxIssuer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, op: Operation, serial: str, method: str, path: str,
+              body: bytes = b"") -> IssueResult:
+        request = self._requests.sign(self._client.build_request(
+            method, path, content=body if method == "POST" else None,
+            headers=_JSON if method == "POST" else {"Accept": "application/json"},
+        ))
+        try:
+            response = self._client.send(request)
+        except httpx.HTTPError as exc:
+            return classify_exception(op, serial, exc)
+        return classify_response(op, serial, response.status_code, response.headers,
+                                 response.content)
+
+    def issue(self, invoice: InvoicePayload) -> IssueResult:
+        serial = serial_of(invoice)
+        return self._call("issue", serial, "POST", "/v1/invoices", self._requests.body(invoice))
+
+    def query(self, serial: str) -> IssueResult:
+        return self._call("query", serial, "GET", f"/v1/invoices/{serial}")
+
+    def reverse(self, request: ReversalRequest) -> IssueResult:
+        return self._call("reverse", request.serial, "POST", "/v1/red-forms",
+                          self._requests.reversal_body(request))
+
+    def query_reversal(self, serial: str) -> IssueResult:
+        return self._call("query_reversal", serial, "GET", f"/v1/red-forms/{serial}")
+
+    def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
+        """Issue; a lost answer or a refused duplicate is resolved by querying the serial."""
+        submitted = self.issue(invoice)
+        if isinstance(submitted, (Duplicate, OutcomeUnknown)):
+            return resolve_after_submit(submitted, self.query(submitted.serial))
+        return submitted
+
+    def reverse_or_resolve(self, request: ReversalRequest) -> IssueResult:
+        submitted = self.reverse(request)
+        if isinstance(submitted, (Duplicate, OutcomeUnknown)):
+            return resolve_after_submit(submitted, self.query_reversal(request.serial))
+        return submitted
+
+    def document(self, serial: str, fmt: Literal["xml", "html"] = "xml") -> bytes | IssueResult:
+        """The issued document's bytes, or the result explaining why there are none."""
+        request = self._requests.sign(
+            self._client.build_request("GET", f"/v1/invoices/{serial}/{fmt}"))
+        try:
+            response = self._client.send(request)
+        except httpx.HTTPError as exc:
+            return classify_exception("document", serial, exc)
+        if response.status_code == 200:
+            return response.content
+        return classify_response("document", serial, response.status_code, response.headers,
+                                 response.content)
+
+    def wait_issued(self, serial: str, *, timeout: float = 30.0, interval: float = 0.1,
+                    reversal: bool = False) -> IssueResult:
+        """Poll until the document leaves PROCESSING (tests and tools; the daemon schedules)."""
+        deadline = time.monotonic() + timeout
+        query = self.query_reversal if reversal else self.query
+        while True:
+            result = query(serial)
+            waiting = (isinstance(result, Processing) and not result.awaiting_confirmation) or (
+                isinstance(result, Retryable) and not result.resubmit)
+            if not waiting or time.monotonic() > deadline:
+                return result
+            time.sleep(interval)
+
+
+class AsyncSandboxIssuer:
+    """The same client on `httpx.AsyncClient`, for an asyncio pipeline."""
+
+    provider = "sandbox"
+
+    def __init__(
+        self, settings: SandboxIssuerSettings, *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._requests = _Requests(settings)
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url, timeout=settings.timeout(), limits=settings.limits(),
+            transport=transport, headers={"User-Agent": "syncd-issuer/sandbox"},
+        )
+
+    def __repr__(self) -> str:
+        return (f"AsyncSandboxIssuer(base_url={self.settings.base_url!r}, "
+                f"app_key={self.settings.app_key!r})")
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, op: Operation, serial: str, method: str, path: str,
+                    body: bytes = b"") -> IssueResult:
+        request = self._requests.sign(self._client.build_request(
+            method, path, content=body if method == "POST" else None,
+            headers=_JSON if method == "POST" else {"Accept": "application/json"},
+        ))
+        try:
+            response = await self._client.send(request)
+        except httpx.HTTPError as exc:
+            return classify_exception(op, serial, exc)
+        return classify_response(op, serial, response.status_code, response.headers,
+                                 response.content)
+
+    async def issue(self, invoice: InvoicePayload) -> IssueResult:
+        serial = serial_of(invoice)
+        return await self._call("issue", serial, "POST", "/v1/invoices",
+                                self._requests.body(invoice))
+
+    async def query(self, serial: str) -> IssueResult:
+        return await self._call("query", serial, "GET", f"/v1/invoices/{serial}")
+
+    async def reverse(self, request: ReversalRequest) -> IssueResult:
+        return await self._call("reverse", request.serial, "POST", "/v1/red-forms",
+                                self._requests.reversal_body(request))
+
+    async def query_reversal(self, serial: str) -> IssueResult:
+        return await self._call("query_reversal", serial, "GET", f"/v1/red-forms/{serial}")
+
+    async def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
+        submitted = await self.issue(invoice)
+        if isinstance(submitted, (Duplicate, OutcomeUnknown)):
+            return resolve_after_submit(submitted, await self.query(submitted.serial))
+        return submitted

@@ -1,0 +1,160 @@
+"""Plain values the repository takes and returns (no SQLAlchemy objects leak out)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from syncd.states import DocumentKind, DocumentState
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+def _json_default(value: object) -> object:
+    # Decimals become strings (the wire format's rule for money); the rest are the key
+    # types a primary key can have.
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"not JSON-serialisable for the ledger: {type(value).__name__}")
+
+
+def canonical_json(value: object) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept as is.
+
+    Used for the source key (part of the unique identity) and for the payload hash, so
+    the same value always yields the same text.
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    return "sha256:" + hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentIdentity:
+    """What makes two change events "the same document" (never the Kafka offset)."""
+
+    document_type: str
+    source_table: str
+    #: canonical JSON of the source primary key, e.g. `{"id":42}`
+    source_key: str
+    kind: DocumentKind = DocumentKind.ISSUE
+    revision: int = 0
+
+    @classmethod
+    def of(
+        cls,
+        document_type: str,
+        source_table: str,
+        key: Mapping[str, Any],
+        kind: DocumentKind = DocumentKind.ISSUE,
+        revision: int = 0,
+    ) -> DocumentIdentity:
+        return cls(document_type, source_table, canonical_json(dict(key)), kind, revision)
+
+    def for_reversal(self) -> DocumentIdentity:
+        return DocumentIdentity(
+            self.document_type, self.source_table, self.source_key, DocumentKind.REVERSAL,
+            self.revision,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.document_type}:{self.source_table}{self.source_key}"
+            f"/{self.kind.value}/r{self.revision}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRow:
+    """One ledger row as read back from the database."""
+
+    id: int
+    identity: DocumentIdentity
+    state: DocumentState
+    serial: str
+    payload: Mapping[str, Any] | None
+    payload_hash: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error_code: str | None
+    last_error: str | None
+    invoice_no: str | None
+    issued_at: datetime | None
+    invoice_url: str | None
+    check_code: str | None
+    reverses_id: int | None
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+    source_ts_ms: int | None
+    lease_owner: str | None
+    lease_epoch: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def kind(self) -> DocumentKind:
+        return self.identity.kind
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[Any, Any]) -> DocumentRow:
+        return cls(
+            id=m["id"],
+            identity=DocumentIdentity(
+                m["document_type"], m["source_table"], m["source_key"],
+                DocumentKind(m["kind"]), m["revision"],
+            ),
+            state=DocumentState(m["state"]),
+            serial=m["serial"],
+            payload=m["payload"],
+            payload_hash=m["payload_hash"],
+            attempts=m["attempts"],
+            next_attempt_at=m["next_attempt_at"],
+            last_error_code=m["last_error_code"],
+            last_error=m["last_error"],
+            invoice_no=m["invoice_no"],
+            issued_at=m["issued_at"],
+            invoice_url=m["invoice_url"],
+            check_code=m["check_code"],
+            reverses_id=m["reverses_id"],
+            source_topic=m["source_topic"],
+            source_partition=m["source_partition"],
+            source_offset=m["source_offset"],
+            source_ts_ms=m["source_ts_ms"],
+            lease_owner=m["lease_owner"],
+            lease_epoch=m["lease_epoch"],
+            created_at=m["created_at"],
+            updated_at=m["updated_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    document_id: int
+    from_state: DocumentState | None
+    to_state: DocumentState
+    reason: str
+    actor: str
+    at: datetime
+    details: Mapping[str, Any] | None

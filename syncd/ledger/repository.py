@@ -1,0 +1,693 @@
+"""Ledger, offsets and partition leases: every function takes the caller's `Connection`.
+
+The caller owns the transaction on purpose: the pipeline puts the ledger change, the
+ERP write-back and the offset commit of a batch into ONE transaction, so either all of
+it is durable or none of it is. Nothing here commits or rolls back.
+
+Concurrency rules the functions rely on (PostgreSQL, READ COMMITTED):
+
+* Identity: `INSERT ... ON CONFLICT DO NOTHING` on the unique identity. A concurrent
+  insert of the same identity waits for the first transaction and then sees its row.
+* State: every change is `UPDATE ... WHERE id = :id AND state = :expected`; zero rows
+  means someone else moved the row first -> `StaleStateError`, roll back.
+* Fencing: a writer takes `FOR SHARE` on its partition lease rows and checks the epoch;
+  a replica claiming the partition bumps the epoch with an UPDATE, which waits for those
+  share locks. So either the old owner's transaction commits before the claim (and the new
+  owner then reads its offsets), or it sees the new epoch -> `FencedError`, roll back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from syncd.changes import RecordPosition
+from syncd.ledger.errors import (
+    DocumentNotFoundError,
+    FencedError,
+    FrozenPayloadError,
+    IdentityConflictError,
+    NotReversibleError,
+    StaleStateError,
+)
+from syncd.ledger.models import (
+    AuditEntry,
+    DocumentIdentity,
+    DocumentRow,
+    TopicPartition,
+    payload_hash,
+)
+from syncd.ledger.schema import audit, documents, offsets, partition_leases
+from syncd.states import (
+    INITIAL_STATES,
+    MAY_HAVE_BEEN_SENT,
+    RESUME_STATES,
+    TERMINAL_STATES,
+    DocumentKind,
+    DocumentState,
+    InvalidTransitionError,
+    kinds_allowing,
+)
+
+#: Columns `transition` may set besides the state.
+UPDATABLE_FIELDS: Final = frozenset(
+    {
+        "payload", "payload_hash", "attempts", "next_attempt_at", "last_error_code",
+        "last_error", "invoice_no", "issued_at", "invoice_url", "check_code", "source_topic",
+        "source_partition", "source_offset", "source_ts_ms", "lease_owner", "lease_epoch",
+    }
+)
+#: The payload may only change while nothing has been sent.
+_PAYLOAD_MUTABLE: Final = frozenset({DocumentState.PENDING, DocumentState.INVALID})
+
+_IDENTITY_COLS = (
+    documents.c.document_type,
+    documents.c.source_table,
+    documents.c.source_key,
+    documents.c.kind,
+    documents.c.revision,
+)
+
+
+def _identity_tuple(i: DocumentIdentity) -> tuple[str, str, str, str, int]:
+    return (i.document_type, i.source_table, i.source_key, i.kind.value, i.revision)
+
+
+# --------------------------------------------------------------------------------------
+# documents
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewDocument:
+    """A document to record; `state` defaults to the kind's first state."""
+
+    identity: DocumentIdentity
+    serial: str
+    state: DocumentState | None = None
+    payload: Mapping[str, Any] | None = None
+    payload_hash: str | None = None
+    position: RecordPosition | None = None
+    source_ts_ms: int | None = None
+    reverses_id: int | None = None
+    last_error_code: str | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    details: Mapping[str, Any] | None = None
+
+    def initial_state(self) -> DocumentState:
+        kind = self.identity.kind
+        state = self.state or (
+            DocumentState.PENDING if kind is DocumentKind.ISSUE else DocumentState.REVERSAL_PENDING
+        )
+        if state not in INITIAL_STATES[kind]:
+            raise InvalidTransitionError(self.identity, state, state, kind)
+        return state
+
+    def values(self, *, lease_owner: str | None, lease_epoch: int | None) -> dict[str, Any]:
+        state = self.initial_state()
+        if state in MAY_HAVE_BEEN_SENT and self.payload is None:
+            raise ValueError(
+                f"document {self.identity}: state {state.value} needs a frozen payload"
+            )
+        if self.identity.kind is DocumentKind.REVERSAL and self.reverses_id is None:
+            raise ValueError(f"document {self.identity}: a reversal needs reverses_id")
+        digest = self.payload_hash
+        if digest is None and self.payload is not None:
+            digest = payload_hash(self.payload)
+        pos = self.position
+        return {
+            "document_type": self.identity.document_type,
+            "source_table": self.identity.source_table,
+            "source_key": self.identity.source_key,
+            "kind": self.identity.kind.value,
+            "revision": self.identity.revision,
+            "state": state.value,
+            "serial": self.serial,
+            "payload": None if self.payload is None else dict(self.payload),
+            "payload_hash": digest,
+            "attempts": 0,
+            "next_attempt_at": self.next_attempt_at,
+            "last_error_code": self.last_error_code,
+            "last_error": self.last_error,
+            "reverses_id": self.reverses_id,
+            "source_topic": pos.topic if pos else None,
+            "source_partition": pos.partition if pos else None,
+            "source_offset": pos.offset if pos else None,
+            "source_ts_ms": self.source_ts_ms,
+            "lease_owner": lease_owner,
+            "lease_epoch": lease_epoch,
+        }
+
+
+def ensure_document(
+    conn: Connection,
+    identity: DocumentIdentity,
+    serial: str,
+    *,
+    actor: str,
+    state: DocumentState | None = None,
+    payload: Mapping[str, Any] | None = None,
+    payload_hash: str | None = None,
+    position: RecordPosition | None = None,
+    source_ts_ms: int | None = None,
+    reverses_id: int | None = None,
+    last_error_code: str | None = None,
+    last_error: str | None = None,
+    lease_owner: str | None = None,
+    lease_epoch: int | None = None,
+    reason: str = "recorded",
+    details: Mapping[str, Any] | None = None,
+) -> tuple[DocumentRow, bool]:
+    """Return the ledger row of `identity`, creating it if it does not exist yet.
+
+    `created` is False when the row existed (a redelivered or repeated event): the row is
+    returned unchanged, and the caller decides from its state what is left to do.
+    """
+    doc = NewDocument(
+        identity=identity, serial=serial, state=state, payload=payload,
+        payload_hash=payload_hash, position=position, source_ts_ms=source_ts_ms,
+        reverses_id=reverses_id, last_error_code=last_error_code, last_error=last_error,
+        details=details,
+    )
+    return ensure_documents(
+        conn, [doc], actor=actor, lease_owner=lease_owner, lease_epoch=lease_epoch, reason=reason
+    )[0]
+
+
+def ensure_documents(
+    conn: Connection,
+    docs: Sequence[NewDocument],
+    *,
+    actor: str,
+    lease_owner: str | None = None,
+    lease_epoch: int | None = None,
+    reason: str = "recorded",
+) -> list[tuple[DocumentRow, bool]]:
+    """Batch `ensure_document`: one INSERT, one SELECT, one audit INSERT for the batch.
+
+    Results are in input order; an identity given twice yields the same row twice (the
+    second not `created`).
+    """
+    if not docs:
+        return []
+    unique: dict[DocumentIdentity, NewDocument] = {}
+    for d in docs:
+        unique.setdefault(d.identity, d)
+    ordered = sorted(unique.values(), key=lambda d: _identity_tuple(d.identity))
+    rows = [d.values(lease_owner=lease_owner, lease_epoch=lease_epoch) for d in ordered]
+    stmt = (
+        pg_insert(documents)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(*documents.c)
+    )
+    created: dict[DocumentIdentity, DocumentRow] = {}
+    for m in conn.execute(stmt).mappings():
+        row = DocumentRow.from_mapping(m)
+        created[row.identity] = row
+    missing = [d.identity for d in ordered if d.identity not in created]
+    existing: dict[DocumentIdentity, DocumentRow] = {}
+    if missing:
+        q = select(documents).where(
+            tuple_(*_IDENTITY_COLS).in_([_identity_tuple(i) for i in missing])
+        )
+        for m in conn.execute(q).mappings():
+            row = DocumentRow.from_mapping(m)
+            existing[row.identity] = row
+    for d in ordered:
+        row_or_none = created.get(d.identity) or existing.get(d.identity)
+        if row_or_none is None:
+            # The insert did nothing, yet no row has this identity: the serial is taken.
+            other = find_by_serial(conn, d.serial)
+            raise IdentityConflictError(
+                str(d.identity), d.serial, f"document {other.identity}" if other else "?"
+            )
+        if row_or_none.serial != d.serial:
+            raise IdentityConflictError(
+                str(d.identity), d.serial, f"its recorded serial {row_or_none.serial}"
+            )
+    if created:
+        _write_audit(
+            conn,
+            [
+                {
+                    "document_id": row.id,
+                    "from_state": None,
+                    "to_state": row.state.value,
+                    "reason": reason,
+                    "actor": actor,
+                    "details": None if unique[i].details is None else dict(unique[i].details or {}),
+                }
+                for i, row in created.items()
+            ],
+        )
+    seen: set[DocumentIdentity] = set()
+    out: list[tuple[DocumentRow, bool]] = []
+    for d in docs:
+        if d.identity in created and d.identity not in seen:
+            out.append((created[d.identity], True))
+        else:
+            out.append((created.get(d.identity) or existing[d.identity], False))
+        seen.add(d.identity)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One conditional state change for `transition_many`."""
+
+    document_id: int
+    expected: DocumentState
+    new: DocumentState
+    reason: str = ""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] | None = None
+
+
+def transition(
+    conn: Connection,
+    doc_id: int,
+    expected_state: DocumentState,
+    new_state: DocumentState,
+    *,
+    reason: str = "",
+    actor: str = "syncd",
+    details: Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> DocumentRow:
+    """Move a document from `expected_state` to `new_state`, writing the audit row.
+
+    Raises `InvalidTransitionError` for a move the state machine forbids (checked against
+    the row's kind inside the UPDATE), `StaleStateError` when the row is no longer in
+    `expected_state`, `DocumentNotFoundError`, or `FrozenPayloadError`.
+    """
+    return transition_many(
+        conn, [Transition(doc_id, expected_state, new_state, reason, fields, details)],
+        actor=actor,
+    )[0]
+
+
+def transition_many(
+    conn: Connection, changes: Sequence[Transition], *, actor: str = "syncd"
+) -> list[DocumentRow]:
+    """Several conditional updates, one audit INSERT. The first failure raises (roll back)."""
+    out: list[DocumentRow] = []
+    audit_rows: list[dict[str, Any]] = []
+    for ch in changes:
+        out.append(_transition_one(conn, ch))
+        audit_rows.append(
+            {
+                "document_id": ch.document_id,
+                "from_state": ch.expected.value,
+                "to_state": ch.new.value,
+                "reason": ch.reason or f"{ch.expected.value} -> {ch.new.value}",
+                "actor": actor,
+                "details": None if ch.details is None else dict(ch.details),
+            }
+        )
+    _write_audit(conn, audit_rows)
+    return out
+
+
+def _transition_one(conn: Connection, ch: Transition) -> DocumentRow:
+    kinds = kinds_allowing(ch.expected, ch.new)
+    if not kinds:
+        raise InvalidTransitionError(ch.document_id, ch.expected, ch.new)
+    unknown = set(ch.fields) - UPDATABLE_FIELDS
+    if unknown:
+        raise TypeError(f"document {ch.document_id}: cannot set {sorted(unknown)} in a transition")
+    values: dict[str, Any] = dict(ch.fields)
+    if "payload" in values:
+        if ch.expected not in _PAYLOAD_MUTABLE:
+            raise FrozenPayloadError(ch.document_id, ch.expected)
+        if values["payload"] is not None:
+            values["payload"] = dict(values["payload"])
+            values.setdefault("payload_hash", payload_hash(values["payload"]))
+    values["state"] = ch.new.value
+    values["updated_at"] = func.now()
+    stmt = (
+        update(documents)
+        .where(
+            documents.c.id == ch.document_id,
+            documents.c.state == ch.expected.value,
+            documents.c.kind.in_([k.value for k in kinds]),
+        )
+        .values(**values)
+        .returning(*documents.c)
+    )
+    m = conn.execute(stmt).mappings().first()
+    if m is not None:
+        return DocumentRow.from_mapping(m)
+    found = conn.execute(
+        select(documents.c.state, documents.c.kind).where(documents.c.id == ch.document_id)
+    ).first()
+    if found is None:
+        raise DocumentNotFoundError(ch.document_id)
+    actual = DocumentState(found.state)
+    if actual is not ch.expected:
+        raise StaleStateError(ch.document_id, ch.expected, actual)
+    raise InvalidTransitionError(ch.document_id, ch.expected, ch.new, DocumentKind(found.kind))
+
+
+def _write_audit(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(audit.insert(), rows)
+
+
+def ensure_reversal(
+    conn: Connection,
+    issue_doc_id: int,
+    serial: str,
+    payload: Mapping[str, Any],
+    *,
+    actor: str,
+    position: RecordPosition | None = None,
+    source_ts_ms: int | None = None,
+    lease_owner: str | None = None,
+    lease_epoch: int | None = None,
+    reason: str = "source cancelled",
+) -> tuple[DocumentRow, bool]:
+    """Record the intent to reverse an issued document (REVERSAL_PENDING, serial frozen).
+
+    The issue row is locked for the check, so a reversal can only ever be created for a
+    document that is ISSUED (or already REVERSED, which returns the existing reversal).
+    """
+    m = conn.execute(
+        select(documents).where(documents.c.id == issue_doc_id).with_for_update()
+    ).mappings().first()
+    if m is None:
+        raise DocumentNotFoundError(issue_doc_id)
+    issue = DocumentRow.from_mapping(m)
+    if issue.kind is not DocumentKind.ISSUE:
+        raise NotReversibleError(issue_doc_id, "it is itself a reversal")
+    if issue.state not in (DocumentState.ISSUED, DocumentState.REVERSED):
+        raise NotReversibleError(issue_doc_id, f"it is {issue.state.value}, not ISSUED")
+    return ensure_document(
+        conn, issue.identity.for_reversal(), serial, actor=actor,
+        state=DocumentState.REVERSAL_PENDING, payload=payload, position=position,
+        source_ts_ms=source_ts_ms, reverses_id=issue.id, lease_owner=lease_owner,
+        lease_epoch=lease_epoch, reason=reason,
+    )
+
+
+def mark_reversed(
+    conn: Connection,
+    reversal_id: int,
+    expected_state: DocumentState,
+    *,
+    actor: str = "syncd",
+    reason: str = "reversal issued",
+    **fields: Any,
+) -> tuple[DocumentRow, DocumentRow]:
+    """Reversal row -> REVERSED and its issue row ISSUED -> REVERSED, in the caller's tx."""
+    rev = transition(
+        conn, reversal_id, expected_state, DocumentState.REVERSED, reason=reason, actor=actor,
+        **fields,
+    )
+    if rev.reverses_id is None:  # pragma: no cover - guarded at creation
+        raise NotReversibleError(reversal_id, "reversal row without reverses_id")
+    issue = transition(
+        conn, rev.reverses_id, DocumentState.ISSUED, DocumentState.REVERSED, reason=reason,
+        actor=actor, details={"reversal_id": rev.id, "reversal_serial": rev.serial},
+    )
+    return rev, issue
+
+
+def get_document(conn: Connection, doc_id: int, *, for_update: bool = False) -> DocumentRow:
+    q = select(documents).where(documents.c.id == doc_id)
+    if for_update:
+        q = q.with_for_update()
+    m = conn.execute(q).mappings().first()
+    if m is None:
+        raise DocumentNotFoundError(doc_id)
+    return DocumentRow.from_mapping(m)
+
+
+def find_document(conn: Connection, identity: DocumentIdentity) -> DocumentRow | None:
+    q = select(documents).where(tuple_(*_IDENTITY_COLS) == _identity_tuple(identity))
+    m = conn.execute(q).mappings().first()
+    return None if m is None else DocumentRow.from_mapping(m)
+
+
+def find_by_serial(conn: Connection, serial: str) -> DocumentRow | None:
+    m = conn.execute(select(documents).where(documents.c.serial == serial)).mappings().first()
+    return None if m is None else DocumentRow.from_mapping(m)
+
+
+def latest_revision(
+    conn: Connection, document_type: str, source_table: str, source_key: str,
+    kind: DocumentKind = DocumentKind.ISSUE,
+) -> DocumentRow | None:
+    """The highest revision of a source document (a rejected one is corrected under +1)."""
+    q = (
+        select(documents)
+        .where(
+            documents.c.document_type == document_type,
+            documents.c.source_table == source_table,
+            documents.c.source_key == source_key,
+            documents.c.kind == kind.value,
+        )
+        .order_by(documents.c.revision.desc())
+        .limit(1)
+    )
+    m = conn.execute(q).mappings().first()
+    return None if m is None else DocumentRow.from_mapping(m)
+
+
+def documents_to_resume(
+    conn: Connection,
+    *,
+    partitions: Iterable[TopicPartition] | None = None,
+    due_before: datetime | None = None,
+    states: Iterable[DocumentState] = RESUME_STATES,
+    after_id: int = 0,
+    limit: int = 500,
+    lock: bool = False,
+) -> list[DocumentRow]:
+    """Rows that may have reached the provider and must be settled by a query by serial.
+
+    `partitions` limits to documents whose source event came from those partitions (what
+    this replica owns); `due_before` keeps rows whose wake-up time has come; `after_id`
+    pages. `lock` takes `FOR UPDATE SKIP LOCKED`, so two workers never pick the same row.
+    """
+    conds = [documents.c.state.in_([s.value for s in states]), documents.c.id > after_id]
+    if partitions is not None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        if not tps:
+            return []
+        conds.append(tuple_(documents.c.source_topic, documents.c.source_partition).in_(tps))
+    if due_before is not None:
+        conds.append(
+            or_(documents.c.next_attempt_at.is_(None), documents.c.next_attempt_at <= due_before)
+        )
+    q = select(documents).where(and_(*conds)).order_by(documents.c.id).limit(limit)
+    if lock:
+        q = q.with_for_update(skip_locked=True)
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
+def count_by_state(conn: Connection) -> dict[DocumentState, int]:
+    """Every state with its count (zeros included, so a gauge can drop to 0)."""
+    counts = dict.fromkeys(DocumentState, 0)
+    q = select(documents.c.state, func.count()).group_by(documents.c.state)
+    for state, n in conn.execute(q):
+        counts[DocumentState(state)] = int(n)
+    return counts
+
+
+def stuck_documents(
+    conn: Connection, older_than: timedelta, *, limit: int = 100
+) -> list[DocumentRow]:
+    """Non-terminal rows not touched for `older_than` (by the database clock)."""
+    q = (
+        select(documents)
+        .where(
+            documents.c.state.not_in([s.value for s in TERMINAL_STATES]),
+            documents.c.updated_at < func.now() - older_than,
+        )
+        .order_by(documents.c.updated_at)
+        .limit(limit)
+    )
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
+def audit_trail(conn: Connection, doc_id: int) -> list[AuditEntry]:
+    q = select(audit).where(audit.c.document_id == doc_id).order_by(audit.c.id)
+    return [
+        AuditEntry(
+            id=m["id"],
+            document_id=m["document_id"],
+            from_state=None if m["from_state"] is None else DocumentState(m["from_state"]),
+            to_state=DocumentState(m["to_state"]),
+            reason=m["reason"],
+            actor=m["actor"],
+            at=m["at"],
+            details=m["details"],
+        )
+        for m in conn.execute(q).mappings()
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# partition leases and offsets
+# --------------------------------------------------------------------------------------
+
+
+def claim_partitions(
+    conn: Connection,
+    group: str,
+    owner: str,
+    topic_partitions: Iterable[TopicPartition],
+    *,
+    lock_timeout_ms: int | None = None,
+) -> dict[TopicPartition, int]:
+    """Take over partitions: bump each lease epoch and return the new epochs.
+
+    Call it (and commit) on assignment, before loading offsets. The UPDATE waits for any
+    transaction of the previous owner that holds the lease `FOR SHARE`, so after this
+    commits the previous owner can no longer commit anything for these partitions.
+    `lock_timeout_ms` bounds that wait (`SET LOCAL`, so it stays for the rest of the
+    caller's transaction); on expiry the database raises and the caller retries.
+    """
+    tps = sorted(set(topic_partitions))
+    if not tps:
+        return {}
+    if lock_timeout_ms is not None:
+        conn.execute(
+            select(func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True))
+        )
+    ins = pg_insert(partition_leases).values(
+        [
+            {"consumer_group": group, "topic": tp.topic, "partition": tp.partition,
+             "owner": owner, "epoch": 1}
+            for tp in tps
+        ]
+    )
+    stmt = ins.on_conflict_do_update(
+        index_elements=["consumer_group", "topic", "partition"],
+        set_={
+            "owner": ins.excluded.owner,
+            "epoch": partition_leases.c.epoch + 1,
+            "claimed_at": func.now(),
+        },
+    ).returning(partition_leases.c.topic, partition_leases.c.partition, partition_leases.c.epoch)
+    return {TopicPartition(t, p): int(e) for t, p, e in conn.execute(stmt)}
+
+
+def release_partitions(
+    conn: Connection, group: str, epochs: Mapping[TopicPartition, int]
+) -> None:
+    """Clear the owner of leases still held at `epochs` (on revoke / shutdown; cosmetic:
+    the epoch is what fences, and the next claim bumps it anyway)."""
+    for tp, epoch in sorted(epochs.items()):
+        conn.execute(
+            update(partition_leases)
+            .where(
+                partition_leases.c.consumer_group == group,
+                partition_leases.c.topic == tp.topic,
+                partition_leases.c.partition == tp.partition,
+                partition_leases.c.epoch == epoch,
+            )
+            .values(owner=None)
+        )
+
+
+def fence(conn: Connection, group: str, epochs: Mapping[TopicPartition, int]) -> None:
+    """Assert this writer still holds each partition at its epoch, and keep it so until
+    the transaction ends (`FOR SHARE` blocks a concurrent claim). Raises `FencedError`."""
+    if not epochs:
+        return
+    tps = sorted(epochs)
+    q = (
+        select(
+            partition_leases.c.topic, partition_leases.c.partition, partition_leases.c.epoch,
+            partition_leases.c.owner,
+        )
+        .where(
+            partition_leases.c.consumer_group == group,
+            tuple_(partition_leases.c.topic, partition_leases.c.partition).in_(
+                [(tp.topic, tp.partition) for tp in tps]
+            ),
+        )
+        .order_by(partition_leases.c.topic, partition_leases.c.partition)
+        .with_for_update(read=True)
+    )
+    held = {TopicPartition(t, p): (int(e), o) for t, p, e, o in conn.execute(q)}
+    for tp in tps:
+        current = held.get(tp)
+        if current is None or current[0] != epochs[tp]:
+            raise FencedError(
+                group, tp.topic, tp.partition, epochs[tp],
+                None if current is None else current[0],
+                None if current is None else current[1],
+            )
+
+
+def store_offsets(
+    conn: Connection, group: str, positions: Mapping[TopicPartition, tuple[int, int]]
+) -> None:
+    """Fenced upsert of `{tp: (next_offset, epoch)}` in the caller's transaction."""
+    if not positions:
+        return
+    fence(conn, group, {tp: epoch for tp, (_, epoch) in positions.items()})
+    ins = pg_insert(offsets).values(
+        [
+            {"consumer_group": group, "topic": tp.topic, "partition": tp.partition,
+             "next_offset": nxt, "epoch": epoch}
+            for tp, (nxt, epoch) in sorted(positions.items())
+        ]
+    )
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["consumer_group", "topic", "partition"],
+            set_={
+                "next_offset": ins.excluded.next_offset,
+                "epoch": ins.excluded.epoch,
+                "updated_at": func.now(),
+            },
+        )
+    )
+
+
+def store_offset(
+    conn: Connection, group: str, topic: str, partition: int, next_offset: int, epoch: int
+) -> None:
+    store_offsets(conn, group, {TopicPartition(topic, partition): (next_offset, epoch)})
+
+
+def load_offsets(
+    conn: Connection, group: str, topic_partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """Stored next offsets; partitions never committed are absent (use Kafka's, or the
+    reset policy)."""
+    tps = [(tp.topic, tp.partition) for tp in set(topic_partitions)]
+    if not tps:
+        return {}
+    q = select(offsets.c.topic, offsets.c.partition, offsets.c.next_offset).where(
+        offsets.c.consumer_group == group,
+        tuple_(offsets.c.topic, offsets.c.partition).in_(tps),
+    )
+    return {TopicPartition(t, p): int(o) for t, p, o in conn.execute(q)}
+
+
+def lease_epochs(
+    conn: Connection, group: str, topic_partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, tuple[int, str | None]]:
+    """Current (epoch, owner) per partition, for `status` and diagnostics."""
+    tps = [(tp.topic, tp.partition) for tp in set(topic_partitions)]
+    if not tps:
+        return {}
+    q = select(
+        partition_leases.c.topic, partition_leases.c.partition, partition_leases.c.epoch,
+        partition_leases.c.owner,
+    ).where(
+        partition_leases.c.consumer_group == group,
+        tuple_(partition_leases.c.topic, partition_leases.c.partition).in_(tps),
+    )
+    return {TopicPartition(t, p): (int(e), o) for t, p, e, o in conn.execute(q)}

@@ -1,0 +1,145 @@
+"""syncd's own tables in the ERP database.
+
+The tables are declared under the placeholder schema `syncd`; a deployment that
+configures another schema name maps it with SQLAlchemy's `schema_translate_map`
+(see `syncd.ledger.engine.ledger_engine`), so queries never build schema names
+from strings. The Alembic migrations in `syncd/migrations` create exactly these
+tables; `tests/integration/test_ledger.py` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from syncd.states import DocumentKind, DocumentState
+
+#: Placeholder schema name the tables are declared under.
+SCHEMA: Final = "syncd"
+DEFAULT_SCHEMA: Final = "syncd"
+
+metadata = MetaData(
+    schema=SCHEMA,
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    },
+)
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+STATE_VALUES: Final = [s.value for s in DocumentState]
+KIND_VALUES: Final = [k.value for k in DocumentKind]
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    # identity
+    Column("document_type", Text, nullable=False),
+    Column("source_table", Text, nullable=False),
+    Column("source_key", Text, nullable=False),  # canonical JSON of the primary key
+    Column("kind", Text, nullable=False),
+    Column("revision", Integer, nullable=False, server_default="0"),
+    # life cycle
+    Column("state", Text, nullable=False),
+    Column("serial", Text, nullable=False),
+    Column("payload", JSONB(none_as_null=True), nullable=True),
+    Column("payload_hash", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error_code", Text, nullable=True),
+    Column("last_error", Text, nullable=True),
+    # provider result
+    Column("invoice_no", Text, nullable=True),
+    Column("issued_at", DateTime(timezone=True), nullable=True),
+    Column("invoice_url", Text, nullable=True),
+    Column("check_code", Text, nullable=True),
+    # for a reversal row: the issue row it reverses
+    Column("reverses_id", BigInteger, ForeignKey(f"{SCHEMA}.documents.id"), nullable=True),
+    # where the (last) source event came from
+    Column("source_topic", Text, nullable=True),
+    Column("source_partition", Integer, nullable=True),
+    Column("source_offset", BigInteger, nullable=True),
+    Column("source_ts_ms", BigInteger, nullable=True),
+    # who wrote it last (fencing is enforced through partition_leases)
+    Column("lease_owner", Text, nullable=True),
+    Column("lease_epoch", BigInteger, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint(
+        "document_type", "source_table", "source_key", "kind", "revision",
+        name="uq_documents_identity",
+    ),
+    UniqueConstraint("serial", name="uq_documents_serial"),
+    CheckConstraint(_in("state", STATE_VALUES), name="state"),
+    CheckConstraint(_in("kind", KIND_VALUES), name="kind"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    CheckConstraint("revision >= 0", name="revision"),
+    Index("ix_documents_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("ix_documents_state_updated_at", "state", "updated_at"),
+    Index("ix_documents_source_partition", "source_topic", "source_partition", "state"),
+    Index("ix_documents_reverses_id", "reverses_id"),
+)
+
+offsets = Table(
+    "offsets",
+    metadata,
+    Column("consumer_group", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer_group", "topic", "partition", name="pk_offsets"),
+    CheckConstraint("next_offset >= 0", name="next_offset"),
+)
+
+partition_leases = Table(
+    "partition_leases",
+    metadata,
+    Column("consumer_group", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("owner", Text, nullable=True),
+    Column("epoch", BigInteger, nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer_group", "topic", "partition", name="pk_partition_leases"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("document_id", BigInteger, ForeignKey(f"{SCHEMA}.documents.id"), nullable=False),
+    Column("from_state", Text, nullable=True),  # NULL: the row was created
+    Column("to_state", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("details", JSONB(none_as_null=True), nullable=True),
+    Index("ix_audit_document_id", "document_id", "id"),
+)

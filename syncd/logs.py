@@ -1,0 +1,259 @@
+"""JSON-lines logging with bound document context and redaction.
+
+* One handler on the root logger writes one JSON object per line to stdout; the
+  libraries' loggers (librdkafka via confluent-kafka, SQLAlchemy, Alembic, httpx,
+  uvicorn) propagate to it, so every line has the same shape.
+* `bind(topic=..., partition=..., offset=..., table=..., key=..., serial=...)` puts
+  context into a contextvar; every record logged inside the block carries it, so the
+  pipeline does not have to repeat it at each call.
+* `RedactionFilter` sits on the handler (it sees records of every logger): values under
+  secret-looking keys are replaced, registered secret values are scrubbed from any text,
+  credentials in URLs and bearer tokens are masked, and buyer tax IDs are shortened to
+  `9131********8E` -- enough to find the customer, not enough to copy the ID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import IO, Any, Final
+
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "syncd_log_context", default={}  # noqa: B039 - never mutated, always replaced
+)
+
+#: Keys the pipeline binds; others are allowed too.
+CONTEXT_KEYS: Final = ("topic", "partition", "offset", "table", "document", "key", "serial")
+
+# LogRecord attributes that are not "extra" fields.
+_RECORD_ATTRS: Final = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))
+) | {"message", "asctime", "taskName"}
+_RESERVED: Final = frozenset({"ts", "level", "logger", "msg", "exc", "stack"})
+
+#: Loggers of libraries routed through our handler (their own handlers are removed).
+ROUTED_LOGGERS: Final[Mapping[str, int]] = {
+    "librdkafka": logging.INFO,
+    "confluent_kafka": logging.INFO,
+    "sqlalchemy": logging.WARNING,  # INFO echoes SQL with parameters: personal data
+    "sqlalchemy.engine": logging.WARNING,
+    "sqlalchemy.pool": logging.WARNING,
+    "alembic": logging.INFO,
+    "httpx": logging.WARNING,  # INFO logs every request line
+    "httpcore": logging.WARNING,
+    "uvicorn": logging.INFO,
+    "uvicorn.error": logging.INFO,
+    "uvicorn.access": logging.WARNING,
+    "py.warnings": logging.WARNING,
+}
+
+
+# ------------------------------------------------------------------------------ context
+
+
+@contextlib.contextmanager
+def bind(**fields: Any) -> Iterator[None]:
+    """Add fields to every record logged in this block (and tasks/threads started with a
+    copy of this context). Nested binds merge; `None` values are dropped."""
+    merged = {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
+    token = _context.set(merged)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def bound() -> Mapping[str, Any]:
+    """The fields currently bound (a read-only snapshot)."""
+    return dict(_context.get())
+
+
+# ------------------------------------------------------------------------------ redaction
+
+MASK: Final = "***"
+_SECRET_KEY = re.compile(
+    r"pass(word|wd)?|pwd|secret|token|api[_-]?key|authori[sz]ation|credential|private[_-]?key|"
+    r"cookie|signature",
+    re.IGNORECASE,
+)
+_TAX_ID_KEY = re.compile(r"tax[_-]?(id|no|number)|vat[_-]?(id|no)|\bnid\b", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
+_KV_SECRET = re.compile(
+    r"(?P<k>\b(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|client[_-]?secret)\b"
+    r"[\"']?\s*[=:]\s*[\"']?)(?P<v>[^\s\"',;&}]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# Unified social credit code (18 chars), 18-digit resident ID numbers, 15-digit legacy tax
+# IDs. (Not 20 digits: that is what fully digital invoice numbers look like.)
+_TAX_ID_TEXT = re.compile(
+    r"(?<![A-Za-z0-9])(?:[0-9A-HJ-NP-RTUW-Y]{2}\d{6}[0-9A-HJ-NP-RTUW-Y]{10}|\d{17}[0-9Xx]"
+    r"|\d{15})(?![A-Za-z0-9])"
+)
+#: Values under these keys are identifiers we need to see; only registered secrets are
+#: scrubbed from them (a serial can look like a tax ID).
+_PLAIN_KEYS: Final = frozenset(
+    {"serial", "invoice_no", "topic", "partition", "offset", "table", "document", "logger",
+     "consumer_group", "group"}
+)
+
+_secrets_lock = threading.Lock()
+_secret_values: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Scrub this exact value from every log line from now on (API keys, DB passwords).
+
+    Values shorter than 4 characters are ignored: masking them would mangle normal text.
+    """
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secret_values.add(value)
+
+
+def mask_tax_id(value: str) -> str:
+    """`91310115MA1K4PLN8E` -> `9131********8E` (fixed width: the length is not leaked)."""
+    v = value.strip()
+    if len(v) <= 6:
+        return MASK
+    return f"{v[:4]}********{v[-2:]}"
+
+
+def _scrub_secrets(text: str) -> str:
+    with _secrets_lock:
+        secrets = sorted(_secret_values, key=len, reverse=True)
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, MASK)
+    return text
+
+
+def redact_text(text: str) -> str:
+    text = _scrub_secrets(text)
+    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _KV_SECRET.sub(lambda m: f"{m['k']}{MASK}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    return _TAX_ID_TEXT.sub(lambda m: mask_tax_id(m.group(0)), text)
+
+
+def redact_value(value: Any, key: str | None = None, _depth: int = 0) -> Any:
+    """Redact a value found under `key` (recursing into mappings and sequences)."""
+    if _depth > 8:
+        return MASK
+    if key is not None:
+        if _SECRET_KEY.search(key) and value not in (None, ""):
+            return MASK
+        if _TAX_ID_KEY.search(key) and isinstance(value, str) and value:
+            return mask_tax_id(value)
+        if key in _PLAIN_KEYS and isinstance(value, str | int):
+            return _scrub_secrets(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, Mapping):
+        return {str(k): redact_value(v, str(k), _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(v, key, _depth + 1) for v in value]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return redact_text(str(value))
+
+
+class RedactionFilter(logging.Filter):
+    """Rewrites each record in place before any formatter sees it; never drops one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad %-format must not hide the record (or crash logging)
+            message = f"{record.msg!r} (unformattable args)"
+        record.msg = redact_text(message)
+        record.args = None
+        for k, v in list(vars(record).items()):
+            if k not in _RECORD_ATTRS:
+                setattr(record, k, redact_value(v, k))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        record.exc_info = None  # the redacted text replaces the raw traceback
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
+        return True
+
+
+# ------------------------------------------------------------------------------ format
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, msg, bound context, extras, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in _context.get().items():
+            if k not in _RESERVED:
+                out[k] = redact_value(v, k)
+        for k, v in vars(record).items():
+            if k not in _RECORD_ATTRS and k not in _RESERVED:
+                out[k] = v
+        exc = record.exc_text
+        if record.exc_info and not exc:
+            exc = redact_text(self.formatException(record.exc_info))
+        if exc:
+            out["exc"] = exc
+        if record.stack_info:
+            out["stack"] = record.stack_info
+        return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+_HANDLER_MARK: Final = "_syncd_handler"
+
+
+def configure_logging(
+    level: str | int = "INFO",
+    *,
+    stream: IO[str] | None = None,
+    levels: Mapping[str, str | int] | None = None,
+) -> logging.Handler:
+    """Install the JSON handler on the root logger (idempotent) and route library loggers.
+
+    `levels` overrides per-logger levels (e.g. `{"sqlalchemy.engine": "INFO"}` while
+    debugging; the redaction filter still applies).
+    """
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+        if getattr(h, _HANDLER_MARK, False):
+            h.close()
+    handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
+    setattr(handler, _HANDLER_MARK, True)
+    handler.addFilter(RedactionFilter())
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    for name, lib_level in {**ROUTED_LOGGERS, **(levels or {})}.items():
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            lg.removeHandler(h)
+        lg.propagate = True
+        lg.setLevel(lib_level if isinstance(lib_level, int) else lib_level.upper())
+    logging.captureWarnings(True)
+    return handler
+
+
+def kafka_logger() -> logging.Logger:
+    """Pass as `logger` in the confluent-kafka client config so librdkafka's log lines
+    come out as JSON through the same handler (they are delivered from `poll()`)."""
+    return logging.getLogger("librdkafka")

@@ -1,0 +1,413 @@
+"""From ERP rows to a validated canonical invoice, as the DBAs' config says.
+
+Pure: the document row (a decoded ChangeEvent image), the line rows (read by
+`syncd.erp.load_lines`) and the document config in; an Invoice or a list of
+readable problems out. Every problem names the config key and the column, so an
+INVALID status written back to the ERP tells a clerk what to fix ("header.buyer.name:
+column buyer_name is NULL"), and nothing is guessed: a value of the wrong type
+is a problem, not a silent conversion.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from syncd.changes import UNAVAILABLE
+from syncd.config import DocumentConfig, FieldSource, Scalar, SellerIdentity, TaxRateUnit
+from syncd.invoice import (
+    Buyer,
+    Invoice,
+    InvoiceType,
+    Party,
+    PriceBasis,
+    ReversalReason,
+    TaxPolicy,
+)
+from syncd.serial import DocumentIdentity, DocumentKind, serial_for, source_ref
+from syncd.taxmath import LineInput, TaxMathError, build_invoice, build_red_invoice
+from syncd.validation import validate
+
+E = TypeVar("E", bound=StrEnum)
+_TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_$]*)\}")
+_HUNDRED = Decimal(100)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingProblem:
+    """One reason the document cannot become an invoice. `code` is stable."""
+
+    code: str  # MISSING | NULL | TYPE | VALUE | TAX_MATH | a syncd.validation code
+    path: str  # config path or invoice path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass(frozen=True, slots=True)
+class MappingResult:
+    invoice: Invoice | None
+    problems: tuple[MappingProblem, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.invoice is not None and not self.problems
+
+    def summary(self) -> str:
+        """One line for the ERP's error column and logs."""
+        return "; ".join(str(p) for p in self.problems)
+
+
+class _MissingError(Exception):
+    pass
+
+
+class _Reader:
+    """Resolves FieldSources against one row, collecting problems instead of raising."""
+
+    def __init__(self, row: Mapping[str, Any], where: str) -> None:
+        self.row = row
+        self.where = where
+        self.problems: list[MappingProblem] = []
+
+    def problem(self, code: str, path: str, message: str) -> None:
+        self.problems.append(MappingProblem(code, f"{self.where}{path}", message))
+
+    def column(self, name: str, path: str) -> Any:
+        if name not in self.row:
+            self.problem("MISSING", path, f"column {name} is not in the row")
+            raise _MissingError
+        value = self.row[name]
+        if value is UNAVAILABLE:
+            self.problem(
+                "MISSING", path, f"column {name} was not sent by Debezium (unchanged TOAST value)"
+            )
+            raise _MissingError
+        return value
+
+    def raw(self, src: FieldSource | None, path: str) -> Any:
+        """The value after `map`/`default`; None when unmapped or NULL."""
+        if src is None:
+            return None
+        if src.column is not None:
+            value: Any = self.column(src.column, path)
+        elif src.template is not None:
+            value = self._template(src.template, path)
+        else:
+            value = src.const
+        if src.map is not None and value is not None:
+            mapped = _lookup(src.map, value)
+            if mapped is _NOT_FOUND:
+                if "default" in src.model_fields_set:
+                    return src.default
+                options = ", ".join(str(k) for k in src.map)
+                self.problem("VALUE", path, f"value {value!r} is not in map ({options})")
+                raise _MissingError
+            value = mapped
+        if value is None and "default" in src.model_fields_set:
+            return src.default
+        return value
+
+    def _template(self, template: str, path: str) -> str:
+        def repl(match: re.Match[str]) -> str:
+            value = self.column(match.group(1), path)
+            return "" if value is None else _text(value)
+
+        return _TEMPLATE_REF.sub(repl, template)
+
+    def text(self, src: FieldSource | None, path: str, *, required: bool = False) -> str | None:
+        try:
+            value = self.raw(src, path)
+        except _MissingError:
+            return None
+        if value is None:
+            if required:
+                self.problem("NULL", path, f"{_describe(src)} is NULL")
+            return None
+        if isinstance(value, str | int | Decimal) and not isinstance(value, bool):
+            text = _text(value).strip()
+            if not text and required:
+                self.problem("NULL", path, f"{_describe(src)} is empty")
+                return None
+            return text or None
+        self.problem("TYPE", path, f"{_describe(src)}: expected text, got {type(value).__name__}")
+        return None
+
+    def decimal(self, src: FieldSource | None, path: str, *, required: bool) -> Decimal | None:
+        try:
+            value = self.raw(src, path)
+        except _MissingError:
+            return None
+        if value is None:
+            if required:
+                self.problem("NULL", path, f"{_describe(src)} is NULL")
+            return None
+        if isinstance(value, bool):
+            self.problem("TYPE", path, f"{_describe(src)}: expected a number, got a boolean")
+            return None
+        if isinstance(value, Decimal | int):
+            return Decimal(value)
+        if isinstance(value, float):
+            return Decimal(repr(value))  # constants from YAML; columns never give floats
+        if isinstance(value, str):
+            try:
+                number = Decimal(value.strip())
+            except InvalidOperation:
+                number = Decimal("NaN")
+            if number.is_finite():
+                return number
+            self.problem("TYPE", path, f"{_describe(src)}: {value!r} is not a number")
+            return None
+        got = type(value).__name__
+        self.problem("TYPE", path, f"{_describe(src)}: expected a number, got {got}")
+        return None
+
+    def boolean(self, src: FieldSource | None, path: str) -> bool:
+        try:
+            value = self.raw(src, path)
+        except _MissingError:
+            return False
+        if value is None or isinstance(value, bool):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        self.problem("TYPE", path, f"{_describe(src)}: {value!r} is not a boolean")
+        return False
+
+    def enum(
+        self, kind: type[E], src: FieldSource | None, path: str, *, required: bool
+    ) -> E | None:
+        try:
+            value = self.raw(src, path)
+        except _MissingError:
+            return None
+        if value is None:
+            if required:
+                self.problem("NULL", path, f"{_describe(src)} is NULL")
+            return None
+        text = str(value).strip().upper()
+        try:
+            return kind(text)
+        except ValueError:
+            options = ", ".join(m.value for m in kind)
+            self.problem("VALUE", path, f"{_describe(src)}: {value!r} is not one of {options}")
+            return None
+
+    def date_value(self, src: FieldSource | None, path: str) -> date | None:
+        try:
+            value = self.raw(src, path)
+        except _MissingError:
+            return None
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, date):
+            return value
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value.strip()[:10])
+            except ValueError:
+                pass
+        self.problem("TYPE", path, f"{_describe(src)}: {value!r} is not a date")
+        return None
+
+
+_BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
+          "false": False, "f": False, "no": False, "n": False, "0": False}
+_NOT_FOUND: Any = object()
+
+
+def _lookup(table: Mapping[Any, Scalar], value: Any) -> Any:
+    if isinstance(value, bool):
+        if value in table and isinstance(next(k for k in table if k == value), bool):
+            return table[value]
+        for key in table:
+            if isinstance(key, str) and key.lower() == str(value).lower():
+                return table[key]
+        return _NOT_FOUND
+    for key, mapped in table.items():
+        if isinstance(key, bool):
+            continue
+        if key == value or str(key) == _text(value):
+            return mapped
+    return _NOT_FOUND
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def _describe(src: FieldSource | None) -> str:
+    if src is None:
+        return "value"
+    if src.column is not None:
+        return f"column {src.column}"
+    if src.template is not None:
+        return f"template {src.template!r}"
+    return f"constant {src.const!r}"
+
+
+def _seller(seller: SellerIdentity) -> Party:
+    return Party(
+        name=seller.name,
+        tax_id=seller.tax_id,
+        address=seller.address,
+        phone=seller.phone,
+        bank_name=seller.bank_name,
+        bank_account=seller.bank_account,
+    )
+
+
+def _line_inputs(
+    doc: DocumentConfig, lines: Sequence[Mapping[str, Any]], problems: list[MappingProblem]
+) -> list[LineInput]:
+    cols = doc.lines.columns
+    out: list[LineInput] = []
+    for index, row in enumerate(lines):
+        label = row.get(doc.lines.order_by, index + 1)
+        r = _Reader(row, f"lines[{_text(label)}].")
+        name = r.text(cols.name, "name", required=True)
+        tax_code = r.text(cols.tax_code, "tax_code", required=True)
+        quantity = r.decimal(cols.quantity, "quantity", required=True)
+        unit_price = r.decimal(cols.unit_price, "unit_price", required=True)
+        tax_rate = r.decimal(cols.tax_rate, "tax_rate", required=True)
+        discount = r.decimal(cols.discount_amount, "discount_amount", required=False)
+        spec = r.text(cols.spec, "spec")
+        unit = r.text(cols.unit, "unit")
+        policy = r.enum(TaxPolicy, cols.tax_policy, "tax_policy", required=False)
+        problems.extend(r.problems)
+        if r.problems or name is None or tax_code is None or quantity is None \
+                or unit_price is None or tax_rate is None:
+            continue
+        if doc.lines.tax_rate_unit is TaxRateUnit.PERCENT:
+            tax_rate = tax_rate / _HUNDRED
+        out.append(
+            LineInput(
+                name=name,
+                tax_code=tax_code,
+                quantity=quantity,
+                unit_price=unit_price,
+                tax_rate=tax_rate.normalize() if tax_rate else Decimal(0),
+                spec=spec,
+                unit=unit,
+                discount_amount=discount if discount else None,
+                tax_policy=policy,
+            )
+        )
+    return out
+
+
+def build_blue(
+    doc: DocumentConfig,
+    row: Mapping[str, Any],
+    lines: Sequence[Mapping[str, Any]],
+    identity: DocumentIdentity,
+) -> MappingResult:
+    """The BLUE invoice for one document row and its lines, validated."""
+    h = doc.header
+    r = _Reader(row, "header.")
+    buyer_name = r.text(h.buyer.name, "buyer.name", required=True)
+    buyer = dict(
+        tax_id=r.text(h.buyer.tax_id, "buyer.tax_id"),
+        address=r.text(h.buyer.address, "buyer.address"),
+        phone=r.text(h.buyer.phone, "buyer.phone"),
+        bank_name=r.text(h.buyer.bank_name, "buyer.bank_name"),
+        bank_account=r.text(h.buyer.bank_account, "buyer.bank_account"),
+        email=r.text(h.buyer.email, "buyer.email"),
+    )
+    natural_person = r.boolean(h.buyer.natural_person, "buyer.natural_person")
+    invoice_type = r.enum(InvoiceType, h.invoice_type, "invoice_type", required=True)
+    price_basis = r.enum(PriceBasis, h.price_basis, "price_basis", required=True)
+    currency = r.text(h.currency, "currency", required=True)
+    remark = r.text(h.remark, "remark")
+    drawer = r.text(h.drawer, "drawer")
+    payee = r.text(h.payee, "payee")
+    reviewer = r.text(h.reviewer, "reviewer")
+    issue_date = r.date_value(h.issue_date, "issue_date")
+    problems = list(r.problems)
+    if not lines:
+        problems.append(
+            MappingProblem("NO_LINES", "lines", f"no rows in {doc.lines.table} for this document")
+        )
+    inputs = _line_inputs(doc, lines, problems)
+    if problems or buyer_name is None or invoice_type is None or price_basis is None:
+        return MappingResult(None, tuple(problems))
+    assert doc.seller is not None  # resolved by SyncdConfig
+    try:
+        invoice = build_invoice(
+            serial=serial_for(identity),
+            invoice_type=invoice_type,
+            seller=_seller(doc.seller),
+            buyer=Buyer(name=buyer_name, natural_person=natural_person, **buyer),
+            lines=inputs,
+            price_basis=price_basis,
+            source=source_ref(identity),
+            currency=(currency or "CNY").upper(),
+            issue_date=issue_date,
+            drawer=drawer,
+            payee=payee,
+            reviewer=reviewer,
+            remark=remark,
+        )
+    except TaxMathError as exc:
+        return MappingResult(None, (MappingProblem("TAX_MATH", "lines", str(exc)),))
+    except ValueError as exc:  # pydantic: a value the invoice model refuses
+        return MappingResult(None, (MappingProblem("VALUE", "", _first_line(exc)),))
+    return _validated(invoice)
+
+
+def reversal_reason(doc: DocumentConfig, row: Mapping[str, Any]) -> MappingResult | ReversalReason:
+    r = _Reader(row, "header.")
+    reason = r.enum(ReversalReason, doc.header.reversal_reason, "reversal_reason", required=True)
+    if reason is None:
+        return MappingResult(None, tuple(r.problems))
+    return reason
+
+
+def build_red(
+    doc: DocumentConfig,
+    row: Mapping[str, Any],
+    blue: Invoice,
+    original_invoice_no: str,
+    identity: DocumentIdentity,
+) -> MappingResult:
+    """The RED invoice reversing `blue` (the frozen payload of the issued invoice).
+
+    `row` is the document row of the cancelling change (for the reversal reason);
+    the amounts come from the blue invoice, never from the current ERP rows,
+    which may have been edited since.
+    """
+    reason = reversal_reason(doc, row)
+    if isinstance(reason, MappingResult):
+        return reason
+    if identity.kind is not DocumentKind.REVERSAL:
+        raise ValueError("a red invoice needs a REVERSAL identity")
+    try:
+        red = build_red_invoice(
+            blue, serial=serial_for(identity), original_invoice_no=original_invoice_no,
+            reason=reason,
+        )
+    except ValueError as exc:
+        return MappingResult(None, (MappingProblem("VALUE", "", _first_line(exc)),))
+    return _validated(red)
+
+
+def _validated(invoice: Invoice) -> MappingResult:
+    problems = tuple(MappingProblem(p.code, p.path, p.message) for p in validate(invoice))
+    return MappingResult(invoice, problems)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+

@@ -1,0 +1,347 @@
+"""Document life cycle: states, the allowed transitions, and what an issuer outcome leads to.
+
+The ledger stores one row per document identity; its state only ever moves along the
+edges below, and every move is a conditional update in the database. The table is
+the single place that says which moves are legal, so the repository, the pipeline,
+the `retry` command and the tests all agree.
+
+Two kinds of rows exist:
+
+* `issue` rows: PENDING -> READY (payload and serial frozen) -> SUBMITTED -> ISSUED,
+  with the failure states in between; ISSUED -> REVERSED once the reversal of that
+  invoice has been issued and written back.
+* `reversal` rows: created only for an ISSUED issue row, directly in REVERSAL_PENDING
+  (red-invoice payload and its own serial frozen) -> REVERSAL_SUBMITTED -> REVERSED.
+
+The invariant that matters most for exactly-once: once a row has left PENDING/INVALID
+its payload and serial are frozen, and nothing leads back to a state where a new
+serial could be minted. A rejected document is corrected under a new revision (a new
+row), never by re-opening the rejected one.
+
+Everything here is pure: time and randomness are passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+
+class DocumentState(enum.StrEnum):
+    PENDING = "PENDING"
+    INVALID = "INVALID"
+    READY = "READY"
+    SUBMITTED = "SUBMITTED"
+    OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+    RETRY_WAIT = "RETRY_WAIT"
+    ISSUED = "ISSUED"
+    REJECTED = "REJECTED"
+    BLOCKED = "BLOCKED"
+    DEAD = "DEAD"
+    REVERSAL_PENDING = "REVERSAL_PENDING"
+    REVERSAL_SUBMITTED = "REVERSAL_SUBMITTED"
+    REVERSED = "REVERSED"
+
+
+class DocumentKind(enum.StrEnum):
+    ISSUE = "issue"
+    REVERSAL = "reversal"
+
+
+S = DocumentState
+
+#: States a new row of each kind may be created in.
+INITIAL_STATES: Final[Mapping[DocumentKind, frozenset[DocumentState]]] = {
+    # PENDING when validation happens later; INVALID/READY when the pipeline validates and
+    # freezes in the same transaction as the insert (the common, cheaper path).
+    DocumentKind.ISSUE: frozenset({S.PENDING, S.INVALID, S.READY}),
+    DocumentKind.REVERSAL: frozenset({S.REVERSAL_PENDING}),
+}
+
+# Outcomes of a call to (or query of) the provider, shared by both kinds.
+_ISSUE_IN_FLIGHT: Final = frozenset(
+    {S.SUBMITTED, S.ISSUED, S.REJECTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED, S.DEAD}
+)
+_REVERSAL_IN_FLIGHT: Final = frozenset(
+    {S.REVERSAL_SUBMITTED, S.REVERSED, S.REJECTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED,
+     S.DEAD}
+)
+
+#: kind -> state -> states it may move to. Self-loops mean "same state, new schedule or
+#: error" (still processing, another failed query, ...), so they are explicit.
+TRANSITIONS: Final[Mapping[DocumentKind, Mapping[DocumentState, frozenset[DocumentState]]]] = {
+    DocumentKind.ISSUE: {
+        S.PENDING: frozenset({S.INVALID, S.READY}),
+        # Never sent, so a corrected source row may re-enter with a new payload.
+        S.INVALID: frozenset({S.INVALID, S.PENDING, S.READY}),
+        S.READY: _ISSUE_IN_FLIGHT,
+        S.SUBMITTED: _ISSUE_IN_FLIGHT,
+        # READY again means "the provider confirmed it never saw this serial: send it again".
+        S.OUTCOME_UNKNOWN: _ISSUE_IN_FLIGHT | {S.READY},
+        S.RETRY_WAIT: _ISSUE_IN_FLIGHT | {S.READY},
+        # A human fixed the provider account; resume (querying the serial first).
+        S.BLOCKED: _ISSUE_IN_FLIGHT | {S.READY},
+        # Only by an operator (`syncd retry`); resumption queries by serial first.
+        S.DEAD: frozenset({S.READY, S.OUTCOME_UNKNOWN}),
+        S.ISSUED: frozenset({S.REVERSED}),
+        S.REJECTED: frozenset(),
+        S.REVERSED: frozenset(),
+    },
+    DocumentKind.REVERSAL: {
+        S.REVERSAL_PENDING: _REVERSAL_IN_FLIGHT,
+        S.REVERSAL_SUBMITTED: _REVERSAL_IN_FLIGHT,
+        S.OUTCOME_UNKNOWN: _REVERSAL_IN_FLIGHT | {S.REVERSAL_PENDING},
+        S.RETRY_WAIT: _REVERSAL_IN_FLIGHT | {S.REVERSAL_PENDING},
+        S.BLOCKED: _REVERSAL_IN_FLIGHT | {S.REVERSAL_PENDING},
+        S.DEAD: frozenset({S.REVERSAL_PENDING, S.OUTCOME_UNKNOWN}),
+        S.REJECTED: frozenset(),
+        S.REVERSED: frozenset(),
+    },
+}
+
+#: The daemon has nothing more to do for rows in these states: only a new source event
+#: (INVALID -> READY, ISSUED -> REVERSED via a reversal row) or an operator (DEAD) moves them.
+TERMINAL_STATES: Final = frozenset({S.INVALID, S.ISSUED, S.REJECTED, S.REVERSED, S.DEAD})
+
+#: After a crash or a partition move these rows may have reached the provider; they are
+#: resumed by querying the provider by serial before anything is re-sent.
+RESUME_STATES: Final = frozenset(
+    {S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.REVERSAL_PENDING,
+     S.REVERSAL_SUBMITTED}
+)
+
+#: States in which the serial may already be known to the provider.
+MAY_HAVE_BEEN_SENT: Final = frozenset(DocumentState) - {S.PENDING, S.INVALID}
+
+
+def is_terminal(state: DocumentState) -> bool:
+    return state in TERMINAL_STATES
+
+
+def needs_resume(state: DocumentState) -> bool:
+    return state in RESUME_STATES
+
+
+def allowed_targets(kind: DocumentKind, state: DocumentState) -> frozenset[DocumentState]:
+    return TRANSITIONS[kind].get(state, frozenset())
+
+
+def is_allowed(kind: DocumentKind, current: DocumentState, new: DocumentState) -> bool:
+    return new in allowed_targets(kind, current)
+
+
+def kinds_allowing(current: DocumentState, new: DocumentState) -> frozenset[DocumentKind]:
+    """Kinds for which `current -> new` is legal (the repository puts this in its WHERE)."""
+    return frozenset(k for k in DocumentKind if is_allowed(k, current, new))
+
+
+class InvalidTransitionError(ValueError):
+    """A move the state machine forbids; a programming error, never retried."""
+
+    def __init__(
+        self,
+        document: object,
+        current: DocumentState,
+        new: DocumentState,
+        kind: DocumentKind | None = None,
+    ) -> None:
+        self.document = document
+        self.current = current
+        self.new = new
+        self.kind = kind
+        of_kind = f" ({kind.value})" if kind is not None else ""
+        super().__init__(
+            f"document {document}{of_kind}: transition {current.value} -> {new.value}"
+            " is not allowed"
+        )
+
+
+def check_transition(
+    document: object, kind: DocumentKind, current: DocumentState, new: DocumentState
+) -> None:
+    if not is_allowed(kind, current, new):
+        raise InvalidTransitionError(document, current, new, kind)
+
+
+# --------------------------------------------------------------------------------------
+# Issuer outcomes -> next state
+# --------------------------------------------------------------------------------------
+
+
+class OutcomeClass(enum.StrEnum):
+    ISSUED = "issued"
+    PROCESSING = "processing"
+    REJECTED = "rejected"
+    RETRYABLE = "retryable"
+    OUTCOME_UNKNOWN = "outcome_unknown"
+    NEEDS_HUMAN = "needs_human"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerOutcome:
+    """The classified result of one provider call (submit, query, reverse)."""
+
+    cls: OutcomeClass
+    #: Seconds the provider asked us to wait (HTTP Retry-After), if any.
+    retry_after: float | None = None
+
+    @classmethod
+    def retryable(cls, retry_after: float | None = None) -> IssuerOutcome:
+        return cls(OutcomeClass.RETRYABLE, retry_after)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff for transient failures: exponential with full jitter, capped.
+
+    `max_attempts` counts failed attempts (retryable or unknown outcomes); reaching it
+    moves the row to DEAD, which alerts. The serial stays frozen, so an operator retry
+    of a DEAD row is still exactly-once.
+    """
+
+    base_delay: float = 1.0
+    max_delay: float = 300.0
+    max_attempts: int = 12
+    #: A Retry-After longer than this is clamped, so a broken header cannot park a row
+    #: for days.
+    max_retry_after: float = 3600.0
+    #: How soon to query again while the provider says "processing".
+    poll_interval: float = 2.0
+    max_poll_interval: float = 60.0
+    #: How soon a BLOCKED row may probe the provider again.
+    blocked_recheck: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.base_delay <= 0 or self.max_delay < self.base_delay:
+            raise ValueError("retry policy: need 0 < base_delay <= max_delay")
+        if self.max_attempts < 1:
+            raise ValueError("retry policy: max_attempts must be >= 1")
+        if self.poll_interval <= 0 or self.max_poll_interval < self.poll_interval:
+            raise ValueError("retry policy: need 0 < poll_interval <= max_poll_interval")
+
+    def backoff_ceiling(self, attempt: int) -> float:
+        """Upper bound of the jittered delay after the `attempt`-th failure (1-based)."""
+        exponent = max(attempt - 1, 0)
+        if exponent > 62:  # 2**62 * base is already far beyond any cap
+            return self.max_delay
+        return min(self.max_delay, self.base_delay * math.pow(2.0, exponent))
+
+    def backoff(self, attempt: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Full jitter (uniform in [0, ceiling]), but never sooner than Retry-After."""
+        delay = rng.uniform(0.0, self.backoff_ceiling(attempt))
+        if retry_after is not None and retry_after > 0:
+            delay = max(delay, min(retry_after, self.max_retry_after))
+        return delay
+
+    def poll_delay(self, polls: int, rng: random.Random) -> float:
+        """Delay before the next status query of an accepted-but-processing document."""
+        ceiling = min(self.max_poll_interval, self.poll_interval * math.pow(2.0, min(polls, 30)))
+        # Half jitter: polling is cheap, but many documents accepted at once should spread.
+        return ceiling / 2 + rng.uniform(0.0, ceiling / 2)
+
+
+@dataclass(frozen=True, slots=True)
+class NextStep:
+    """What to write to the ledger row after an outcome."""
+
+    state: DocumentState
+    attempts: int
+    #: When the pipeline should look at the row again (None: nothing scheduled).
+    next_attempt_at: datetime | None
+    #: True when the outcome was the last permitted failure and the row went DEAD.
+    exhausted: bool = False
+    details: Mapping[str, object] = field(default_factory=dict)
+
+
+# Which states an outcome may arrive in (i.e. a provider call was made from them).
+_CALLING_STATES: Final[Mapping[DocumentKind, frozenset[DocumentState]]] = {
+    DocumentKind.ISSUE: frozenset({S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT,
+                                   S.BLOCKED}),
+    DocumentKind.REVERSAL: frozenset({S.REVERSAL_PENDING, S.REVERSAL_SUBMITTED,
+                                      S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED}),
+}
+
+
+def calling_states(kind: DocumentKind) -> frozenset[DocumentState]:
+    return _CALLING_STATES[kind]
+
+
+def next_step(
+    *,
+    document: object,
+    kind: DocumentKind,
+    current: DocumentState,
+    outcome: IssuerOutcome,
+    attempts: int,
+    policy: RetryPolicy,
+    now: datetime,
+    rng: random.Random,
+    polls: int = 0,
+) -> NextStep:
+    """Map a provider outcome to the ledger update.
+
+    `attempts` is the number of failed attempts recorded on the row so far. Only
+    failures (retryable, unknown outcome) count; "processing" polls and duplicates do not
+    (`polls`, kept by the caller, only stretches the polling interval).
+    A duplicate answer means the provider already holds this serial: it is resolved by
+    querying the serial at once, never treated as a failure and never re-sent under a
+    new serial.
+    """
+    if current not in _CALLING_STATES[kind]:
+        raise InvalidTransitionError(document, current, _target_hint(kind, outcome), kind)
+    done = S.ISSUED if kind is DocumentKind.ISSUE else S.REVERSED
+    submitted = S.SUBMITTED if kind is DocumentKind.ISSUE else S.REVERSAL_SUBMITTED
+
+    step: NextStep
+    match outcome.cls:
+        case OutcomeClass.ISSUED:
+            step = NextStep(done, attempts, None)
+        case OutcomeClass.REJECTED:
+            step = NextStep(S.REJECTED, attempts, None)
+        case OutcomeClass.PROCESSING:
+            delay = policy.poll_delay(polls, rng)
+            step = NextStep(submitted, attempts, now + timedelta(seconds=delay))
+        case OutcomeClass.DUPLICATE:
+            step = NextStep(S.OUTCOME_UNKNOWN, attempts, now, details={"duplicate": True})
+        case OutcomeClass.NEEDS_HUMAN:
+            step = NextStep(S.BLOCKED, attempts, now + timedelta(seconds=policy.blocked_recheck))
+        case OutcomeClass.RETRYABLE | OutcomeClass.OUTCOME_UNKNOWN:
+            failed = attempts + 1
+            if failed >= policy.max_attempts:
+                step = NextStep(S.DEAD, failed, None, exhausted=True)
+            else:
+                delay = policy.backoff(failed, rng, outcome.retry_after)
+                target = (
+                    S.RETRY_WAIT if outcome.cls is OutcomeClass.RETRYABLE else S.OUTCOME_UNKNOWN
+                )
+                # A row that may have been accepted stays "unknown" even when the query
+                # itself failed transiently: re-sending is only safe after a clean "not found".
+                if current in (S.OUTCOME_UNKNOWN, submitted):
+                    target = current
+                step = NextStep(target, failed, now + timedelta(seconds=delay))
+    check_transition(document, kind, current, step.state)
+    return step
+
+
+def _target_hint(kind: DocumentKind, outcome: IssuerOutcome) -> DocumentState:
+    if outcome.cls is OutcomeClass.ISSUED:
+        return S.ISSUED if kind is DocumentKind.ISSUE else S.REVERSED
+    return {
+        OutcomeClass.PROCESSING: S.SUBMITTED,
+        OutcomeClass.REJECTED: S.REJECTED,
+        OutcomeClass.RETRYABLE: S.RETRY_WAIT,
+        OutcomeClass.OUTCOME_UNKNOWN: S.OUTCOME_UNKNOWN,
+        OutcomeClass.NEEDS_HUMAN: S.BLOCKED,
+        OutcomeClass.DUPLICATE: S.OUTCOME_UNKNOWN,
+    }[outcome.cls]
+
+
+def resend_state(kind: DocumentKind) -> DocumentState:
+    """Where a row goes when the provider confirmed it does not know the serial."""
+    return S.READY if kind is DocumentKind.ISSUE else S.REVERSAL_PENDING

@@ -1,0 +1,121 @@
+"""Helpers for integration tests against the local stack (dev/stack.sh).
+
+Kept outside conftest.py so test modules can import them explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+REPO_DIR = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Stack:
+    pg_port: int
+    kafka_port: int
+    connect_port: int
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.pg_port}/erp"
+
+    def dsn_for(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.pg_port}/{database}"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def connect_url(self) -> str:
+        return f"http://127.0.0.1:{self.connect_port}"
+
+
+def stack_from_env() -> Stack:
+    return Stack(
+        pg_port=int(os.environ.get("SYNCD_PG_PORT", "15432")),
+        kafka_port=int(os.environ.get("SYNCD_KAFKA_PORT", "19092")),
+        connect_port=int(os.environ.get("SYNCD_CONNECT_PORT", "18083")),
+    )
+
+
+def ensure_stack_up() -> Stack:
+    """Reuse a running stack; start it (idempotent `dev/stack.sh up`) otherwise."""
+    result = subprocess.run(
+        ["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"dev/stack.sh up failed:\n{result.stdout}\n{result.stderr}")
+    return stack_from_env()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    match: Callable[[bytes | None, bytes | None], bool],
+    *,
+    count: int = 1,
+    timeout: float = 60.0,
+) -> list[tuple[bytes | None, bytes | None, int]]:
+    """Read `topic` from the beginning until `count` records satisfy `match(key, value)`."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("it-reader"),
+            "enable.auto.commit": False,
+        }
+    )
+    found: list[tuple[bytes | None, bytes | None, int]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            md = consumer.list_topics(topic, timeout=5).topics.get(topic)
+            if md is not None and md.error is None and md.partitions:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"topic {topic} did not appear within {timeout} s")
+            time.sleep(0.3)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
+        while len(found) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(found)} of {count} records matched on {topic}")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(f"consumer error: {msg.error()}")
+                continue
+            if match(msg.key(), msg.value()):
+                found.append((msg.key(), msg.value(), msg.offset()))
+    finally:
+        consumer.close()
+    return found
+
+
+def payload(doc: bytes | None) -> Any:
+    """The payload of a JSON-converter record with schemas enabled (or None for a tombstone)."""
+    if doc is None:
+        return None
+    parsed = json.loads(doc)
+    return parsed["payload"] if isinstance(parsed, dict) and "payload" in parsed else parsed
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    with path.open() as fh:
+        yield from (line.rstrip("\n") for line in fh)

@@ -1,0 +1,137 @@
+"""The daemon end to end on the real stack: ERP rows in, invoices issued once, results back.
+
+Each test is one row of the failure table in shared/notes/exactly-once.md (numbers in the
+test names), ending in the same verdict: the sandbox's audit holds exactly one blue invoice
+per qualifying order (one red per cancelled invoiced order) and every ERP row carries
+exactly its invoice number.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from tests.integration.daemon_harness import ORDER_TOPIC, world
+from tests.integration.stack import Stack, payload, read_topic
+
+
+def test_orders_are_issued_and_written_back(it_erp: Stack, tmp_path: Path):
+    with world(it_erp, tmp_path) as w:
+        d = w.daemon().start()
+        d.wait_ready()
+        ids = [w.create_order() for _ in range(5)]
+        draft = w.create_order(confirm=False)
+        rows = w.wait_issued(ids)
+        assert all(len(r["invoice_no"]) == 20 and r["invoiced_at"] is not None
+                   for r in rows.values())
+        assert w.orders([draft])[draft]["invoice_no"] is None
+        w.verdict(issued=ids)
+        metrics = d.metrics()
+        assert 'syncd_documents_total{document="sales_order",outcome="issued"} 5.0' in metrics
+        assert "syncd_build_info" in metrics
+
+
+def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(it_erp: Stack,
+                                                                       tmp_path: Path):
+    with world(it_erp, tmp_path) as w:
+        d = w.daemon().start()
+        d.wait_ready()
+        ids = [w.create_order() for _ in range(3)]
+        w.wait_issued(ids)
+        # 2: the row keeps changing while it qualifies (and syncd's write-back changed it too)
+        for n in range(3):
+            for order_id in ids:
+                w.touch(order_id, f"edit {n}")
+        # 1: the connector re-emits the same change events (restart / re-snapshot)
+        records = read_topic(
+            it_erp.bootstrap, ORDER_TOPIC,
+            lambda k, v: v is not None and payload(k) is not None
+            and payload(k).get("id") in ids
+            and (payload(v) or {}).get("after", {}).get("status") == "CONFIRMED"
+            and (payload(v) or {}).get("before", {}).get("status") == "DRAFT",
+            count=3,
+        )
+        producer = Producer({"bootstrap.servers": it_erp.bootstrap})
+        for key, value, _ in records:
+            for _ in range(2):
+                producer.produce(ORDER_TOPIC, key=key, value=value)
+        producer.flush(10)
+        marker = w.create_order()
+        w.wait_issued([marker])
+        time.sleep(1)
+        w.verdict(issued=[*ids, marker])
+        outcomes = d.metrics()
+        assert 'outcome="duplicate"' in outcomes
+
+
+def test_13_cancel_after_invoicing_reverses_exactly_once(it_erp: Stack, tmp_path: Path):
+    with world(it_erp, tmp_path) as w:
+        d = w.daemon().start()
+        d.wait_ready()
+        ids = [w.create_order() for _ in range(3)]
+        w.wait_issued(ids)
+        cancelled = ids[:2]
+        for order_id in cancelled:
+            w.set_status(order_id, "CANCELLED", cancel_reason="RETURN")
+        # a cancellation racing its own issuance is deferred, not lost
+        racing = w.create_order()
+        w.set_status(racing, "CANCELLED", cancel_reason="ERROR")
+        # and a draft cancelled before any invoice reverses nothing
+        never = w.create_order(confirm=False)
+        w.set_status(never, "CANCELLED")
+        rows = w.wait_for([*cancelled, racing], lambda r: r["invoice_status"] == "REVERSED"
+                          and r["red_invoice_no"] is not None)
+        assert all(r["invoice_no"] for r in rows.values())
+        # cancelling again (or the event arriving twice) changes nothing
+        for order_id in cancelled:
+            w.set_status(order_id, "CONFIRMED")
+            w.set_status(order_id, "CANCELLED", cancel_reason="RETURN")
+        marker = w.create_order()
+        w.wait_issued([marker])
+        time.sleep(1)
+        w.verdict(issued=[ids[2], marker], reversed_=[*cancelled, racing])
+        assert w.orders([never])[never]["invoice_no"] is None
+
+
+def test_invalid_data_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack,
+                                                                     tmp_path: Path):
+    with world(it_erp, tmp_path) as w:
+        d = w.daemon().start()
+        d.wait_ready()
+        bad = w.create_order(buyer_tax_id="91110108MA01ABCD2X", invoice_type="SPECIAL")
+        rows = w.wait_for([bad], lambda r: r["invoice_status"] == "INVALID")
+        assert "tax" in rows[bad]["invoice_error"].lower()
+        assert w.sandbox.issued() == []
+        # the ERP corrects the row and confirms it again
+        w.set_status(bad, "DRAFT", buyer_tax_id="91110108MA01ABCD2H")
+        w.set_status(bad, "CONFIRMED")
+        w.wait_issued([bad])
+        assert w.orders([bad])[bad]["invoice_error"] is None
+        w.verdict(issued=[bad])
+
+
+def test_8_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
+    it_erp: Stack, tmp_path: Path
+):
+    with world(it_erp, tmp_path) as w:
+        d = w.daemon().start()
+        d.wait_ready()
+        producer = Producer({"bootstrap.servers": it_erp.bootstrap})
+        producer.produce(ORDER_TOPIC, key=b'{"id": 1}', value=b"\x00not json at all",
+                         headers=[("trace", b"abc")])
+        producer.produce(ORDER_TOPIC, key=b"{}", value=json.dumps(
+            {"op": "u", "before": None, "after": {"id": 1}, "source": {"table": "nope",
+             "schema": "erp_it", "db": "erp", "connector": "postgresql"}}).encode())
+        producer.flush(10)
+        ids = [w.create_order() for _ in range(2)]
+        w.wait_issued(ids)
+        dead = read_topic(it_erp.bootstrap, f"it.dead-letter.{w.group}", lambda k, v: True,
+                          count=2, timeout=30)
+        # the original bytes, untouched
+        assert b"\x00not json at all" in {v for _, v, _ in dead}
+        metrics = d.metrics()
+        assert "syncd_dead_letters_total" in metrics
+        w.verdict(issued=ids)
