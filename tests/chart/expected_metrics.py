@@ -1,0 +1,53 @@
+"""The metric names syncd exports -- the one list the dashboard and the alerts are checked against.
+
+Keep it in step with syncd's metrics module. A live check (scrape a running daemon's /metrics
+and compare with this list) belongs in the integration suite, where a daemon runs.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: name as exposed (counters with their `_total`) -> Prometheus type.
+EXPORTED: Final[dict[str, str]] = {
+    "syncd_events_consumed_total": "counter",
+    "syncd_documents_total": "counter",
+    "syncd_issuer_requests_total": "counter",
+    "syncd_issuer_request_duration_seconds": "histogram",
+    "syncd_writeback_duration_seconds": "histogram",
+    "syncd_freshness_seconds": "histogram",
+    "syncd_consumer_lag_messages": "gauge",
+    "syncd_consumer_lag_seconds": "gauge",
+    "syncd_last_event_timestamp_seconds": "gauge",
+    "syncd_dead_letters_total": "counter",
+    "syncd_inflight_documents": "gauge",
+    "syncd_ledger_documents": "gauge",
+    "syncd_rebalances_total": "counter",
+    "syncd_loop_heartbeat_timestamp_seconds": "gauge",
+    "syncd_build_info": "gauge",
+    "syncd_retries_total": "counter",
+    "syncd_assigned_partitions": "gauge",
+}
+
+#: Series Prometheus itself attaches to every scrape target (not exported by syncd).
+SCRAPE_SYNTHETIC: Final[frozenset[str]] = frozenset({"up"})
+
+
+def series_names() -> frozenset[str]:
+    """Every series name a query may use: histograms expand to _bucket/_sum/_count."""
+    names: set[str] = set()
+    for name, kind in EXPORTED.items():
+        if kind == "histogram":
+            names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+        else:
+            names.add(name)
+    return frozenset(names)
+
+
+def base_name(series: str) -> str:
+    """The exported metric a series name belongs to (histogram suffixes stripped)."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        stem = series.removesuffix(suffix)
+        if stem != series and EXPORTED.get(stem) == "histogram":
+            return stem
+    return series

@@ -1,0 +1,93 @@
+"""The default alerts: valid for promtool, behaving as documented, one runbook section each."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.conftest import ROOT, Render, find, tool
+
+pytestmark = pytest.mark.chart
+
+HERE = Path(__file__).parent
+RUNBOOK = ROOT / "docs" / "runbook.md"
+ENABLE = ("prometheusRule.enabled=true",)
+
+
+def _groups(render: Render, *sets: str) -> list[dict[str, Any]]:
+    return list(find(render((), (*ENABLE, *sets)), "PrometheusRule")["spec"]["groups"])
+
+
+def _alerts(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def _promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(tool("promtool")), *args], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
+
+
+def test_promtool_check_rules(render: Render, tmp_path: Path) -> None:
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": _groups(render)}))
+    proc = _promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def test_promtool_unit_tests(render: Render, tmp_path: Path) -> None:
+    groups = _groups(render)
+    for rule in _alerts(groups):
+        rule.pop("annotations")  # asserted in test_every_alert_is_documented_in_the_runbook
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    shutil.copy(HERE / "alerts_test.yaml", tmp_path / "alerts_test.yaml")
+    proc = _promtool("test", "rules", "alerts_test.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_default_alert_has_a_unit_test(render: Render) -> None:
+    tests = yaml.safe_load((HERE / "alerts_test.yaml").read_text())["tests"]
+    tested = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])}
+    assert {rule["alert"] for rule in _alerts(_groups(render))} == tested
+
+
+def test_every_alert_is_documented_in_the_runbook(render: Render) -> None:
+    headings = {
+        match.group(1).strip().lower()
+        for match in re.finditer(r"^#{2,3} (\w+)\s*$", RUNBOOK.read_text(encoding="utf-8"), re.M)
+    }
+    base = "https://example.com/syncd/docs/runbook.md"
+    for rule in _alerts(_groups(render, f"prometheusRule.runbookBaseUrl={base}")):
+        annotations = rule["annotations"]
+        assert annotations["summary"] and annotations["description"]
+        anchor = rule["alert"].lower()
+        assert annotations["runbook_url"] == f"{base}#{anchor}"
+        assert anchor in headings, f"docs/runbook.md has no '## {rule['alert']}' section"
+        assert rule["labels"]["severity"] in {"critical", "warning", "info"}
+
+
+def test_thresholds_come_from_values(render: Render) -> None:
+    rules = {
+        r["alert"]: r
+        for r in _alerts(
+            _groups(
+                render,
+                "prometheusRule.alerts.consumerLagGrowing.minMessages=4321",
+                "prometheusRule.alerts.consumerLagGrowing.for=42m",
+                "prometheusRule.alerts.freshnessTooOld.maxSeconds=999",
+                "prometheusRule.alerts.rebalances.enabled=false",
+                'prometheusRule.selector=app_kubernetes_io_instance="erp"',
+            )
+        )
+    }
+    assert "> 4321" in rules["SyncdConsumerLagGrowing"]["expr"]
+    assert rules["SyncdConsumerLagGrowing"]["for"] == "42m"
+    assert "> 999" in rules["SyncdFreshnessTooOld"]["expr"]
+    assert "SyncdFrequentRebalances" not in rules
+    assert 'app_kubernetes_io_instance="erp"' in rules["SyncdDown"]["expr"]

@@ -1,0 +1,81 @@
+"""Every metric the dashboard and the alerts query is one syncd exports (expected_metrics.py).
+
+The dashboard check needs no tools; the alert check renders the chart with helm. Checking the
+list itself against a live daemon's /metrics is the integration suite's job.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chart.conftest import CHART, Render, find
+from tests.chart.expected_metrics import EXPORTED, SCRAPE_SYNTHETIC, base_name, series_names
+from tests.chart.promql import dashboard_queries, grafana_to_promql, metric_names, rule_queries
+
+DASHBOARD = CHART / "dashboards" / "syncd.json"
+
+
+def _unknown(queries: list[tuple[str, str]]) -> dict[str, set[str]]:
+    known = series_names() | SCRAPE_SYNTHETIC
+    return {
+        where: names - known for where, expr in queries if (names := metric_names(expr)) - known
+    }
+
+
+def test_metric_name_extraction() -> None:
+    expr = (
+        'sum by (topic) (rate(syncd_documents_total{outcome="x",job=~"a|b"}[5m])) '
+        "/ on (topic) group_left histogram_quantile(0.9, sum by (le) "
+        "(rate(syncd_freshness_seconds_bucket[5m] offset 1h))) and absent(up) "
+        "unless time() - syncd_loop_heartbeat_timestamp_seconds > 60"
+    )
+    assert metric_names(expr) == {
+        "syncd_documents_total",
+        "syncd_freshness_seconds_bucket",
+        "up",
+        "syncd_loop_heartbeat_timestamp_seconds",
+    }
+    assert metric_names(
+        grafana_to_promql(
+            'sum(rate(syncd_retries_total{namespace=~"$namespace",job=~"${job}"}[$__rate_interval]))'
+        )
+    ) == {"syncd_retries_total"}
+    assert base_name("syncd_freshness_seconds_bucket") == "syncd_freshness_seconds"
+    assert base_name("syncd_documents_total") == "syncd_documents_total"
+
+
+def test_dashboard_queries_only_exported_metrics() -> None:
+    queries = [(where, grafana_to_promql(expr)) for where, expr in dashboard_queries(DASHBOARD)]
+    assert len(queries) > 20
+    assert _unknown(queries) == {}
+
+
+def test_dashboard_covers_the_required_views() -> None:
+    used = {
+        base_name(n)
+        for _, e in dashboard_queries(DASHBOARD)
+        for n in metric_names(grafana_to_promql(e))
+    }
+    # overview, invoice API, write-back, dead letters, ledger, rebalances
+    assert used >= {
+        "syncd_documents_total",
+        "syncd_freshness_seconds",
+        "syncd_consumer_lag_messages",
+        "syncd_consumer_lag_seconds",
+        "syncd_issuer_requests_total",
+        "syncd_issuer_request_duration_seconds",
+        "syncd_retries_total",
+        "syncd_writeback_duration_seconds",
+        "syncd_dead_letters_total",
+        "syncd_ledger_documents",
+        "syncd_rebalances_total",
+    }
+    assert used <= set(EXPORTED)
+
+
+@pytest.mark.chart
+def test_alerts_query_only_exported_metrics(render: Render) -> None:
+    rule = find(render((), ("prometheusRule.enabled=true",)), "PrometheusRule")
+    queries = list(rule_queries(rule["spec"]["groups"]))
+    assert len(queries) >= 10
+    assert _unknown(queries) == {}

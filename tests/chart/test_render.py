@@ -1,0 +1,311 @@
+"""helm lint --strict, kubernetes-validate --strict and assertions over the rendered chart."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.conftest import (
+    CHART,
+    CI_VALUES,
+    KUBE_VERSION,
+    NAMESPACE,
+    VALIDATE_VERSIONS,
+    Render,
+    find,
+    helm,
+    kinds,
+    kubernetes_validate,
+    template_args,
+    tool,
+)
+
+pytestmark = pytest.mark.chart
+
+CI = CHART / "ci"
+OPTIONAL_KINDS = {
+    "ServiceMonitor",
+    "PrometheusRule",
+    "PodDisruptionBudget",
+    "ScaledObject",
+    "TriggerAuthentication",
+    "NetworkPolicy",
+    "Job",
+}
+
+
+def test_ci_value_sets_exist() -> None:
+    assert {p.name for p in CI_VALUES} >= {
+        "default-values.yaml",
+        "full-values.yaml",
+        "existing-values.yaml",
+        "configfile-values.yaml",
+    }
+
+
+@pytest.mark.parametrize(
+    "values", [None, *CI_VALUES], ids=lambda p: p.name if p else "chart-defaults"
+)
+def test_helm_lint_strict(values: Path | None) -> None:
+    args = [
+        "lint",
+        "--strict",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+    ]
+    if values:
+        args += ["-f", str(values)]
+    proc = helm(*args, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("version", VALIDATE_VERSIONS)
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_rendered_manifests_validate_against_kubernetes_schemas(values: Path, version: str) -> None:
+    """`helm template | kubernetes-validate --strict -`: unknown or mistyped fields fail.
+
+    Custom resources (ServiceMonitor, PrometheusRule, ScaledObject) have no schema there and
+    are only warned about; their content is asserted below and by promtool.
+    """
+    manifest = helm(*template_args([values])).stdout
+    proc = subprocess.run(
+        [kubernetes_validate(), "--strict", "--quiet", "-k", version, "-"],
+        input=manifest,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ERROR" not in proc.stdout, proc.stdout
+
+
+def _pod_spec(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(docs, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_defaults_render_only_the_core(render: Render) -> None:
+    docs = render([CI / "default-values.yaml"])
+    assert kinds(docs) == {"Deployment", "ConfigMap", "Secret", "Service", "ServiceAccount"}
+    assert not kinds(docs) & OPTIONAL_KINDS
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_security_defaults(render: Render, values: Path) -> None:
+    docs = render([values])
+    pods = [_pod_spec(docs)] + [j["spec"]["template"]["spec"] for j in docs if j["kind"] == "Job"]
+    for pod in pods:
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True
+        assert isinstance(psc["runAsUser"], int) and psc["runAsUser"] > 0
+        assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts["/tmp"] == "tmp"
+            assert mounts["/etc/syncd/secrets"] == "secrets"
+            assert container["command"] == ["syncd"]
+            assert (
+                "limits" in container["resources"] and "memory" in container["resources"]["limits"]
+            )
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes["tmp"]
+
+
+def test_probes_use_the_named_metrics_port(render: Render) -> None:
+    container = _pod_spec(render([CI / "default-values.yaml"]))["containers"][0]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["args"] == ["run", "-c", "/etc/syncd/config.yaml"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["SYNCD_METRICS__PORT"] == "9464"
+    assert env["SYNCD_METRICS__HOST"] == "0.0.0.0"
+
+
+def test_grace_period_exceeds_drain_deadline(render: Render) -> None:
+    docs = render([CI / "full-values.yaml"])
+    pod = _pod_spec(docs)
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert float(env["SYNCD_PIPELINE__DRAIN_DEADLINE_SECONDS"]) == 30
+    assert pod["terminationGracePeriodSeconds"] == 60
+
+
+def test_config_checksum_changes_with_config(render: Render) -> None:
+    def checksum(*sets: str) -> str:
+        docs = render([CI / "default-values.yaml"], sets)
+        return find(docs, "Deployment")["spec"]["template"]["metadata"]["annotations"][
+            "checksum/config"
+        ]
+
+    assert checksum() == checksum()
+    assert checksum() != checksum("config.logging.level=DEBUG")
+
+
+def test_config_map_holds_the_values_config(render: Render) -> None:
+    docs = render([CI / "full-values.yaml"])
+    config = yaml.safe_load(find(docs, "ConfigMap", "syncd")["data"]["config.yaml"])
+    assert config["kafka"]["security_protocol"] == "SASL_SSL"
+    assert config["kafka"]["sasl_password_file"] == "/etc/syncd/secrets/kafka-sasl-password"
+    assert config["database"]["dsn_file"] == "/etc/syncd/secrets/database-dsn"
+
+
+def test_config_file_is_deployed_verbatim(render: Render) -> None:
+    docs = render([CI / "configfile-values.yaml"])
+    expected = yaml.safe_load((CI / "configfile-values.yaml").read_text())["configFile"]
+    assert find(docs, "ConfigMap")["data"]["config.yaml"].strip() == expected.strip()
+    assert "Secret" not in kinds(docs)  # existingSecret
+    pod = _pod_spec(docs)
+    secret_volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
+    assert secret_volume["secret"]["secretName"] == "syncd-credentials"
+
+
+def test_secret_holds_only_given_credentials(render: Render) -> None:
+    secret = find(render([CI / "default-values.yaml"]), "Secret")
+    assert set(secret["data"]) == {"database-dsn", "issuer-app-secret"}
+
+
+def test_existing_secret_and_config_map(render: Render) -> None:
+    docs = render([CI / "existing-values.yaml"])
+    assert "Secret" not in kinds(docs)
+    assert not [d for d in docs if d["kind"] == "ConfigMap"]
+    pod = _pod_spec(docs)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["secrets"]["secret"]["secretName"] == "syncd-credentials"
+    assert volumes["config"]["configMap"]["name"] == "syncd-config"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config")
+    assert mount["subPath"] == "syncd.yaml"
+    assert pod["serviceAccountName"] == "erp-apps"
+    metadata = find(docs, "Deployment")["spec"]["template"]["metadata"]
+    assert "checksum/config" not in metadata.get("annotations", {})
+    job = find(docs, "Job")
+    job_volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    assert job_volumes["secrets"]["secret"]["secretName"] == "syncd-credentials"
+    assert job_volumes["config"]["configMap"]["name"] == "syncd-config"
+
+
+def test_topology_spread_across_nodes_by_default(render: Render) -> None:
+    spread = _pod_spec(render([CI / "default-values.yaml"]))["topologySpreadConstraints"]
+    assert spread[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert spread[0]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"] == "syncd"
+    custom = _pod_spec(render([CI / "configfile-values.yaml"]))["topologySpreadConstraints"]
+    assert custom[0]["topologyKey"] == "topology.kubernetes.io/zone"
+
+
+def test_full_toggles(render: Render) -> None:
+    docs = render([CI / "full-values.yaml"])
+    assert kinds(docs) >= OPTIONAL_KINDS
+    deployment = find(docs, "Deployment")
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+
+    monitor = find(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    service = find(docs, "Service")
+    assert service["spec"]["ports"][0]["name"] == "metrics"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+
+    dashboard = find(docs, "ConfigMap", "syncd-dashboard")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert (
+        dashboard["data"]["syncd.json"].strip()
+        == (CHART / "dashboards" / "syncd.json").read_text().strip()
+    )
+
+    pdb = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+    scaled = find(docs, "ScaledObject")
+    assert scaled["spec"]["maxReplicaCount"] == 6
+    trigger = scaled["spec"]["triggers"][0]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == "syncd-prod"
+    assert trigger["metadata"]["bootstrapServers"] == "erp-kafka-bootstrap.kafka.svc:9093"
+    assert trigger["metadata"]["allowIdleConsumers"] == "false"
+    auth = find(docs, "TriggerAuthentication")
+    assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} == {
+        "username",
+        "password",
+        "ca",
+    }
+
+    policy = find(docs, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress_ports = sorted(p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"])
+    assert egress_ports == [53, 53, 443, 5432, 9093]
+    assert all(rule["to"] for rule in policy["spec"]["egress"])
+
+
+def test_migration_job_is_a_hook_running_migrate(render: Render) -> None:
+    docs = render([CI / "full-values.yaml"])
+    job = find(docs, "Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["syncd"]
+    assert container["args"] == ["migrate", "-c", "/etc/syncd/config.yaml"]
+    # A pre-install hook runs before the release's ConfigMap/Secret exist: it gets hook copies.
+    hook_objects = [
+        d
+        for d in docs
+        if d["kind"] in {"ConfigMap", "Secret"}
+        and "helm.sh/hook" in d["metadata"].get("annotations", {})
+    ]
+    assert {d["kind"] for d in hook_objects} == {"ConfigMap", "Secret"}
+    for obj in hook_objects:
+        assert int(obj["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
+
+
+def test_pdb_min_available(render: Render) -> None:
+    pdb = find(render([CI / "configfile-values.yaml"]), "PodDisruptionBudget")
+    assert pdb["spec"] == {"minAvailable": "50%", "selector": pdb["spec"]["selector"]}
+
+
+def test_notes_say_how_to_check(tmp_path: Path) -> None:
+    """NOTES.txt rendered via a throw-away template (`helm install --dry-run` wants a cluster)."""
+    chart = tmp_path / "syncd"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+        '  notes: {{ include (print $.Template.BasePath "/NOTES.txt") . | quote }}\n'
+    )
+    out = helm(
+        "template",
+        "syncd",
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        "-f",
+        str(CI / "default-values.yaml"),
+        "--show-only",
+        "templates/zz-notes.yaml",
+    ).stdout
+    notes = yaml.safe_load(out)["data"]["notes"]
+    assert "rollout status deploy/syncd" in notes
+    assert "/readyz" in notes
+    assert "syncd check-config -c /etc/syncd/config.yaml --live" in notes
+    assert "syncd status -c /etc/syncd/config.yaml" in notes
+    assert "WARNING" not in notes  # credentials were given
+
+
+def test_tools_are_the_pinned_versions() -> None:
+    out = subprocess.run(
+        [str(tool("helm")), "version", "--short"], capture_output=True, text=True
+    ).stdout
+    assert out.startswith("v3.22.0"), out

@@ -1,0 +1,75 @@
+"""The container image's build steps, without a container engine.
+
+The Dockerfile builds a wheel, installs it into a fresh virtualenv and smoke-checks
+`syncd --version` and `syncd check-config` on the example config. This test does the same on
+the host, so a broken package (missing module, bad entry point, undeclared dependency) fails
+here instead of in an image build. Dependencies come from pip's cache or the package index.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from syncd import __version__
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_CONFIG = ROOT / "config" / "example.yaml"
+
+
+def _run(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=cwd)
+    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """bin/ of a fresh virtualenv with syncd installed from a freshly built wheel."""
+    work = tmp_path_factory.mktemp("packaging")
+    wheels = work / "wheels"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)])
+    built = sorted(wheels.glob("syncd-*.whl"))
+    assert [w.name for w in built] == [f"syncd-{__version__}-py3-none-any.whl"]
+
+    env_dir = work / "venv"
+    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    bin_dir = env_dir / "bin"
+    _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+          str(built[0])])
+    return bin_dir
+
+
+def _clean_env(bin_dir: Path) -> dict[str, str]:
+    """Like the image: the venv first on PATH, no bytecode writes, nothing from this checkout."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def test_wheel_contains_no_tests_or_dev_files(installed: Path) -> None:
+    site = next((installed.parent / "lib").glob("python3*/site-packages"))
+    assert (site / "syncd" / "cli.py").is_file()
+    assert not (site / "tests").exists()
+
+
+def test_installed_entry_point_reports_version(installed: Path, tmp_path: Path) -> None:
+    proc = _run([str(installed / "syncd"), "--version"], env=_clean_env(installed), cwd=tmp_path)
+    assert proc.stdout.strip() == f"syncd {__version__}"
+
+
+def test_installed_check_config_accepts_the_example(installed: Path, tmp_path: Path) -> None:
+    assert EXAMPLE_CONFIG.is_file(), "config/example.yaml is missing (the image ships it)"
+    proc = _run([str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG)],
+                env=_clean_env(installed), cwd=tmp_path)
+    assert proc.stdout.strip(), "check-config printed nothing"
