@@ -70,6 +70,22 @@ def test_installed_entry_point_reports_version(installed: Path, tmp_path: Path) 
 
 def test_installed_check_config_accepts_the_example(installed: Path, tmp_path: Path) -> None:
     assert EXAMPLE_CONFIG.is_file(), "config/example.yaml is missing (the image ships it)"
+    # The example reads its secrets from mounted files, as in Kubernetes: mount stand-ins
+    # (through environment overrides of the *_file keys) like the chart's secret volume does.
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    files = {
+        "SYNCD_KAFKA__SASL_PASSWORD_FILE": ("kafka-sasl-password", "kafka-pw"),
+        "SYNCD_DATABASE__DSN_FILE": ("database-dsn",
+                                     "postgresql+psycopg://syncd:db-pw@erp-db:5432/erp"),
+        "SYNCD_ISSUER__APP_SECRET_FILE": ("issuer-app-secret", "issuer-secret"),
+    }
+    env = _clean_env(installed)
+    for var, (name, value) in files.items():
+        (secrets / name).write_text(value + "\n")
+        env[var] = str(secrets / name)
     proc = _run([str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG)],
-                env=_clean_env(installed), cwd=tmp_path)
+                env=env, cwd=tmp_path)
+    for secret in ("kafka-pw", "db-pw", "issuer-secret"):
+        assert secret not in proc.stdout + proc.stderr, "a secret was printed"
     assert proc.stdout.strip(), "check-config printed nothing"
