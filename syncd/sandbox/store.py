@@ -249,6 +249,8 @@ class Store:
             if serial is not None:
                 sql += " AND serial = ?"
                 args = (now, serial)
+            else:  # a backlog (e.g. after a restart) is worked off in slices, not one stall
+                sql += " ORDER BY due_at LIMIT 500"
             for (due_serial,) in db.execute(sql, args).fetchall():
                 if fail():
                     db.execute(
