@@ -323,8 +323,7 @@ class SandboxApp:
     def _fresh_invoice(self, serial: str, now: float) -> dict[str, Any] | None:
         row = self.store.invoice(serial)
         if row is not None and row["status"] == "PROCESSING" and row["due_at"] <= now:
-            self.store.issue_due(now, self._seal_fails, serial=serial)
-            row = self.store.invoice(serial)
+            row = self.store.finish_due_invoice(row, now, self._seal_fails)
         return row
 
     def _query(self, ctx: _Ctx) -> Reply:

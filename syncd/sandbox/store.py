@@ -274,14 +274,35 @@ class Store:
         year = datetime.fromtimestamp(now, BEIJING).year % 100
         return f"{year:02d}312000{seq:012d}"  # 20 digits: year, region 31 (Shanghai), sequence
 
-    def _issue(self, db: sqlite3.Connection, serial: str, now: float) -> None:
+    def _issue(self, db: sqlite3.Connection, serial: str, now: float) -> dict[str, Any]:
         invoice_no = self._next_invoice_no(db, now)
         check = int(hashlib.sha256(f"{invoice_no}:{serial}".encode()).hexdigest(), 16)
-        db.execute(
+        (row,) = db.execute(
             "UPDATE invoices SET status = 'ISSUED', invoice_no = ?, issued_at = ?, check_code = ?"
-            " WHERE serial = ?",
+            " WHERE serial = ? RETURNING *",
             (invoice_no, _iso(now), f"{check % 10**20:020d}", serial),
-        )
+        ).fetchall()
+        return dict(row)
+
+    def finish_due_invoice(
+        self, row: Mapping[str, Any], now: float, fail: Callable[[], bool]
+    ) -> dict[str, Any]:
+        """Issue (or fail) one accepted invoice the caller just read as due; the new row.
+
+        For the query path: the caller's read and this write share the request's
+        transaction, so the row cannot have changed in between.
+        """
+        assert row["status"] == "PROCESSING" and row["due_at"] <= now
+        with self._tx() as db:
+            if not fail():
+                return self._issue(db, row["serial"], now)
+            (failed,) = db.execute(
+                "UPDATE invoices SET status = 'FAILED', failure_code = 'SEAL_FAILED',"
+                " failure_reason = 'the electronic seal service failed; resubmit the"
+                " same serial' WHERE serial = ? RETURNING *",
+                (row["serial"],),
+            ).fetchall()
+            return dict(failed)
 
     # --- red-letter forms -------------------------------------------------------------
 
