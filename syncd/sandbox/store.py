@@ -128,14 +128,39 @@ class Store:
         self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One commit for everything a request does (nonce, effect, request log)."""
-        with self._tx():
+    def unit(self) -> Iterator[None]:
+        """Everything one request does (nonce, effect, request log), all or nothing.
+
+        Units run inside a shared *group* transaction that `commit()` ends: the
+        server commits once per event-loop turn for all requests that finished
+        their work in that turn (group commit), and answers none of them before
+        that commit. A failing unit is rolled back to its savepoint alone.
+        """
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("SAVEPOINT unit")
+        try:
             yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO unit")
+            self._db.execute("RELEASE unit")
+            raise
+        self._db.execute("RELEASE unit")
+
+    def commit(self) -> None:
+        """Make every finished unit durable (no-op when nothing is pending)."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        if self._db.in_transaction:  # joined into the request's transaction
+        if self._db.in_transaction:  # joined into the current unit's transaction
             yield self._db
             return
         self._db.execute("BEGIN IMMEDIATE")
