@@ -122,6 +122,7 @@ class SandboxApp:
         self.dice = Dice(config.seed)
         self.buckets: dict[str, TokenBucket] = {}
         self._worker: asyncio.Task[None] | None = None
+        self._commit: asyncio.Future[None] | None = None
 
     # --- ASGI entry -------------------------------------------------------------------
 
@@ -140,22 +141,47 @@ class SandboxApp:
             return
         body = await request.body()
         if path.startswith("/_sandbox/"):
-            with self.store.transaction():
+            with self.store.unit():
                 reply = self._control(method, path, request, body)
                 if method != "GET":  # fault changes and confirmations belong in the audit
                     self._log(method, path, None, None, None, reply, started)
+            await self._committed()
             await _send(send, reply)
             return
         faults = self.faults
         if faults.latency_ms and path.startswith("/v1/"):
             await asyncio.sleep(faults.latency_ms / 1000)
-        with self.store.transaction():
+        with self.store.unit():
             reply, app_key, serial, fault = self._platform(scope, request, body, faults)
             self._log(method, path, app_key, serial, fault, reply, started)
+        await self._committed()
         # committed: from here on, a broken answer is a *lost* answer
         if fault in ("drop:reset", "drop:hang", "error:reset", "error:hang"):
             await self._break(send, reply, fault or "")
         await _send(send, reply)
+
+    async def _committed(self) -> None:
+        """Wait for the group commit that makes this request's unit durable.
+
+        The first request of an event-loop turn schedules one COMMIT for the end
+        of the turn; every request that finishes its unit in the same turn
+        shares it. No answer leaves before its data is committed.
+        """
+        if self._commit is None:
+            self._commit = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._commit_now)
+        await asyncio.shield(self._commit)
+
+    def _commit_now(self) -> None:
+        pending, self._commit = self._commit, None
+        if pending is None:
+            return
+        try:
+            self.store.commit()
+        except Exception as exc:  # every waiting request fails rather than answer unsaved
+            pending.set_exception(exc)
+            return
+        pending.set_result(None)
 
     def _log(self, method: str, path: str, app_key: str | None, serial: str | None,
              fault: str | None, reply: Reply, started: float) -> None:
@@ -196,10 +222,12 @@ class SandboxApp:
         while True:
             now = time.time()
             try:
-                self.store.issue_due(now, self._seal_fails)
-                if now - last_prune > 60:
-                    self.store.prune_nonces(now - auth.NONCE_TTL_SECONDS)
-                    last_prune = now
+                with self.store.unit():
+                    self.store.issue_due(now, self._seal_fails)
+                    if now - last_prune > 60:
+                        self.store.prune_nonces(now - auth.NONCE_TTL_SECONDS)
+                        last_prune = now
+                self.store.commit()
             except Exception:  # a bad row must not stop issuance of the others
                 log.exception("background issuance failed")
             await asyncio.sleep(min(0.25, max(self.config.issue_delay / 4, 0.02)))
@@ -214,7 +242,7 @@ class SandboxApp:
     ) -> tuple[Reply, str | None, str | None, str | None]:
         """(reply, app_key, serial, fault) for a /v1 request, faults applied.
 
-        Synchronous on purpose: it runs inside one store transaction.
+        Synchronous on purpose: it runs inside one store unit (see `Store.unit`).
         """
         method, path = scope["method"], scope["path"]
         route, params = _match(_ROUTES, method, path)
@@ -323,8 +351,7 @@ class SandboxApp:
     def _fresh_invoice(self, serial: str, now: float) -> dict[str, Any] | None:
         row = self.store.invoice(serial)
         if row is not None and row["status"] == "PROCESSING" and row["due_at"] <= now:
-            self.store.issue_due(now, self._seal_fails, serial=serial)
-            row = self.store.invoice(serial)
+            row = self.store.finish_due_invoice(row, now, self._seal_fails)
         return row
 
     def _query(self, ctx: _Ctx) -> Reply:

@@ -128,14 +128,39 @@ class Store:
         self._db.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One commit for everything a request does (nonce, effect, request log)."""
-        with self._tx():
+    def unit(self) -> Iterator[None]:
+        """Everything one request does (nonce, effect, request log), all or nothing.
+
+        Units run inside a shared *group* transaction that `commit()` ends: the
+        server commits once per event-loop turn for all requests that finished
+        their work in that turn (group commit), and answers none of them before
+        that commit. A failing unit is rolled back to its savepoint alone.
+        """
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("SAVEPOINT unit")
+        try:
             yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO unit")
+            self._db.execute("RELEASE unit")
+            raise
+        self._db.execute("RELEASE unit")
+
+    def commit(self) -> None:
+        """Make every finished unit durable (no-op when nothing is pending)."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        if self._db.in_transaction:  # joined into the request's transaction
+        if self._db.in_transaction:  # joined into the current unit's transaction
             yield self._db
             return
         self._db.execute("BEGIN IMMEDIATE")
@@ -249,6 +274,8 @@ class Store:
             if serial is not None:
                 sql += " AND serial = ?"
                 args = (now, serial)
+            else:  # a backlog (e.g. after a restart) is worked off in slices, not one stall
+                sql += " ORDER BY due_at LIMIT 500"
             for (due_serial,) in db.execute(sql, args).fetchall():
                 if fail():
                     db.execute(
@@ -272,14 +299,35 @@ class Store:
         year = datetime.fromtimestamp(now, BEIJING).year % 100
         return f"{year:02d}312000{seq:012d}"  # 20 digits: year, region 31 (Shanghai), sequence
 
-    def _issue(self, db: sqlite3.Connection, serial: str, now: float) -> None:
+    def _issue(self, db: sqlite3.Connection, serial: str, now: float) -> dict[str, Any]:
         invoice_no = self._next_invoice_no(db, now)
         check = int(hashlib.sha256(f"{invoice_no}:{serial}".encode()).hexdigest(), 16)
-        db.execute(
+        (row,) = db.execute(
             "UPDATE invoices SET status = 'ISSUED', invoice_no = ?, issued_at = ?, check_code = ?"
-            " WHERE serial = ?",
+            " WHERE serial = ? RETURNING *",
             (invoice_no, _iso(now), f"{check % 10**20:020d}", serial),
-        )
+        ).fetchall()
+        return dict(row)
+
+    def finish_due_invoice(
+        self, row: Mapping[str, Any], now: float, fail: Callable[[], bool]
+    ) -> dict[str, Any]:
+        """Issue (or fail) one accepted invoice the caller just read as due; the new row.
+
+        For the query path: the caller's read and this write share the request's
+        transaction, so the row cannot have changed in between.
+        """
+        assert row["status"] == "PROCESSING" and row["due_at"] <= now
+        with self._tx() as db:
+            if not fail():
+                return self._issue(db, row["serial"], now)
+            (failed,) = db.execute(
+                "UPDATE invoices SET status = 'FAILED', failure_code = 'SEAL_FAILED',"
+                " failure_reason = 'the electronic seal service failed; resubmit the"
+                " same serial' WHERE serial = ? RETURNING *",
+                (row["serial"],),
+            ).fetchall()
+            return dict(failed)
 
     # --- red-letter forms -------------------------------------------------------------
 

@@ -484,6 +484,15 @@ def test_refuse_duplicates_dialect_is_resolved_by_query(tmp_path: Path):
         assert isinstance(c.wait_issued(lost["serial"]), Issued)
         serials = [i["serial"] for i in sb.issued()]
         assert serials.count(doc["serial"]) == 1 and serials.count(lost["serial"]) == 1
+        # a seal failure is not a duplicate: the same serial is accepted again
+        sb.set_faults(issue_failure_rate=1.0)
+        sealed = samples.invoice()
+        c.issue(sealed)
+        failed = c.wait_issued(sealed["serial"])
+        assert isinstance(failed, Retryable) and failed.resubmit
+        sb.reset_faults()
+        assert isinstance(c.issue(sealed), Processing)
+        assert isinstance(c.wait_issued(sealed["serial"]), Issued)
 
 
 def test_faults_at_start_strict_mode_and_secret_file(tmp_path: Path):
