@@ -175,6 +175,12 @@ def test_config_file_is_deployed_verbatim(render: Render) -> None:
     assert secret_volume["secret"]["secretName"] == "syncd-credentials"
 
 
+def test_secrets_mount_path_is_configurable(render: Render) -> None:
+    docs = render([CI / "default-values.yaml"], ["secretsMountPath=/var/run/secrets/syncd"])
+    mounts = {m["name"]: m["mountPath"] for m in _pod_spec(docs)["containers"][0]["volumeMounts"]}
+    assert mounts["secrets"] == "/var/run/secrets/syncd"
+
+
 def test_secret_holds_only_given_credentials(render: Render) -> None:
     secret = find(render([CI / "default-values.yaml"]), "Secret")
     assert set(secret["data"]) == {"database-dsn", "issuer-app-secret"}

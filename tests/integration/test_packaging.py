@@ -51,7 +51,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _clean_env(bin_dir: Path) -> dict[str, str]:
     """Like the image: the venv first on PATH, no bytecode writes, nothing from this checkout."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "VIRTUAL_ENV", "SYNCD_"))}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -69,7 +70,15 @@ def test_installed_entry_point_reports_version(installed: Path, tmp_path: Path) 
 
 
 def test_installed_check_config_accepts_the_example(installed: Path, tmp_path: Path) -> None:
+    """As the Dockerfile does: stand-in secret files through the SYNCD_* overrides."""
     assert EXAMPLE_CONFIG.is_file(), "config/example.yaml is missing (the image ships it)"
-    proc = _run([str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG)],
-                env=_clean_env(installed), cwd=tmp_path)
-    assert proc.stdout.strip(), "check-config printed nothing"
+    (tmp_path / "dsn").write_text("postgresql+psycopg://smoke:smoke@localhost:5432/erp")
+    (tmp_path / "secret").write_text("smoke")
+    env = _clean_env(installed) | {
+        "SYNCD_DATABASE__DSN_FILE": str(tmp_path / "dsn"),
+        "SYNCD_ISSUER__APP_SECRET_FILE": str(tmp_path / "secret"),
+        "SYNCD_KAFKA__SASL_PASSWORD_FILE": str(tmp_path / "secret"),
+    }
+    proc = _run([str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG), "--quiet"],
+                env=env, cwd=tmp_path)
+    assert "OK" in proc.stdout + proc.stderr
