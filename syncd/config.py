@@ -540,6 +540,11 @@ class WriteBackConfig(StrictModel):
     key_columns: list[str] | None = Field(default=None, description="default: the document key")
     columns: WriteBackColumns
     status_values: StatusValues = Field(default_factory=StatusValues)
+    incidental_columns: list[str] = Field(
+        default_factory=list,
+        description="columns the ERP changes along with syncd's write-back "
+        "(e.g. a trigger-maintained updated_at); they do not make a change count as new",
+    )
 
 
 class SnapshotPolicy(enum.StrEnum):
@@ -584,7 +589,9 @@ class DocumentConfig(StrictModel):
         re-trigger a decision)."""
         if not self.writes_back_to_source:
             return set()
-        return set(self.write_back.columns.mapped().values())
+        return set(self.write_back.columns.mapped().values()) | set(
+            self.write_back.incidental_columns
+        )
 
     def source_columns(self) -> set[str]:
         """Every source-table column the config reads."""
@@ -792,12 +799,28 @@ class ConfigError(Exception):
 Loc: TypeAlias = tuple[str | int, ...]
 
 
-def _yaml_lines(text: str, file: str) -> tuple[dict[Loc, int], list[ConfigProblem]]:
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse_yaml(text: str, file: str) -> tuple[Any, dict[Loc, int], list[ConfigProblem]]:
+    """Parse once into nodes (for line numbers) and build the data from them."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    index, problems = _yaml_lines(root, file)
+    return data, index, problems
+
+
+def _yaml_lines(
+    root: yaml.Node | None, file: str
+) -> tuple[dict[Loc, int], list[ConfigProblem]]:
     """Map every YAML key path to its (1-based) line; also find duplicate keys,
     which PyYAML would otherwise silently resolve to the last one."""
     index: dict[Loc, int] = {}
     problems: list[ConfigProblem] = []
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
 
     def walk(node: yaml.Node, path: Loc) -> None:
         index.setdefault(path, node.start_mark.line + 1)
@@ -955,8 +978,7 @@ def load_config(path: str | Path) -> SyncdConfig:
 
 def parse_config(text: str, file: str = "<config>") -> SyncdConfig:
     try:
-        index, problems = _yaml_lines(text, file)
-        data = yaml.safe_load(text)
+        data, index, problems = _parse_yaml(text, file)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -293,8 +293,8 @@ class Driver:
                 log.error("ledger document of unknown type %r: configure it or settle it "
                           "by hand", row.identity.document_type)
                 return UNEXPECTED_RETRY_SECONDS * 10
-            result = self._call(row)
-            return self._apply(row, doc, result)
+            result, resent = self._call(row)
+            return self._apply(row, doc, result, resent=resent)
 
     # ------------------------------------------------------------------ provider calls
 
@@ -305,7 +305,10 @@ class Driver:
         self._metrics.issuer_request(operation, status, time.perf_counter() - start)
         return result
 
-    def _call(self, row: DocumentRow) -> IssueResult:
+    def _call(self, row: DocumentRow) -> tuple[IssueResult, bool]:
+        """The provider's answer, and whether this step re-sent a document the provider
+        had dropped (a re-send counts as an attempt, so a platform that keeps failing the
+        same serial ends in DEAD instead of looping forever)."""
         issuer = self._issuer
         if row.kind is DocumentKind.ISSUE:
             payload = row.payload or {}
@@ -325,6 +328,7 @@ class Driver:
                 return self._timed("query_reversal", lambda: issuer.query_reversal(row.serial))
 
         fresh = row.state in (S.READY, S.REVERSAL_PENDING) and row.attempts == 0
+        resent = False
         if fresh:
             submitted = submit()
         else:
@@ -333,18 +337,24 @@ class Driver:
             if isinstance(queried, NotFound) or (
                 isinstance(queried, Retryable) and queried.resubmit
             ):
+                if row.attempts + 1 >= self._policy.max_attempts:
+                    return queried, False  # out of attempts: next_step makes it DEAD
                 submitted = submit()
+                resent = True
             else:
-                return queried
+                return queried, False
         if isinstance(submitted, (Duplicate, OutcomeUnknown)):
             self._metrics.retries.labels(operation="query").inc()
-            return resolve_after_submit(submitted, query())
-        return submitted
+            return resolve_after_submit(submitted, query()), resent
+        return submitted, resent
 
     # ------------------------------------------------------------------ outcomes
 
-    def _apply(self, row: DocumentRow, doc: DocumentConfig, result: IssueResult) -> float | None:
+    def _apply(
+        self, row: DocumentRow, doc: DocumentConfig, result: IssueResult, *, resent: bool = False
+    ) -> float | None:
         now = datetime.now(UTC)
+        attempts = row.attempts + (1 if resent else 0)
         if isinstance(result, Retryable) and result.resubmit and row.state in (
             S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED
         ):
@@ -353,12 +363,12 @@ class Driver:
             with self._engine.begin() as conn:
                 repo.transition(conn, row.id, row.state, target, reason="provider has no such "
                                 "serial; re-sending under the same serial", actor=self._owner,
-                                attempts=row.attempts + 1)
+                                attempts=attempts + 1)
             return 0.0
         polls = self._polls.get(row.id, 0)
         step = next_step(
             document=row.identity, kind=row.kind, current=row.state,
-            outcome=outcome_class(result), attempts=row.attempts, policy=self._policy,
+            outcome=outcome_class(result), attempts=attempts, policy=self._policy,
             now=now, rng=self._rng, polls=polls,
         )
         code, error = _reason_text(result)
@@ -395,8 +405,8 @@ class Driver:
             self._metrics.retries.labels(
                 operation="issue" if row.kind is DocumentKind.ISSUE else "reverse"
             ).inc()
-        if step.state is row.state and writeback is None and step.state in (
-            S.SUBMITTED, S.REVERSAL_SUBMITTED
+        if step.state is row.state and writeback is None and step.attempts == row.attempts and (
+            step.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED)
         ):
             # Still processing: nothing new to record, just poll again later.
             self._polls[row.id] = polls + 1

@@ -139,6 +139,10 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
     wb: list[_Need] = [
         _Need(c, (), f"documents.{doc.name}.write_back.key_columns") for c in doc.write_back_keys
     ]
+    wb += [
+        _Need(c, (), f"documents.{doc.name}.write_back.incidental_columns")
+        for c in doc.write_back.incidental_columns
+    ]
     for name, column in doc.write_back.columns.mapped().items():
         k, length = wb_kinds[name]
         wb.append(_Need(column, k, f"documents.{doc.name}.write_back.columns.{name}", length))
@@ -164,7 +168,29 @@ def check_schema(connection: Connection, config: SyncdConfig) -> SchemaReport:
                 _check_column(report, table, columns, need)
         if connection.dialect.name == "postgresql":
             _check_replica_identity(connection, report, doc)
+    _check_decimal_scales(inspector, report, config)
     return report
+
+
+def _check_decimal_scales(inspector: Any, report: SchemaReport, config: SyncdConfig) -> None:
+    """Declared scales must be the columns' real ones: a wrong scale shifts every amount."""
+    for table, scales in config.decimal_scales.items():
+        schema, name = _split(table)
+        if not inspector.has_table(name, schema=schema):
+            report.errors.append(f"decimal_scales.{table}: table {table} does not exist")
+            continue
+        columns = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema)}
+        for column, scale in scales.items():
+            where = f"decimal_scales.{table}.{column}"
+            col_type = columns.get(column)
+            if col_type is None:
+                report.errors.append(f"{where}: column {table}.{column} does not exist")
+            elif not isinstance(col_type, sa.Numeric) or isinstance(col_type, sa.Float):
+                report.errors.append(f"{where}: column {table}.{column} is {col_type}, not numeric")
+            elif col_type.scale is not None and col_type.scale != scale:
+                report.errors.append(
+                    f"{where}: declared scale {scale}, but {table}.{column} is {col_type}"
+                )
 
 
 def _check_column(

@@ -17,10 +17,13 @@ import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,31 @@ class HealthServer:
             thread.join()
         self._server = None
         self._thread = None
+
+
+def database_check(engine: Engine, statement_timeout_ms: int = 2000) -> ReadinessCheck:
+    """A readiness check: the database answers `SELECT 1` within the timeout.
+
+    The reason names the error class only: driver messages can carry host names and,
+    with a badly written DSN, credentials.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    def check() -> tuple[bool, str]:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT set_config('statement_timeout', :t, true)"),
+                             {"t": f"{int(statement_timeout_ms)}ms"})
+                conn.execute(text("SELECT 1"))
+                conn.rollback()
+        except SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None)
+            cause = orig if orig is not None else exc
+            return False, f"database unreachable ({type(cause).__name__})"
+        return True, ""
+
+    return check
 
 
 def _handler_for(owner: HealthServer) -> type[BaseHTTPRequestHandler]:

@@ -53,70 +53,70 @@ class DocumentKind(enum.StrEnum):
     REVERSAL = "reversal"
 
 
-S = DocumentState
+_S = DocumentState
 
 #: States a new row of each kind may be created in.
 INITIAL_STATES: Final[Mapping[DocumentKind, frozenset[DocumentState]]] = {
     # PENDING when validation happens later; INVALID/READY when the pipeline validates and
     # freezes in the same transaction as the insert (the common, cheaper path).
-    DocumentKind.ISSUE: frozenset({S.PENDING, S.INVALID, S.READY}),
-    DocumentKind.REVERSAL: frozenset({S.REVERSAL_PENDING}),
+    DocumentKind.ISSUE: frozenset({_S.PENDING, _S.INVALID, _S.READY}),
+    DocumentKind.REVERSAL: frozenset({_S.REVERSAL_PENDING}),
 }
 
 # Outcomes of a call to (or query of) the provider, shared by both kinds.
 _ISSUE_IN_FLIGHT: Final = frozenset(
-    {S.SUBMITTED, S.ISSUED, S.REJECTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED, S.DEAD}
+    {_S.SUBMITTED, _S.ISSUED, _S.REJECTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED, _S.DEAD}
 )
 _REVERSAL_IN_FLIGHT: Final = frozenset(
-    {S.REVERSAL_SUBMITTED, S.REVERSED, S.REJECTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED,
-     S.DEAD}
+    {_S.REVERSAL_SUBMITTED, _S.REVERSED, _S.REJECTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED,
+     _S.DEAD}
 )
 
 #: kind -> state -> states it may move to. Self-loops mean "same state, new schedule or
 #: error" (still processing, another failed query, ...), so they are explicit.
 TRANSITIONS: Final[Mapping[DocumentKind, Mapping[DocumentState, frozenset[DocumentState]]]] = {
     DocumentKind.ISSUE: {
-        S.PENDING: frozenset({S.INVALID, S.READY}),
+        _S.PENDING: frozenset({_S.INVALID, _S.READY}),
         # Never sent, so a corrected source row may re-enter with a new payload.
-        S.INVALID: frozenset({S.INVALID, S.PENDING, S.READY}),
-        S.READY: _ISSUE_IN_FLIGHT,
-        S.SUBMITTED: _ISSUE_IN_FLIGHT,
+        _S.INVALID: frozenset({_S.INVALID, _S.PENDING, _S.READY}),
+        _S.READY: _ISSUE_IN_FLIGHT,
+        _S.SUBMITTED: _ISSUE_IN_FLIGHT,
         # READY again means "the provider confirmed it never saw this serial: send it again".
-        S.OUTCOME_UNKNOWN: _ISSUE_IN_FLIGHT | {S.READY},
-        S.RETRY_WAIT: _ISSUE_IN_FLIGHT | {S.READY},
+        _S.OUTCOME_UNKNOWN: _ISSUE_IN_FLIGHT | {_S.READY},
+        _S.RETRY_WAIT: _ISSUE_IN_FLIGHT | {_S.READY},
         # A human fixed the provider account; resume (querying the serial first).
-        S.BLOCKED: _ISSUE_IN_FLIGHT | {S.READY},
+        _S.BLOCKED: _ISSUE_IN_FLIGHT | {_S.READY},
         # Only by an operator (`syncd retry`); resumption queries by serial first.
-        S.DEAD: frozenset({S.READY, S.OUTCOME_UNKNOWN}),
-        S.ISSUED: frozenset({S.REVERSED}),
-        S.REJECTED: frozenset(),
-        S.REVERSED: frozenset(),
+        _S.DEAD: frozenset({_S.READY, _S.OUTCOME_UNKNOWN}),
+        _S.ISSUED: frozenset({_S.REVERSED}),
+        _S.REJECTED: frozenset(),
+        _S.REVERSED: frozenset(),
     },
     DocumentKind.REVERSAL: {
-        S.REVERSAL_PENDING: _REVERSAL_IN_FLIGHT,
-        S.REVERSAL_SUBMITTED: _REVERSAL_IN_FLIGHT,
-        S.OUTCOME_UNKNOWN: _REVERSAL_IN_FLIGHT | {S.REVERSAL_PENDING},
-        S.RETRY_WAIT: _REVERSAL_IN_FLIGHT | {S.REVERSAL_PENDING},
-        S.BLOCKED: _REVERSAL_IN_FLIGHT | {S.REVERSAL_PENDING},
-        S.DEAD: frozenset({S.REVERSAL_PENDING, S.OUTCOME_UNKNOWN}),
-        S.REJECTED: frozenset(),
-        S.REVERSED: frozenset(),
+        _S.REVERSAL_PENDING: _REVERSAL_IN_FLIGHT,
+        _S.REVERSAL_SUBMITTED: _REVERSAL_IN_FLIGHT,
+        _S.OUTCOME_UNKNOWN: _REVERSAL_IN_FLIGHT | {_S.REVERSAL_PENDING},
+        _S.RETRY_WAIT: _REVERSAL_IN_FLIGHT | {_S.REVERSAL_PENDING},
+        _S.BLOCKED: _REVERSAL_IN_FLIGHT | {_S.REVERSAL_PENDING},
+        _S.DEAD: frozenset({_S.REVERSAL_PENDING, _S.OUTCOME_UNKNOWN}),
+        _S.REJECTED: frozenset(),
+        _S.REVERSED: frozenset(),
     },
 }
 
 #: The daemon has nothing more to do for rows in these states: only a new source event
 #: (INVALID -> READY, ISSUED -> REVERSED via a reversal row) or an operator (DEAD) moves them.
-TERMINAL_STATES: Final = frozenset({S.INVALID, S.ISSUED, S.REJECTED, S.REVERSED, S.DEAD})
+TERMINAL_STATES: Final = frozenset({_S.INVALID, _S.ISSUED, _S.REJECTED, _S.REVERSED, _S.DEAD})
 
 #: After a crash or a partition move these rows may have reached the provider; they are
 #: resumed by querying the provider by serial before anything is re-sent.
 RESUME_STATES: Final = frozenset(
-    {S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.REVERSAL_PENDING,
-     S.REVERSAL_SUBMITTED}
+    {_S.READY, _S.SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.REVERSAL_PENDING,
+     _S.REVERSAL_SUBMITTED}
 )
 
 #: States in which the serial may already be known to the provider.
-MAY_HAVE_BEEN_SENT: Final = frozenset(DocumentState) - {S.PENDING, S.INVALID}
+MAY_HAVE_BEEN_SENT: Final = frozenset(DocumentState) - {_S.PENDING, _S.INVALID}
 
 
 def is_terminal(state: DocumentState) -> bool:
@@ -261,10 +261,10 @@ class NextStep:
 
 # Which states an outcome may arrive in (i.e. a provider call was made from them).
 _CALLING_STATES: Final[Mapping[DocumentKind, frozenset[DocumentState]]] = {
-    DocumentKind.ISSUE: frozenset({S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT,
-                                   S.BLOCKED}),
-    DocumentKind.REVERSAL: frozenset({S.REVERSAL_PENDING, S.REVERSAL_SUBMITTED,
-                                      S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED}),
+    DocumentKind.ISSUE: frozenset({_S.READY, _S.SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT,
+                                   _S.BLOCKED}),
+    DocumentKind.REVERSAL: frozenset({_S.REVERSAL_PENDING, _S.REVERSAL_SUBMITTED,
+                                      _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED}),
 }
 
 
@@ -295,34 +295,34 @@ def next_step(
     """
     if current not in _CALLING_STATES[kind]:
         raise InvalidTransitionError(document, current, _target_hint(kind, outcome), kind)
-    done = S.ISSUED if kind is DocumentKind.ISSUE else S.REVERSED
-    submitted = S.SUBMITTED if kind is DocumentKind.ISSUE else S.REVERSAL_SUBMITTED
+    done = _S.ISSUED if kind is DocumentKind.ISSUE else _S.REVERSED
+    submitted = _S.SUBMITTED if kind is DocumentKind.ISSUE else _S.REVERSAL_SUBMITTED
 
     step: NextStep
     match outcome.cls:
         case OutcomeClass.ISSUED:
             step = NextStep(done, attempts, None)
         case OutcomeClass.REJECTED:
-            step = NextStep(S.REJECTED, attempts, None)
+            step = NextStep(_S.REJECTED, attempts, None)
         case OutcomeClass.PROCESSING:
             delay = policy.poll_delay(polls, rng)
             step = NextStep(submitted, attempts, now + timedelta(seconds=delay))
         case OutcomeClass.DUPLICATE:
-            step = NextStep(S.OUTCOME_UNKNOWN, attempts, now, details={"duplicate": True})
+            step = NextStep(_S.OUTCOME_UNKNOWN, attempts, now, details={"duplicate": True})
         case OutcomeClass.NEEDS_HUMAN:
-            step = NextStep(S.BLOCKED, attempts, now + timedelta(seconds=policy.blocked_recheck))
+            step = NextStep(_S.BLOCKED, attempts, now + timedelta(seconds=policy.blocked_recheck))
         case OutcomeClass.RETRYABLE | OutcomeClass.OUTCOME_UNKNOWN:
             failed = attempts + 1
             if failed >= policy.max_attempts:
-                step = NextStep(S.DEAD, failed, None, exhausted=True)
+                step = NextStep(_S.DEAD, failed, None, exhausted=True)
             else:
                 delay = policy.backoff(failed, rng, outcome.retry_after)
                 target = (
-                    S.RETRY_WAIT if outcome.cls is OutcomeClass.RETRYABLE else S.OUTCOME_UNKNOWN
+                    _S.RETRY_WAIT if outcome.cls is OutcomeClass.RETRYABLE else _S.OUTCOME_UNKNOWN
                 )
                 # A row that may have been accepted stays "unknown" even when the query
                 # itself failed transiently: re-sending is only safe after a clean "not found".
-                if current in (S.OUTCOME_UNKNOWN, submitted):
+                if current in (_S.OUTCOME_UNKNOWN, submitted):
                     target = current
                 step = NextStep(target, failed, now + timedelta(seconds=delay))
     check_transition(document, kind, current, step.state)
@@ -331,17 +331,17 @@ def next_step(
 
 def _target_hint(kind: DocumentKind, outcome: IssuerOutcome) -> DocumentState:
     if outcome.cls is OutcomeClass.ISSUED:
-        return S.ISSUED if kind is DocumentKind.ISSUE else S.REVERSED
+        return _S.ISSUED if kind is DocumentKind.ISSUE else _S.REVERSED
     return {
-        OutcomeClass.PROCESSING: S.SUBMITTED,
-        OutcomeClass.REJECTED: S.REJECTED,
-        OutcomeClass.RETRYABLE: S.RETRY_WAIT,
-        OutcomeClass.OUTCOME_UNKNOWN: S.OUTCOME_UNKNOWN,
-        OutcomeClass.NEEDS_HUMAN: S.BLOCKED,
-        OutcomeClass.DUPLICATE: S.OUTCOME_UNKNOWN,
+        OutcomeClass.PROCESSING: _S.SUBMITTED,
+        OutcomeClass.REJECTED: _S.REJECTED,
+        OutcomeClass.RETRYABLE: _S.RETRY_WAIT,
+        OutcomeClass.OUTCOME_UNKNOWN: _S.OUTCOME_UNKNOWN,
+        OutcomeClass.NEEDS_HUMAN: _S.BLOCKED,
+        OutcomeClass.DUPLICATE: _S.OUTCOME_UNKNOWN,
     }[outcome.cls]
 
 
 def resend_state(kind: DocumentKind) -> DocumentState:
     """Where a row goes when the provider confirmed it does not know the serial."""
-    return S.READY if kind is DocumentKind.ISSUE else S.REVERSAL_PENDING
+    return _S.READY if kind is DocumentKind.ISSUE else _S.REVERSAL_PENDING

@@ -5,6 +5,7 @@ Public API:
     build_lines(inputs, price_basis) -> list[InvoiceLine]
     tax_breakdown(lines) -> list[TaxSubtotal]   -- one entry per rate, ascending
     totals(lines) -> Totals                     -- sums of the rounded line values
+    sum_by_rate(lines), sum_lines(lines)        -- the same sums as plain Decimals
     build_invoice(...) -> Invoice               -- a BLUE invoice
     build_red_invoice(blue, *, serial, original_invoice_no, reason) -> Invoice
     round_money(d) -> Decimal                   -- half-up (四舍五入) to 2 places
@@ -70,6 +71,8 @@ __all__ = [
     "build_red_invoice",
     "line_tax_error",
     "round_money",
+    "sum_by_rate",
+    "sum_lines",
     "tax_breakdown",
     "totals",
 ]
@@ -247,25 +250,38 @@ def _balance_tax_errors(lines: list[InvoiceLine], price_basis: PriceBasis) -> li
         return result
 
 
+def sum_by_rate(lines: Iterable[InvoiceLine]) -> list[tuple[Decimal, Decimal, Decimal]]:
+    """(rate, net, tax) per distinct rate, ascending: the breakdown as plain values."""
+    sums: dict[Decimal, tuple[Decimal, Decimal]] = {}
+    with localcontext(DECIMAL_CONTEXT):
+        for line in lines:
+            net, tax = sums.get(line.tax_rate, (ZERO, ZERO))
+            sums[line.tax_rate] = (net + line.net_amount, tax + line.tax_amount)
+    return [(rate, net, tax) for rate, (net, tax) in sorted(sums.items())]
+
+
+def sum_lines(lines: Iterable[InvoiceLine]) -> tuple[Decimal, Decimal, Decimal]:
+    """(net, tax, gross) summed over the lines: the totals as plain values."""
+    net = tax = gross = ZERO
+    with localcontext(DECIMAL_CONTEXT):
+        for line in lines:
+            net += line.net_amount
+            tax += line.tax_amount
+            gross += line.gross_amount
+    return net, tax, gross
+
+
 def tax_breakdown(lines: Iterable[InvoiceLine]) -> list[TaxSubtotal]:
     """One entry per distinct rate, ascending; sums of the rounded line values."""
-    sums: dict[Decimal, tuple[Decimal, Decimal]] = {}
-    for line in lines:
-        net, tax = sums.get(line.tax_rate, (ZERO, ZERO))
-        sums[line.tax_rate] = (net + line.net_amount, tax + line.tax_amount)
     return [
         TaxSubtotal(tax_rate=rate, net_amount=net, tax_amount=tax)
-        for rate, (net, tax) in sorted(sums.items())
+        for rate, net, tax in sum_by_rate(lines)
     ]
 
 
 def totals(lines: Iterable[InvoiceLine]) -> Totals:
     """Header totals: sums of the rounded line values."""
-    net = tax = gross = ZERO
-    for line in lines:
-        net += line.net_amount
-        tax += line.tax_amount
-        gross += line.gross_amount
+    net, tax, gross = sum_lines(lines)
     return Totals(net_amount=net, tax_amount=tax, gross_amount=gross)
 
 
@@ -328,8 +344,10 @@ def build_red_invoice(
     price = negative amount). Discount lines therefore become *positive* in the
     red invoice; `syncd.validation` applies the discount sign rule mirrored for
     RED. The blue's parties, lines and source are kept; the issue date is the
-    red one's own (null: the platform's date).
+    red one's own (null: the platform's date). Raises TaxMathError for a non-BLUE input.
     """
+    if blue.kind is not InvoiceKind.BLUE:
+        raise TaxMathError(None, f"only a blue invoice can be reversed, not {blue.kind.value}")
     red_lines = tuple(
         line.model_copy(
             update={

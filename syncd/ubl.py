@@ -324,6 +324,8 @@ def to_ubl(
     issued_on = issue_date or invoice.issue_date
     if issued_on is None:
         raise UblError(invoice.serial, "UBL needs an issue date; pass issue_date=")
+    if not invoice.lines:
+        raise UblError(invoice.serial, "UBL needs at least one line")
     root = _Writer(invoice, country).document(issued_number or invoice.serial, issued_on)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data

@@ -3,7 +3,8 @@
 Public API:
     validate(invoice) -> list[Problem]   -- empty list: the platform should accept it
     Problem(code, path, message)         -- message is written for a finance user
-    ALLOWED_RATES, LIMITS                -- the documented limits below
+    ALLOWED_RATES, LIMITS, MAX_LINES     -- the documented limits below
+    PROBLEM_CODES                        -- every code validate() can report (stable)
 
 `validate` never raises for bad data: every rule reports a Problem (the row is
 then marked INVALID in the ERP with the messages), so one bad line cannot stop
@@ -23,7 +24,7 @@ Documented choices (close to what Nuonuo / Baiwang / the 数电 platform accept)
   lines negative; a RED invoice is the negation (quantities and amounts
   negative, DISCOUNT lines positive); unit prices are always positive.
 - Rate 0 without a tax policy is treated as zero-rated; a tax policy on a
-  non-zero rate is an error.
+  non-zero rate is an error; a 0 % line carries no tax at all.
 - Buyer tax ID: required for SPECIAL invoices and for company buyers; a
   natural person may omit it on an ORDINARY invoice, and if given it may be a
   USCC or a resident identity card number (`stdnum.cn.ric`). A natural person
@@ -34,7 +35,7 @@ Documented choices (close to what Nuonuo / Baiwang / the 数电 platform accept)
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from typing import Final
@@ -51,7 +52,7 @@ from syncd.invoice import (
     LineNature,
     Party,
     PriceBasis,
-    TaxSubtotal,
+    format_amount,
 )
 from syncd.taxmath import (
     AMOUNT_TOLERANCE,
@@ -59,11 +60,11 @@ from syncd.taxmath import (
     TAX_ERROR_LIMIT_INVOICE,
     TAX_ERROR_LIMIT_LINE,
     line_tax_error,
-    tax_breakdown,
-    totals,
+    sum_by_rate,
+    sum_lines,
 )
 
-__all__ = ["ALLOWED_RATES", "LIMITS", "MAX_LINES", "Problem", "validate"]
+__all__ = ["ALLOWED_RATES", "LIMITS", "MAX_LINES", "PROBLEM_CODES", "Problem", "validate"]
 
 ALLOWED_RATES: Final = frozenset(
     Decimal(r) for r in ("0.13", "0.09", "0.06", "0.05", "0.03", "0.01", "0")
@@ -80,7 +81,19 @@ LIMITS: Final = {
     "person": 20,
     "email": 100,
 }
-_CENT = Decimal("0.01")
+PROBLEM_CODES: Final = frozenset({
+    "AMOUNT_PRECISION", "BLUE_HAS_ORIGINAL", "BLUE_HAS_REASON", "BREAKDOWN_MISMATCH",
+    "BREAKDOWN_ORDER", "BUYER_EMAIL_FORMAT", "BUYER_TAX_ID_INVALID", "BUYER_TAX_ID_REQUIRED",
+    "CURRENCY_FORMAT", "DISCOUNT_MISMATCH", "DISCOUNT_MISSING", "DISCOUNT_ORPHAN",
+    "DISCOUNT_QUANTITY", "DISCOUNT_TOO_LARGE", "FIELD_TOO_LONG", "INTERNAL", "INVOICE_TAX_ERROR",
+    "LINE_AMOUNT_MISMATCH", "LINE_GROSS_MISMATCH", "LINE_NAME_MISSING", "LINE_NO", "LINE_SIGN",
+    "LINE_TAX_MISMATCH", "NO_LINES", "PARTY_NAME_MISSING", "QUANTITY_PRECISION",
+    "QUANTITY_PRICE_PAIR", "QUANTITY_SIGN", "RED_ORIGINAL_FORMAT", "RED_ORIGINAL_MISSING",
+    "RED_REASON_MISSING", "SELLER_TAX_ID_INVALID", "SELLER_TAX_ID_MISSING", "SERIAL_FORMAT",
+    "SPECIAL_NATURAL_PERSON", "TAX_CODE_FORMAT", "TAX_POLICY_RATE", "TAX_RATE_NOT_ALLOWED",
+    "TOO_MANY_LINES", "TOTALS_GROSS_MISMATCH", "TOTALS_MISMATCH", "TOTALS_SIGN",
+    "UNIT_PRICE_PRECISION", "UNIT_PRICE_SIGN", "ZERO_RATE_TAX",
+})
 _MAX_QTY_PLACES = 8
 _TAX_CODE = re.compile(r"[0-9]{19}")
 _INVOICE_NO = re.compile(r"[0-9]{20}")
@@ -105,7 +118,8 @@ def validate(invoice: Invoice) -> list[Problem]:
     """Every rule the invoice breaks, in a stable order; [] when it is fine."""
     v = _Validator(invoice)
     try:
-        v.run()
+        with localcontext(DECIMAL_CONTEXT):
+            v.run()
     except Exception as exc:  # a bug here must not crash the pipeline on bad data
         v.add("INTERNAL", "", f"the invoice could not be fully checked ({type(exc).__name__})")
     return v.problems
@@ -122,6 +136,10 @@ def _places(value: Decimal) -> int:
 
 def _fmt(value: Decimal) -> str:
     return "0" if value.is_zero() else format(value.normalize(), "f")
+
+
+def _money(value: Decimal) -> str:
+    return format_amount(value)
 
 
 def _pct(rate: Decimal) -> str:
@@ -329,11 +347,11 @@ class _Validator:
         if line.net_amount * want <= 0 or line.gross_amount * want <= 0:
             self.add("LINE_SIGN", f"{at}.net_amount",
                      f"{who}: on a {kind} invoice the amounts of {what} must be {word} "
-                     f"(amount {_fmt(line.net_amount)}, with tax {_fmt(line.gross_amount)})")
+                     f"(amount {_money(line.net_amount)}, with tax {_money(line.gross_amount)})")
         elif line.tax_amount * want < 0:
             self.add("LINE_SIGN", f"{at}.tax_amount",
                      f"{who}: on a {kind} invoice the tax of {what} must be {word} or zero "
-                     f"(tax {_fmt(line.tax_amount)})")
+                     f"(tax {_money(line.tax_amount)})")
         if line.quantity is not None and line.quantity * self.sign <= 0:
             self.add("QUANTITY_SIGN", f"{at}.quantity",
                      f"{who}: on a {kind} invoice the quantity must be "
@@ -347,9 +365,9 @@ class _Validator:
         with localcontext(DECIMAL_CONTEXT):
             if line.net_amount + line.tax_amount != line.gross_amount:
                 self.add("LINE_GROSS_MISMATCH", f"{at}.gross_amount",
-                         f"{who}: amount {_fmt(line.net_amount)} plus tax "
-                         f"{_fmt(line.tax_amount)} is not the amount with tax "
-                         f"{_fmt(line.gross_amount)}")
+                         f"{who}: amount {_money(line.net_amount)} plus tax "
+                         f"{_money(line.tax_amount)} is not the amount with tax "
+                         f"{_money(line.gross_amount)}")
             if line.quantity is not None and line.unit_price is not None:
                 inclusive = self.inv.price_basis is PriceBasis.TAX_INCLUSIVE
                 field = "gross_amount" if inclusive else "net_amount"
@@ -359,13 +377,16 @@ class _Validator:
                     self.add("LINE_AMOUNT_MISMATCH", f"{at}.{field}",
                              f"{who}: quantity {_fmt(line.quantity)} × unit price "
                              f"{_fmt(line.unit_price)} = {_fmt(product)}, but the "
-                             f"{_label(field)} is {_fmt(amount)} "
+                             f"{_label(field)} is {_money(amount)} "
                              f"(at most {AMOUNT_TOLERANCE} difference allowed)")
             error = line_tax_error(line)
-            if abs(error) > TAX_ERROR_LIMIT_LINE:
+            if line.tax_rate == 0 and not line.tax_amount.is_zero():
+                self.add("ZERO_RATE_TAX", f"{at}.tax_amount",
+                         f"{who}: a 0 % line cannot carry tax (got {_money(line.tax_amount)})")
+            elif abs(error) > TAX_ERROR_LIMIT_LINE:
                 self.add("LINE_TAX_MISMATCH", f"{at}.tax_amount",
-                         f"{who}: tax {_fmt(line.tax_amount)} does not match amount "
-                         f"{_fmt(line.net_amount)} × {_pct(line.tax_rate)} = "
+                         f"{who}: tax {_money(line.tax_amount)} does not match amount "
+                         f"{_money(line.net_amount)} × {_pct(line.tax_rate)} = "
                          f"{_fmt(line.net_amount * line.tax_rate)} "
                          f"(at most {TAX_ERROR_LIMIT_LINE} difference allowed)")
 
@@ -398,8 +419,8 @@ class _Validator:
             if (abs(line.net_amount) > abs(prev.net_amount)
                     or abs(line.gross_amount) > abs(prev.gross_amount)):
                 self.add("DISCOUNT_TOO_LARGE", f"{at}.net_amount",
-                         f"{who}: the discount {_fmt(abs(line.gross_amount))} (with tax) is "
-                         f"larger than line {index}'s amount {_fmt(abs(prev.gross_amount))}")
+                         f"{who}: the discount {_money(abs(line.gross_amount))} (with tax) is "
+                         f"larger than line {index}'s amount {_money(abs(prev.gross_amount))}")
 
     # -- invoice-level sums -----------------------------------------------------
 
@@ -417,14 +438,14 @@ class _Validator:
             for field in ("net_amount", "tax_amount"):
                 self.cents(f"tax_breakdown[{index}].{field}", getattr(entry, field),
                            f"tax breakdown {_pct(entry.tax_rate)}: {_label(field)}")
-        expected = tax_breakdown(self.inv.lines)
-        if _breakdown_key(given) == _breakdown_key(expected):
+        expected = sum_by_rate(self.inv.lines)
+        if [(e.tax_rate, e.net_amount, e.tax_amount) for e in given] == expected:
             return
         rates = [e.tax_rate for e in given]
         if rates != sorted(set(rates)):
             self.add("BREAKDOWN_ORDER", "tax_breakdown",
                      "the tax breakdown must have one entry per rate, in ascending order")
-        want = {e.tax_rate: e for e in expected}
+        want = {rate: (net, tax) for rate, net, tax in expected}
         have = {e.tax_rate: e for e in given}
         for rate in sorted(set(want) | set(have)):
             w, h = want.get(rate), have.get(rate)
@@ -435,29 +456,30 @@ class _Validator:
                 self.add("BREAKDOWN_MISMATCH", "tax_breakdown",
                          f"the tax breakdown has an entry for {_pct(rate)} but no line "
                          "has that rate")
-            elif (w.net_amount, w.tax_amount) != (h.net_amount, h.tax_amount):
+            elif w != (h.net_amount, h.tax_amount):
                 index = given.index(h)
                 self.add("BREAKDOWN_MISMATCH", f"tax_breakdown[{index}]",
-                         f"tax breakdown {_pct(rate)}: amount {_fmt(h.net_amount)} and tax "
-                         f"{_fmt(h.tax_amount)} should be {_fmt(w.net_amount)} and "
-                         f"{_fmt(w.tax_amount)} (the sums of the lines)")
+                         f"tax breakdown {_pct(rate)}: amount {_money(h.net_amount)} and tax "
+                         f"{_money(h.tax_amount)} should be {_money(w[0])} and "
+                         f"{_money(w[1])} (the sums of the lines)")
 
     def totals(self) -> None:
         given = self.inv.totals
         for field in ("net_amount", "tax_amount", "gross_amount"):
             self.cents(f"totals.{field}", getattr(given, field), f"total {_label(field)}")
-        expected = totals(self.inv.lines)
-        for field in ("net_amount", "tax_amount", "gross_amount"):
-            have, want = getattr(given, field), getattr(expected, field)
+        expected = dict(zip(("net_amount", "tax_amount", "gross_amount"),
+                            sum_lines(self.inv.lines), strict=True))
+        for field, want in expected.items():
+            have = getattr(given, field)
             if have != want:
                 self.add("TOTALS_MISMATCH", f"totals.{field}",
-                         f"total {_label(field)} is {_fmt(have)} but the lines add up to "
-                         f"{_fmt(want)}")
+                         f"total {_label(field)} is {_money(have)} but the lines add up to "
+                         f"{_money(want)}")
         if given.net_amount + given.tax_amount != given.gross_amount:
             self.add("TOTALS_GROSS_MISMATCH", "totals.gross_amount",
-                     f"total amount {_fmt(given.net_amount)} plus total tax "
-                     f"{_fmt(given.tax_amount)} is not the total with tax "
-                     f"{_fmt(given.gross_amount)}")
+                     f"total amount {_money(given.net_amount)} plus total tax "
+                     f"{_money(given.tax_amount)} is not the total with tax "
+                     f"{_money(given.gross_amount)}")
         kind = "red" if self.red else "blue"
         word = "negative" if self.red else "positive"
         if self.inv.lines and (
@@ -465,11 +487,7 @@ class _Validator:
         ):
             self.add("TOTALS_SIGN", "totals.gross_amount",
                      f"the total of a {kind} invoice must be {word} "
-                     f"(got {_fmt(given.gross_amount)})")
-
-
-def _breakdown_key(entries: Iterable[TaxSubtotal]) -> list[tuple[Decimal, Decimal, Decimal]]:
-    return [(e.tax_rate, e.net_amount, e.tax_amount) for e in entries]
+                     f"(got {_money(given.gross_amount)})")
 
 
 def _label(field: str) -> str:

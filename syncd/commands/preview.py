@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ input (--event): one JSON object {"topic", "partition", "offset", "key", "value"
 record's key and value documents as on the wire (the `syncd decode` input format).
 --lines: a JSON list of line rows (objects keyed by column name) instead of reading them
 from the ERP database; numbers may be JSON numbers or strings (read as exact decimals).
---blue: the blue invoice JSON (as frozen in the ledger) to preview a reversal.
+--blue: the blue invoice JSON to preview a reversal offline; without it the frozen blue
+invoice is read from syncd's ledger in the ERP database.
 output: JSON {"decision": {...}, "invoice": {...} | null, "problems": [...]}.
 exit codes: 0 ok, 1 the invoice would be INVALID (problems listed), 2 bad input/config."""
 
@@ -39,7 +41,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="syncd config YAML")
     parser.add_argument("--event", required=True, metavar="FILE", help="the Kafka record (JSON)")
     parser.add_argument("--lines", metavar="FILE", help="line rows (JSON list) instead of the DB")
-    parser.add_argument("--blue", metavar="FILE", help="blue invoice JSON, to preview a reversal")
+    parser.add_argument(
+        "--blue", metavar="FILE", help="blue invoice JSON for a reversal (default: from the ledger)"
+    )
 
 
 def _read_json(path: str, what: str) -> Any:
@@ -99,6 +103,41 @@ def _lines_from_db(config: SyncdConfig, doc: DocumentConfig, key: Any) -> list[d
         engine.dispose()
 
 
+def _blue_from_ledger(
+    config: SyncdConfig, doc: DocumentConfig, event: ChangeEvent
+) -> tuple[Any, str, int] | str:
+    """(blue invoice, its number, its revision) from the ledger, or why there is none."""
+    import sqlalchemy as sa
+
+    from syncd.intake import identities
+    from syncd.invoice import Invoice
+    from syncd.ledger import repository as repo
+    from syncd.ledger.engine import ledger_engine
+    from syncd.states import DocumentKind as LedgerKind
+
+    _, base = identities(doc, event, LedgerKind.ISSUE, 0)
+    engine = ledger_engine(
+        config.database.dsn_value(), config.database.schema_name, poolclass=sa.pool.NullPool
+    )
+    try:
+        with engine.connect() as connection:
+            issue = repo.latest_revision(
+                connection, base.document_type, base.source_table, base.source_key
+            )
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return f"the ledger is not readable ({reason}); pass --blue FILE"
+    finally:
+        engine.dispose()
+    if issue is None:
+        return "no invoice for this document in the ledger: the daemon would ignore the reversal"
+    if issue.payload is None or issue.invoice_no is None:
+        return (f"the ledger's invoice is {issue.state.value}, not issued: the daemon would "
+                "reverse it once issued (or ignore it if it fails)")
+    blue = Invoice.model_validate(dict(issue.payload))
+    return blue, issue.invoice_no, issue.identity.revision
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value, "f")
@@ -109,6 +148,7 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
     from syncd.invoice import Invoice
     from syncd.mapping import MappingResult, build_blue, build_red
     from syncd.rules import Action, decide_event
+    from syncd.serial import serial_for
 
     record = _decode(config, args.event)
     if not isinstance(record, ChangeEvent):
@@ -130,8 +170,6 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
     }
     ident = decision.identity
     if ident is not None:
-        from syncd.serial import serial_for
-
         out["decision"]["key"] = {k: v for k, v in ident.key}
         out["decision"]["serial"] = serial_for(ident)
     doc = config.documents.get(decision.document or "")
@@ -143,12 +181,26 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
         lines = _lines_from_file(args.lines) if args.lines else _lines_from_db(config, doc, key)
         result = build_blue(doc, row, lines, ident)
     elif decision.action is Action.REVERSE and doc is not None and row is not None and ident:
-        if not args.blue:
-            out["note"] = "a red invoice reverses the frozen blue payload: pass --blue FILE"
-        else:
-            blue = Invoice.model_validate(_read_json(args.blue, "--blue"))
+        if args.blue:
+            try:
+                blue = Invoice.model_validate(_read_json(args.blue, "--blue"))
+            except ValueError as exc:
+                raise _InputError(f"--blue {args.blue}: not an invoice: {exc}") from None
             original = row.get(doc.write_back.columns.invoice_no)
-            result = build_red(doc, row, blue, str(original), ident)
+            if not isinstance(original, str):
+                raise _InputError(
+                    f"--blue: the row has no invoice number in {doc.write_back.columns.invoice_no}"
+                )
+            result = build_red(doc, row, blue, original, ident)
+        else:
+            found = _blue_from_ledger(config, doc, record)
+            if isinstance(found, str):
+                out["note"] = found
+            else:
+                blue, original, revision = found
+                ident = replace(ident, revision=revision)
+                out["decision"]["serial"] = serial_for(ident)
+                result = build_red(doc, row, blue, original, ident)
     if result is not None:
         if result.invoice is not None:
             out["invoice"] = result.invoice.model_dump(mode="json")

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_deliberate_drops()
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-        lifespan="on", timeout_graceful_shutdown=2,
+        lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False, server_header=False,
     ))
     try:
         server.run()

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
@@ -155,13 +156,34 @@ def unscaled_to_decimal(raw: bytes, scale: int) -> Decimal:
     return Decimal(f"{unscaled}E{-scale}")
 
 
+class ExactNumbersNeeded(Exception):  # noqa: N818 - a signal, not an error
+    """A float reached a decimal column while parsing with the fast (float) parser.
+
+    The fast JSON parser turns numbers into binary floats; for a decimal column
+    written as a JSON number (`decimal.format=NUMERIC`, or a declared schemaless
+    decimal) that could lose digits, so the record is parsed again exactly.
+    """
+
+
+# True while decoding from bytes with the fast parser; read only when a float hits
+# a decimal column, so the hot path never touches it.
+fast_floats: ContextVar[bool] = ContextVar("syncd_debezium_fast_floats", default=False)
+
+
+def exact_decimal(value: Any) -> Decimal:
+    """A JSON number for a decimal column: exact, or a request to re-parse exactly."""
+    if type(value) is float and fast_floats.get():
+        raise ExactNumbersNeeded
+    return to_decimal_number(value)
+
+
 def precise_decimal(value: Any, scale: int) -> ColumnValue:
     """Connect Decimal: base64 unscaled bytes, or a JSON number (`decimal.format=NUMERIC`)."""
     if type(value) is str:
         if value in (PLACEHOLDER, PLACEHOLDER_BASE64):
             return UNAVAILABLE
         return unscaled_to_decimal(b64(value), scale)
-    return to_decimal_number(value)
+    return exact_decimal(value)
 
 
 def _fixed_decimal(schema: Mapping[str, Any]) -> Converter:
@@ -345,6 +367,8 @@ def compile_schema(schema: Any, *, top: bool = False) -> Converter:
         raise _expected("a schema object", schema)
     kind = schema.get("type")
     name = schema.get("name")
+    if type(kind) is not str:
+        raise Invalid("schema without a string 'type'")
     if name is not None and type(name) is not str:
         raise Invalid("schema 'name' is not a string")
     if name is not None and not top:
@@ -361,8 +385,6 @@ def compile_schema(schema: Any, *, top: bool = False) -> Converter:
                 "does not know how to convert it; exclude the column "
                 "(column.exclude.list) or report it"
             )
-    if type(kind) is not str:
-        raise Invalid("schema without a 'type'")
     primitive = _PRIMITIVES.get(kind)
     if primitive is not None:
         return primitive
@@ -394,20 +416,23 @@ def compile_fields(schema: Mapping[str, Any]) -> dict[str, Converter]:
 def convert_struct(plan: Mapping[str, Converter], value: Any) -> dict[str, ColumnValue]:
     if type(value) is not dict:
         raise _expected("an object", value)
-    out: dict[str, ColumnValue] = {}
+    try:
+        # the hot path: one comprehension, no per-field bookkeeping
+        return {k: None if v is None else plan[k](v) for k, v in value.items()}
+    except (Invalid, KeyError):
+        pass
+    # slow path, only for a bad record: find the field to blame
     name = ""
     try:
         for name, item in value.items():
-            if item is None:
-                out[name] = None
-                continue
             converter = plan.get(name)
             if converter is None:
                 raise Invalid("field not in the schema")
-            out[name] = converter(item)
+            if item is not None:
+                converter(item)
     except Invalid as exc:
         raise exc.under(name) from None
-    return out
+    raise Invalid("inconsistent struct value")  # pragma: no cover - both paths agree
 
 
 def _struct(plan: dict[str, Converter]) -> Converter:

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - orjson is a dependency; stdlib json still works
+    _orjson = None  # type: ignore[assignment]
+
 from syncd.changes import (
     UNAVAILABLE,
     ChangeEvent,
@@ -29,18 +34,26 @@ from syncd.changes import (
 )
 from syncd.debezium.convert import (
     Converter,
+    ExactNumbersNeeded,
     Invalid,
     b64,
     compile_fields,
     convert_struct,
     decimal_string,
+    exact_decimal,
+    fast_floats,
     schemaless_value,
-    to_decimal_number,
     unscaled_to_decimal,
 )
 from syncd.debezium.options import DecodeOptions
 
 _OPS: Final = {op.value: op for op in Op}
+# Enum member access is slow on Python 3.11; the hot path compares module constants.
+_CREATE: Final = Op.CREATE
+_UPDATE: Final = Op.UPDATE
+_DELETE: Final = Op.DELETE
+_READ: Final = Op.READ
+_MESSAGE: Final = Op.MESSAGE
 _FLAT_PREFIX: Final = "__"
 _BASE64_CHARS: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -65,7 +78,7 @@ def compile_plan(schema: Any) -> SchemaPlan:
     fields = schema.get("fields")
     if type(fields) is not list:
         raise Invalid("struct schema without a 'fields' list")
-    by_name = {f.get("field"): f for f in fields if type(f) is dict}
+    by_name = {f["field"]: f for f in fields if type(f) is dict and type(f.get("field")) is str}
     if "op" in by_name and "source" in by_name:
         before = _row_plan(by_name.get("before"), "before")
         after_schema = by_name.get("after")
@@ -123,14 +136,36 @@ def _constant(name: str) -> Decimal:
     return Decimal(name)  # NaN, Infinity, -Infinity as written by Jackson
 
 
+# One decoder instance: json.loads(..., parse_float=...) would build a new one per call.
+_JSON: Final = json.JSONDecoder(parse_float=Decimal, parse_constant=_constant)
+
+
 def _parse(text: str | bytes, what: str) -> Any:
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_constant)
+        if type(text) is bytes:
+            text = text.decode("utf-8")
+        return _JSON.decode(text)  # type: ignore[arg-type]
+    except UnicodeDecodeError as exc:
+        raise Invalid(f"{what} is not UTF-8 (invalid byte at offset {exc.start})") from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise Invalid(f"{what} is not JSON ({exc.msg} at {where})") from None
     except (ValueError, RecursionError, ArithmeticError) as exc:
         raise Invalid(f"{what} is not usable JSON ({exc})") from None
+
+
+def _parse_fast(data: bytes, what: str) -> Any:
+    """orjson when available (about 3x faster); the exact parser for anything it refuses.
+
+    orjson yields floats, so `decode_record` runs with `fast_floats` set and a
+    decimal column that meets a float asks for an exact re-parse.
+    """
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass  # not UTF-8, NaN, integers beyond 64 bits, too deep: let json explain
+    return _parse_bytes(data, what)
 
 
 def _parse_bytes(data: bytes, what: str) -> Any:
@@ -153,29 +188,39 @@ class _Doc:
     plan: SchemaPlan | None
 
 
-def _load_bytes(data: bytes, what: str, with_plan: bool) -> _Doc:
-    """Parse a JsonConverter document, skipping the schema text when it was seen before."""
+def _load_bytes(data: bytes, what: str, with_plan: bool, fast: bool) -> _Doc:
+    """Parse a JsonConverter document, skipping the schema text when it was seen before.
+
+    The schema's bytes are the cache key (a hash and a memcmp; a memoryview key
+    would be ten times slower to compare), so a known schema is never parsed again.
+    """
     cut = -1
     if with_plan and data.startswith(_SCHEMA_HEAD) and data.endswith(b"}"):
         cut = data.find(_PAYLOAD_SEP)
         if cut > 0:
             plan = _bytes_plans.get(data[len(_SCHEMA_HEAD) : cut])
             if plan is not None:
+                body = data[cut + len(_PAYLOAD_SEP) : -1]
                 try:
-                    return _Doc(_parse(data[cut + len(_PAYLOAD_SEP) : -1], what), plan)
+                    payload = _parse_fast(body, what) if fast else _parse(body, what)
+                    return _Doc(payload, plan)
                 except Invalid:
                     pass  # odd layout: the full parse below reports precisely
-    doc = _parse_bytes(data, what)
+    doc = _parse_fast(data, what) if fast else _parse_bytes(data, what)
     loaded = _load_doc(doc, what, with_plan)
     if loaded.plan is not None and cut > 0:
         schema_bytes = data[len(_SCHEMA_HEAD) : cut]
         try:
-            same = _parse(schema_bytes, what) == doc["schema"]
+            same = _parse_bytes(schema_bytes, what) == _load_doc_schema(doc)
         except Invalid:
             same = False
         if same:
             _remember(_bytes_plans, schema_bytes, loaded.plan)
     return loaded
+
+
+def _load_doc_schema(doc: Any) -> Any:
+    return doc.get("schema") if type(doc) is dict else None
 
 
 def _load_doc(doc: Any, what: str, with_plan: bool) -> _Doc:
@@ -200,18 +245,37 @@ def decode_record(
 ) -> DecodedRecord:
     """Decode one Kafka record as it came off the wire (JsonConverter bytes)."""
     try:
-        key_doc = None if key is None else _load_bytes(key, "key", with_plan=True)
-        if value is None:
-            return Tombstone(position, _key_row(key_doc, options))
-        special = _is_special(position.topic, options)
-        value_doc = _load_bytes(value, "value", with_plan=not special)
-        return _decode(position, key_doc, value_doc, options)
+        token = fast_floats.set(True)
+        try:
+            return _decode_bytes(position, key, value, options, fast=True)
+        except ExactNumbersNeeded:
+            fast_floats.set(False)
+            return _decode_bytes(position, key, value, options, fast=False)
+        finally:
+            fast_floats.reset(token)
     except Invalid as exc:
         raise DecodeError(position, exc.message()) from None
     except DecodeError:
         raise
+    except RecursionError:
+        raise DecodeError(position, "record nested too deeply to decode") from None
     except Exception as exc:  # a bug must not turn a poison record into a crash loop
         raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode_bytes(
+    position: RecordPosition,
+    key: bytes | None,
+    value: bytes | None,
+    options: DecodeOptions,
+    fast: bool,
+) -> DecodedRecord:
+    key_doc = None if key is None else _load_bytes(key, "key", True, fast)
+    if value is None:
+        return Tombstone(position, _key_row(key_doc, options))
+    special = _is_special(position.topic, options)
+    value_doc = _load_bytes(value, "value", not special, fast)
+    return _decode(position, key_doc, value_doc, options)
 
 
 def decode_json(
@@ -229,6 +293,8 @@ def decode_json(
         raise DecodeError(position, exc.message()) from None
     except DecodeError:
         raise
+    except RecursionError:
+        raise DecodeError(position, "record nested too deeply to decode") from None
     except Exception as exc:
         raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
 
@@ -348,18 +414,18 @@ def _envelope(
         raise Invalid("change event without a 'source' block")
     if type(source) is not dict:
         raise Invalid(f"'source' is a JSON {_json_kind(source)}, expected an object")
-    table = _source_table(source, required=op is not Op.MESSAGE)
+    table = _source_table(source, required=op is not _MESSAGE)
     declared = options.declared_decimals.get(table)
     schemaless = plan is None
     before_plan = None if plan is None else plan.before
     after_plan = None if plan is None else plan.after
     before = _row(payload.get("before"), before_plan, declared, schemaless, table, "before")
     after: Row | None = _row(payload.get("after"), after_plan, declared, schemaless, table, "after")
-    if op in (Op.CREATE, Op.READ, Op.UPDATE) and after is None:
+    if (op is _UPDATE or op is _CREATE or op is _READ) and after is None:
         raise Invalid(f"op {op.value!r} without an 'after' row")
-    if op is Op.DELETE and after is not None:
+    if op is _DELETE and after is not None:
         raise Invalid("op 'd' with an 'after' row")
-    if op is Op.MESSAGE:
+    if op is _MESSAGE:
         after = _message(payload.get("message"))
     transaction = payload.get("transaction")
     tx_id: str | None = None
@@ -463,6 +529,10 @@ def _row(
         return None
     try:
         if schemaless:
+            if declared and type(value) is dict:
+                for column in declared:
+                    if type(value.get(column)) is float:
+                        exact_decimal(value[column])  # re-parse exactly if it was a fast float
             row = _schemaless_row(value)
         else:
             if fields is None:
@@ -500,8 +570,8 @@ def _apply_declared_decimals(
 def _declared_decimal(
     value: ColumnValue, scale: int | None, schemaless: bool, column: str
 ) -> Decimal:
-    if type(value) is int:
-        return to_decimal_number(value)
+    if type(value) is int or type(value) is float:
+        return exact_decimal(value)
     if type(value) is not str:
         raise Invalid(f"declared decimal column holds a {type(value).__name__}")
     looks_base64 = (

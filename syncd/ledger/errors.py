@@ -17,15 +17,24 @@ class StaleStateError(LedgerError):
     """
 
     def __init__(
-        self, document_id: int, expected: DocumentState, actual: DocumentState | None
+        self,
+        document_id: int,
+        expected: DocumentState,
+        actual: DocumentState | None,
+        expected_version: int | None = None,
+        actual_version: int | None = None,
     ) -> None:
         self.document_id = document_id
         self.expected = expected
         self.actual = actual
+        self.expected_version = expected_version
+        self.actual_version = actual_version
         now = actual.value if actual is not None else "?"
-        super().__init__(
-            f"document {document_id}: expected state {expected.value}, found {now}"
-        )
+        if expected_version is not None and actual is expected:
+            detail = f"expected version {expected_version} in {now}, found {actual_version}"
+        else:
+            detail = f"expected state {expected.value}, found {now}"
+        super().__init__(f"document {document_id}: {detail}")
 
 
 class DocumentNotFoundError(LedgerError):

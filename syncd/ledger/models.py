@@ -95,6 +95,8 @@ class DocumentRow:
     payload: Mapping[str, Any] | None
     payload_hash: str | None
     attempts: int
+    #: bumped by every transition (optimistic concurrency beyond the state alone)
+    version: int
     next_attempt_at: datetime | None
     last_error_code: str | None
     last_error: str | None
@@ -129,6 +131,7 @@ class DocumentRow:
             payload=m["payload"],
             payload_hash=m["payload_hash"],
             attempts=m["attempts"],
+            version=m["version"],
             next_attempt_at=m["next_attempt_at"],
             last_error_code=m["last_error_code"],
             last_error=m["last_error"],

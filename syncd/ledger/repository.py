@@ -21,9 +21,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
-from sqlalchemy import Connection, and_, func, or_, select, tuple_, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Integer,
+    and_,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from syncd.changes import RecordPosition
@@ -201,14 +214,11 @@ def ensure_documents(
         unique.setdefault(d.identity, d)
     ordered = sorted(unique.values(), key=lambda d: _identity_tuple(d.identity))
     rows = [d.values(lease_owner=lease_owner, lease_epoch=lease_epoch) for d in ordered]
-    stmt = (
-        pg_insert(documents)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(*documents.c)
-    )
+    # executemany: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") with
+    # RETURNING, and the statement compiles once instead of once per batch size.
+    stmt = pg_insert(documents).on_conflict_do_nothing().returning(*documents.c)
     created: dict[DocumentIdentity, DocumentRow] = {}
-    for m in conn.execute(stmt).mappings():
+    for m in conn.execute(stmt, rows).mappings():
         row = DocumentRow.from_mapping(m)
         created[row.identity] = row
     missing = [d.identity for d in ordered if d.identity not in created]
@@ -268,6 +278,8 @@ class Transition:
     reason: str = ""
     fields: Mapping[str, Any] = field(default_factory=dict)
     details: Mapping[str, Any] | None = None
+    #: also require this row version (from the row the decision was based on)
+    expected_version: int | None = None
 
 
 def transition(
@@ -279,16 +291,22 @@ def transition(
     reason: str = "",
     actor: str = "syncd",
     details: Mapping[str, Any] | None = None,
+    expected_version: int | None = None,
     **fields: Any,
 ) -> DocumentRow:
     """Move a document from `expected_state` to `new_state`, writing the audit row.
+
+    With `expected_version` (the `version` of the row the decision was based on) the
+    update also fails if the row went elsewhere and came back in the meantime.
 
     Raises `InvalidTransitionError` for a move the state machine forbids (checked against
     the row's kind inside the UPDATE), `StaleStateError` when the row is no longer in
     `expected_state`, `DocumentNotFoundError`, or `FrozenPayloadError`.
     """
     return transition_many(
-        conn, [Transition(doc_id, expected_state, new_state, reason, fields, details)],
+        conn,
+        [Transition(doc_id, expected_state, new_state, reason, fields, details,
+                    expected_version)],
         actor=actor,
     )[0]
 
@@ -296,12 +314,31 @@ def transition(
 def transition_many(
     conn: Connection, changes: Sequence[Transition], *, actor: str = "syncd"
 ) -> list[DocumentRow]:
-    """Several conditional updates, one audit INSERT. The first failure raises (roll back)."""
-    out: list[DocumentRow] = []
-    audit_rows: list[dict[str, Any]] = []
+    """Several conditional updates and one audit INSERT; results in input order.
+
+    Any failure raises the same typed error `transition` would (roll back). When every
+    change is for a different document, changes with the same (from, to, fields) shape
+    are applied by ONE `UPDATE ... FROM unnest(...)` statement each; otherwise (one
+    document moved twice in the batch) they are applied one by one, in order.
+    """
+    if not changes:
+        return []
     for ch in changes:
-        out.append(_transition_one(conn, ch))
-        audit_rows.append(
+        _validate(ch)
+    ids = [ch.document_id for ch in changes]
+    if len(changes) == 1 or len(set(ids)) != len(ids):
+        out = [_transition_one(conn, ch) for ch in changes]
+    else:
+        by_id: dict[int, DocumentRow] = {}
+        groups: dict[tuple[Any, ...], list[Transition]] = {}
+        for ch in changes:
+            groups.setdefault(_shape(ch), []).append(ch)
+        for group in groups.values():
+            by_id.update(_transition_group(conn, group))
+        out = [by_id[i] for i in ids]
+    _write_audit(
+        conn,
+        [
             {
                 "document_id": ch.document_id,
                 "from_state": ch.expected.value,
@@ -310,48 +347,107 @@ def transition_many(
                 "actor": actor,
                 "details": None if ch.details is None else dict(ch.details),
             }
-        )
-    _write_audit(conn, audit_rows)
+            for ch in changes
+        ],
+    )
     return out
 
 
-def _transition_one(conn: Connection, ch: Transition) -> DocumentRow:
-    kinds = kinds_allowing(ch.expected, ch.new)
-    if not kinds:
+def _validate(ch: Transition) -> None:
+    if not kinds_allowing(ch.expected, ch.new):
         raise InvalidTransitionError(ch.document_id, ch.expected, ch.new)
     unknown = set(ch.fields) - UPDATABLE_FIELDS
     if unknown:
         raise TypeError(f"document {ch.document_id}: cannot set {sorted(unknown)} in a transition")
-    values: dict[str, Any] = dict(ch.fields)
-    if "payload" in values:
-        if ch.expected not in _PAYLOAD_MUTABLE:
-            raise FrozenPayloadError(ch.document_id, ch.expected)
-        if values["payload"] is not None:
-            values["payload"] = dict(values["payload"])
-            values.setdefault("payload_hash", payload_hash(values["payload"]))
-    values["state"] = ch.new.value
-    values["updated_at"] = func.now()
-    stmt = (
-        update(documents)
-        .where(
-            documents.c.id == ch.document_id,
-            documents.c.state == ch.expected.value,
-            documents.c.kind.in_([k.value for k in kinds]),
+    if "payload" in ch.fields and ch.expected not in _PAYLOAD_MUTABLE:
+        raise FrozenPayloadError(ch.document_id, ch.expected)
+
+
+def _shape(ch: Transition) -> tuple[Any, ...]:
+    # Payload changes (rare: INVALID -> READY) keep the one-by-one path: jsonb arrays
+    # are not worth it.
+    if "payload" in ch.fields:
+        return ("single", ch.document_id)
+    return (ch.expected, ch.new, tuple(sorted(ch.fields)), ch.expected_version is not None)
+
+
+def _transition_group(conn: Connection, group: list[Transition]) -> dict[int, DocumentRow]:
+    first = group[0]
+    if len(group) == 1 or "payload" in first.fields:
+        return {ch.document_id: _transition_one(conn, ch) for ch in group}
+    names = sorted(first.fields)
+    with_version = first.expected_version is not None
+    arrays = [cast(bindparam("b_id", [ch.document_id for ch in group]), ARRAY(BigInteger))]
+    for name in names:
+        col_type = documents.c[name].type
+        arrays.append(
+            cast(bindparam(f"b_{name}", [ch.fields[name] for ch in group]), ARRAY(col_type))
         )
-        .values(**values)
-        .returning(*documents.c)
-    )
+    columns = ["id", *names]
+    if with_version:
+        arrays.append(
+            cast(bindparam("b_version", [ch.expected_version for ch in group]), ARRAY(Integer))
+        )
+        columns.append("expected_version")
+    v = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
+    kinds = [k.value for k in kinds_allowing(first.expected, first.new)]
+    conds = [
+        documents.c.id == v.c.id,
+        documents.c.state == first.expected.value,
+        documents.c.kind.in_(kinds),
+    ]
+    if with_version:
+        conds.append(documents.c.version == v.c.expected_version)
+    values: dict[str, Any] = {name: v.c[name] for name in names}
+    values.update(state=first.new.value, version=documents.c.version + 1, updated_at=func.now())
+    stmt = update(documents).where(*conds).values(**values).returning(*documents.c)
+    done = {m["id"]: DocumentRow.from_mapping(m) for m in conn.execute(stmt).mappings()}
+    for ch in group:
+        if ch.document_id not in done:
+            _raise_for(conn, ch)
+    return done
+
+
+def _transition_one(conn: Connection, ch: Transition) -> DocumentRow:
+    _validate(ch)
+    kinds = kinds_allowing(ch.expected, ch.new)
+    values: dict[str, Any] = dict(ch.fields)
+    if "payload" in values and values["payload"] is not None:
+        values["payload"] = dict(values["payload"])
+        values.setdefault("payload_hash", payload_hash(values["payload"]))
+    values["state"] = ch.new.value
+    values["version"] = documents.c.version + 1
+    values["updated_at"] = func.now()
+    conds = [
+        documents.c.id == ch.document_id,
+        documents.c.state == ch.expected.value,
+        documents.c.kind.in_([k.value for k in kinds]),
+    ]
+    if ch.expected_version is not None:
+        conds.append(documents.c.version == ch.expected_version)
+    stmt = update(documents).where(*conds).values(**values).returning(*documents.c)
     m = conn.execute(stmt).mappings().first()
     if m is not None:
         return DocumentRow.from_mapping(m)
+    _raise_for(conn, ch)
+
+
+def _raise_for(conn: Connection, ch: Transition) -> NoReturn:
+    """Explain why a conditional update matched nothing."""
     found = conn.execute(
-        select(documents.c.state, documents.c.kind).where(documents.c.id == ch.document_id)
+        select(documents.c.state, documents.c.kind, documents.c.version).where(
+            documents.c.id == ch.document_id
+        )
     ).first()
     if found is None:
         raise DocumentNotFoundError(ch.document_id)
     actual = DocumentState(found.state)
-    if actual is not ch.expected:
-        raise StaleStateError(ch.document_id, ch.expected, actual)
+    if actual is not ch.expected or (
+        ch.expected_version is not None and found.version != ch.expected_version
+    ):
+        raise StaleStateError(
+            ch.document_id, ch.expected, actual, ch.expected_version, int(found.version)
+        )
     raise InvalidTransitionError(ch.document_id, ch.expected, ch.new, DocumentKind(found.kind))
 
 

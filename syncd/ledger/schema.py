@@ -70,6 +70,8 @@ documents = Table(
     Column("payload", JSONB(none_as_null=True), nullable=True),
     Column("payload_hash", Text, nullable=True),
     Column("attempts", Integer, nullable=False, server_default="0"),
+    # bumped by every transition: lets a caller detect A-B-A (READY -> RETRY_WAIT -> READY)
+    Column("version", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=True),
     Column("last_error_code", Text, nullable=True),
     Column("last_error", Text, nullable=True),

@@ -135,28 +135,35 @@ class SandboxApp:
         request = Request(scope, receive)
         path: str = scope["path"]
         method: str = scope["method"]
-        fault: str | None = None
-        app_key: str | None = None
-        serial: str | None = None
-        reply: Reply | None = None
         if path == "/health":
             await _send(send, json_reply(200, {"status": "ok"}))
             return
-        try:
-            if path.startswith("/_sandbox/"):
-                reply = self._control(method, path, request, await request.body())
-            else:
-                reply, app_key, serial, fault = await self._platform(scope, request)
-            if fault in ("drop:reset", "drop:hang", "error:reset", "error:hang"):
-                await self._break(send, reply, fault or "")
+        body = await request.body()
+        if path.startswith("/_sandbox/"):
+            with self.store.transaction():
+                reply = self._control(method, path, request, body)
+                if method != "GET":  # fault changes and confirmations belong in the audit
+                    self._log(method, path, None, None, None, reply, started)
             await _send(send, reply)
-        finally:
-            self.store.log_request(
-                ts=time.time(), method=method, path=path, app_key=app_key,
-                status=reply.status if reply is not None else 0,
-                code=reply.code if reply is not None else None, serial=serial, fault=fault,
-                duration_ms=(time.monotonic() - started) * 1000,
-            )
+            return
+        faults = self.faults
+        if faults.latency_ms and path.startswith("/v1/"):
+            await asyncio.sleep(faults.latency_ms / 1000)
+        with self.store.transaction():
+            reply, app_key, serial, fault = self._platform(scope, request, body, faults)
+            self._log(method, path, app_key, serial, fault, reply, started)
+        # committed: from here on, a broken answer is a *lost* answer
+        if fault in ("drop:reset", "drop:hang", "error:reset", "error:hang"):
+            await self._break(send, reply, fault or "")
+        await _send(send, reply)
+
+    def _log(self, method: str, path: str, app_key: str | None, serial: str | None,
+             fault: str | None, reply: Reply, started: float) -> None:
+        self.store.log_request(
+            ts=time.time(), method=method, path=path, app_key=app_key, status=reply.status,
+            code=reply.code, serial=serial, fault=fault,
+            duration_ms=(time.monotonic() - started) * 1000,
+        )
 
     async def _break(self, send: Send, reply: Reply, fault: str) -> None:
         if fault.endswith(":hang"):
@@ -195,26 +202,25 @@ class SandboxApp:
                     last_prune = now
             except Exception:  # a bad row must not stop issuance of the others
                 log.exception("background issuance failed")
-            await asyncio.sleep(min(0.05, max(self.config.issue_delay / 4, 0.005)))
+            await asyncio.sleep(min(0.25, max(self.config.issue_delay / 4, 0.02)))
 
     def _seal_fails(self) -> bool:
         return self.dice.hit(self.faults.issue_failure_rate)
 
     # --- the platform API -------------------------------------------------------------
 
-    async def _platform(
-        self, scope: Scope, request: Request
+    def _platform(
+        self, scope: Scope, request: Request, body: bytes, faults: Faults
     ) -> tuple[Reply, str | None, str | None, str | None]:
-        """(reply, app_key, serial, fault) for a /v1 request, faults applied."""
+        """(reply, app_key, serial, fault) for a /v1 request, faults applied.
+
+        Synchronous on purpose: it runs inside one store transaction.
+        """
         method, path = scope["method"], scope["path"]
         route, params = _match(_ROUTES, method, path)
-        body = await request.body()
         serial = params.get("serial")
         if route is None:
             return error(404, "NOT_FOUND", f"no route {method} {path}"), None, serial, None
-        faults = self.faults
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
         now = time.time()
         base_url = _base_url(scope, request)
 
@@ -293,6 +299,12 @@ class SandboxApp:
         if violations:
             return error(422, "VALIDATION_FAILED", "the invoice breaks the platform's rules",
                          serial=serial, errors=[v.as_json() for v in violations]), serial
+        if self.dice.hit(self.faults.rejection_rate):
+            return error(422, "VALIDATION_FAILED", "the invoice breaks the platform's rules",
+                         serial=serial, errors=[{
+                             "code": "BUYER_NOT_REGISTERED", "path": "buyer.tax_id",
+                             "message": "the buyer's taxpayer ID is not registered with the "
+                                        "tax bureau"}]), serial
         outcome = self.store.submit_invoice(
             payload, app_key=ctx.app_key, now=ctx.now, delay=self.config.issue_delay,
             refuse_duplicates=self.config.dialect == "refuse-duplicates",

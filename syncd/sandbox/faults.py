@@ -30,6 +30,9 @@ class Faults(BaseModel):
     drop_mode: Literal["reset", "hang"] = "reset"
     hang_ms: int = Field(30_000, ge=0, le=600_000)
     issue_failure_rate: float = Field(0.0, ge=0.0, le=1.0)
+    # Share of submitted invoices refused for a reason only the platform knows (the buyer's
+    # tax ID is not registered with the bureau): a 422 the client cannot foresee.
+    rejection_rate: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class ErrorKind(enum.Enum):

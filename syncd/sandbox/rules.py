@@ -351,7 +351,7 @@ def _check_line(c: _Checker, raw: object, i: int, basis: str | None) -> _Line | 
               f"{rate} is not an allowed VAT rate (13%, 9%, 6%, 5%, 3%, 1%, 0%)")
     if policy is not None and rate is not None and rate != 0:
         c.add("INVALID_TAX_POLICY", f"{path}.tax_policy", "a tax policy flag needs a rate of 0")
-    if (qty is None) != (price is None):
+    if (line.get("quantity") is None) != (line.get("unit_price") is None):
         c.add("MISSING_FIELD", f"{path}.quantity", "quantity and unit price go together")
     if qty is not None and price is not None:
         if nature != "DISCOUNT" and (qty <= 0 or price < 0):

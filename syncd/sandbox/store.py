@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS invoices (
     accepted_at REAL NOT NULL,
     due_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 1,
-    invoice_no TEXT UNIQUE,
+    invoice_no TEXT,
     issued_at TEXT,
     check_code TEXT,
     net_amount TEXT NOT NULL,
@@ -49,7 +49,10 @@ CREATE TABLE IF NOT EXISTS invoices (
     failure_code TEXT,
     failure_reason TEXT
 );
-CREATE INDEX IF NOT EXISTS invoices_due ON invoices (status, due_at);
+-- partial indexes: an accepted invoice touches neither until it matters
+CREATE INDEX IF NOT EXISTS invoices_due ON invoices (due_at) WHERE status = 'PROCESSING';
+CREATE UNIQUE INDEX IF NOT EXISTS invoices_no ON invoices (invoice_no)
+    WHERE invoice_no IS NOT NULL;
 CREATE TABLE IF NOT EXISTS red_forms (
     serial TEXT PRIMARY KEY,
     original_invoice_no TEXT NOT NULL,
@@ -69,7 +72,7 @@ CREATE TABLE IF NOT EXISTS red_forms (
 CREATE UNIQUE INDEX IF NOT EXISTS red_forms_once
     ON red_forms (original_invoice_no) WHERE status != 'FAILED';
 CREATE TABLE IF NOT EXISTS requests (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,              -- never deleted, so ids only grow
     ts REAL NOT NULL,
     method TEXT NOT NULL,
     path TEXT NOT NULL,
@@ -85,7 +88,7 @@ CREATE TABLE IF NOT EXISTS nonces (
     app_key TEXT NOT NULL,
     seen_at REAL NOT NULL,
     PRIMARY KEY (app_key, nonce)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nonces_seen ON nonces (seen_at);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
@@ -102,10 +105,14 @@ class SubmitOutcome:
     row: dict[str, Any]
 
 
-def payload_digest(payload: Mapping[str, Any]) -> str:
+def canonical_json(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def payload_digest(payload: Mapping[str, Any], canonical: str | None = None) -> str:
     """Digest of the *parsed* payload, so key order and whitespace are not "different"."""
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    text = canonical_json(payload) if canonical is None else canonical
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class Store:
@@ -121,7 +128,16 @@ class Store:
         self._db.close()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One commit for everything a request does (nonce, effect, request log)."""
+        with self._tx():
+            yield
+
+    @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._db.in_transaction:  # joined into the request's transaction
+            yield self._db
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
@@ -133,18 +149,18 @@ class Store:
     # --- requests and nonces ---------------------------------------------------------
 
     def remember_nonce(self, app_key: str, nonce: str, now: float, ttl: float) -> bool:
-        """False when the nonce was already used by this key within `ttl` seconds."""
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT seen_at FROM nonces WHERE app_key = ? AND nonce = ?", (app_key, nonce)
-            ).fetchone()
-            if row is not None and now - row["seen_at"] < ttl:
-                return False
-            db.execute(
-                "INSERT OR REPLACE INTO nonces (nonce, app_key, seen_at) VALUES (?, ?, ?)",
-                (nonce, app_key, now),
-            )
-            return True
+        """False when the nonce was already used by this key within `ttl` seconds.
+
+        One statement (autocommit): an insert, or a refresh of an expired entry;
+        a live entry makes it change nothing, which is the replay.
+        """
+        cursor = self._db.execute(
+            "INSERT INTO nonces (nonce, app_key, seen_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (app_key, nonce) DO UPDATE SET seen_at = excluded.seen_at"
+            " WHERE nonces.seen_at <= ?",
+            (nonce, app_key, now, now - ttl),
+        )
+        return cursor.rowcount == 1
 
     def prune_nonces(self, before: float) -> None:
         with self._tx() as db:
@@ -173,7 +189,8 @@ class Store:
         refuse_duplicates: bool,
     ) -> SubmitOutcome:
         serial = str(payload["serial"])
-        digest = payload_digest(payload)
+        canonical = canonical_json(payload)
+        digest = payload_digest(payload, canonical)
         with self._tx() as db:
             row = db.execute("SELECT * FROM invoices WHERE serial = ?", (serial,)).fetchone()
             if row is None and db.execute(
@@ -198,14 +215,14 @@ class Store:
                     return SubmitOutcome("DUPLICATE", existing)
                 return SubmitOutcome("SAME" if same else "CONFLICT", existing)
             net, tax, gross = totals_of(payload)
-            db.execute(
+            row = db.execute(
                 "INSERT INTO invoices (serial, kind, invoice_type, payload, payload_hash, status,"
                 " app_key, accepted_at, due_at, net_amount, tax_amount, gross_amount)"
-                " VALUES (?, 'BLUE', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?)",
-                (serial, payload["invoice_type"], json.dumps(payload, ensure_ascii=False),
+                " VALUES (?, 'BLUE', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?) RETURNING *",
+                (serial, payload["invoice_type"], canonical,
                  digest, app_key, now, now + delay, net, tax, gross),
-            )
-            return SubmitOutcome("ACCEPTED", self._invoice(db, serial))
+            ).fetchall()[0]
+            return SubmitOutcome("ACCEPTED", dict(row))
 
     def invoice(self, serial: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM invoices WHERE serial = ?", (serial,)).fetchone()
@@ -243,15 +260,15 @@ class Store:
                 else:
                     self._issue(db, due_serial, now)
                 done += 1
-            done += self._issue_due_red_forms(db, now, serial)
+            if serial is None or not done:
+                done += self._issue_due_red_forms(db, now, serial)
         return done
 
     def _next_invoice_no(self, db: sqlite3.Connection, now: float) -> str:
-        db.execute(
+        ((seq,),) = db.execute(
             "INSERT INTO counters (name, value) VALUES ('invoice_no', 1)"
-            " ON CONFLICT (name) DO UPDATE SET value = value + 1"
-        )
-        (seq,) = db.execute("SELECT value FROM counters WHERE name = 'invoice_no'").fetchone()
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value"
+        ).fetchall()
         year = datetime.fromtimestamp(now, BEIJING).year % 100
         return f"{year:02d}312000{seq:012d}"  # 20 digits: year, region 31 (Shanghai), sequence
 

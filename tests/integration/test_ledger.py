@@ -7,6 +7,7 @@ transaction is visibly blocked on a lock in pg_stat_activity, never by sleeping.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import uuid
@@ -606,3 +607,148 @@ def test_claim_lock_timeout_bounds_the_wait_for_a_hung_owner(engine: Engine) -> 
         a.rollback()
     with engine.begin() as b:
         assert repo.claim_partitions(b, group, "new", [tp]) == {tp: old + 1}
+
+
+def test_readiness_database_check(engine: Engine) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from syncd.health import HealthServer, database_check
+
+    srv = HealthServer(CollectorRegistry(), host="127.0.0.1", port=0)
+    srv.add_readiness_check("database", database_check(engine))
+    srv.start()
+    try:
+        with urllib.request.urlopen(srv.url + "/readyz", timeout=10) as r:
+            assert r.status == 200
+        dead = create_engine("postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x",
+                             connect_args={"connect_timeout": 2})
+        srv.add_readiness_check("database", database_check(dead))
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(srv.url + "/readyz", timeout=10)
+        body = json.loads(err.value.read())
+        assert err.value.code == 503
+        assert body["checks"]["database"]["reason"] == "database unreachable (OperationalError)"
+        assert "hunter2" not in json.dumps(body)
+        dead.dispose()
+    finally:
+        srv.stop()
+
+
+def test_racing_random_transitions_leave_a_legal_audit_chain(engine: Engine, ident: Any) -> None:
+    """Several workers push the same documents along random legal edges concurrently.
+    Whatever interleaving happens, each document's audit trail is one legal path that
+    ends in the row's current state (no lost or doubled update)."""
+    import random
+
+    from syncd.states import TRANSITIONS, is_allowed
+
+    docs = [_ready(engine, ident) for _ in range(3)]
+    with engine.begin() as conn:
+        rev_issue = repo.transition(conn, _ready(engine, ident), S.READY, S.ISSUED)
+        rev, _ = repo.ensure_reversal(conn, rev_issue.id, serial(), PAYLOAD, actor="t")
+    docs.append(rev.id)
+    barrier = threading.Barrier(4)
+
+    def worker(n: int) -> int:
+        rng = random.Random(n)
+        wins = 0
+        barrier.wait()
+        for _ in range(25):
+            doc = rng.choice(docs)
+            with engine.connect() as conn:
+                row = repo.get_document(conn, doc)
+            targets = sorted(TRANSITIONS[row.kind].get(row.state, frozenset()))
+            if not targets:
+                continue
+            try:
+                with engine.begin() as conn:
+                    repo.transition(conn, doc, row.state, rng.choice(targets), actor=f"w{n}",
+                                    expected_version=row.version,
+                                    attempts=row.attempts + 1)
+                wins += 1
+            except StaleStateError:
+                pass
+        return wins
+
+    with ThreadPoolExecutor(4) as pool:
+        total_wins = sum(pool.map(worker, range(4)))
+    audited = 0
+    with engine.connect() as conn:
+        for doc in docs:
+            row = repo.get_document(conn, doc)
+            trail = repo.audit_trail(conn, doc)
+            assert trail[0].from_state is None
+            for prev, nxt in itertools.pairwise(trail):
+                assert nxt.from_state is prev.to_state
+                assert is_allowed(row.kind, prev.to_state, nxt.to_state)
+            assert trail[-1].to_state is row.state
+            # with expected_version no increment is lost, even across A-B-A cycles
+            assert row.version == row.attempts == len(trail) - 1
+            audited += len(trail) - 1
+    assert audited == total_wins
+
+
+def test_expected_version_catches_a_b_a(engine: Engine, ident: Any) -> None:
+    doc = _ready(engine, ident)
+    with engine.connect() as conn:
+        seen = repo.get_document(conn, doc)
+    assert seen.version == 0
+    with engine.begin() as conn:
+        repo.transition(conn, doc, S.READY, S.RETRY_WAIT)
+        back = repo.transition(conn, doc, S.RETRY_WAIT, S.READY)
+    assert back.version == 2
+    with pytest.raises(StaleStateError) as err, engine.begin() as conn:
+        repo.transition(conn, doc, S.READY, S.SUBMITTED, expected_version=seen.version)
+    assert err.value.actual_version == 2 and "version" in str(err.value)
+    with engine.begin() as conn:
+        assert repo.transition(conn, doc, S.READY, S.SUBMITTED, expected_version=2).version == 3
+
+
+def test_transition_many_bulk_path(engine: Engine, ident: Any) -> None:
+    docs = [_ready(engine, ident) for _ in range(6)]
+    when = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    with engine.connect() as conn:
+        versions = {d: repo.get_document(conn, d).version for d in docs}
+    with engine.begin() as conn:
+        rows = repo.transition_many(conn, [
+            *[repo.Transition(d, S.READY, S.ISSUED, reason="ok",
+                              fields={"invoice_no": f"INV-{d}", "issued_at": when,
+                                      "last_error_code": None},
+                              expected_version=versions[d]) for d in docs[:4]],
+            repo.Transition(docs[4], S.READY, S.RETRY_WAIT,
+                            fields={"attempts": 1, "next_attempt_at": when}),
+            repo.Transition(docs[5], S.READY, S.SUBMITTED),
+        ], actor="bulk")
+    assert [r.id for r in rows] == docs
+    assert [r.state for r in rows] == [S.ISSUED] * 4 + [S.RETRY_WAIT, S.SUBMITTED]
+    assert all(r.invoice_no == f"INV-{r.id}" and r.issued_at == when for r in rows[:4])
+    assert rows[4].attempts == 1 and rows[4].next_attempt_at == when
+    assert all(r.version == 1 for r in rows)
+    with engine.connect() as conn:
+        assert [a.actor for a in repo.audit_trail(conn, docs[0])] == ["t", "bulk"]
+
+
+def test_transition_many_bulk_path_names_the_stale_document(engine: Engine, ident: Any) -> None:
+    docs = [_ready(engine, ident) for _ in range(4)]
+    with engine.begin() as conn:
+        repo.transition(conn, docs[2], S.READY, S.SUBMITTED)
+    with pytest.raises(StaleStateError) as err, engine.begin() as conn:
+        repo.transition_many(conn, [repo.Transition(d, S.READY, S.ISSUED,
+                                                    fields={"invoice_no": "X"}) for d in docs])
+    assert err.value.document_id == docs[2] and err.value.actual is S.SUBMITTED
+    with engine.connect() as conn:
+        assert repo.get_document(conn, docs[0]).state is S.READY  # rolled back with the rest
+
+
+def test_transition_many_same_document_twice_is_sequential(engine: Engine, ident: Any) -> None:
+    doc = _ready(engine, ident)
+    with engine.begin() as conn:
+        rows = repo.transition_many(conn, [
+            repo.Transition(doc, S.READY, S.SUBMITTED),
+            repo.Transition(doc, S.SUBMITTED, S.ISSUED, fields={"invoice_no": "I"}),
+        ])
+    assert [r.state for r in rows] == [S.SUBMITTED, S.ISSUED] and rows[1].version == 2

@@ -70,15 +70,23 @@ def test_installed_entry_point_reports_version(installed: Path, tmp_path: Path) 
 
 
 def test_installed_check_config_accepts_the_example(installed: Path, tmp_path: Path) -> None:
-    """As the Dockerfile does: stand-in secret files through the SYNCD_* overrides."""
     assert EXAMPLE_CONFIG.is_file(), "config/example.yaml is missing (the image ships it)"
-    (tmp_path / "dsn").write_text("postgresql+psycopg://smoke:smoke@localhost:5432/erp")
-    (tmp_path / "secret").write_text("smoke")
-    env = _clean_env(installed) | {
-        "SYNCD_DATABASE__DSN_FILE": str(tmp_path / "dsn"),
-        "SYNCD_ISSUER__APP_SECRET_FILE": str(tmp_path / "secret"),
-        "SYNCD_KAFKA__SASL_PASSWORD_FILE": str(tmp_path / "secret"),
+    # The example reads its secrets from mounted files, as in Kubernetes: mount stand-ins
+    # (through environment overrides of the *_file keys) like the chart's secret volume does.
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    files = {
+        "SYNCD_KAFKA__SASL_PASSWORD_FILE": ("kafka-sasl-password", "kafka-pw"),
+        "SYNCD_DATABASE__DSN_FILE": ("database-dsn",
+                                     "postgresql+psycopg://syncd:db-pw@erp-db:5432/erp"),
+        "SYNCD_ISSUER__APP_SECRET_FILE": ("issuer-app-secret", "issuer-secret"),
     }
-    proc = _run([str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG), "--quiet"],
+    env = _clean_env(installed)
+    for var, (name, value) in files.items():
+        (secrets / name).write_text(value + "\n")
+        env[var] = str(secrets / name)
+    proc = _run([str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG)],
                 env=env, cwd=tmp_path)
-    assert "OK" in proc.stdout + proc.stderr
+    for secret in ("kafka-pw", "db-pw", "issuer-secret"):
+        assert secret not in proc.stdout + proc.stderr, "a secret was printed"
+    assert proc.stdout.strip(), "check-config printed nothing"

@@ -113,6 +113,34 @@ def test_precise_decimal_in_numeric_json_format():
     assert one_column(decimal_field("amount", 2), 12345.67) == Decimal("12345.67")
 
 
+def test_numbers_beyond_float_precision_stay_exact_from_bytes():
+    # more digits than a double holds: the fast parser's float must not be used
+    fields = [field("id", "int64", optional=False), decimal_field("amount", 2)]
+    doc = with_schema(envelope_schema(fields), payload("c", after={"id": 1, "amount": "N"}))
+    raw = wire(doc)
+    assert raw is not None
+    raw = raw.replace(b'"amount":"N"', b'"amount":1234567890123456789.12')
+    event = decode_record(POSITION, None, raw, OPTIONS)
+    assert event.after["amount"] == Decimal("1234567890123456789.12")
+    # a declared schemaless decimal sent as a number (decimal.format=NUMERIC)
+    body = wire(payload("c", after={"id": 1, "total_amount": "N"}))
+    assert body is not None
+    body = body.replace(b'"total_amount":"N"', b'"total_amount":98765432109876543.21')
+    options = DecodeOptions(decimal_columns=frozenset({"erp.sales_order.total_amount"}))
+    event = decode_record(POSITION, None, body, options)
+    assert event.after["total_amount"] == Decimal("98765432109876543.21")
+
+
+def test_values_the_fast_parser_refuses_still_decode():
+    body = wire(payload("c", after={"id": 1, "big": "N", "ratio": "R"}))
+    assert body is not None
+    body = body.replace(b'"big":"N"', b'"big":123456789012345678901234567890')
+    body = body.replace(b'"ratio":"R"', b"\"ratio\":NaN")
+    event = decode_record(POSITION, None, body, OPTIONS)
+    assert event.after["big"] == 123456789012345678901234567890
+    assert event.after["ratio"].is_nan()
+
+
 def test_variable_scale_decimal():
     vsd = field(
         "qty",
@@ -588,6 +616,17 @@ def test_bad_values_against_the_schema():
     )
 
 
+def test_deeply_nested_values_fail_cleanly():
+    deep: Any = "x"
+    for _ in range(900):
+        deep = [deep]
+    body = payload("c", after={"id": 1, "v": deep})
+    reason = fails(body)
+    assert reason == "record nested too deeply to decode"
+    raw = b'{"op":"c","source":{},"after":{"v":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+    assert "JSON" in fails_bytes(raw)
+
+
 def test_key_must_be_an_object():
     body = payload("c", after={"id": 1})
     assert "key is a JSON array" in fails(body, key=[1])
@@ -608,3 +647,36 @@ def test_cached_schema_with_broken_payload_still_fails_precisely():
 
 def test_source_schema_constant_is_shaped_like_debezium():
     assert SOURCE_SCHEMA["name"] == "io.debezium.connector.postgresql.Source"
+
+
+def test_a_known_schema_is_compiled_once_and_not_parsed_again(monkeypatch):
+    from syncd.debezium import records
+
+    for cache in (records._bytes_plans, records._identity_plans, records._text_plans):
+        cache.clear()
+    compiled: list[int] = []
+    real_compile = records.compile_plan
+
+    def counting_compile(schema: Any) -> Any:
+        compiled.append(1)
+        return real_compile(schema)
+
+    parsed: list[int] = []
+    real_parse = records._parse_fast
+
+    def counting_parse(data: bytes, what: str) -> Any:
+        parsed.append(len(data))
+        return real_parse(data, what)
+
+    monkeypatch.setattr(records, "compile_plan", counting_compile)
+    monkeypatch.setattr(records, "_parse_fast", counting_parse)
+    key, value = sales_order_update()
+    first = decode_record(POSITION, key, value, OPTIONS)
+    assert len(compiled) == 2  # the key schema and the value schema
+    parsed.clear()
+    for offset in range(5):
+        position = RecordPosition(POSITION.topic, 0, offset)
+        assert decode_record(position, key, value, OPTIONS).after == first.after
+    assert len(compiled) == 2
+    assert len(parsed) == 10  # key and value payloads only
+    assert max(parsed) < len(value) // 3  # the schema text was skipped, not parsed

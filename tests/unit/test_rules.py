@@ -3,6 +3,7 @@ from decimal import Decimal
 import pytest
 
 from syncd.changes import UNAVAILABLE
+from syncd.conditions import Condition
 from syncd.config import SnapshotPolicy
 from syncd.rules import Action, decide, decide_event, identity, route
 from syncd.serial import DocumentKind, serial_for
@@ -19,6 +20,14 @@ def config():
 @pytest.fixture(scope="module")
 def doc(config):
     return config.documents["sales_order"]
+
+
+@pytest.fixture(scope="module")
+def guarded(doc):
+    """A reversal rule that also needs the invoice number in the row."""
+    rule = Condition.model_validate({"all": [{"column": "status", "becomes": "CANCELLED"},
+                                             {"column": "invoice_no", "is_null": False}]})
+    return doc.model_copy(update={"reverses": rule})
 
 
 def test_status_became_confirmed_issues(doc):
@@ -52,6 +61,15 @@ def test_own_write_back_is_ignored(doc):
     assert d.reason == "own write-back: only write-back columns changed"
 
 
+def test_incidental_columns_count_as_own_write_back(doc):
+    before = order_row(status="CONFIRMED", updated_at="t1")
+    ev = update(before, invoice_no=BLUE_NO, updated_at="t2")
+    assert decide(ev, doc).reason.startswith("not a qualifying change")
+    touched = doc.model_copy(deep=True)
+    touched.write_back.incidental_columns = ["updated_at"]
+    assert decide(ev, touched).reason == "own write-back: only write-back columns changed"
+
+
 def test_write_back_together_with_other_change_is_decided(doc):
     before = order_row(status="CONFIRMED", invoice_no=BLUE_NO)
     d = decide(update(before, status="CANCELLED", invoice_status="REVERSAL_PENDING"), doc)
@@ -70,9 +88,12 @@ def test_unavailable_values_do_not_count_as_changes(doc):
     assert d.reason == "own write-back: only write-back columns changed"
 
 
-def test_reversal(doc):
+def test_reversal(doc, guarded):
     before = order_row(status="CONFIRMED", invoice_no=BLUE_NO)
     d = decide(update(before, status="CANCELLED"), doc)
+    assert d.action is Action.REVERSE
+    assert d.reason == "status became CANCELLED"
+    d = decide(update(before, status="CANCELLED"), guarded)
     assert d.action is Action.REVERSE
     assert d.reason == "status became CANCELLED and invoice_no is not null"
     assert d.identity is not None and d.identity.kind is DocumentKind.REVERSAL
@@ -80,8 +101,12 @@ def test_reversal(doc):
     assert serial_for(d.identity) != serial_for(issue)
 
 
-def test_cancel_before_invoicing_is_ignored(doc):
-    d = decide(update(order_row(status="CONFIRMED"), status="CANCELLED"), doc)
+def test_cancel_before_write_back(doc, guarded):
+    # demo: the ledger decides whether there is an invoice to reverse
+    ev = update(order_row(status="CONFIRMED"), status="CANCELLED")
+    assert decide(ev, doc).action is Action.REVERSE
+    # a rule that needs the invoice number ignores it
+    d = decide(ev, guarded)
     assert d.action is Action.IGNORE
     assert "not a qualifying change" in d.reason
 
@@ -99,13 +124,17 @@ def test_delete_truncate_message(doc):
     assert decide(event("m", None, None), doc).action is Action.IGNORE
 
 
-def test_unknown_status_is_undecided(doc):
-    # the reversal rule is false anyway (no invoice number); qualification is unknown
+def test_unknown_status_is_undecided(doc, guarded):
     d = decide(update(order_row(), status=UNAVAILABLE, remark="x"), doc)
+    assert d.action is Action.UNDECIDED
+    assert d.reason.startswith("cannot tell whether the change reverses an invoice: status: "
+                               "value not sent")
+    # the guarded reversal rule is false anyway (no invoice number); qualification is unknown
+    d = decide(update(order_row(), status=UNAVAILABLE, remark="x"), guarded)
     assert d.action is Action.UNDECIDED
     assert d.reason.startswith("cannot tell whether the change qualifies: status: value not sent")
     invoiced = order_row(status="CONFIRMED", invoice_no=BLUE_NO)
-    d2 = decide(update(invoiced, status=UNAVAILABLE, remark="x"), doc)
+    d2 = decide(update(invoiced, status=UNAVAILABLE, remark="x"), guarded)
     assert d2.action is Action.UNDECIDED
     assert d2.reason.startswith("cannot tell whether the change reverses an invoice")
 

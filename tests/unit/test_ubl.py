@@ -225,6 +225,11 @@ def test_an_issue_date_is_required():
         "cbc:IssueDate", namespaces=NS) == "2026-11-30"
 
 
+def test_an_invoice_without_lines_cannot_be_rendered():
+    with pytest.raises(UblError, match="at least one line"):
+        to_ubl(blue().model_copy(update={"lines": ()}))
+
+
 def test_orphan_discount_line_cannot_be_rendered():
     invoice = with_discount()
     broken = invoice.model_copy(update={"lines": invoice.lines[1:]})

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("payload", JSONB, nullable=True),
         sa.Column("payload_hash", sa.Text, nullable=True),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column("version", sa.Integer, nullable=False, server_default="0"),
         _ts("next_attempt_at", nullable=True, now=False),
         sa.Column("last_error_code", sa.Text, nullable=True),
         sa.Column("last_error", sa.Text, nullable=True),
