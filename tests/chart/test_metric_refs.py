@@ -1,7 +1,7 @@
 """Every metric the dashboard and the alerts query is one syncd exports (expected_metrics.py).
 
-The dashboard check needs no tools; the alert check renders the chart with helm. Checking the
-list itself against a live daemon's /metrics is the integration suite's job.
+The dashboard check needs no tools; the alert check renders the chart with helm; the list
+itself is checked against what syncd's metrics registry serves over HTTP.
 """
 
 from __future__ import annotations
@@ -79,3 +79,48 @@ def test_alerts_query_only_exported_metrics(render: Render) -> None:
     queries = list(rule_queries(rule["spec"]["groups"]))
     assert len(queries) >= 10
     assert _unknown(queries) == {}
+
+
+def test_expected_metrics_are_what_the_daemon_serves() -> None:
+    """expected_metrics.py against syncd's real metrics, scraped over HTTP from its health
+    server (the one serving /metrics, /healthz and /readyz in the pod) after one of each kind
+    of event. The probe paths the chart uses must be served there too. Scraping a complete
+    daemon on the local stack is the integration suite's job."""
+    import httpx
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from syncd.health import HealthServer
+    from syncd.metrics import DocumentOutcome, Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    metrics.heartbeat()
+    metrics.events_consumed.labels(topic="erp.erp.sales_order").inc()
+    metrics.document_settled("sales_order", DocumentOutcome.ISSUED)
+    metrics.issuer_request("issue", 200, 0.1)
+    metrics.retries.labels(operation="issue").inc()
+    with metrics.time_writeback():
+        pass
+    metrics.observe_freshness(0, 1.0)
+    metrics.set_partition_position("erp.erp.sales_order", 0, lag_messages=1, lag_seconds=1.0,
+                                   last_event_ts_ms=1000)
+    metrics.dead_letters.labels(topic="erp.erp.sales_order", reason="undecodable").inc()
+    metrics.rebalances.labels(event="assigned").inc()
+
+    server = HealthServer(metrics.registry, host="127.0.0.1", port=0)
+    server.start()
+    try:
+        server.beat()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            scrape = client.get("/metrics")
+            probes = {path: client.get(path).status_code for path in ("/healthz", "/readyz")}
+    finally:
+        server.stop()
+
+    assert scrape.status_code == 200
+    families = text_string_to_metric_families(scrape.text)
+    served = {sample.name for family in families for sample in family.samples}
+    missing = series_names() - served
+    assert not missing, f"dashboard/alerts rely on metrics syncd does not serve: {sorted(missing)}"
+    assert probes["/healthz"] == 200
+    assert probes["/readyz"] in (200, 503)  # served; readiness depends on registered checks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +16,7 @@ from tests.chart.conftest import (
     CI_VALUES,
     KUBE_VERSION,
     NAMESPACE,
+    ROOT,
     VALIDATE_VERSIONS,
     Render,
     find,
@@ -173,6 +175,12 @@ def test_config_file_is_deployed_verbatim(render: Render) -> None:
     assert secret_volume["secret"]["secretName"] == "syncd-credentials"
 
 
+def test_secrets_mount_path_is_configurable(render: Render) -> None:
+    docs = render([CI / "default-values.yaml"], ["secretsMountPath=/var/run/secrets/syncd"])
+    mounts = {m["name"]: m["mountPath"] for m in _pod_spec(docs)["containers"][0]["volumeMounts"]}
+    assert mounts["secrets"] == "/var/run/secrets/syncd"
+
+
 def test_secret_holds_only_given_credentials(render: Render) -> None:
     secret = find(render([CI / "default-values.yaml"]), "Secret")
     assert set(secret["data"]) == {"database-dsn", "issuer-app-secret"}
@@ -305,7 +313,10 @@ def test_notes_say_how_to_check(tmp_path: Path) -> None:
 
 
 def test_tools_are_the_pinned_versions() -> None:
-    out = subprocess.run(
-        [str(tool("helm")), "version", "--short"], capture_output=True, text=True
-    ).stdout
-    assert out.startswith("v3.22.0"), out
+    out = subprocess.run([str(tool("helm")), "version", "--short"], capture_output=True, text=True)
+    assert out.stdout.startswith("v3.22.0"), out.stdout
+    pinned = re.search(r"^require github.com/prometheus/prometheus v(\S+)$",
+                       (ROOT / "tools" / "go.mod").read_text(), re.M)
+    assert pinned, "tools/go.mod must pin github.com/prometheus/prometheus"
+    out = subprocess.run([str(tool("promtool")), "--version"], capture_output=True, text=True)
+    assert f"version {pinned.group(1)} " in out.stdout + out.stderr
