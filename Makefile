@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit integration test demo stack-up stack-down stack-clean stack-status clean
+.PHONY: install lint typecheck unit integration test demo stack-up stack-down stack-clean stack-status chart-test clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ integration: install stack-up
 
 test: install
 	bash dev/test.sh
+
+chart-test: install
+	bash dev/tools.sh
+	$(BIN)/pytest tests/chart -q
 
 stack-up: install
 	bash dev/stack.sh up

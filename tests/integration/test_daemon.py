@@ -14,6 +14,7 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+from tests.chart.expected_metrics import EXPORTED
 from tests.integration.daemon_harness import ORDER_TOPIC, world
 from tests.integration.stack import Stack, payload, read_topic
 
@@ -31,7 +32,14 @@ def test_orders_are_issued_and_written_back(it_erp: Stack, tmp_path: Path):
         w.verdict(issued=ids)
         metrics = d.metrics()
         assert 'syncd_documents_total{document="sales_order",outcome="issued"} 5.0' in metrics
-        assert "syncd_build_info" in metrics
+        assert 'syncd_build_info{version="' in metrics
+        # Every metric the Helm chart's dashboard and alerts query (tests/chart checks them
+        # against EXPORTED) is served by the running daemon.
+        declared = {line.split()[2] for line in metrics.splitlines()
+                    if line.startswith("# TYPE ")}
+        declared |= {n + "_total" for n in declared}  # counters may be declared without it
+        missing = sorted(set(EXPORTED) - declared)
+        assert missing == [], f"metrics the chart uses but the daemon does not serve: {missing}"
 
 
 def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(it_erp: Stack,
