@@ -38,7 +38,7 @@ from syncd.ledger.engine import ledger_engine
 from syncd.ledger.migrate import upgrade
 from syncd.ledger.models import TopicPartition
 from tests.integration.sandbox_process import SandboxProcess, free_port
-from tests.integration.stack import REPO_DIR, Stack
+from tests.integration.stack import REPO_DIR, Stack, topic_partitions
 
 IT_SCHEMA = "erp_it"
 IT_PREFIX = "it"
@@ -116,17 +116,10 @@ def restart_failed_connector_tasks(stack: Stack) -> None:
 def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "it-watermark"})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            md = consumer.list_topics(topic, timeout=5).topics.get(topic)
-            if md is not None and md.error is None and md.partitions:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {topic} missing")
-            time.sleep(0.3)
+        partitions = topic_partitions(consumer, topic)
         return {
             p: int(consumer.get_watermark_offsets(KafkaTP(topic, p), timeout=10)[1])
-            for p in md.partitions
+            for p in partitions
         }
     finally:
         consumer.close()

@@ -64,6 +64,18 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def topic_partitions(client: Any, topic: str, timeout: float = 60.0) -> list[int]:
+    """The partitions of `topic`, waiting until it exists (Debezium creates topics lazily)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        md = client.list_topics(topic, timeout=5).topics.get(topic)
+        if md is not None and md.error is None and md.partitions:
+            return sorted(md.partitions)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topic {topic} did not appear within {timeout} s")
+        time.sleep(0.3)
+
+
 def read_topic(
     bootstrap: str,
     topic: str,
@@ -83,14 +95,8 @@ def read_topic(
     found: list[tuple[bytes | None, bytes | None, int]] = []
     deadline = time.monotonic() + timeout
     try:
-        while True:
-            md = consumer.list_topics(topic, timeout=5).topics.get(topic)
-            if md is not None and md.error is None and md.partitions:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"topic {topic} did not appear within {timeout} s")
-            time.sleep(0.3)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions])
+        partitions = topic_partitions(consumer, topic, timeout)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         while len(found) < count:
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {len(found)} of {count} records matched on {topic}")
