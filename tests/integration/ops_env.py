@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import yaml
+from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, create_engine, text
 
 from syncd.commands.sandbox import DEV_APP_KEY, DEV_APP_SECRET
@@ -180,6 +181,12 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result(30)
 
 
 def wait_until(predicate: Any, timeout: float, what: str, interval: float = 0.5) -> Any:

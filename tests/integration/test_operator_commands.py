@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import text
 
 from syncd.changes import RecordPosition
@@ -23,8 +22,8 @@ from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.serial import DocumentIdentity as SerialIdentity
 from syncd.serial import DocumentKind as SerialKind
 from syncd.serial import serial_for
-from syncd.states import DocumentKind, DocumentState
-from tests.integration.ops_env import OpsEnv, create_env, drop_env
+from syncd.states import DocumentState
+from tests.integration.ops_env import OpsEnv, create_env, create_topic, drop_env
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -38,12 +37,6 @@ def env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsE
     e = create_env(stack, tmp_path_factory.mktemp("ops"))
     yield e
     drop_env(e)
-
-
-def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
-        future.result(30)
 
 
 def _erp_order(env: OpsEnv, status: str = "CONFIRMED", invoice_status: str | None = None) -> int:
@@ -84,7 +77,7 @@ def test_status_json_reports_states_stuck_parked_lag_leases_and_dead_letters(
     config = env.config
     topic = config.documents["sales_order"].topic
     assert topic is not None
-    _create_topic(stack.bootstrap, topic, 2)
+    create_topic(stack.bootstrap, topic, 2)
     producer = Producer({"bootstrap.servers": stack.bootstrap})
     for i in range(5):
         producer.produce(topic, value=b"{}", partition=0, key=str(i).encode())
@@ -201,7 +194,7 @@ def test_dlq_replay_reproduces_original_bytes_to_the_source_partition_once(
 ) -> None:
     config = env.config
     source = f"{env.name}.replay-source"
-    _create_topic(stack.bootstrap, source, 3)
+    create_topic(stack.bootstrap, source, 3)
     dlq = f"{env.name}.dlq-replay-test"
     cfg = tmp_path / "dlq.yaml"
     cfg.write_text(env.config_path.read_text().replace(config.kafka.dead_letter_topic, dlq))
