@@ -425,7 +425,9 @@ class Pipeline:
                         if not self._driver.is_active(row.id):
                             submitted += 1
                             self._track(row)
-                            self._driver.submit(row.id)
+                        # Due by the ledger (e.g. `syncd retry`): run it now, even if the
+                        # driver planned its next look for later.
+                        self._driver.submit(row.id, expedite=row.next_attempt_at is not None)
                     if len(page) < 500:
                         break
                     after = page[-1].id

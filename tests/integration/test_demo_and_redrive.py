@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -87,11 +86,17 @@ def test_demo_generate_issues_every_order_exactly_once(
     assert again.returncode == 2 and "already exist" in again.stderr
 
 
-def test_a_document_that_went_dead_is_retried_by_the_daemon_and_issued_once(
-    running: tuple[OpsEnv, SandboxProcess], tmp_path: Path,
+@pytest.mark.parametrize(("faults", "parked"), [
+    # max_attempts 3 with sub-second backoff in this env's config: DEAD soon
+    ({"error_rate": 1.0, "error_mode": "http_500"}, "DEAD"),
+    # the provider needs a human: BLOCKED, next look only after 300 s -- retry must not wait
+    ({"credit_exhausted": True}, "BLOCKED"),
+])
+def test_a_parked_document_is_retried_by_the_daemon_and_issued_once(
+    running: tuple[OpsEnv, SandboxProcess], faults: dict[str, object], parked: str,
 ) -> None:
     env, sandbox = running
-    sandbox.set_faults(error_rate=1.0, error_mode="http_500")
+    sandbox.set_faults(**faults)
     erp = env.erp()
     try:
         with erp.begin() as c:
@@ -113,8 +118,7 @@ def test_a_document_that_went_dead_is_retried_by_the_daemon_and_issued_once(
                 return c.execute(text("SELECT invoice_status FROM erp.sales_order WHERE id = :id"),
                                  {"id": order_id}).scalar_one()
 
-        # max_attempts 3 with sub-second backoff in this env's config: DEAD soon.
-        wait_until(lambda: erp_status() == "DEAD", 90, "the document to go DEAD")
+        wait_until(lambda: erp_status() == parked, 90, f"the document to go {parked}")
         sandbox.reset_faults()
         serial = serial_for(SerialIdentity.of("sales_order", "erp.sales_order",
                                               [("id", order_id)], SerialKind.ISSUE))
@@ -123,9 +127,9 @@ def test_a_document_that_went_dead_is_retried_by_the_daemon_and_issued_once(
         result = env.syncd("retry", "-c", str(env.config_path), "--document",
                            f'sales_order:{{"id":{order_id}}}')
         assert result.returncode == 0, result.stderr
-        assert "DEAD -> OUTCOME_UNKNOWN" in result.stdout
+        assert f"{parked} -> OUTCOME_UNKNOWN" in result.stdout
         # The daemon's sweep (every ~10 s) picks it up; it queries by serial, then issues.
-        wait_until(lambda: erp_status() == "ISSUED", 60, "the retried document to be issued")
+        wait_until(lambda: erp_status() == "ISSUED", 45, "the retried document to be issued")
     finally:
         erp.dispose()
     issued = [i for i in sandbox.issued() if i["serial"] == serial]
@@ -139,4 +143,4 @@ def test_a_document_that_went_dead_is_retried_by_the_daemon_and_issued_once(
     ledger.dispose()
     assert row.state is S.ISSUED and row.serial == serial
     assert row.invoice_no == issued[0]["invoice_no"]
-    assert (S.DEAD, S.OUTCOME_UNKNOWN, "operator retry") in trail
+    assert (S(parked), S.OUTCOME_UNKNOWN, "operator retry") in trail
