@@ -79,6 +79,8 @@ mkdir -p "$RUN_DIR" "$LOG_DIR" "$STACK_DIR/sandbox"
 # 2. the sandbox platform (kept running between demos: it holds the issued invoices) ------------
 if pid_alive "$RUN_DIR/sandbox.pid"; then
     say "sandbox already running (pid $(cat "$RUN_DIR/sandbox.pid")) on $SANDBOX_URL"
+elif curl -fsS -o /dev/null "http://127.0.0.1:$SANDBOX_PORT/health" 2>/dev/null; then
+    say "a sandbox not started by this script answers on 127.0.0.1:$SANDBOX_PORT; using it"
 else
     say "starting the sandbox e-invoice platform on 127.0.0.1:$SANDBOX_PORT"
     nohup "$SYNCD" sandbox --port "$SANDBOX_PORT" --store "$STACK_DIR/sandbox/sandbox.db" \
@@ -95,6 +97,9 @@ fi
 if pid_alive "$RUN_DIR/syncd.pid"; then
     say "restarting the syncd daemon (pid $(cat "$RUN_DIR/syncd.pid"))"
     stop_pid "$RUN_DIR/syncd.pid"
+fi
+if (exec 3<>"/dev/tcp/$METRICS_HOST/$METRICS_PORT") 2>/dev/null; then
+    die "port $METRICS_PORT is in use by a process this script did not start (another syncd?); stop it or set SYNCD_METRICS_PORT"
 fi
 say "starting the syncd daemon (metrics and health on http://$METRICS_HOST:$METRICS_PORT)"
 nohup "$SYNCD" run -c "$CONFIG" >>"$LOG_DIR/syncd.log" 2>&1 </dev/null &
