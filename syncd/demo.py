@@ -276,10 +276,12 @@ class Summary:
     seconds: float | None = None
     documents_per_second: float | None = None
     timed_out: bool = False
+    #: why the platform's audit could not be read (then nothing can be verified)
+    audit_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.duplicates or self.unexpected)
+        return not (self.missing or self.duplicates or self.unexpected or self.audit_error)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -301,6 +303,7 @@ class Summary:
             f"  unexpected: {len(self.unexpected)}"
             + "".join(f"\n    {k}: {v}" for k, v in list(self.unexpected.items())[:10]),
             f"  throughput: {rate}",
+            *([f"  platform audit unavailable: {self.audit_error}"] if self.audit_error else []),
             "  result: OK" if self.ok else
             ("  result: FAILED" + (" (timed out waiting)" if self.timed_out else "")),
         ]
@@ -550,7 +553,11 @@ class DemoRun:
         rows = {r.order_no: r for r in self._rows()}
         s = Summary(orders=len(self._orders), prefix=self._prefix,
                     cancelled=len(self._cancelled))
-        audit = self._platform_audit()
+        try:
+            audit = self._platform_audit()
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            s.audit_error = f"GET {self._audit_url()}: {type(exc).__name__}: {exc}"
+            audit = []
         by_serial: dict[str, list[dict[str, Any]]] = {}
         for inv in audit:
             by_serial.setdefault(str(inv["serial"]), []).append(inv)
@@ -606,9 +613,11 @@ class DemoRun:
         self._throughput(s, [r.id for r in rows.values()])
         return s
 
+    def _audit_url(self) -> str:
+        return f"{self._config.issuer.base_url.rstrip('/')}/_sandbox/invoices"
+
     def _platform_audit(self) -> list[dict[str, Any]]:
-        response = httpx.get(f"{self._config.issuer.base_url.rstrip('/')}/_sandbox/invoices",
-                             timeout=30.0)
+        response = httpx.get(self._audit_url(), timeout=30.0)
         response.raise_for_status()
         return list(response.json()["invoices"])
 

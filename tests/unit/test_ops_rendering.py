@@ -50,3 +50,8 @@ def test_progress_line_counts() -> None:
     p = Progress(created=4, issued=3, reversed=1, invalid=1, rejected=0, cancelled=2)
     line = p.line(10, 2.0)
     assert "created 4/10" in line and "reversed 1/2 cancelled" in line and "invalid 1" in line
+
+
+def test_summary_without_the_platform_audit_cannot_pass() -> None:
+    s = Summary(orders=1, prefix="p", issued=1, audit_error="GET http://x: ConnectError")
+    assert not s.ok and "platform audit unavailable" in s.render()
