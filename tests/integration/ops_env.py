@@ -103,6 +103,14 @@ def create_env(stack: Stack, directory: Path, **overrides: Any) -> OpsEnv:
 
 
 def drop_env(env: OpsEnv) -> None:
+    """Drop the database and every topic named after the env (its own, nobody else's)."""
+    kafka = AdminClient({"bootstrap.servers": env.stack.bootstrap})
+    mine = [t for t in kafka.list_topics(timeout=10).topics
+            if t.startswith(f"{env.name}.") or t == f"__debezium-heartbeat.{env.name}"]
+    if mine:
+        for future in kafka.delete_topics(mine, operation_timeout=30).values():
+            with contextlib.suppress(Exception):
+                future.result(30)
     admin = _admin()
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{env.name}" WITH (FORCE)'))
