@@ -7,6 +7,7 @@ topic with `syncd dlq replay`. Header names are part of the contract (docs/opera
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
@@ -18,6 +19,9 @@ H_TOPIC: Final = "syncd.source.topic"
 H_PARTITION: Final = "syncd.source.partition"
 H_OFFSET: Final = "syncd.source.offset"
 H_AT: Final = "syncd.failed.at"
+#: Every header syncd adds starts with this; replay strips them so the record goes back
+#: exactly as the connector produced it.
+SYNCD_PREFIX: Final = "syncd."
 
 Headers = list[tuple[str, bytes]]
 
@@ -49,3 +53,30 @@ def source_of(headers: Sequence[tuple[str, bytes | None]] | None) -> RecordPosit
         return RecordPosition(found[H_TOPIC], int(found[H_PARTITION]), int(found[H_OFFSET]))
     except (KeyError, ValueError):
         return None
+
+
+def strip_syncd_headers(
+    headers: Sequence[tuple[str, bytes | None]] | None,
+) -> list[tuple[str, bytes | None]]:
+    """The record's original headers: syncd's own (`syncd.*`) removed, order kept."""
+    return [(k, v) for k, v in (headers or []) if not k.startswith(SYNCD_PREFIX)]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterInfo:
+    """What syncd wrote into a dead letter's headers (for `syncd dlq list/replay`)."""
+
+    source: RecordPosition | None
+    code: str | None
+    reason: str | None
+    failed_at: str | None
+
+
+def describe_dead_letter(headers: Sequence[tuple[str, bytes | None]] | None) -> DeadLetterInfo:
+    found: dict[str, str] = {}
+    for k, v in headers or []:
+        if k.startswith(SYNCD_PREFIX):
+            # The last value wins: a record dead-lettered twice carries the newest reason.
+            found[k] = (v or b"").decode("utf-8", "replace")
+    return DeadLetterInfo(source_of(headers), found.get(H_CODE), found.get(H_ERROR),
+                          found.get(H_AT))

@@ -165,6 +165,8 @@ class Driver:
         #: doc id -> True while scheduled or running (a document is never stepped twice at once)
         self._active: dict[int, bool] = {}
         self._running: set[int] = set()
+        #: doc id -> its live heap entry while waiting (older entries are skipped when popped)
+        self._waiting: dict[int, _Entry] = {}
         self._polls: dict[int, int] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._schedule_loop, name="syncd-scheduler",
@@ -182,15 +184,31 @@ class Driver:
         with self._lock:
             return doc_id in self._active
 
-    def submit(self, doc_id: int, delay: float = 0.0) -> None:
-        """Schedule a step of `doc_id` (no-op when it is already scheduled or running)."""
+    def submit(self, doc_id: int, delay: float = 0.0, *, expedite: bool = False) -> None:
+        """Schedule a step of `doc_id` (no-op when it is already scheduled or running).
+
+        `expedite`: if the document is waiting for a later step, move that step forward to
+        `delay` from now (e.g. an operator retry of a BLOCKED row the driver would only
+        have looked at again minutes later). A running step is never doubled.
+        """
         with self._lock:
-            if self._stopping or doc_id in self._active:
+            if self._stopping:
+                return
+            if doc_id in self._active:
+                waiting = self._waiting.get(doc_id)
+                due = time.monotonic() + delay
+                if expedite and waiting is not None and waiting.due > due:
+                    self._push(doc_id, delay)
                 return
             self._active[doc_id] = True
-            heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq), doc_id))
+            self._push(doc_id, delay)
             self._metrics.inflight_documents.set(len(self._active))
-            self._lock.notify()
+
+    def _push(self, doc_id: int, delay: float) -> None:
+        entry = _Entry(time.monotonic() + delay, next(self._seq), doc_id)
+        self._waiting[doc_id] = entry
+        heapq.heappush(self._heap, entry)
+        self._lock.notify()
 
     def _reschedule(self, doc_id: int, delay: float) -> None:
         with self._lock:
@@ -198,8 +216,7 @@ class Driver:
             if self._stopping:
                 self._active.pop(doc_id, None)
                 return
-            heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq), doc_id))
-            self._lock.notify()
+            self._push(doc_id, delay)
 
     def _finish(self, doc_id: int) -> None:
         with self._lock:
@@ -217,6 +234,7 @@ class Driver:
             self._heap = keep
             for doc_id in doc_ids - self._running:
                 self._active.pop(doc_id, None)
+                self._waiting.pop(doc_id, None)
             self._metrics.inflight_documents.set(len(self._active))
 
     def _schedule_loop(self) -> None:
@@ -230,6 +248,9 @@ class Driver:
                 if self._stopping:
                     return
                 entry = heapq.heappop(self._heap)
+                if self._waiting.get(entry.doc_id) is not entry:
+                    continue  # superseded by an expedited entry (or forgotten)
+                del self._waiting[entry.doc_id]
                 self._running.add(entry.doc_id)
             self._pool.submit(self._step, entry.doc_id)
 
@@ -243,6 +264,7 @@ class Driver:
         with self._lock:
             self._stopping = True
             self._heap.clear()
+            self._waiting.clear()
             self._lock.notify_all()
             while self._running and time.monotonic() < deadline:
                 self._lock.wait(max(0.0, min(0.2, deadline - time.monotonic())))

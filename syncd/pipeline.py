@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import (
@@ -66,6 +67,9 @@ _CONSUMER_ONLY = frozenset({
     "fetch.min.bytes", "fetch.wait.max.ms", "max.partition.fetch.bytes", "fetch.max.bytes",
     "group.instance.id", "isolation.level", "queued.min.messages", "queued.max.messages.kbytes",
 })
+#: How often due open documents of the assigned partitions are (re-)submitted: picks up
+#: `syncd retry` and any document whose scheduled step was lost.
+RESUME_SWEEP_INTERVAL = 10.0
 
 
 @dataclass(slots=True)
@@ -111,6 +115,7 @@ class Pipeline:
         self._last_lag = 0.0
         self._last_gauges = 0.0
         self._last_deferred_check = 0.0
+        self._last_sweep = time.monotonic()
         # Debezium's heartbeat topic keeps freshness moving while the ERP tables are idle.
         self._topics = sorted(
             {*config.topics(), f"__debezium-heartbeat.{config.kafka.topic_prefix}"}
@@ -120,6 +125,8 @@ class Pipeline:
         # reset policy), but never the settings exactly-once depends on (set last).
         consumer_conf: dict[str, Any] = {
             "auto.offset.reset": "earliest",
+            # Notice a document topic created after start within 30 s, not librdkafka's 5 min.
+            "topic.metadata.refresh.interval.ms": 30000,
             "session.timeout.ms": 30000,
             "max.poll.interval.ms": 300000,
             "client.id": f"syncd-{owner}",
@@ -182,6 +189,9 @@ class Pipeline:
         if now - self._last_deferred_check > DEFERRED_RECHECK_INTERVAL and self._deferred:
             self._last_deferred_check = now
             self._recheck_deferred(list(self._deferred))
+        if now - self._last_sweep > RESUME_SWEEP_INTERVAL:
+            self._last_sweep = now
+            self._sweep_due()
         if now - self._last_lag > LAG_INTERVAL:
             self._last_lag = now
             self._report_lag()
@@ -405,6 +415,45 @@ class Pipeline:
             return  # stays deferred; the periodic re-check tries again
         self._apply(result, positions)
 
+    def _sweep_due(self) -> None:
+        """Submit the due open documents of the claimed partitions (`Driver.submit` ignores
+        the ones already scheduled). Stops at the in-flight limit; the next sweep goes on."""
+        claimed = [LedgerTP(t, p) for (t, p), s in self._partitions.items()
+                   if s.epoch is not None and (t, p) not in self._paused_db]
+        if not claimed or not self._db_ok:
+            return
+        limit = self._config.pipeline.max_in_flight
+        submitted = 0
+        after = 0
+        try:
+            with self._engine.connect() as conn:
+                while self._driver.active_count < limit:
+                    page = repo.documents_to_resume(
+                        conn, partitions=claimed, due_before=datetime.now(UTC),
+                        after_id=after, states=RESUME_STATES | {DocumentState.BLOCKED},
+                    )
+                    for row in page:
+                        if not self._driver.is_active(row.id):
+                            submitted += 1
+                            self._track(row)
+                        # Due by the ledger (e.g. `syncd retry`): run it now, even if the
+                        # driver planned its next look for later.
+                        self._driver.submit(row.id, expedite=row.next_attempt_at is not None)
+                    if len(page) < 500:
+                        break
+                    after = page[-1].id
+        except (OperationalError, DBAPIError) as exc:
+            log.debug("resume sweep skipped: %s", type(exc).__name__)
+            return
+        if submitted:
+            log.info("resume sweep: submitted %d due document(s)", submitted)
+
+    def _track(self, row: DocumentRow) -> None:
+        if row.source_topic is not None and row.source_partition is not None:
+            state = self._partitions.get((row.source_topic, row.source_partition))
+            if state is not None:
+                state.doc_ids.add(row.id)
+
     # ------------------------------------------------------------------ rebalancing
 
     def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
@@ -475,10 +524,7 @@ class Pipeline:
                 except KafkaException as exc:
                     log.warning("seek %s[%d] to %d failed: %s", tp[0], tp[1], offset, exc)
         for row in resume:
-            if row.source_topic is not None and row.source_partition is not None:
-                state = self._partitions.get((row.source_topic, row.source_partition))
-                if state is not None:
-                    state.doc_ids.add(row.id)
+            self._track(row)
             self._driver.submit(row.id)
         if resume:
             log.info("resuming %d open document(s) of the assigned partitions", len(resume))

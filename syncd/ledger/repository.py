@@ -613,6 +613,19 @@ def stuck_documents(
     return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
 
 
+def documents_in_states(
+    conn: Connection, states: Iterable[DocumentState], *, limit: int = 100
+) -> list[DocumentRow]:
+    """Rows in `states`, least recently updated first (e.g. DEAD/BLOCKED for `status`)."""
+    q = (
+        select(documents)
+        .where(documents.c.state.in_([s.value for s in states]))
+        .order_by(documents.c.updated_at, documents.c.id)
+        .limit(limit)
+    )
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
 def audit_trail(conn: Connection, doc_id: int) -> list[AuditEntry]:
     q = select(audit).where(audit.c.document_id == doc_id).order_by(audit.c.id)
     return [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -51,7 +52,17 @@ def stack_from_env() -> Stack:
 
 
 def ensure_stack_up() -> Stack:
-    """Reuse a running stack; start it (idempotent `dev/stack.sh up`) otherwise."""
+    """Reuse a running stack; start it (idempotent `dev/stack.sh up`) otherwise.
+
+    SYNCD_STACK_EXTERNAL=1: the stack is run by someone else (another checkout, CI
+    services); only check that its ports answer, never start or change anything.
+    """
+    if os.environ.get("SYNCD_STACK_EXTERNAL") == "1":
+        stack = stack_from_env()
+        for port in (stack.pg_port, stack.kafka_port, stack.connect_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=5):
+                pass
+        return stack
     result = subprocess.run(
         ["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"], capture_output=True, text=True
     )

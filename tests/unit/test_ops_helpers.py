@@ -1,0 +1,94 @@
+"""Pure parts of the operator commands: document references, dead-letter headers."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.changes import RecordPosition
+from syncd.deadletter import (
+    H_CODE,
+    H_ERROR,
+    dead_letter_headers,
+    describe_dead_letter,
+    source_of,
+    strip_syncd_headers,
+)
+from syncd.redrive import (
+    RETRYABLE_STATES,
+    ById,
+    BySerial,
+    BySourceKey,
+    DocumentRefError,
+    parse_document_ref,
+)
+from syncd.serial import DocumentIdentity, DocumentKind, serial_for
+from syncd.states import DocumentKind as LedgerKind
+from syncd.states import DocumentState, is_allowed
+
+SERIAL = serial_for(DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)],
+                                        DocumentKind.ISSUE))
+
+
+# --------------------------------------------------------------------------- references
+
+
+def test_digits_are_a_ledger_id() -> None:
+    assert parse_document_ref("42") == ById(42)
+    assert parse_document_ref(" 7 ") == ById(7)
+
+
+def test_a_real_serial_is_recognised() -> None:
+    assert parse_document_ref(SERIAL) == BySerial(SERIAL)
+
+
+def test_typed_key_is_canonicalised_like_the_ledger() -> None:
+    ref = parse_document_ref('sales_order:{ "id" : 42 }')
+    assert ref == BySourceKey("sales_order", '{"id":42}')
+    # key order and integral floats do not matter: the ledger's canonical JSON is the same
+    assert parse_document_ref('sales_order:{"b":"x","a":1.0}') == BySourceKey(
+        "sales_order", '{"a":1,"b":"x"}')
+
+
+@pytest.mark.parametrize("text", [
+    "", "abc", "S123", "sales_order:42", "sales_order:{not json}", "sales_order:{}",
+    'Sales-Order:{"id":1}', "-1", 'sales_order:["id", 1]',
+])
+def test_malformed_references_are_refused_with_the_accepted_forms(text: str) -> None:
+    with pytest.raises(DocumentRefError) as info:
+        parse_document_ref(text)
+    assert "expected" in str(info.value) or "key" in str(info.value)
+
+
+@pytest.mark.parametrize("kind", list(LedgerKind))
+@pytest.mark.parametrize("state", sorted(RETRYABLE_STATES))
+def test_every_retryable_state_may_move_to_outcome_unknown(kind: LedgerKind,
+                                                           state: DocumentState) -> None:
+    # the state machine must allow the operator's move for both kinds, or retry would fail
+    assert is_allowed(kind, state, DocumentState.OUTCOME_UNKNOWN)
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def test_strip_removes_only_syncd_headers_and_keeps_order() -> None:
+    original = [("traceparent", b"00-abc"), ("syncd-ish", b"keep"), ("b", None)]
+    headers = dead_letter_headers(RecordPosition("erp.erp.sales_order", 2, 99), "undecodable",
+                                  "bad JSON", original)
+    assert strip_syncd_headers(headers) == [("traceparent", b"00-abc"), ("syncd-ish", b"keep"),
+                                            ("b", b"")]
+    assert strip_syncd_headers(None) == []
+
+
+def test_describe_reads_back_what_the_daemon_wrote() -> None:
+    headers = dead_letter_headers(RecordPosition("t", 1, 5), "unroutable", "no document type")
+    info = describe_dead_letter(headers)
+    assert info.source == RecordPosition("t", 1, 5)
+    assert (info.code, info.reason) == ("unroutable", "no document type")
+    assert info.failed_at is not None
+
+
+def test_a_record_dead_lettered_twice_reports_the_newest_reason() -> None:
+    headers = [(H_ERROR, b"old"), (H_CODE, b"a"), (H_ERROR, b"new"), (H_CODE, b"b")]
+    info = describe_dead_letter(headers)
+    assert (info.code, info.reason) == ("b", "new")
+    assert info.source is None and source_of(headers) is None
