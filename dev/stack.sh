@@ -22,6 +22,7 @@ CONNECTOR_FILE="${SYNCD_CONNECTOR_FILE:-$REPO_DIR/connectors/erp-demo.json}"
 PYTHON="${SYNCD_PYTHON:-$REPO_DIR/.venv/bin/python}"
 
 LOG_DIR="$STACK_DIR/logs"
+KAFKA_STARTED=0
 RUN_DIR="$STACK_DIR/run"
 JVM_DIR="$STACK_DIR/jvm"
 PG_BIN=""
@@ -209,7 +210,9 @@ EOF
 }
 
 start_kafka() {
-    if pid_alive "$RUN_DIR/kafka.pid" && kafka_ready; then
+    if pid_alive "$RUN_DIR/kafka.pid"; then
+        # Ours and running (maybe still starting): wait for it rather than start another.
+        wait_for 120 "kafka" kafka_ready || fail_with_log "Kafka" "$LOG_DIR/kafka.log"
         say "Kafka already running on 127.0.0.1:$KAFKA_PORT"
         return 0
     fi
@@ -226,6 +229,7 @@ start_kafka() {
             || fail_with_log "Kafka storage format" "$LOG_DIR/kafka-format.log"
     fi
     say "starting Kafka (KRaft) on 127.0.0.1:$KAFKA_PORT"
+    KAFKA_STARTED=1
     start_java kafka 768m kafka.Kafka "$STACK_DIR/kafka/server.properties"
     wait_for 120 "kafka" kafka_ready || fail_with_log "Kafka" "$LOG_DIR/kafka.log"
 }
@@ -235,7 +239,14 @@ connect_ready() {
 }
 
 start_connect() {
-    if pid_alive "$RUN_DIR/connect.pid" && connect_ready; then
+    if pid_alive "$RUN_DIR/connect.pid" && ((KAFKA_STARTED)); then
+        # The broker was (re)started under a running worker: its internal clients may be
+        # wedged on timeouts, so restart the worker too (connectors resume from offsets).
+        say "restarting Kafka Connect (the broker was restarted under it)"
+        stop_pidfile connect
+    fi
+    if pid_alive "$RUN_DIR/connect.pid"; then
+        wait_for 180 "connect" connect_ready || fail_with_log "Kafka Connect" "$LOG_DIR/connect.log"
         say "Kafka Connect already running on http://127.0.0.1:$CONNECT_PORT"
         return 0
     fi
@@ -267,7 +278,15 @@ try:
 except ValueError:
     sys.exit(1)
 ok = s["connector"]["state"] == "RUNNING" and s["tasks"] and all(t["state"] == "RUNNING" for t in s["tasks"])
-sys.exit(0 if ok else 1)'
+failed = s["connector"]["state"] == "FAILED" or any(t["state"] == "FAILED" for t in s["tasks"])
+sys.exit(0 if ok else (3 if failed else 1))'
+        local rc=${PIPESTATUS[1]}
+        if ((rc == 3)); then
+            # e.g. the broker was still starting when the task first ran: restart it.
+            curl -fsS -X POST "http://127.0.0.1:$CONNECT_PORT/connectors/$name/restart?includeTasks=true&onlyFailed=true" \
+                >/dev/null 2>&1 || true
+        fi
+        return $rc
     }
     if ! wait_for 90 "connector" connector_running; then
         curl -sS "http://127.0.0.1:$CONNECT_PORT/connectors/$name/status" >>"$LOG_DIR/connector-register.json" 2>&1 || true

@@ -203,6 +203,7 @@ class Pipeline:
         records: list[Classified] = []
         dead: list[tuple[Classified, Message]] = []
         first_offsets: dict[TP, int] = {}
+        skipped: dict[TP, int] = {}
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -215,8 +216,12 @@ class Pipeline:
             assert topic is not None and partition is not None and offset is not None
             tp = (topic, partition)
             state = self._partitions.get(tp)
-            if state is None or state.epoch is None or tp in self._paused_db:
-                continue  # not ours (any more), or waiting for the database
+            if state is None:
+                continue  # revoked while the batch was in flight: the new owner reads it
+            if state.epoch is None or tp in self._paused_db:
+                # Fetched before the pause took effect: read it again once resumed.
+                skipped.setdefault(tp, offset)
+                continue
             first_offsets.setdefault(tp, offset)
             state.progress.seen(offset)
             self._metrics.events_consumed.labels(topic=topic).inc()
@@ -229,6 +234,14 @@ class Pipeline:
             if c.kind is Kind.DEAD_LETTER:
                 dead.append((c, msg))
             records.append(c)
+        for (topic, partition), offset in skipped.items():
+            ktp = KafkaTopicPartition(topic, partition, offset)
+            try:
+                self._consumer.pause([ktp])
+                self._consumer.seek(ktp)
+            except KafkaException as exc:
+                log.warning("could not rewind %s[%d]: %s", topic, partition, exc)
+            self._paused_db.add((topic, partition))
         if not records:
             return
         if dead and not self._dead_letter(dead):
@@ -266,7 +279,7 @@ class Pipeline:
             self._drop_partition((exc.topic, exc.partition))
             return
         except (OperationalError, DBAPIError) as exc:
-            self._db_failure(first_offsets, type(exc).__name__)
+            self._db_failure(first_offsets, f"{type(exc).__name__}: {_first_line(exc)}")
             return
         self._db_ok = True
         self._db_backoff = 1.0
@@ -339,9 +352,12 @@ class Pipeline:
             with self._engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
                 unclaimed = [tp for tp, s in self._partitions.items() if s.epoch is None]
-            if unclaimed:
-                self._claim(unclaimed)
+            claimed = self._claim(unclaimed) if unclaimed else {}
         except (OperationalError, DBAPIError):
+            claimed = None
+        if claimed is None:
+            # Still no lease: the partitions stay paused (consuming without a lease epoch
+            # would have nowhere safe to record progress).
             self._db_retry_at = time.monotonic() + self._db_backoff
             self._db_backoff = min(DB_BACKOFF_MAX, self._db_backoff * 2)
             return
@@ -504,7 +520,8 @@ class Pipeline:
                         break
                     after = page[-1].id
         except (OperationalError, DBAPIError) as exc:
-            log.warning("cannot claim %d partition(s) yet: %s", len(tps), type(exc).__name__)
+            log.warning("cannot claim %d partition(s) yet: %s: %s", len(tps),
+                        type(exc).__name__, _first_line(exc))
             return None
         result: dict[TP, int | None] = {}
         for tp in tps:
@@ -632,3 +649,10 @@ def _header_list(headers: object) -> list[tuple[str, bytes | None]]:
     for k, v in items:  # type: ignore[attr-defined]
         out.append((str(k), v.encode() if isinstance(v, str) else v))
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message (not SQLAlchemy's wrapper with the statement)."""
+    orig = getattr(exc, "orig", None) or exc
+    text_ = str(orig).strip()
+    return text_.splitlines()[0][:300] if text_ else type(orig).__name__
