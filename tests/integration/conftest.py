@@ -27,7 +27,8 @@ def stack() -> Stack:
 
 @pytest.fixture(scope="session")
 def erp_engine(stack: Stack) -> Iterator[Engine]:
-    engine = create_engine(stack.dsn, pool_size=5, future=True)
+    # pre-ping: test_9 restarts PostgreSQL under the session-wide pool
+    engine = create_engine(stack.dsn, pool_size=5, pool_pre_ping=True)
     yield engine
     engine.dispose()
 
