@@ -46,7 +46,7 @@ from syncd.serial import DocumentIdentity as SerialIdentity
 from syncd.serial import DocumentKind as SerialKind
 from syncd.serial import serial_for
 from syncd.states import DocumentKind, DocumentState
-from syncd.writeback import ResultStatus, WriteBack, apply_writeback
+from syncd.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,7 @@ class Intake:
                                 source_partition=event.position.partition,
                                 source_offset=event.position.offset,
                                 source_ts_ms=event.source_ts_ms)
-                apply_writeback(conn, doc, key, WriteBack(ResultStatus.PENDING))
+                _write_back(conn, doc, key, WriteBack(ResultStatus.PENDING))
                 result.to_drive.append(latest.id)
             else:
                 created, _ = repo.ensure_document(
@@ -292,7 +292,7 @@ class Intake:
                     position=event.position, source_ts_ms=event.source_ts_ms,
                     last_error_code="INVALID", last_error=summary, reason=record.reason,
                 )
-            apply_writeback(conn, doc, key, WriteBack(ResultStatus.INVALID, error=summary))
+            _write_back(conn, doc, key, WriteBack(ResultStatus.INVALID, error=summary))
             result.outcomes.append((doc.name, "invalid"))
             log.info("document invalid: %s", summary,
                      extra={"topic": event.position.topic, "partition": event.position.partition,
@@ -332,7 +332,7 @@ class Intake:
             # A reversal reason that cannot be mapped is a config/data error: keep the
             # invoice, tell the ERP, and let a corrected cancellation come through later.
             summary = mapped.summary()
-            apply_writeback(conn, doc, dict(key_pairs(doc, event)),
+            _write_back(conn, doc, dict(key_pairs(doc, event)),
                             WriteBack(ResultStatus.ISSUED, invoice_no=issue.invoice_no,
                                       issued_at=issue.issued_at, url=issue.invoice_url,
                                       error=f"reversal not possible: {summary}"))
@@ -343,7 +343,7 @@ class Intake:
             conn, issue.id, serial_for(sid), _payload(mapped.invoice), actor=self._owner,
             position=event.position, source_ts_ms=event.source_ts_ms, reason=record.reason,
         )
-        apply_writeback(conn, doc, dict(key_pairs(doc, event)),
+        _write_back(conn, doc, dict(key_pairs(doc, event)),
                         WriteBack(ResultStatus.REVERSAL_PENDING))
         result.to_drive.append(reversal.id)
         result.finish(record.position)
@@ -363,3 +363,11 @@ def _not_newer(event: ChangeEvent, row: DocumentRow) -> bool:
 
 def positions_of(records: Iterable[Classified]) -> set[tuple[str, int]]:
     return {(r.position.topic, r.position.partition) for r in records}
+
+
+def _write_back(conn: Connection, doc: DocumentConfig, key: dict[str, Any], wb: WriteBack) -> None:
+    """Write back, tolerating a row the ERP has deleted since (the ledger keeps the result)."""
+    try:
+        apply_writeback(conn, doc, key, wb)
+    except WriteBackError as exc:
+        log.warning("write-back skipped: %s", exc)

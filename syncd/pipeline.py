@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from confluent_kafka import (
 )
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 
 from syncd.changes import RecordPosition
 from syncd.config import SyncdConfig
@@ -61,6 +61,9 @@ DB_BACKOFF_MAX = 15.0
 LAG_INTERVAL = 5.0
 LEDGER_GAUGE_INTERVAL = 15.0
 DEFERRED_RECHECK_INTERVAL = 5.0
+#: Database errors that say "not now" rather than "not this record": the batch is retried
+#: later from its first offset. Anything else isolates the failing record.
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError, ProgrammingError)
 #: librdkafka properties an operator may set for the consumer that a producer rejects.
 _CONSUMER_ONLY = frozenset({
     "auto.offset.reset", "session.timeout.ms", "max.poll.interval.ms", "heartbeat.interval.ms",
@@ -201,7 +204,7 @@ class Pipeline:
 
     def _process(self, messages: list[Message]) -> None:
         records: list[Classified] = []
-        dead: list[tuple[Classified, Message]] = []
+        dead: list[tuple[Classified, list[tuple[str, bytes | None]]]] = []
         first_offsets: dict[TP, int] = {}
         skipped: dict[TP, int] = {}
         for msg in messages:
@@ -232,7 +235,7 @@ class Pipeline:
                 state.last_event_ts_ms = ts
                 self._metrics.set_partition_position(topic, partition, last_event_ts_ms=ts)
             if c.kind is Kind.DEAD_LETTER:
-                dead.append((c, msg))
+                dead.append((c, _header_list(msg.headers())))
             records.append(c)
         for (topic, partition), offset in skipped.items():
             ktp = KafkaTopicPartition(topic, partition, offset)
@@ -249,16 +252,18 @@ class Pipeline:
             return
         self._commit_batch(records, first_offsets)
 
-    def _dead_letter(self, dead: list[tuple[Classified, Message]]) -> bool:
+    def _dead_letter(
+        self, dead: list[tuple[Classified, list[tuple[str, bytes | None]]]]
+    ) -> bool:
+        """Produce each record's original bytes (and headers) to the dead-letter topic."""
         topic = self._config.kafka.dead_letter_topic
-        for c, msg in dead:
+        for c, headers in dead:
             with bind(topic=c.position.topic, partition=c.position.partition,
                       offset=c.position.offset):
                 log.error("dead letter (%s): %s", c.code, c.reason)
             self._producer.produce(
-                topic, key=msg.key(), value=msg.value(),
-                headers=list(dead_letter_headers(c.position, c.code, c.reason,
-                                                 _header_list(msg.headers()))),
+                topic, key=c.key, value=c.value,
+                headers=list(dead_letter_headers(c.position, c.code, c.reason, headers)),
             )
             self._metrics.dead_letters.labels(topic=c.position.topic, reason=c.code).inc()
             if c.doc is not None:
@@ -268,22 +273,69 @@ class Pipeline:
 
     def _commit_batch(self, records: list[Classified], first_offsets: dict[TP, int]) -> None:
         try:
-            with self._engine.begin() as conn:
-                result = self._intake.run(conn, records, offsets={}, epochs={})
-                positions = self._positions_after(result)
-                if positions:
-                    repo.store_offsets(conn, self._group, positions)
+            result, positions = self._record(records)
         except FencedError as exc:
             log.warning("fenced: %s; dropping the batch (another replica owns the partition)",
                         exc)
             self._drop_partition((exc.topic, exc.partition))
             return
-        except (OperationalError, DBAPIError) as exc:
+        except TRANSIENT_DB_ERRORS as exc:
             self._db_failure(first_offsets, f"{type(exc).__name__}: {_first_line(exc)}")
+            return
+        except Exception as exc:  # a record the intake cannot handle: find it, keep the rest
+            log.error("batch of %d record(s) failed (%s: %s); retrying record by record",
+                      len(records), type(exc).__name__, _first_line(exc))
+            self._isolate(records)
             return
         self._db_ok = True
         self._db_backoff = 1.0
         self._apply(result, positions)
+
+    def _record(
+        self, records: list[Classified]
+    ) -> tuple[IntakeResult, dict[LedgerTP, tuple[int, int]]]:
+        """Intake + offsets in one transaction."""
+        with self._engine.begin() as conn:
+            result = self._intake.run(conn, records, offsets={}, epochs={})
+            positions = self._positions_after(result)
+            if positions:
+                repo.store_offsets(conn, self._group, positions)
+        return result, positions
+
+    def _isolate(self, records: list[Classified]) -> None:
+        """One transaction per record; a record that still fails is dead-lettered with the
+        error, so one bad document never stalls its partition or stops the daemon."""
+        for i, c in enumerate(records):
+            try:
+                result, positions = self._record([c])
+            except FencedError as exc:
+                self._drop_partition((exc.topic, exc.partition))
+                continue
+            except TRANSIENT_DB_ERRORS as exc:
+                rest: dict[TP, int] = {}
+                for later in records[i:]:
+                    rest.setdefault((later.position.topic, later.position.partition),
+                                    later.position.offset)
+                self._db_failure(rest, f"{type(exc).__name__}: {_first_line(exc)}")
+                return
+            except Exception as exc:
+                poisoned = Classified(
+                    c.position, Kind.DEAD_LETTER, f"intake failed: {type(exc).__name__}: "
+                    f"{_first_line(exc)}", c.key, c.value, event=c.event, doc=c.doc,
+                    decision=c.decision, code="intake_failed",
+                )
+                log.exception("record %s cannot be recorded; dead-lettering it", c.position)
+                if not self._dead_letter([(poisoned, [])]):
+                    self._db_failure({(c.position.topic, c.position.partition):
+                                      c.position.offset}, "dead-letter topic unreachable")
+                    return
+                try:
+                    result, positions = self._record([replace(c, kind=Kind.IGNORE)])
+                except Exception as again:
+                    self._db_failure({(c.position.topic, c.position.partition):
+                                      c.position.offset}, type(again).__name__)
+                    return
+            self._apply(result, positions)
 
     def _positions_after(self, result: IntakeResult) -> dict[LedgerTP, tuple[int, int]]:
         positions: dict[LedgerTP, tuple[int, int]] = {}

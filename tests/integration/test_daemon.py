@@ -133,11 +133,19 @@ def test_8_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_f
         producer.produce(ORDER_TOPIC, key=b"{}", value=json.dumps(
             {"op": "u", "before": None, "after": {"id": 1}, "source": {"table": "nope",
              "schema": "erp_it", "db": "erp", "connector": "postgresql"}}).encode())
+        # decodes and qualifies, but the ERP rejects its key while loading the lines: the
+        # record is isolated and dead-lettered, the rest of its batch goes through
+        row = {"id": "not-a-number", "status": "CONFIRMED", "buyer_name": "X", "invoice_no": None}
+        producer.produce(ORDER_TOPIC, key=b'{"id": "not-a-number"}', value=json.dumps(
+            {"op": "u", "before": {**row, "status": "DRAFT"}, "after": row, "ts_ms": 1,
+             "source": {"table": "sales_order", "schema": "erp_it", "db": "erp",
+                        "connector": "postgresql", "ts_ms": 1, "snapshot": "false"}}).encode())
         producer.flush(10)
         ids = [w.create_order() for _ in range(2)]
         w.wait_issued(ids)
         dead = read_topic(it_erp.bootstrap, f"it.dead-letter.{w.group}", lambda k, v: True,
-                          count=2, timeout=30)
+                          count=3, timeout=30)
+        assert d.alive
         # the original bytes, untouched
         assert b"\x00not json at all" in {v for _, v, _ in dead}
         metrics = d.metrics()
