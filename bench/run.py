@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -112,7 +113,8 @@ class Sizes:
     def from_args(cls, args: argparse.Namespace) -> Sizes:
         smoke = args.smoke
         return cls(
-            orders=args.orders or env_int("BENCH_ORDERS", 40 if smoke else 30_000),
+            # 0: calibrate (a short syncd run sizes the real ones to last ~BENCH_SECONDS)
+            orders=args.orders or env_int("BENCH_ORDERS", 40 if smoke else 0),
             naive_orders=env_int("BENCH_NAIVE_ORDERS", 10 if smoke else 400),
             naive_seconds=env_float("BENCH_NAIVE_SECONDS", 10 if smoke else 20),
             latency_ms=env_int("BENCH_LATENCY_MS", 50),
@@ -396,6 +398,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: a cost per document that stays
+    meaningful when other work shares the cores (wall-clock rates do not)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @dataclass
 class Scenario:
     """One ledger schema + consumer group + sandbox + syncd process, started at the
@@ -458,6 +470,12 @@ class Scenario:
             self.peak_rss_mb = max(self.peak_rss_mb, rss_mb(self.daemon.proc.pid))
         return self.peak_rss_mb
 
+    def cpu(self) -> tuple[float, float]:
+        """(syncd, sandbox) CPU seconds so far."""
+        d = self.daemon.proc.pid if self.daemon and self.daemon.proc else 0
+        b = self.sandbox.proc.pid if self.sandbox and self.sandbox.proc else 0
+        return cpu_seconds(d), cpu_seconds(b)
+
     def stop(self, engine: Engine) -> None:
         if self.daemon is not None and self.daemon.alive:
             try:
@@ -466,6 +484,8 @@ class Scenario:
                 self.daemon.kill()
         if self.sandbox is not None:
             self.sandbox.stop()
+        if os.environ.get("BENCH_KEEP_LEDGER"):
+            return  # for a post-mortem of a failed check
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
 
@@ -488,14 +508,20 @@ def run_syncd(stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_m
     with scenario(stack, tmp, engine, latency_ms) as s:
         assert s.sandbox is not None
         log(f"syncd, {latency_ms} ms per call: confirming {len(ids)} orders")
+        cpu0 = s.cpu()
         confirm(engine, ids)
-        wait_written(engine, ids, timeout, sample=s.sample_rss)
+        done = wait_written(engine, ids, timeout, sample=s.sample_rss)
+        cpu1 = s.cpu()
         rate = throughput(engine, ids)
         duplicates, missing = verify(engine, s.sandbox, ids)
-        log(f"  {rate:.0f} documents/s, peak RSS {s.peak_rss_mb:.0f} MB, "
-            f"duplicates {duplicates}, missing {missing}")
+        syncd_ms = 1000 * (cpu1[0] - cpu0[0]) / max(1, done)
+        sandbox_ms = 1000 * (cpu1[1] - cpu0[1]) / max(1, done)
+        log(f"  {rate:.0f} documents/s, CPU per document: syncd {syncd_ms:.2f} ms, sandbox "
+            f"{sandbox_ms:.2f} ms; peak RSS {s.peak_rss_mb:.0f} MB, duplicates {duplicates}, "
+            f"missing {missing}")
         return {"docs_per_s": rate, "duplicates": duplicates, "missing": missing,
-                "peak_rss_mb": s.peak_rss_mb}
+                "peak_rss_mb": s.peak_rss_mb, "syncd_cpu_ms_per_doc": syncd_ms,
+                "sandbox_cpu_ms_per_doc": sandbox_ms}
 
 
 def run_freshness(stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_ms: int,
@@ -703,6 +729,10 @@ def table(results: dict[str, Any]) -> str:
          ">= 1000"),
         ("syncd end to end, 50 ms per call", results["syncd_docs_per_s_latency_50ms"],
          "docs/s", ">= 800"),
+        ("  syncd CPU per document, 0 ms", results["syncd_cpu_ms_per_doc_latency_0ms"], "ms",
+         ""),
+        ("  sandbox CPU per document, 0 ms", results["sandbox_cpu_ms_per_doc_latency_0ms"],
+         "ms", ""),
         ("naive sequential consumer, 50 ms", results["naive_docs_per_s_latency_50ms"],
          "docs/s", ""),
         ("  ratio syncd / naive (50 ms)", results["ratio_syncd_over_naive_50ms"], "x", ">= 30"),
@@ -724,6 +754,19 @@ def table(results: dict[str, Any]) -> str:
             f"{value:,.0f}" if isinstance(value, float) else str(value))
         lines.append(f"| {name} | {shown} | {unit} | {target} |")
     return "\n".join(lines)
+
+
+def calibrate(stack: Stack, tmp: Path, engine: Engine, tag: str, sizes: Sizes) -> int:
+    """Orders per throughput run so that it lasts about BENCH_SECONDS (default 35 s) at the
+    rate a short syncd run reaches on this machine now (bounded to 500..60000)."""
+    seconds = env_float("BENCH_SECONDS", 35)
+    base = high_watermarks(stack.bootstrap, TOPIC)
+    ids = load_orders(engine, f"B{tag}C", env_int("BENCH_CALIBRATION_ORDERS", 600))
+    wait_captured(stack.bootstrap, base, len(ids), sizes.timeout)
+    rate = run_syncd(stack, tmp, engine, ids, 0, sizes.timeout)["docs_per_s"]
+    orders = max(500, min(60_000, round(rate * seconds)))
+    log(f"calibration: {rate:.0f} documents/s -> {orders} orders per throughput run")
+    return orders
 
 
 def run_only(only: str, stack: Stack, tmp: Path, engine: Engine, sets: dict[str, list[int]],
@@ -749,6 +792,10 @@ def run_only(only: str, stack: Stack, tmp: Path, engine: Engine, sets: dict[str,
     return 0
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--orders", type=int, default=0,
@@ -762,6 +809,10 @@ def main() -> int:
     parser.add_argument("--keep-connector", action="store_true",
                         help="leave connector syncd-bench registered")
     args = parser.parse_args()
+    # A `timeout` or Ctrl-C must still stop the daemons and sandboxes this run started (a
+    # stray syncd with its own ledger would invoice the next run's orders a second time).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit_on_signal)
     sizes = Sizes.from_args(args)
     stack = stack_from_env()
     engine = create_engine(stack.dsn, pool_size=2)
@@ -772,6 +823,8 @@ def main() -> int:
         ensure_bench_erp(stack, engine, sizes.partitions)
         base = high_watermarks(stack.bootstrap, TOPIC)
         tag = time.strftime("%H%M%S") + uuid.uuid4().hex[:4].upper()
+        if not sizes.orders:
+            sizes.orders = calibrate(stack, tmp, engine, tag, sizes)
         fresh_n = max(1, int(sizes.fresh_rate * sizes.fresh_seconds))
         sets = {name: load_orders(engine, f"B{tag}{name}", n) for name, n in (
             ("Z", sizes.orders), ("L", sizes.orders), ("N", sizes.naive_orders),
@@ -811,6 +864,9 @@ def main() -> int:
             freshness_rate=sizes.fresh_rate, backlog_events=sizes.backlog_events,
             backlog_events_consumed=backlog["consumed"], decode_sample_events=ceilings["events"],
             peak_rss_mb_throughput=round(max(zero["peak_rss_mb"], slow["peak_rss_mb"]), 1),
+            syncd_cpu_ms_per_doc_latency_0ms=round(zero["syncd_cpu_ms_per_doc"], 2),
+            sandbox_cpu_ms_per_doc_latency_0ms=round(zero["sandbox_cpu_ms_per_doc"], 2),
+            syncd_cpu_ms_per_doc_latency_50ms=round(slow["syncd_cpu_ms_per_doc"], 2),
             cores=os.cpu_count(), load_average=[round(x, 2) for x in os.getloadavg()],
             versions=versions(stack, engine), seconds=round(time.monotonic() - started),
             smoke=args.smoke,
