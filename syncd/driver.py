@@ -166,6 +166,12 @@ class Driver:
         self._active: dict[int, bool] = {}
         self._running: set[int] = set()
         self._polls: dict[int, int] = {}
+        #: the row as this driver's last step left it (what it read, or what its conditional
+        #: UPDATE returned), so the next step of a document skips re-reading it. Popped at
+        #: the start of every step: any step that fails (stale state, database error) makes
+        #: the next one read the row afresh. A row changed meanwhile by someone else is
+        #: caught by the conditional transition (StaleStateError) like any race.
+        self._rows: dict[int, DocumentRow] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._schedule_loop, name="syncd-scheduler",
                                         daemon=True)
@@ -182,12 +188,18 @@ class Driver:
         with self._lock:
             return doc_id in self._active
 
-    def submit(self, doc_id: int, delay: float = 0.0) -> None:
-        """Schedule a step of `doc_id` (no-op when it is already scheduled or running)."""
+    def submit(self, doc_id: int, delay: float = 0.0, row: DocumentRow | None = None) -> None:
+        """Schedule a step of `doc_id` (no-op when it is already scheduled or running).
+
+        `row`: the document as just committed by the caller, so the first step need not
+        read it again (a stale copy is caught by the conditional transition, as always).
+        """
         with self._lock:
             if self._stopping or doc_id in self._active:
                 return
             self._active[doc_id] = True
+            if row is not None and row.id == doc_id:
+                self._rows[doc_id] = row
             heapq.heappush(self._heap, _Entry(time.monotonic() + delay, next(self._seq), doc_id))
             self._metrics.inflight_documents.set(len(self._active))
             self._lock.notify()
@@ -206,6 +218,7 @@ class Driver:
             self._running.discard(doc_id)
             self._active.pop(doc_id, None)
             self._polls.pop(doc_id, None)
+            self._rows.pop(doc_id, None)
             self._metrics.inflight_documents.set(len(self._active))
             self._lock.notify_all()
 
@@ -217,6 +230,7 @@ class Driver:
             self._heap = keep
             for doc_id in doc_ids - self._running:
                 self._active.pop(doc_id, None)
+                self._rows.pop(doc_id, None)
             self._metrics.inflight_documents.set(len(self._active))
 
     def _schedule_loop(self) -> None:
@@ -243,6 +257,7 @@ class Driver:
         with self._lock:
             self._stopping = True
             self._heap.clear()
+            self._rows.clear()
             self._lock.notify_all()
             while self._running and time.monotonic() < deadline:
                 self._lock.wait(max(0.0, min(0.2, deadline - time.monotonic())))
@@ -276,14 +291,18 @@ class Driver:
 
     def _advance(self, doc_id: int) -> float | None:
         """One step; returns the delay before the next step, or None when settled."""
-        with self._engine.connect() as conn:
-            row = repo.get_document(conn, doc_id)
+        with self._lock:
+            row: DocumentRow | None = self._rows.pop(doc_id, None)
+        if row is None:
+            with self._engine.connect() as conn:
+                row = repo.get_document(conn, doc_id)
         if row.state in TERMINAL_STATES or row.state is S.PENDING:
             self._settled(row)
             return None
         if row.next_attempt_at is not None:
             wait = (row.next_attempt_at - datetime.now(UTC)).total_seconds()
             if wait > 0.05:
+                self._remember(row)
                 return wait
         doc = self._config.documents.get(row.identity.document_type)
         with bind(document=row.identity.document_type, key=row.identity.source_key,
@@ -361,9 +380,11 @@ class Driver:
             # The provider confirmed it never got this serial: back to READY, send next step.
             target = S.READY if row.kind is DocumentKind.ISSUE else S.REVERSAL_PENDING
             with self._engine.begin() as conn:
-                repo.transition(conn, row.id, row.state, target, reason="provider has no such "
-                                "serial; re-sending under the same serial", actor=self._owner,
-                                attempts=attempts + 1)
+                resend = repo.transition(conn, row.id, row.state, target,
+                                         reason="provider has no such serial; re-sending under "
+                                         "the same serial", actor=self._owner,
+                                         attempts=attempts + 1)
+            self._remember(resend)
             return 0.0
         polls = self._polls.get(row.id, 0)
         step = next_step(
@@ -410,6 +431,7 @@ class Driver:
         ):
             # Still processing: nothing new to record, just poll again later.
             self._polls[row.id] = polls + 1
+            self._remember(row)
             return _delay_until(step.next_attempt_at, now)
 
         key = key_from_ledger(row.identity.source_key)
@@ -440,7 +462,13 @@ class Driver:
             log.warning("document blocked, provider needs a human: %s", error)
         if updated.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED):
             self._polls[row.id] = polls + 1
+        self._remember(updated)
         return _delay_until(step.next_attempt_at, now)
+
+    def _remember(self, row: DocumentRow) -> None:
+        with self._lock:
+            if row.id in self._active:
+                self._rows[row.id] = row
 
     def _settled(self, row: DocumentRow) -> None:
         if self._on_settled is not None:

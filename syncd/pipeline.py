@@ -298,7 +298,7 @@ class Pipeline:
         for doc_name, outcome in result.outcomes:
             self._metrics.document_settled(doc_name, DocumentOutcome(outcome))
         for doc_id in result.to_drive:
-            self._driver.submit(doc_id)
+            self._driver.submit(doc_id, row=result.rows.get(doc_id))
 
     # ------------------------------------------------------------------ database trouble
 
@@ -479,7 +479,7 @@ class Pipeline:
                 state = self._partitions.get((row.source_topic, row.source_partition))
                 if state is not None:
                     state.doc_ids.add(row.id)
-            self._driver.submit(row.id)
+            self._driver.submit(row.id, row=row)
         if resume:
             log.info("resuming %d open document(s) of the assigned partitions", len(resume))
         return result
