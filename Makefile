@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit integration test demo stack-up stack-down stack-clean stack-status chart-test clean
+.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test clean
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ stack-status:
 
 demo: install
 	bash dev/demo.sh
+
+# Never part of `make test` (tests/integration/test_bench_smoke.py runs a tiny version).
+bench: install stack-up
+	bash dev/bench.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build

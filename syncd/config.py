@@ -280,8 +280,10 @@ class PipelineSettings(StrictModel):
     max_in_flight: int = Field(default=256, ge=1)
     max_in_flight_per_partition: int = Field(default=32, ge=1)
     workers: int = Field(
-        default=32, ge=1, le=512,
-        description="threads calling the provider and writing results (database pool follows)",
+        default=64, ge=1, le=512,
+        description="threads calling the provider and writing results; each waits on one "
+        "provider call at a time, so this bounds the documents per second at a given "
+        "provider latency (the HTTP pool follows; the database pool up to 36)",
     )
     poll_interval_seconds: float = Field(
         default=0.2, gt=0,

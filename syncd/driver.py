@@ -168,6 +168,12 @@ class Driver:
         #: doc id -> its live heap entry while waiting (older entries are skipped when popped)
         self._waiting: dict[int, _Entry] = {}
         self._polls: dict[int, int] = {}
+        #: the row as this driver's last step left it (what it read, or what its conditional
+        #: UPDATE returned), so the next step of a document skips re-reading it. Popped at
+        #: the start of every step: any step that fails (stale state, database error) makes
+        #: the next one read the row afresh. A row changed meanwhile by someone else is
+        #: caught by the conditional transition (StaleStateError) like any race.
+        self._rows: dict[int, DocumentRow] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._schedule_loop, name="syncd-scheduler",
                                         daemon=True)
@@ -184,12 +190,17 @@ class Driver:
         with self._lock:
             return doc_id in self._active
 
-    def submit(self, doc_id: int, delay: float = 0.0, *, expedite: bool = False) -> None:
+    def submit(
+        self, doc_id: int, delay: float = 0.0, *, expedite: bool = False,
+        row: DocumentRow | None = None,
+    ) -> None:
         """Schedule a step of `doc_id` (no-op when it is already scheduled or running).
 
         `expedite`: if the document is waiting for a later step, move that step forward to
         `delay` from now (e.g. an operator retry of a BLOCKED row the driver would only
         have looked at again minutes later). A running step is never doubled.
+        `row`: the document as just committed by the caller, so the first step need not
+        read it again (a stale copy is caught by the conditional transition, as always).
         """
         with self._lock:
             if self._stopping:
@@ -201,6 +212,8 @@ class Driver:
                     self._push(doc_id, delay)
                 return
             self._active[doc_id] = True
+            if row is not None and row.id == doc_id:
+                self._rows[doc_id] = row
             self._push(doc_id, delay)
             self._metrics.inflight_documents.set(len(self._active))
 
@@ -223,6 +236,7 @@ class Driver:
             self._running.discard(doc_id)
             self._active.pop(doc_id, None)
             self._polls.pop(doc_id, None)
+            self._rows.pop(doc_id, None)
             self._metrics.inflight_documents.set(len(self._active))
             self._lock.notify_all()
 
@@ -235,6 +249,7 @@ class Driver:
             for doc_id in doc_ids - self._running:
                 self._active.pop(doc_id, None)
                 self._waiting.pop(doc_id, None)
+                self._rows.pop(doc_id, None)
             self._metrics.inflight_documents.set(len(self._active))
 
     def _schedule_loop(self) -> None:
@@ -265,6 +280,7 @@ class Driver:
             self._stopping = True
             self._heap.clear()
             self._waiting.clear()
+            self._rows.clear()
             self._lock.notify_all()
             while self._running and time.monotonic() < deadline:
                 self._lock.wait(max(0.0, min(0.2, deadline - time.monotonic())))
@@ -298,14 +314,18 @@ class Driver:
 
     def _advance(self, doc_id: int) -> float | None:
         """One step; returns the delay before the next step, or None when settled."""
-        with self._engine.connect() as conn:
-            row = repo.get_document(conn, doc_id)
+        with self._lock:
+            row: DocumentRow | None = self._rows.pop(doc_id, None)
+        if row is None:
+            with self._engine.connect() as conn:
+                row = repo.get_document(conn, doc_id)
         if row.state in TERMINAL_STATES or row.state is S.PENDING:
             self._settled(row)
             return None
         if row.next_attempt_at is not None:
             wait = (row.next_attempt_at - datetime.now(UTC)).total_seconds()
             if wait > 0.05:
+                self._remember(row)
                 return wait
         doc = self._config.documents.get(row.identity.document_type)
         with bind(document=row.identity.document_type, key=row.identity.source_key,
@@ -383,9 +403,11 @@ class Driver:
             # The provider confirmed it never got this serial: back to READY, send next step.
             target = S.READY if row.kind is DocumentKind.ISSUE else S.REVERSAL_PENDING
             with self._engine.begin() as conn:
-                repo.transition(conn, row.id, row.state, target, reason="provider has no such "
-                                "serial; re-sending under the same serial", actor=self._owner,
-                                attempts=attempts + 1)
+                resend = repo.transition(conn, row.id, row.state, target,
+                                         reason="provider has no such serial; re-sending under "
+                                         "the same serial", actor=self._owner,
+                                         attempts=attempts + 1)
+            self._remember(resend)
             return 0.0
         polls = self._polls.get(row.id, 0)
         step = next_step(
@@ -432,6 +454,7 @@ class Driver:
         ):
             # Still processing: nothing new to record, just poll again later.
             self._polls[row.id] = polls + 1
+            self._remember(row)
             return _delay_until(step.next_attempt_at, now)
 
         key = key_from_ledger(row.identity.source_key)
@@ -462,7 +485,13 @@ class Driver:
             log.warning("document blocked, provider needs a human: %s", error)
         if updated.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED):
             self._polls[row.id] = polls + 1
+        self._remember(updated)
         return _delay_until(step.next_attempt_at, now)
+
+    def _remember(self, row: DocumentRow) -> None:
+        with self._lock:
+            if row.id in self._active:
+                self._rows[row.id] = row
 
     def _settled(self, row: DocumentRow) -> None:
         if self._on_settled is not None:

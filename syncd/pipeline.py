@@ -373,7 +373,7 @@ class Pipeline:
         for doc_name, outcome in result.outcomes:
             self._metrics.document_settled(doc_name, DocumentOutcome(outcome))
         for doc_id in result.to_drive:
-            self._driver.submit(doc_id)
+            self._driver.submit(doc_id, row=result.rows.get(doc_id))
 
     # ------------------------------------------------------------------ database trouble
 
@@ -594,7 +594,7 @@ class Pipeline:
                     log.warning("seek %s[%d] to %d failed: %s", tp[0], tp[1], offset, exc)
         for row in resume:
             self._track(row)
-            self._driver.submit(row.id)
+            self._driver.submit(row.id, row=row)
         if resume:
             log.info("resuming %d open document(s) of the assigned partitions", len(resume))
         return result

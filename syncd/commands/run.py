@@ -49,9 +49,12 @@ def run(args: argparse.Namespace) -> int:
     owner = args.owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     pipeline_cfg = config.pipeline
     workers = pipeline_cfg.workers
+    # Workers hold a database connection only around their short reads and writes, never
+    # while waiting for the provider: a pool of up to 32 (+4 for the consumer loop and
+    # gauges) serves many more workers without crowding the ERP's max_connections.
     engine = ledger_engine(
         config.database.dsn_value(), config.database.schema_name,
-        pool_size=max(config.database.pool_size, workers + 4), max_overflow=8,
+        pool_size=max(config.database.pool_size, min(workers, 32) + 4), max_overflow=8,
     )
     if pipeline_cfg.migrate_on_start:
         log.info("migrating syncd schema %s", config.database.schema_name)
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     health = HealthServer(registry, host=config.metrics.host, port=config.metrics.port)
     health.add_readiness_check("config", lambda: True)
     health.start()
-    issuer = create_issuer(config.issuer.provider, config.issuer.provider_settings())
+    issuer = create_issuer(config.issuer.provider, issuer_settings(config, workers))
     retry = pipeline_cfg.retry
     policy = RetryPolicy(
         base_delay=retry.backoff_base_seconds, max_delay=retry.backoff_max_seconds,
@@ -92,6 +95,24 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
         health.stop()
     return 0
+
+
+def issuer_settings(config: object, workers: int) -> dict[str, object]:
+    """The provider settings with the HTTP pool sized to the worker pool.
+
+    Every worker may hold one provider call at a time; a smaller pool makes workers queue
+    for a connection, and fewer keep-alive slots than workers means a new TCP (and TLS)
+    connection for most calls. Values the operator set explicitly are kept.
+    """
+    from syncd.config import SyncdConfig
+
+    assert isinstance(config, SyncdConfig)
+    settings = config.issuer.provider_settings()
+    explicit = config.issuer.model_fields_set
+    for key in ("max_connections", "max_keepalive_connections"):
+        if key not in explicit:
+            settings[key] = max(int(settings[key]), workers)
+    return settings
 
 
 def _secrets(config: object) -> list[str]:

@@ -556,6 +556,28 @@ def latest_revision(
     return None if m is None else DocumentRow.from_mapping(m)
 
 
+def latest_revisions(
+    conn: Connection, keys: Sequence[tuple[str, str, str]],
+    kind: DocumentKind = DocumentKind.ISSUE,
+) -> dict[tuple[str, str, str], DocumentRow]:
+    """`latest_revision` for many (document_type, source_table, source_key) in one query;
+    keys without a ledger row are absent from the result."""
+    if not keys:
+        return {}
+    cols = (documents.c.document_type, documents.c.source_table, documents.c.source_key)
+    q = (
+        select(documents)
+        .where(tuple_(*cols).in_(list(dict.fromkeys(keys))), documents.c.kind == kind.value)
+        .order_by(*cols, documents.c.revision)
+    )
+    out: dict[tuple[str, str, str], DocumentRow] = {}
+    for m in conn.execute(q).mappings():  # ascending revisions: the last one wins
+        row = DocumentRow.from_mapping(m)
+        out[(row.identity.document_type, row.identity.source_table,
+             row.identity.source_key)] = row
+    return out
+
+
 def documents_to_resume(
     conn: Connection,
     *,
