@@ -31,6 +31,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -909,6 +910,8 @@ def main() -> int:
         if not args.keep_connector:
             remove_connector(stack, engine)
         engine.dispose()
+        if not os.environ.get("BENCH_KEEP_LEDGER"):  # logs and sandbox stores of the run
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
