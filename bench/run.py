@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -707,7 +709,7 @@ def produce_backlog(bootstrap: str, template: tuple[dict[str, Any], dict[str, An
 
 def versions(stack: Stack, engine: Engine) -> dict[str, str]:
     out = {"python": platform.python_version(), "syncd": syncd.__version__,
-           "confluent_kafka": confluent_kafka.version()[0],
+           "confluent_kafka": importlib.metadata.version("confluent-kafka"),
            "librdkafka": confluent_kafka.libversion()[0]}
     with engine.connect() as conn:
         out["postgresql"] = str(conn.execute(text("SHOW server_version")).scalar_one())
@@ -745,6 +747,10 @@ def table(results: dict[str, Any]) -> str:
          "s", ""),
         (f"freshness p99 at {results['freshness_rate']} docs/s", results["freshness_p99_s"],
          "s", "<= 2"),
+        (f"freshness p50 / p99 at {results['freshness_sustainable_rate']} docs/s (half the "
+         "50 ms throughput)",
+         f"{results['freshness_p50_s_sustainable']} / {results['freshness_p99_s_sustainable']}",
+         "s", ""),
         ("duplicate invoices", results["duplicates"], "", "0"),
         ("missing invoices", results["missing"], "", "0"),
     ]
@@ -840,6 +846,17 @@ def main() -> int:
         naive = run_naive(stack, tmp, engine, sets["N"], sizes.latency_ms, sizes.naive_seconds)
         fresh = run_freshness(stack, tmp, engine, sets["F"], sizes.latency_ms,
                               sizes.fresh_rate, sizes.timeout)
+        steady: dict[str, Any] = {}
+        sustainable = int(0.5 * slow["docs_per_s"])
+        if 1 <= sustainable < sizes.fresh_rate:
+            # The requested rate is beyond this machine: freshness at half the measured
+            # throughput says what a user sees when syncd keeps up.
+            before = high_watermarks(stack.bootstrap, TOPIC)
+            more = load_orders(engine, f"B{tag}G", max(1, int(sustainable * sizes.fresh_seconds)))
+            wait_captured(stack.bootstrap, before, len(more), sizes.timeout)
+            steady = run_freshness(stack, tmp, engine, more, sizes.latency_ms, sustainable,
+                                   sizes.timeout)
+            steady["rate"] = sustainable
         ceilings = run_ceilings(stack, base, sizes.decode_events)
         backlog = run_backlog(stack, tmp, engine, sets["K"], sizes.backlog_events,
                               sizes.backlog_seconds, sizes.backlog_latency_ms)
@@ -852,8 +869,10 @@ def main() -> int:
             peak_rss_mb_backlog=round(backlog["peak_rss_mb"], 1),
             freshness_p50_s=round(fresh["p50"], 3),
             freshness_p99_s=round(fresh["p99"], 3),
-            duplicates=zero["duplicates"] + slow["duplicates"] + fresh["duplicates"],
-            missing=zero["missing"] + slow["missing"] + fresh["missing"],
+            duplicates=zero["duplicates"] + slow["duplicates"] + fresh["duplicates"]
+            + steady.get("duplicates", 0),
+            missing=zero["missing"] + slow["missing"] + fresh["missing"]
+            + steady.get("missing", 0),
         )
         results.update(
             ratio_syncd_over_naive_50ms=ratio(results["syncd_docs_per_s_latency_50ms"],
@@ -862,6 +881,9 @@ def main() -> int:
             if ceilings["raw"] else float("nan"),
             orders_per_run=sizes.orders, latency_ms=sizes.latency_ms,
             freshness_rate=sizes.fresh_rate, backlog_events=sizes.backlog_events,
+            freshness_sustainable_rate=steady.get("rate"),
+            freshness_p50_s_sustainable=round(steady["p50"], 3) if steady else None,
+            freshness_p99_s_sustainable=round(steady["p99"], 3) if steady else None,
             backlog_events_consumed=backlog["consumed"], decode_sample_events=ceilings["events"],
             peak_rss_mb_throughput=round(max(zero["peak_rss_mb"], slow["peak_rss_mb"]), 1),
             syncd_cpu_ms_per_doc_latency_0ms=round(zero["syncd_cpu_ms_per_doc"], 2),
@@ -888,6 +910,8 @@ def main() -> int:
         if not args.keep_connector:
             remove_connector(stack, engine)
         engine.dispose()
+        if not os.environ.get("BENCH_KEEP_LEDGER"):  # logs and sandbox stores of the run
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
