@@ -209,6 +209,9 @@ class Driver:
                 waiting = self._waiting.get(doc_id)
                 due = time.monotonic() + delay
                 if expedite and waiting is not None and waiting.due > due:
+                    # Someone changed the row behind our back (an operator retry): read it
+                    # afresh instead of trusting the copy of our last step.
+                    self._rows.pop(doc_id, None)
                     self._push(doc_id, delay)
                 return
             self._active[doc_id] = True

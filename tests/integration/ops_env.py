@@ -34,7 +34,10 @@ from syncd.ledger.migrate import upgrade
 from tests.integration.sandbox_process import free_port
 from tests.integration.stack import REPO_DIR, Stack
 
-SERVER = os.environ.get("SYNCD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:15432")
+SERVER = os.environ.get(
+    "SYNCD_TEST_PG",
+    f"postgresql+psycopg://postgres@127.0.0.1:{os.environ.get('SYNCD_PG_PORT', '15432')}",
+)
 
 
 @dataclass

@@ -8,6 +8,7 @@ deleted afterwards. Schema experiments happen in a database of our own.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -27,7 +28,9 @@ DEMO = ROOT / "config" / "demo.yaml"
 DEMO_TEXT = DEMO.read_text(encoding="utf-8")
 EVENT = ROOT / "tests" / "unit" / "data" / "sales_order_confirmed.json"
 ERP_SQL = ROOT / "config" / "demo" / "erp.sql"
-ADMIN_DSN = "postgresql+psycopg://postgres@127.0.0.1:15432/postgres"
+PG_PORT = os.environ.get("SYNCD_PG_PORT", "15432")
+KAFKA_PORT = os.environ.get("SYNCD_KAFKA_PORT", "19092")
+ADMIN_DSN = f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/postgres"
 OWN_DB = "config_helper_test"
 
 
@@ -55,7 +58,7 @@ def own_db(erp) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS {OWN_DB} WITH (FORCE)"))
         conn.execute(sa.text(f"CREATE DATABASE {OWN_DB}"))
-    dsn = f"postgresql+psycopg://postgres@127.0.0.1:15432/{OWN_DB}"
+    dsn = f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/{OWN_DB}"
     engine = _engine(dsn)
     with engine.begin() as conn:
         conn.exec_driver_sql(ERP_SQL.read_text(encoding="utf-8"))
@@ -103,7 +106,7 @@ def test_demo_config_passes_live_check(erp, capsys):
 
 
 def test_live_check_reports_missing_columns_and_misfit_types(own_db, tmp_path, capsys):
-    text = (DEMO_TEXT.replace("15432/erp", f"15432/{OWN_DB}")
+    text = (_own_db_text()
             .replace("        url: invoice_url", "        url: invoice_ulr")
             .replace("        quantity: quantity", "        quantity: item_name")
             .replace("        issued_at: invoiced_at", "        issued_at: invoice_error"))
@@ -127,14 +130,14 @@ def test_live_check_reports_missing_columns_and_misfit_types(own_db, tmp_path, c
 
 
 def test_live_check_reports_short_columns_missing_tables_and_replica_identity(own_db, tmp_path):
-    engine = _engine(f"postgresql+psycopg://postgres@127.0.0.1:15432/{OWN_DB}")
+    engine = _engine(f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/{OWN_DB}")
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE erp.sales_order REPLICA IDENTITY DEFAULT"))
         conn.execute(sa.text("ALTER TABLE erp.sales_order ALTER COLUMN red_invoice_no "
                              "TYPE varchar(12)"))
         conn.execute(sa.text("DROP TABLE erp.sales_order_line"))
     try:
-        config = parse_config(DEMO_TEXT.replace("15432/erp", f"15432/{OWN_DB}"), "c.yaml")
+        config = parse_config(_own_db_text(), "c.yaml")
         with engine.connect() as conn:
             report = check_schema(conn, config)
     finally:
@@ -153,7 +156,7 @@ def test_live_check_reports_short_columns_missing_tables_and_replica_identity(ow
 
 
 def test_live_check_verifies_declared_decimal_scales(own_db):
-    text = (DEMO_TEXT.replace("15432/erp", f"15432/{OWN_DB}")
+    text = (_own_db_text()
             .replace("    unit_price: 8\n", "    unit_price: 2\n")
             .replace("    amount: 2\n", "    amount: 2\n    item_name: 2\n    nope: 1\n"))
     config = parse_config(text, "c.yaml")
@@ -171,14 +174,14 @@ def test_live_check_verifies_declared_decimal_scales(own_db):
 
 
 def test_live_check_reports_missing_topics(erp, tmp_path, capsys):
-    path = write_config(tmp_path, DEMO_TEXT.replace("topic_prefix: erp", "topic_prefix: nope", 1))
+    path = write_config(tmp_path, _demo_text().replace("topic_prefix: erp", "topic_prefix: nope"))
     assert main(["check-config", "-c", str(path), "--live", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "documents.sales_order.topic: topic nope.erp.sales_order does not exist" in err
 
 
 def test_unreachable_database_is_a_located_error(tmp_path, capsys):
-    path = write_config(tmp_path, DEMO_TEXT.replace("127.0.0.1:15432", "127.0.0.1:1"))
+    path = write_config(tmp_path, _demo_text().replace(f"127.0.0.1:{PG_PORT}", "127.0.0.1:1"))
     assert main(["check-config", "-c", str(path), "--live", "--quiet", "--timeout", "2"]) == 2
     assert "cannot inspect" in capsys.readouterr().err
 
@@ -222,7 +225,7 @@ def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path
     from syncd.rules import decide
     from syncd.states import DocumentState
 
-    config_path = write_config(tmp_path, DEMO_TEXT.replace("15432/erp", f"15432/{OWN_DB}"))
+    config_path = write_config(tmp_path, _own_db_text())
     assert main(["migrate", "-c", str(config_path)]) == 0
     capsys.readouterr()
     config = load_config(config_path)
@@ -272,3 +275,14 @@ def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path
     out = json.loads(capsys.readouterr().out)
     assert out["invoice"] is None
     assert out["note"].startswith("no invoice for this document in the ledger")
+
+
+def _demo_text() -> str:
+    """config/demo.yaml pointed at this run's Kafka (the stack's ports may be moved)."""
+    return DEMO_TEXT.replace("127.0.0.1:19092", f"127.0.0.1:{KAFKA_PORT}").replace(
+        "127.0.0.1:15432", f"127.0.0.1:{PG_PORT}"
+    )
+
+
+def _own_db_text() -> str:
+    return _demo_text().replace(f"{PG_PORT}/erp", f"{PG_PORT}/{OWN_DB}")

@@ -39,7 +39,10 @@ from syncd.states import DocumentKind, DocumentState, InvalidTransitionError
 pytestmark = pytest.mark.integration
 
 S = DocumentState
-SERVER = os.environ.get("SYNCD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:15432")
+SERVER = os.environ.get(
+    "SYNCD_TEST_PG",
+    f"postgresql+psycopg://postgres@127.0.0.1:{os.environ.get('SYNCD_PG_PORT', '15432')}",
+)
 DB = os.environ.get("SYNCD_LEDGER_TEST_DB", "ledger_test")
 URL = f"{SERVER}/{DB}"
 PAYLOAD = {"serial": "X", "lines": [{"net_amount": "1.00"}]}
