@@ -87,7 +87,8 @@ def create_env(stack: Stack, directory: Path, **overrides: Any) -> OpsEnv:
     erp.dispose()
     data = yaml.safe_load((REPO_DIR / "config" / "demo.yaml").read_text())
     sandbox_port, metrics_port = free_port(), free_port()
-    data["kafka"].update(group_id=f"syncd-{slug}", topic_prefix=slug,
+    data["kafka"].update(bootstrap_servers=stack.bootstrap, group_id=f"syncd-{slug}",
+                         topic_prefix=slug,
                          dead_letter_topic=f"{slug}.dead-letter")
     data["database"].update(dsn=f"{SERVER}/{slug}", schema_name="syncd_ops")
     data["issuer"].update(base_url=f"http://127.0.0.1:{sandbox_port}", app_key=DEV_APP_KEY,
