@@ -80,7 +80,8 @@ pg_dir() {
     # under /root), the data lives in /var/tmp and $STACK_DIR/pg is a symlink to it.
     local dir="$STACK_DIR/pg"
     if [[ -L "$dir" || -d "$dir" ]]; then
-        echo "$dir"; return
+        # Always the real path: the postgres user may not traverse the checkout to a symlink.
+        readlink -f "$dir"; return
     fi
     mkdir -p "$STACK_DIR"
     local probe="$STACK_DIR/.pg-probe"
@@ -94,7 +95,7 @@ pg_dir() {
         mkdir -p "$outside"; chown postgres "$(dirname "$outside")" "$outside"
         ln -s "$outside" "$dir"
     fi
-    echo "$dir"
+    readlink -f "$dir"
 }
 
 pg_running() {
@@ -139,9 +140,11 @@ EOF
         fi
         port_open "$PG_PORT" && die "port $PG_PORT is taken by another process; set SYNCD_PG_PORT or stop it"
         mkdir -p "$dir/run"; chown postgres "$dir/run"
-        touch "$LOG_DIR/postgres.log"; chown postgres "$LOG_DIR/postgres.log"
+        # The server writes its log as `postgres`, next to its data; logs/ links to it.
+        touch "$dir/postgres.log"; chown postgres "$dir/postgres.log"
+        ln -sfn "$dir/postgres.log" "$LOG_DIR/postgres.log"
         say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$LOG_DIR/postgres.log" -w -t 60 start >/dev/null \
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
             || fail_with_log "PostgreSQL" "$LOG_DIR/postgres.log"
     fi
     wait_for 30 "postgres" "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || fail_with_log "PostgreSQL" "$LOG_DIR/postgres.log"
@@ -157,7 +160,7 @@ stop_postgres() {
     [[ -e "$STACK_DIR/pg" ]] || return 0
     if pg_running; then
         say "stopping PostgreSQL"
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$STACK_DIR/pg/data" -m fast -w -t 60 stop >/dev/null || true
+        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$(pg_dir)/data" -m fast -w -t 60 stop >/dev/null || true
     fi
 }
 
@@ -348,7 +351,9 @@ cmd_down() {
 cmd_clean() {
     cmd_down
     if [[ -L "$STACK_DIR/pg" ]]; then
-        rm -rf "$(readlink -f "$STACK_DIR/pg")"
+        local outside; outside="$(readlink -f "$STACK_DIR/pg")"
+        rm -rf "$outside"
+        rmdir "$(dirname "$outside")" 2>/dev/null || true
     fi
     # Keep the resolved jars (they are a cache, not state) unless asked.
     find "$STACK_DIR" -mindepth 1 -maxdepth 1 ! -name jvm -exec rm -rf {} + 2>/dev/null || true

@@ -155,7 +155,7 @@ def test_12_sigterm_under_load_drains_and_loses_nothing(it_erp: Stack, tmp_path:
 def _pg_ctl(stack_dir: Path, action: str) -> None:
     pg_bin = next(Path("/usr/lib/postgresql").glob("*/bin"))
     subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin / "pg_ctl"), "-D",
-                    str(stack_dir / "pg" / "data"), "-m", "fast", "-w", action],
+                    str((stack_dir / "pg").resolve() / "data"), "-m", "fast", "-w", action],
                    check=True, capture_output=True)
 
 
