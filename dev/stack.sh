@@ -100,10 +100,11 @@ pg_dir() {
 
 pg_running() {
     local dir; dir="$(pg_dir)"
-    [[ -f "$dir/data/postmaster.pid" ]] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
+    [[ -f "$dir/data/postmaster.pid" ]] && (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1)
 }
 
-psql_erp() { runuser -u postgres -- "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"; }
+# As `postgres`, from / (the checkout may not be readable by that user: feed files on stdin).
+psql_erp() { (cd / && runuser -u postgres -- "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@"); }
 
 start_postgres() {
     install_postgres
@@ -116,8 +117,8 @@ start_postgres() {
             mkdir -p "$dir/data" "$dir/run"
             chown -R postgres "$dir"
             chmod 700 "$dir/data"
-            runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust \
-                -E UTF8 --locale=C.UTF-8 >"$LOG_DIR/initdb.log" 2>&1 || fail_with_log "initdb" "$LOG_DIR/initdb.log"
+            (cd / && runuser -u postgres -- "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust \
+                -E UTF8 --locale=C.UTF-8) >"$LOG_DIR/initdb.log" 2>&1 || fail_with_log "initdb" "$LOG_DIR/initdb.log"
             cat >>"$dir/data/postgresql.conf" <<EOF
 # --- syncd local stack ---
 port = $PG_PORT
@@ -144,14 +145,14 @@ EOF
         touch "$dir/postgres.log"; chown postgres "$dir/postgres.log"
         ln -sfn "$dir/postgres.log" "$LOG_DIR/postgres.log"
         say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
+        (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 start >/dev/null) \
             || fail_with_log "PostgreSQL" "$LOG_DIR/postgres.log"
     fi
     wait_for 30 "postgres" "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" || fail_with_log "PostgreSQL" "$LOG_DIR/postgres.log"
     if ! psql_erp -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'erp'" | grep -q 1; then
         psql_erp -d postgres -c "CREATE DATABASE erp"
     fi
-    psql_erp -d erp -f "$REPO_DIR/config/demo/erp.sql" >/dev/null 2>>"$LOG_DIR/erp-schema.log" \
+    psql_erp -d erp <"$REPO_DIR/config/demo/erp.sql" >/dev/null 2>>"$LOG_DIR/erp-schema.log" \
         || fail_with_log "loading config/demo/erp.sql" "$LOG_DIR/erp-schema.log"
 }
 
@@ -160,7 +161,7 @@ stop_postgres() {
     [[ -e "$STACK_DIR/pg" ]] || return 0
     if pg_running; then
         say "stopping PostgreSQL"
-        runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$(pg_dir)/data" -m fast -w -t 60 stop >/dev/null || true
+        (cd / && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$(pg_dir)/data" -m fast -w -t 60 stop >/dev/null) || true
     fi
 }
 

@@ -156,7 +156,7 @@ def _pg_ctl(stack_dir: Path, action: str) -> None:
     pg_bin = next(Path("/usr/lib/postgresql").glob("*/bin"))
     subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin / "pg_ctl"), "-D",
                     str((stack_dir / "pg").resolve() / "data"), "-m", "fast", "-w", action],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, cwd="/")
 
 
 def test_9_erp_database_down_daemon_stays_up_and_resumes(it_erp: Stack, tmp_path: Path):
