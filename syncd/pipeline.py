@@ -49,7 +49,7 @@ from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.logs import bind
 from syncd.metrics import DocumentOutcome, Metrics
 from syncd.progress import PartitionProgress
-from syncd.states import RESUME_STATES, DocumentKind, DocumentState
+from syncd.states import RESUME_STATES, DocumentState
 
 log = logging.getLogger(__name__)
 
@@ -339,11 +339,6 @@ class Pipeline:
 
     def _positions_after(self, result: IntakeResult) -> dict[LedgerTP, tuple[int, int]]:
         positions: dict[LedgerTP, tuple[int, int]] = {}
-        deferred_by_tp: dict[TP, set[int]] = {}
-        for _, c in result.deferred:
-            deferred_by_tp.setdefault((c.position.topic, c.position.partition), set()).add(
-                c.position.offset
-            )
         for tp, finished in result.finished.items():
             state = self._partitions.get(tp)
             if state is None or state.epoch is None:
@@ -687,10 +682,6 @@ class Pipeline:
             log.warning("consumer close: %s", exc)
         self._producer.flush(5.0)
         log.info("stopped")
-
-
-def kind_label(kind: DocumentKind) -> str:
-    return "issue" if kind is DocumentKind.ISSUE else "reverse"
 
 
 def _header_list(headers: object) -> list[tuple[str, bytes | None]]:
