@@ -1,10 +1,13 @@
 """Drives ledger documents through the provider: issue, poll, retry, settle, write back.
 
 Each document advances one *step* at a time on a worker thread: load the row, make at most
-a submit and a query against the provider, then write the outcome (ledger transition +
-ERP write-back) in one transaction. Between steps the document waits in a time-ordered
-schedule, never in a sleeping thread, so thousands of documents polling a slow provider
-cost no threads.
+a submit and a query against the provider, and decide the outcome (pure). The outcome
+(ledger transition + ERP write-back) is handed to ONE committer thread that writes the
+outcomes of many documents in one transaction (group commit: a batch costs a handful of
+statements, whatever its size), and only then schedules each document's next step. A
+document is never stepped again before its outcome is committed. Between steps the
+document waits in a time-ordered schedule, never in a sleeping thread, so thousands of
+documents polling a slow provider cost no threads.
 
 Exactly-once rests on three rules kept here:
 * a document is only ever sent under its frozen serial and frozen payload;
@@ -20,6 +23,7 @@ import heapq
 import itertools
 import json
 import logging
+import queue
 import random
 import threading
 import time
@@ -66,8 +70,7 @@ from syncd.states import (
 from syncd.writeback import (
     ResultStatus,
     WriteBack,
-    WriteBackError,
-    apply_writeback,
+    apply_writebacks,
     key_from_ledger,
 )
 
@@ -79,6 +82,9 @@ S = DocumentState
 DB_RETRY_SECONDS = 2.0
 #: Delay after an unexpected error in a step (logged with the document; never dropped).
 UNEXPECTED_RETRY_SECONDS = 30.0
+
+#: Most outcomes written in one committer transaction.
+COMMIT_BATCH = 256
 
 SettledCallback = Callable[[DocumentRow], None]
 
@@ -134,6 +140,25 @@ class _Entry:
     doc_id: int
 
 
+@dataclass(slots=True)
+class _Write:
+    """A step's decided outcome, waiting for the committer: the conditional transition of
+    `row`, and the ERP write-back that goes in the same transaction."""
+
+    row: DocumentRow
+    doc: DocumentConfig
+    new_state: DocumentState
+    reason: str
+    fields: dict[str, Any]
+    next_attempt_at: datetime | None
+    polls: int
+    writeback: WriteBack | None = None
+    outcome: DocumentOutcome | None = None
+    error: str | None = None
+    #: a reversal the provider issued: it and its issue row both become REVERSED
+    reversal_issued: bool = False
+
+
 class Driver:
     """Schedules and runs document steps on a bounded worker pool."""
 
@@ -175,9 +200,13 @@ class Driver:
         #: caught by the conditional transition (StaleStateError) like any race.
         self._rows: dict[int, DocumentRow] = {}
         self._stopping = False
+        self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._schedule_loop, name="syncd-scheduler",
                                         daemon=True)
         self._thread.start()
+        self._committer = threading.Thread(target=self._commit_loop, name="syncd-committer",
+                                           daemon=True)
+        self._committer.start()
 
     # ------------------------------------------------------------------ scheduling
 
@@ -289,6 +318,9 @@ class Driver:
                 self._lock.wait(max(0.0, min(0.2, deadline - time.monotonic())))
             still = len(self._running)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # Outcomes not committed by now are simply not recorded: their documents stay in
+        # the state before the step and the next owner queries the provider first.
+        self._writes.put(None)
         return still
 
     def drained(self) -> bool:
@@ -299,7 +331,11 @@ class Driver:
 
     def _step(self, doc_id: int) -> None:
         try:
-            delay = self._advance(doc_id)
+            decided = self._advance(doc_id)
+            if isinstance(decided, _Write):
+                self._writes.put(decided)  # the committer schedules what comes next
+                return
+            delay = decided
         except StaleStateError:
             delay = 0.0  # someone else moved it; look again at once
         except (OperationalError, DBAPIError) as exc:
@@ -315,8 +351,9 @@ class Driver:
         else:
             self._reschedule(doc_id, delay)
 
-    def _advance(self, doc_id: int) -> float | None:
-        """One step; returns the delay before the next step, or None when settled."""
+    def _advance(self, doc_id: int) -> float | _Write | None:
+        """One step; returns the delay before the next step, None when settled, or the
+        outcome to commit."""
         with self._lock:
             row: DocumentRow | None = self._rows.pop(doc_id, None)
         if row is None:
@@ -397,7 +434,7 @@ class Driver:
 
     def _apply(
         self, row: DocumentRow, doc: DocumentConfig, result: IssueResult, *, resent: bool = False
-    ) -> float | None:
+    ) -> float | _Write | None:
         now = datetime.now(UTC)
         attempts = row.attempts + (1 if resent else 0)
         if isinstance(result, Retryable) and result.resubmit and row.state in (
@@ -405,13 +442,9 @@ class Driver:
         ):
             # The provider confirmed it never got this serial: back to READY, send next step.
             target = S.READY if row.kind is DocumentKind.ISSUE else S.REVERSAL_PENDING
-            with self._engine.begin() as conn:
-                resend = repo.transition(conn, row.id, row.state, target,
-                                         reason="provider has no such serial; re-sending under "
-                                         "the same serial", actor=self._owner,
-                                         attempts=attempts + 1)
-            self._remember(resend)
-            return 0.0
+            return _Write(row, doc, target, "provider has no such serial; re-sending under "
+                          "the same serial", {"attempts": attempts + 1}, next_attempt_at=None,
+                          polls=0)
         polls = self._polls.get(row.id, 0)
         step = next_step(
             document=row.identity, kind=row.kind, current=row.state,
@@ -459,37 +492,115 @@ class Driver:
             self._polls[row.id] = polls + 1
             self._remember(row)
             return _delay_until(step.next_attempt_at, now)
+        return _Write(row, doc, step.state, _transition_reason(result), _only(fields),
+                      next_attempt_at=step.next_attempt_at, polls=polls, writeback=writeback,
+                      outcome=outcome, error=error,
+                      reversal_issued=isinstance(result, Issued)
+                      and row.kind is DocumentKind.REVERSAL)
 
-        key = key_from_ledger(row.identity.source_key)
-        with self._metrics.time_writeback(), self._engine.begin() as conn:
-            if isinstance(result, Issued) and row.kind is DocumentKind.REVERSAL:
-                updated, _issue = repo.mark_reversed(conn, row.id, row.state, actor=self._owner,
-                                                     **_only(fields))
-            else:
-                updated = repo.transition(conn, row.id, row.state, step.state,
-                                          reason=_transition_reason(result), actor=self._owner,
-                                          **_only(fields))
-            if writeback is not None:
+    # ------------------------------------------------------------------ the committer
+
+    def _commit_loop(self) -> None:
+        while True:
+            first = self._writes.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < COMMIT_BATCH:
                 try:
-                    apply_writeback(conn, doc, key, writeback)
-                except WriteBackError as exc:
-                    # The ledger keeps the result; the ERP row is gone. Say so loudly.
-                    log.error("write-back skipped: %s", exc)
-        committed_at = time.time()
-        if outcome is not None:
-            self._metrics.document_settled(doc.name, outcome)
-            self._metrics.observe_freshness(row.source_ts_ms, committed_at)
-            log.info("document %s", outcome.value, extra={"invoice_no": fields.get("invoice_no"),
-                                                           "state": updated.state.value})
-        if updated.state in TERMINAL_STATES or updated.state is S.REVERSED:
-            self._settled(updated)
-            return None
-        if updated.state is S.BLOCKED:
-            log.warning("document blocked, provider needs a human: %s", error)
+                    more = self._writes.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._writes.put(None)  # stop after this batch
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Write]) -> None:
+        """Write a batch in one transaction; when that fails, each outcome on its own, so
+        one document that moved behind our back (or cannot be written) costs only itself."""
+        try:
+            updated = self._write(batch)
+        except Exception as exc:  # decided per outcome below
+            if len(batch) == 1 or _connection_lost(exc):
+                for w in batch:
+                    self._failed(w, exc)
+                return
+            for w in batch:
+                try:
+                    single = self._write([w])
+                except Exception as one:  # handled like a failed step
+                    self._failed(w, one)
+                else:
+                    self._committed(w, single[0])
+            return
+        for w, row in zip(batch, updated, strict=True):
+            self._committed(w, row)
+
+    def _write(self, batch: list[_Write]) -> list[DocumentRow]:
+        """Transitions (grouped into a few statements), reversal pairs and write-backs of
+        `batch` in one transaction; the updated rows in batch order."""
+        rows: dict[int, DocumentRow] = {}
+        with self._metrics.time_writeback(), self._engine.begin() as conn:
+            plain = [w for w in batch if not w.reversal_issued]
+            changed = repo.transition_many(conn, [
+                repo.Transition(w.row.id, w.row.state, w.new_state, w.reason, w.fields)
+                for w in plain
+            ], actor=self._owner)
+            rows.update((r.id, r) for r in changed)
+            for w in batch:
+                if w.reversal_issued:
+                    rows[w.row.id], _issue = repo.mark_reversed(
+                        conn, w.row.id, w.row.state, actor=self._owner, **w.fields)
+            skipped = apply_writebacks(conn, [
+                (w.doc, key_from_ledger(w.row.identity.source_key), w.writeback)
+                for w in batch if w.writeback is not None
+            ])
+        for problem in skipped:
+            # The ledger keeps the result; the ERP row is gone. Say so loudly.
+            log.error("write-back skipped: %s", problem)
+        return [rows[w.row.id] for w in batch]
+
+    def _committed(self, w: _Write, updated: DocumentRow) -> None:
+        row = w.row
+        with bind(document=row.identity.document_type, key=row.identity.source_key,
+                  serial=row.serial, topic=row.source_topic, partition=row.source_partition,
+                  offset=row.source_offset):
+            if w.outcome is not None:
+                self._metrics.document_settled(w.doc.name, w.outcome)
+                self._metrics.observe_freshness(row.source_ts_ms, time.time())
+                log.info("document %s", w.outcome.value,
+                         extra={"invoice_no": w.fields.get("invoice_no"),
+                                "state": updated.state.value})
+            if updated.state in TERMINAL_STATES or updated.state is S.REVERSED:
+                self._settled(updated)
+                self._finish(row.id)
+                return
+            if updated.state is S.BLOCKED:
+                log.warning("document blocked, provider needs a human: %s", w.error)
         if updated.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED):
-            self._polls[row.id] = polls + 1
+            self._polls[row.id] = w.polls + 1
         self._remember(updated)
-        return _delay_until(step.next_attempt_at, now)
+        self._reschedule(row.id, _delay_until(w.next_attempt_at, datetime.now(UTC)))
+
+    def _failed(self, w: _Write, exc: Exception) -> None:
+        """An outcome that could not be written: the document keeps its previous state and
+        is looked at again (read afresh), exactly like a step that failed."""
+        doc_id = w.row.id
+        if isinstance(exc, StaleStateError):
+            delay = 0.0  # someone else moved it; look again at once
+        elif isinstance(exc, (OperationalError, DBAPIError)):
+            log.warning("document %s: ERP database error, retrying in %.0f s: %s", doc_id,
+                        DB_RETRY_SECONDS, type(exc).__name__)
+            delay = DB_RETRY_SECONDS
+        else:
+            log.error("document %s: unexpected error writing its outcome; retrying in %.0f s",
+                      doc_id, UNEXPECTED_RETRY_SECONDS, exc_info=exc)
+            delay = UNEXPECTED_RETRY_SECONDS
+        with self._lock:
+            self._rows.pop(doc_id, None)
+        self._reschedule(doc_id, delay)
 
     def _remember(self, row: DocumentRow) -> None:
         with self._lock:
@@ -502,6 +613,12 @@ class Driver:
                 self._on_settled(row)
             except Exception:  # the callback must never stall the worker
                 log.exception("settled callback failed for document %s", row.id)
+
+
+def _connection_lost(exc: Exception) -> bool:
+    """A failure that would fail every outcome alike (no point retrying one by one): the
+    database could not be reached, or the connection broke."""
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or exc.statement is None)
 
 
 def _status_of(result: IssueResult) -> int | None:

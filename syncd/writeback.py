@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -83,6 +83,38 @@ def key_from_ledger(source_key: str) -> dict[str, Any]:
     return key
 
 
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    update: str
+    exists: str
+
+
+def _statements(
+    conn: Connection, doc: DocumentConfig, columns: Sequence[str]
+) -> _Statement:
+    q = conn.dialect.identifier_preparer.quote
+    table = quote_table(conn, doc.write_back_table)
+    sets = [f"{q(c)} = :v{i}" for i, c in enumerate(columns)]
+    differs = [f"{q(c)} IS DISTINCT FROM :v{i}" for i, c in enumerate(columns)]
+    where = " AND ".join(f"{q(c)} = :k{i}" for i, c in enumerate(doc.write_back_keys))
+    return _Statement(
+        update=f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608 -- quoted identifiers
+        f"WHERE {where} AND ({' OR '.join(differs)})",
+        exists=f"SELECT 1 FROM {table} WHERE {where}",  # noqa: S608 -- quoted identifiers
+    )
+
+
+def _params(
+    doc: DocumentConfig, key: Mapping[str, Any], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    params = {f"v{i}": v for i, v in enumerate(values.values())}
+    for i, column in enumerate(doc.write_back_keys):
+        if column not in key:
+            raise WriteBackError(f"{doc.name}: key column {column!r} missing from {dict(key)}")
+        params[f"k{i}"] = key[column]
+    return params
+
+
 def apply_writeback(
     conn: Connection, doc: DocumentConfig, key: Mapping[str, Any], result: WriteBack
 ) -> int:
@@ -93,31 +125,51 @@ def apply_writeback(
     values = writeback_values(doc, result)
     if not values:
         return 0
-    q = conn.dialect.identifier_preparer.quote
-    table = quote_table(conn, doc.write_back_table)
-    params: dict[str, Any] = {}
-    sets, differs, where = [], [], []
-    for i, (column, value) in enumerate(values.items()):
-        params[f"v{i}"] = value
-        sets.append(f"{q(column)} = :v{i}")
-        differs.append(f"{q(column)} IS DISTINCT FROM :v{i}")
-    for i, column in enumerate(doc.write_back_keys):
-        if column not in key:
-            raise WriteBackError(f"{doc.name}: key column {column!r} missing from {dict(key)}")
-        params[f"k{i}"] = key[column]
-        where.append(f"{q(column)} = :k{i}")
-    sql = (
-        f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608 -- quoted identifiers, bound values
-        f"WHERE {' AND '.join(where)} AND ({' OR '.join(differs)})"
-    )
-    changed = conn.execute(sa.text(sql), params).rowcount
-    if changed == 0:
-        exists = conn.execute(
-            sa.text(f"SELECT 1 FROM {table} WHERE {' AND '.join(where)}"),  # noqa: S608
-            {k: v for k, v in params.items() if k.startswith("k")},
-        ).first()
-        if exists is None:
-            raise WriteBackError(
-                f"{doc.name}: no row in {doc.write_back_table} with key {dict(key)}"
-            )
+    stmt = _statements(conn, doc, list(values))
+    params = _params(doc, key, values)
+    changed = conn.execute(sa.text(stmt.update), params).rowcount
+    if changed == 0 and not _exists(conn, stmt, params):
+        raise WriteBackError(f"{doc.name}: no row in {doc.write_back_table} with key {dict(key)}")
     return int(changed)
+
+
+def apply_writebacks(
+    conn: Connection, items: Sequence[tuple[DocumentConfig, Mapping[str, Any], WriteBack]]
+) -> list[WriteBackError]:
+    """`apply_writeback` for many documents in the caller's transaction: one executemany
+    per (table, columns) shape, which the driver sends as one pipelined round trip.
+
+    Returns the rows it could not write (gone from the ERP, key incomplete) instead of
+    raising: the other documents of the batch are written all the same.
+    """
+    groups: dict[tuple[str, tuple[str, ...]], tuple[DocumentConfig, list[dict[str, Any]]]] = {}
+    problems: list[WriteBackError] = []
+    for doc, key, result in items:
+        values = writeback_values(doc, result)
+        if not values:
+            continue
+        try:
+            params = _params(doc, key, values)
+        except WriteBackError as exc:
+            problems.append(exc)
+            continue
+        groups.setdefault((doc.name, tuple(values)), (doc, []))[1].append(params)
+    for (_name, columns), (doc, rows) in groups.items():
+        stmt = _statements(conn, doc, columns)
+        # Key order: concurrent batches lock ERP rows in the same order (no deadlock).
+        rows.sort(key=lambda p: tuple(str(p[f"k{i}"]) for i in range(len(doc.write_back_keys))))
+        changed = conn.execute(sa.text(stmt.update), rows).rowcount
+        if changed >= len(rows):
+            continue
+        # Some rows already held these values (a re-applied result) or are gone: find which.
+        problems.extend(
+            WriteBackError(f"{doc.name}: no row in {doc.write_back_table} with key "
+                           f"{ {c: p[f'k{i}'] for i, c in enumerate(doc.write_back_keys)} }")
+            for p in rows if not _exists(conn, stmt, p)
+        )
+    return problems
+
+
+def _exists(conn: Connection, stmt: _Statement, params: Mapping[str, Any]) -> bool:
+    keys = {k: v for k, v in params.items() if k.startswith("k")}
+    return conn.execute(sa.text(stmt.exists), keys).first() is not None
