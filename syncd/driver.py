@@ -193,6 +193,9 @@ class Driver:
         #: doc id -> its live heap entry while waiting (older entries are skipped when popped)
         self._waiting: dict[int, _Entry] = {}
         self._polls: dict[int, int] = {}
+        #: documents this driver sent while their ledger row still says READY /
+        #: REVERSAL_PENDING (see `_apply`): their next step queries instead of sending
+        self._sent: set[int] = set()
         #: the row as this driver's last step left it (what it read, or what its conditional
         #: UPDATE returned), so the next step of a document skips re-reading it. Popped at
         #: the start of every step: any step that fails (stale state, database error) makes
@@ -268,6 +271,7 @@ class Driver:
             self._running.discard(doc_id)
             self._active.pop(doc_id, None)
             self._polls.pop(doc_id, None)
+            self._sent.discard(doc_id)
             self._rows.pop(doc_id, None)
             self._metrics.inflight_documents.set(len(self._active))
             self._lock.notify_all()
@@ -282,6 +286,7 @@ class Driver:
                 self._active.pop(doc_id, None)
                 self._waiting.pop(doc_id, None)
                 self._rows.pop(doc_id, None)
+                self._sent.discard(doc_id)
             self._metrics.inflight_documents.set(len(self._active))
 
     def _schedule_loop(self) -> None:
@@ -409,7 +414,8 @@ class Driver:
             def query() -> IssueResult:
                 return self._timed("query_reversal", lambda: issuer.query_reversal(row.serial))
 
-        fresh = row.state in (S.READY, S.REVERSAL_PENDING) and row.attempts == 0
+        fresh = (row.state in (S.READY, S.REVERSAL_PENDING) and row.attempts == 0
+                 and row.id not in self._sent)
         resent = False
         if fresh:
             submitted = submit()
@@ -492,6 +498,19 @@ class Driver:
             self._polls[row.id] = polls + 1
             self._remember(row)
             return _delay_until(step.next_attempt_at, now)
+        if (step.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED)
+                and row.state in (S.READY, S.REVERSAL_PENDING) and row.id not in self._sent
+                and step.attempts == row.attempts):
+            # Accepted and processing. Most platforms finish within the first poll
+            # interval, so SUBMITTED is only written if the first poll still finds it
+            # processing: one ledger transaction per document instead of two. Nothing is
+            # lost if this process dies now: the row is READY with its frozen serial and
+            # payload, and sending it again is answered by the provider's duplicate check
+            # (same invoice, or DUPLICATE -> query), exactly as for a crash mid-call.
+            self._sent.add(row.id)
+            self._polls[row.id] = polls + 1
+            self._remember(row)
+            return _delay_until(step.next_attempt_at, now)
         return _Write(row, doc, step.state, _transition_reason(result), _only(fields),
                       next_attempt_at=step.next_attempt_at, polls=polls, writeback=writeback,
                       outcome=outcome, error=error,
@@ -564,6 +583,7 @@ class Driver:
 
     def _committed(self, w: _Write, updated: DocumentRow) -> None:
         row = w.row
+        self._sent.discard(row.id)  # the ledger now says where the document stands
         with bind(document=row.identity.document_type, key=row.identity.source_key,
                   serial=row.serial, topic=row.source_topic, partition=row.source_partition,
                   offset=row.source_offset):

@@ -158,6 +158,9 @@ class NewDocument:
         }
 
 
+_COLUMNS_BUT_PAYLOAD = [c for c in documents.c if c.name != "payload"]
+
+
 def ensure_document(
     conn: Connection,
     identity: DocumentIdentity,
@@ -216,10 +219,14 @@ def ensure_documents(
     rows = [d.values(lease_owner=lease_owner, lease_epoch=lease_epoch) for d in ordered]
     # executemany: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") with
     # RETURNING, and the statement compiles once instead of once per batch size.
-    stmt = pg_insert(documents).on_conflict_do_nothing().returning(*documents.c)
+    # The payloads are ours already: not returning them saves parsing each one back.
+    stmt = pg_insert(documents).on_conflict_do_nothing().returning(*_COLUMNS_BUT_PAYLOAD)
+    by_serial = {d.serial: d for d in ordered}
     created: dict[DocumentIdentity, DocumentRow] = {}
     for m in conn.execute(stmt, rows).mappings():
-        row = DocumentRow.from_mapping(m)
+        payload = by_serial[m["serial"]].payload
+        row = DocumentRow.from_mapping({**m, "payload": None if payload is None
+                                        else dict(payload)})
         created[row.identity] = row
     missing = [d.identity for d in ordered if d.identity not in created]
     existing: dict[DocumentIdentity, DocumentRow] = {}
