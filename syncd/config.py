@@ -278,7 +278,11 @@ class RetrySettings(StrictModel):
 
 class PipelineSettings(StrictModel):
     max_in_flight: int = Field(default=256, ge=1)
-    max_in_flight_per_partition: int = Field(default=32, ge=1)
+    max_in_flight_per_partition: int | None = Field(
+        default=None, ge=1,
+        description="documents of one partition in progress at once; a partition at its "
+        "limit is paused so it cannot take every slot (unset: only max_in_flight applies)",
+    )
     workers: int = Field(
         default=64, ge=1, le=512,
         description="threads calling the provider and writing results; each waits on one "

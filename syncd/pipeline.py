@@ -19,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -81,7 +81,10 @@ class PartitionState:
     epoch: int | None  # None: not claimed yet (database unreachable at assignment)
     stored: int | None = None  # last offset stored in the database
     last_event_ts_ms: int | None = None
+    #: documents of this partition the driver holds (dropped on revoke, counted for
+    #: `max_in_flight_per_partition`); removed when they settle
     doc_ids: set[int] = field(default_factory=set)
+    full: bool = False  # paused: its own in-flight limit reached
 
 
 class Pipeline:
@@ -104,7 +107,8 @@ class Pipeline:
         self._group = config.kafka.group_id
         self._classifier = Classifier(config)
         self._intake = Intake(config, group=self._group, owner=owner)
-        self._settled: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._settled: queue.SimpleQueue[tuple[int, str | None, int | None]] = (
+            queue.SimpleQueue())
         self._driver = driver_factory(self._on_settled)
         self._partitions: dict[TP, PartitionState] = {}
         self._deferred: dict[int, list[Classified]] = {}
@@ -368,7 +372,10 @@ class Pipeline:
         for doc_name, outcome in result.outcomes:
             self._metrics.document_settled(doc_name, DocumentOutcome(outcome))
         for doc_id in result.to_drive:
-            self._driver.submit(doc_id, row=result.rows.get(doc_id))
+            row = result.rows.get(doc_id)
+            if row is not None:
+                self._track(row)
+            self._driver.submit(doc_id, row=row)
 
     # ------------------------------------------------------------------ database trouble
 
@@ -409,9 +416,9 @@ class Pipeline:
             self._db_backoff = min(DB_BACKOFF_MAX, self._db_backoff * 2)
             return
         self._db_ok = True
-        resume = [KafkaTopicPartition(t, p) for (t, p) in self._paused_db
-                  if (t, p) in self._partitions]
+        held = list(self._paused_db)
         self._paused_db.clear()
+        resume = self._resumable(held)
         if resume and not self._paused_bp:
             self._consumer.resume(resume)
         self._metrics.partitions_paused.set(0 if not self._paused_bp else len(self._partitions))
@@ -430,10 +437,41 @@ class Pipeline:
                      inflight, limit)
         elif self._paused_bp and inflight <= int(limit * 0.75):
             self._paused_bp = False
-            resume = [tp for tp in self._assigned()
-                      if (tp.topic, tp.partition) not in self._paused_db]
-            self._consumer.resume(resume)
+            self._consumer.resume(self._resumable(self._partitions))
             self._metrics.partitions_paused.set(len(self._paused_db))
+        self._partition_backpressure()
+
+    def _partition_backpressure(self) -> None:
+        """Pause a partition whose own documents reach `max_in_flight_per_partition`, so
+        one busy partition cannot take every slot of the replica."""
+        per = self._config.pipeline.max_in_flight_per_partition
+        if per is None:
+            return
+        pause: list[KafkaTopicPartition] = []
+        resume: list[TP] = []
+        for tp, state in self._partitions.items():
+            held = len(state.doc_ids)
+            if not state.full and held >= per:
+                state.full = True
+                pause.append(KafkaTopicPartition(*tp))
+            elif state.full and held <= int(per * 0.75):
+                state.full = False
+                resume.append(tp)
+        if pause:
+            self._consumer.pause(pause)
+            log.info("partition limit: %s at %d documents in flight; paused",
+                     ", ".join(f"{p.topic}[{p.partition}]" for p in pause), per)
+        if resume and not self._paused_bp:
+            self._consumer.resume(self._resumable(resume))
+
+    def _resumable(self, tps: Iterable[TP]) -> list[KafkaTopicPartition]:
+        """Of `tps`, the partitions nothing else holds paused (database, own limit)."""
+        out = []
+        for tp in tps:
+            state = self._partitions.get(tp)
+            if state is not None and not state.full and tp not in self._paused_db:
+                out.append(KafkaTopicPartition(*tp))
+        return out
 
     def _assigned(self) -> list[KafkaTopicPartition]:
         return [KafkaTopicPartition(t, p) for (t, p) in self._partitions]
@@ -442,15 +480,19 @@ class Pipeline:
 
     def _on_settled(self, row: DocumentRow) -> None:
         # Called on driver threads: hand over to the loop thread.
-        self._settled.put(row.id)
+        self._settled.put((row.id, row.source_topic, row.source_partition))
 
     def _drain_settled(self) -> None:
         ready: list[int] = []
         while True:
             try:
-                doc_id = self._settled.get_nowait()
+                doc_id, topic, partition = self._settled.get_nowait()
             except queue.Empty:
                 break
+            if topic is not None and partition is not None:
+                state = self._partitions.get((topic, partition))
+                if state is not None:
+                    state.doc_ids.discard(doc_id)
             if doc_id in self._deferred:
                 ready.append(doc_id)
         if ready:

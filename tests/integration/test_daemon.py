@@ -42,6 +42,19 @@ def test_orders_are_issued_and_written_back(it_erp: Stack, tmp_path: Path):
         assert missing == [], f"metrics the chart uses but the daemon does not serve: {missing}"
 
 
+def test_a_partition_at_its_in_flight_limit_pauses_and_resumes(it_erp: Stack,
+                                                                tmp_path: Path):
+    """`max_in_flight_per_partition`: a partition holding that many unfinished documents
+    is paused, and resumed as they settle -- every order is still issued once."""
+    with world(it_erp, tmp_path, issue_delay=0.5) as w:
+        d = w.daemon(max_in_flight_per_partition=1).start()
+        d.wait_ready()
+        ids = [w.create_order() for _ in range(8)]
+        w.wait_issued(ids)
+        w.verdict(issued=ids)
+        assert "partition limit:" in d.output()
+
+
 def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(it_erp: Stack,
                                                                        tmp_path: Path):
     with world(it_erp, tmp_path) as w:
