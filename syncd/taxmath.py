@@ -82,6 +82,9 @@ ZERO = Decimal("0.00")
 AMOUNT_TOLERANCE = Decimal("0.01")  # |qty x price - amount| per line
 TAX_ERROR_LIMIT_LINE = Decimal("0.06")  # |net x rate - tax| per line
 TAX_ERROR_LIMIT_INVOICE = Decimal("1.27")  # |sum of (net x rate - tax)| per invoice
+#: a line moved by the invoice balancing stays within two cents of its exact tax (far inside
+#: the platforms' per-line limit, so a balanced line never becomes a line error)
+_BALANCED_LINE_ERROR = Decimal("0.02")
 
 # Wide enough that products and quotients of bounded invoice values are exact
 # (or, for a division, correct far beyond the cent) and never trap.
@@ -220,21 +223,26 @@ def _balance_tax_errors(lines: list[InvoiceLine], price_basis: PriceBasis) -> li
         total_error = sum((line_tax_error(line) for line in lines), ZERO)
         if abs(total_error) <= TAX_ERROR_LIMIT_INVOICE:
             return lines
-        # error > 0: tax too small, so raise tax by a cent on lines whose own error is > 0.
+        # error > 0: tax too small, so raise tax by a cent on lines whose own error is > 0
+        # first (it shrinks both errors); then, if those run out -- e.g. the discount lines
+        # carry the error and their lines lean the other way -- on any other line whose
+        # error stays within the per-line limit after the move.
         direction = 1 if total_error > 0 else -1
-        candidates = sorted(
-            (
-                i
-                for i, line in enumerate(lines)
-                if line.nature is not LineNature.DISCOUNT
-                and line.tax_rate > 0
-                and line_tax_error(line) * direction > 0
-            ),
+        movable = [
+            i for i, line in enumerate(lines)
+            if line.nature is not LineNature.DISCOUNT and line.tax_rate > 0
+        ]
+        same_sign = sorted(
+            (i for i in movable if line_tax_error(lines[i]) * direction > 0),
             key=lambda i: (-abs(line_tax_error(lines[i])), i),
+        )
+        others = sorted(
+            (i for i in movable if line_tax_error(lines[i]) * direction <= 0),
+            key=lambda i: (abs(line_tax_error(lines[i])), i),
         )
         result = list(lines)
         step = CENT * direction
-        for i in candidates:
+        for i in (*same_sign, *others):
             if abs(total_error) <= TAX_ERROR_LIMIT_INVOICE:
                 break
             line = result[i]
@@ -245,6 +253,8 @@ def _balance_tax_errors(lines: list[InvoiceLine], price_basis: PriceBasis) -> li
                 update = {"tax_amount": line.tax_amount + step,
                           "net_amount": line.net_amount - step}
             new_line = line.model_copy(update=update)
+            if abs(line_tax_error(new_line)) > _BALANCED_LINE_ERROR:
+                continue
             total_error += line_tax_error(new_line) - line_tax_error(line)
             result[i] = new_line
         return result
