@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -166,6 +166,15 @@ class Truth(enum.Enum):
     UNKNOWN = "unknown"
 
 
+# Enum member access costs ~0.2 us on Python 3.11; evaluation compares module constants.
+_TRUE: Final = Truth.TRUE
+_FALSE: Final = Truth.FALSE
+_UNKNOWN: Final = Truth.UNKNOWN
+_CREATE: Final = Op.CREATE
+_READ: Final = Op.READ
+_DELETE: Final = Op.DELETE
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of a condition plus why, in words a DBA understands."""
@@ -175,11 +184,11 @@ class Outcome:
 
     @property
     def is_true(self) -> bool:
-        return self.truth is Truth.TRUE
+        return self.truth is _TRUE
 
     @property
     def is_unknown(self) -> bool:
-        return self.truth is Truth.UNKNOWN
+        return self.truth is _UNKNOWN
 
 
 def _fmt(value: object) -> str:
@@ -199,6 +208,8 @@ def same_value(actual: ColumnValue, expected: Scalar) -> bool:
     """
     if actual is None or expected is None:
         return actual is None and expected is None
+    if type(actual) is str and type(expected) is str:
+        return actual == expected  # the common case (enum/status text), decided below alike
     if isinstance(actual, bool) or isinstance(expected, bool):
         if isinstance(actual, bool) and isinstance(expected, bool):
             return actual == expected
@@ -230,13 +241,13 @@ def _read(event: ChangeEvent, which: str, column: str) -> tuple[ColumnValue, Out
     """Read one column; an Outcome instead means the value cannot be known."""
     row = _image(event, which)
     if row is None:
-        return None, Outcome(Truth.UNKNOWN, f"{column}: the change has no {which} image")
+        return None, Outcome(_UNKNOWN, f"{column}: the change has no {which} image")
     if column not in row:
-        return None, Outcome(Truth.UNKNOWN, f"{column}: no such column in the {which} image")
+        return None, Outcome(_UNKNOWN, f"{column}: no such column in the {which} image")
     value = row[column]
     if value is UNAVAILABLE:
         return None, Outcome(
-            Truth.UNKNOWN,
+            _UNKNOWN,
             f"{column}: value not sent by Debezium (unchanged TOAST column; "
             "set REPLICA IDENTITY FULL on the table)",
         )
@@ -244,7 +255,7 @@ def _read(event: ChangeEvent, which: str, column: str) -> tuple[ColumnValue, Out
 
 
 def _outcome(ok: bool, true_reason: str, false_reason: str) -> Outcome:
-    return Outcome(Truth.TRUE, true_reason) if ok else Outcome(Truth.FALSE, false_reason)
+    return Outcome(_TRUE, true_reason) if ok else Outcome(_FALSE, false_reason)
 
 
 def evaluate(condition: Condition, event: ChangeEvent) -> Outcome:
@@ -259,19 +270,19 @@ def evaluate(condition: Condition, event: ChangeEvent) -> Outcome:
         return _any([evaluate(c, event) for c in condition.any_])
     assert condition.not_ is not None
     inner = evaluate(condition.not_, event)
-    if inner.truth is Truth.UNKNOWN:
+    if inner.truth is _UNKNOWN:
         return inner
-    return Outcome(Truth.FALSE if inner.is_true else Truth.TRUE, f"not ({inner.reason})")
+    return Outcome(_FALSE if inner.is_true else _TRUE, f"not ({inner.reason})")
 
 
 def _all(outcomes: Sequence[Outcome]) -> Outcome:
     for o in outcomes:
-        if o.truth is Truth.FALSE:
+        if o.truth is _FALSE:
             return o  # one false decides, even next to an unknown
     unknown = [o for o in outcomes if o.is_unknown]
     if unknown:
         return unknown[0]
-    return Outcome(Truth.TRUE, " and ".join(o.reason for o in outcomes))
+    return Outcome(_TRUE, " and ".join(o.reason for o in outcomes))
 
 
 def _any(outcomes: Sequence[Outcome]) -> Outcome:
@@ -281,7 +292,7 @@ def _any(outcomes: Sequence[Outcome]) -> Outcome:
     unknown = [o for o in outcomes if o.is_unknown]
     if unknown:
         return unknown[0]
-    return Outcome(Truth.FALSE, " and ".join(o.reason for o in outcomes))
+    return Outcome(_FALSE, " and ".join(o.reason for o in outcomes))
 
 
 def _evaluate_column(c: Condition, column: str, event: ChangeEvent) -> Outcome:
@@ -292,13 +303,13 @@ def _evaluate_column(c: Condition, column: str, event: ChangeEvent) -> Outcome:
             return problem
         target = c.becomes
         if not same_value(after, target):
-            return Outcome(Truth.FALSE, f"{column} is {_fmt(after)}, not {_fmt(target)}")
-        if event.op in (Op.CREATE, Op.READ):
-            verb = "was created" if event.op is Op.CREATE else "was read in the snapshot"
-            return Outcome(Truth.TRUE, f"row {verb} with {column} {_fmt(target)}")
+            return Outcome(_FALSE, f"{column} is {_fmt(after)}, not {_fmt(target)}")
+        if event.op in (_CREATE, _READ):
+            verb = "was created" if event.op is _CREATE else "was read in the snapshot"
+            return Outcome(_TRUE, f"row {verb} with {column} {_fmt(target)}")
         if event.before is None:
             return Outcome(
-                Truth.UNKNOWN,
+                _UNKNOWN,
                 f"{column} is {_fmt(target)} but the update has no before image, so a "
                 "transition cannot be seen (set REPLICA IDENTITY FULL on the table)",
             )
@@ -306,8 +317,8 @@ def _evaluate_column(c: Condition, column: str, event: ChangeEvent) -> Outcome:
         if problem is not None:
             return problem
         if same_value(before, target):
-            return Outcome(Truth.FALSE, f"{column} was already {_fmt(target)}")
-        return Outcome(Truth.TRUE, f"{column} became {_fmt(target)}")
+            return Outcome(_FALSE, f"{column} was already {_fmt(target)}")
+        return Outcome(_TRUE, f"{column} became {_fmt(target)}")
     value, problem = _read(event, c.row, column)
     if problem is not None:
         return problem
@@ -335,13 +346,13 @@ def _evaluate_column(c: Condition, column: str, event: ChangeEvent) -> Outcome:
 
 
 def _evaluate_changed(columns: Sequence[str], event: ChangeEvent) -> Outcome:
-    if event.op in (Op.CREATE, Op.READ):
-        return Outcome(Truth.TRUE, "row is new")
-    if event.op is Op.DELETE:
-        return Outcome(Truth.TRUE, "row was deleted")
+    if event.op in (_CREATE, _READ):
+        return Outcome(_TRUE, "row is new")
+    if event.op is _DELETE:
+        return Outcome(_TRUE, "row was deleted")
     if event.before is None:
         return Outcome(
-            Truth.UNKNOWN,
+            _UNKNOWN,
             "the update has no before image, so changed columns cannot be seen "
             "(set REPLICA IDENTITY FULL on the table)",
         )
@@ -354,7 +365,7 @@ def _evaluate_changed(columns: Sequence[str], event: ChangeEvent) -> Outcome:
             unknown.append(problem.reason)
             continue
         if after != before:
-            return Outcome(Truth.TRUE, f"{column} changed from {_fmt(before)} to {_fmt(after)}")
+            return Outcome(_TRUE, f"{column} changed from {_fmt(before)} to {_fmt(after)}")
     if unknown:
-        return Outcome(Truth.UNKNOWN, unknown[0])
-    return Outcome(Truth.FALSE, f"none of {', '.join(columns)} changed")
+        return Outcome(_UNKNOWN, unknown[0])
+    return Outcome(_FALSE, f"none of {', '.join(columns)} changed")

@@ -42,7 +42,7 @@ from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
 from syncd.mapping import build_blue, build_red
-from syncd.rules import Action, Decision, decide
+from syncd.rules import Action, Decision, DocumentRules, decide
 from syncd.serial import DocumentIdentity as SerialIdentity
 from syncd.serial import DocumentKind as SerialKind
 from syncd.serial import serial_for
@@ -69,6 +69,15 @@ class Kind(enum.StrEnum):
     IGNORE = "ignore"
     HEARTBEAT = "heartbeat"
     DEAD_LETTER = "dead_letter"
+
+
+#: What a decision's action means for the intake (any other action is dead-lettered);
+#: a dict lookup, because matching on enum members is slow on Python 3.11.
+_KIND_OF_ACTION: dict[Action, Kind] = {
+    Action.ISSUE: Kind.ISSUE,
+    Action.REVERSE: Kind.REVERSE,
+    Action.IGNORE: Kind.IGNORE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +107,10 @@ class Classifier:
         }
         self._options = DecodeOptions(decimal_scales=scales)
         self._by_table: dict[str, DocumentConfig] = {d.table: d for d in config.documents.values()}
+        # what `decide` reads from each document, derived once (not per event)
+        self._rules: dict[str, DocumentRules] = {
+            d.table: DocumentRules.of(d) for d in config.documents.values()
+        }
         self._line_tables = {d.lines.table for d in config.documents.values()}
 
     def classify(
@@ -108,6 +121,8 @@ class Classifier:
         except DecodeError as exc:
             return Classified(position, Kind.DEAD_LETTER, exc.reason, key, value,
                               code="undecodable")
+        if type(record) is ChangeEvent:  # the common case, before the pattern match
+            return self._classify_change(record, key, value)
         match record:
             case Heartbeat(ts_ms=ts):
                 return Classified(position, Kind.HEARTBEAT, "heartbeat", heartbeat_ts_ms=ts)
@@ -130,20 +145,14 @@ class Classifier:
                               f"no document type is configured for table {event.table}",
                               key, value, event=event, code="unroutable")
         try:
-            decision = decide(event, doc)
+            decision = decide(event, doc, self._rules[event.table])
         except ValueError as exc:  # e.g. the key columns are missing
             return Classified(position, Kind.DEAD_LETTER, str(exc), key, value, event=event,
                               doc=doc, code="undecidable")
-        match decision.action:
-            case Action.ISSUE:
-                kind = Kind.ISSUE
-            case Action.REVERSE:
-                kind = Kind.REVERSE
-            case Action.IGNORE:
-                kind = Kind.IGNORE
-            case _:
-                return Classified(position, Kind.DEAD_LETTER, decision.reason, key, value,
-                                  event=event, doc=doc, decision=decision, code="undecided")
+        kind = _KIND_OF_ACTION.get(decision.action)
+        if kind is None:
+            return Classified(position, Kind.DEAD_LETTER, decision.reason, key, value,
+                              event=event, doc=doc, decision=decision, code="undecided")
         return Classified(position, kind, decision.reason, key, value, event=event, doc=doc,
                           decision=decision)
 
