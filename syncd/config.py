@@ -576,7 +576,14 @@ class DocumentConfig(StrictModel):
 
     @property
     def name(self) -> str:
-        return self._name
+        """The document type name (the key under `documents`).
+
+        Read from pydantic's private-attribute dict directly: `self._name` goes through
+        BaseModel.__getattr__ after a failed normal lookup, microseconds per call, and
+        the intake asks for it several times per document.
+        """
+        private = self.__pydantic_private__
+        return str(private["_name"]) if private is not None else self._name
 
     @property
     def write_back_table(self) -> str:

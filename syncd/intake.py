@@ -353,7 +353,9 @@ class Intake:
         if not lines:  # not prefetched, or none found: read them the plain way
             lines = load_lines(conn, doc, ref)
         mapped = build_blue(doc, row, lines, sid)
-        serial = serial_for(sid)
+        # build_blue put serial_for(sid) in the invoice; only a document that did not map
+        # needs it computed again (a SHA-256 and an encoding per document saved).
+        serial = mapped.invoice.serial if mapped.invoice is not None else serial_for(sid)
         key = dict(key_pairs(doc, event))
         if mapped.ok and mapped.invoice is not None:
             payload = _payload(mapped.invoice)

@@ -8,6 +8,7 @@ Public API:
     Invoice.canonical_json() -> bytes  -- sorted keys, no whitespace, UTF-8
     Invoice.payload_hash() -> str      -- SHA-256 hex of canonical_json(); frozen in the ledger
     format_amount(d), format_plain(d)  -- how decimals are written on the wire
+    places_within(d, n) -> bool        -- d is written with at most n decimals
 
 The models check *shape* only (types, enums, exact decimals, no unknown fields):
 business rules live in `syncd.validation`, so a wrong invoice can still be
@@ -49,6 +50,7 @@ __all__ = [
     "Totals",
     "format_amount",
     "format_plain",
+    "places_within",
 ]
 
 # Bounds that keep every later Decimal operation exact and exception-free: no
@@ -92,27 +94,55 @@ class ReversalReason(enum.StrEnum):
     ALLOWANCE = "ALLOWANCE"
 
 
-def _to_decimal(value: Any, info: ValidationInfo) -> Decimal:
+def places_within(value: Decimal, places: int) -> bool:
+    """True when the finite `value` is *written* with at most `places` decimals (its
+    exponent is >= -places; trailing zeros count).
+
+    Reads the exponent off `str(value)`, several times cheaper than `as_tuple()` (which
+    builds a tuple of every digit) on the per-amount validation path; the scientific
+    notation `str` uses for positive exponents and tiny numbers falls back to `as_tuple()`.
+    """
+    text = str(value)
+    if "E" in text or "e" in text:
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+        return -exponent <= places
+    point = text.find(".")
+    return point < 0 or len(text) - point - 1 <= places
+
+
+def _coerce_decimal(value: Any, info: ValidationInfo) -> Decimal:
+    """A Decimal from what the models accept (see the module docstring), or a ValueError."""
     if info.mode == "json" and not isinstance(value, str):
         raise ValueError('decimal values must be JSON strings (e.g. "165.14"), not numbers')
     if isinstance(value, bool | float):
         raise ValueError("decimal values must be given as strings, never as floats")
     if isinstance(value, Decimal):
-        result = value
-    elif isinstance(value, int | str):
+        return value
+    if isinstance(value, int | str):
         try:
-            result = Decimal(value.strip() if isinstance(value, str) else value)
+            return Decimal(value.strip() if isinstance(value, str) else value)
         except InvalidOperation:
             raise ValueError(f"not a decimal number: {value!r}") from None
+    raise ValueError(f"expected a decimal number, got {type(value).__name__}")
+
+
+def _to_decimal(value: Any, info: ValidationInfo) -> Decimal:
+    # A plain Decimal from Python (every model syncd builds itself) skips the coercion
+    # checks, which cannot apply to it; the bounds below are checked for every value.
+    if type(value) is Decimal and info.mode != "json":
+        result = value
     else:
-        raise ValueError(f"expected a decimal number, got {type(value).__name__}")
+        result = _coerce_decimal(value, info)
     if not result.is_finite():
         raise ValueError("decimal values must be finite")
-    if abs(result) >= _MAX_ABS:
+    # adjusted() < 14 means |result| < 10**14 even after abs() rounds to the context's
+    # precision, so the (allocating) comparison is only made near the bound.
+    if result.adjusted() >= 14 and abs(result) >= _MAX_ABS:
         raise ValueError("decimal value out of range (at most 15 integer digits)")
-    exponent = result.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite, checked above
-    if -exponent > _MAX_PLACES and result != result.quantize(Decimal(1).scaleb(-_MAX_PLACES)):
+    if not places_within(result, _MAX_PLACES) and result != result.quantize(
+        Decimal(1).scaleb(-_MAX_PLACES)
+    ):
         raise ValueError(f"decimal value has more than {_MAX_PLACES} decimal places")
     if result.is_zero():
         result = result.copy_abs()
@@ -134,8 +164,9 @@ def format_amount(value: Decimal) -> str:
     """
     if value.is_zero():
         return "0.00"
-    if value == value.quantize(_CENT):
-        return format(value.quantize(_CENT), "f")
+    cents = value.quantize(_CENT)
+    if value == cents:
+        return format(cents, "f")
     return format_plain(value)
 
 

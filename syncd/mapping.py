@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from syncd.changes import UNAVAILABLE
@@ -130,14 +131,18 @@ class _Reader:
             if required:
                 self.problem("NULL", path, f"{_describe(src)} is NULL")
             return None
-        if isinstance(value, str | int | Decimal) and not isinstance(value, bool):
+        if type(value) is str:  # the usual case first (isinstance on a union is dearer)
+            text: str = value.strip()
+        elif isinstance(value, str | int | Decimal) and not isinstance(value, bool):
             text = _text(value).strip()
-            if not text and required:
-                self.problem("NULL", path, f"{_describe(src)} is empty")
-                return None
-            return text or None
-        self.problem("TYPE", path, f"{_describe(src)}: expected text, got {type(value).__name__}")
-        return None
+        else:
+            got = type(value).__name__
+            self.problem("TYPE", path, f"{_describe(src)}: expected text, got {got}")
+            return None
+        if not text and required:
+            self.problem("NULL", path, f"{_describe(src)} is empty")
+            return None
+        return text or None
 
     def decimal(self, src: FieldSource | None, path: str, *, required: bool) -> Decimal | None:
         try:
@@ -148,6 +153,8 @@ class _Reader:
             if required:
                 self.problem("NULL", path, f"{_describe(src)} is NULL")
             return None
+        if type(value) is Decimal:  # what a numeric column gives: already the number
+            return value
         if isinstance(value, bool):
             self.problem("TYPE", path, f"{_describe(src)}: expected a number, got a boolean")
             return None
@@ -259,14 +266,24 @@ def _describe(src: FieldSource | None) -> str:
 
 
 def _seller(seller: SellerIdentity) -> Party:
-    return Party(
-        name=seller.name,
-        tax_id=seller.tax_id,
-        address=seller.address,
-        phone=seller.phone,
-        bank_name=seller.bank_name,
-        bank_account=seller.bank_account,
-    )
+    return _party(seller.name, seller.tax_id, seller.address, seller.phone, seller.bank_name,
+                  seller.bank_account)
+
+
+@lru_cache(maxsize=64)
+def _party(
+    name: str,
+    tax_id: str | None,
+    address: str | None,
+    phone: str | None,
+    bank_name: str | None,
+    bank_account: str | None,
+) -> Party:
+    """The seller's Party, built once per distinct seller: it is the same on every invoice
+    of a config, and a Party is immutable, so invoices can share one instance. Keyed by
+    the values, not the (mutable) config object."""
+    return Party(name=name, tax_id=tax_id, address=address, phone=phone, bank_name=bank_name,
+                 bank_account=bank_account)
 
 
 def _line_inputs(

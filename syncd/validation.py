@@ -38,6 +38,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
+from functools import lru_cache
 from typing import Final
 
 from stdnum import exceptions as stdnum_errors
@@ -53,6 +54,7 @@ from syncd.invoice import (
     Party,
     PriceBasis,
     format_amount,
+    places_within,
 )
 from syncd.taxmath import (
     AMOUNT_TOLERANCE,
@@ -123,6 +125,13 @@ def validate(invoice: Invoice) -> list[Problem]:
     except Exception as exc:  # a bug here must not crash the pipeline on bad data
         v.add("INTERNAL", "", f"the invoice could not be fully checked ({type(exc).__name__})")
     return v.problems
+
+
+def _too_many_places(value: Decimal, limit: int) -> bool:
+    """More than `limit` places actually needed. Most values are *written* with at most
+    `limit` places, which settles it without normalising (cheap, and this runs for every
+    amount of every invoice)."""
+    return not places_within(value, limit) and _places(value) > limit
 
 
 def _places(value: Decimal) -> int:
@@ -313,17 +322,20 @@ class _Validator:
     def line_precision(self, at: str, who: str, line: InvoiceLine) -> None:
         for field, label in (("quantity", "quantity"), ("unit_price", "unit price")):
             value: Decimal | None = getattr(line, field)
-            if value is not None and _places(value) > _MAX_QTY_PLACES:
+            if value is not None and _too_many_places(value, _MAX_QTY_PLACES):
                 self.add(f"{field.upper()}_PRECISION", f"{at}.{field}",
                          f"{who}: {label} {_fmt(value)} has more than "
                          f"{_MAX_QTY_PLACES} decimal places")
         for field in ("net_amount", "tax_amount", "gross_amount"):
-            self.cents(f"{at}.{field}", getattr(line, field), f"{who}: {_label(field)}")
+            value = getattr(line, field)
+            if _too_many_places(value, 2):
+                self.cents(f"{at}.{field}", value, f"{who}: {_label(field)}")
 
     def cents(self, path: str, value: Decimal, label: str) -> None:
-        if _places(value) > 2:
-            self.add("AMOUNT_PRECISION", path,
-                     f"{label} {_fmt(value)} must be a whole number of cents (2 decimal places)")
+        """Report an amount that is not whole cents. Callers test `_too_many_places(value,
+        2)` first, so the path and label are only formatted for a broken amount."""
+        self.add("AMOUNT_PRECISION", path,
+                 f"{label} {_fmt(value)} must be a whole number of cents (2 decimal places)")
 
     def line_quantity(self, at: str, who: str, line: InvoiceLine) -> None:
         has_qty, has_price = line.quantity is not None, line.unit_price is not None
@@ -362,33 +374,33 @@ class _Validator:
                      f"{who}: unit price must be positive (got {_fmt(line.unit_price)})")
 
     def line_arithmetic(self, at: str, who: str, line: InvoiceLine) -> None:
-        with localcontext(DECIMAL_CONTEXT):
-            if line.net_amount + line.tax_amount != line.gross_amount:
-                self.add("LINE_GROSS_MISMATCH", f"{at}.gross_amount",
-                         f"{who}: amount {_money(line.net_amount)} plus tax "
-                         f"{_money(line.tax_amount)} is not the amount with tax "
-                         f"{_money(line.gross_amount)}")
-            if line.quantity is not None and line.unit_price is not None:
-                inclusive = self.inv.price_basis is PriceBasis.TAX_INCLUSIVE
-                field = "gross_amount" if inclusive else "net_amount"
-                amount: Decimal = getattr(line, field)
-                product = line.quantity * line.unit_price
-                if abs(product - amount) > AMOUNT_TOLERANCE:
-                    self.add("LINE_AMOUNT_MISMATCH", f"{at}.{field}",
-                             f"{who}: quantity {_fmt(line.quantity)} × unit price "
-                             f"{_fmt(line.unit_price)} = {_fmt(product)}, but the "
-                             f"{_label(field)} is {_money(amount)} "
-                             f"(at most {AMOUNT_TOLERANCE} difference allowed)")
-            error = line_tax_error(line)
-            if line.tax_rate == 0 and not line.tax_amount.is_zero():
-                self.add("ZERO_RATE_TAX", f"{at}.tax_amount",
-                         f"{who}: a 0 % line cannot carry tax (got {_money(line.tax_amount)})")
-            elif abs(error) > TAX_ERROR_LIMIT_LINE:
-                self.add("LINE_TAX_MISMATCH", f"{at}.tax_amount",
-                         f"{who}: tax {_money(line.tax_amount)} does not match amount "
-                         f"{_money(line.net_amount)} × {_pct(line.tax_rate)} = "
-                         f"{_fmt(line.net_amount * line.tax_rate)} "
-                         f"(at most {TAX_ERROR_LIMIT_LINE} difference allowed)")
+        # Runs inside validate()'s localcontext(DECIMAL_CONTEXT), like every rule.
+        if line.net_amount + line.tax_amount != line.gross_amount:
+            self.add("LINE_GROSS_MISMATCH", f"{at}.gross_amount",
+                     f"{who}: amount {_money(line.net_amount)} plus tax "
+                     f"{_money(line.tax_amount)} is not the amount with tax "
+                     f"{_money(line.gross_amount)}")
+        if line.quantity is not None and line.unit_price is not None:
+            inclusive = self.inv.price_basis is PriceBasis.TAX_INCLUSIVE
+            field = "gross_amount" if inclusive else "net_amount"
+            amount: Decimal = getattr(line, field)
+            product = line.quantity * line.unit_price
+            if abs(product - amount) > AMOUNT_TOLERANCE:
+                self.add("LINE_AMOUNT_MISMATCH", f"{at}.{field}",
+                         f"{who}: quantity {_fmt(line.quantity)} × unit price "
+                         f"{_fmt(line.unit_price)} = {_fmt(product)}, but the "
+                         f"{_label(field)} is {_money(amount)} "
+                         f"(at most {AMOUNT_TOLERANCE} difference allowed)")
+        error = line_tax_error(line)
+        if line.tax_rate == 0 and not line.tax_amount.is_zero():
+            self.add("ZERO_RATE_TAX", f"{at}.tax_amount",
+                     f"{who}: a 0 % line cannot carry tax (got {_money(line.tax_amount)})")
+        elif abs(error) > TAX_ERROR_LIMIT_LINE:
+            self.add("LINE_TAX_MISMATCH", f"{at}.tax_amount",
+                     f"{who}: tax {_money(line.tax_amount)} does not match amount "
+                     f"{_money(line.net_amount)} × {_pct(line.tax_rate)} = "
+                     f"{_fmt(line.net_amount * line.tax_rate)} "
+                     f"(at most {TAX_ERROR_LIMIT_LINE} difference allowed)")
 
     def discounts(self) -> None:
         lines = self.inv.lines
@@ -425,8 +437,7 @@ class _Validator:
     # -- invoice-level sums -----------------------------------------------------
 
     def invoice_tax_error(self) -> None:
-        with localcontext(DECIMAL_CONTEXT):
-            total = sum((line_tax_error(line) for line in self.inv.lines), Decimal(0))
+        total = sum((line_tax_error(line) for line in self.inv.lines), Decimal(0))
         if abs(total) > TAX_ERROR_LIMIT_INVOICE:
             self.add("INVOICE_TAX_ERROR", "lines",
                      f"the line taxes differ from amount × rate by {_fmt(total)} in total; "
@@ -436,8 +447,10 @@ class _Validator:
         given = self.inv.tax_breakdown
         for index, entry in enumerate(given):
             for field in ("net_amount", "tax_amount"):
-                self.cents(f"tax_breakdown[{index}].{field}", getattr(entry, field),
-                           f"tax breakdown {_pct(entry.tax_rate)}: {_label(field)}")
+                value = getattr(entry, field)
+                if _too_many_places(value, 2):
+                    self.cents(f"tax_breakdown[{index}].{field}", value,
+                               f"tax breakdown {_pct(entry.tax_rate)}: {_label(field)}")
         expected = sum_by_rate(self.inv.lines)
         if [(e.tax_rate, e.net_amount, e.tax_amount) for e in given] == expected:
             return
@@ -466,7 +479,9 @@ class _Validator:
     def totals(self) -> None:
         given = self.inv.totals
         for field in ("net_amount", "tax_amount", "gross_amount"):
-            self.cents(f"totals.{field}", getattr(given, field), f"total {_label(field)}")
+            value = getattr(given, field)
+            if _too_many_places(value, 2):
+                self.cents(f"totals.{field}", value, f"total {_label(field)}")
         expected = dict(zip(("net_amount", "tax_amount", "gross_amount"),
                             sum_lines(self.inv.lines), strict=True))
         for field, want in expected.items():
@@ -490,12 +505,15 @@ class _Validator:
                      f"(got {_money(given.gross_amount)})")
 
 
+_LABELS: Final = {
+    "net_amount": "amount",
+    "tax_amount": "tax",
+    "gross_amount": "amount with tax",
+}
+
+
 def _label(field: str) -> str:
-    return {
-        "net_amount": "amount",
-        "tax_amount": "tax",
-        "gross_amount": "amount with tax",
-    }[field]
+    return _LABELS[field]
 
 
 def _stdnum_reason(check: Callable[[str], object], number: str) -> str | None:
@@ -512,11 +530,17 @@ def _stdnum_reason(check: Callable[[str], object], number: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=4096)
 def _uscc_problem(tax_id: str) -> str | None:
+    """Why `tax_id` is not a compact, valid USCC, or None. Cached: a pure function of the
+    string, and the seller's ID and repeat buyers' IDs come back on every invoice, while
+    python-stdnum's cleaning and checksum are the dearest part of validation."""
     if tax_id != uscc.compact(tax_id):
         return "write it without spaces or dashes, in upper case"
     return _stdnum_reason(uscc.validate, tax_id)
 
 
+@lru_cache(maxsize=1024)
 def _ric_ok(tax_id: str) -> bool:
+    """A compact, valid resident identity card number (cached like `_uscc_problem`)."""
     return tax_id == ric.compact(tax_id) and bool(ric.is_valid(tax_id))

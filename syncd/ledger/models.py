@@ -55,9 +55,14 @@ def canonical_json(value: object) -> str:
     Used for the source key (part of the unique identity) and for the payload hash, so
     the same value always yields the same text.
     """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    )
+    return _CANONICAL.encode(value)
+
+
+# The encoder json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+# default=_json_default) would build on every call (twice per document in the intake).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+)
 
 
 def payload_hash(payload: Mapping[str, Any]) -> str:

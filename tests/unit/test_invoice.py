@@ -4,6 +4,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from syncd.invoice import (
@@ -14,6 +16,7 @@ from syncd.invoice import (
     PriceBasis,
     format_amount,
     format_plain,
+    places_within,
 )
 from tests.unit.invoice_samples import blue, line, multi_rate, red_of, with_discount
 
@@ -150,3 +153,9 @@ def test_nature_and_nulls_are_rendered():
     assert [ln["nature"] for ln in data["lines"]] == ["DISCOUNTED", "DISCOUNT", "NORMAL"]
     assert data["lines"][1]["quantity"] is None and data["lines"][1]["unit_price"] is None
     assert LineNature(data["lines"][0]["nature"]) is LineNature.DISCOUNTED
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False), st.integers(min_value=0, max_value=30))
+def test_places_within_reads_the_written_exponent(value, places):
+    exponent = value.as_tuple().exponent
+    assert places_within(value, places) == (-exponent <= places)

@@ -11,6 +11,8 @@ from syncd.serial import (
     SERIAL_LENGTH,
     DocumentIdentity,
     DocumentKind,
+    _crockford,
+    _crockford_prefix,
     canonical_identity,
     serial_for,
     source_ref,
@@ -118,3 +120,8 @@ def test_serial_is_deterministic_and_well_formed(doc, table, key, kind, revision
     other_kind = DocumentKind.REVERSAL if kind is DocumentKind.ISSUE else DocumentKind.ISSUE
     assert serial != serial_for(DocumentIdentity.of(doc, table, key, other_kind, revision))
     assert serial != serial_for(DocumentIdentity.of(doc, table, key, kind, revision + 1))
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(min_value=1, max_value=51))
+def test_fast_crockford_digits_equal_the_definition(data, length):
+    assert _crockford_prefix(data, length) == _crockford(data, length)
