@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     cast,
+    column,
     func,
     or_,
     select,
@@ -40,7 +41,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.sql import ColumnElement
 
 from syncd.changes import RecordPosition
 from syncd.ledger.errors import (
@@ -224,7 +224,7 @@ def ensure_documents(
     # executemany: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") with
     # RETURNING, and the statement compiles once instead of once per batch size.
     # The payloads are ours already: not returning them saves parsing each one back.
-    stmt = _unnest_insert(documents, rows).on_conflict_do_nothing().returning(
+    stmt = _json_insert(documents, rows).on_conflict_do_nothing().returning(
         *_COLUMNS_BUT_PAYLOAD)
     by_serial = {d.serial: d for d in ordered}
     created: dict[DocumentIdentity, DocumentRow] = {}
@@ -465,27 +465,21 @@ def _raise_for(conn: Connection, ch: Transition) -> NoReturn:
 
 def _write_audit(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(_unnest_insert(audit, rows))
+        conn.execute(_json_insert(audit, rows))
 
 
-def _unnest_insert(table: Table, rows: Sequence[Mapping[str, Any]]) -> Any:
-    """`INSERT INTO table (...) SELECT * FROM unnest(:col1, :col2, ...)`: one array per
-    column, so a batch of any size is ONE statement with the same text. (A multi-row
-    VALUES list differs with every batch size and is too long for the driver's query
-    cache: re-parsing it was a tenth of the daemon's CPU.) jsonb travels as text."""
+def _json_insert(table: Table, rows: Sequence[Mapping[str, Any]]) -> Any:
+    """`INSERT INTO table (...) SELECT ... FROM jsonb_to_recordset(:rows) AS r(col type, ...)`:
+    the whole batch is ONE JSON text (written by orjson in C) and the statement text is the
+    same for any batch size. A multi-row VALUES list changes with every batch size and is
+    too long for the driver's query cache (re-parsed each time); arrays of text escape every
+    frozen payload in Python. Both cost a tenth of the daemon's CPU."""
     names = list(rows[0])
-    arrays: list[ColumnElement[Any]] = []
-    for name in names:
-        col_type = table.c[name].type
-        values = [r[name] for r in rows]
-        if isinstance(col_type, JSONB):
-            values = [None if v is None else fast_json(v) for v in values]
-            col_type = Text()
-        arrays.append(cast(bindparam(f"u_{name}", values), ARRAY(col_type)))
-    u = func.unnest(*arrays).table_valued(*names).render_derived(name="u")
-    picked = [cast(u.c[n], JSONB) if isinstance(table.c[n].type, JSONB) else u.c[n]
-              for n in names]
-    return pg_insert(table).from_select(names, select(*picked))
+    columns = [column(n, table.c[n].type) for n in names]
+    r = (func.jsonb_to_recordset(cast(bindparam("rows", fast_json(list(rows)), type_=Text),
+                                      JSONB))
+         .table_valued(*columns).render_derived(name="r", with_types=True))
+    return pg_insert(table).from_select(names, select(*[r.c[n] for n in names]))
 
 
 def ensure_reversal(
