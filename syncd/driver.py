@@ -566,7 +566,7 @@ class Driver:
             changed = repo.transition_many(conn, [
                 repo.Transition(w.row.id, w.row.state, w.new_state, w.reason, w.fields)
                 for w in plain
-            ], actor=self._owner)
+            ], actor=self._owner, payloads={w.row.id: w.row.payload for w in plain})
             rows.update((r.id, r) for r in changed)
             for w in batch:
                 if w.reversal_issued:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
 
 import httpx
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from syncd.issuers import signing
@@ -258,7 +259,8 @@ class _Requests:
     def body(invoice: InvoicePayload) -> bytes:
         if isinstance(invoice, bytes):
             return invoice
-        return json.dumps(invoice, ensure_ascii=False, separators=(",", ":")).encode()
+        # orjson: the same compact UTF-8 bytes as json.dumps(ensure_ascii=False), in C
+        return orjson.dumps(invoice)
 
     @staticmethod
     def reversal_body(request: ReversalRequest) -> bytes:
