@@ -53,12 +53,13 @@ def test_password_is_a_placeholder_never_the_dsn_password():
 
 def test_name_override_and_extra_properties():
     text = DEMO.read_text().replace(
-        "  heartbeat_interval_ms: 10000\n",
-        "  heartbeat_interval_ms: 5000\n  extra:\n    slot.drop.on.stop: \"false\"\n")
+        "  heartbeat_interval_ms: 10000\n", "  heartbeat_interval_ms: 5000\n").replace(
+        "  extra:\n", "  extra:\n    slot.drop.on.stop: \"false\"\n")
     body = render(parse_config(text), name="other")
     assert body["name"] == "other"
     assert body["config"]["heartbeat.interval.ms"] == "5000"
     assert body["config"]["slot.drop.on.stop"] == "false"
+    assert body["config"]["poll.interval.ms"] == "100"  # the demo's own extra stays
 
 
 @pytest.mark.parametrize("argv", [["connectors", "render"], ["connectors"]])
