@@ -534,7 +534,18 @@ class Driver:
                     self._writes.put(None)  # stop after this batch
                     break
                 batch.append(more)
-            self._commit(batch)
+            try:
+                self._commit(batch)
+            except Exception:  # the committer must outlive any one batch
+                log.exception("committer: unexpected error after writing a batch of %d; "
+                              "looking at its documents again in %.0f s", len(batch),
+                              UNEXPECTED_RETRY_SECONDS)
+                for w in batch:
+                    with self._lock:
+                        running = w.row.id in self._running
+                        self._rows.pop(w.row.id, None)
+                    if running:
+                        self._reschedule(w.row.id, UNEXPECTED_RETRY_SECONDS)
 
     def _commit(self, batch: list[_Write]) -> None:
         """Write a batch in one transaction; when that fails, each outcome on its own, so

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from syncd.driver import Driver
 from syncd.metrics import Metrics
-from syncd.states import RetryPolicy
+from syncd.states import DocumentState, RetryPolicy
 
 
 class StubDriver(Driver):
@@ -96,5 +97,51 @@ def test_forget_drops_a_waiting_document() -> None:
         assert not d.is_active(5)
         time.sleep(0.5)
         assert d.steps == []
+    finally:
+        d.stop(time.monotonic() + 2)
+
+
+class CommittingStub(Driver):
+    """Every step hands an outcome to the committer; writing "succeeds" without a database
+    and the post-commit bookkeeping of the first batch blows up."""
+
+    def __init__(self) -> None:
+        super().__init__(engine=None, issuer=None, config=None,  # type: ignore[arg-type]
+                         metrics=Metrics(CollectorRegistry()), owner="test", workers=2,
+                         policy=RetryPolicy())
+        self.committed: list[int] = []
+        self.explode = True
+
+    def _advance(self, doc_id: int) -> Any:
+        from syncd.driver import _Write
+
+        row = SimpleNamespace(id=doc_id, state=DocumentState.READY)
+        return _Write(row, None, DocumentState.ISSUED, "test", {},  # type: ignore[arg-type]
+                      next_attempt_at=None, polls=0)
+
+    def _write(self, batch: Any) -> Any:
+        return [w.row for w in batch]
+
+    def _committed(self, w: Any, updated: Any) -> None:
+        if self.explode:
+            self.explode = False
+            raise RuntimeError("bookkeeping bug")
+        self.committed.append(w.row.id)
+        self._finish(w.row.id)
+
+
+def test_committer_survives_an_unexpected_error_and_retries_the_documents(
+    monkeypatch: Any,
+) -> None:
+    import syncd.driver as driver_mod
+
+    monkeypatch.setattr(driver_mod, "UNEXPECTED_RETRY_SECONDS", 0.05)
+    d = CommittingStub()
+    try:
+        d.submit(1)
+        wait_for(lambda: 1 in d.committed)  # stepped again after the failed batch
+        d.submit(2)
+        wait_for(lambda: 2 in d.committed)  # and the committer still runs
+        assert d.active_count == 0
     finally:
         d.stop(time.monotonic() + 2)
