@@ -16,14 +16,15 @@ import pytest
 from syncd.changes import ChangeEvent, DecodeError, RecordPosition
 from syncd.debezium import DecodeOptions, decode_json
 from tests.fixtures.debezium import capture
+from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def captured() -> dict[str, list[dict]]:
-    if not capture.stack_ready():
-        pytest.skip("Kafka Connect with the Debezium Postgres plugin is not reachable on :18083")
+def captured(stack: Stack) -> dict[str, list[dict]]:
+    assert capture.stack_ready(), (
+        f"Kafka Connect with the Debezium Postgres plugin is not reachable at {capture.CONNECT}")
     return capture.capture()
 
 
