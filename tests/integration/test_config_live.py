@@ -97,11 +97,12 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_demo_config_passes_live_check(erp, capsys):
-    code = main(["check-config", "-c", str(DEMO), "--live", "--quiet", "--timeout", "10"])
+def test_demo_config_passes_live_check(erp, tmp_path, capsys):
+    demo = write_config(tmp_path, _demo_text())  # the demo file on this run's ports
+    code = main(["check-config", "-c", str(demo), "--live", "--quiet", "--timeout", "10"])
     err = capsys.readouterr().err
     assert code == 0, err
-    assert f"{DEMO}: OK (live)" in err
+    assert f"{demo}: OK (live)" in err
 
 
 def test_live_check_reports_missing_columns_and_misfit_types(own_db, tmp_path, capsys):
@@ -202,7 +203,8 @@ def test_preview_reads_lines_from_the_database(erp, order, tmp_path, capsys):
         record["value"]["payload"][image]["id"] = order
     event = tmp_path / "event.json"
     event.write_text(json.dumps(record), encoding="utf-8")
-    code = main(["preview", "-c", str(DEMO), "--event", str(event)])
+    demo = write_config(tmp_path, _demo_text())  # the demo file on this run's ports
+    code = main(["preview", "-c", str(demo), "--event", str(event)])
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["problems"]
     assert out["decision"]["action"] == "issue"
