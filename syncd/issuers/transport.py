@@ -63,9 +63,10 @@ class KeepAliveTransport(httpx.BaseTransport):
         except TimeoutError as exc:
             self._drop()
             raise httpx.WriteTimeout(str(exc) or "write timed out", request=request) from exc
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            # Dropped either way: a connection left mid-request must never be reused.
             self._drop()
-            raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+            raise httpx.WriteError(f"{type(exc).__name__}: {exc}", request=request) from exc
         try:
             conn.sock.settimeout(self._timeout.read)
             response = conn.getresponse()
