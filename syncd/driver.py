@@ -341,16 +341,8 @@ class Driver:
                 self._writes.put(decided)  # the committer schedules what comes next
                 return
             delay = decided
-        except StaleStateError:
-            delay = 0.0  # someone else moved it; look again at once
-        except (OperationalError, DBAPIError) as exc:
-            log.warning("document %s: ERP database error, retrying in %.0f s: %s", doc_id,
-                        DB_RETRY_SECONDS, type(exc).__name__)
-            delay = DB_RETRY_SECONDS
-        except Exception:
-            log.exception("document %s: unexpected error in step; retrying in %.0f s", doc_id,
-                          UNEXPECTED_RETRY_SECONDS)
-            delay = UNEXPECTED_RETRY_SECONDS
+        except Exception as exc:
+            delay = _retry_delay(doc_id, exc, "in step")
         if delay is None:
             self._finish(doc_id)
         else:
@@ -619,16 +611,7 @@ class Driver:
         """An outcome that could not be written: the document keeps its previous state and
         is looked at again (read afresh), exactly like a step that failed."""
         doc_id = w.row.id
-        if isinstance(exc, StaleStateError):
-            delay = 0.0  # someone else moved it; look again at once
-        elif isinstance(exc, (OperationalError, DBAPIError)):
-            log.warning("document %s: ERP database error, retrying in %.0f s: %s", doc_id,
-                        DB_RETRY_SECONDS, type(exc).__name__)
-            delay = DB_RETRY_SECONDS
-        else:
-            log.error("document %s: unexpected error writing its outcome; retrying in %.0f s",
-                      doc_id, UNEXPECTED_RETRY_SECONDS, exc_info=exc)
-            delay = UNEXPECTED_RETRY_SECONDS
+        delay = _retry_delay(doc_id, exc, "writing its outcome")
         with self._lock:
             self._rows.pop(doc_id, None)
         self._reschedule(doc_id, delay)
@@ -644,6 +627,19 @@ class Driver:
                 self._on_settled(row)
             except Exception:  # the callback must never stall the worker
                 log.exception("settled callback failed for document %s", row.id)
+
+
+def _retry_delay(doc_id: int, exc: Exception, where: str) -> float:
+    """When to look again at a document whose step (or outcome write) failed with `exc`."""
+    if isinstance(exc, StaleStateError):
+        return 0.0  # someone else moved it; look again at once
+    if isinstance(exc, (OperationalError, DBAPIError)):
+        log.warning("document %s: ERP database error, retrying in %.0f s: %s", doc_id,
+                    DB_RETRY_SECONDS, type(exc).__name__)
+        return DB_RETRY_SECONDS
+    log.error("document %s: unexpected error %s; retrying in %.0f s", doc_id, where,
+              UNEXPECTED_RETRY_SECONDS, exc_info=exc)
+    return UNEXPECTED_RETRY_SECONDS
 
 
 def _connection_lost(exc: Exception) -> bool:
