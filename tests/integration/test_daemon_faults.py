@@ -6,7 +6,6 @@ the same verdict (see `World.verdict`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -124,28 +123,42 @@ def test_11_two_replicas_one_killed_the_survivor_finishes(it_erp: Stack, tmp_pat
         assert 'syncd_rebalances_total{event="assign"}' in b.metrics()
 
 
+def _inflight(metrics_text: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith("syncd_inflight_documents "):
+            return float(line.split()[1])
+    return 0.0
+
+
 def test_12_sigterm_under_load_drains_and_loses_nothing(it_erp: Stack, tmp_path: Path):
     with world(it_erp, tmp_path) as w:
-        w.sandbox.set_faults(latency_ms=200)
+        # every provider call takes 1.5 s: documents in flight at SIGTERM keep the drain
+        # busy for at least one more call, so readiness is watched while the daemon is
+        # still draining (with fast calls it could finish and close the port before the
+        # first probe, and a refused connection proves nothing about /readyz)
+        w.sandbox.set_faults(latency_ms=1500)
         d = w.daemon().start()
         d.wait_ready()
         ids = [w.create_order(lines=1) for _ in range(15)]
-        _wait(lambda: len(w.sandbox.issued()) >= 2, what="first invoices")
+        _wait(lambda: _inflight(d.metrics()) >= 5, what="documents in flight")
         started = time.monotonic()
         assert d.proc is not None
         d.proc.send_signal(signal.SIGTERM)
         # not ready as soon as the signal is handled (at the latest after one 0.2 s poll)
-        ready_after_term = 200
-        with contextlib.suppress(httpx.HTTPError):
-            for _ in range(20):
-                ready_after_term = httpx.get(
-                    f"http://127.0.0.1:{d.metrics_port}/readyz").status_code
-                if ready_after_term == 503:
-                    break
-                time.sleep(0.1)
+        statuses: list[int | str] = []
+        for _ in range(10):
+            try:
+                statuses.append(httpx.get(
+                    f"http://127.0.0.1:{d.metrics_port}/readyz").status_code)
+            except httpx.HTTPError as exc:
+                statuses.append(type(exc).__name__)
+            if statuses[-1] == 503:
+                break
+            time.sleep(0.1)
+        assert statuses[-1] == 503, f"/readyz after SIGTERM answered {statuses}"
         assert d.proc.wait(30) == 0
         assert time.monotonic() - started < 25  # inside the drain deadline (+ close)
-        assert ready_after_term == 503
+        w.sandbox.reset_faults()
         d2 = w.daemon().start()
         d2.wait_ready()
         w.wait_issued(ids)
