@@ -14,6 +14,8 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Final, TypeAlias
 
+from syncd.frozen import quick_init
+
 
 class _Unavailable:
     """Marker for a value Debezium did not send (unchanged TOASTed column).
@@ -55,6 +57,7 @@ ColumnValue: TypeAlias = (
 Row: TypeAlias = Mapping[str, ColumnValue]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RecordPosition:
     """Where a record came from; attached to every error and log line about it."""
@@ -76,6 +79,7 @@ class Op(enum.StrEnum):
     MESSAGE = "m"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
     """One row change. `table` is `schema.table` (MySQL: `database.table`)."""
@@ -93,6 +97,7 @@ class ChangeEvent:
     source: Mapping[str, object] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Tombstone:
     """The null-valued record Debezium sends after a delete (log compaction marker)."""
@@ -101,6 +106,7 @@ class Tombstone:
     key: Row | None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A Debezium heartbeat: proves the source is alive although no table changed."""

@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from syncd.changes import UNAVAILABLE, ChangeEvent, ColumnValue, Op, Row
+from syncd.frozen import quick_init
 
 Scalar: TypeAlias = str | bool | int | float | Decimal | date | datetime | None
 
@@ -175,6 +176,7 @@ _READ: Final = Op.READ
 _DELETE: Final = Op.DELETE
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The result of a condition plus why, in words a DBA understands."""

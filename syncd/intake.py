@@ -35,6 +35,7 @@ from syncd.changes import (
 from syncd.config import DocumentConfig, SyncdConfig
 from syncd.debezium import DecodeOptions, decode_record
 from syncd.erp import load_lines, load_lines_many
+from syncd.frozen import quick_init
 from syncd.invoice import Invoice
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentIdentity as LedgerIdentity
@@ -80,6 +81,7 @@ _KIND_OF_ACTION: dict[Action, Kind] = {
 }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Classified:
     position: RecordPosition

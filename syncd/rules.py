@@ -26,6 +26,7 @@ from typing import Final
 from syncd.changes import UNAVAILABLE, ChangeEvent, ColumnValue, Op, Row
 from syncd.conditions import Outcome, Truth, evaluate
 from syncd.config import DocumentConfig, SnapshotPolicy, SyncdConfig
+from syncd.frozen import quick_init
 from syncd.serial import DocumentIdentity, DocumentKind, KeyValue
 
 
@@ -52,6 +53,7 @@ _REVERSAL_KIND: Final = DocumentKind.REVERSAL
 _SNAPSHOT_IGNORE: Final = SnapshotPolicy.IGNORE
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What to do, why, and for which document.

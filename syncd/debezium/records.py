@@ -46,6 +46,7 @@ from syncd.debezium.convert import (
     unscaled_to_decimal,
 )
 from syncd.debezium.options import DecodeOptions
+from syncd.frozen import quick_init
 
 _OPS: Final = {op.value: op for op in Op}
 # Enum member access is slow on Python 3.11; the hot path compares module constants.
@@ -180,6 +181,7 @@ _SCHEMA_HEAD: Final = b'{"schema":'
 _PAYLOAD_SEP: Final = b',"payload":'
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class _Doc:
     """A parsed key or value: its payload, and the plan when it carried a schema."""
