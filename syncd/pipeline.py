@@ -136,6 +136,11 @@ class Pipeline:
             "topic.metadata.refresh.interval.ms": 30000,
             "session.timeout.ms": 30000,
             "max.poll.interval.ms": 300000,
+            # librdkafka prefetches up to 64 MB by default: ~8,000 schema-carrying change
+            # events, minutes of work for a daemon bounded by its in-flight limit. 16 MB
+            # (~2,000 events, several seconds) keeps the fetcher ahead without holding
+            # a backlog in memory.
+            "queued.max.messages.kbytes": 16384,
             "client.id": f"syncd-{owner}",
             **client,
             **(consumer_overrides or {}),
