@@ -77,6 +77,8 @@ TOPIC = f"{PREFIX}.{SCHEMA}.sales_order"
 BACKLOG_PREFIX = "benchbl"
 BACKLOG_TOPIC = f"{BACKLOG_PREFIX}.{SCHEMA}.sales_order"
 BUYER_TAX_ID = "91110108MA01ABCD2H"
+#: timed passes of each ceiling; the best one counts
+PASSES = 3
 RESULT_KEYS = (
     "syncd_docs_per_s_latency_0ms", "syncd_docs_per_s_latency_50ms",
     "naive_docs_per_s_latency_50ms", "decode_events_per_s", "raw_consume_events_per_s",
@@ -591,16 +593,21 @@ def run_ceilings(stack: Stack, start: dict[int, int], events: int) -> dict[str, 
         idle = 0 if batch else idle + 1
         records += [(m.partition() or 0, m.offset() or 0, m.key(), m.value()) for m in batch
                     if m.error() is None]
-    for p, o in start.items():
-        consumer.seek(KafkaTP(TOPIC, p, o))
-    got = 0
-    began = time.perf_counter()
-    while got < len(records):
-        batch = consumer.consume(1000, 1.0)
-        if not batch:
-            break
-        got += len(batch)
-    raw_s = time.perf_counter() - began
+    # Best of PASSES timed passes for both figures (as timeit does): the machine is shared
+    # with the stack's JVMs and PostgreSQL, whose bursts would otherwise pick the ratio.
+    raw = 0.0
+    decode_s = float("inf")
+    for _ in range(PASSES):
+        for p, o in start.items():
+            consumer.seek(KafkaTP(TOPIC, p, o))
+        got = 0
+        began = time.perf_counter()
+        while got < len(records):
+            batch = consumer.consume(1000, 1.0)
+            if not batch:
+                break
+            got += len(batch)
+        raw = max(raw, got / max(1e-9, time.perf_counter() - began))
     consumer.close()
     classifier = Classifier(parse_config(yaml.safe_dump(config_data(stack))))
     # The sample (~100k records held at once) is the harness's, not the daemon's: keep the
@@ -608,13 +615,13 @@ def run_ceilings(stack: Stack, start: dict[int, int], events: int) -> dict[str, 
     gc.collect()
     gc.freeze()
     try:
-        began = time.perf_counter()
-        for partition, offset, key, value in records:
-            classifier.classify(RecordPosition(TOPIC, partition, offset), key, value)
-        decode_s = time.perf_counter() - began
+        for _ in range(PASSES):
+            began = time.perf_counter()
+            for partition, offset, key, value in records:
+                classifier.classify(RecordPosition(TOPIC, partition, offset), key, value)
+            decode_s = min(decode_s, time.perf_counter() - began)
     finally:
         gc.unfreeze()
-    raw = got / raw_s if raw_s > 0 else 0.0
     decode = len(records) / decode_s if decode_s > 0 else 0.0
     log(f"ceilings over {len(records)} events: raw consume {raw:.0f}/s, "
         f"decode+decide {decode:.0f}/s")
