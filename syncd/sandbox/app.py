@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from syncd.sandbox import auth, rules
+from syncd.sandbox import auth, fastjson, rules
 from syncd.sandbox.faults import Dice, Faults, TokenBucket
 from syncd.sandbox.render import render_html, render_xml
 from syncd.sandbox.store import BEIJING, Store
@@ -95,7 +95,7 @@ class Reply:
 
 def json_reply(status: int, payload: object, *, committed: bool = False) -> Reply:
     code = payload.get("code") if isinstance(payload, dict) else None
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    body = fastjson.reply_bytes(payload)
     return Reply(status, body, code=code if isinstance(code, str) else None, committed=committed)
 
 
@@ -317,7 +317,7 @@ class SandboxApp:
 
     def _issue(self, ctx: _Ctx) -> tuple[Reply, str | None]:
         try:
-            payload = json.loads(ctx.body)
+            payload = fastjson.loads(ctx.body)
         except (ValueError, UnicodeDecodeError):
             return error(400, "INVALID_JSON", "the body is not JSON"), None
         serial = payload.get("serial") if isinstance(payload, dict) else None
@@ -374,7 +374,7 @@ class SandboxApp:
 
     def _reverse(self, ctx: _Ctx) -> tuple[Reply, str | None]:
         try:
-            payload = json.loads(ctx.body)
+            payload = fastjson.loads(ctx.body)
         except (ValueError, UnicodeDecodeError):
             return error(400, "INVALID_JSON", "the body is not JSON"), None
         problems = _check_red_form(payload)
