@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from syncd.sandbox.app import SandboxApp, SandboxConfig, parse_faults, quiet_deliberate_drops
+    from syncd.sandbox.http_protocol import OneWriteHttpToolsProtocol
     from syncd.sandbox.store import Store
 
     if args.app_secret_file is not None:
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     quiet_deliberate_drops()
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        http=OneWriteHttpToolsProtocol,  # one socket write per reply (see its docstring)
         lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False, server_header=False,
     ))
     try:

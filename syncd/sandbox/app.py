@@ -3,7 +3,9 @@
 A small hand-written router rather than framework routing, because faults must
 wrap a request *around* its commit: a "lost answer" commits the invoice and
 then breaks the HTTP response, which needs control over when the response
-start is sent. Starlette's `Request` does the parsing.
+start is sent. The signed /v1 requests read their headers and body straight
+from the ASGI scope and messages (see `_headers`, `_read_body`); the unsigned
+control plane uses Starlette's `Request`.
 
 Everything runs on the server's event loop thread; the store is synchronous
 SQLite (fast enough; no two requests interleave inside a transaction).
@@ -23,9 +25,10 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.datastructures import QueryParams
+from starlette.requests import ClientDisconnect, Request
 
-from syncd.sandbox import auth, rules
+from syncd.sandbox import auth, fastjson, rules
 from syncd.sandbox.faults import Dice, Faults, TokenBucket
 from syncd.sandbox.render import render_html, render_xml
 from syncd.sandbox.store import BEIJING, Store
@@ -95,7 +98,7 @@ class Reply:
 
 def json_reply(status: int, payload: object, *, committed: bool = False) -> Reply:
     code = payload.get("code") if isinstance(payload, dict) else None
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    body = fastjson.reply_bytes(payload)
     return Reply(status, body, code=code if isinstance(code, str) else None, committed=committed)
 
 
@@ -105,7 +108,6 @@ def error(status: int, code: str, message: str, **extra: Any) -> Reply:
 
 @dataclass
 class _Ctx:
-    request: Request
     params: dict[str, str]
     body: bytes
     app_key: str
@@ -133,16 +135,15 @@ class SandboxApp:
         if scope["type"] != "http":
             return
         started = time.monotonic()
-        request = Request(scope, receive)
         path: str = scope["path"]
         method: str = scope["method"]
         if path == "/health":
             await _send(send, json_reply(200, {"status": "ok"}))
             return
-        body = await request.body()
+        body = await _read_body(receive)
         if path.startswith("/_sandbox/"):
             with self.store.unit():
-                reply = self._control(method, path, request, body)
+                reply = self._control(method, path, Request(scope, receive), body)
                 if method != "GET":  # fault changes and confirmations belong in the audit
                     self._log(method, path, None, None, None, reply, started)
             await self._committed()
@@ -152,7 +153,7 @@ class SandboxApp:
         if faults.latency_ms and path.startswith("/v1/"):
             await asyncio.sleep(faults.latency_ms / 1000)
         with self.store.unit():
-            reply, app_key, serial, fault = self._platform(scope, request, body, faults)
+            reply, app_key, serial, fault = self._platform(scope, body, faults)
             self._log(method, path, app_key, serial, fault, reply, started)
         await self._committed()
         # committed: from here on, a broken answer is a *lost* answer
@@ -238,7 +239,7 @@ class SandboxApp:
     # --- the platform API -------------------------------------------------------------
 
     def _platform(
-        self, scope: Scope, request: Request, body: bytes, faults: Faults
+        self, scope: Scope, body: bytes, faults: Faults
     ) -> tuple[Reply, str | None, str | None, str | None]:
         """(reply, app_key, serial, fault) for a /v1 request, faults applied.
 
@@ -250,17 +251,20 @@ class SandboxApp:
         if route is None:
             return error(404, "NOT_FOUND", f"no route {method} {path}"), None, serial, None
         now = time.time()
-        base_url = _base_url(scope, request)
+        headers = _headers(scope)
+        base_url = _base_url(scope, headers)
 
-        if route == "document" and "token" in request.query_params:
-            return self._document(params, request.query_params["token"]), None, serial, None
+        if route == "document":
+            query = QueryParams(scope["query_string"])  # what Starlette's request.query_params is
+            if "token" in query:
+                return self._document(params, query["token"]), None, serial, None
 
         raw_path = scope.get("raw_path") or path.encode()
         signed_path = raw_path.decode("latin-1")
         if scope.get("query_string"):
             signed_path += "?" + scope["query_string"].decode("latin-1")
         verdict = auth.check_request(
-            request.headers, method, signed_path, body, self.config.credentials, now
+            headers, method, signed_path, body, self.config.credentials, now
         )
         if isinstance(verdict, auth.AuthFailure):
             return error(401, verdict.code, verdict.message), None, serial, None
@@ -291,7 +295,7 @@ class SandboxApp:
                               "the invoicing credit line (授信额度) is exhausted"),
                         app_key, serial, None)
 
-        ctx = _Ctx(request, params, body, app_key, now, base_url)
+        ctx = _Ctx(params, body, app_key, now, base_url)
         if route == "issue":
             reply, serial = self._issue(ctx)
         elif route == "query":
@@ -317,7 +321,7 @@ class SandboxApp:
 
     def _issue(self, ctx: _Ctx) -> tuple[Reply, str | None]:
         try:
-            payload = json.loads(ctx.body)
+            payload = fastjson.loads(ctx.body)
         except (ValueError, UnicodeDecodeError):
             return error(400, "INVALID_JSON", "the body is not JSON"), None
         serial = payload.get("serial") if isinstance(payload, dict) else None
@@ -374,7 +378,7 @@ class SandboxApp:
 
     def _reverse(self, ctx: _Ctx) -> tuple[Reply, str | None]:
         try:
-            payload = json.loads(ctx.body)
+            payload = fastjson.loads(ctx.body)
         except (ValueError, UnicodeDecodeError):
             return error(400, "INVALID_JSON", "the body is not JSON"), None
         problems = _check_red_form(payload)
@@ -507,7 +511,7 @@ class SandboxApp:
         )
         if row is None:
             return error(404, "NOT_FOUND", "no red-letter form with this serial")
-        return json_reply(200, self._red_view(row, now, _base_url(request.scope, request)))
+        return json_reply(200, self._red_view(row, now, _base_url(request.scope, request.headers)))
 
 
 def _check_red_form(payload: object) -> list[rules.Violation]:
@@ -549,8 +553,34 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
-def _base_url(scope: Mapping[str, Any], request: Request) -> str:
-    host = request.headers.get("host")
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by (lower-case) name, as Starlette's `Request.headers.get` sees
+    them: latin-1 text, the first of a repeated header winning. One dict per request is
+    cheaper than Starlette's `Headers`, which scans the whole list on every lookup."""
+    out: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1")
+        if name not in out:
+            out[name] = value.decode("latin-1")
+    return out
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body, exactly as Starlette's `Request.body()` reads it (and
+    `ClientDisconnect` if the client goes away first), without its async generator."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+
+
+def _base_url(scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
+    host = headers.get("host")
     if host is None:
         server = scope.get("server") or ("127.0.0.1", 80)
         host = f"{server[0]}:{server[1]}"

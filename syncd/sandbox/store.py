@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from syncd.sandbox import fastjson
 from syncd.sandbox.rules import negate_amount, totals_of
 
 BEIJING: Final = timezone(timedelta(hours=8), "CST")
@@ -106,7 +107,12 @@ class SubmitOutcome:
 
 
 def canonical_json(payload: Mapping[str, Any]) -> str:
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Sorted keys, no whitespace, UTF-8 kept: the stored text and the input of the hash.
+
+    Exactly `json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+    (stores written before keep matching), computed by orjson where that is the same.
+    """
+    return fastjson.canonical(payload)
 
 
 def payload_digest(payload: Mapping[str, Any], canonical: str | None = None) -> str:
