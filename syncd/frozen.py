@@ -52,7 +52,9 @@ def quick_init(cls: type[T]) -> type[T]:
             raise TypeError(f"{cls.__name__}.{f.name}: quick_init needs every field in __init__")
         name = f.name
         setter = f"_set_{index}"
-        namespace[setter] = cls.__dict__[name].__set__  # the slot's member descriptor
+        # the slot's member descriptor (a field inherited from a dataclass base has it there)
+        slot = next(k.__dict__[name] for k in cls.__mro__ if name in k.__dict__)
+        namespace[setter] = slot.__set__
         param = f"{name}"
         if f.default is not _NO_DEFAULT:
             namespace[f"_default_{index}"] = f.default

@@ -62,3 +62,19 @@ def test_refuses_what_it_cannot_reproduce() -> None:
 
     with pytest.raises(TypeError, match="__post_init__"):
         quick_init(PostInit)
+
+
+def test_inherited_fields_are_stored_too() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Base:
+        a: int
+
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Child(Base):
+        b: int = 2
+
+    child = Child(1)
+    assert (child.a, child.b) == (1, 2)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        child.a = 5  # type: ignore[misc]
