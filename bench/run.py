@@ -152,6 +152,8 @@ def config_data(stack: Stack, prefix: str = PREFIX) -> dict[str, Any]:
     doc["table"] = f"{SCHEMA}.sales_order"
     doc["lines"]["table"] = f"{SCHEMA}.sales_order_line"
     doc["write_back"]["table"] = f"{SCHEMA}.sales_order"
+    # the bench's trigger stamps bench_written_at in the write-back's own UPDATE
+    doc["write_back"]["incidental_columns"] = ["bench_written_at"]
     data["decimal_scales"] = {
         k.replace("erp.", f"{SCHEMA}.", 1): v for k, v in data.get("decimal_scales", {}).items()
     }

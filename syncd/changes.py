@@ -126,7 +126,25 @@ class TransactionMarker:
     data_collections: tuple[tuple[str, int], ...] = ()
 
 
-DecodedRecord: TypeAlias = ChangeEvent | Tombstone | Heartbeat | TransactionMarker
+@quick_init
+@dataclass(frozen=True, slots=True)
+class QuietUpdate:
+    """An update that changed only columns the caller declared quiet for its table.
+
+    Produced only when `DecodeOptions.quiet_update_columns` names the table (the
+    daemon's classifier passes each document's own write-back columns): such an
+    update is recognised from its wire values -- equal wire values decode to equal
+    values -- and its row images are not converted. `changed` may be empty (an update
+    that changed nothing).
+    """
+
+    position: RecordPosition
+    table: str
+    changed: frozenset[str]
+    source_ts_ms: int | None
+
+
+DecodedRecord: TypeAlias = ChangeEvent | QuietUpdate | Tombstone | Heartbeat | TransactionMarker
 
 
 class DecodeError(Exception):

@@ -28,6 +28,7 @@ from syncd.changes import (
     DecodedRecord,
     DecodeError,
     Heartbeat,
+    QuietUpdate,
     RecordPosition,
     Tombstone,
     TransactionMarker,
@@ -43,7 +44,7 @@ from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
 from syncd.mapping import build_blue, build_red
-from syncd.rules import Action, Decision, DocumentRules, decide
+from syncd.rules import NOTHING_CHANGED, OWN_WRITE_BACK, Action, Decision, DocumentRules, decide
 from syncd.serial import DocumentIdentity as SerialIdentity
 from syncd.serial import DocumentKind as SerialKind
 from syncd.serial import serial_for
@@ -95,6 +96,8 @@ class Classified:
     heartbeat_ts_ms: int | None = None
     #: short machine label for metrics/headers (dead letters)
     code: str = ""
+    #: source commit time of a change recognised without a ChangeEvent (a quiet update)
+    source_ts_ms: int | None = None
 
 
 class Classifier:
@@ -107,12 +110,16 @@ class Classifier:
             for table, columns in config.decimal_scales.items()
             for column, scale in columns.items()
         }
-        self._options = DecodeOptions(decimal_scales=scales)
         self._by_table: dict[str, DocumentConfig] = {d.table: d for d in config.documents.values()}
         # what `decide` reads from each document, derived once (not per event)
         self._rules: dict[str, DocumentRules] = {
             d.table: DocumentRules.of(d) for d in config.documents.values()
         }
+        # An update of a document table that changed only syncd's own write-back columns
+        # (every write-back echoes as one) is ignored by `decide` whatever else it holds:
+        # the decoder recognises it from the wire values, without converting its rows.
+        quiet = {table: r.own_columns for table, r in self._rules.items() if r.own_columns}
+        self._options = DecodeOptions(decimal_scales=scales, quiet_update_columns=quiet)
         self._line_tables = {d.lines.table for d in config.documents.values()}
 
     def classify(
@@ -125,6 +132,10 @@ class Classifier:
                               code="undecodable")
         if type(record) is ChangeEvent:  # the common case, before the pattern match
             return self._classify_change(record, key, value)
+        if type(record) is QuietUpdate:
+            # the reasons `decide` gives for the same update
+            reason = OWN_WRITE_BACK if record.changed else NOTHING_CHANGED
+            return Classified(position, Kind.IGNORE, reason, source_ts_ms=record.source_ts_ms)
         match record:
             case Heartbeat(ts_ms=ts):
                 return Classified(position, Kind.HEARTBEAT, "heartbeat", heartbeat_ts_ms=ts)

@@ -239,7 +239,7 @@ class Pipeline:
             self._metrics.events_consumed.labels(topic=topic).inc()
             c = self._classifier.classify(RecordPosition(topic, partition, offset), msg.key(),
                                           msg.value())
-            ts = c.heartbeat_ts_ms or (c.event.source_ts_ms if c.event else None)
+            ts = c.heartbeat_ts_ms or (c.event.source_ts_ms if c.event else c.source_ts_ms)
             if ts is not None:
                 state.last_event_ts_ms = ts
                 self._metrics.set_partition_position(topic, partition, last_event_ts_ms=ts)

@@ -53,6 +53,12 @@ _REVERSAL_KIND: Final = DocumentKind.REVERSAL
 _SNAPSHOT_IGNORE: Final = SnapshotPolicy.IGNORE
 
 
+#: Why an update is ignored when it changed nothing, or only syncd's own write-back
+#: columns (the intake gives the same reasons for updates the decoder recognised so).
+NOTHING_CHANGED: Final = "no column changed"
+OWN_WRITE_BACK: Final = "own write-back: only write-back columns changed"
+
+
 @quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -204,11 +210,11 @@ def decide(
     if event.op is _UPDATE and event.before is not None:
         changed = _changed_columns(event.before, event.after)
         if not changed:
-            return Decision(_IGNORE, "no column changed", rules.name)
+            return Decision(_IGNORE, NOTHING_CHANGED, rules.name)
         own = rules.own_columns
         if own and changed <= own:
             return Decision(
-                _IGNORE, "own write-back: only write-back columns changed", rules.name
+                _IGNORE, OWN_WRITE_BACK, rules.name
             )
 
     if event.op is _READ:

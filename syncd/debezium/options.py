@@ -29,6 +29,9 @@ class DecodeOptions:
     transaction_topic_suffix: str = DEFAULT_TRANSACTION_TOPIC_SUFFIX
     decimal_scales: Mapping[str, int] = field(default_factory=dict)
     decimal_columns: frozenset[str] = frozenset()
+    #: `schema.table` -> columns whose change alone makes an update uninteresting: such
+    #: an update decodes to a `QuietUpdate` (rows not converted) instead of a ChangeEvent
+    quiet_update_columns: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # table -> {column: scale or None}; derived once so the hot path does one dict lookup.
     declared_decimals: Mapping[str, Mapping[str, int | None]] = field(
         init=False, repr=False, compare=False

@@ -27,6 +27,7 @@ from syncd.changes import (
     DecodeError,
     Heartbeat,
     Op,
+    QuietUpdate,
     RecordPosition,
     Row,
     Tombstone,
@@ -81,12 +82,21 @@ def compile_plan(schema: Any) -> SchemaPlan:
         raise Invalid("struct schema without a 'fields' list")
     by_name = {f["field"]: f for f in fields if type(f) is dict and type(f.get("field")) is str}
     if "op" in by_name and "source" in by_name:
-        before = _row_plan(by_name.get("before"), "before")
-        after_schema = by_name.get("after")
-        same = after_schema == by_name.get("before")
+        before_schema, after_schema = by_name.get("before"), by_name.get("after")
+        before = _row_plan(before_schema, "before")
+        # one plan for both images when their structs match (their own field names,
+        # "before" and "after", always differ): values can then be shared between them
+        same = _struct_body(after_schema) == _struct_body(before_schema)
         after = before if same else _row_plan(after_schema, "after")
         return SchemaPlan(envelope=True, before=before, after=after)
     return SchemaPlan(envelope=False, fields=compile_fields(schema))
+
+
+def _struct_body(schema: Any) -> Any:
+    """A field's schema without its own name (what a converter depends on)."""
+    if type(schema) is not dict:
+        return schema
+    return {key: value for key, value in schema.items() if key != "field"}
 
 
 def _row_plan(schema: Any, name: str) -> StructPlan | None:
@@ -441,7 +451,7 @@ def _envelope(
     payload: dict[str, Any],
     plan: SchemaPlan | None,
     options: DecodeOptions,
-) -> ChangeEvent:
+) -> ChangeEvent | QuietUpdate:
     op_text = payload.get("op")
     if op_text is None:
         raise Invalid("change event without 'op'")
@@ -454,6 +464,14 @@ def _envelope(
     if type(source) is not dict:
         raise Invalid(f"'source' is a JSON {_json_kind(source)}, expected an object")
     table = _source_table(source, required=op is not _MESSAGE)
+    if op is _UPDATE and options.quiet_update_columns and plan is not None:
+        quiet = options.quiet_update_columns.get(table)
+        if quiet is not None and plan.before is plan.after:
+            changed = _wire_changes(payload.get("before"), payload.get("after"))
+            if changed is not None and changed <= quiet:
+                return QuietUpdate(
+                    position, table, changed, _optional_int(source, "ts_ms", "source.ts_ms")
+                )
     declared = options.declared_decimals.get(table)
     schemaless = plan is None
     before_plan = None if plan is None else plan.before
@@ -495,6 +513,19 @@ def _envelope(
         lsn=_optional_int(source, "lsn", "source.lsn"),
         source=source,
     )
+
+
+def _wire_changes(before: Any, after: Any) -> frozenset[str] | None:
+    """Columns whose wire values differ between two images of one schema; None when the
+    images cannot be compared so (missing, or different columns).
+
+    Converters are pure, so equal wire values decode to equal values: a column not in
+    this set did not change. (The reverse need not hold; a caller that finds a column
+    here it cares about decodes the record in full.)
+    """
+    if type(before) is not dict or type(after) is not dict or before.keys() != after.keys():
+        return None
+    return frozenset([column for column, value in after.items() if before[column] != value])
 
 
 def stable_transaction_id(raw: str) -> str:

@@ -21,6 +21,7 @@ from syncd.changes import (
     ColumnValue,
     DecodedRecord,
     Heartbeat,
+    QuietUpdate,
     Row,
     Tombstone,
     TransactionMarker,
@@ -75,6 +76,9 @@ def record_to_json(record: DecodedRecord) -> dict[str, Any]:
             "transaction_id": record.transaction_id,
             "lsn": record.lsn,
         }
+    if isinstance(record, QuietUpdate):
+        return {"kind": "quiet_update", **where, "table": record.table,
+                "changed": sorted(record.changed), "source_ts_ms": record.source_ts_ms}
     if isinstance(record, Tombstone):
         return {"kind": "tombstone", **where, "key": row_to_json(record.key)}
     if isinstance(record, Heartbeat):
