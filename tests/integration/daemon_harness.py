@@ -100,11 +100,42 @@ def ensure_it_erp(stack: Stack, engine: Engine) -> None:
             if s["connector"]["state"] == "RUNNING" and s["tasks"] and all(
                 t["state"] == "RUNNING" for t in s["tasks"]
             ):
+                _wait_until_streaming(stack, engine)
                 return
             if any(t["state"] == "FAILED" for t in s.get("tasks", [])):
                 httpx.post(f"{url}/restart?includeTasks=true&onlyFailed=true", timeout=10)
         time.sleep(0.5)
     raise RuntimeError(f"connector {connector['name']} not RUNNING: {status.text}")
+
+
+def _wait_until_streaming(stack: Stack, engine: Engine, timeout: float = 90) -> None:
+    """Return once the connector streams, i.e. its initial snapshot has been produced.
+
+    A RUNNING task may still be snapshotting the seed orders of erp_it; a test that seeds
+    its offsets at the topic's end before those reads land would invoice them. Debezium
+    streams only after the snapshot, so a marker row (a DRAFT order: nothing invoices
+    it) seen on the topic means the snapshot's records are there too.
+    """
+    start = high_watermarks(stack.bootstrap, ORDER_TOPIC)
+    marker = f"STREAMING-{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO {IT_SCHEMA}.sales_order (order_no, buyer_name, "
+                          "buyer_tax_id) VALUES (:no, 'Marker', '91110108MA01ABCD2H')"),
+                     {"no": marker})
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap,
+                         "group.id": f"it-marker-{uuid.uuid4().hex[:6]}",
+                         "enable.auto.commit": False})
+    try:
+        consumer.assign([KafkaTP(ORDER_TOPIC, p, o) for p, o in start.items()])
+        deadline = time.monotonic() + timeout
+        needle = marker.encode()
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error() is None and needle in (msg.value() or b""):
+                    return
+    finally:
+        consumer.close()
+    raise RuntimeError(f"connector {IT_CONNECTOR} streams no changes (marker {marker})")
 
 
 def restart_failed_connector_tasks(stack: Stack) -> None:
