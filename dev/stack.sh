@@ -92,6 +92,16 @@ pg_dir() {
         rmdir "$probe"
         local outside
         outside="/var/tmp/syncd-stack-$(printf '%s' "$STACK_DIR" | sha1sum | cut -c1-12)/pg"
+        # Left by an earlier checkout at this path whose stack directory (Kafka's log, the
+        # connectors' offsets) is gone: its ERP rows would be snapshotted into a fresh Kafka.
+        if [[ -d "$outside" ]]; then
+            local pid_file="$outside/data/postmaster.pid"
+            if [[ -f "$pid_file" ]] && kill -0 "$(head -1 "$pid_file")" 2>/dev/null; then
+                echo "[stack] $outside belongs to a PostgreSQL that is still running (pid $(head -1 "$pid_file")); stop it first" >&2
+                exit 1
+            fi
+            rm -rf "$outside"
+        fi
         mkdir -p "$outside"; chown postgres "$(dirname "$outside")" "$outside"
         ln -s "$outside" "$dir"
     fi
