@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from syncd.changes import ChangeEvent, QuietUpdate, RecordPosition
-from syncd.config import parse_config
 from syncd.debezium import DecodeOptions, decode_record, record_to_json
 from syncd.debezium.records import compile_plan
 from syncd.intake import Classifier, Kind
 from syncd.rules import decide
+from tests.unit.config_helpers import demo_config
 from tests.unit.debezium_events import (
     POSITION,
     SALES_ORDER_FIELDS,
@@ -104,13 +102,6 @@ def test_images_with_different_columns_are_decoded_in_full():
     assert isinstance(record, ChangeEvent)
 
 
-def _classifier() -> Classifier:
-    data = yaml.safe_load((Path(__file__).parents[2] / "config" / "demo.yaml").read_text())
-    data["issuer"].pop("app_secret_file", None)
-    data["issuer"]["app_secret"] = "s"
-    return Classifier(parse_config(yaml.safe_dump(data)))
-
-
 CASES = {
     "write-back echo": (confirmed, written_back),
     "nothing changed": (confirmed, confirmed),
@@ -123,15 +114,15 @@ CASES = {
 
 @pytest.mark.parametrize("name", CASES)
 def test_classifier_says_what_decide_says_on_the_full_event(name):
-    classifier = _classifier()
+    config = demo_config()
+    classifier = Classifier(config)
     before, after = CASES[name]
     key, value = update(before(), after())
     position = RecordPosition("erp.erp.sales_order", 0, 42)
     classified = classifier.classify(position, key, value)
     full = decode_record(position, key, value, DecodeOptions())
     assert isinstance(full, ChangeEvent)
-    doc = next(iter(classifier._config.documents.values()))
-    decision = decide(full, doc)
+    decision = decide(full, config.documents["sales_order"])
     assert classified.reason == decision.reason
     assert classified.kind.value == decision.action.value
     if classified.kind is Kind.IGNORE:
