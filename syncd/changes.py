@@ -144,7 +144,29 @@ class QuietUpdate:
     source_ts_ms: int | None
 
 
-DecodedRecord: TypeAlias = ChangeEvent | QuietUpdate | Tombstone | Heartbeat | TransactionMarker
+@quick_init
+@dataclass(frozen=True, slots=True)
+class ProbedChange:
+    """An insert or snapshot read decoded for a first look only.
+
+    Produced only when `DecodeOptions.probe_columns` names the table (the daemon's
+    classifier passes the columns its rules read): `event.after` holds just those
+    columns, converted; the others are neither converted nor checked. Most inserts of
+    an ERP are drafts the rules ignore, and a first look at a few columns says so. The
+    event is not a whole row: decode the record again without the option before using
+    it for anything but deciding.
+    """
+
+    event: ChangeEvent
+
+    @property
+    def position(self) -> RecordPosition:
+        return self.event.position
+
+
+DecodedRecord: TypeAlias = (
+    ChangeEvent | QuietUpdate | ProbedChange | Tombstone | Heartbeat | TransactionMarker
+)
 
 
 class DecodeError(Exception):

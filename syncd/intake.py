@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection
 
@@ -28,6 +28,7 @@ from syncd.changes import (
     DecodedRecord,
     DecodeError,
     Heartbeat,
+    ProbedChange,
     QuietUpdate,
     RecordPosition,
     Tombstone,
@@ -44,7 +45,14 @@ from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
 from syncd.mapping import build_blue, build_red
-from syncd.rules import NOTHING_CHANGED, OWN_WRITE_BACK, Action, Decision, DocumentRules, decide
+from syncd.rules import (
+    NOTHING_CHANGED,
+    OWN_WRITE_BACK,
+    Action,
+    Decision,
+    DocumentRules,
+    decide,
+)
 from syncd.serial import DocumentIdentity as SerialIdentity
 from syncd.serial import DocumentKind as SerialKind
 from syncd.serial import serial_for
@@ -75,6 +83,7 @@ class Kind(enum.StrEnum):
 
 #: What a decision's action means for the intake (any other action is dead-lettered);
 #: a dict lookup, because matching on enum members is slow on Python 3.11.
+_IGNORE: Final = Action.IGNORE
 _KIND_OF_ACTION: dict[Action, Kind] = {
     Action.ISSUE: Kind.ISSUE,
     Action.REVERSE: Kind.REVERSE,
@@ -119,7 +128,12 @@ class Classifier:
         # (every write-back echoes as one) is ignored by `decide` whatever else it holds:
         # the decoder recognises it from the wire values, without converting its rows.
         quiet = {table: r.own_columns for table, r in self._rules.items() if r.own_columns}
-        self._options = DecodeOptions(decimal_scales=scales, quiet_update_columns=quiet)
+        # A new row (insert, snapshot read) is decided from the few columns the rules
+        # read; only one they act on is decoded in full (see `_classify_probed`).
+        probe = {d.table: _probe_columns(d) for d in config.documents.values()}
+        self._options = DecodeOptions(decimal_scales=scales, quiet_update_columns=quiet,
+                                      probe_columns=probe)
+        self._full_options = DecodeOptions(decimal_scales=scales)
         self._line_tables = {d.lines.table for d in config.documents.values()}
 
     def classify(
@@ -127,11 +141,18 @@ class Classifier:
     ) -> Classified:
         try:
             record: DecodedRecord = decode_record(position, key, value, self._options)
-        except DecodeError as exc:
-            return Classified(position, Kind.DEAD_LETTER, exc.reason, key, value,
-                              code="undecodable")
+        except DecodeError:
+            return self._classify_full(position, key, value)  # the full decode's own words
         if type(record) is ChangeEvent:  # the common case, before the pattern match
             return self._classify_change(record, key, value)
+        return self._classify_record(record, key, value)
+
+    def _classify_record(
+        self, record: DecodedRecord, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        position = record.position
+        if type(record) is ProbedChange:
+            return self._classify_probed(record.event, key, value)
         if type(record) is QuietUpdate:
             # the reasons `decide` gives for the same update
             reason = OWN_WRITE_BACK if record.changed else NOTHING_CHANGED
@@ -144,6 +165,32 @@ class Classifier:
             case ChangeEvent():
                 return self._classify_change(record, key, value)
         raise AssertionError(f"unhandled record {record!r}")  # pragma: no cover
+
+    def _classify_full(
+        self, position: RecordPosition, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        """Decode without shortcuts: for records the rules act on, and bad records."""
+        try:
+            record = decode_record(position, key, value, self._full_options)
+        except DecodeError as exc:
+            return Classified(position, Kind.DEAD_LETTER, exc.reason, key, value,
+                              code="undecodable")
+        return self._classify_record(record, key, value)
+
+    def _classify_probed(
+        self, event: ChangeEvent, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        """A new row whose after image holds only the columns `decide` reads: ignoring it
+        is decided here; anything else is decided again on the whole row."""
+        doc = self._by_table[event.table]
+        try:
+            decision = decide(event, doc, self._rules[event.table])
+        except ValueError:
+            decision = None
+        if decision is None or decision.action is not _IGNORE:
+            return self._classify_full(event.position, key, value)
+        return Classified(event.position, Kind.IGNORE, decision.reason, doc=doc,
+                          decision=decision, source_ts_ms=event.source_ts_ms)
 
     def _classify_change(
         self, event: ChangeEvent, key: bytes | None, value: bytes | None
@@ -192,6 +239,15 @@ class IntakeResult:
         self.finished.setdefault((position.topic, position.partition), set()).add(
             position.offset
         )
+
+
+def _probe_columns(doc: DocumentConfig) -> tuple[str, ...]:
+    """Every column `decide` reads from a new row of `doc.table`."""
+    columns = set(doc.qualifies.columns()) | set(doc.key_columns)
+    if doc.reverses is not None:
+        columns |= doc.reverses.columns()
+    columns.add(doc.write_back.columns.invoice_no)
+    return tuple(sorted(columns))
 
 
 def key_pairs(doc: DocumentConfig, event: ChangeEvent) -> list[tuple[str, Any]]:

@@ -516,6 +516,26 @@ class StructPlan:
             raise exc.under(name) from None
         return out
 
+    def convert_only(self, value: Any, columns: tuple[str, ...]) -> dict[str, ColumnValue]:
+        """The `columns` of one struct value that it has, converted as `convert` would;
+        the other fields are neither converted nor checked."""
+        if type(value) is not dict:
+            raise _expected("an object", value)
+        out: dict[str, ColumnValue] = {}
+        fields = self.fields
+        for name in columns:
+            if name not in value:
+                continue
+            item = value[name]
+            converter = fields.get(name)
+            if converter is None:
+                raise Invalid("field not in the schema").under(name)
+            try:
+                out[name] = None if item is None else converter(item)
+            except Invalid as exc:
+                raise exc.under(name) from None
+        return out
+
     def _learn(self, value: dict[str, Any]) -> _Shape | None:
         """Classify each field of a new shape once; None if a field is not in the schema."""
         work: list[tuple[str, Converter]] = []

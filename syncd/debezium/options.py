@@ -32,6 +32,10 @@ class DecodeOptions:
     #: `schema.table` -> columns whose change alone makes an update uninteresting: such
     #: an update decodes to a `QuietUpdate` (rows not converted) instead of a ChangeEvent
     quiet_update_columns: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: `schema.table` -> the only columns the caller reads from a new row (an insert or a
+    #: snapshot read): such a record decodes to a `ProbedChange` whose after image holds
+    #: just these columns (the others are neither converted nor checked)
+    probe_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # table -> {column: scale or None}; derived once so the hot path does one dict lookup.
     declared_decimals: Mapping[str, Mapping[str, int | None]] = field(
         init=False, repr=False, compare=False

@@ -27,6 +27,7 @@ from syncd.changes import (
     DecodeError,
     Heartbeat,
     Op,
+    ProbedChange,
     QuietUpdate,
     RecordPosition,
     Row,
@@ -451,7 +452,7 @@ def _envelope(
     payload: dict[str, Any],
     plan: SchemaPlan | None,
     options: DecodeOptions,
-) -> ChangeEvent | QuietUpdate:
+) -> ChangeEvent | QuietUpdate | ProbedChange:
     op_text = payload.get("op")
     if op_text is None:
         raise Invalid("change event without 'op'")
@@ -477,15 +478,23 @@ def _envelope(
     before_plan = None if plan is None else plan.before
     after_plan = None if plan is None else plan.after
     before_wire = payload.get("before")
-    before = _row(before_wire, before_plan, declared, schemaless, table, "before")
-    # an update's after image mostly repeats its before image: let it reuse decoded values
-    like: Sibling | None = None
-    if before is not None and after_plan is not None and after_plan is before_plan:
-        assert type(before_wire) is dict  # the plan converted it into `before`
-        like = (before_wire, before)
-    after: Row | None = _row(
-        payload.get("after"), after_plan, declared, schemaless, table, "after", like
-    )
+    probe = None
+    if (op is _CREATE or op is _READ) and options.probe_columns and before_wire is None:
+        probe = options.probe_columns.get(table)
+    before: Row | None
+    after: Row | None
+    if probe is not None and after_plan is not None:
+        before = None
+        after = _probe_row(payload.get("after"), after_plan, probe, declared, table)
+    else:
+        probe = None
+        before = _row(before_wire, before_plan, declared, schemaless, table, "before")
+        # an update's after image mostly repeats its before image: let it reuse its values
+        like: Sibling | None = None
+        if before is not None and after_plan is not None and after_plan is before_plan:
+            assert type(before_wire) is dict  # the plan converted it into `before`
+            like = (before_wire, before)
+        after = _row(payload.get("after"), after_plan, declared, schemaless, table, "after", like)
     if (op is _UPDATE or op is _CREATE or op is _READ) and after is None:
         raise Invalid(f"op {op.value!r} without an 'after' row")
     if op is _DELETE and after is not None:
@@ -500,7 +509,7 @@ def _envelope(
         raise Invalid("'transaction' is not an object")
     elif type(source.get("txId")) is int:
         tx_id = str(source["txId"])
-    return ChangeEvent(
+    event = ChangeEvent(
         position=position,
         op=op,
         table=table,
@@ -513,6 +522,26 @@ def _envelope(
         lsn=_optional_int(source, "lsn", "source.lsn"),
         source=source,
     )
+    return event if probe is None else ProbedChange(event)
+
+
+def _probe_row(
+    value: Any,
+    fields: StructPlan,
+    columns: tuple[str, ...],
+    declared: Mapping[str, int | None] | None,
+    table: str,
+) -> dict[str, ColumnValue] | None:
+    """The `columns` of a row with a schema (see `DecodeOptions.probe_columns`)."""
+    if value is None:
+        return None
+    try:
+        row = fields.convert_only(value, columns)
+        if declared:
+            _apply_declared_decimals(row, declared, False, table)
+        return row
+    except Invalid as exc:
+        raise exc.under("after") from None
 
 
 def _wire_changes(before: Any, after: Any) -> frozenset[str] | None:

@@ -21,6 +21,7 @@ from syncd.changes import (
     ColumnValue,
     DecodedRecord,
     Heartbeat,
+    ProbedChange,
     QuietUpdate,
     Row,
     Tombstone,
@@ -76,6 +77,8 @@ def record_to_json(record: DecodedRecord) -> dict[str, Any]:
             "transaction_id": record.transaction_id,
             "lsn": record.lsn,
         }
+    if isinstance(record, ProbedChange):
+        return {**record_to_json(record.event), "kind": "probed_change"}
     if isinstance(record, QuietUpdate):
         return {"kind": "quiet_update", **where, "table": record.table,
                 "changed": sorted(record.changed), "source_ts_ms": record.source_ts_ms}
