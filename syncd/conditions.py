@@ -22,7 +22,7 @@ guess.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -371,3 +371,73 @@ def _evaluate_changed(columns: Sequence[str], event: ChangeEvent) -> Outcome:
     if unknown:
         return Outcome(_UNKNOWN, unknown[0])
     return Outcome(_FALSE, f"none of {', '.join(columns)} changed")
+
+
+# --- compiled conditions ------------------------------------------------------------------
+
+#: A condition compiled for one config: the same Outcome as `evaluate`, read per event.
+Check: TypeAlias = Callable[[ChangeEvent], Outcome]
+
+
+def compile_condition(condition: Condition) -> Check:
+    """`evaluate(condition, ·)` as a function, for a condition evaluated per event.
+
+    `evaluate` reads the pydantic model on every call (which test, which keys were
+    set) and formats reasons that do not depend on the event; a compiled check does
+    that once. The results are equal (tests hold the two to each other); `evaluate`
+    stays the definition.
+    """
+    if condition.column is not None and "becomes" in condition.model_fields_set:
+        return _compile_becomes(condition.column, condition.becomes)
+    children = condition.all_ if condition.all_ is not None else condition.any_
+    if children is not None:
+        checks = tuple(compile_condition(c) for c in children)
+        combine = _all if condition.all_ is not None else _any
+        return lambda event: combine([check(event) for check in checks])
+    return lambda event: evaluate(condition, event)
+
+
+def _compile_becomes(column: str, target: Scalar) -> Check:
+    """`{column: .., becomes: ..}`, the usual trigger, with its constant outcomes built once."""
+    target_text = _fmt(target)
+    created = Outcome(_TRUE, f"row was created with {column} {target_text}")
+    read = Outcome(_TRUE, f"row was read in the snapshot with {column} {target_text}")
+    no_before = Outcome(
+        _UNKNOWN,
+        f"{column} is {target_text} but the update has no before image, so a "
+        "transition cannot be seen (set REPLICA IDENTITY FULL on the table)",
+    )
+    already = Outcome(_FALSE, f"{column} was already {target_text}")
+    became = Outcome(_TRUE, f"{column} became {target_text}")
+    text_target = type(target) is str
+
+    def check(event: ChangeEvent) -> Outcome:
+        row = event.after
+        if row is None or column not in row or row[column] is UNAVAILABLE:
+            return _read(event, "after", column)[1] or _impossible()
+        after = row[column]
+        if not (after == target if text_target and type(after) is str
+                else same_value(after, target)):
+            return Outcome(_FALSE, f"{column} is {_fmt(after)}, not {target_text}")
+        op = event.op
+        if op is _CREATE:
+            return created
+        if op is _READ:
+            return read
+        row = event.before
+        if row is None:
+            return no_before
+        if column not in row or row[column] is UNAVAILABLE:
+            return _read(event, "before", column)[1] or _impossible()
+        before = row[column]
+        if before == target if text_target and type(before) is str else same_value(
+            before, target
+        ):
+            return already
+        return became
+
+    return check
+
+
+def _impossible() -> Outcome:  # pragma: no cover - _read reports every case checked above
+    raise AssertionError("a column read failed without a reason")

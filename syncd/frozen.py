@@ -34,15 +34,13 @@ _FACTORY = _Factory()
 def quick_init(cls: type[T]) -> type[T]:
     """Give a frozen, slotted dataclass a faster `__init__` (same parameters and defaults).
 
-    Only plain fields are supported (no `InitVar`, no `init=False` field, no
-    `__post_init__`), which is what the per-record types are; anything else is a
-    programming error caught at import time.
+    Only plain fields are supported (no `InitVar`, no `init=False` field), which is
+    what the per-record types are; anything else is a programming error caught at
+    import time. A `__post_init__` is called last, as the generated `__init__` does.
     """
     params = getattr(cls, "__dataclass_params__", None)
     if params is None or not params.frozen or "__slots__" not in cls.__dict__:
         raise TypeError(f"{cls.__name__}: quick_init wants a frozen dataclass with slots")
-    if hasattr(cls, "__post_init__"):
-        raise TypeError(f"{cls.__name__}: quick_init does not call __post_init__")
     namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
     positional: list[str] = []
     keyword: list[str] = []
@@ -65,6 +63,8 @@ def quick_init(cls: type[T]) -> type[T]:
             body.append(f"    if {name} is _FACTORY: {name} = _factory_{index}()")
         (keyword if f.kw_only else positional).append(param)
         body.append(f"    {setter}(self, {name})")
+    if hasattr(cls, "__post_init__"):
+        body.append("    self.__post_init__()")  # (its checks, as the generated __init__)
     signature = ", ".join(["self", *positional, *(["*", *keyword] if keyword else [])])
     source = f"def __init__({signature}):\n" + ("\n".join(body) or "    pass") + "\n"
     # what dataclasses itself does: code built from the class's own field names, never data

@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Final
 
 from syncd.changes import UNAVAILABLE, ChangeEvent, ColumnValue, Op, Row
-from syncd.conditions import Outcome, Truth, evaluate
+from syncd.conditions import Check, Outcome, Truth, compile_condition
 from syncd.config import DocumentConfig, SnapshotPolicy, SyncdConfig
 from syncd.frozen import quick_init
 from syncd.serial import DocumentIdentity, DocumentKind, KeyValue
@@ -98,6 +98,9 @@ class DocumentRules:
     own_columns: frozenset[str]
     writes_back_to_source: bool
     invoice_no_column: str
+    #: the document's conditions, compiled (`evaluate` of `doc.qualifies`/`doc.reverses`)
+    qualifies: Check
+    reverses: Check | None
 
     @classmethod
     def of(cls, doc: DocumentConfig) -> DocumentRules:
@@ -108,6 +111,8 @@ class DocumentRules:
             own_columns=frozenset(doc.own_columns()),
             writes_back_to_source=doc.writes_back_to_source,
             invoice_no_column=doc.write_back.columns.invoice_no,
+            qualifies=compile_condition(doc.qualifies),
+            reverses=None if doc.reverses is None else compile_condition(doc.reverses),
         )
 
 
@@ -220,14 +225,14 @@ def decide(
     if event.op is _READ:
         return _decide_snapshot(event, doc, rules)
 
-    if doc.reverses is not None:
-        rev = evaluate(doc.reverses, event)
+    if rules.reverses is not None:
+        rev = rules.reverses(event)
         if rev.is_true:
             return _with_identity(_REVERSE, rev.reason, event, rules)
         if rev.is_unknown:
             return _undecided(rev, "the change reverses an invoice", event, rules)
 
-    qual = evaluate(doc.qualifies, event)
+    qual = rules.qualifies(event)
     if qual.is_unknown:
         return _undecided(qual, "the change qualifies", event, rules)
     if qual.truth is _FALSE:
@@ -267,7 +272,7 @@ def _decide_snapshot(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRul
         return Decision(
             _IGNORE, f"snapshot row already invoiced ({invoice_no!s})", rules.name
         )
-    qual = evaluate(doc.qualifies, event)
+    qual = rules.qualifies(event)
     if qual.is_unknown:
         return _undecided(qual, "the snapshot row qualifies", event, rules)
     if qual.truth is _FALSE:

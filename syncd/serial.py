@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, TypeAlias
 
+from syncd.frozen import quick_init
 from syncd.invoice import SourceRef
 
 __all__ = [
@@ -76,6 +77,7 @@ def _key_text(column: str, value: KeyValue) -> str:
     return str(value)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DocumentIdentity:
     """What makes one invoice request unique. `key` holds (column, value) pairs."""
@@ -87,18 +89,26 @@ class DocumentIdentity:
     revision: int = 0
 
     def __post_init__(self) -> None:
-        if not self.key:
+        # built for every issue/reverse decision: the usual key (one int or text column,
+        # `type` rules out bool) is checked without the general path
+        key = self.key
+        if not key:
             raise ValueError("a document identity needs at least one key column")
-        names = [name for name, _ in self.key]
-        if len(set(names)) != len(names):
-            raise ValueError(f"duplicate key column in {names}")
-        for name, value in self.key:
-            _key_text(name, value)
-        if isinstance(self.revision, bool) or not isinstance(self.revision, int):
+        if len(key) > 1:
+            names = [name for name, _ in key]
+            if len(set(names)) != len(names):
+                raise ValueError(f"duplicate key column in {names}")
+        for name, value in key:
+            if type(value) is not int and type(value) is not str:
+                _key_text(name, value)
+        revision = self.revision
+        if type(revision) is not int and (
+            isinstance(revision, bool) or not isinstance(revision, int)
+        ):
             raise TypeError("revision must be an int")
-        if self.revision < 0:
-            raise ValueError(f"revision must be >= 0, got {self.revision}")
-        if not isinstance(self.kind, DocumentKind):
+        if revision < 0:
+            raise ValueError(f"revision must be >= 0, got {revision}")
+        if type(self.kind) is not DocumentKind:
             raise TypeError("kind must be a DocumentKind")
 
     @classmethod

@@ -40,6 +40,8 @@ class DecodeOptions:
     declared_decimals: Mapping[str, Mapping[str, int | None]] = field(
         init=False, repr=False, compare=False
     )
+    # topic -> is it a heartbeat or transaction topic (asked once per record)
+    _special_topics: dict[str, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_table: dict[str, dict[str, int | None]] = {}
@@ -52,6 +54,17 @@ class DecodeOptions:
             table, column = _split_column(name)
             by_table.setdefault(table, {})[column] = scale
         object.__setattr__(self, "declared_decimals", MappingProxyType(by_table))
+        object.__setattr__(self, "_special_topics", {})
+
+    def is_special_topic(self, topic: str) -> bool:
+        """A heartbeat or transaction topic (no change events)."""
+        special = self._special_topics.get(topic)
+        if special is None:
+            special = self.is_heartbeat_topic(topic) or self.is_transaction_topic(topic)
+            if len(self._special_topics) >= 1024:
+                self._special_topics.clear()
+            self._special_topics[topic] = special
+        return special
 
     def is_heartbeat_topic(self, topic: str) -> bool:
         prefix = self.heartbeat_topic_prefix

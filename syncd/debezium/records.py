@@ -346,7 +346,7 @@ def decode_json(
 
 
 def _is_special(topic: str, options: DecodeOptions) -> bool:
-    return options.is_heartbeat_topic(topic) or options.is_transaction_topic(topic)
+    return options.is_special_topic(topic)
 
 
 def _decode(
@@ -468,8 +468,8 @@ def _envelope(
     if op is _UPDATE and options.quiet_update_columns and plan is not None:
         quiet = options.quiet_update_columns.get(table)
         if quiet is not None and plan.before is plan.after:
-            changed = _wire_changes(payload.get("before"), payload.get("after"))
-            if changed is not None and changed <= quiet:
+            changed = _quiet_changes(payload.get("before"), payload.get("after"), quiet)
+            if changed is not None:
                 return QuietUpdate(
                     position, table, changed, _optional_int(source, "ts_ms", "source.ts_ms")
                 )
@@ -544,17 +544,24 @@ def _probe_row(
         raise exc.under("after") from None
 
 
-def _wire_changes(before: Any, after: Any) -> frozenset[str] | None:
-    """Columns whose wire values differ between two images of one schema; None when the
-    images cannot be compared so (missing, or different columns).
+def _quiet_changes(before: Any, after: Any, quiet: frozenset[str]) -> frozenset[str] | None:
+    """The columns whose wire values differ between two images of one schema, when all of
+    them are `quiet`; None when another one differs, or the images cannot be compared so
+    (missing, or different columns).
 
     Converters are pure, so equal wire values decode to equal values: a column not in
-    this set did not change. (The reverse need not hold; a caller that finds a column
-    here it cares about decodes the record in full.)
+    this set did not change. (The reverse need not hold; a column whose wire value
+    changed but is not quiet sends the record to the full decode.)
     """
     if type(before) is not dict or type(after) is not dict or before.keys() != after.keys():
         return None
-    return frozenset([column for column, value in after.items() if before[column] != value])
+    changed = []
+    for column, value in after.items():
+        if before[column] != value:
+            if column not in quiet:
+                return None  # e.g. a confirmation: its status changed
+            changed.append(column)
+    return frozenset(changed)
 
 
 def stable_transaction_id(raw: str) -> str:

@@ -54,14 +54,30 @@ def test_refuses_what_it_cannot_reproduce() -> None:
         quick_init(NoSlots)
 
     @dataclass(frozen=True, slots=True)
-    class PostInit:
+    class NotInInit:
         a: int
+        b: int = dataclasses.field(default=0, init=False)
+
+    with pytest.raises(TypeError, match="every field"):
+        quick_init(NotInInit)
+
+
+def test_post_init_runs_last_as_in_the_generated_init() -> None:
+    @quick_init
+    @dataclass(frozen=True, slots=True)
+    class Positive:
+        a: int
+        b: int = 1
 
         def __post_init__(self) -> None:
-            pass
+            if self.a + self.b <= 0:
+                raise ValueError("not positive")
 
-    with pytest.raises(TypeError, match="__post_init__"):
-        quick_init(PostInit)
+    assert Positive(1).b == 1
+    with pytest.raises(ValueError, match="not positive"):
+        Positive(-1)
+    with pytest.raises(ValueError, match="not positive"):
+        Positive(1, b=-3)
 
 
 def test_inherited_fields_are_stored_too() -> None:
