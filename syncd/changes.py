@@ -151,10 +151,11 @@ class ProbedChange:
 
     Produced only when `DecodeOptions.probe_columns` names the table (the daemon's
     classifier passes the columns its rules read): `event.after` holds just those
-    columns, converted; the others are neither converted nor checked. Most inserts of
-    an ERP are drafts the rules ignore, and a first look at a few columns says so. The
-    event is not a whole row: decode the record again without the option before using
-    it for anything but deciding.
+    columns, converted; the others are neither converted nor checked, and the record's
+    key is not decoded (`event.key` is None: the probed columns must name the row).
+    Most inserts of an ERP are drafts the rules ignore, and a first look at a few
+    columns says so. The event is not a whole row: decode the record again without the
+    option before using it for anything but deciding.
     """
 
     event: ChangeEvent

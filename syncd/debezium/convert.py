@@ -437,6 +437,9 @@ _SAME_RESULT_WIRE: Final = frozenset({str, int})
 # A sibling struct value: its wire dict, and the row converted from it by the same plan.
 Sibling = tuple[Mapping[str, Any], Mapping[str, ColumnValue]]
 
+# Structs of at most this many fields skip the shape cache (see StructPlan.__init__).
+_SMALL_STRUCT: Final = 3
+
 # Distinct struct value shapes remembered per struct plan before starting afresh.
 _SHAPE_LIMIT: Final = 64
 
@@ -468,11 +471,13 @@ class StructPlan:
     takes the field-by-field path, which blames the first bad field.
     """
 
-    __slots__ = ("_shapes", "fields")
+    __slots__ = ("_shapes", "_small", "fields")
 
     def __init__(self, fields: dict[str, Converter]) -> None:
         self.fields: Final = fields
         self._shapes: dict[_ShapeKey, _Shape] = {}
+        # a key's one or two fields convert faster one by one than through a shape
+        self._small: Final = len(fields) <= _SMALL_STRUCT
 
     def convert(self, value: Any, like: Sibling | None = None) -> dict[str, ColumnValue]:
         """Convert one struct value; `like` may lend results for equal wire values.
@@ -483,8 +488,8 @@ class StructPlan:
         date, time, bytes) instead of decoding it again; converters are pure, so the
         value is the same either way.
         """
-        if type(value) is not dict:
-            raise _expected("an object", value)
+        if self._small or type(value) is not dict:
+            return convert_struct(self.fields, value)
         shape = self._shapes.get((tuple(value), tuple(map(type, value.values()))))
         if shape is None:
             shape = self._learn(value)

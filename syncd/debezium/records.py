@@ -9,10 +9,10 @@ consumer loop.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 try:
     import orjson as _orjson
@@ -48,7 +48,6 @@ from syncd.debezium.convert import (
     unscaled_to_decimal,
 )
 from syncd.debezium.options import DecodeOptions
-from syncd.frozen import quick_init
 
 _OPS: Final = {op.value: op for op in Op}
 # Enum member access is slow on Python 3.11; the hot path compares module constants.
@@ -192,13 +191,9 @@ _SCHEMA_HEAD: Final = b'{"schema":'
 _PAYLOAD_SEP: Final = b',"payload":'
 
 
-@quick_init
-@dataclass(frozen=True, slots=True)
-class _Doc:
-    """A parsed key or value: its payload, and the plan when it carried a schema."""
-
-    payload: Any
-    plan: SchemaPlan | None
+#: A parsed key or value: its payload, and the plan when it carried a schema (a plain
+#: tuple: one is built per key and value, and a class instance costs several times more).
+_Doc: TypeAlias = tuple[Any, SchemaPlan | None]
 
 
 # (topic, "key"/"value") -> the head `{"schema":<schema>,"payload":` of the topic's last
@@ -226,7 +221,7 @@ def _load_bytes(data: bytes, what: str, with_plan: bool, fast: bool, topic: str 
                 body = data[len(recent[0]) : -1]
                 try:
                     payload = _parse_fast(body, what) if fast else _parse(body, what)
-                    return _Doc(payload, plan)
+                    return payload, plan
                 except Invalid:
                     pass  # odd layout: the full parse below reports precisely
     cut = -1
@@ -243,17 +238,17 @@ def _load_bytes(data: bytes, what: str, with_plan: bool, fast: bool, topic: str 
                     pass  # odd layout: the full parse below reports precisely
                 else:
                     _remember_head(topic, what, data, cut, schema_bytes)
-                    return _Doc(payload, plan)
+                    return payload, plan
     doc = _parse_fast(data, what) if fast else _parse_bytes(data, what)
     loaded = _load_doc(doc, what, with_plan)
-    if loaded.plan is not None and cut > 0:
+    if loaded[1] is not None and cut > 0:
         schema_bytes = data[len(_SCHEMA_HEAD) : cut]
         try:
             same = _parse_bytes(schema_bytes, what) == _load_doc_schema(doc)
         except Invalid:
             same = False
         if same:
-            _remember(_bytes_plans, schema_bytes, loaded.plan)
+            _remember(_bytes_plans, schema_bytes, loaded[1])
             _remember_head(topic, what, data, cut, schema_bytes)
     return loaded
 
@@ -274,12 +269,12 @@ def _load_doc(doc: Any, what: str, with_plan: bool) -> _Doc:
             extra = sorted(k for k in doc if k not in ("schema", "payload"))
             raise Invalid(f"{what} has 'schema' and 'payload' plus unexpected keys {extra}")
         if not with_plan or doc["payload"] is None:
-            return _Doc(doc["payload"], None)
+            return doc["payload"], None
         try:
-            return _Doc(doc["payload"], _plan_for_doc(doc["schema"]))
+            return doc["payload"], _plan_for_doc(doc["schema"])
         except Invalid as exc:
             raise exc.under(f"{what} schema") from None
-    return _Doc(doc, None)
+    return doc, None
 
 
 # --- record kinds ---------------------------------------------------------------------
@@ -316,12 +311,26 @@ def _decode_bytes(
     fast: bool,
 ) -> DecodedRecord:
     topic = position.topic
-    key_doc = None if key is None else _load_bytes(key, "key", True, fast, topic)
     if value is None:
+        key_doc = None if key is None else _load_bytes(key, "key", True, fast, topic)
         return Tombstone(position, _key_row(key_doc, options))
     special = _is_special(topic, options)
     value_doc = _load_bytes(value, "value", not special, fast, topic)
-    return _decode(position, key_doc, value_doc, options, special)
+    if key is None:
+        return _decode(position, _NO_KEY, value_doc, options, special)
+
+    def key_row() -> Row | None:
+        # parsed only when asked for: a quiet update or a probed new row never asks
+        return _key_row(_load_bytes(key, "key", True, fast, topic), options)
+
+    return _decode(position, key_row, value_doc, options, special)
+
+
+def _no_key() -> Row | None:
+    return None
+
+
+_NO_KEY: Final = _no_key
 
 
 def decode_json(
@@ -334,7 +343,7 @@ def decode_json(
             return Tombstone(position, _key_row(key, options))
         special = _is_special(position.topic, options)
         value = _load_doc(value_doc, "value", with_plan=not special)
-        return _decode(position, key, value, options, special)
+        return _decode(position, lambda: _key_row(key, options), value, options, special)
     except Invalid as exc:
         raise DecodeError(position, exc.message()) from None
     except DecodeError:
@@ -349,28 +358,30 @@ def _is_special(topic: str, options: DecodeOptions) -> bool:
     return options.is_special_topic(topic)
 
 
+#: The record's key row, converted when first called (each caller calls it at most once).
+KeyRow: TypeAlias = Callable[[], Row | None]
+
+
 def _decode(
     position: RecordPosition,
-    key: _Doc | None,
+    key: KeyRow,
     value: _Doc,
     options: DecodeOptions,
     special: bool,
 ) -> DecodedRecord:
     """`special`: `_is_special(position.topic, options)`, which the caller already knows."""
-    payload = value.payload
+    payload, plan = value
     if payload is None:
-        return Tombstone(position, _key_row(key, options))
+        return Tombstone(position, key())
     if special:
         if options.is_heartbeat_topic(position.topic):
             return _heartbeat(position, payload)
         return _transaction(position, payload)
     if type(payload) is not dict:
         raise Invalid(f"value is a JSON {_json_kind(payload)}, expected a change-event object")
-    key_row = _key_row(key, options)
-    plan = value.plan
     if (plan is not None and plan.envelope) or (plan is None and "op" in payload):
-        return _envelope(position, key_row, payload, plan, options)
-    return _flattened(position, key_row, payload, plan, options)
+        return _envelope(position, key, payload, plan, options)
+    return _flattened(position, key(), payload, plan, options)
 
 
 def _json_kind(value: Any) -> str:
@@ -386,16 +397,16 @@ def _json_kind(value: Any) -> str:
 
 
 def _key_row(key: _Doc | None, options: DecodeOptions) -> Row | None:
-    if key is None or key.payload is None:
+    if key is None or key[0] is None:
         return None
-    payload = key.payload
+    payload, plan = key
     if type(payload) is not dict:
         raise Invalid(f"key is a JSON {_json_kind(payload)}, expected an object (the primary key)")
     try:
-        if key.plan is not None:
-            if key.plan.envelope or key.plan.fields is None:
+        if plan is not None:
+            if plan.envelope or plan.fields is None:
                 raise Invalid("key schema looks like a change-event envelope")
-            return key.plan.fields.convert(payload)
+            return plan.fields.convert(payload)
         return _schemaless_row(payload)
     except Invalid as exc:
         raise exc.under("key") from None
@@ -448,7 +459,7 @@ def _transaction(position: RecordPosition, payload: Any) -> TransactionMarker:
 
 def _envelope(
     position: RecordPosition,
-    key: Row | None,
+    key_row: KeyRow,
     payload: dict[str, Any],
     plan: SchemaPlan | None,
     options: DecodeOptions,
@@ -483,11 +494,13 @@ def _envelope(
         probe = options.probe_columns.get(table)
     before: Row | None
     after: Row | None
+    key: Row | None = None  # not decoded for a probe: the probed columns must name the row
     if probe is not None and after_plan is not None:
         before = None
         after = _probe_row(payload.get("after"), after_plan, probe, declared, table)
     else:
         probe = None
+        key = key_row()
         before = _row(before_wire, before_plan, declared, schemaless, table, "before")
         # an update's after image mostly repeats its before image: let it reuse its values
         like: Sibling | None = None

@@ -47,7 +47,7 @@ def test_an_insert_of_a_probed_table_holds_only_the_probed_columns():
     assert record.position == POSITION
     event = record.event
     assert event.after == {"id": 7, "invoice_no": None, "status": "DRAFT"}
-    assert event.before is None and event.key == {"id": 7}
+    assert event.before is None and event.key is None  # the key is not decoded
     assert event.table == "erp.sales_order" and event.source_ts_ms == 1767225600000
     assert record_to_json(record)["kind"] == "probed_change"
 
@@ -92,6 +92,9 @@ CASES = {
     "snapshot of a draft": ("r", lambda: sales_order_row("DRAFT")),
     "snapshot of an uninvoiced confirmed order": ("r", lambda: sales_order_row("CONFIRMED")),
     "snapshot of an invoiced order": ("r", lambda: invoiced("CONFIRMED")),
+    # ignored with the document's identity, which only the record's key holds
+    "invoiced insert without its key column": (
+        "c", lambda: {k: v for k, v in invoiced("CONFIRMED").items() if k != "id"}),
 }
 
 
@@ -108,11 +111,13 @@ def test_classifier_says_what_decide_says_on_the_whole_row(name):
     decision = decide(full, config.documents["sales_order"])
     assert classified.reason == decision.reason
     assert classified.kind.value == decision.action.value
-    if classified.kind is Kind.IGNORE:
+    assert classified.decision is not None
+    assert classified.decision.identity == decision.identity
+    if classified.event is None:  # ignored from the first look, which is never handed on
+        assert classified.kind is Kind.IGNORE
         assert classified.source_ts_ms == full.source_ts_ms
-        assert classified.event is None  # a first look is never handed on
     else:
-        assert classified.event == full  # acted on: the whole row
+        assert classified.event == full  # decided on the whole row
 
 
 def test_a_bad_column_of_an_ignored_insert_is_not_dead_lettered_but_one_acted_on_is():
