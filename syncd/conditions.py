@@ -397,6 +397,10 @@ def compile_condition(condition: Condition) -> Check:
     return lambda event: evaluate(condition, event)
 
 
+#: Distinct text values whose "not the target" outcome a compiled check keeps.
+_REMEMBERED_MISSES: Final = 64
+
+
 def _compile_becomes(column: str, target: Scalar) -> Check:
     """`{column: .., becomes: ..}`, the usual trigger, with its constant outcomes built once."""
     target_text = _fmt(target)
@@ -410,14 +414,24 @@ def _compile_becomes(column: str, target: Scalar) -> Check:
     already = Outcome(_FALSE, f"{column} was already {target_text}")
     became = Outcome(_TRUE, f"{column} became {target_text}")
     text_target = type(target) is str
+    # "status is DRAFT, not CONFIRMED": one outcome per text value seen (a status column
+    # has a handful), not one per event
+    misses: dict[str, Outcome] = {}
 
     def check(event: ChangeEvent) -> Outcome:
         row = event.after
         if row is None or column not in row or row[column] is UNAVAILABLE:
             return _read(event, "after", column)[1] or _impossible()
         after = row[column]
-        if not (after == target if text_target and type(after) is str
-                else same_value(after, target)):
+        if text_target and type(after) is str:
+            if after != target:
+                miss = misses.get(after)
+                if miss is None:
+                    miss = Outcome(_FALSE, f"{column} is {after}, not {target_text}")
+                    if len(misses) < _REMEMBERED_MISSES:
+                        misses[after] = miss
+                return miss
+        elif not same_value(after, target):
             return Outcome(_FALSE, f"{column} is {_fmt(after)}, not {target_text}")
         op = event.op
         if op is _CREATE:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
@@ -83,6 +83,10 @@ class IdentityError(ValueError):
     """The change does not carry the document's key columns."""
 
 
+#: Distinct reasons whose "not a qualifying change" decision a DocumentRules keeps.
+_REMEMBERED_DECISIONS: Final = 64
+
+
 @dataclass(frozen=True, slots=True)
 class DocumentRules:
     """What `decide` reads from a DocumentConfig, computed once instead of per event.
@@ -101,6 +105,17 @@ class DocumentRules:
     #: the document's conditions, compiled (`evaluate` of `doc.qualifies`/`doc.reverses`)
     qualifies: Check
     reverses: Check | None
+    #: "not a qualifying change (...)" decisions by reason: most events are ignored for
+    #: one of a few reasons, and a Decision is immutable
+    _ignored: dict[str, Decision] = field(default_factory=dict, compare=False, repr=False)
+
+    def not_qualifying(self, reason: str) -> Decision:
+        decision = self._ignored.get(reason)
+        if decision is None:
+            decision = Decision(_IGNORE, f"not a qualifying change ({reason})", self.name)
+            if len(self._ignored) < _REMEMBERED_DECISIONS:
+                self._ignored[reason] = decision
+        return decision
 
     @classmethod
     def of(cls, doc: DocumentConfig) -> DocumentRules:
@@ -236,7 +251,7 @@ def decide(
     if qual.is_unknown:
         return _undecided(qual, "the change qualifies", event, rules)
     if qual.truth is _FALSE:
-        return Decision(_IGNORE, f"not a qualifying change ({qual.reason})", rules.name)
+        return rules.not_qualifying(qual.reason)
     if rules.writes_back_to_source:
         invoice_no = _invoice_no(event.after, rules)
         if invoice_no is UNAVAILABLE:

@@ -173,9 +173,12 @@ class ExactNumbersNeeded(Exception):  # noqa: N818 - a signal, not an error
     """
 
 
-# True while decoding from bytes with the fast parser; read only when a float hits
-# a decimal column, so the hot path never touches it.
-fast_floats: ContextVar[bool] = ContextVar("syncd_debezium_fast_floats", default=False)
+# Whether a float met in a decimal column may come from the fast parser (and so asks for
+# an exact re-parse). True by default, so the per-record path need not set it; the exact
+# parser never yields floats (it reads numbers as Decimal), and `decode_json`, whose
+# documents someone else parsed, sets it False. Read only when a float hits a decimal
+# column.
+fast_floats: ContextVar[bool] = ContextVar("syncd_debezium_fast_floats", default=True)
 
 
 def exact_decimal(value: Any) -> Decimal:

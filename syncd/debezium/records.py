@@ -168,8 +168,8 @@ def _parse(text: str | bytes, what: str) -> Any:
 def _parse_fast(data: bytes, what: str) -> Any:
     """orjson when available (about 3x faster); the exact parser for anything it refuses.
 
-    orjson yields floats, so `decode_record` runs with `fast_floats` set and a
-    decimal column that meets a float asks for an exact re-parse.
+    orjson yields floats, so a decimal column that meets a float asks for an exact
+    re-parse (`fast_floats`, set unless `decode_json` runs).
     """
     if _orjson is not None:
         try:
@@ -285,14 +285,14 @@ def decode_record(
 ) -> DecodedRecord:
     """Decode one Kafka record as it came off the wire (JsonConverter bytes)."""
     try:
-        token = fast_floats.set(True)
         try:
             return _decode_bytes(position, key, value, options, fast=True)
         except ExactNumbersNeeded:
-            fast_floats.set(False)
-            return _decode_bytes(position, key, value, options, fast=False)
-        finally:
-            fast_floats.reset(token)
+            token = fast_floats.set(False)
+            try:
+                return _decode_bytes(position, key, value, options, fast=False)
+            finally:
+                fast_floats.reset(token)
     except Invalid as exc:
         raise DecodeError(position, exc.message()) from None
     except DecodeError:
@@ -337,6 +337,7 @@ def decode_json(
     position: RecordPosition, key_doc: Any, value_doc: Any, options: DecodeOptions
 ) -> DecodedRecord:
     """Decode a record whose key and value documents were already parsed from JSON."""
+    token = fast_floats.set(False)  # a float here is the caller's: convert it as it is
     try:
         key = None if key_doc is None else _load_doc(key_doc, "key", with_plan=True)
         if value_doc is None:
@@ -352,6 +353,8 @@ def decode_json(
         raise DecodeError(position, "record nested too deeply to decode") from None
     except Exception as exc:
         raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
+    finally:
+        fast_floats.reset(token)
 
 
 def _is_special(topic: str, options: DecodeOptions) -> bool:
