@@ -81,9 +81,10 @@ class Kind(enum.StrEnum):
     DEAD_LETTER = "dead_letter"
 
 
+_IGNORE: Final = Action.IGNORE
+
 #: What a decision's action means for the intake (any other action is dead-lettered);
 #: a dict lookup, because matching on enum members is slow on Python 3.11.
-_IGNORE: Final = Action.IGNORE
 _KIND_OF_ACTION: dict[Action, Kind] = {
     Action.ISSUE: Kind.ISSUE,
     Action.REVERSE: Kind.REVERSE,
