@@ -314,10 +314,10 @@ def _decode_bytes(
     if value is None:
         key_doc = None if key is None else _load_bytes(key, "key", True, fast, topic)
         return Tombstone(position, _key_row(key_doc, options))
-    special = _is_special(topic, options)
+    special = options.is_special_topic(topic)
     value_doc = _load_bytes(value, "value", not special, fast, topic)
     if key is None:
-        return _decode(position, _NO_KEY, value_doc, options, special)
+        return _decode(position, _no_key, value_doc, options, special)
 
     def key_row() -> Row | None:
         # parsed only when asked for: a quiet update or a probed new row never asks
@@ -330,8 +330,6 @@ def _no_key() -> Row | None:
     return None
 
 
-_NO_KEY: Final = _no_key
-
 
 def decode_json(
     position: RecordPosition, key_doc: Any, value_doc: Any, options: DecodeOptions
@@ -342,7 +340,7 @@ def decode_json(
         key = None if key_doc is None else _load_doc(key_doc, "key", with_plan=True)
         if value_doc is None:
             return Tombstone(position, _key_row(key, options))
-        special = _is_special(position.topic, options)
+        special = options.is_special_topic(position.topic)
         value = _load_doc(value_doc, "value", with_plan=not special)
         return _decode(position, lambda: _key_row(key, options), value, options, special)
     except Invalid as exc:
@@ -357,10 +355,6 @@ def decode_json(
         fast_floats.reset(token)
 
 
-def _is_special(topic: str, options: DecodeOptions) -> bool:
-    return options.is_special_topic(topic)
-
-
 #: The record's key row, converted when first called (each caller calls it at most once).
 KeyRow: TypeAlias = Callable[[], Row | None]
 
@@ -372,7 +366,7 @@ def _decode(
     options: DecodeOptions,
     special: bool,
 ) -> DecodedRecord:
-    """`special`: `_is_special(position.topic, options)`, which the caller already knows."""
+    """`special`: `options.is_special_topic(position.topic)`, which the caller knows."""
     payload, plan = value
     if payload is None:
         return Tombstone(position, key())
@@ -493,7 +487,8 @@ def _envelope(
     after_plan = None if plan is None else plan.after
     before_wire = payload.get("before")
     probe = None
-    if (op is _CREATE or op is _READ) and options.probe_columns and before_wire is None:
+    if (op is _CREATE or op is _READ) and options.probe_columns and before_wire is None \
+            and after_plan is not None:
         probe = options.probe_columns.get(table)
     before: Row | None
     after: Row | None
@@ -502,7 +497,6 @@ def _envelope(
         before = None
         after = _probe_row(payload.get("after"), after_plan, probe, declared, table)
     else:
-        probe = None
         key = key_row()
         before = _row(before_wire, before_plan, declared, schemaless, table, "before")
         # an update's after image mostly repeats its before image: let it reuse its values

@@ -9,6 +9,9 @@ from typing import Any
 
 from syncd.changes import ChangeEvent, Op, RecordPosition
 from syncd.config import SyncdConfig, load_config
+from syncd.debezium import DecodeOptions, decode_record
+from syncd.intake import Classified, Classifier
+from syncd.rules import Decision, decide
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "config" / "demo.yaml"
@@ -19,6 +22,17 @@ BUYER_TAX_ID = "91110108MA01ABCD2H"
 
 def demo_config() -> SyncdConfig:
     return load_config(DEMO)
+
+
+def classify_and_decide(key: bytes, value: bytes) -> tuple[Classified, ChangeEvent, Decision]:
+    """The demo classifier's verdict on one erp.sales_order record, the record decoded in
+    full, and `decide` on that: what the classifier's decoding shortcuts must agree with."""
+    config = demo_config()
+    position = RecordPosition("erp.erp.sales_order", 0, 42)
+    classified = Classifier(config).classify(position, key, value)
+    full = decode_record(position, key, value, DecodeOptions())
+    assert isinstance(full, ChangeEvent)
+    return classified, full, decide(full, config.documents["sales_order"])
 
 
 def order_row(**changes: Any) -> dict[str, Any]:

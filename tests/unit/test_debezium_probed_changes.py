@@ -10,8 +10,7 @@ import pytest
 from syncd.changes import ChangeEvent, ProbedChange, RecordPosition
 from syncd.debezium import DecodeOptions, decode_record, record_to_json
 from syncd.intake import Classifier, Kind
-from syncd.rules import decide
-from tests.unit.config_helpers import demo_config
+from tests.unit.config_helpers import classify_and_decide, demo_config
 from tests.unit.debezium_events import (
     POSITION,
     SALES_ORDER_FIELDS,
@@ -100,15 +99,8 @@ CASES = {
 
 @pytest.mark.parametrize("name", CASES)
 def test_classifier_says_what_decide_says_on_the_whole_row(name):
-    config = demo_config()
-    classifier = Classifier(config)
     op, row = CASES[name]
-    key, value = new_row(row(), op)
-    position = RecordPosition("erp.erp.sales_order", 0, 42)
-    classified = classifier.classify(position, key, value)
-    full = decode_record(position, key, value, DecodeOptions())
-    assert isinstance(full, ChangeEvent)
-    decision = decide(full, config.documents["sales_order"])
+    classified, full, decision = classify_and_decide(*new_row(row(), op))
     assert classified.reason == decision.reason
     assert classified.kind.value == decision.action.value
     assert classified.decision is not None

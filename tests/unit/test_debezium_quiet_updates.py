@@ -6,12 +6,11 @@ from typing import Any
 
 import pytest
 
-from syncd.changes import ChangeEvent, QuietUpdate, RecordPosition
+from syncd.changes import ChangeEvent, QuietUpdate
 from syncd.debezium import DecodeOptions, decode_record, record_to_json
 from syncd.debezium.records import compile_plan
-from syncd.intake import Classifier, Kind
-from syncd.rules import decide
-from tests.unit.config_helpers import demo_config
+from syncd.intake import Kind
+from tests.unit.config_helpers import classify_and_decide
 from tests.unit.debezium_events import (
     POSITION,
     SALES_ORDER_FIELDS,
@@ -114,15 +113,8 @@ CASES = {
 
 @pytest.mark.parametrize("name", CASES)
 def test_classifier_says_what_decide_says_on_the_full_event(name):
-    config = demo_config()
-    classifier = Classifier(config)
     before, after = CASES[name]
-    key, value = update(before(), after())
-    position = RecordPosition("erp.erp.sales_order", 0, 42)
-    classified = classifier.classify(position, key, value)
-    full = decode_record(position, key, value, DecodeOptions())
-    assert isinstance(full, ChangeEvent)
-    decision = decide(full, config.documents["sales_order"])
+    classified, _, decision = classify_and_decide(*update(before(), after()))
     assert classified.reason == decision.reason
     assert classified.kind.value == decision.action.value
     if classified.kind is Kind.IGNORE:
