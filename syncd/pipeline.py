@@ -40,6 +40,7 @@ from syncd.changes import RecordPosition
 from syncd.config import SyncdConfig
 from syncd.deadletter import dead_letter_headers
 from syncd.driver import Driver
+from syncd.endoffsets import EndOffsets
 from syncd.health import HealthServer
 from syncd.intake import Classified, Classifier, Intake, IntakeResult, Kind
 from syncd.ledger import repository as repo
@@ -152,6 +153,9 @@ class Pipeline:
         }
         self._consumer = Consumer(consumer_conf, logger=logging.getLogger("syncd.kafka"))
         producer_conf = {k: v for k, v in client.items() if k not in _CONSUMER_ONLY}
+        # Lag gauges: end offsets asked on a connection of their own (syncd.endoffsets).
+        self._end_offsets = EndOffsets({**producer_conf, "client.id": f"syncd-lag-{owner}"},
+                                       logger=logging.getLogger("syncd.kafka"))
         self._producer = Producer(
             {**producer_conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
              "client.id": f"syncd-dlq-{owner}"},
@@ -191,7 +195,7 @@ class Pipeline:
         if self._paused_db and now >= self._db_retry_at:
             self._retry_after_db_failure()
         try:
-            messages = self._consumer.consume(num_messages=BATCH_SIZE, timeout=POLL_TIMEOUT)
+            messages = self._fetch()
         except KafkaException as exc:
             log.warning("consume failed: %s", exc)
             messages = []
@@ -207,9 +211,28 @@ class Pipeline:
         if now - self._last_lag > LAG_INTERVAL:
             self._last_lag = now
             self._report_lag()
+        if self._end_offsets.asking and (ends := self._end_offsets.collect()) is not None:
+            self._record_lag(ends)
         if now - self._last_gauges > LEDGER_GAUGE_INTERVAL:
             self._last_gauges = now
             self._report_ledger()
+
+    def _fetch(self) -> list[Message]:
+        """The records the fetcher already holds, or else the first to arrive within
+        POLL_TIMEOUT together with any that came with it.
+
+        `consume(n, timeout)` returns early only once it has n records: at a moderate rate
+        every batch would wait out the whole timeout, adding up to POLL_TIMEOUT to each
+        document's latency. Under load the batches still grow on their own: whatever
+        arrives while one batch is processed is the next batch.
+        """
+        consume = self._consumer.consume
+        messages = consume(num_messages=BATCH_SIZE, timeout=0)
+        if not messages:
+            messages = consume(num_messages=1, timeout=POLL_TIMEOUT)
+            if messages:
+                messages += consume(num_messages=BATCH_SIZE - 1, timeout=0)
+        return messages
 
     def _process(self, messages: list[Message]) -> None:
         records: list[Classified] = []
@@ -677,14 +700,20 @@ class Pipeline:
     # ------------------------------------------------------------------ gauges
 
     def _report_lag(self) -> None:
+        self._end_offsets.ask(list(self._partitions))
+        commits = [KafkaTopicPartition(t, p, s.stored) for (t, p), s in self._partitions.items()
+                   if s.stored is not None and s.stored >= 0]
+        if commits:
+            # A monitoring aid only: the database holds the real positions.
+            with contextlib.suppress(KafkaException):
+                self._consumer.commit(offsets=commits, asynchronous=True)
+
+    def _record_lag(self, ends: dict[TP, int]) -> None:
         now_ms = time.time() * 1000
-        for (topic, partition), state in list(self._partitions.items()):
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    KafkaTopicPartition(topic, partition), timeout=1.0, cached=False
-                )
-            except KafkaException:
-                continue
+        for tp, high in ends.items():
+            state = self._partitions.get(tp)
+            if state is None:
+                continue  # released since the question went out
             position = state.progress.commit_position()
             if position < 0:
                 continue
@@ -692,14 +721,8 @@ class Pipeline:
             lag_s = 0.0
             if lag > 0 and state.last_event_ts_ms is not None:
                 lag_s = max(0.0, (now_ms - state.last_event_ts_ms) / 1000.0)
-            self._metrics.set_partition_position(topic, partition, lag_messages=lag,
+            self._metrics.set_partition_position(tp[0], tp[1], lag_messages=lag,
                                                  lag_seconds=lag_s)
-        commits = [KafkaTopicPartition(t, p, s.stored) for (t, p), s in self._partitions.items()
-                   if s.stored is not None and s.stored >= 0]
-        if commits:
-            # A monitoring aid only: the database holds the real positions.
-            with contextlib.suppress(KafkaException):
-                self._consumer.commit(offsets=commits, asynchronous=True)
 
     def _report_ledger(self) -> None:
         try:
