@@ -4,11 +4,10 @@ Sync (`SandboxIssuer`, thread-safe: the daemon calls it from a worker pool) and
 async (`AsyncSandboxIssuer`) share one pure response classifier, so both map
 the wire onto `syncd.issuers.base` results identically.
 
-The sync client gives every calling thread its own `httpx.Client` over one keep-alive
-connection (`syncd.issuers.transport`): a single httpcore pool shared by dozens of
-threads cost each request a scan (and a socket poll) of every pooled connection under
-the pool's lock, and httpcore itself ~0.8 ms of CPU per request -- together most of the
-daemon's CPU per document.
+The sync client gives every calling thread its own keep-alive connection
+(`syncd.issuers.transport`): a single httpcore pool shared by dozens of threads cost each
+request a scan (and a socket poll) of every pooled connection under the pool's lock, and
+httpx's request machinery more CPU than the rest of the daemon's work per document.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -45,7 +45,7 @@ from syncd.issuers.base import (
     resolve_after_submit,
     serial_of,
 )
-from syncd.issuers.transport import KeepAliveTransport
+from syncd.issuers.transport import KeepAliveConnection, Origin, Reply, Wire
 
 Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "document"]
 
@@ -247,12 +247,13 @@ class _Requests:
     def __init__(self, settings: SandboxIssuerSettings) -> None:
         self.settings = settings
 
+    def auth(self, method: str, target: str, body: bytes) -> dict[str, str]:
+        return signing.auth_headers(self.settings.app_key, self.settings.app_secret, method,
+                                    target, body)
+
     def sign(self, request: httpx.Request) -> httpx.Request:
         target = request.url.raw_path.decode("ascii")
-        request.headers.update(signing.auth_headers(
-            self.settings.app_key, self.settings.app_secret, request.method, target,
-            request.content,
-        ))
+        request.headers.update(self.auth(request.method, target, request.content))
         return request
 
     @staticmethod
@@ -269,59 +270,41 @@ class _Requests:
                            "reason": request.reason}).encode()
 
 
+_USER_AGENT: Final = "syncd-issuer/sandbox"
 _JSON: Final = {"Content-Type": "application/json", "Accept": "application/json"}
+_SEND_HEADERS: Final = (("User-Agent", _USER_AGENT), *_JSON.items())
+_READ_HEADERS: Final = (("User-Agent", _USER_AGENT), ("Accept", "application/json"))
 
 
 class SandboxIssuer:
-    """The sandbox platform through one httpx transport (one keep-alive connection) per
-    calling thread: thread-safe, no shared pool. Requests go to the transport directly --
-    the client has no redirects, cookies or auth flows to run, and `httpx.Client`'s
-    machinery for them cost more CPU than the exchange itself.
+    """The sandbox platform over one keep-alive connection per calling thread
+    (`syncd.issuers.transport`): thread-safe, no shared pool, no lock on the way.
 
     `max_connections` bounds the requests in flight at once across all threads.
     """
 
     provider = "sandbox"
 
-    def __init__(
-        self, settings: SandboxIssuerSettings, *, transport: httpx.BaseTransport | None = None
-    ) -> None:
+    def __init__(self, settings: SandboxIssuerSettings, *, wire: Wire | None = None) -> None:
         self.settings = settings
         self._requests = _Requests(settings)
-        self._transport = transport
-        self._base = settings.base_url.rstrip("/")
+        self._origin = Origin.parse(settings.base_url)
+        self._wire = wire
         self._local = threading.local()
-        self._transports: list[httpx.BaseTransport] = []
-        self._transports_lock = threading.Lock()
+        self._wires: list[Wire] = []
+        self._wires_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.max_connections)
 
-    def _transport_here(self) -> httpx.BaseTransport:
-        if self._transport is not None:
-            return self._transport
-        transport: KeepAliveTransport | None = getattr(self._local, "transport", None)
-        if transport is None:
-            transport = KeepAliveTransport(self.settings.timeout())
-            self._local.transport = transport
-            with self._transports_lock:
-                self._transports.append(transport)
-        return transport
-
-    def _request(self, method: str, path: str, body: bytes | None = None) -> httpx.Request:
-        headers = {"User-Agent": "syncd-issuer/sandbox", **(_JSON if body is not None else
-                                                            {"Accept": "application/json"})}
-        return self._requests.sign(httpx.Request(method, self._base + path, headers=headers,
-                                                 content=body))
-
-    def _send(self, request: httpx.Request) -> httpx.Response:
-        if not self._slots.acquire(timeout=self.settings.pool_timeout):
-            raise httpx.PoolTimeout("no free connection slot within pool_timeout",
-                                    request=request)
-        try:
-            response = self._transport_here().handle_request(request)
-            response.read()
-            return response
-        finally:
-            self._slots.release()
+    def _wire_here(self) -> Wire:
+        if self._wire is not None:
+            return self._wire
+        wire: Wire | None = getattr(self._local, "wire", None)
+        if wire is None:
+            wire = KeepAliveConnection(self._origin, self.settings.timeout())
+            self._local.wire = wire
+            with self._wires_lock:
+                self._wires.append(wire)
+        return wire
 
     def __repr__(self) -> str:
         return (f"SandboxIssuer(base_url={self.settings.base_url!r}, "
@@ -334,36 +317,51 @@ class SandboxIssuer:
         self.close()
 
     def close(self) -> None:
-        with self._transports_lock:
-            transports, self._transports = self._transports, []
-        if self._transport is not None:
-            transports.append(self._transport)
-        for transport in transports:
-            transport.close()
+        with self._wires_lock:
+            wires, self._wires = self._wires, []
+        if self._wire is not None:
+            wires.append(self._wire)
+        for wire in wires:
+            wire.close()
+
+    def _exchange(self, op: Operation, serial: str, method: str, path: str,
+                  body: bytes = b"") -> Reply | IssueResult:
+        """The provider's reply, or the result a transport failure means."""
+        target = self._origin.path + path
+        sent = body if method == "POST" else None
+        headers = [*(_SEND_HEADERS if sent is not None else _READ_HEADERS),
+                   *self._requests.auth(method, target, body if sent is not None else b"").items()]
+        if not self._slots.acquire(timeout=self.settings.pool_timeout):
+            return classify_exception(op, serial, httpx.PoolTimeout(
+                "no free connection slot within pool_timeout"))
+        try:
+            return self._wire_here().request(method, target, headers, sent)
+        except httpx.HTTPError as exc:
+            return classify_exception(op, serial, exc)
+        finally:
+            self._slots.release()
 
     def _call(self, op: Operation, serial: str, method: str, path: str,
               body: bytes = b"") -> IssueResult:
-        request = self._request(method, path, body if method == "POST" else None)
-        try:
-            response = self._send(request)
-        except httpx.HTTPError as exc:
-            return classify_exception(op, serial, exc)
-        return classify_response(op, serial, response.status_code, response.headers,
-                                 response.content)
+        reply = self._exchange(op, serial, method, path, body)
+        if not isinstance(reply, Reply):
+            return reply
+        return classify_response(op, serial, reply.status, reply.headers, reply.content)
 
     def issue(self, invoice: InvoicePayload) -> IssueResult:
         serial = serial_of(invoice)
         return self._call("issue", serial, "POST", "/v1/invoices", self._requests.body(invoice))
 
     def query(self, serial: str) -> IssueResult:
-        return self._call("query", serial, "GET", f"/v1/invoices/{serial}")
+        return self._call("query", serial, "GET", f"/v1/invoices/{quote(serial, safe='')}")
 
     def reverse(self, request: ReversalRequest) -> IssueResult:
         return self._call("reverse", request.serial, "POST", "/v1/red-forms",
                           self._requests.reversal_body(request))
 
     def query_reversal(self, serial: str) -> IssueResult:
-        return self._call("query_reversal", serial, "GET", f"/v1/red-forms/{serial}")
+        return self._call("query_reversal", serial, "GET",
+                          f"/v1/red-forms/{quote(serial, safe='')}")
 
     def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
         """Issue; a lost answer or a refused duplicate is resolved by querying the serial."""
@@ -380,15 +378,13 @@ class SandboxIssuer:
 
     def document(self, serial: str, fmt: Literal["xml", "html"] = "xml") -> bytes | IssueResult:
         """The issued document's bytes, or the result explaining why there are none."""
-        request = self._request("GET", f"/v1/invoices/{serial}/{fmt}")
-        try:
-            response = self._send(request)
-        except httpx.HTTPError as exc:
-            return classify_exception("document", serial, exc)
-        if response.status_code == 200:
-            return response.content
-        return classify_response("document", serial, response.status_code, response.headers,
-                                 response.content)
+        reply = self._exchange("document", serial, "GET",
+                               f"/v1/invoices/{quote(serial, safe='')}/{fmt}")
+        if not isinstance(reply, Reply):
+            return reply
+        if reply.status == 200:
+            return reply.content
+        return classify_response("document", serial, reply.status, reply.headers, reply.content)
 
     def wait_issued(self, serial: str, *, timeout: float = 30.0, interval: float = 0.1,
                     reversal: bool = False) -> IssueResult:
@@ -417,7 +413,7 @@ class AsyncSandboxIssuer:
         self._requests = _Requests(settings)
         self._client = httpx.AsyncClient(
             base_url=settings.base_url, timeout=settings.timeout(), limits=settings.limits(),
-            transport=transport, headers={"User-Agent": "syncd-issuer/sandbox"},
+            transport=transport, headers={"User-Agent": _USER_AGENT},
         )
 
     def __repr__(self) -> str:

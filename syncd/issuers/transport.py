@@ -1,17 +1,18 @@
-"""A lean HTTP/1.1 keep-alive transport for `httpx.Client`, one connection, one thread.
+"""A lean HTTP/1.1 keep-alive connection to the provider: one origin, one thread.
 
-Why not httpcore (httpx's default): profiling the daemon showed ~0.8 ms of CPU per request
-inside httpcore's pool (request queue bookkeeping, a socket poll of each pooled connection,
-h11 event objects) against ~0.2 ms for the standard library's `http.client` doing the same
-exchange. With two provider calls per document that was most of syncd's CPU per invoice.
-The issuer client keeps httpx's API (requests, responses, typed errors, MockTransport in
-tests) and swaps only the transport; each calling thread owns one of these, so there is
-no pool and no lock.
+Why not httpx's own stack (httpcore, h11) or `http.client` under httpx's models: the issuer
+makes two calls per document, and profiling the daemon put the request/response machinery
+ahead of everything else it does per invoice. httpcore's pool cost ~0.8 ms of CPU per
+request; `http.client` with httpx's `Request`/`Response` around it still ~0.6 ms (URL
+parsing per request, header objects, `email.parser` for the response head). Here a request
+is a few formatted lines, and the response is parsed by `httptools` (the C HTTP parser
+uvicorn serves the sandbox with) -- about a fifth of that. httpx stays the source of the
+error types, so the exactly-once rules classify failures as before.
 
 What callers rely on -- the exactly-once rules classify by these types:
-* `httpx.ConnectError` / `httpx.ConnectTimeout` only while connecting, before a byte of the
-  request was written (the request certainly never reached the provider);
-* anything after that is a read/write/protocol error: the provider may have acted.
+* `httpx.ConnectError` / `httpx.ConnectTimeout` only while connecting (TCP and TLS), before
+  a byte of the request was written: the request certainly never reached the provider;
+* anything after that is a write/read/protocol error: the provider may have acted.
 A kept-alive connection the server closed while idle is noticed before reuse (a
 zero-timeout poll, only after `_IDLE_CHECK_SECONDS` of idleness) and replaced, so an idle
 server timeout does not turn into an "outcome unknown".
@@ -19,119 +20,207 @@ server timeout does not turn into an "outcome unknown".
 
 from __future__ import annotations
 
-import http.client
 import select
 import socket
 import ssl
 import time
-from typing import Final
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
 
+import httptools
 import httpx
 
 #: Idle time after which a kept-alive connection is checked for a server-side close.
 _IDLE_CHECK_SECONDS: Final = 0.5
+_READ_SIZE: Final = 65536
 
 
-class KeepAliveTransport(httpx.BaseTransport):
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where requests go: parsed once, not per request."""
+
+    scheme: str
+    host: str
+    port: int
+    path: str  # the base path every request target starts with ("" for none)
+
+    @classmethod
+    def parse(cls, url: str) -> Origin:
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise httpx.UnsupportedProtocol(f"unsupported URL {url!r}: need http(s)://host")
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        return cls(parsed.scheme, parsed.host, port, parsed.raw_path.decode("ascii").rstrip("/"))
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # names lower-cased; a repeated header keeps its values joined
+    content: bytes
+
+
+class Wire(Protocol):
+    """What the issuer client needs from a connection (tests pass a fake)."""
+
+    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                body: bytes | None) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+class _Reader:
+    """httptools callbacks collecting one response."""
+
+    __slots__ = ("body", "done", "head", "headers", "keep_alive", "parser")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.head = False
+        self.keep_alive = False
+        self.done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        seen = self.headers.get(key)
+        self.headers[key] = text if seen is None else f"{seen}, {text}"
+
+    def on_headers_complete(self) -> None:
+        self.head = True
+        # Asked here: once the message is complete the parser has moved on to the next.
+        self.keep_alive = self.parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class KeepAliveConnection:
     """One persistent connection to one origin; not thread-safe (one per thread)."""
 
-    def __init__(self, timeout: httpx.Timeout, *, verify: ssl.SSLContext | None = None) -> None:
+    def __init__(self, origin: Origin, timeout: httpx.Timeout, *,
+                 verify: ssl.SSLContext | None = None) -> None:
+        self._origin = origin
         self._timeout = timeout
         self._ssl = verify
-        self._conn: http.client.HTTPConnection | None = None
-        self._origin: tuple[str, str, int] | None = None
+        self._sock: socket.socket | None = None
         self._last_used = 0.0
+        self._head_prefix = f"Host: {origin.host_header}\r\n"
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        origin = (url.scheme, url.host, port)
-        if url.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}",
-                                            request=request)
-        conn = self._connection(origin, request)
-        target = url.raw_path.decode("ascii")
-        body = request.read()
+    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                body: bytes | None) -> Reply:
+        sock = self._connection()
+        lines = [f"{method} {target} HTTP/1.1\r\n", self._head_prefix]
+        lines += [f"{name}: {value}\r\n" for name, value in headers]
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}\r\n")
+        lines.append("\r\n")
+        head = "".join(lines).encode("latin-1")
         try:
-            conn.sock.settimeout(self._timeout.write)
-            conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
-            for name, value in request.headers.raw:
-                conn.putheader(name.decode("latin-1"), value.decode("latin-1"))
-            if body and "content-length" not in request.headers:
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body or None)
+            sock.settimeout(self._timeout.write)
+            sock.sendall(head + body if body else head)
         except TimeoutError as exc:
             self._drop()
-            raise httpx.WriteTimeout(str(exc) or "write timed out", request=request) from exc
-        except (OSError, http.client.HTTPException) as exc:
+            raise httpx.WriteTimeout(str(exc) or "write timed out") from exc
+        except OSError as exc:
             # Dropped either way: a connection left mid-request must never be reused.
             self._drop()
-            raise httpx.WriteError(f"{type(exc).__name__}: {exc}", request=request) from exc
-        try:
-            conn.sock.settimeout(self._timeout.read)
-            response = conn.getresponse()
-            content = response.read()
-        except TimeoutError as exc:
-            self._drop()
-            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-        except (http.client.HTTPException, OSError) as exc:
-            self._drop()
-            raise httpx.RemoteProtocolError(f"{type(exc).__name__}: {exc}",
-                                            request=request) from exc
-        if response.will_close:
-            self._drop()
-        self._last_used = time.monotonic()
-        # http.client has already undone chunking; httpx undoes a content-encoding itself.
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.getheaders()
-                   if k.lower() != "transfer-encoding"]
-        return httpx.Response(response.status, headers=headers, content=content,
-                              request=request, extensions={"http_version": b"HTTP/1.1"})
-
-    def _connection(
-        self, origin: tuple[str, str, int], request: httpx.Request
-    ) -> http.client.HTTPConnection:
-        conn = self._conn
-        if conn is not None and (self._origin != origin or self._closed_by_peer(conn)):
-            self._drop()
-            conn = None
-        if conn is not None:
-            return conn
-        scheme, host, port = origin
-        if scheme == "https":
-            conn = http.client.HTTPSConnection(
-                host, port, timeout=self._timeout.connect,
-                context=self._ssl or ssl.create_default_context())
+            raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from exc
+        reply, keep_alive = self._read_reply(sock)
+        if keep_alive:
+            self._last_used = time.monotonic()
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._timeout.connect)
-        try:
-            conn.connect()
-        except TimeoutError as exc:
-            conn.close()
-            raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
-        except OSError as exc:
-            conn.close()
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._conn, self._origin = conn, origin
-        return conn
+            self._drop()
+        return reply
 
-    def _closed_by_peer(self, conn: http.client.HTTPConnection) -> bool:
-        if conn.sock is None:
-            return True
+    def _read_reply(self, sock: socket.socket) -> tuple[Reply, bool]:
+        reader = _Reader()
+        parser = reader.parser
+        try:
+            sock.settimeout(self._timeout.read)
+            while not reader.done:
+                data = sock.recv(_READ_SIZE)
+                if not data:
+                    if _ends_at_close(reader):
+                        break  # a body delimited by the connection's end
+                    raise httpx.RemoteProtocolError("server closed the connection before "
+                                                    "the response was complete")
+                parser.feed_data(data)
+        except TimeoutError as exc:
+            self._drop()
+            raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
+        except OSError as exc:
+            self._drop()
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from exc
+        except httptools.HttpParserError as exc:
+            self._drop()
+            raise httpx.RemoteProtocolError(f"malformed response: {exc}") from exc
+        except httpx.RemoteProtocolError:
+            self._drop()
+            raise
+        keep_alive = reader.done and reader.keep_alive
+        return Reply(parser.get_status_code(), reader.headers, b"".join(reader.body)), keep_alive
+
+    def _connection(self) -> socket.socket:
+        sock = self._sock
+        if sock is not None and not self._closed_by_peer(sock):
+            return sock
+        self._drop()
+        host, port = self._origin.host, self._origin.port
+        try:
+            sock = socket.create_connection((host, port), timeout=self._timeout.connect)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._origin.scheme == "https":
+            context = self._ssl or ssl.create_default_context()
+            try:
+                sock = context.wrap_socket(sock, server_hostname=host)
+            except TimeoutError as exc:
+                sock.close()
+                raise httpx.ConnectTimeout(str(exc) or "TLS handshake timed out") from exc
+            except OSError as exc:  # ssl.SSLError included: nothing was sent yet
+                sock.close()
+                raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        self._sock = sock
+        return sock
+
+    def _closed_by_peer(self, sock: socket.socket) -> bool:
         if time.monotonic() - self._last_used < _IDLE_CHECK_SECONDS:
             return False
         try:
-            readable, _, _ = select.select([conn.sock], [], [], 0)
+            readable, _, _ = select.select([sock], [], [], 0)
         except (OSError, ValueError):
             return True
         # Nothing is owed to us between responses: readable means EOF (or junk) -> replace.
         return bool(readable)
 
     def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-        self._conn = None
-        self._origin = None
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = None
 
     def close(self) -> None:
         self._drop()
+
+
+def _ends_at_close(reader: _Reader) -> bool:
+    """True when the response head is in and its body runs until the connection closes
+    (neither a length nor chunked encoding): end of stream is then the end of the body."""
+    headers = reader.headers
+    return reader.head and "content-length" not in headers and (
+        "chunked" not in headers.get("transfer-encoding", "").lower())

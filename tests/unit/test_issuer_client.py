@@ -1,12 +1,13 @@
 """The issuer taxonomy: response classification, transport errors, signing, settings.
 
-Uses httpx.MockTransport as a plain fake of the wire; the real sandbox process
-is exercised in tests/integration.
+Uses plain fakes of the wire (`MockWire` for the sync client, httpx.MockTransport for the
+async one); the real sandbox process is exercised in tests/integration.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -33,10 +34,31 @@ from syncd.issuers.sandbox import (
     classify_exception,
     classify_response,
 )
+from syncd.issuers.transport import Reply
 from syncd.sandbox import auth
 
 SETTINGS = SandboxIssuerSettings(base_url="http://sandbox.test", app_key="key",
                                  app_secret=SecretStr("top-secret-value"))
+
+
+class MockWire:
+    """A fake `syncd.issuers.transport.Wire` handing each request to `handler` as an
+    httpx.Request (what the sandbox's own auth check reads) and its answer back."""
+
+    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+        self.handler = handler
+        self.closed = False
+
+    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
+                body: bytes | None) -> Reply:
+        response = self.handler(httpx.Request(method, "http://sandbox.test" + target,
+                                              headers=list(headers), content=body))
+        response.read()
+        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()},
+                     response.content)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def classify(op, status, body, headers=None):
@@ -139,11 +161,30 @@ def test_client_signs_what_it_sends_and_the_platform_agrees():
         assert verdict == ("key", request.headers["x-nonce"])
         return httpx.Response(202, json={"serial": "SERIAL0001", "status": "PROCESSING"})
 
-    with SandboxIssuer(SETTINGS, transport=httpx.MockTransport(handler)) as client:
+    wire = MockWire(handler)
+    with SandboxIssuer(SETTINGS, wire=wire) as client:
         assert isinstance(client.issue({"serial": "SERIAL0001"}), Processing)
         assert isinstance(client.issue(b'{"serial": "SERIAL0001"}'), Processing)
+        assert isinstance(client.query("SERIAL0001"), Processing)
+    assert wire.closed
     assert seen[0].headers["x-nonce"] != seen[1].headers["x-nonce"]
     assert seen[1].content == b'{"serial": "SERIAL0001"}'  # frozen bytes go out unchanged
+    assert seen[1].headers["content-type"] == "application/json"
+    assert (seen[2].method, seen[2].url.path, seen[2].content) == (
+        "GET", "/v1/invoices/SERIAL0001", b"")
+
+
+def test_client_reads_retry_after_and_turns_transport_errors_into_results():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            raise httpx.ReadTimeout("late")
+        return httpx.Response(429, headers={"Retry-After": "7"},
+                              json={"code": "RATE_LIMITED", "message": "slow down"})
+
+    with SandboxIssuer(SETTINGS, wire=MockWire(handler)) as client:
+        limited = client.issue({"serial": "SERIAL0001"})
+        assert isinstance(limited, Retryable) and limited.retry_after == 7.0
+        assert isinstance(client.query("SERIAL0001"), Retryable)  # a read is safe to repeat
 
 
 def test_secret_never_shows():

@@ -1,9 +1,11 @@
-"""The issuer's keep-alive transport against a real local HTTP server (stdlib, threaded):
-connection reuse, a server that closes idle connections, and the error types the
-exactly-once rules depend on (connect errors only before a byte was sent)."""
+"""The issuer's keep-alive connection against a real local HTTP server (stdlib, threaded):
+connection reuse, chunked and close-delimited bodies, a server that closes idle
+connections, and the error types the exactly-once rules depend on (connect errors only
+before a byte was sent)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from syncd.issuers import transport as transport_mod
-from syncd.issuers.transport import KeepAliveTransport
+from syncd.issuers.transport import KeepAliveConnection, Origin, Reply
 
 TIMEOUT = httpx.Timeout(connect=1.0, read=0.5, write=1.0, pool=1.0)
 
@@ -52,6 +54,14 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(1.5)  # the client has given up by now: nothing to answer
             self.close_connection = True
             return
+        if self.path == "/until-close":
+            Handler.connections.add(self.client_address)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"until":"close"}')
+            self.close_connection = True
+            return
         if self.path == "/chunked":
             self._reply(200, b'{"chunked":true}', chunked=True)
             return
@@ -77,37 +87,58 @@ def server() -> Iterator[str]:
         srv.server_close()
 
 
-def get(t: KeepAliveTransport, url: str) -> httpx.Response:
-    response = t.handle_request(httpx.Request("GET", url, headers={"User-Agent": "t"}))
-    response.read()
-    return response
+def connect(url: str) -> KeepAliveConnection:
+    return KeepAliveConnection(Origin.parse(url), TIMEOUT)
+
+
+def get(t: KeepAliveConnection, target: str) -> Reply:
+    return t.request("GET", target, [("User-Agent", "t")], None)
 
 
 def test_reuses_one_connection(server: str) -> None:
-    t = KeepAliveTransport(TIMEOUT)
+    t = connect(server)
     for i in range(5):
-        r = get(t, f"{server}/x{i}")
-        assert r.status_code == 200
-        assert r.json() == {"path": f"/x{i}", "ua": "t"}
+        r = get(t, f"/x{i}")
+        assert r.status == 200
+        assert json.loads(r.content) == {"path": f"/x{i}", "ua": "t"}
+        assert r.headers["content-type"] == "application/json"
     assert len(Handler.connections) == 1
     t.close()
 
 
 def test_post_body_and_chunked_reply(server: str) -> None:
-    t = KeepAliveTransport(TIMEOUT)
-    r = t.handle_request(httpx.Request("POST", f"{server}/p", content=b'{"a":1}'))
-    assert r.status_code == 201
-    assert r.read() == b'{"a":1}'
-    assert get(t, f"{server}/chunked").json() == {"chunked": True}
-    assert "transfer-encoding" not in r.headers
+    t = connect(server)
+    r = t.request("POST", "/p", [("Content-Type", "application/json")], b'{"a":1}')
+    assert r.status == 201
+    assert r.content == b'{"a":1}'
+    chunked = get(t, "/chunked")
+    assert json.loads(chunked.content) == {"chunked": True}
+    assert len(Handler.connections) == 1  # still the same connection after a chunked body
     t.close()
+
+
+def test_body_delimited_by_the_connection_closing(server: str) -> None:
+    t = connect(server)
+    r = get(t, "/until-close")
+    assert (r.status, r.content) == (200, b'{"until":"close"}')
+    assert t._sock is None  # that connection is used up
+    assert get(t, "/after").status == 200
+
+
+def test_base_path_and_host_header() -> None:
+    origin = Origin.parse("https://platform.example:8443/api/")
+    assert (origin.scheme, origin.host, origin.port, origin.path) == (
+        "https", "platform.example", 8443, "/api")
+    assert origin.host_header == "platform.example:8443"
+    assert Origin.parse("http://127.0.0.1/").host_header == "127.0.0.1"
+    assert Origin.parse("http://127.0.0.1/").path == ""
 
 
 def test_connection_close_from_server_opens_a_new_one(server: str) -> None:
     Handler.close_after = True
-    t = KeepAliveTransport(TIMEOUT)
-    assert get(t, f"{server}/a").status_code == 200
-    assert get(t, f"{server}/b").status_code == 200
+    t = connect(server)
+    assert get(t, "/a").status == 200
+    assert get(t, "/b").status == 200
     assert len(Handler.connections) == 2
 
 
@@ -117,10 +148,10 @@ def test_idle_connection_closed_by_server_is_replaced_not_an_error(
     # The server hangs up connections idle for 0.2 s (as uvicorn does after its keep-alive).
     monkeypatch.setattr(Handler, "timeout", 0.2, raising=False)
     monkeypatch.setattr(transport_mod, "_IDLE_CHECK_SECONDS", 0.1)
-    t = KeepAliveTransport(TIMEOUT)
-    assert get(t, f"{server}/a").status_code == 200
+    t = connect(server)
+    assert get(t, "/a").status == 200
     time.sleep(0.6)
-    assert get(t, f"{server}/b").status_code == 200
+    assert get(t, "/b").status == 200
     assert len(Handler.connections) == 2
 
 
@@ -128,43 +159,56 @@ def test_refused_connection_is_a_connect_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # bound, not listening: refused
-        t = KeepAliveTransport(TIMEOUT)
+        t = connect(f"http://127.0.0.1:{port}")
         with pytest.raises(httpx.ConnectError):
-            get(t, f"http://127.0.0.1:{port}/x")
+            get(t, "/x")
 
 
 def test_slow_reply_is_a_read_timeout_and_the_connection_is_dropped(server: str) -> None:
-    t = KeepAliveTransport(TIMEOUT)
+    t = connect(server)
     with pytest.raises(httpx.ReadTimeout):
-        get(t, f"{server}/slow")
-    assert t._conn is None
-    assert get(t, f"{server}/after").status_code == 200
+        get(t, "/slow")
+    assert t._sock is None
+    assert get(t, "/after").status == 200
 
 
-def test_server_gone_after_connect_is_not_a_connect_error(server: str) -> None:
-    """A request written on a live connection whose reply never comes is ambiguous: the
-    provider may have acted, so it must not look like "never sent"."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        port = listener.getsockname()[1]
+def _serve_once(reply: bytes) -> tuple[socket.socket, threading.Thread]:
+    """A listener that reads one request, writes `reply` and hangs up."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
 
-        def accept_and_hang_up() -> None:
-            conn, _ = listener.accept()
-            conn.recv(65536)
-            conn.close()
+    def answer() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        if reply:
+            conn.sendall(reply)
+        conn.close()
 
-        thread = threading.Thread(target=accept_and_hang_up, daemon=True)
-        thread.start()
-        t = KeepAliveTransport(TIMEOUT)
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+@pytest.mark.parametrize("reply", [
+    b"",  # hung up without a word
+    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"cut\":",  # hung up mid-body
+    b"HTTP/1.1 200 OK\r\nContent-Le",  # hung up mid-head
+    b"NOT HTTP AT ALL\r\n\r\n",  # garbage
+])
+def test_server_gone_after_connect_is_not_a_connect_error(reply: bytes) -> None:
+    """A request written on a live connection whose reply never comes (whole) is ambiguous:
+    the provider may have acted, so it must not look like "never sent"."""
+    listener, thread = _serve_once(reply)
+    with listener:
+        t = connect(f"http://127.0.0.1:{listener.getsockname()[1]}")
         with pytest.raises(httpx.HTTPError) as info:
-            t.handle_request(httpx.Request("POST", f"http://127.0.0.1:{port}/v1/invoices",
-                                           content=b"{}"))
+            t.request("POST", "/v1/invoices", [], b"{}")
         assert not isinstance(info.value, (httpx.ConnectError, httpx.ConnectTimeout))
+        assert t._sock is None
         thread.join(2)
 
 
 def test_other_schemes_are_refused() -> None:
-    t = KeepAliveTransport(TIMEOUT)
     with pytest.raises(httpx.UnsupportedProtocol):
-        t.handle_request(httpx.Request("GET", "ftp://127.0.0.1/x"))
+        Origin.parse("ftp://127.0.0.1/x")
