@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -105,7 +106,9 @@ _PLAIN_KEYS: Final = frozenset(
 )
 
 _secrets_lock = threading.Lock()
-_secret_values: set[str] = set()
+#: Longest first, so a secret that contains another is masked whole. Replaced (never
+#: mutated) under the lock; readers take the current tuple without it.
+_secret_values: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
@@ -114,8 +117,9 @@ def register_secret(value: str | None) -> None:
     Values shorter than 4 characters are ignored: masking them would mangle normal text.
     """
     if value and len(value) >= 4:
+        global _secret_values
         with _secrets_lock:
-            _secret_values.add(value)
+            _secret_values = tuple(sorted({*_secret_values, value}, key=len, reverse=True))
 
 
 def mask_tax_id(value: str) -> str:
@@ -127,9 +131,7 @@ def mask_tax_id(value: str) -> str:
 
 
 def _scrub_secrets(text: str) -> str:
-    with _secrets_lock:
-        secrets = sorted(_secret_values, key=len, reverse=True)
-    for s in secrets:
+    for s in _secret_values:
         if s in text:
             text = text.replace(s, MASK)
     return text
@@ -143,16 +145,30 @@ def redact_text(text: str) -> str:
     return _TAX_ID_TEXT.sub(lambda m: mask_tax_id(m.group(0)), text)
 
 
+_SECRET, _TAX_ID, _PLAIN, _ANY = range(4)
+
+
+@functools.lru_cache(maxsize=1024)
+def _key_rule(key: str) -> int:
+    """How values under `key` are redacted (keys repeat on every line: decided once)."""
+    if _SECRET_KEY.search(key):
+        return _SECRET
+    if _TAX_ID_KEY.search(key):
+        return _TAX_ID
+    return _PLAIN if key in _PLAIN_KEYS else _ANY
+
+
 def redact_value(value: Any, key: str | None = None, _depth: int = 0) -> Any:
     """Redact a value found under `key` (recursing into mappings and sequences)."""
     if _depth > 8:
         return MASK
     if key is not None:
-        if _SECRET_KEY.search(key) and value not in (None, ""):
+        rule = _key_rule(key)
+        if rule == _SECRET and value not in (None, ""):
             return MASK
-        if _TAX_ID_KEY.search(key) and isinstance(value, str) and value:
+        if rule == _TAX_ID and isinstance(value, str) and value:
             return mask_tax_id(value)
-        if key in _PLAIN_KEYS and isinstance(value, str | int):
+        if rule == _PLAIN and isinstance(value, str | int):
             return _scrub_secrets(value) if isinstance(value, str) else value
     if isinstance(value, str):
         return redact_text(value)
