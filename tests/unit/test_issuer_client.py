@@ -260,3 +260,30 @@ def test_sandbox_command_refuses_bad_start_options(tmp_path: Path, capsys):
     assert main(["sandbox", "--store", str(tmp_path / "s.db"), "--app-secret-file",
                  str(tmp_path / "missing")]) == 2
     assert "invalid --faults" in capsys.readouterr().err
+
+
+def test_max_connections_bounds_requests_in_flight_across_threads():
+    import threading
+
+    entered = threading.Event()
+    release = threading.Event()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        assert release.wait(5)
+        return httpx.Response(202, json={"serial": "SERIAL0001", "status": "PROCESSING"})
+
+    settings = SETTINGS.model_copy(update={"max_connections": 1, "pool_timeout": 0.2})
+    with SandboxIssuer(settings, wire=MockWire(handler)) as client:
+        first: list[object] = []
+        worker = threading.Thread(target=lambda: first.append(client.query("SERIAL0001")))
+        worker.start()
+        assert entered.wait(5)
+        # The only slot is taken: a second request waits pool_timeout, then is retryable
+        # (it never left this process).
+        busy = client.query("SERIAL0002")
+        assert isinstance(busy, Retryable) and busy.reason.code == "POOLTIMEOUT"
+        release.set()
+        worker.join(5)
+        assert isinstance(first[0], Processing)
+        assert isinstance(client.query("SERIAL0003"), Processing)  # the slot came back
