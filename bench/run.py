@@ -617,7 +617,9 @@ def run_ceilings(stack: Stack, start: dict[int, int], events: int) -> dict[str, 
         got = 0
         began = time.perf_counter()
         while got < len(records):
-            batch = consumer.consume(1000, 1.0)
+            # After a seek librdkafka may take a moment to fetch again: a pass does not
+            # end (as 0 events/s) before its first record.
+            batch = consumer.consume(1000, 1.0 if got else 10.0)
             if not batch:
                 break
             got += len(batch)
