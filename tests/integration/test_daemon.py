@@ -33,6 +33,12 @@ def test_orders_are_issued_and_written_back(it_erp: Stack, tmp_path: Path):
         metrics = d.metrics()
         assert 'syncd_documents_total{document="sales_order",outcome="issued"} 5.0' in metrics
         assert 'syncd_build_info{version="' in metrics
+        # Counted per batch: at least the 6 inserts and 5 confirmations (plus write-back
+        # echoes), and the partitions' newest event time is set.
+        consumed = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                       if line.startswith("syncd_events_consumed_total{"))
+        assert consumed >= 11
+        assert "syncd_last_event_timestamp_seconds{" in metrics
         # Every metric the Helm chart's dashboard and alerts query (tests/chart checks them
         # against EXPORTED) is served by the running daemon.
         declared = {line.split()[2] for line in metrics.splitlines()
