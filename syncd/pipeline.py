@@ -211,7 +211,7 @@ class Pipeline:
         if now - self._last_lag > LAG_INTERVAL:
             self._last_lag = now
             self._report_lag()
-        if self._end_offsets.asking and (ends := self._end_offsets.collect()) is not None:
+        if (ends := self._end_offsets.collect()) is not None:
             self._record_lag(ends)
         if now - self._last_gauges > LEDGER_GAUGE_INTERVAL:
             self._last_gauges = now
