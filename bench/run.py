@@ -53,7 +53,14 @@ import httpx
 import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTP
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 from sqlalchemy import Engine, create_engine, text
 
 import syncd
@@ -76,6 +83,10 @@ SLOT = "syncd_bench"
 TOPIC = f"{PREFIX}.{SCHEMA}.sales_order"
 BACKLOG_PREFIX = "benchbl"
 BACKLOG_TOPIC = f"{BACKLOG_PREFIX}.{SCHEMA}.sales_order"
+LINES_TOPIC = f"{PREFIX}.{SCHEMA}.sales_order_line"
+# Every run captures ~100k new orders (several GB with their lines): the bench's topics
+# keep one hour, in segments small enough to be deleted, or repeated runs fill the disk.
+BENCH_TOPIC_CONFIG = {"retention.ms": "3600000", "segment.bytes": str(128 * 1024 * 1024)}
 BUYER_TAX_ID = "91110108MA01ABCD2H"
 #: timed passes of each ceiling; the best one counts
 PASSES = 5
@@ -180,8 +191,16 @@ CREATE TRIGGER bench_stamp BEFORE UPDATE ON {SCHEMA}.sales_order
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int, **config: str) -> None:
+    """Create `topic` with `config`; an existing one gets `config` applied (older bench
+    topics were created without a retention limit)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=10).topics:
+        if config:
+            entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                       for k, v in config.items()]
+            resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
+            for future in admin.incremental_alter_configs([resource]).values():
+                future.result(30)
         return
     futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config)])
     for future in futures.values():
@@ -198,7 +217,8 @@ def delete_topic(bootstrap: str, topic: str) -> None:
 
 def ensure_bench_erp(stack: Stack, engine: Engine, partitions: int) -> None:
     """Schema erp_bench + stamping triggers + connector `syncd-bench` (idempotent)."""
-    ensure_topic(stack.bootstrap, TOPIC, partitions)
+    ensure_topic(stack.bootstrap, TOPIC, partitions, **BENCH_TOPIC_CONFIG)
+    ensure_topic(stack.bootstrap, LINES_TOPIC, 1, **BENCH_TOPIC_CONFIG)
     sql = (REPO_DIR / "config" / "demo" / "erp.sql").read_text()
     sql = sql.replace("erp.", f"{SCHEMA}.").replace("SCHEMA IF NOT EXISTS erp;",
                                                     f"SCHEMA IF NOT EXISTS {SCHEMA};")
@@ -659,7 +679,7 @@ def run_backlog(stack: Stack, tmp: Path, engine: Engine, ids: list[int], events:
     `ids`) straight onto a topic of their own; syncd starts with the whole backlog waiting
     and a slow platform, and its RSS is sampled while it works."""
     template = captured_confirmation(stack)
-    ensure_topic(stack.bootstrap, BACKLOG_TOPIC, 4, **{"retention.ms": "3600000"})
+    ensure_topic(stack.bootstrap, BACKLOG_TOPIC, 4, **BENCH_TOPIC_CONFIG)
     try:
         produce_backlog(stack.bootstrap, template, ids, events)
         s = Scenario(stack, tmp, latency_ms, prefix=BACKLOG_PREFIX, topic=BACKLOG_TOPIC,
