@@ -18,7 +18,7 @@ Concurrency rules the functions rely on (PostgreSQL, READ COMMITTED):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NoReturn
@@ -200,6 +200,20 @@ def ensure_document(
     )[0]
 
 
+# Statements built once per shape and executed with parameters. Building a Core statement
+# and computing its cache key cost ~0.5 ms per execution (the ledger's batch statements are
+# large); a reused statement object keeps its cache key, so SQLAlchemy only looks up the
+# compiled form. Shapes are few (a handful of column sets and states).
+_STATEMENTS: dict[tuple[Any, ...], Any] = {}
+
+
+def _statement(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build()
+    return stmt
+
+
 def ensure_documents(
     conn: Connection,
     docs: Sequence[NewDocument],
@@ -224,11 +238,12 @@ def ensure_documents(
     # executemany: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") with
     # RETURNING, and the statement compiles once instead of once per batch size.
     # The payloads are ours already: not returning them saves parsing each one back.
-    stmt = _json_insert(documents, rows).on_conflict_do_nothing().returning(
-        *_COLUMNS_BUT_PAYLOAD)
+    names = tuple(rows[0])
+    stmt = _statement(("ensure_documents", names), lambda: _json_insert(
+        documents, names).on_conflict_do_nothing().returning(*_COLUMNS_BUT_PAYLOAD))
     by_serial = {d.serial: d for d in ordered}
     created: dict[DocumentIdentity, DocumentRow] = {}
-    for m in conn.execute(stmt).mappings():
+    for m in conn.execute(stmt, _json_rows(rows)).mappings():
         payload = by_serial[m["serial"]].payload
         row = DocumentRow.from_mapping({**m, "payload": None if payload is None
                                         else dict(payload)})
@@ -394,44 +409,57 @@ def _transition_group(
     first = group[0]
     if len(group) == 1 or "payload" in first.fields:
         return {ch.document_id: _transition_one(conn, ch) for ch in group}
-    names = sorted(first.fields)
+    names = tuple(sorted(first.fields))
     with_version = first.expected_version is not None
-    arrays = [cast(bindparam("b_id", [ch.document_id for ch in group]), ARRAY(BigInteger))]
+    known = payloads is not None and all(ch.document_id in payloads for ch in group)
+    stmt = _statement(
+        ("transition", first.expected, first.new, names, with_version, known),
+        lambda: _transition_statement(first.expected, first.new, names, with_version, known),
+    )
+    params: dict[str, Any] = {"b_id": [ch.document_id for ch in group]}
     for name in names:
-        col_type = documents.c[name].type
-        arrays.append(
-            cast(bindparam(f"b_{name}", [ch.fields[name] for ch in group]), ARRAY(col_type))
-        )
+        params[f"b_{name}"] = [ch.fields[name] for ch in group]
+    if with_version:
+        params["b_version"] = [ch.expected_version for ch in group]
+    if known and payloads is not None:
+        done = {m["id"]: DocumentRow.from_mapping({**m, "payload": payloads[m["id"]]})
+                for m in conn.execute(stmt, params).mappings()}
+    else:
+        done = {m["id"]: DocumentRow.from_mapping(m)
+                for m in conn.execute(stmt, params).mappings()}
+    for ch in group:
+        if ch.document_id not in done:
+            _raise_for(conn, ch)
+    return done
+
+
+def _transition_statement(
+    expected: DocumentState, new: DocumentState, names: tuple[str, ...], with_version: bool,
+    known_payloads: bool,
+) -> Any:
+    """`UPDATE documents ... FROM unnest(:b_id, :b_<field>..., [:b_version])`, conditional
+    on `expected` (see `_transition_group`); RETURNING all columns but the payload when the
+    caller holds the payloads."""
+    arrays = [cast(bindparam("b_id"), ARRAY(BigInteger))]
+    for name in names:
+        arrays.append(cast(bindparam(f"b_{name}"), ARRAY(documents.c[name].type)))
     columns = ["id", *names]
     if with_version:
-        arrays.append(
-            cast(bindparam("b_version", [ch.expected_version for ch in group]), ARRAY(Integer))
-        )
+        arrays.append(cast(bindparam("b_version"), ARRAY(Integer)))
         columns.append("expected_version")
     v = func.unnest(*arrays).table_valued(*columns).render_derived(name="v")
-    kinds = [k.value for k in kinds_allowing(first.expected, first.new)]
+    kinds = [k.value for k in kinds_allowing(expected, new)]
     conds = [
         documents.c.id == v.c.id,
-        documents.c.state == first.expected.value,
+        documents.c.state == expected.value,
         documents.c.kind.in_(kinds),
     ]
     if with_version:
         conds.append(documents.c.version == v.c.expected_version)
     values: dict[str, Any] = {name: v.c[name] for name in names}
-    values.update(state=first.new.value, version=documents.c.version + 1, updated_at=func.now())
-    known = payloads is not None and all(ch.document_id in payloads for ch in group)
-    if known and payloads is not None:
-        stmt = update(documents).where(*conds).values(**values).returning(
-            *_COLUMNS_BUT_PAYLOAD)
-        done = {m["id"]: DocumentRow.from_mapping({**m, "payload": payloads[m["id"]]})
-                for m in conn.execute(stmt).mappings()}
-    else:
-        stmt = update(documents).where(*conds).values(**values).returning(*documents.c)
-        done = {m["id"]: DocumentRow.from_mapping(m) for m in conn.execute(stmt).mappings()}
-    for ch in group:
-        if ch.document_id not in done:
-            _raise_for(conn, ch)
-    return done
+    values.update(state=new.value, version=documents.c.version + 1, updated_at=func.now())
+    returning = _COLUMNS_BUT_PAYLOAD if known_payloads else tuple(documents.c)
+    return update(documents).where(*conds).values(**values).returning(*returning)
 
 
 def _transition_one(conn: Connection, ch: Transition) -> DocumentRow:
@@ -479,21 +507,27 @@ def _raise_for(conn: Connection, ch: Transition) -> NoReturn:
 
 def _write_audit(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(_json_insert(audit, rows))
+        names = tuple(rows[0])
+        conn.execute(_statement(("audit", names), lambda: _json_insert(audit, names)),
+                     _json_rows(rows))
 
 
-def _json_insert(table: Table, rows: Sequence[Mapping[str, Any]]) -> Any:
-    """`INSERT INTO table (...) SELECT ... FROM jsonb_to_recordset(:rows) AS r(col type, ...)`:
-    the whole batch is ONE JSON text (written by orjson in C) and the statement text is the
-    same for any batch size. A multi-row VALUES list changes with every batch size and is
-    too long for the driver's query cache (re-parsed each time); arrays of text escape every
-    frozen payload in Python. Both cost a tenth of the daemon's CPU."""
-    names = list(rows[0])
+def _json_insert(table: Table, names: Sequence[str]) -> Any:
+    """`INSERT INTO table (...) SELECT ... FROM jsonb_to_recordset(:rows) AS r(col type, ...)`
+    (rows from `_json_rows`): the whole batch is ONE JSON text (written by orjson in C) and
+    the statement text is the same for any batch size. A multi-row VALUES list changes with
+    every batch size and is too long for the driver's query cache (re-parsed each time);
+    arrays of text escape every frozen payload in Python. Both cost a tenth of the daemon's
+    CPU."""
     columns = [column(n, table.c[n].type) for n in names]
-    r = (func.jsonb_to_recordset(cast(bindparam("rows", fast_json(list(rows)), type_=Text),
-                                      JSONB))
+    r = (func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
          .table_valued(*columns).render_derived(name="r", with_types=True))
-    return pg_insert(table).from_select(names, select(*[r.c[n] for n in names]))
+    return pg_insert(table).from_select(list(names), select(*[r.c[n] for n in names]))
+
+
+def _json_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The parameters of a `_json_insert` statement (every row has the same keys)."""
+    return {"rows": fast_json(list(rows))}
 
 
 def ensure_reversal(
@@ -596,6 +630,16 @@ def latest_revision(
     return None if m is None else DocumentRow.from_mapping(m)
 
 
+def _latest_revisions_statement() -> Any:
+    cols = (documents.c.document_type, documents.c.source_table, documents.c.source_key)
+    return (
+        select(documents)
+        .where(tuple_(*cols).in_(bindparam("keys", expanding=True)),
+               documents.c.kind == bindparam("kind"))
+        .order_by(*cols, documents.c.revision)
+    )
+
+
 def latest_revisions(
     conn: Connection, keys: Sequence[tuple[str, str, str]],
     kind: DocumentKind = DocumentKind.ISSUE,
@@ -604,14 +648,10 @@ def latest_revisions(
     keys without a ledger row are absent from the result."""
     if not keys:
         return {}
-    cols = (documents.c.document_type, documents.c.source_table, documents.c.source_key)
-    q = (
-        select(documents)
-        .where(tuple_(*cols).in_(list(dict.fromkeys(keys))), documents.c.kind == kind.value)
-        .order_by(*cols, documents.c.revision)
-    )
+    q = _statement(("latest_revisions",), _latest_revisions_statement)
+    params = {"keys": list(dict.fromkeys(keys)), "kind": kind.value}
     out: dict[tuple[str, str, str], DocumentRow] = {}
-    for m in conn.execute(q).mappings():  # ascending revisions: the last one wins
+    for m in conn.execute(q, params).mappings():  # ascending revisions: the last one wins
         row = DocumentRow.from_mapping(m)
         out[(row.identity.document_type, row.identity.source_table,
              row.identity.source_key)] = row
@@ -769,27 +809,28 @@ def release_partitions(
         )
 
 
+def _fence_statement() -> Any:
+    leases = partition_leases.c
+    return (
+        select(leases.topic, leases.partition, leases.epoch, leases.owner)
+        .where(
+            leases.consumer_group == bindparam("group"),
+            tuple_(leases.topic, leases.partition).in_(bindparam("tps", expanding=True)),
+        )
+        .order_by(leases.topic, leases.partition)
+        .with_for_update(read=True)
+    )
+
+
 def fence(conn: Connection, group: str, epochs: Mapping[TopicPartition, int]) -> None:
     """Assert this writer still holds each partition at its epoch, and keep it so until
     the transaction ends (`FOR SHARE` blocks a concurrent claim). Raises `FencedError`."""
     if not epochs:
         return
     tps = sorted(epochs)
-    q = (
-        select(
-            partition_leases.c.topic, partition_leases.c.partition, partition_leases.c.epoch,
-            partition_leases.c.owner,
-        )
-        .where(
-            partition_leases.c.consumer_group == group,
-            tuple_(partition_leases.c.topic, partition_leases.c.partition).in_(
-                [(tp.topic, tp.partition) for tp in tps]
-            ),
-        )
-        .order_by(partition_leases.c.topic, partition_leases.c.partition)
-        .with_for_update(read=True)
-    )
-    held = {TopicPartition(t, p): (int(e), o) for t, p, e, o in conn.execute(q)}
+    q = _statement(("fence",), _fence_statement)
+    params = {"group": group, "tps": [(tp.topic, tp.partition) for tp in tps]}
+    held = {TopicPartition(t, p): (int(e), o) for t, p, e, o in conn.execute(q, params)}
     for tp in tps:
         current = held.get(tp)
         if current is None or current[0] != epochs[tp]:
@@ -807,22 +848,23 @@ def store_offsets(
     if not positions:
         return
     fence(conn, group, {tp: epoch for tp, (_, epoch) in positions.items()})
-    ins = pg_insert(offsets).values(
-        [
-            {"consumer_group": group, "topic": tp.topic, "partition": tp.partition,
-             "next_offset": nxt, "epoch": epoch}
-            for tp, (nxt, epoch) in sorted(positions.items())
-        ]
-    )
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=["consumer_group", "topic", "partition"],
-            set_={
-                "next_offset": ins.excluded.next_offset,
-                "epoch": ins.excluded.epoch,
-                "updated_at": func.now(),
-            },
-        )
+    rows = [
+        {"consumer_group": group, "topic": tp.topic, "partition": tp.partition,
+         "next_offset": nxt, "epoch": epoch}
+        for tp, (nxt, epoch) in sorted(positions.items())
+    ]
+    conn.execute(_statement(("store_offsets",), _store_offsets_statement), _json_rows(rows))
+
+
+def _store_offsets_statement() -> Any:
+    ins = _json_insert(offsets, ("consumer_group", "topic", "partition", "next_offset", "epoch"))
+    return ins.on_conflict_do_update(
+        index_elements=["consumer_group", "topic", "partition"],
+        set_={
+            "next_offset": ins.excluded.next_offset,
+            "epoch": ins.excluded.epoch,
+            "updated_at": func.now(),
+        },
     )
 
 
