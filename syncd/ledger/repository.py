@@ -235,9 +235,9 @@ def ensure_documents(
         unique.setdefault(d.identity, d)
     ordered = sorted(unique.values(), key=lambda d: _identity_tuple(d.identity))
     rows = [d.values(lease_owner=lease_owner, lease_epoch=lease_epoch) for d in ordered]
-    # executemany: SQLAlchemy batches it into multi-row INSERTs ("insertmanyvalues") with
-    # RETURNING, and the statement compiles once instead of once per batch size.
-    # The payloads are ours already: not returning them saves parsing each one back.
+    # One INSERT ... SELECT FROM jsonb_to_recordset for the batch (`_json_insert`), the same
+    # statement for every batch size. The payloads are ours already: not returning them
+    # saves parsing each one back.
     names = tuple(rows[0])
     stmt = _statement(("ensure_documents", names), lambda: _json_insert(
         documents, names).on_conflict_do_nothing().returning(*_COLUMNS_BUT_PAYLOAD))
