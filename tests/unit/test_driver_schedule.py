@@ -89,6 +89,31 @@ def test_expedite_never_doubles_a_running_step() -> None:
         d.stop(time.monotonic() + 2)
 
 
+def test_an_expedited_step_skips_the_entry_it_replaced() -> None:
+    # Due now goes straight to a worker; the scheduler's older entry (due soon) must be
+    # skipped when it comes up, not run the document a second time.
+    d = StubDriver(again=None)
+    try:
+        d.submit(9, delay=0.2)
+        d.submit(9, expedite=True)
+        wait_for(lambda: not d.is_active(9))
+        time.sleep(0.4)  # past the replaced entry's due time
+        assert d.steps == [9]
+    finally:
+        d.stop(time.monotonic() + 2)
+
+
+def test_steps_still_queued_at_the_drain_deadline_are_not_started() -> None:
+    d = StubDriver(again=None)
+    try:
+        d._closed = True  # what `stop` sets once its drain deadline has passed
+        d._work.put(11)  # a step still waiting for a worker then
+        time.sleep(0.2)
+        assert d.steps == []
+    finally:
+        d.stop(time.monotonic())
+
+
 def test_forget_drops_a_waiting_document() -> None:
     d = StubDriver(again=None)
     try:
