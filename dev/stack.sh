@@ -285,8 +285,13 @@ import json, sys
 config = json.load(open(sys.argv[1]))["config"]
 config["database.port"] = sys.argv[2]
 print(json.dumps(config))' "$CONNECTOR_FILE" "$PG_PORT")"
-    curl -fsS -X PUT -H 'Content-Type: application/json' --data "$body" \
-        "http://127.0.0.1:$CONNECT_PORT/connectors/$name/config" >"$LOG_DIR/connector-register.json" 2>&1 \
+    put_config() {
+        curl -fsS -X PUT -H 'Content-Type: application/json' --data "$body" \
+            "http://127.0.0.1:$CONNECT_PORT/connectors/$name/config" >"$LOG_DIR/connector-register.json" 2>&1
+    }
+    # A worker that was just (re)started answers its REST API before its herder has read the
+    # config topic: until then a PUT fails (500 "Request timed out", 503, 409 rebalancing).
+    wait_for 180 "connector registration" put_config \
         || fail_with_log "connector registration ($name)" "$LOG_DIR/connector-register.json"
     connector_running() {
         curl -fsS "http://127.0.0.1:$CONNECT_PORT/connectors/$name/status" 2>/dev/null | "$PYTHON" -c '
