@@ -421,12 +421,12 @@ def _transition_group(
         params[f"b_{name}"] = [ch.fields[name] for ch in group]
     if with_version:
         params["b_version"] = [ch.expected_version for ch in group]
+    updated = conn.execute(stmt, params).mappings()
     if known and payloads is not None:
         done = {m["id"]: DocumentRow.from_mapping({**m, "payload": payloads[m["id"]]})
-                for m in conn.execute(stmt, params).mappings()}
+                for m in updated}
     else:
-        done = {m["id"]: DocumentRow.from_mapping(m)
-                for m in conn.execute(stmt, params).mappings()}
+        done = {m["id"]: DocumentRow.from_mapping(m) for m in updated}
     for ch in group:
         if ch.document_id not in done:
             _raise_for(conn, ch)
