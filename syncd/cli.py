@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
 
 from syncd import __version__
+from syncd.safetext import reason_of
 
 # command name -> module under syncd.commands; the order is the order of `--help`.
 COMMANDS: dict[str, str] = {
@@ -79,7 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if module is None:
         parser.print_help(sys.stderr)
         return 2
-    return int(cast(CommandModule, module).run(args))
+    try:
+        return int(cast(CommandModule, module).run(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        # A command that meets input or a failure it does not name itself still answers in
+        # one line: a traceback is for developers (SYNCD_TRACEBACK=1), not for users.
+        if os.environ.get("SYNCD_TRACEBACK"):
+            raise
+        print(f"syncd {args.command}: {reason_of(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

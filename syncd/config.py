@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import (
-    TYPE_CHECKING,
     Annotated,
     Any,
     ClassVar,
@@ -54,9 +53,6 @@ from pydantic_settings.sources import NestedSecretsSettingsSource
 from stdnum.cn import uscc
 
 from syncd.conditions import Condition, compact_dump
-
-if TYPE_CHECKING:
-    from syncd.debezium import DecodeOptions
 
 ENV_PREFIX = "SYNCD_"
 ENV_DELIMITER = "__"
@@ -296,6 +292,35 @@ class PipelineSettings(StrictModel):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     drain_deadline_seconds: float = Field(default=20.0, gt=0)
     migrate_on_start: bool = False
+
+
+class LimitsSettings(StrictModel):
+    """What one Kafka record or one document may ask of syncd. A record beyond a limit is
+    dead-lettered with the limit's name; a document beyond `max_lines_per_document` is
+    INVALID with that reason written back. The defaults are PostgreSQL's own bounds where
+    it has them, so only a source that needs more has to raise them."""
+
+    max_record_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="key or value bytes of one record"
+    )
+    max_nesting_depth: int = Field(
+        default=32, ge=2, le=150, description="levels of nested structs/arrays in a record"
+    )
+    max_fields: int = Field(default=1600, ge=1, description="fields of one struct or object")
+    max_decimal_digits: int = Field(
+        default=1000, ge=1, description="significant digits of one decimal value"
+    )
+    min_decimal_scale: int = Field(default=-1000, description="lowest decimal scale")
+    max_decimal_scale: int = Field(default=1000, description="highest decimal scale")
+    max_lines_per_document: int = Field(
+        default=2000, ge=1, description="line rows of one document (2000: the 数电 maximum)"
+    )
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> LimitsSettings:
+        if self.min_decimal_scale > self.max_decimal_scale:
+            raise ValueError("min_decimal_scale is above max_decimal_scale")
+        return self
 
 
 class MetricsSettings(StrictModel):
@@ -652,6 +677,7 @@ class SyncdConfig(BaseSettings):
     database: DatabaseSettings
     issuer: IssuerSettings
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
@@ -757,17 +783,6 @@ class SyncdConfig(BaseSettings):
 
     def decimal_scales_for(self, table: str) -> Mapping[str, int]:
         return self.decimal_scales.get(table, {})
-
-    def decode_options(self) -> DecodeOptions:
-        """Decoder settings from this config (scales of schemaless precise decimals)."""
-        from syncd.debezium import DecodeOptions
-
-        scales = {
-            f"{table}.{column}": scale
-            for table, columns in self.decimal_scales.items()
-            for column, scale in columns.items()
-        }
-        return DecodeOptions(decimal_scales=scales)
 
     def masked_dump(self) -> dict[str, Any]:
         """The resolved config for printing: secrets masked, defaults filled in."""

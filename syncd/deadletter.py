@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from syncd.changes import RecordPosition
+from syncd.safetext import printable
 
 H_ERROR: Final = "syncd.error"
 H_CODE: Final = "syncd.error.code"
@@ -36,7 +37,7 @@ def dead_letter_headers(
     """The original headers first, then syncd's own (which name the error and the source)."""
     headers: Headers = [(k, v or b"") for k, v in (original or [])]
     headers += [
-        (H_ERROR, reason.encode("utf-8", "replace")[:4000]),
+        (H_ERROR, printable(reason, 2000).encode("utf-8")),
         (H_CODE, code.encode()),
         (H_TOPIC, position.topic.encode()),
         (H_PARTITION, str(position.partition).encode()),

@@ -32,9 +32,9 @@ def quote_table(connection: Connection, table: str) -> str:
 
 
 def load_lines(
-    connection: Connection, doc: DocumentConfig, key: ColumnValue
+    connection: Connection, doc: DocumentConfig, key: ColumnValue, limit: int | None = None
 ) -> list[dict[str, Any]]:
-    """The line rows of one document, in `order_by` order, as plain dicts.
+    """The line rows of one document, in `order_by` order, as plain dicts; at most `limit`.
 
     `key` is the document's value of `lines.references` (e.g. the order id).
     """
@@ -43,8 +43,12 @@ def load_lines(
     sql = sa.text(
         f"SELECT * FROM {quote_table(connection, lines.table)} "  # noqa: S608 -- quoted identifiers
         f"WHERE {q(lines.foreign_key)} = :key ORDER BY {q(lines.order_by)}"
+        + (" LIMIT :limit" if limit is not None else "")
     )
-    result = connection.execute(sql, {"key": key})
+    params: dict[str, Any] = {"key": key}
+    if limit is not None:
+        params["limit"] = limit
+    result = connection.execute(sql, params)
     return [dict(row) for row in result.mappings()]
 
 

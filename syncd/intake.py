@@ -17,7 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Final
 
@@ -36,6 +36,7 @@ from syncd.changes import (
 )
 from syncd.config import DocumentConfig, SyncdConfig
 from syncd.debezium import DecodeOptions, decode_record
+from syncd.debezium.limits import DecodeLimits
 from syncd.erp import load_lines, load_lines_many
 from syncd.frozen import quick_init
 from syncd.invoice import Invoice
@@ -53,6 +54,7 @@ from syncd.rules import (
     DocumentRules,
     decide,
 )
+from syncd.safetext import printable, reason_of
 from syncd.serial import DocumentIdentity as SerialIdentity
 from syncd.serial import DocumentKind as SerialKind
 from syncd.serial import serial_for
@@ -115,11 +117,6 @@ class Classifier:
 
     def __init__(self, config: SyncdConfig) -> None:
         self._config = config
-        scales = {
-            f"{table}.{column}": scale
-            for table, columns in config.decimal_scales.items()
-            for column, scale in columns.items()
-        }
         self._by_table: dict[str, DocumentConfig] = {d.table: d for d in config.documents.values()}
         # what `decide` reads from each document, derived once (not per event)
         self._rules: dict[str, DocumentRules] = {
@@ -132,21 +129,27 @@ class Classifier:
         # A new row (insert, snapshot read) is decided from the few columns the rules
         # read; only one they act on is decoded in full (see `_classify_probed`).
         probe = {d.table: _probe_columns(d) for d in config.documents.values()}
-        self._options = DecodeOptions(decimal_scales=scales, quiet_update_columns=quiet,
-                                      probe_columns=probe)
-        self._full_options = DecodeOptions(decimal_scales=scales)
+        self._full_options = decode_options(config)
+        self._options = replace(self._full_options, quiet_update_columns=quiet,
+                                probe_columns=probe)
         self._line_tables = {d.lines.table for d in config.documents.values()}
 
     def classify(
         self, position: RecordPosition, key: bytes | None, value: bytes | None
     ) -> Classified:
+        """What one record means; never raises (see `syncd.poison`): a record that makes any
+        stage fail, in any way, is classified DEAD_LETTER with the failure as its reason."""
         try:
-            record: DecodedRecord = decode_record(position, key, value, self._options)
-        except DecodeError:
-            return self._classify_full(position, key, value)  # the full decode's own words
-        if type(record) is ChangeEvent:  # the common case, before the pattern match
-            return self._classify_change(record, key, value)
-        return self._classify_record(record, key, value)
+            try:
+                record: DecodedRecord = decode_record(position, key, value, self._options)
+            except DecodeError:
+                return self._classify_full(position, key, value)  # the full decode's words
+            if type(record) is ChangeEvent:  # the common case, before the pattern match
+                return self._classify_change(record, key, value)
+            return self._classify_record(record, key, value)
+        except Exception as exc:  # poison: whatever this record raised, it alone is bad
+            return Classified(position, Kind.DEAD_LETTER, reason_of(exc), key, value,
+                              code="unprocessable")
 
     def _classify_record(
         self, record: DecodedRecord, key: bytes | None, value: bytes | None
@@ -174,7 +177,7 @@ class Classifier:
         try:
             record = decode_record(position, key, value, self._full_options)
         except DecodeError as exc:
-            return Classified(position, Kind.DEAD_LETTER, exc.reason, key, value,
+            return Classified(position, Kind.DEAD_LETTER, printable(exc.reason), key, value,
                               code="undecodable")
         return self._classify_record(record, key, value)
 
@@ -186,7 +189,7 @@ class Classifier:
         doc = self._by_table[event.table]
         try:
             decision = decide(event, doc, self._rules[event.table])
-        except ValueError:
+        except (ValueError, TypeError, ArithmeticError):
             decision = None
         if decision is None or decision.action is not _IGNORE:
             return self._classify_full(event.position, key, value)
@@ -207,9 +210,9 @@ class Classifier:
                               key, value, event=event, code="unroutable")
         try:
             decision = decide(event, doc, self._rules[event.table])
-        except ValueError as exc:  # e.g. the key columns are missing
-            return Classified(position, Kind.DEAD_LETTER, str(exc), key, value, event=event,
-                              doc=doc, code="undecidable")
+        except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. a key column missing
+            return Classified(position, Kind.DEAD_LETTER, printable(str(exc)), key, value,
+                              event=event, doc=doc, code="undecidable")
         kind = _KIND_OF_ACTION.get(decision.action)
         if kind is None:
             return Classified(position, Kind.DEAD_LETTER, decision.reason, key, value,
@@ -240,6 +243,18 @@ class IntakeResult:
         self.finished.setdefault((position.topic, position.partition), set()).add(
             position.offset
         )
+
+
+def decode_options(config: SyncdConfig) -> DecodeOptions:
+    """Decoder settings from the config: scales of schemaless precise decimals, and the
+    decoder's share of the `limits`."""
+    scales = {
+        f"{table}.{column}": scale
+        for table, columns in config.decimal_scales.items()
+        for column, scale in columns.items()
+    }
+    limits = DecodeLimits(**config.limits.model_dump(exclude={"max_lines_per_document"}))
+    return DecodeOptions(decimal_scales=scales, limits=limits)
 
 
 def _probe_columns(doc: DocumentConfig) -> tuple[str, ...]:
@@ -420,9 +435,10 @@ class Intake:
         row = event.after or {}
         ref = row.get(doc.lines.references or doc.key_columns[0])
         lines = prefetched.lines.get((doc.name, ref)) if batched and prefetched else None
+        max_lines = self._config.limits.max_lines_per_document
         if not lines:  # not prefetched, or none found: read them the plain way
-            lines = load_lines(conn, doc, ref)
-        mapped = build_blue(doc, row, lines, sid)
+            lines = load_lines(conn, doc, ref, limit=max_lines + 1)
+        mapped = build_blue(doc, row, lines, sid, max_lines=max_lines)
         # build_blue put serial_for(sid) in the invoice; only a document that did not map
         # needs it computed again (a SHA-256 and an encoding per document saved).
         serial = mapped.invoice.serial if mapped.invoice is not None else serial_for(sid)

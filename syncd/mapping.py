@@ -37,6 +37,11 @@ from syncd.validation import validate
 E = TypeVar("E", bound=StrEnum)
 _TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_$]*)\}")
 _HUNDRED = Decimal(100)
+#: Bounds of a number an invoice field may hold (amounts of 数电 invoices stay far below
+#: 10^16; prices and quantities have at most 8 decimals, rounding needs a few more).
+_MAX_INTEGER_DIGITS = 16
+_MAX_DECIMALS = 20
+_NUMBER_CEILING = 10**_MAX_INTEGER_DIGITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,26 +159,46 @@ class _Reader:
                 self.problem("NULL", path, f"{_describe(src)} is NULL")
             return None
         if type(value) is Decimal:  # what a numeric column gives: already the number
-            return value
+            return self._in_range(value, src, path)
         if isinstance(value, bool):
             self.problem("TYPE", path, f"{_describe(src)}: expected a number, got a boolean")
             return None
         if isinstance(value, Decimal | int):
-            return Decimal(value)
+            if isinstance(value, int) and abs(value) >= _NUMBER_CEILING:
+                return self._in_range(Decimal(_NUMBER_CEILING), src, path)
+            return self._in_range(Decimal(value), src, path)
         if isinstance(value, float):
-            return Decimal(repr(value))  # constants from YAML; columns never give floats
+            return self._in_range(Decimal(repr(value)), src, path)  # constants from YAML
         if isinstance(value, str):
+            text = value.strip()
             try:
-                number = Decimal(value.strip())
+                number = Decimal(text) if len(text) <= 64 else Decimal("NaN")
             except InvalidOperation:
                 number = Decimal("NaN")
             if number.is_finite():
-                return number
-            self.problem("TYPE", path, f"{_describe(src)}: {value!r} is not a number")
+                return self._in_range(number, src, path)
+            self.problem("TYPE", path, f"{_describe(src)}: {_clip(value)} is not a number")
             return None
         got = type(value).__name__
         self.problem("TYPE", path, f"{_describe(src)}: expected a number, got {got}")
         return None
+
+    def _in_range(self, number: Decimal, src: FieldSource | None, path: str) -> Decimal | None:
+        """`number` if an invoice can hold it: finite, under 10^16, at most 20 decimals.
+
+        Invoice maths multiplies and rounds these values; a crafted 1e999999999 would
+        overflow it, and one with a million decimals would cost seconds per line."""
+        if not number.is_finite():
+            self.problem("TYPE", path, f"{_describe(src)}: {number} is not a finite number")
+            return None
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if number.adjusted() >= _MAX_INTEGER_DIGITS or exponent < -_MAX_DECIMALS:
+            self.problem("RANGE", path, f"{_describe(src)}: out of range (at most "
+                         f"{_MAX_INTEGER_DIGITS} digits before the point and {_MAX_DECIMALS} "
+                         "after it)")
+            return None
+        return number
 
     def boolean(self, src: FieldSource | None, path: str) -> bool:
         try:
@@ -249,9 +274,22 @@ def _lookup(table: Mapping[Any, Scalar], value: Any) -> Any:
     return _NOT_FOUND
 
 
+def _clip(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
 def _text(value: Any) -> str:
+    """A column value as text; a number in plain notation only while that stays short (a
+    crafted 1E+999999999 would otherwise become a billion digits)."""
     if isinstance(value, Decimal):
-        return format(value, "f")
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent >= -_MAX_DECIMALS and \
+                value.adjusted() < _MAX_INTEGER_DIGITS:
+            return format(value, "f")
+        return str(value)
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _NUMBER_CEILING:
+        # str() of a 5000-digit int raises; no text field of an invoice needs its digits
+        return f"<integer of {int(value.bit_length() * 0.30103) + 1} digits>"
     return str(value)
 
 
@@ -330,8 +368,10 @@ def build_blue(
     row: Mapping[str, Any],
     lines: Sequence[Mapping[str, Any]],
     identity: DocumentIdentity,
+    max_lines: int | None = None,
 ) -> MappingResult:
-    """The BLUE invoice for one document row and its lines, validated."""
+    """The BLUE invoice for one document row and its lines, validated; a document of more
+    than `max_lines` lines is refused before any line is read."""
     h = doc.header
     r = _Reader(row, "header.")
     buyer_name = r.text(h.buyer.name, "buyer.name", required=True)
@@ -353,6 +393,11 @@ def build_blue(
     reviewer = r.text(h.reviewer, "reviewer")
     issue_date = r.date_value(h.issue_date, "issue_date")
     problems = list(r.problems)
+    if max_lines is not None and len(lines) > max_lines:
+        problems.append(MappingProblem(
+            "TOO_MANY_LINES", "lines", f"more than {max_lines} rows in {doc.lines.table} "
+            "(limits.max_lines_per_document)"))
+        return MappingResult(None, tuple(problems))
     if not lines:
         problems.append(
             MappingProblem("NO_LINES", "lines", f"no rows in {doc.lines.table} for this document")
@@ -377,8 +422,8 @@ def build_blue(
             reviewer=reviewer,
             remark=remark,
         )
-    except TaxMathError as exc:
-        return MappingResult(None, (MappingProblem("TAX_MATH", "lines", str(exc)),))
+    except (TaxMathError, ArithmeticError) as exc:
+        return MappingResult(None, (MappingProblem("TAX_MATH", "lines", _first_line(exc)),))
     except ValueError as exc:  # pydantic: a value the invoice model refuses
         return MappingResult(None, (MappingProblem("VALUE", "", _first_line(exc)),))
     return _validated(invoice)

@@ -34,7 +34,7 @@ from confluent_kafka import (
 )
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from syncd.changes import RecordPosition
 from syncd.config import SyncdConfig
@@ -49,7 +49,9 @@ from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.logs import bind
 from syncd.metrics import DocumentOutcome, Metrics
+from syncd.poison import Failure, failure_of
 from syncd.progress import PartitionProgress
+from syncd.safetext import printable, reason_of
 from syncd.states import RESUME_STATES, DocumentState
 
 log = logging.getLogger(__name__)
@@ -62,9 +64,6 @@ DB_BACKOFF_MAX = 15.0
 LAG_INTERVAL = 5.0
 LEDGER_GAUGE_INTERVAL = 15.0
 DEFERRED_RECHECK_INTERVAL = 5.0
-#: Database errors that say "not now" rather than "not this record": the batch is retried
-#: later from its first offset. Anything else isolates the failing record.
-TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError, ProgrammingError)
 #: librdkafka properties an operator may set for the consumer that a producer rejects.
 _CONSUMER_ONLY = frozenset({
     "auto.offset.reset", "session.timeout.ms", "max.poll.interval.ms", "heartbeat.interval.ms",
@@ -300,7 +299,7 @@ class Pipeline:
         for c, headers in dead:
             with bind(topic=c.position.topic, partition=c.position.partition,
                       offset=c.position.offset):
-                log.error("dead letter (%s): %s", c.code, c.reason)
+                log.error("dead letter (%s): %s", c.code, printable(c.reason))
             self._producer.produce(
                 topic, key=c.key, value=c.value,
                 headers=list(dead_letter_headers(c.position, c.code, c.reason, headers)),
@@ -314,18 +313,19 @@ class Pipeline:
     def _commit_batch(self, records: list[Classified], first_offsets: dict[TP, int]) -> None:
         try:
             result, positions = self._record(records)
-        except FencedError as exc:
-            log.warning("fenced: %s; dropping the batch (another replica owns the partition)",
-                        exc)
-            self._drop_partition((exc.topic, exc.partition))
-            return
-        except TRANSIENT_DB_ERRORS as exc:
-            self._db_failure(first_offsets, f"{type(exc).__name__}: {_first_line(exc)}")
-            return
-        except Exception as exc:  # a record the intake cannot handle: find it, keep the rest
-            log.error("batch of %d record(s) failed (%s: %s); retrying record by record",
-                      len(records), type(exc).__name__, _first_line(exc))
-            self._isolate(records)
+        except Exception as exc:  # routed by syncd.poison: fenced, outage or poison
+            failure = failure_of(exc)
+            if failure is Failure.FENCED:
+                assert isinstance(exc, FencedError)
+                log.warning("fenced: %s; dropping the batch (another replica owns the "
+                            "partition)", exc)
+                self._drop_partition((exc.topic, exc.partition))
+            elif failure is Failure.OUTAGE:
+                self._db_failure(first_offsets, reason_of(exc))
+            else:  # a record the intake cannot handle: find it, keep the rest
+                log.error("batch of %d record(s) failed (%s); retrying record by record",
+                          len(records), reason_of(exc))
+                self._isolate(records)
             return
         self._db_ok = True
         self._db_backoff = 1.0
@@ -346,25 +346,30 @@ class Pipeline:
         """One transaction per record; a record that still fails is dead-lettered with the
         error, so one bad document never stalls its partition or stops the daemon."""
         for i, c in enumerate(records):
+            if (c.position.topic, c.position.partition) not in self._partitions:
+                continue  # fenced or revoked by an earlier record of this batch
             try:
                 result, positions = self._record([c])
-            except FencedError as exc:
-                self._drop_partition((exc.topic, exc.partition))
-                continue
-            except TRANSIENT_DB_ERRORS as exc:
-                rest: dict[TP, int] = {}
-                for later in records[i:]:
-                    rest.setdefault((later.position.topic, later.position.partition),
-                                    later.position.offset)
-                self._db_failure(rest, f"{type(exc).__name__}: {_first_line(exc)}")
-                return
-            except Exception as exc:
+            except Exception as exc:  # routed by syncd.poison
+                failure = failure_of(exc)
+                if failure is Failure.FENCED:
+                    assert isinstance(exc, FencedError)
+                    self._drop_partition((exc.topic, exc.partition))
+                    continue
+                if failure is Failure.OUTAGE:
+                    rest: dict[TP, int] = {}
+                    for later in records[i:]:
+                        rest.setdefault((later.position.topic, later.position.partition),
+                                        later.position.offset)
+                    self._db_failure(rest, reason_of(exc))
+                    return
                 poisoned = Classified(
-                    c.position, Kind.DEAD_LETTER, f"intake failed: {type(exc).__name__}: "
-                    f"{_first_line(exc)}", c.key, c.value, event=c.event, doc=c.doc,
-                    decision=c.decision, code="intake_failed",
+                    c.position, Kind.DEAD_LETTER, f"intake failed: {reason_of(exc)}",
+                    c.key, c.value, event=c.event, doc=c.doc, decision=c.decision,
+                    code="intake_failed",
                 )
-                log.exception("record %s cannot be recorded; dead-lettering it", c.position)
+                log.error("record %s cannot be recorded (%s); dead-lettering it",
+                          c.position, reason_of(exc))
                 if not self._dead_letter([(poisoned, [])]):
                     self._db_failure({(c.position.topic, c.position.partition):
                                       c.position.offset}, "dead-letter topic unreachable")
@@ -542,18 +547,20 @@ class Pipeline:
                 self._deferred.pop(i, None)
             return
         try:
-            with self._engine.begin() as conn:
-                result = self._intake.run(conn, records, offsets={}, epochs={})
+            result, positions = self._record(records)
+        except Exception as exc:  # routed by syncd.poison
+            failure = failure_of(exc)
+            if failure is Failure.FENCED:
+                assert isinstance(exc, FencedError)
+                self._drop_partition((exc.topic, exc.partition))
+            elif failure is Failure.POISON:
+                # one of them cannot be recorded: record them one by one, dead-letter it
                 for i in issue_ids:
                     self._deferred.pop(i, None)
-                positions = self._positions_after(result)
-                if positions:
-                    repo.store_offsets(conn, self._group, positions)
-        except FencedError as exc:
-            self._drop_partition((exc.topic, exc.partition))
-            return
-        except (OperationalError, DBAPIError):
-            return  # stays deferred; the periodic re-check tries again
+                self._isolate(records)
+            return  # an outage: they stay deferred; the periodic re-check tries again
+        for i in issue_ids:
+            self._deferred.pop(i, None)
         self._apply(result, positions)
 
     def _sweep_due(self) -> None:

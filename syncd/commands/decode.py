@@ -14,7 +14,9 @@ from typing import Any
 
 from syncd.changes import DecodeError, RecordPosition
 from syncd.debezium import DecodeOptions, decode_json, record_to_json
+from syncd.debezium.limits import DEFAULT_LIMITS
 from syncd.debezium.options import DEFAULT_HEARTBEAT_TOPIC_PREFIX, DEFAULT_TRANSACTION_TOPIC_SUFFIX
+from syncd.safetext import printable, reason_of, write_utf8
 
 HELP = "decode one Debezium Kafka record (JSON) and print the typed result as JSON"
 
@@ -79,14 +81,30 @@ def _options(args: argparse.Namespace) -> DecodeOptions:
         raise _InputError(str(exc)) from None
 
 
+#: The largest input read: a key and a value of the largest record the decoder accepts,
+#: plus the JSON around them. Anything larger could not come off a topic syncd reads.
+MAX_INPUT_BYTES = 2 * DEFAULT_LIMITS.max_record_bytes + 65536
+
+
 def _read(args: argparse.Namespace) -> tuple[str, str]:
-    if args.event is None:
-        return "<stdin>", sys.stdin.read()
+    where = "<stdin>" if args.event is None else args.event
     try:
-        with open(args.event, encoding="utf-8") as handle:
-            return args.event, handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _InputError(f"{args.event}: cannot read: {exc}") from None
+        if args.event is None:
+            stdin = getattr(sys.stdin, "buffer", None)  # absent on a text-only stream
+            data = (stdin.read(MAX_INPUT_BYTES + 1) if stdin is not None
+                    else sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogatepass"))
+        else:
+            with open(args.event, "rb") as handle:
+                data = handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _InputError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise _InputError(f"{where}: larger than {MAX_INPUT_BYTES} bytes, more than any record "
+                          "syncd accepts (limits.max_record_bytes)")
+    try:
+        return where, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _InputError(f"{where}: not UTF-8 (invalid byte at offset {exc.start})") from None
 
 
 def _position(where: str, record: Any) -> RecordPosition:
@@ -108,14 +126,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             record = json.loads(text, parse_float=Decimal, parse_constant=Decimal)
         except (ValueError, RecursionError) as exc:
-            raise _InputError(f"{where}: not JSON: {exc}") from None
+            raise _InputError(f"{where}: not JSON: {reason_of(exc)}") from None
         position = _position(where, record)
         decoded = decode_json(position, record["key"], record["value"], options)
-    except _InputError as exc:
-        print(f"syncd decode: {exc}", file=sys.stderr)
+        text = json.dumps(record_to_json(decoded), ensure_ascii=False)
+    except (_InputError, DecodeError) as exc:
+        print(f"syncd decode: {printable(str(exc))}", file=sys.stderr)
         return 2
-    except DecodeError as exc:
-        print(f"syncd decode: {exc}", file=sys.stderr)
+    except Exception as exc:  # whatever the record made fail: one line, never a traceback
+        print(f"syncd decode: cannot decode the record: {reason_of(exc)}", file=sys.stderr)
         return 2
-    print(json.dumps(record_to_json(decoded), ensure_ascii=False))
+    write_utf8(sys.stdout, text + "\n")
     return 0

@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from syncd.safetext import printable
+
 if TYPE_CHECKING:
     from confluent_kafka import Consumer, Message
 
@@ -168,9 +170,26 @@ def describe(letter: Letter) -> dict[str, Any]:
     return {
         "dlq_partition": letter.partition, "dlq_offset": letter.offset,
         "source": f"{src.topic}[{src.partition}]@{src.offset}" if src else None,
-        "code": info.code, "reason": info.reason, "failed_at": info.failed_at,
+        "code": info.code and printable(info.code, 64),
+        "reason": info.reason and printable(info.reason),
+        "failed_at": info.failed_at and printable(info.failed_at, 64),
         "key_bytes": len(letter.key or b""), "value_bytes": len(letter.value or b""),
+        "excerpt": excerpt(letter.value),
     }
+
+
+#: Characters of a dead letter's value shown by `syncd dlq list`.
+EXCERPT_CHARS = 120
+
+
+def excerpt(value: bytes | None, limit: int = EXCERPT_CHARS) -> str | None:
+    """The start of a record's bytes as printable text: undecodable bytes and control
+    characters escaped, clipped (the record itself stays untouched in the topic)."""
+    if value is None:
+        return None
+    head = value[: limit * 4].decode("utf-8", "backslashreplace")
+    text = printable(head[:limit], limit)
+    return text + "..." if len(head) > limit or len(value) > limit * 4 else text
 
 
 def _list(config: SyncdConfig, args: argparse.Namespace) -> int:
@@ -189,7 +208,8 @@ def _list(config: SyncdConfig, args: argparse.Namespace) -> int:
                 print(json.dumps(d))
             else:
                 print(f"{topic}[{d['dlq_partition']}]@{d['dlq_offset']}  from {d['source']}  "
-                      f"{d['failed_at'] or '-'}  [{d['code']}] {d['reason']}")
+                      f"{d['failed_at'] or '-'}  [{d['code']}] {d['reason']}\n"
+                      f"    value ({d['value_bytes']} bytes): {d['excerpt']}")
     finally:
         consumer.close()
     if not args.json:

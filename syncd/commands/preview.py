@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from syncd.changes import ChangeEvent, DecodeError, RecordPosition
+from syncd.commands.decode import MAX_INPUT_BYTES
 from syncd.config import ConfigError, DocumentConfig, SyncdConfig, load_config
+from syncd.debezium.convert import Invalid
+from syncd.debezium.records import check_no_lone_surrogates
+from syncd.safetext import printable, reason_of, write_utf8
 
 HELP = "decide one change record and print the invoice that would be sent"
 
@@ -28,7 +32,8 @@ from the ERP database; numbers may be JSON numbers or strings (read as exact dec
 --blue: the blue invoice JSON to preview a reversal offline; without it the frozen blue
 invoice is read from syncd's ledger in the ERP database.
 output: JSON {"decision": {...}, "invoice": {...} | null, "problems": [...]}.
-exit codes: 0 ok, 1 the invoice would be INVALID (problems listed), 2 bad input/config."""
+exit codes: 0 ok, 1 the invoice would be INVALID (problems listed), 2 bad input/config or a
+record the daemon would dead-letter (one line on stderr says why)."""
 
 
 class _InputError(Exception):
@@ -48,17 +53,29 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def _read_json(path: str, what: str) -> Any:
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _InputError(f"{what} {path}: cannot read: {exc}") from None
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        raise _InputError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_INPUT_BYTES:
+        raise _InputError(f"{what} {path}: larger than {MAX_INPUT_BYTES} bytes")
     try:
-        return json.loads(text, parse_float=Decimal)
-    except ValueError as exc:
-        raise _InputError(f"{what} {path}: not JSON: {exc}") from None
+        doc = json.loads(data.decode("utf-8"), parse_float=Decimal)
+    except UnicodeDecodeError as exc:
+        raise _InputError(f"{what} {path}: not UTF-8 (invalid byte at offset {exc.start})") \
+            from None
+    except (ValueError, RecursionError) as exc:
+        raise _InputError(f"{what} {path}: not JSON: {reason_of(exc)}") from None
+    try:
+        check_no_lone_surrogates(doc, what)
+    except Invalid as exc:
+        raise _InputError(f"{path}: {exc.message()}") from None
+    return doc
 
 
 def _decode(config: SyncdConfig, path: str) -> Any:
     from syncd.debezium import decode_json
+    from syncd.intake import decode_options
 
     record = _read_json(path, "--event")
     fields = {"topic", "partition", "offset", "key", "value"}
@@ -70,21 +87,26 @@ def _decode(config: SyncdConfig, path: str) -> Any:
     if not isinstance(topic, str) or type(partition) is not int or type(offset) is not int:
         raise _InputError(f"--event {path}: topic must be a string, partition and offset integers")
     position = RecordPosition(topic, partition, offset)
-    return decode_json(position, record["key"], record["value"], config.decode_options())
+    return decode_json(position, record["key"], record["value"], decode_options(config))
 
 
-def _lines_from_file(path: str) -> list[dict[str, Any]]:
+def _lines_from_file(path: str, max_lines: int) -> list[dict[str, Any]]:
     rows = _read_json(path, "--lines")
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise _InputError(f"--lines {path}: expected a JSON list of objects")
-    return [{k: _number(v) for k, v in r.items()} for r in rows]
+    # one more than the limit is enough for the mapping to say there are too many
+    return [{k: _number(v) for k, v in r.items()} for r in rows[: max_lines + 1]]
 
 
 def _number(value: Any) -> Any:
-    return Decimal(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value) if abs(value) < 10**30 else Decimal(10**30)  # out of range
+    return value
 
 
-def _lines_from_db(config: SyncdConfig, doc: DocumentConfig, key: Any) -> list[dict[str, Any]]:
+def _lines_from_db(
+    config: SyncdConfig, doc: DocumentConfig, key: Any, max_lines: int
+) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
     from syncd.erp import load_lines
@@ -92,7 +114,7 @@ def _lines_from_db(config: SyncdConfig, doc: DocumentConfig, key: Any) -> list[d
     engine = sa.create_engine(config.database.dsn_value(), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
-            return load_lines(connection, doc, key)
+            return load_lines(connection, doc, key, limit=max_lines + 1)
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise _InputError(
@@ -178,8 +200,10 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
     if decision.action is Action.ISSUE and doc is not None and row is not None and ident:
         assert doc.lines.references is not None
         key = row.get(doc.lines.references)
-        lines = _lines_from_file(args.lines) if args.lines else _lines_from_db(config, doc, key)
-        result = build_blue(doc, row, lines, ident)
+        max_lines = config.limits.max_lines_per_document
+        lines = (_lines_from_file(args.lines, max_lines) if args.lines
+                 else _lines_from_db(config, doc, key, max_lines))
+        result = build_blue(doc, row, lines, ident, max_lines=max_lines)
     elif decision.action is Action.REVERSE and doc is not None and row is not None and ident:
         if args.blue:
             try:
@@ -201,6 +225,8 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
                 ident = replace(ident, revision=revision)
                 out["decision"]["serial"] = serial_for(ident)
                 result = build_red(doc, row, blue, original, ident)
+    if decision.action is Action.UNDECIDED:
+        return out, 2  # the daemon dead-letters such a record
     if result is not None:
         if result.invoice is not None:
             out["invoice"] = result.invoice.model_dump(mode="json")
@@ -220,11 +246,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         out, code = preview(args, config)
+        text = json.dumps(out, indent=2, ensure_ascii=False, default=_json_default)
     except (_InputError, DecodeError) as exc:
-        print(f"syncd preview: {exc}", file=sys.stderr)
+        print(f"syncd preview: {printable(str(exc))}", file=sys.stderr)
         return 2
-    sys.stdout.write(json.dumps(out, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    except Exception as exc:  # whatever the record made fail: one line, never a traceback
+        print(f"syncd preview: cannot preview {args.event}: {reason_of(exc)}", file=sys.stderr)
+        return 2
+    write_utf8(sys.stdout, text + "\n")
+    if code == 2:
+        print(f"syncd preview: the daemon would dead-letter this record (undecided): "
+              f"{printable(out['decision']['reason'])}", file=sys.stderr)
     if code == 1:
         for p in out["problems"]:
-            print(f"syncd preview: invalid: {p['path']}: {p['message']}", file=sys.stderr)
+            print(f"syncd preview: invalid: {printable(p['path'])}: {printable(p['message'])}",
+                  file=sys.stderr)
     return code

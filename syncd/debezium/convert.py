@@ -23,6 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from syncd.changes import UNAVAILABLE, ColumnValue
+from syncd.debezium import limits as _limits
 
 # --- the TOAST placeholder in every shape Debezium's Postgres connector sends it ---
 PLACEHOLDER: Final = "__debezium_unavailable_value"
@@ -63,7 +64,10 @@ class Invalid(Exception):  # noqa: N818 - internal, never escapes the package
         return self
 
     def message(self) -> str:
-        return f"{self.path}: {self.reason}" if self.path else self.reason
+        path = self.path
+        if len(path) > 120:  # a value nested deep: the rule broken matters more than the way
+            path = f"{path[:60]}...{path[-40:]}"
+        return f"{path}: {self.reason}" if path else self.reason
 
 
 def _kind(value: object) -> str:
@@ -110,15 +114,24 @@ def _string(value: Any) -> ColumnValue:
 
 
 def to_decimal_number(value: Any) -> Decimal:
-    """A JSON number as an exact Decimal; floats go through their shortest repr."""
+    """A JSON number as an exact Decimal within the decode limits; floats go through their
+    shortest repr."""
     t = type(value)
     if t is Decimal:
-        return value  # type: ignore[no-any-return]
+        return bounded_decimal(value)
     if t is int:
-        return Decimal(value)
+        return bounded_decimal(Decimal(value))
     if t is float:
-        return Decimal(repr(value))
+        return Decimal(repr(value))  # a double: at most 17 digits, exponent within +-308
     raise _expected("a number", value)
+
+
+def bounded_decimal(value: Decimal) -> Decimal:
+    """`value`, if its digits and scale are within the active decode limits."""
+    problem = _limits.decimal_problem(value, _limits.current())
+    if problem is not None:
+        raise Invalid(problem)
+    return value
 
 
 def _float(value: Any) -> ColumnValue:
@@ -160,8 +173,25 @@ def unscaled_to_decimal(raw: bytes, scale: int) -> Decimal:
     """Big-endian two's-complement unscaled integer (Java BigInteger bytes) at `scale`."""
     if not raw:
         raise Invalid("empty decimal bytes")
-    unscaled = int.from_bytes(raw, "big", signed=True)
-    return Decimal(f"{unscaled}E{-scale}")
+    limits = _limits.current()
+    # checked before any digit is made: scale -999999999 is a billion digits when printed
+    if not limits.min_decimal_scale <= scale <= limits.max_decimal_scale:
+        raise Invalid(f"decimal scale {_short_int(scale)} is outside "
+                      f"{limits.min_decimal_scale}..{limits.max_decimal_scale} "
+                      "(limits.min_decimal_scale/max_decimal_scale)")
+    if len(raw) > limits.max_unscaled_bytes:
+        raise Invalid(f"decimal of {len(raw)} bytes has more than {limits.max_decimal_digits} "
+                      "digits (limits.max_decimal_digits)")
+    digits = str(int.from_bytes(raw, "big", signed=True))
+    if len(digits) - (digits[0] == "-") > limits.max_decimal_digits:
+        raise Invalid(f"decimal of {len(digits)} digits exceeds {limits.max_decimal_digits} "
+                      "(limits.max_decimal_digits)")
+    return Decimal(f"{digits}E{-scale}")
+
+
+def _short_int(number: int) -> str:
+    text = str(number)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
 
 
 class ExactNumbersNeeded(Exception):  # noqa: N818 - a signal, not an error
@@ -224,13 +254,16 @@ def variable_scale_decimal(value: Any) -> ColumnValue:
 
 def decimal_string(value: str) -> Decimal:
     """`decimal.handling.mode=string`: Java BigDecimal.toPlainString() text."""
+    if len(value) > _limits.current().max_decimal_digits + 32:
+        raise Invalid(f"decimal text of {len(value)} characters is longer than any number "
+                      "within limits.max_decimal_digits")
     try:
         result = Decimal(value)
     except InvalidOperation:
         raise Invalid(f"not a decimal number: {_clip(value)}") from None
     if not result.is_finite() and value.strip().lower() not in ("nan", "infinity", "-infinity"):
         raise Invalid(f"not a decimal number: {_clip(value)}")
-    return result
+    return bounded_decimal(result)
 
 
 # --- temporal -----------------------------------------------------------------------
@@ -655,33 +688,49 @@ def _map(values: Converter) -> Converter:
 # --- schemaless values ----------------------------------------------------------------
 
 
-def schemaless_value(value: Any) -> ColumnValue:
+def schemaless_value(value: Any, depth: int = 1) -> ColumnValue:
     """A value from a record without a schema: JSON types only, no semantic types.
 
     Temporal values stay the integers/strings they are on the wire; the only
-    structure recognised is VariableScaleDecimal's `{"scale", "value"}`.
+    structure recognised is VariableScaleDecimal's `{"scale", "value"}`. `depth` is
+    the nesting level of `value` (a row's columns are level 1), bounded by the limits.
     """
     t = type(value)
     if t is str:
         return UNAVAILABLE if value == PLACEHOLDER else value
-    if t is int or t is bool or t is Decimal:
+    if t is int or t is bool:
         return value  # type: ignore[no-any-return]
+    if t is Decimal:
+        return bounded_decimal(value)
     if t is float:
         return Decimal(repr(value))
+    if t is not list and t is not dict:
+        raise _expected("a JSON value", value)
+    limits = _limits.current()
+    if depth > limits.max_nesting_depth:
+        raise Invalid(f"value nested more than {limits.max_nesting_depth} levels deep "
+                      "(limits.max_nesting_depth)")
     if t is list:
         if _is_array_placeholder(value):
             return UNAVAILABLE
-        return [None if item is None else schemaless_value(item) for item in value]
-    if t is dict:
-        if value == _HSTORE_PLACEHOLDER:
-            return UNAVAILABLE
-        if len(value) == 2 and type(value.get("scale")) is int and type(value.get("value")) is str:
-            return variable_scale_decimal(value)
-        out: dict[str, ColumnValue] = {}
-        for key, item in value.items():
+        out_list: list[ColumnValue] = []
+        for index, item in enumerate(value):
             try:
-                out[key] = None if item is None else schemaless_value(item)
+                out_list.append(None if item is None else schemaless_value(item, depth + 1))
             except Invalid as exc:
-                raise exc.under(key) from None
-        return out
-    raise _expected("a JSON value", value)
+                raise exc.under(f"[{index}]") from None
+        return out_list
+    if value == _HSTORE_PLACEHOLDER:
+        return UNAVAILABLE
+    if len(value) == 2 and type(value.get("scale")) is int and type(value.get("value")) is str:
+        return variable_scale_decimal(value)
+    if len(value) > limits.max_fields:
+        raise Invalid(f"object of {len(value)} fields exceeds {limits.max_fields} "
+                      "(limits.max_fields)")
+    out: dict[str, ColumnValue] = {}
+    for key, item in value.items():
+        try:
+            out[key] = None if item is None else schemaless_value(item, depth + 1)
+        except Invalid as exc:
+            raise exc.under(key) from None
+    return out

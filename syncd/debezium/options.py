@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from syncd.debezium.limits import DEFAULT_LIMITS, DecodeLimits
+
 DEFAULT_HEARTBEAT_TOPIC_PREFIX: Final = "__debezium-heartbeat"
 DEFAULT_TRANSACTION_TOPIC_SUFFIX: Final = ".transaction"
 
@@ -36,6 +38,8 @@ class DecodeOptions:
     #: snapshot read): such a record decodes to a `ProbedChange` whose after image holds
     #: just these columns (the others are neither converted nor checked)
     probe_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: what one record may ask of the decoder (sizes, depth, decimal digits and scale)
+    limits: DecodeLimits = DEFAULT_LIMITS
     # table -> {column: scale or None}; derived once so the hot path does one dict lookup.
     declared_decimals: Mapping[str, Mapping[str, int | None]] = field(
         init=False, repr=False, compare=False

@@ -9,8 +9,9 @@ consumer loop.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Final, TypeAlias
 
@@ -34,6 +35,7 @@ from syncd.changes import (
     Tombstone,
     TransactionMarker,
 )
+from syncd.debezium import limits as _limits
 from syncd.debezium.convert import (
     ExactNumbersNeeded,
     Invalid,
@@ -47,7 +49,9 @@ from syncd.debezium.convert import (
     schemaless_value,
     unscaled_to_decimal,
 )
+from syncd.debezium.limits import DecodeLimits
 from syncd.debezium.options import DecodeOptions
+from syncd.safetext import reason_of
 
 _OPS: Final = {op.value: op for op in Op}
 # Enum member access is slow on Python 3.11; the hot path compares module constants.
@@ -57,6 +61,8 @@ _DELETE: Final = Op.DELETE
 _READ: Final = Op.READ
 _MESSAGE: Final = Op.MESSAGE
 _FLAT_PREFIX: Final = "__"
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
 _BASE64_CHARS: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 )
@@ -70,11 +76,63 @@ class SchemaPlan:
     fields: StructPlan | None = None  # key or flattened row
     before: StructPlan | None = None
     after: StructPlan | None = None
+    #: levels of nested schemas, and the most fields of one struct (checked per record
+    #: against the active limits: plans are cached across callers with other limits)
+    depth: int = 0
+    width: int = 0
+    #: the last limits this plan was found within (checked once per limits, not per record)
+    within: list[DecodeLimits | None] = field(default_factory=lambda: [None], compare=False)
+
+    def check(self, limits: DecodeLimits) -> None:
+        if self.within[0] is limits:
+            return
+        if self.depth > limits.max_nesting_depth:
+            raise Invalid(f"schema nested {self.depth} levels deep, more than "
+                          f"{limits.max_nesting_depth} (limits.max_nesting_depth)")
+        if self.width > limits.max_fields:
+            raise Invalid(f"schema struct of {self.width} fields exceeds {limits.max_fields} "
+                          "(limits.max_fields)")
+        self.within[0] = limits
+
+
+#: Schemas deeper than this are refused before compiling whatever the limits say: the
+#: converters recurse once per level.
+_HARD_SCHEMA_DEPTH: Final = 200
+
+
+def _schema_shape(schema: Any) -> tuple[int, int]:
+    """(nesting depth, widest struct) of a schema, walked without recursion."""
+    depth = width = 0
+    stack: list[tuple[Any, int]] = [(schema, 1)]
+    while stack:
+        node, level = stack.pop()
+        if type(node) is not dict:
+            continue
+        if level > depth:
+            depth = level
+            if depth > _HARD_SCHEMA_DEPTH:
+                break
+        fields = node.get("fields")
+        if type(fields) is list:
+            width = max(width, len(fields))
+            stack.extend((f, level + 1) for f in fields)
+        for child in ("items", "values", "keys"):
+            if type(node.get(child)) is dict:
+                stack.append((node[child], level + 1))
+    return depth, width
 
 
 def compile_plan(schema: Any) -> SchemaPlan:
     if type(schema) is not dict:
         raise Invalid("'schema' is not an object")
+    depth, width = _schema_shape(schema)
+    if depth > _HARD_SCHEMA_DEPTH:
+        raise Invalid(f"schema nested more than {_HARD_SCHEMA_DEPTH} levels deep")
+    plan = _compile_plan(schema)
+    return replace(plan, depth=depth, width=width)
+
+
+def _compile_plan(schema: dict[str, Any]) -> SchemaPlan:
     if schema.get("type") != "struct":
         raise Invalid(f"top-level schema is {schema.get('type')!r}, expected a struct")
     fields = schema.get("fields")
@@ -147,6 +205,35 @@ def _constant(name: str) -> Decimal:
     return Decimal(name)  # NaN, Infinity, -Infinity as written by Jackson
 
 
+#: A JSON escape of a surrogate code point (orjson refuses unpaired ones itself; the exact
+#: parser accepts them, so its documents are checked when their text has one).
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def check_no_lone_surrogates(doc: Any, what: str) -> None:
+    """Refuse a document holding a string with an unpaired surrogate: no UTF-8 database
+    can have sent it, and no UTF-8 output (database, log, header) can carry it."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if type(node) is str:
+            strings = [node]
+        elif type(node) is dict:
+            strings = list(node)
+            stack.extend(node.values())
+        elif type(node) is list:
+            stack.extend(node)
+            continue
+        else:
+            continue
+        for item in strings:
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise Invalid(f"{what} holds a string with an unpaired surrogate "
+                              f"(\\u{ord(item[exc.start]):04x} at character {exc.start})") from None
+
+
 # One decoder instance: json.loads(..., parse_float=...) would build a new one per call.
 _JSON: Final = json.JSONDecoder(parse_float=Decimal, parse_constant=_constant)
 
@@ -155,7 +242,10 @@ def _parse(text: str | bytes, what: str) -> Any:
     try:
         if type(text) is bytes:
             text = text.decode("utf-8")
-        return _JSON.decode(text)  # type: ignore[arg-type]
+        doc = _JSON.decode(text)  # type: ignore[arg-type]
+        if _SURROGATE_ESCAPE.search(text) is not None:  # type: ignore[arg-type]
+            check_no_lone_surrogates(doc, what)
+        return doc
     except UnicodeDecodeError as exc:
         raise Invalid(f"{what} is not UTF-8 (invalid byte at offset {exc.start})") from None
     except json.JSONDecodeError as exc:
@@ -284,6 +374,14 @@ def decode_record(
     position: RecordPosition, key: bytes | None, value: bytes | None, options: DecodeOptions
 ) -> DecodedRecord:
     """Decode one Kafka record as it came off the wire (JsonConverter bytes)."""
+    limits = options.limits
+    _limits.activate(limits)
+    most = limits.max_record_bytes
+    if (value is not None and len(value) > most) or (key is not None and len(key) > most):
+        big, what = (value, "value") if value is not None and len(value) > most else (key, "key")
+        assert big is not None
+        raise DecodeError(position, f"{what} of {len(big)} bytes exceeds {most} "
+                          "(limits.max_record_bytes)")
     try:
         try:
             return _decode_bytes(position, key, value, options, fast=True)
@@ -300,7 +398,7 @@ def decode_record(
     except RecursionError:
         raise DecodeError(position, "record nested too deeply to decode") from None
     except Exception as exc:  # a bug must not turn a poison record into a crash loop
-        raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
+        raise DecodeError(position, f"malformed record ({reason_of(exc)})") from exc
 
 
 def _decode_bytes(
@@ -336,7 +434,10 @@ def decode_json(
 ) -> DecodedRecord:
     """Decode a record whose key and value documents were already parsed from JSON."""
     token = fast_floats.set(False)  # a float here is the caller's: convert it as it is
+    _limits.activate(options.limits)
     try:
+        check_no_lone_surrogates(key_doc, "key")
+        check_no_lone_surrogates(value_doc, "value")
         key = None if key_doc is None else _load_doc(key_doc, "key", with_plan=True)
         if value_doc is None:
             return Tombstone(position, _key_row(key, options))
@@ -350,7 +451,7 @@ def decode_json(
     except RecursionError:
         raise DecodeError(position, "record nested too deeply to decode") from None
     except Exception as exc:
-        raise DecodeError(position, f"malformed record ({type(exc).__name__}: {exc})") from exc
+        raise DecodeError(position, f"malformed record ({reason_of(exc)})") from exc
     finally:
         fast_floats.reset(token)
 
@@ -368,6 +469,8 @@ def _decode(
 ) -> DecodedRecord:
     """`special`: `options.is_special_topic(position.topic)`, which the caller knows."""
     payload, plan = value
+    if plan is not None and plan.within[0] is not (limits := _limits.current()):
+        plan.check(limits)
     if payload is None:
         return Tombstone(position, key())
     if special:
@@ -401,6 +504,8 @@ def _key_row(key: _Doc | None, options: DecodeOptions) -> Row | None:
         raise Invalid(f"key is a JSON {_json_kind(payload)}, expected an object (the primary key)")
     try:
         if plan is not None:
+            if plan.within[0] is not (limits := _limits.current()):
+                plan.check(limits)
             if plan.envelope or plan.fields is None:
                 raise Invalid("key schema looks like a change-event envelope")
             return plan.fields.convert(payload)
@@ -638,6 +743,8 @@ def _optional_int(block: Mapping[str, Any], name: str, label: str) -> int | None
         return None
     if type(value) is not int:
         raise Invalid(f"{label} is not an integer")
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise Invalid(f"{label} is outside the 64-bit range Debezium writes")
     return value
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from syncd.cli import main
 from syncd.config import load_config, parse_config
 from syncd.erp import check_schema, load_lines
+from syncd.intake import decode_options
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -234,7 +235,7 @@ def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path
 
     record = json.loads(EVENT.read_text(encoding="utf-8"))
     confirmed = decode_json(RecordPosition("erp.erp.sales_order", 0, 1), record["key"],
-                            record["value"], config.decode_options())
+                            record["value"], decode_options(config))
     decision = decide(confirmed, doc)
     line = {"line_no": 1, "item_name": "Consulting service", "tax_code": "3040201000000000000",
             "spec": None, "unit": "hour", "quantity": Decimal(2), "unit_price": Decimal("82.57"),

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import ConfigError, SnapshotPolicy, load_config, parse_config
+from syncd.intake import decode_options
 from tests.unit.config_helpers import DEMO, demo_config
 
 DEMO_TEXT = DEMO.read_text(encoding="utf-8")
@@ -59,7 +60,7 @@ class TestDemo:
         assert config.database.schema_name == "syncd"
 
     def test_decode_options_carry_decimal_scales(self):
-        options = demo_config().decode_options()
+        options = decode_options(demo_config())
         assert options.decimal_scales["erp.sales_order_line.unit_price"] == 8
 
     def test_defaults_when_sections_are_left_out(self):

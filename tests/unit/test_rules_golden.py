@@ -13,6 +13,7 @@ import pytest
 from syncd.changes import ChangeEvent, RecordPosition
 from syncd.config import parse_config
 from syncd.debezium import decode_json
+from syncd.intake import decode_options
 from syncd.rules import Action, decide_event
 from tests.unit.config_helpers import DEMO
 
@@ -41,7 +42,7 @@ def toast_update(variant: str, config) -> ChangeEvent:
         if record["topic"].endswith(".golden.toast_default") and record["offset"] == 1:
             position = RecordPosition(record["topic"], record["partition"], record["offset"])
             decoded = decode_json(position, record["key"], record["value"],
-                                  config.decode_options())
+                                  decode_options(config))
             assert isinstance(decoded, ChangeEvent)
             return decoded
     raise AssertionError("fixture record missing")
