@@ -23,6 +23,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY syncd ./syncd
+COPY syncd_sandbox ./syncd_sandbox
 # 1. wheels for syncd and all of its dependencies
 RUN pip wheel --wheel-dir /wheels .
 # 2. a virtualenv holding exactly those wheels, nothing fetched at this step

@@ -1,6 +1,6 @@
 """Invoice building throughput: one demo sales order with two lines, mapped N times.
 
-Each iteration does what `syncd.intake.Intake._issue` does with a confirmed order once
+Each iteration does what `syncd.pipeline.intake.Intake._issue` does with a confirmed order once
 its lines are read: the serial identity (`identities`), `build_blue` (mapping, tax maths,
 pydantic models, business-rule validation, `serial_for`), the serial the intake records
 and the JSON payload (`_payload`, i.e. `model_dump(mode="json")`). No I/O. The rows are
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from syncd.changes import ChangeEvent, Op, RecordPosition
 from syncd.config import DocumentConfig, load_config
-from syncd.intake import _payload, identities
-from syncd.mapping import build_blue
-from syncd.serial import serial_for
-from syncd.states import DocumentKind
+from syncd.identity import serial_for
+from syncd.invoice.from_erp import build_blue
+from syncd.lifecycle import DocumentKind
+from syncd.pipeline.intake import _payload, identities
 
 ROOT = Path(__file__).resolve().parents[1]
 BUYER_TAX_ID = "91110108MA01ABCD2H"

@@ -27,14 +27,14 @@ from sqlalchemy import create_engine
 
 from syncd.changes import RecordPosition
 from syncd.config import load_config
-from syncd.erp import load_lines
-from syncd.intake import Classifier, Kind, identities
+from syncd.erp.lines import load_lines
+from syncd.erp.writeback import ResultStatus, WriteBack, apply_writeback, writeback_values
+from syncd.identity import serial_for
+from syncd.invoice.from_erp import build_blue
 from syncd.issuers.base import Issued, Processing
 from syncd.issuers.registry import create_issuer
-from syncd.mapping import build_blue
-from syncd.serial import serial_for
-from syncd.states import DocumentKind
-from syncd.writeback import ResultStatus, WriteBack, apply_writeback, writeback_values
+from syncd.lifecycle import DocumentKind
+from syncd.pipeline.intake import Classifier, Kind, identities
 
 
 def main() -> int:

@@ -66,12 +66,12 @@ from sqlalchemy import Engine, create_engine, text
 import syncd
 from syncd.changes import RecordPosition
 from syncd.config import parse_config
-from syncd.connectors import render
-from syncd.intake import Classifier
+from syncd.debezium.connector import render
 from syncd.ledger import repository as repo
 from syncd.ledger.engine import ledger_engine
 from syncd.ledger.migrate import upgrade
 from syncd.ledger.models import TopicPartition
+from syncd.pipeline.intake import Classifier
 from tests.integration.daemon_harness import Daemon
 from tests.integration.sandbox_process import SandboxProcess, free_port
 from tests.integration.stack import REPO_DIR, Stack, stack_from_env

@@ -14,7 +14,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Final, TypeAlias
 
-from syncd.frozen import quick_init
+from syncd._speedups import quick_init
 
 
 class _Unavailable:

@@ -34,7 +34,7 @@ def check_database(config: SyncdConfig, timeout: float) -> tuple[list[str], list
     """Schema problems (errors, warnings) of the ERP database against the config."""
     import sqlalchemy as sa
 
-    from syncd.erp import check_schema
+    from syncd.erp.lines import check_schema
 
     try:
         engine = sa.create_engine(

@@ -7,7 +7,7 @@ import json
 import sys
 
 from syncd.config import ConfigError, load_config
-from syncd.connectors import render
+from syncd.debezium.connector import render
 
 HELP = "Debezium connector configs derived from the syncd config"
 

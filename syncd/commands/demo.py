@@ -36,7 +36,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from syncd.config import ConfigError, load_config
-    from syncd.demo import DemoRun, DemoSetupError, build_orders, order_prefix
+    from syncd.demo.generate import DemoRun, DemoSetupError, build_orders, order_prefix
 
     try:
         config = load_config(args.config)

@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def describe(letter: Letter) -> dict[str, Any]:
-    from syncd.deadletter import describe_dead_letter
+    from syncd.kafka.deadletter import describe_dead_letter
 
     info = describe_dead_letter(letter.headers)
     src = info.source
@@ -223,7 +223,7 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException, Producer
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-    from syncd.deadletter import describe_dead_letter, strip_syncd_headers
+    from syncd.kafka.deadletter import describe_dead_letter, strip_syncd_headers
 
     topic = config.kafka.dead_letter_topic
     group = replay_group(config)

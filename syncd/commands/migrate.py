@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
     from syncd.ledger.engine import InvalidSchemaNameError
     from syncd.ledger.migrate import current_revision, head_revision, upgrade, upgrade_sql
-    from syncd.logs import redact_text, register_secret
+    from syncd.observability.logs import redact_text, register_secret
 
     try:
         dsn, schema = database_settings(args.config, args.dsn, args.schema)

@@ -75,7 +75,7 @@ def _read_json(path: str, what: str) -> Any:
 
 def _decode(config: SyncdConfig, path: str) -> Any:
     from syncd.debezium import decode_json
-    from syncd.intake import decode_options
+    from syncd.pipeline.intake import decode_options
 
     record = _read_json(path, "--event")
     fields = {"topic", "partition", "offset", "key", "value"}
@@ -109,7 +109,7 @@ def _lines_from_db(
 ) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
-    from syncd.erp import load_lines
+    from syncd.erp.lines import load_lines
 
     engine = sa.create_engine(config.database.dsn_value(), poolclass=sa.pool.NullPool)
     try:
@@ -131,11 +131,11 @@ def _blue_from_ledger(
     """(blue invoice, its number, its revision) from the ledger, or why there is none."""
     import sqlalchemy as sa
 
-    from syncd.intake import identities
-    from syncd.invoice import Invoice
+    from syncd.invoice.model import Invoice
     from syncd.ledger import repository as repo
     from syncd.ledger.engine import ledger_engine
-    from syncd.states import DocumentKind as LedgerKind
+    from syncd.lifecycle import DocumentKind as LedgerKind
+    from syncd.pipeline.intake import identities
 
     _, base = identities(doc, event, LedgerKind.ISSUE, 0)
     engine = ledger_engine(
@@ -167,10 +167,10 @@ def _json_default(value: Any) -> Any:
 
 
 def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, Any], int]:
-    from syncd.invoice import Invoice
-    from syncd.mapping import MappingResult, build_blue, build_red
-    from syncd.rules import Action, decide_event
-    from syncd.serial import serial_for
+    from syncd.identity import serial_for
+    from syncd.invoice.from_erp import MappingResult, build_blue, build_red
+    from syncd.invoice.model import Invoice
+    from syncd.rules.decide import Action, decide_event
 
     record = _decode(config, args.event)
     if not isinstance(record, ChangeEvent):

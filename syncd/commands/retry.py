@@ -26,7 +26,13 @@ def run(args: argparse.Namespace) -> int:
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.errors import StaleStateError
     from syncd.ledger.models import TopicPartition
-    from syncd.redrive import RETRYABLE_STATES, DocumentRefError, find, parse_document_ref, redrive
+    from syncd.pipeline.redrive import (
+        RETRYABLE_STATES,
+        DocumentRefError,
+        find,
+        parse_document_ref,
+        redrive,
+    )
 
     try:
         config = load_config(args.config)

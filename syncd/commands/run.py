@@ -34,15 +34,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"syncd run: {exc}", file=sys.stderr)
         return 2
-    from syncd.driver import Driver
-    from syncd.health import HealthServer
     from syncd.issuers.registry import create_issuer
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.migrate import upgrade
-    from syncd.logs import configure_logging, register_secret
-    from syncd.metrics import Metrics
-    from syncd.pipeline import Pipeline
-    from syncd.states import RetryPolicy
+    from syncd.lifecycle import RetryPolicy
+    from syncd.observability.health import HealthServer
+    from syncd.observability.logs import configure_logging, register_secret
+    from syncd.observability.metrics import Metrics
+    from syncd.pipeline.driver import Driver
+    from syncd.pipeline.loop import Pipeline
 
     configure_logging(config.logging.level)
     for secret in _secrets(config):

@@ -43,13 +43,26 @@ def register(parser: argparse.ArgumentParser) -> None:
                         choices=("debug", "info", "warning", "error"))
 
 
+#: What to run when the sandbox's server stack is not installed (the production image).
+INSTALL_HINT: Final = (
+    "syncd sandbox: the sandbox platform is not installed here ({missing} is missing); "
+    "install it with: pip install 'syncd[sandbox]'"
+)
+
+
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    try:
+        import uvicorn
+
+        import syncd_sandbox.app  # noqa: F401 - its server stack (starlette) with it
+    except ModuleNotFoundError as exc:
+        print(INSTALL_HINT.format(missing=exc.name), file=sys.stderr)
+        return 2
     from pydantic import ValidationError
 
-    from syncd.sandbox.app import SandboxApp, SandboxConfig, parse_faults, quiet_deliberate_drops
-    from syncd.sandbox.http_protocol import OneWriteHttpToolsProtocol
-    from syncd.sandbox.store import Store
+    from syncd_sandbox.app import SandboxApp, SandboxConfig, parse_faults, quiet_deliberate_drops
+    from syncd_sandbox.http_protocol import OneWriteHttpToolsProtocol
+    from syncd_sandbox.store import Store
 
     if args.app_secret_file is not None:
         try:

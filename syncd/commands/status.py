@@ -127,7 +127,7 @@ def collect(config: SyncdConfig, *, stuck_after: float, kafka_timeout: float = 5
     from syncd.ledger import repository as repo
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.models import TopicPartition
-    from syncd.states import DocumentState
+    from syncd.lifecycle import DocumentState
 
     group = config.kafka.group_id
     report = StatusReport(group=group, schema=config.database.schema_name,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncd.states import DocumentState
+from syncd.lifecycle import DocumentState
 
 
 class LedgerError(Exception):

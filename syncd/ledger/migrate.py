@@ -21,10 +21,10 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.engine import URL
 
 from syncd.ledger.engine import check_schema_name, ledger_engine, normalise_url
+from syncd.ledger.migrations import SCHEMA_ATTRIBUTE
 from syncd.ledger.schema import DEFAULT_SCHEMA
-from syncd.migrations import SCHEMA_ATTRIBUTE
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "alembic_version"
 
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from syncd.states import DocumentKind, DocumentState
+from syncd.lifecycle import DocumentKind, DocumentState
 
 
 class TopicPartition(NamedTuple):

@@ -60,7 +60,7 @@ from syncd.ledger.models import (
     payload_hash,
 )
 from syncd.ledger.schema import audit, documents, offsets, partition_leases
-from syncd.states import (
+from syncd.lifecycle import (
     INITIAL_STATES,
     MAY_HAVE_BEEN_SENT,
     RESUME_STATES,

@@ -29,7 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from syncd.states import DocumentKind, DocumentState
+from syncd.lifecycle import DocumentKind, DocumentState
 
 #: Placeholder schema name the tables are declared under.
 SCHEMA: Final = "syncd"

@@ -90,8 +90,8 @@ def test_expected_metrics_are_what_the_daemon_serves() -> None:
     from prometheus_client import CollectorRegistry
     from prometheus_client.parser import text_string_to_metric_families
 
-    from syncd.health import HealthServer
-    from syncd.metrics import DocumentOutcome, Metrics
+    from syncd.observability.health import HealthServer
+    from syncd.observability.metrics import DocumentOutcome, Metrics
 
     metrics = Metrics(CollectorRegistry())
     metrics.heartbeat()

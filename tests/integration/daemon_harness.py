@@ -32,7 +32,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, create_engine, text
 
 from syncd.config import parse_config
-from syncd.connectors import render
+from syncd.debezium.connector import render
 from syncd.ledger import repository as repo
 from syncd.ledger.engine import ledger_engine
 from syncd.ledger.migrate import upgrade

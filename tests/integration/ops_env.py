@@ -28,7 +28,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from syncd.commands.sandbox import DEV_APP_KEY, DEV_APP_SECRET
 from syncd.config import SyncdConfig, load_config
-from syncd.connectors import render
+from syncd.debezium.connector import render
 from syncd.ledger.engine import ledger_engine
 from syncd.ledger.migrate import upgrade
 from tests.integration.sandbox_process import free_port

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from syncd.cli import main
 from syncd.config import load_config, parse_config
-from syncd.erp import check_schema, load_lines
-from syncd.intake import decode_options
+from syncd.erp.lines import check_schema, load_lines
+from syncd.pipeline.intake import decode_options
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -220,12 +220,12 @@ def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path
     """In our own database: migrate the ledger, record an issued invoice, preview a cancel."""
     from syncd.changes import RecordPosition
     from syncd.debezium import decode_json
+    from syncd.invoice.from_erp import build_blue
     from syncd.ledger import repository as repo
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.models import DocumentIdentity as LedgerIdentity
-    from syncd.mapping import build_blue
-    from syncd.rules import decide
-    from syncd.states import DocumentState
+    from syncd.lifecycle import DocumentState
+    from syncd.rules.decide import decide
 
     config_path = write_config(tmp_path, _own_db_text())
     assert main(["migrate", "-c", str(config_path)]) == 0

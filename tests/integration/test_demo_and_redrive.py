@@ -14,12 +14,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
+from syncd.identity import DocumentIdentity as SerialIdentity
+from syncd.identity import DocumentKind as SerialKind
+from syncd.identity import serial_for
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentIdentity
-from syncd.serial import DocumentIdentity as SerialIdentity
-from syncd.serial import DocumentKind as SerialKind
-from syncd.serial import serial_for
-from syncd.states import DocumentState
+from syncd.lifecycle import DocumentState
 from tests.integration.ops_env import (
     Daemon,
     OpsEnv,

@@ -8,7 +8,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from syncd.endoffsets import EndOffsets
+from syncd.kafka.endoffsets import EndOffsets
 from tests.integration.stack import Stack, unique
 
 

@@ -23,9 +23,9 @@ from sqlalchemy import Engine, text
 
 from syncd.changes import RecordPosition
 from syncd.config import parse_config
-from syncd.intake import Classified, Classifier, Intake, IntakeResult, Kind
 from syncd.ledger.engine import ledger_engine
 from syncd.ledger.migrate import upgrade
+from syncd.pipeline.intake import Classified, Classifier, Intake, IntakeResult, Kind
 from tests.integration.daemon_harness import (
     IT_SCHEMA,
     ORDER_TOPIC,

@@ -36,7 +36,7 @@ from syncd.ledger.errors import (
 from syncd.ledger.migrate import current_revision, head_revision, upgrade, upgrade_sql
 from syncd.ledger.models import DocumentIdentity, TopicPartition
 from syncd.ledger.schema import metadata
-from syncd.states import DocumentKind, DocumentState, InvalidTransitionError
+from syncd.lifecycle import DocumentKind, DocumentState, InvalidTransitionError
 
 pytestmark = pytest.mark.integration
 
@@ -621,7 +621,7 @@ def test_readiness_database_check(engine: Engine) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from syncd.health import HealthServer, database_check
+    from syncd.observability.health import HealthServer, database_check
 
     srv = HealthServer(CollectorRegistry(), host="127.0.0.1", port=0)
     srv.add_readiness_check("database", database_check(engine))
@@ -649,7 +649,7 @@ def test_racing_random_transitions_leave_a_legal_audit_chain(engine: Engine, ide
     ends in the row's current state (no lost or doubled update)."""
     import random
 
-    from syncd.states import TRANSITIONS, is_allowed
+    from syncd.lifecycle import TRANSITIONS, is_allowed
 
     docs = [_ready(engine, ident) for _ in range(3)]
     with engine.begin() as conn:

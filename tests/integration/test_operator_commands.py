@@ -15,14 +15,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from sqlalchemy import text
 
 from syncd.changes import RecordPosition
-from syncd.deadletter import dead_letter_headers
+from syncd.identity import DocumentIdentity as SerialIdentity
+from syncd.identity import DocumentKind as SerialKind
+from syncd.identity import serial_for
+from syncd.kafka.deadletter import dead_letter_headers
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentIdentity
 from syncd.ledger.models import TopicPartition as LedgerTP
-from syncd.serial import DocumentIdentity as SerialIdentity
-from syncd.serial import DocumentKind as SerialKind
-from syncd.serial import serial_for
-from syncd.states import DocumentState
+from syncd.lifecycle import DocumentState
 from tests.integration.ops_env import OpsEnv, create_env, create_topic, drop_env
 from tests.integration.stack import Stack
 

@@ -90,3 +90,20 @@ def test_installed_check_config_accepts_the_example(installed: Path, tmp_path: P
     for secret in ("kafka-pw", "db-pw", "issuer-secret"):
         assert secret not in proc.stdout + proc.stderr, "a secret was printed"
     assert proc.stdout.strip(), "check-config printed nothing"
+
+
+def test_installed_wheel_carries_no_sandbox_server_stack(installed: Path) -> None:
+    """`pip install syncd` (the production image) brings no starlette/uvicorn/uvloop."""
+    proc = _run([str(installed / "python"), "-m", "pip", "list", "--format=freeze"])
+    names = {line.split("==")[0].lower() for line in proc.stdout.splitlines()}
+    assert not names & {"starlette", "uvicorn", "uvloop"}, names
+
+
+def test_installed_sandbox_command_says_how_to_get_the_extra(installed: Path,
+                                                             tmp_path: Path) -> None:
+    proc = subprocess.run([str(installed / "syncd"), "sandbox", "--store", str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=60,
+                          env=_clean_env(installed), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "pip install 'syncd[sandbox]'" in proc.stderr
+    assert "Traceback" not in proc.stderr

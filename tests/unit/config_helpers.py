@@ -10,8 +10,8 @@ from typing import Any
 from syncd.changes import ChangeEvent, Op, RecordPosition
 from syncd.config import SyncdConfig, load_config
 from syncd.debezium import DecodeOptions, decode_record
-from syncd.intake import Classified, Classifier
-from syncd.rules import Decision, decide
+from syncd.pipeline.intake import Classified, Classifier
+from syncd.rules.decide import Decision, decide
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "config" / "demo.yaml"

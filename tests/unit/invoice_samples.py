@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from syncd.invoice import (
+from syncd.invoice.model import (
     Buyer,
     Invoice,
     InvoiceType,
@@ -16,7 +16,7 @@ from syncd.invoice import (
     SourceRef,
     TaxPolicy,
 )
-from syncd.taxmath import LineInput, build_invoice, build_red_invoice
+from syncd.invoice.taxmath import LineInput, build_invoice, build_red_invoice
 
 # Valid unified social credit codes (check characters computed with stdnum.cn.uscc).
 SELLER_TAX_ID = "91310115MA1K4PLN89"

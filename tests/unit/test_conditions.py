@@ -4,7 +4,8 @@ import pytest
 from pydantic import ValidationError
 
 from syncd.changes import UNAVAILABLE
-from syncd.conditions import Condition, Truth, evaluate, same_value
+from syncd.config.conditions import Condition
+from syncd.rules.conditions import Truth, evaluate, same_value
 from tests.unit.config_helpers import event, order_row, update
 
 

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from syncd.changes import UNAVAILABLE, ChangeEvent, Op, RecordPosition
-from syncd.conditions import Condition, compile_condition, evaluate
+from syncd.config.conditions import Condition
+from syncd.rules.conditions import compile_condition, evaluate
 
 COLUMNS = ["status", "total", "note"]
 VALUES: list[Any] = ["CONFIRMED", "DRAFT", "", 0, 7, Decimal("7.00"), Decimal("0"), True,

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import ConfigError, SnapshotPolicy, load_config, parse_config
-from syncd.intake import decode_options
+from syncd.pipeline.intake import decode_options
 from tests.unit.config_helpers import DEMO, demo_config
 
 DEMO_TEXT = DEMO.read_text(encoding="utf-8")
@@ -381,7 +381,8 @@ def _model_keys_of_demo() -> list[tuple[tuple, int, int]]:
     """(path, line, column) of every key of config/demo.yaml that is a model field."""
     import yaml
 
-    from syncd.config import SyncdConfig, _keys_at
+    from syncd.config import SyncdConfig
+    from syncd.config.loader import _keys_at
 
     found: list[tuple[tuple, int, int]] = []
 

@@ -4,7 +4,7 @@ import pytest
 
 from syncd.cli import main
 from syncd.config import parse_config
-from syncd.connectors import render
+from syncd.debezium.connector import render
 from tests.unit.config_helpers import DEMO, ROOT, demo_config
 
 GENERATED = ROOT / "connectors" / "erp-demo.json"

@@ -9,7 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from stdnum.cn import uscc
 
-from syncd.demo import (
+from syncd.demo.generate import (
     CATALOGUE,
     build_orders,
     invalid_uscc,
@@ -17,9 +17,9 @@ from syncd.demo import (
     order_prefix,
     valid_uscc,
 )
-from syncd.mapping import build_blue
-from syncd.sandbox.rules import uscc_is_valid
-from syncd.serial import DocumentIdentity, DocumentKind
+from syncd.identity import DocumentIdentity, DocumentKind
+from syncd.invoice.from_erp import build_blue
+from syncd_sandbox.rules import uscc_is_valid
 from tests.unit.config_helpers import demo_config
 
 

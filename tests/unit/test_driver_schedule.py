@@ -10,9 +10,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from syncd.driver import Driver
-from syncd.metrics import Metrics
-from syncd.states import DocumentState, RetryPolicy
+from syncd.lifecycle import DocumentState, RetryPolicy
+from syncd.observability.metrics import Metrics
+from syncd.pipeline.driver import Driver
 
 
 class StubDriver(Driver):
@@ -138,7 +138,7 @@ class CommittingStub(Driver):
         self.explode = True
 
     def _advance(self, doc_id: int) -> Any:
-        from syncd.driver import _Write
+        from syncd.pipeline.driver import _Write
 
         row = SimpleNamespace(id=doc_id, state=DocumentState.READY)
         return _Write(row, None, DocumentState.ISSUED, "test", {},  # type: ignore[arg-type]
@@ -158,7 +158,7 @@ class CommittingStub(Driver):
 def test_committer_survives_an_unexpected_error_and_retries_the_documents(
     monkeypatch: Any,
 ) -> None:
-    import syncd.driver as driver_mod
+    import syncd.pipeline.driver as driver_mod
 
     monkeypatch.setattr(driver_mod, "UNEXPECTED_RETRY_SECONDS", 0.05)
     d = CommittingStub()

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from syncd._speedups import quick_init
 from syncd.changes import ChangeEvent, Op, RecordPosition
-from syncd.frozen import quick_init
 
 
 @quick_init

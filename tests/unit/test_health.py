@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from syncd.health import HealthServer, Heartbeat
-from syncd.metrics import Metrics
+from syncd.observability.health import HealthServer, Heartbeat
+from syncd.observability.metrics import Metrics
 
 
 class FakeClock:

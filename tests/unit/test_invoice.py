@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from syncd.invoice import (
+from syncd.invoice.model import (
     Invoice,
     InvoiceKind,
     InvoiceLine,

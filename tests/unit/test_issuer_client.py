@@ -35,7 +35,7 @@ from syncd.issuers.sandbox import (
     classify_response,
 )
 from syncd.issuers.transport import Reply
-from syncd.sandbox import auth
+from syncd_sandbox import auth
 
 SETTINGS = SandboxIssuerSettings(base_url="http://sandbox.test", app_key="key",
                                  app_secret=SecretStr("top-secret-value"))

@@ -13,7 +13,7 @@ from syncd.ledger.migrate import MIGRATIONS_DIR, head_revision, lock_key
 from syncd.ledger.models import DocumentIdentity, canonical_json, payload_hash
 from syncd.ledger.repository import NewDocument
 from syncd.ledger.schema import KIND_VALUES, STATE_VALUES, documents
-from syncd.states import DocumentKind, DocumentState, InvalidTransitionError
+from syncd.lifecycle import DocumentKind, DocumentState, InvalidTransitionError
 
 
 def load_revision(name: str):  # type: ignore[no-untyped-def]
@@ -25,7 +25,7 @@ def load_revision(name: str):  # type: ignore[no-untyped-def]
 
 
 def test_migrations_know_every_state_and_kind() -> None:
-    """Adding a state to syncd.states needs a migration widening the CHECK constraint."""
+    """Adding a state to syncd.lifecycle needs a migration widening the CHECK constraint."""
     first = load_revision("0001_ledger")
     assert set(first.STATES) == set(STATE_VALUES) == {s.value for s in DocumentState}
     assert set(first.KINDS) == set(KIND_VALUES)
@@ -101,4 +101,4 @@ def test_lock_key_is_stable_signed_64_bit() -> None:
 
 def test_migrations_are_inside_the_package() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
-    assert MIGRATIONS_DIR.parent.name == "syncd"
+    assert MIGRATIONS_DIR.parent.name == "ledger" and MIGRATIONS_DIR.parent.parent.name == "syncd"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from syncd.logs import (
+from syncd.observability.logs import (
     bind,
     bound,
     configure_logging,
@@ -38,7 +38,7 @@ def lines(stream: io.StringIO) -> list[dict[str, Any]]:
 
 
 def test_json_lines_with_bound_context(out: io.StringIO) -> None:
-    log = logging.getLogger("syncd.pipeline")
+    log = logging.getLogger("syncd.pipeline.loop")
     with bind(topic="erp.public.sales_order", partition=3, offset=41):
         with bind(table="public.sales_order", key={"id": 42}, serial="SX3F7Q2M9KD4HT6W1B8N5C0RJA"):
             log.info("issued %s", "INV-1", extra={"invoice_no": "26312000000000012345"})
@@ -46,7 +46,7 @@ def test_json_lines_with_bound_context(out: io.StringIO) -> None:
     log.info("outside")
     first, second, third = lines(out)
     assert first["msg"] == "issued INV-1" and first["level"] == "info"
-    assert first["logger"] == "syncd.pipeline" and first["ts"].endswith("Z")
+    assert first["logger"] == "syncd.pipeline.loop" and first["ts"].endswith("Z")
     assert first["topic"] == "erp.public.sales_order" and first["partition"] == 3
     assert first["offset"] == 41 and first["key"] == {"id": 42}
     assert first["serial"] == "SX3F7Q2M9KD4HT6W1B8N5C0RJA"  # never mistaken for a tax ID
@@ -89,7 +89,7 @@ def test_secrets_never_reach_the_output(out: io.StringIO) -> None:
 
 
 def test_tax_ids_are_masked(out: io.StringIO) -> None:
-    log = logging.getLogger("syncd.validation")
+    log = logging.getLogger("syncd.invoice.validation")
     log.warning("buyer 91310115MA1K4PLN8E rejected", extra={"buyer_tax_id": "91110108MA01ABCD2X"})
     with bind(buyer={"name": "Example", "tax_id": "91110108MA01ABCD2X"}):
         log.info("x")

@@ -5,10 +5,10 @@ import pytest
 
 from syncd.changes import UNAVAILABLE
 from syncd.config import TaxRateUnit
-from syncd.invoice import InvoiceKind, ReversalReason
-from syncd.mapping import build_blue, build_red
-from syncd.rules import decide
-from syncd.serial import DocumentIdentity, DocumentKind, serial_for
+from syncd.identity import DocumentIdentity, DocumentKind, serial_for
+from syncd.invoice.from_erp import build_blue, build_red
+from syncd.invoice.model import InvoiceKind, ReversalReason
+from syncd.rules.decide import decide
 from tests.unit.config_helpers import ROOT, demo_config, line_row, order_row, update
 
 D = Decimal

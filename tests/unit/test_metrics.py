@@ -4,8 +4,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from syncd import __version__
-from syncd.metrics import DocumentOutcome, Metrics, status_class
-from syncd.states import DocumentState
+from syncd.lifecycle import DocumentState
+from syncd.observability.metrics import DocumentOutcome, Metrics, status_class
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from syncd.changes import RecordPosition
-from syncd.deadletter import (
+from syncd.identity import DocumentIdentity, DocumentKind, serial_for
+from syncd.kafka.deadletter import (
     H_CODE,
     H_ERROR,
     dead_letter_headers,
@@ -13,7 +14,9 @@ from syncd.deadletter import (
     source_of,
     strip_syncd_headers,
 )
-from syncd.redrive import (
+from syncd.lifecycle import DocumentKind as LedgerKind
+from syncd.lifecycle import DocumentState, is_allowed
+from syncd.pipeline.redrive import (
     RETRYABLE_STATES,
     ById,
     BySerial,
@@ -21,9 +24,6 @@ from syncd.redrive import (
     DocumentRefError,
     parse_document_ref,
 )
-from syncd.serial import DocumentIdentity, DocumentKind, serial_for
-from syncd.states import DocumentKind as LedgerKind
-from syncd.states import DocumentState, is_allowed
 
 SERIAL = serial_for(DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)],
                                         DocumentKind.ISSUE))

@@ -9,7 +9,7 @@ from syncd.commands.status import (
     StatusReport,
     render_text,
 )
-from syncd.demo import Progress, Summary
+from syncd.demo.generate import Progress, Summary
 
 
 def _doc(i: int, state: str) -> DocumentLine:

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 from syncd.changes import RecordPosition
 from syncd.cli import main
 from syncd.config import SyncdConfig, parse_config
-from syncd.intake import Classified, Classifier, Kind, identities
-from syncd.mapping import MappingResult, build_blue
+from syncd.invoice.from_erp import MappingResult, build_blue
+from syncd.lifecycle import DocumentKind
+from syncd.pipeline.intake import Classified, Classifier, Kind, identities
 from syncd.safetext import REASON_LIMIT
-from syncd.states import DocumentKind
 from tests import crafted
 from tests.unit.config_helpers import DEMO, line_row
 
@@ -82,7 +82,7 @@ def test_the_reported_record_names_the_limit():
 def test_an_unexpected_exception_is_poison_not_a_crash(monkeypatch):
     """Whatever a stage raises for one record (here: a bug in deciding), the record is
     dead-lettered with the exception's type and message; the classifier never raises."""
-    import syncd.intake as intake
+    import syncd.pipeline.intake as intake
 
     def broken(*_a: Any, **_k: Any) -> Any:
         raise MemoryError("cannot allocate \ud800 " + "x" * 5000)

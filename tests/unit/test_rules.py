@@ -3,10 +3,10 @@ from decimal import Decimal
 import pytest
 
 from syncd.changes import UNAVAILABLE
-from syncd.conditions import Condition
 from syncd.config import SnapshotPolicy
-from syncd.rules import Action, decide, decide_event, identity, route
-from syncd.serial import DocumentKind, serial_for
+from syncd.config.conditions import Condition
+from syncd.identity import DocumentKind, serial_for
+from syncd.rules.decide import Action, decide, decide_event, identity, route
 from tests.unit.config_helpers import demo_config, event, order_row, update
 
 BLUE_NO = "26312000000000000042"

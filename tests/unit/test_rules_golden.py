@@ -13,8 +13,8 @@ import pytest
 from syncd.changes import ChangeEvent, RecordPosition
 from syncd.config import parse_config
 from syncd.debezium import decode_json
-from syncd.intake import decode_options
-from syncd.rules import Action, decide_event
+from syncd.pipeline.intake import decode_options
+from syncd.rules.decide import Action, decide_event
 from tests.unit.config_helpers import DEMO
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"

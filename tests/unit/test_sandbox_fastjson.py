@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.sandbox import fastjson
+from syncd_sandbox import fastjson
 from tests import sandbox_samples as samples
 
 # Text as a client could send it, lone surrogates and control characters included.

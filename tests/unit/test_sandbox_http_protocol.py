@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from syncd.sandbox.http_protocol import (
+from syncd_sandbox.http_protocol import (
     MAX_HELD_BYTES,
     OneWriteHttpToolsProtocol,
     _HoldingTransport,

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from stdnum.cn import uscc
 
-from syncd.sandbox.faults import TokenBucket
-from syncd.sandbox.rules import check_invoice, negate_amount, uscc_is_valid
+from syncd_sandbox.faults import TokenBucket
+from syncd_sandbox.rules import check_invoice, negate_amount, uscc_is_valid
 from tests import sandbox_samples as samples
 
 ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.invoice import SourceRef
-from syncd.serial import (
+from syncd.identity import (
     SERIAL_LENGTH,
     DocumentIdentity,
     DocumentKind,
@@ -17,6 +16,7 @@ from syncd.serial import (
     serial_for,
     source_ref,
 )
+from syncd.invoice.model import SourceRef
 
 ORDER_42 = DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)])
 

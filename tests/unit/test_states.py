@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.states import (
+from syncd.lifecycle import (
     INITIAL_STATES,
     MAY_HAVE_BEEN_SENT,
     TRANSITIONS,

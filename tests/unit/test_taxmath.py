@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncd.invoice import InvoiceKind, LineNature, PriceBasis, ReversalReason, TaxPolicy
-from syncd.taxmath import (
+from syncd.invoice.model import InvoiceKind, LineNature, PriceBasis, ReversalReason, TaxPolicy
+from syncd.invoice.taxmath import (
     TAX_ERROR_LIMIT_INVOICE,
     LineInput,
     TaxMathError,
@@ -16,7 +16,7 @@ from syncd.taxmath import (
     tax_breakdown,
     totals,
 )
-from syncd.validation import validate
+from syncd.invoice.validation import validate
 from tests.unit.invoice_samples import BLUE_NO, blue, line, red_of, with_discount
 
 D = Decimal

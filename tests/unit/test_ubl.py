@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from syncd.invoice import Invoice, InvoiceType, PriceBasis, TaxPolicy
-from syncd.ubl import CUSTOMIZATION_ID, UblError, to_ubl, unit_code
+from syncd.invoice.model import Invoice, InvoiceType, PriceBasis, TaxPolicy
+from syncd.invoice.ubl import CUSTOMIZATION_ID, UblError, to_ubl, unit_code
 from tests.unit.invoice_samples import (
     BLUE_NO,
     blue,

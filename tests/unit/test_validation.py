@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stdnum.cn import ric
 
-from syncd.invoice import (
+from syncd.invoice.model import (
     Invoice,
     InvoiceKind,
     InvoiceLine,
@@ -19,8 +19,8 @@ from syncd.invoice import (
     TaxSubtotal,
     Totals,
 )
-from syncd.taxmath import build_lines, tax_breakdown, totals
-from syncd.validation import PROBLEM_CODES, Problem, validate
+from syncd.invoice.taxmath import build_lines, tax_breakdown, totals
+from syncd.invoice.validation import PROBLEM_CODES, Problem, validate
 from tests.unit.invoice_samples import (
     OTHER_VALID_TAX_ID,
     blue,

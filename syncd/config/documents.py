@@ -1,0 +1,322 @@
+"""The DBAs' document mappings: tables, conditions, header and line mappings, write-back."""
+
+from __future__ import annotations
+
+import enum
+import re
+from decimal import Decimal
+from typing import (
+    Any,
+    TypeAlias,
+)
+
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from stdnum.cn import uscc
+
+from syncd.config.base import (
+    _IDENT,
+    _QUALIFIED_TABLE,
+    StrictModel,
+)
+from syncd.config.conditions import Condition, compact_dump
+
+Scalar: TypeAlias = str | bool | int | float | Decimal | None
+_TEMPLATE_REF = re.compile(r"\{(" + _IDENT + r")\}")
+
+
+class FieldSource(StrictModel):
+    """Where one invoice field comes from.
+
+    Written as a bare string (a column name), a bare non-string scalar (a
+    constant), or a mapping: `{column: c}`, `{const: v}`, `{template: "SO {order_no}"}`
+    (only `{column}` substitutions, nothing else), with optional `map` (translate
+    ERP values, e.g. `{true: TAX_INCLUSIVE}`) and `default` (used for NULL / unmapped).
+    """
+
+    column: str | None = None
+    const: Scalar = None
+    template: str | None = None
+    map: dict[str | bool | int, Scalar] | None = None
+    default: Scalar = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        if isinstance(data, str):
+            return {"column": data}
+        if data is None or isinstance(data, bool | int | float | Decimal):
+            return {"const": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldSource:
+        given = [k for k in ("column", "const", "template") if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of column, const, template"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.template is not None and not _TEMPLATE_REF.search(self.template):
+            raise ValueError("a template must reference at least one {column}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        return compact_dump(self, handler)
+
+    def columns(self) -> set[str]:
+        if self.column is not None:
+            return {self.column}
+        if self.template is not None:
+            return set(_TEMPLATE_REF.findall(self.template))
+        return set()
+
+    @classmethod
+    def constant(cls, value: Scalar) -> FieldSource:
+        return cls(const=value)
+
+
+def _const(value: Scalar) -> Any:
+    return Field(default_factory=lambda: FieldSource.constant(value))
+
+
+class SellerIdentity(StrictModel):
+    name: str = Field(min_length=1)
+    tax_id: str
+    address: str | None = None
+    phone: str | None = None
+    bank_name: str | None = None
+    bank_account: str | None = None
+
+    @field_validator("tax_id")
+    @classmethod
+    def _uscc(cls, value: str) -> str:
+        if not uscc.is_valid(value):
+            raise ValueError(
+                f"'{value}' is not a valid unified social credit code "
+                "(18 characters, GB 32100-2015 check character)"
+            )
+        return str(uscc.compact(value))
+
+
+class BuyerMapping(StrictModel):
+    name: FieldSource
+    tax_id: FieldSource | None = None
+    address: FieldSource | None = None
+    phone: FieldSource | None = None
+    bank_name: FieldSource | None = None
+    bank_account: FieldSource | None = None
+    email: FieldSource | None = None
+    natural_person: FieldSource = _const(False)
+
+
+class HeaderMapping(StrictModel):
+    buyer: BuyerMapping
+    invoice_type: FieldSource = Field(
+        default_factory=lambda: FieldSource.constant("ORDINARY"), description="SPECIAL | ORDINARY"
+    )
+    price_basis: FieldSource = Field(
+        default_factory=lambda: FieldSource.constant("TAX_EXCLUSIVE"),
+        description="TAX_EXCLUSIVE | TAX_INCLUSIVE",
+    )
+    currency: FieldSource = _const("CNY")
+    remark: FieldSource | None = None
+    drawer: FieldSource | None = None
+    payee: FieldSource | None = None
+    reviewer: FieldSource | None = None
+    issue_date: FieldSource | None = None
+    reversal_reason: FieldSource = Field(
+        default_factory=lambda: FieldSource.constant("INVOICING_ERROR"),
+        description="SALES_RETURN | INVOICING_ERROR | SERVICE_STOPPED | ALLOWANCE (red invoices)",
+    )
+
+    def sources(self) -> dict[str, FieldSource]:
+        """Every mapped field by dotted name, for checks and error messages."""
+        out: dict[str, FieldSource] = {}
+        for name, value in self:
+            if isinstance(value, FieldSource):
+                out[name] = value
+        for name, value in self.buyer:
+            if isinstance(value, FieldSource):
+                out[f"buyer.{name}"] = value
+        return out
+
+
+class LineColumns(StrictModel):
+    name: FieldSource
+    tax_code: FieldSource
+    spec: FieldSource | None = None
+    unit: FieldSource | None = None
+    quantity: FieldSource
+    unit_price: FieldSource
+    tax_rate: FieldSource
+    discount_amount: FieldSource | None = None
+    tax_policy: FieldSource | None = None
+
+    def sources(self) -> dict[str, FieldSource]:
+        return {name: value for name, value in self if isinstance(value, FieldSource)}
+
+
+class TaxRateUnit(enum.StrEnum):
+    FRACTION = "fraction"  # 0.13
+    PERCENT = "percent"  # 13
+
+
+class LinesConfig(StrictModel):
+    """Lines are read from the ERP at issue time, not from their own topic: order
+    and lines arrive on different topics with no ordering between them."""
+
+    table: str = Field(pattern=_QUALIFIED_TABLE.pattern, description="schema.table")
+    foreign_key: str = Field(description="column of the line table pointing at the document")
+    references: str | None = Field(
+        default=None, description="document column the foreign key holds (default: the key column)"
+    )
+    order_by: str = Field(description="column giving the line order (e.g. line_no)")
+    tax_rate_unit: TaxRateUnit = TaxRateUnit.FRACTION
+    columns: LineColumns
+
+
+class StatusValues(StrictModel):
+    """Values written to the ERP's status column, per syncd state."""
+
+    pending: str = "PENDING"
+    issued: str = "ISSUED"
+    invalid: str = "INVALID"
+    rejected: str = "REJECTED"
+    blocked: str = "BLOCKED"
+    dead: str = "DEAD"
+    reversal_pending: str = "REVERSAL_PENDING"
+    reversed: str = "REVERSED"
+
+
+class WriteBackColumns(StrictModel):
+    invoice_no: str
+    status: str | None = None
+    error: str | None = None
+    issued_at: str | None = None
+    url: str | None = None
+    red_invoice_no: str | None = None
+
+    def mapped(self) -> dict[str, str]:
+        return {name: col for name, col in self if isinstance(col, str)}
+
+
+class WriteBackConfig(StrictModel):
+    table: str | None = Field(
+        default=None, pattern=_QUALIFIED_TABLE.pattern, description="default: the source table"
+    )
+    key_columns: list[str] | None = Field(default=None, description="default: the document key")
+    columns: WriteBackColumns
+    status_values: StatusValues = Field(default_factory=StatusValues)
+    incidental_columns: list[str] = Field(
+        default_factory=list,
+        description="columns the ERP changes along with syncd's write-back "
+        "(e.g. a trigger-maintained updated_at); they do not make a change count as new",
+    )
+
+
+class SnapshotPolicy(enum.StrEnum):
+    """What to do with `op=r` rows (the connector's initial snapshot of history)."""
+
+    IGNORE = "ignore"
+    ISSUE_IF_UNINVOICED = "issue_if_uninvoiced"
+
+
+class DocumentConfig(StrictModel):
+    table: str = Field(pattern=_QUALIFIED_TABLE.pattern, description="schema.table")
+    topic: str | None = Field(default=None, description="default: <topic_prefix>.<schema>.<table>")
+    key_columns: list[str] = Field(default_factory=lambda: ["id"], min_length=1)
+    qualifies: Condition
+    reverses: Condition | None = None
+    snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
+    header: HeaderMapping
+    seller: SellerIdentity | None = None
+    lines: LinesConfig
+    write_back: WriteBackConfig
+
+    _name: str = PrivateAttr(default="")
+
+    @property
+    def name(self) -> str:
+        """The document type name (the key under `documents`).
+
+        Read from pydantic's private-attribute dict directly: `self._name` goes through
+        BaseModel.__getattr__ after a failed normal lookup, microseconds per call, and
+        the intake asks for it several times per document.
+        """
+        private = self.__pydantic_private__
+        return str(private["_name"]) if private is not None else self._name
+
+    @property
+    def write_back_table(self) -> str:
+        return self.write_back.table or self.table
+
+    @property
+    def write_back_keys(self) -> list[str]:
+        return self.write_back.key_columns or self.key_columns
+
+    @property
+    def writes_back_to_source(self) -> bool:
+        return self.write_back_table == self.table
+
+    def own_columns(self) -> set[str]:
+        """Columns syncd itself writes in the source table (its own changes must not
+        re-trigger a decision)."""
+        if not self.writes_back_to_source:
+            return set()
+        return set(self.write_back.columns.mapped().values()) | set(
+            self.write_back.incidental_columns
+        )
+
+    def source_columns(self) -> set[str]:
+        """Every source-table column the config reads."""
+        cols = set(self.key_columns) | self.qualifies.columns()
+        if self.reverses is not None:
+            cols |= self.reverses.columns()
+        for src in self.header.sources().values():
+            cols |= src.columns()
+        if self.lines.references:
+            cols.add(self.lines.references)
+        return cols
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DocumentConfig:
+        if self.lines.references is None:
+            if len(self.key_columns) != 1:
+                raise ValueError("lines.references is required when the key has several columns")
+            self.lines.references = self.key_columns[0]
+        if self.lines.table == self.table:
+            raise ValueError("lines.table must differ from the document table")
+        keys = self.write_back.key_columns
+        if keys is not None and self.write_back_table == self.table and keys != self.key_columns:
+            raise ValueError("write_back.key_columns must equal key_columns on the source table")
+        if self.snapshot is SnapshotPolicy.ISSUE_IF_UNINVOICED and not self.writes_back_to_source:
+            raise ValueError(
+                "snapshot: issue_if_uninvoiced needs the invoice number in the source row "
+                "(write_back.table = table) to tell invoiced rows apart; use snapshot: ignore"
+            )
+        return self
+
+
+__all__ = [
+    "BuyerMapping",
+    "DocumentConfig",
+    "FieldSource",
+    "HeaderMapping",
+    "LineColumns",
+    "LinesConfig",
+    "Scalar",
+    "SellerIdentity",
+    "SnapshotPolicy",
+    "StatusValues",
+    "TaxRateUnit",
+    "WriteBackColumns",
+    "WriteBackConfig",
+]

@@ -1,0 +1,175 @@
+"""ERP write-back: the result of a document, written into the columns syncd owns.
+
+The values are computed purely from the document config and the outcome
+(`writeback_values`), then applied with one UPDATE inside the caller's transaction -- the
+same transaction that advances the ledger, so the ERP never shows a result the ledger does
+not hold, nor the other way round. The UPDATE only touches rows whose values differ, so
+re-applying a result is a no-op and creates no change event.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+
+from syncd.config import DocumentConfig
+from syncd.erp.lines import quote_table
+
+#: Longest error text written to the ERP (ERP error columns are often varchar(2000)).
+MAX_ERROR_LENGTH: Final = 1000
+
+
+class ResultStatus(enum.StrEnum):
+    """Which of the config's `status_values` to write."""
+
+    PENDING = "pending"
+    ISSUED = "issued"
+    INVALID = "invalid"
+    REJECTED = "rejected"
+    BLOCKED = "blocked"
+    DEAD = "dead"
+    REVERSAL_PENDING = "reversal_pending"
+    REVERSED = "reversed"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBack:
+    status: ResultStatus
+    invoice_no: str | None = None
+    issued_at: datetime | None = None
+    url: str | None = None
+    error: str | None = None
+    red_invoice_no: str | None = None
+
+
+class WriteBackError(RuntimeError):
+    """The write-back UPDATE matched no row (the ERP row is gone or the key is wrong)."""
+
+
+def writeback_values(doc: DocumentConfig, result: WriteBack) -> dict[str, Any]:
+    """Column -> value for the mapped write-back columns (unmapped fields are skipped)."""
+    cols = doc.write_back.columns
+    values: dict[str, Any] = {}
+    if cols.status:
+        values[cols.status] = getattr(doc.write_back.status_values, result.status.value)
+    if cols.error:
+        error = result.error
+        if error is not None and len(error) > MAX_ERROR_LENGTH:
+            error = error[: MAX_ERROR_LENGTH - 1] + "…"
+        values[cols.error] = error
+    if result.status is ResultStatus.ISSUED:
+        values[cols.invoice_no] = result.invoice_no
+        if cols.issued_at:
+            values[cols.issued_at] = result.issued_at
+        if cols.url:
+            values[cols.url] = result.url
+    if result.status is ResultStatus.REVERSED and cols.red_invoice_no:
+        values[cols.red_invoice_no] = result.red_invoice_no
+    return values
+
+
+def key_from_ledger(source_key: str) -> dict[str, Any]:
+    """The source key as stored in the ledger (canonical JSON) back as a mapping."""
+    key = json.loads(source_key)
+    if not isinstance(key, dict):
+        raise ValueError(f"ledger source key is not an object: {source_key!r}")
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    update: str
+    exists: str
+
+
+def _statements(
+    conn: Connection, doc: DocumentConfig, columns: Sequence[str]
+) -> _Statement:
+    q = conn.dialect.identifier_preparer.quote
+    table = quote_table(conn, doc.write_back_table)
+    sets = [f"{q(c)} = :v{i}" for i, c in enumerate(columns)]
+    differs = [f"{q(c)} IS DISTINCT FROM :v{i}" for i, c in enumerate(columns)]
+    where = " AND ".join(f"{q(c)} = :k{i}" for i, c in enumerate(doc.write_back_keys))
+    return _Statement(
+        update=f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608 -- quoted identifiers
+        f"WHERE {where} AND ({' OR '.join(differs)})",
+        exists=f"SELECT 1 FROM {table} WHERE {where}",  # noqa: S608 -- quoted identifiers
+    )
+
+
+def _params(
+    doc: DocumentConfig, key: Mapping[str, Any], values: Mapping[str, Any]
+) -> dict[str, Any]:
+    params = {f"v{i}": v for i, v in enumerate(values.values())}
+    for i, column in enumerate(doc.write_back_keys):
+        if column not in key:
+            raise WriteBackError(f"{doc.name}: key column {column!r} missing from {dict(key)}")
+        params[f"k{i}"] = key[column]
+    return params
+
+
+def apply_writeback(
+    conn: Connection, doc: DocumentConfig, key: Mapping[str, Any], result: WriteBack
+) -> int:
+    """Write `result` into the document's row; returns the number of rows changed (0 or 1).
+
+    Raises WriteBackError when no row has this key at all (deleted in the ERP).
+    """
+    values = writeback_values(doc, result)
+    if not values:
+        return 0
+    stmt = _statements(conn, doc, list(values))
+    params = _params(doc, key, values)
+    changed = conn.execute(sa.text(stmt.update), params).rowcount
+    if changed == 0 and not _exists(conn, stmt, params):
+        raise WriteBackError(f"{doc.name}: no row in {doc.write_back_table} with key {dict(key)}")
+    return int(changed)
+
+
+def apply_writebacks(
+    conn: Connection, items: Sequence[tuple[DocumentConfig, Mapping[str, Any], WriteBack]]
+) -> list[WriteBackError]:
+    """`apply_writeback` for many documents in the caller's transaction: one executemany
+    per (table, columns) shape, which the driver sends as one pipelined round trip.
+
+    Returns the rows it could not write (gone from the ERP, key incomplete) instead of
+    raising: the other documents of the batch are written all the same.
+    """
+    groups: dict[tuple[str, tuple[str, ...]], tuple[DocumentConfig, list[dict[str, Any]]]] = {}
+    problems: list[WriteBackError] = []
+    for doc, key, result in items:
+        values = writeback_values(doc, result)
+        if not values:
+            continue
+        try:
+            params = _params(doc, key, values)
+        except WriteBackError as exc:
+            problems.append(exc)
+            continue
+        groups.setdefault((doc.name, tuple(values)), (doc, []))[1].append(params)
+    for (_name, columns), (doc, rows) in groups.items():
+        stmt = _statements(conn, doc, columns)
+        # Key order: concurrent batches lock ERP rows in the same order (no deadlock).
+        rows.sort(key=lambda p: tuple(str(p[f"k{i}"]) for i in range(len(doc.write_back_keys))))
+        changed = conn.execute(sa.text(stmt.update), rows).rowcount
+        if changed >= len(rows):
+            continue
+        # Some rows already held these values (a re-applied result) or are gone: find which.
+        problems.extend(
+            WriteBackError(f"{doc.name}: no row in {doc.write_back_table} with key "
+                           f"{ {c: p[f'k{i}'] for i, c in enumerate(doc.write_back_keys)} }")
+            for p in rows if not _exists(conn, stmt, p)
+        )
+    return problems
+
+
+def _exists(conn: Connection, stmt: _Statement, params: Mapping[str, Any]) -> bool:
+    keys = {k: v for k, v in params.items() if k.startswith("k")}
+    return conn.execute(sa.text(stmt.exists), keys).first() is not None

@@ -1,0 +1,561 @@
+"""Intake: turn a polled batch of Kafka records into durable ledger intent, in one transaction.
+
+For every record of the batch this decides what it means (pure: decode + route + decide)
+and then, in ONE database transaction per batch:
+* an "issue" becomes a ledger row -- READY with the serial and the validated payload frozen,
+  or INVALID with readable reasons written back to the ERP row;
+* a "reverse" of an ISSUED document becomes a reversal row (REVERSAL_PENDING, red payload
+  frozen); a reverse of a document still in flight is *deferred*: its offset is not
+  committed until the invoice settles, so it cannot be lost by a crash;
+* redelivered or repeated events find their row already there and change nothing;
+* the partitions' next offsets are stored, fenced by the partition lease epoch.
+After commit the pipeline hands new rows to the driver. Nothing here calls the provider.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import Connection
+
+from syncd._speedups import quick_init
+from syncd.changes import (
+    ChangeEvent,
+    DecodedRecord,
+    DecodeError,
+    Heartbeat,
+    ProbedChange,
+    QuietUpdate,
+    RecordPosition,
+    Tombstone,
+    TransactionMarker,
+)
+from syncd.config import DocumentConfig, SyncdConfig
+from syncd.debezium import DecodeOptions, decode_record
+from syncd.debezium.limits import DecodeLimits
+from syncd.erp.lines import load_lines, load_lines_many
+from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
+from syncd.identity import DocumentIdentity as SerialIdentity
+from syncd.identity import DocumentKind as SerialKind
+from syncd.identity import serial_for
+from syncd.invoice.from_erp import build_blue, build_red
+from syncd.invoice.model import Invoice
+from syncd.ledger import repository as repo
+from syncd.ledger.models import DocumentIdentity as LedgerIdentity
+from syncd.ledger.models import DocumentRow
+from syncd.ledger.models import TopicPartition as LedgerTP
+from syncd.ledger.repository import NewDocument
+from syncd.lifecycle import DocumentKind, DocumentState
+from syncd.rules.decide import (
+    NOTHING_CHANGED,
+    OWN_WRITE_BACK,
+    Action,
+    Decision,
+    DocumentRules,
+    decide,
+)
+from syncd.safetext import printable, reason_of
+
+log = logging.getLogger(__name__)
+
+S = DocumentState
+
+#: Issue rows that are (or may be) at the provider: a repeated "issue" changes nothing.
+_ISSUE_LIVE = frozenset({S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED,
+                         S.DEAD, S.ISSUED, S.REVERSED, S.PENDING})
+#: Issue rows whose invoice may still come: a reversal for them must wait.
+_ISSUE_IN_FLIGHT = frozenset({S.PENDING, S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN,
+                              S.RETRY_WAIT, S.BLOCKED})
+
+
+class Kind(enum.StrEnum):
+    """What one record turned out to be, before any database work."""
+
+    ISSUE = "issue"
+    REVERSE = "reverse"
+    IGNORE = "ignore"
+    HEARTBEAT = "heartbeat"
+    DEAD_LETTER = "dead_letter"
+
+
+_IGNORE: Final = Action.IGNORE
+
+#: What a decision's action means for the intake (any other action is dead-lettered);
+#: a dict lookup, because matching on enum members is slow on Python 3.11.
+_KIND_OF_ACTION: dict[Action, Kind] = {
+    Action.ISSUE: Kind.ISSUE,
+    Action.REVERSE: Kind.REVERSE,
+    Action.IGNORE: Kind.IGNORE,
+}
+
+
+@quick_init
+@dataclass(frozen=True, slots=True)
+class Classified:
+    position: RecordPosition
+    kind: Kind
+    reason: str
+    key: bytes | None = None
+    value: bytes | None = None
+    event: ChangeEvent | None = None
+    doc: DocumentConfig | None = None
+    decision: Decision | None = None
+    heartbeat_ts_ms: int | None = None
+    #: short machine label for metrics/headers (dead letters)
+    code: str = ""
+    #: source commit time of a change recognised without a ChangeEvent (a quiet update)
+    source_ts_ms: int | None = None
+
+
+class Classifier:
+    """Decode + route + decide, pure and fast (the hot path of the consumer loop)."""
+
+    def __init__(self, config: SyncdConfig) -> None:
+        self._config = config
+        self._by_table: dict[str, DocumentConfig] = {d.table: d for d in config.documents.values()}
+        # what `decide` reads from each document, derived once (not per event)
+        self._rules: dict[str, DocumentRules] = {
+            d.table: DocumentRules.of(d) for d in config.documents.values()
+        }
+        # An update of a document table that changed only syncd's own write-back columns
+        # (every write-back echoes as one) is ignored by `decide` whatever else it holds:
+        # the decoder recognises it from the wire values, without converting its rows.
+        quiet = {table: r.own_columns for table, r in self._rules.items() if r.own_columns}
+        # A new row (insert, snapshot read) is decided from the few columns the rules
+        # read; only one they act on is decoded in full (see `_classify_probed`).
+        probe = {d.table: _probe_columns(d) for d in config.documents.values()}
+        self._full_options = decode_options(config)
+        self._options = replace(self._full_options, quiet_update_columns=quiet,
+                                probe_columns=probe)
+        self._line_tables = {d.lines.table for d in config.documents.values()}
+
+    def classify(
+        self, position: RecordPosition, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        """What one record means; never raises (see `syncd.pipeline.poison`): a record
+        that makes any stage fail, in any way, is classified DEAD_LETTER with the failure
+        as its reason."""
+        try:
+            try:
+                record: DecodedRecord = decode_record(position, key, value, self._options)
+            except DecodeError:
+                return self._classify_full(position, key, value)  # the full decode's words
+            if type(record) is ChangeEvent:  # the common case, before the pattern match
+                return self._classify_change(record, key, value)
+            return self._classify_record(record, key, value)
+        except Exception as exc:  # poison: whatever this record raised, it alone is bad
+            return Classified(position, Kind.DEAD_LETTER, reason_of(exc), key, value,
+                              code="unprocessable")
+
+    def _classify_record(
+        self, record: DecodedRecord, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        position = record.position
+        if type(record) is ProbedChange:
+            return self._classify_probed(record.event, key, value)
+        if type(record) is QuietUpdate:
+            # the reasons `decide` gives for the same update
+            reason = OWN_WRITE_BACK if record.changed else NOTHING_CHANGED
+            return Classified(position, Kind.IGNORE, reason, source_ts_ms=record.source_ts_ms)
+        match record:
+            case Heartbeat(ts_ms=ts):
+                return Classified(position, Kind.HEARTBEAT, "heartbeat", heartbeat_ts_ms=ts)
+            case Tombstone() | TransactionMarker():
+                return Classified(position, Kind.IGNORE, type(record).__name__.lower())
+            case ChangeEvent():
+                return self._classify_change(record, key, value)
+        raise AssertionError(f"unhandled record {record!r}")  # pragma: no cover
+
+    def _classify_full(
+        self, position: RecordPosition, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        """Decode without shortcuts: for records the rules act on, and bad records."""
+        try:
+            record = decode_record(position, key, value, self._full_options)
+        except DecodeError as exc:
+            return Classified(position, Kind.DEAD_LETTER, printable(exc.reason), key, value,
+                              code="undecodable")
+        return self._classify_record(record, key, value)
+
+    def _classify_probed(
+        self, event: ChangeEvent, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        """A new row whose after image holds only the columns `decide` reads: ignoring it
+        is decided here; anything else is decided again on the whole row."""
+        doc = self._by_table[event.table]
+        try:
+            decision = decide(event, doc, self._rules[event.table])
+        except (ValueError, TypeError, ArithmeticError):
+            decision = None
+        if decision is None or decision.action is not _IGNORE:
+            return self._classify_full(event.position, key, value)
+        return Classified(event.position, Kind.IGNORE, decision.reason, doc=doc,
+                          decision=decision, source_ts_ms=event.source_ts_ms)
+
+    def _classify_change(
+        self, event: ChangeEvent, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        position = event.position
+        doc = self._by_table.get(event.table)
+        if doc is None:
+            if event.table in self._line_tables:
+                return Classified(position, Kind.IGNORE, "line table change (lines are read "
+                                  "from the database at issue time)", event=event)
+            return Classified(position, Kind.DEAD_LETTER,
+                              f"no document type is configured for table {event.table}",
+                              key, value, event=event, code="unroutable")
+        try:
+            decision = decide(event, doc, self._rules[event.table])
+        except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. a key column missing
+            return Classified(position, Kind.DEAD_LETTER, printable(str(exc)), key, value,
+                              event=event, doc=doc, code="undecidable")
+        kind = _KIND_OF_ACTION.get(decision.action)
+        if kind is None:
+            return Classified(position, Kind.DEAD_LETTER, decision.reason, key, value,
+                              event=event, doc=doc, decision=decision, code="undecided")
+        return Classified(position, kind, decision.reason, key, value, event=event, doc=doc,
+                          decision=decision)
+
+
+# --------------------------------------------------------------------------- the transaction
+
+
+@dataclass(slots=True)
+class IntakeResult:
+    """What one batch transaction did (applied to memory only after commit)."""
+
+    #: offsets finished by this batch, per (topic, partition)
+    finished: dict[tuple[str, int], set[int]] = field(default_factory=dict)
+    #: reverse events that must wait for their invoice: (issue doc id, record)
+    deferred: list[tuple[int, Classified]] = field(default_factory=list)
+    #: ledger rows the driver should step now
+    to_drive: list[int] = field(default_factory=list)
+    #: rows this transaction created, as committed (the driver's first step need not re-read)
+    rows: dict[int, DocumentRow] = field(default_factory=dict)
+    #: (document name, outcome label) for metrics
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+
+    def finish(self, position: RecordPosition) -> None:
+        self.finished.setdefault((position.topic, position.partition), set()).add(
+            position.offset
+        )
+
+
+def decode_options(config: SyncdConfig) -> DecodeOptions:
+    """Decoder settings from the config: scales of schemaless precise decimals, and the
+    decoder's share of the `limits`."""
+    scales = {
+        f"{table}.{column}": scale
+        for table, columns in config.decimal_scales.items()
+        for column, scale in columns.items()
+    }
+    limits = DecodeLimits(**config.limits.model_dump(exclude={"max_lines_per_document"}))
+    return DecodeOptions(decimal_scales=scales, limits=limits)
+
+
+def _probe_columns(doc: DocumentConfig) -> tuple[str, ...]:
+    """Every column `decide` reads from a new row of `doc.table`."""
+    columns = set(doc.qualifies.columns()) | set(doc.key_columns)
+    if doc.reverses is not None:
+        columns |= doc.reverses.columns()
+    columns.add(doc.write_back.columns.invoice_no)
+    return tuple(sorted(columns))
+
+
+def key_pairs(doc: DocumentConfig, event: ChangeEvent) -> list[tuple[str, Any]]:
+    row = event.after if event.after is not None else event.before
+    pairs: list[tuple[str, Any]] = []
+    for column in doc.key_columns:
+        value = None
+        if row is not None and column in row:
+            value = row[column]
+        if value is None and event.key is not None:
+            value = event.key.get(column)
+        if isinstance(value, Decimal) and value == value.to_integral_value():
+            value = int(value)
+        pairs.append((column, value))
+    return pairs
+
+
+def identities(
+    doc: DocumentConfig, event: ChangeEvent, kind: DocumentKind, revision: int
+) -> tuple[SerialIdentity, LedgerIdentity]:
+    pairs = key_pairs(doc, event)
+    serial_kind = SerialKind.ISSUE if kind is DocumentKind.ISSUE else SerialKind.REVERSAL
+    sid = SerialIdentity.of(doc.name, doc.table, pairs, serial_kind, revision)
+    lid = LedgerIdentity.of(doc.name, doc.table, dict(pairs), kind, revision)
+    return sid, lid
+
+
+LedgerKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class _Prefetched:
+    """What the batch path read up front: one query for the latest ledger rows of every key
+    that occurs once in the batch, one query per document type for their lines."""
+
+    single: set[LedgerKey]
+    latest: dict[LedgerKey, DocumentRow]
+    lines: dict[tuple[str, Any], list[dict[str, Any]]]
+
+
+def _ledger_key(identity: LedgerIdentity) -> LedgerKey:
+    return (identity.document_type, identity.source_table, identity.source_key)
+
+
+class Intake:
+    """Runs the per-batch transaction. One instance per pipeline (not thread-safe).
+
+    Most of a busy batch is new documents, each key once: those are read with a few
+    batch queries and recorded with one multi-row INSERT, instead of four round trips per
+    record. A key that occurs more than once in the batch (an order confirmed and cancelled
+    in the same poll) goes through the per-record path, in order, so each of its events
+    sees what the previous one recorded.
+    """
+
+    def __init__(self, config: SyncdConfig, *, group: str, owner: str) -> None:
+        self._config = config
+        self._group = group
+        self._owner = owner
+
+    def run(
+        self,
+        conn: Connection,
+        records: Sequence[Classified],
+        *,
+        offsets: Mapping[tuple[str, int], int],
+        epochs: Mapping[tuple[str, int], int],
+    ) -> IntakeResult:
+        """Record intent for `records`; store `offsets` (computed by the caller)."""
+        result = IntakeResult()
+        prefetched = self._prefetch(conn, records)
+        pending: list[tuple[Classified, NewDocument]] = []
+        for record in records:
+            if record.kind is Kind.ISSUE:
+                self._issue(conn, record, result, prefetched, pending)
+            elif record.kind is Kind.REVERSE:
+                self._reverse(conn, record, result)
+            else:
+                result.finish(record.position)
+        self._record_new(conn, pending, result)
+        if offsets:
+            repo.store_offsets(
+                conn,
+                self._group,
+                {
+                    LedgerTP(t, p): (nxt, epochs[(t, p)])
+                    for (t, p), nxt in offsets.items()
+                },
+            )
+        return result
+
+    # ------------------------------------------------------------------ batch reads
+
+    def _prefetch(self, conn: Connection, records: Sequence[Classified]) -> _Prefetched | None:
+        counts: dict[LedgerKey, int] = {}
+        issues: list[tuple[LedgerKey, Classified]] = []
+        for record in records:
+            if record.kind in (Kind.ISSUE, Kind.REVERSE) and record.event is not None \
+                    and record.doc is not None:
+                _, base = identities(record.doc, record.event, DocumentKind.ISSUE, 0)
+                key = _ledger_key(base)
+                counts[key] = counts.get(key, 0) + 1
+                if record.kind is Kind.ISSUE:
+                    issues.append((key, record))
+        single = {k for k, record in issues if counts[k] == 1}
+        if len(single) < 2:
+            return None  # nothing to gain over the per-record path
+        latest = repo.latest_revisions(conn, sorted(single))
+        refs: dict[str, tuple[DocumentConfig, list[Any]]] = {}
+        for key, record in issues:
+            if key in single and key not in latest:
+                assert record.doc is not None and record.event is not None
+                doc = record.doc
+                ref = (record.event.after or {}).get(doc.lines.references or doc.key_columns[0])
+                if ref is not None:
+                    refs.setdefault(doc.name, (doc, []))[1].append(ref)
+        lines: dict[tuple[str, Any], list[dict[str, Any]]] = {}
+        for name, (doc, keys) in refs.items():
+            for ref, found in load_lines_many(conn, doc, keys).items():
+                lines[(name, ref)] = found
+        return _Prefetched(single=single, latest=latest, lines=lines)
+
+    def _record_new(self, conn: Connection, pending: list[tuple[Classified, NewDocument]],
+                    result: IntakeResult) -> None:
+        """One multi-row INSERT (per reason text) for the batch's new READY documents."""
+        by_reason: dict[str, list[tuple[Classified, NewDocument]]] = {}
+        for record, new in pending:
+            by_reason.setdefault(record.reason, []).append((record, new))
+        for reason, group in by_reason.items():
+            rows = repo.ensure_documents(conn, [new for _, new in group], actor=self._owner,
+                                         reason=reason)
+            for (record, _), (row, _created) in zip(group, rows, strict=True):
+                result.to_drive.append(row.id)
+                result.rows[row.id] = row
+                result.finish(record.position)
+
+    # ------------------------------------------------------------------ issue
+
+    def _issue(self, conn: Connection, record: Classified, result: IntakeResult,
+               prefetched: _Prefetched | None = None,
+               pending: list[tuple[Classified, NewDocument]] | None = None) -> None:
+        assert record.event is not None and record.doc is not None
+        event, doc = record.event, record.doc
+        _, base = identities(doc, event, DocumentKind.ISSUE, 0)
+        batched = prefetched is not None and _ledger_key(base) in prefetched.single
+        if batched:
+            assert prefetched is not None
+            latest = prefetched.latest.get(_ledger_key(base))
+        else:
+            latest = repo.latest_revision(conn, base.document_type, base.source_table,
+                                          base.source_key)
+        revision = 0
+        if latest is not None:
+            if latest.state in _ISSUE_LIVE:
+                result.outcomes.append((doc.name, "duplicate"))
+                result.finish(record.position)
+                if latest.state in _ISSUE_IN_FLIGHT:
+                    result.to_drive.append(latest.id)
+                return
+            if latest.state is S.REJECTED:
+                if _not_newer(event, latest):
+                    result.outcomes.append((doc.name, "duplicate"))
+                    result.finish(record.position)
+                    return
+                revision = latest.identity.revision + 1
+            else:  # INVALID: never sent, may be corrected in place (same serial)
+                revision = latest.identity.revision
+        sid, lid = identities(doc, event, DocumentKind.ISSUE, revision)
+        correcting = latest is not None and latest.state is S.INVALID
+        row = event.after or {}
+        ref = row.get(doc.lines.references or doc.key_columns[0])
+        lines = prefetched.lines.get((doc.name, ref)) if batched and prefetched else None
+        max_lines = self._config.limits.max_lines_per_document
+        if not lines:  # not prefetched, or none found: read them the plain way
+            lines = load_lines(conn, doc, ref, limit=max_lines + 1)
+        mapped = build_blue(doc, row, lines, sid, max_lines=max_lines)
+        # build_blue put serial_for(sid) in the invoice; only a document that did not map
+        # needs it computed again (a SHA-256 and an encoding per document saved).
+        serial = mapped.invoice.serial if mapped.invoice is not None else serial_for(sid)
+        key = dict(key_pairs(doc, event))
+        if mapped.ok and mapped.invoice is not None:
+            payload = _payload(mapped.invoice)
+            if correcting and latest is not None:
+                repo.transition(conn, latest.id, S.INVALID, S.READY, reason=record.reason,
+                                actor=self._owner, payload=payload,
+                                payload_hash=None, last_error=None, last_error_code=None,
+                                source_topic=event.position.topic,
+                                source_partition=event.position.partition,
+                                source_offset=event.position.offset,
+                                source_ts_ms=event.source_ts_ms)
+                _write_back(conn, doc, key, WriteBack(ResultStatus.PENDING))
+                result.to_drive.append(latest.id)
+            elif batched and pending is not None:
+                pending.append((record, NewDocument(
+                    identity=lid, serial=serial, state=S.READY, payload=payload,
+                    position=event.position, source_ts_ms=event.source_ts_ms)))
+                return  # recorded (and finished) with the batch's INSERT
+            else:
+                created, _ = repo.ensure_document(
+                    conn, lid, serial, actor=self._owner, state=S.READY, payload=payload,
+                    position=event.position, source_ts_ms=event.source_ts_ms,
+                    reason=record.reason,
+                )
+                result.to_drive.append(created.id)
+        else:
+            summary = mapped.summary() or "the document cannot become a valid invoice"
+            if correcting and latest is not None:
+                repo.transition(conn, latest.id, S.INVALID, S.INVALID, reason=record.reason,
+                                actor=self._owner, last_error_code="INVALID",
+                                last_error=summary, source_ts_ms=event.source_ts_ms)
+            else:
+                repo.ensure_document(
+                    conn, lid, serial, actor=self._owner, state=S.INVALID,
+                    position=event.position, source_ts_ms=event.source_ts_ms,
+                    last_error_code="INVALID", last_error=summary, reason=record.reason,
+                )
+            _write_back(conn, doc, key, WriteBack(ResultStatus.INVALID, error=summary))
+            result.outcomes.append((doc.name, "invalid"))
+            log.info("document invalid: %s", summary,
+                     extra={"topic": event.position.topic, "partition": event.position.partition,
+                            "offset": event.position.offset, "key": str(key)})
+        result.finish(record.position)
+
+    # ------------------------------------------------------------------ reverse
+
+    def _reverse(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
+        assert record.event is not None and record.doc is not None
+        event, doc = record.event, record.doc
+        _, base = identities(doc, event, DocumentKind.ISSUE, 0)
+        issue = repo.latest_revision(conn, base.document_type, base.source_table,
+                                     base.source_key)
+        if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
+            result.outcomes.append((doc.name, "ignored"))
+            result.finish(record.position)
+            return
+        if issue.state in _ISSUE_IN_FLIGHT:
+            result.deferred.append((issue.id, record))
+            result.to_drive.append(issue.id)
+            return
+        existing = repo.find_document(conn, issue.identity.for_reversal())
+        if existing is not None or issue.state is S.REVERSED:
+            result.outcomes.append((doc.name, "duplicate"))
+            if existing is not None and existing.state not in (S.REVERSED, S.REJECTED, S.DEAD):
+                result.to_drive.append(existing.id)
+            result.finish(record.position)
+            return
+        if issue.payload is None or issue.invoice_no is None:
+            raise ValueError(f"issued document {issue.identity} has no frozen payload/number")
+        blue = Invoice.model_validate(dict(issue.payload))
+        sid = SerialIdentity.of(doc.name, doc.table, key_pairs(doc, event), SerialKind.REVERSAL,
+                                issue.identity.revision)
+        mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, sid)
+        if mapped.invoice is None:
+            # A reversal reason that cannot be mapped is a config/data error: keep the
+            # invoice, tell the ERP, and let a corrected cancellation come through later.
+            summary = mapped.summary()
+            _write_back(conn, doc, dict(key_pairs(doc, event)),
+                            WriteBack(ResultStatus.ISSUED, invoice_no=issue.invoice_no,
+                                      issued_at=issue.issued_at, url=issue.invoice_url,
+                                      error=f"reversal not possible: {summary}"))
+            result.outcomes.append((doc.name, "invalid"))
+            result.finish(record.position)
+            return
+        reversal, _ = repo.ensure_reversal(
+            conn, issue.id, serial_for(sid), _payload(mapped.invoice), actor=self._owner,
+            position=event.position, source_ts_ms=event.source_ts_ms, reason=record.reason,
+        )
+        _write_back(conn, doc, dict(key_pairs(doc, event)),
+                        WriteBack(ResultStatus.REVERSAL_PENDING))
+        result.to_drive.append(reversal.id)
+        result.finish(record.position)
+
+
+def _payload(invoice: Invoice) -> dict[str, Any]:
+    payload: dict[str, Any] = invoice.model_dump(mode="json")
+    return payload
+
+
+def _not_newer(event: ChangeEvent, row: DocumentRow) -> bool:
+    """True when `event` is not a later change than the one that produced `row`."""
+    if event.source_ts_ms is None or row.source_ts_ms is None:
+        return False
+    return event.source_ts_ms <= row.source_ts_ms
+
+
+def positions_of(records: Iterable[Classified]) -> set[tuple[str, int]]:
+    return {(r.position.topic, r.position.partition) for r in records}
+
+
+def _write_back(conn: Connection, doc: DocumentConfig, key: dict[str, Any], wb: WriteBack) -> None:
+    """Write back, tolerating a row the ERP has deleted since (the ledger keeps the result)."""
+    try:
+        apply_writeback(conn, doc, key, wb)
+    except WriteBackError as exc:
+        log.warning("write-back skipped: %s", exc)
