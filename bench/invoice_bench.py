@@ -43,30 +43,60 @@ Order = tuple[ChangeEvent, dict[str, Any], list[dict[str, Any]]]
 def order(order_id: int) -> Order:
     """The CONFIRMED update of one order and its two lines, typed as the decoder gives them."""
     row: dict[str, Any] = {
-        "id": order_id, "order_no": f"BTAG-{order_id:07d}", "customer_id": None,
-        "status": "CONFIRMED", "order_date": date(2026, 11, 27), "currency": "CNY",
-        "invoice_type": "ORDINARY", "price_includes_tax": False, "buyer_name": "Buyer Ltd.",
-        "buyer_tax_id": BUYER_TAX_ID, "buyer_address": None, "buyer_phone": None,
-        "buyer_bank_name": None, "buyer_bank_account": None, "buyer_email": None,
-        "total_amount": Decimal("0.00"), "remark": None, "cancel_reason": None,
-        "invoice_no": None, "invoice_status": None, "invoice_error": None,
-        "invoiced_at": None, "invoice_url": None, "red_invoice_no": None,
+        "id": order_id,
+        "order_no": f"BTAG-{order_id:07d}",
+        "customer_id": None,
+        "status": "CONFIRMED",
+        "order_date": date(2026, 11, 27),
+        "currency": "CNY",
+        "invoice_type": "ORDINARY",
+        "price_includes_tax": False,
+        "buyer_name": "Buyer Ltd.",
+        "buyer_tax_id": BUYER_TAX_ID,
+        "buyer_address": None,
+        "buyer_phone": None,
+        "buyer_bank_name": None,
+        "buyer_bank_account": None,
+        "buyer_email": None,
+        "total_amount": Decimal("0.00"),
+        "remark": None,
+        "cancel_reason": None,
+        "invoice_no": None,
+        "invoice_status": None,
+        "invoice_error": None,
+        "invoiced_at": None,
+        "invoice_url": None,
+        "red_invoice_no": None,
     }
     lines = []
     for line_no in (1, 2):
         quantity = Decimal(1 + order_id % 7).quantize(Decimal("0.00000001"))
         price = Decimal(10 + order_id % 900 + line_no).quantize(Decimal("0.00000001"))
-        lines.append({
-            "id": order_id * 2 + line_no, "order_id": order_id, "line_no": line_no,
-            "item_name": f"Service {line_no}", "tax_code": "3040201000000000000", "spec": None,
-            "unit": "hour", "quantity": quantity, "unit_price": price,
-            "tax_rate": Decimal("0.1300"), "discount_amount": Decimal("0.00"),
-            "amount": (quantity * price).quantize(Decimal("0.01")),
-        })
+        lines.append(
+            {
+                "id": order_id * 2 + line_no,
+                "order_id": order_id,
+                "line_no": line_no,
+                "item_name": f"Service {line_no}",
+                "tax_code": "3040201000000000000",
+                "spec": None,
+                "unit": "hour",
+                "quantity": quantity,
+                "unit_price": price,
+                "tax_rate": Decimal("0.1300"),
+                "discount_amount": Decimal("0.00"),
+                "amount": (quantity * price).quantize(Decimal("0.01")),
+            }
+        )
     event = ChangeEvent(
-        position=RecordPosition("erp.erp.sales_order", 0, order_id), op=Op.UPDATE,
-        table="erp.sales_order", key={"id": order_id}, before=dict(row, status="DRAFT"),
-        after=row, source_ts_ms=1_795_821_553_219, snapshot=False,
+        position=RecordPosition("erp.erp.sales_order", 0, order_id),
+        op=Op.UPDATE,
+        table="erp.sales_order",
+        key={"id": order_id},
+        before=dict(row, status="DRAFT"),
+        after=row,
+        source_ts_ms=1_795_821_553_219,
+        snapshot=False,
     )
     return event, row, lines
 
@@ -113,8 +143,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-n", "--count", type=int, default=20_000)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--profile", action="store_true",
-                        help="cProfile (process time) of the timed loop, to stderr")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="cProfile (process time) of the timed loop, to stderr",
+    )
     args = parser.parse_args()
     result = run(args.count, args.profile)
     if args.json:

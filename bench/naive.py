@@ -43,8 +43,12 @@ def main() -> int:
     parser.add_argument("--offsets", required=True, help='JSON {"partition": start offset}')
     parser.add_argument("--seconds", type=float, default=20.0, help="stop after this long")
     parser.add_argument("--expect", type=int, default=0, help="stop after this many documents")
-    parser.add_argument("--poll-interval", type=float, default=0.05,
-                        help="sleep between status queries of a processing invoice")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=0.05,
+        help="sleep between status queries of a processing invoice",
+    )
     args = parser.parse_args()
     config = load_config(args.config)
     doc = next(iter(config.documents.values()))
@@ -52,11 +56,13 @@ def main() -> int:
     classifier = Classifier(config)
     issuer = create_issuer(config.issuer.provider, config.issuer.provider_settings())
     engine = create_engine(config.database.dsn_value(), pool_size=1)
-    consumer = Consumer({
-        "bootstrap.servers": config.kafka.bootstrap_servers,
-        "group.id": config.kafka.group_id,
-        "enable.auto.commit": False,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": config.kafka.bootstrap_servers,
+            "group.id": config.kafka.group_id,
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([KafkaTP(topic, int(p), int(o)) for p, o in json.loads(args.offsets).items()])
     done = 0
     deadline = time.monotonic() + args.seconds
@@ -65,8 +71,11 @@ def main() -> int:
             msg = consumer.poll(0.2)
             if msg is None or msg.error() is not None:
                 continue
-            c = classifier.classify(RecordPosition(topic, msg.partition() or 0,
-                                                   msg.offset() or 0), msg.key(), msg.value())
+            c = classifier.classify(
+                RecordPosition(topic, msg.partition() or 0, msg.offset() or 0),
+                msg.key(),
+                msg.value(),
+            )
             if c.kind is Kind.ISSUE and c.event is not None:
                 row = c.event.after or {}
                 sid, _ = identities(doc, c.event, DocumentKind.ISSUE, 0)
@@ -80,8 +89,9 @@ def main() -> int:
                     time.sleep(args.poll_interval)
                     result = issuer.query(serial_for(sid))
                 if isinstance(result, Issued):
-                    wb = WriteBack(ResultStatus.ISSUED, invoice_no=result.invoice_no,
-                                   issued_at=None)
+                    wb = WriteBack(
+                        ResultStatus.ISSUED, invoice_no=result.invoice_no, issued_at=None
+                    )
                     assert writeback_values(doc, wb)
                     with engine.begin() as conn:
                         apply_writeback(conn, doc, {"id": row.get("id")}, wb)

@@ -91,9 +91,16 @@ BUYER_TAX_ID = "91110108MA01ABCD2H"
 #: timed passes of each ceiling; the best one counts
 PASSES = 5
 RESULT_KEYS = (
-    "syncd_docs_per_s_latency_0ms", "syncd_docs_per_s_latency_50ms",
-    "naive_docs_per_s_latency_50ms", "decode_events_per_s", "raw_consume_events_per_s",
-    "peak_rss_mb_backlog", "freshness_p50_s", "freshness_p99_s", "duplicates", "missing",
+    "syncd_docs_per_s_latency_0ms",
+    "syncd_docs_per_s_latency_50ms",
+    "naive_docs_per_s_latency_50ms",
+    "decode_events_per_s",
+    "raw_consume_events_per_s",
+    "peak_rss_mb_backlog",
+    "freshness_p50_s",
+    "freshness_p99_s",
+    "duplicates",
+    "missing",
 )
 
 
@@ -157,8 +164,9 @@ def config_data(stack: Stack, prefix: str = PREFIX) -> dict[str, Any]:
     data["database"]["dsn"] = stack.dsn
     # when_needed: a connector re-registered after its slot was dropped snapshots (an empty
     # table) instead of failing on the stale offset Kafka Connect still remembers.
-    data["connector"].update(name=CONNECTOR, slot_name=SLOT, publication_name=SLOT,
-                             snapshot_mode="when_needed")
+    data["connector"].update(
+        name=CONNECTOR, slot_name=SLOT, publication_name=SLOT, snapshot_mode="when_needed"
+    )
     doc = data["documents"]["sales_order"]
     doc["table"] = f"{SCHEMA}.sales_order"
     doc["lines"]["table"] = f"{SCHEMA}.sales_order_line"
@@ -196,8 +204,10 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int, **config: str) -> 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     if topic in admin.list_topics(timeout=10).topics:
         if config:
-            entries = [ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-                       for k, v in config.items()]
+            entries = [
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in config.items()
+            ]
             resource = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=entries)
             for future in admin.incremental_alter_configs([resource]).values():
                 future.result(30)
@@ -220,8 +230,9 @@ def ensure_bench_erp(stack: Stack, engine: Engine, partitions: int) -> None:
     ensure_topic(stack.bootstrap, TOPIC, partitions, **BENCH_TOPIC_CONFIG)
     ensure_topic(stack.bootstrap, LINES_TOPIC, 1, **BENCH_TOPIC_CONFIG)
     sql = (REPO_DIR / "config" / "demo" / "erp.sql").read_text()
-    sql = sql.replace("erp.", f"{SCHEMA}.").replace("SCHEMA IF NOT EXISTS erp;",
-                                                    f"SCHEMA IF NOT EXISTS {SCHEMA};")
+    sql = sql.replace("erp.", f"{SCHEMA}.").replace(
+        "SCHEMA IF NOT EXISTS erp;", f"SCHEMA IF NOT EXISTS {SCHEMA};"
+    )
     with engine.begin() as conn:
         conn.exec_driver_sql(sql)
         conn.exec_driver_sql(STAMP_SQL)
@@ -239,8 +250,10 @@ def ensure_bench_erp(stack: Stack, engine: Engine, partitions: int) -> None:
         status = httpx.get(f"{url}/status", timeout=10)
         if status.status_code == 200:
             s = status.json()
-            if s["connector"]["state"] == "RUNNING" and s["tasks"] and all(
-                t["state"] == "RUNNING" for t in s["tasks"]
+            if (
+                s["connector"]["state"] == "RUNNING"
+                and s["tasks"]
+                and all(t["state"] == "RUNNING" for t in s["tasks"])
             ):
                 return
             if any(t["state"] == "FAILED" for t in s.get("tasks", [])):
@@ -265,8 +278,8 @@ def remove_connector(stack: Stack, engine: Engine) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with engine.begin() as conn:
-            active = conn.execute(text(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = :s"), {"s": SLOT}
+            active = conn.execute(
+                text("SELECT active FROM pg_replication_slots WHERE slot_name = :s"), {"s": SLOT}
             ).scalar()
             if active is None:
                 break
@@ -289,8 +302,10 @@ def high_watermarks(bootstrap: str, topic: str) -> dict[int, int]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"topic {topic} missing")
             time.sleep(0.3)
-        return {p: int(consumer.get_watermark_offsets(KafkaTP(topic, p), timeout=10)[1])
-                for p in md.partitions}
+        return {
+            p: int(consumer.get_watermark_offsets(KafkaTP(topic, p), timeout=10)[1])
+            for p in md.partitions
+        }
     finally:
         consumer.close()
 
@@ -318,41 +333,54 @@ def load_orders(engine: Engine, tag: str, count: int) -> list[int]:
     with engine.begin() as conn:
         for start in range(0, count, chunk):
             n = min(chunk, count - start)
-            rows = conn.execute(text(
-                f"INSERT INTO {SCHEMA}.sales_order (order_no, buyer_name, buyer_tax_id, "
-                "invoice_type, status, total_amount) "
-                "SELECT :tag || '-' || lpad(g::text, 7, '0'), 'Buyer Ltd.', :tax, 'ORDINARY', "
-                "'DRAFT', 0 FROM generate_series(CAST(:a AS int), CAST(:b AS int)) g RETURNING id"),
-                {"tag": tag, "tax": BUYER_TAX_ID, "a": start + 1, "b": start + n}).scalars()
+            rows = conn.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.sales_order (order_no, buyer_name, buyer_tax_id, "
+                    "invoice_type, status, total_amount) "
+                    "SELECT :tag || '-' || lpad(g::text, 7, '0'), 'Buyer Ltd.', :tax, "
+                    "'ORDINARY', 'DRAFT', 0 "
+                    "FROM generate_series(CAST(:a AS int), CAST(:b AS int)) g RETURNING id"
+                ),
+                {"tag": tag, "tax": BUYER_TAX_ID, "a": start + 1, "b": start + n},
+            ).scalars()
             batch = [int(i) for i in rows]
             ids += batch
-            conn.execute(text(
-                f"INSERT INTO {SCHEMA}.sales_order_line (order_id, line_no, item_name, "
-                "tax_code, unit, quantity, unit_price, tax_rate, amount) "
-                "SELECT o, l, 'Service ' || l, '3040201000000000000', 'hour', "
-                "1 + (o % 7), 10 + (o % 900) + l, 0.13, (1 + (o % 7)) * (10 + (o % 900) + l) "
-                "FROM unnest(CAST(:ids AS bigint[])) o, generate_series(1, 2) l"),
-                {"ids": batch})
+            conn.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.sales_order_line (order_id, line_no, item_name, "
+                    "tax_code, unit, quantity, unit_price, tax_rate, amount) "
+                    "SELECT o, l, 'Service ' || l, '3040201000000000000', 'hour', "
+                    "1 + (o % 7), 10 + (o % 900) + l, 0.13, (1 + (o % 7)) * (10 + (o % 900) + l) "
+                    "FROM unnest(CAST(:ids AS bigint[])) o, generate_series(1, 2) l"
+                ),
+                {"ids": batch},
+            )
     return ids
 
 
 def confirm(engine: Engine, ids: list[int], chunk: int = 1000) -> None:
     for start in range(0, len(ids), chunk):
         with engine.begin() as conn:
-            conn.execute(text(
-                f"UPDATE {SCHEMA}.sales_order SET status = 'CONFIRMED' WHERE id = ANY(:ids)"),
-                {"ids": ids[start:start + chunk]})
+            conn.execute(
+                text(f"UPDATE {SCHEMA}.sales_order SET status = 'CONFIRMED' WHERE id = ANY(:ids)"),
+                {"ids": ids[start : start + chunk]},
+            )
 
 
 def written_count(engine: Engine, ids: list[int]) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(text(
-            f"SELECT count(*) FROM {SCHEMA}.sales_order WHERE id = ANY(:ids) "
-            "AND invoice_no IS NOT NULL"), {"ids": ids}).scalar_one())
+        return int(
+            conn.execute(
+                text(
+                    f"SELECT count(*) FROM {SCHEMA}.sales_order WHERE id = ANY(:ids) "
+                    "AND invoice_no IS NOT NULL"
+                ),
+                {"ids": ids},
+            ).scalar_one()
+        )
 
 
-def wait_written(engine: Engine, ids: list[int], timeout: float,
-                 sample: Any = None) -> int:
+def wait_written(engine: Engine, ids: list[int], timeout: float, sample: Any = None) -> int:
     deadline = time.monotonic() + timeout
     last = -1
     while True:
@@ -370,10 +398,14 @@ def wait_written(engine: Engine, ids: list[int], timeout: float,
 def stamps(engine: Engine, ids: list[int]) -> list[tuple[float, float | None]]:
     """(confirmed epoch, written epoch or None) per order."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT extract(epoch FROM bench_confirmed_at)::float8, "
-            "extract(epoch FROM bench_written_at)::float8 "
-            f"FROM {SCHEMA}.sales_order WHERE id = ANY(:ids)"), {"ids": ids}).all()
+        rows = conn.execute(
+            text(
+                "SELECT extract(epoch FROM bench_confirmed_at)::float8, "
+                "extract(epoch FROM bench_written_at)::float8 "
+                f"FROM {SCHEMA}.sales_order WHERE id = ANY(:ids)"
+            ),
+            {"ids": ids},
+        ).all()
     return [(float(a), float(b) if b is not None else None) for a, b in rows]
 
 
@@ -390,14 +422,16 @@ def verify(engine: Engine, sandbox: SandboxProcess, ids: list[int]) -> tuple[int
     """(duplicates, missing): every order has exactly one blue invoice at the platform, and
     the ERP row carries exactly that invoice's number."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            f"SELECT order_no, invoice_no FROM {SCHEMA}.sales_order WHERE id = ANY(:ids)"),
-            {"ids": ids}).all()
+        rows = conn.execute(
+            text(f"SELECT order_no, invoice_no FROM {SCHEMA}.sales_order WHERE id = ANY(:ids)"),
+            {"ids": ids},
+        ).all()
     db = sqlite3.connect(f"file:{sandbox.store}?mode=ro", uri=True)
     try:
         blue = db.execute(
             "SELECT json_extract(payload, '$.remark'), invoice_no, status FROM invoices "
-            "WHERE kind = 'BLUE'").fetchall()
+            "WHERE kind = 'BLUE'"
+        ).fetchall()
     finally:
         db.close()
     by_order: dict[str, list[str | None]] = {}
@@ -462,8 +496,11 @@ class Scenario:
 
     def start(self) -> Scenario:
         faults = json.dumps({"latency_ms": self.latency_ms})
-        self.sandbox = SandboxProcess(store=self.tmp / f"sandbox-{self.name}.db",
-                                      issue_delay=0.0, extra_args=["--faults", faults]).start()
+        self.sandbox = SandboxProcess(
+            store=self.tmp / f"sandbox-{self.name}.db",
+            issue_delay=0.0,
+            extra_args=["--faults", faults],
+        ).start()
         upgrade(self.stack.dsn, self.schema)
         highs = high_watermarks(self.stack.bootstrap, self.topic)
         if self.from_start:
@@ -473,8 +510,9 @@ class Scenario:
             with engine.begin() as conn:
                 tps = [TopicPartition(self.topic, p) for p in highs]
                 epochs = repo.claim_partitions(conn, self.group, "bench-seed", tps)
-                repo.store_offsets(conn, self.group,
-                                   {tp: (highs[tp.partition], epochs[tp]) for tp in tps})
+                repo.store_offsets(
+                    conn, self.group, {tp: (highs[tp.partition], epochs[tp]) for tp in tps}
+                )
         finally:
             engine.dispose()
         data = config_data(self.stack, self.prefix)
@@ -487,8 +525,9 @@ class Scenario:
         data["pipeline"].update(self.pipeline)
         path = self.tmp / f"syncd-{self.name}.yaml"
         path.write_text(yaml.safe_dump(data))
-        self.daemon = Daemon(path, self.tmp / f"syncd-{self.name}.log",
-                             data["metrics"]["port"]).start()
+        self.daemon = Daemon(
+            path, self.tmp / f"syncd-{self.name}.log", data["metrics"]["port"]
+        ).start()
         self.daemon.wait_ready(120)
         return self
 
@@ -518,8 +557,9 @@ class Scenario:
 
 
 @contextlib.contextmanager
-def scenario(stack: Stack, tmp: Path, engine: Engine, latency_ms: int,
-             **kwargs: Any) -> Iterator[Scenario]:
+def scenario(
+    stack: Stack, tmp: Path, engine: Engine, latency_ms: int, **kwargs: Any
+) -> Iterator[Scenario]:
     s = Scenario(stack, tmp, latency_ms, **kwargs)
     try:
         yield s.start()
@@ -530,8 +570,9 @@ def scenario(stack: Stack, tmp: Path, engine: Engine, latency_ms: int,
 # --------------------------------------------------------------------------- measurements
 
 
-def run_syncd(stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_ms: int,
-              timeout: float) -> dict[str, Any]:
+def run_syncd(
+    stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_ms: int, timeout: float
+) -> dict[str, Any]:
     with scenario(stack, tmp, engine, latency_ms) as s:
         assert s.sandbox is not None
         log(f"syncd, {latency_ms} ms per call: confirming {len(ids)} orders")
@@ -543,16 +584,30 @@ def run_syncd(stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_m
         duplicates, missing = verify(engine, s.sandbox, ids)
         syncd_ms = 1000 * (cpu1[0] - cpu0[0]) / max(1, done)
         sandbox_ms = 1000 * (cpu1[1] - cpu0[1]) / max(1, done)
-        log(f"  {rate:.0f} documents/s, CPU per document: syncd {syncd_ms:.2f} ms, sandbox "
+        log(
+            f"  {rate:.0f} documents/s, CPU per document: syncd {syncd_ms:.2f} ms, sandbox "
             f"{sandbox_ms:.2f} ms; peak RSS {s.peak_rss_mb:.0f} MB, duplicates {duplicates}, "
-            f"missing {missing}")
-        return {"docs_per_s": rate, "duplicates": duplicates, "missing": missing,
-                "peak_rss_mb": s.peak_rss_mb, "syncd_cpu_ms_per_doc": syncd_ms,
-                "sandbox_cpu_ms_per_doc": sandbox_ms}
+            f"missing {missing}"
+        )
+        return {
+            "docs_per_s": rate,
+            "duplicates": duplicates,
+            "missing": missing,
+            "peak_rss_mb": s.peak_rss_mb,
+            "syncd_cpu_ms_per_doc": syncd_ms,
+            "sandbox_cpu_ms_per_doc": sandbox_ms,
+        }
 
 
-def run_freshness(stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_ms: int,
-                  rate: int, timeout: float) -> dict[str, Any]:
+def run_freshness(
+    stack: Stack,
+    tmp: Path,
+    engine: Engine,
+    ids: list[int],
+    latency_ms: int,
+    rate: int,
+    timeout: float,
+) -> dict[str, Any]:
     with scenario(stack, tmp, engine, latency_ms) as s:
         assert s.sandbox is not None
         log(f"freshness: confirming {len(ids)} orders at {rate}/s, {latency_ms} ms per call")
@@ -560,7 +615,7 @@ def run_freshness(stack: Stack, tmp: Path, engine: Engine, ids: list[int], laten
         per_tick = max(1, round(rate * tick))
         start = time.monotonic()
         for n, i in enumerate(range(0, len(ids), per_tick)):
-            confirm(engine, ids[i:i + per_tick])
+            confirm(engine, ids[i : i + per_tick])
             s.sample_rss()
             pause = start + (n + 1) * tick - time.monotonic()
             if pause > 0:
@@ -574,11 +629,13 @@ def run_freshness(stack: Stack, tmp: Path, engine: Engine, ids: list[int], laten
         return {"p50": p50, "p99": p99, "duplicates": duplicates, "missing": missing}
 
 
-def run_naive(stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_ms: int,
-              seconds: float) -> dict[str, Any]:
+def run_naive(
+    stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_ms: int, seconds: float
+) -> dict[str, Any]:
     faults = json.dumps({"latency_ms": latency_ms})
-    sandbox = SandboxProcess(store=tmp / "sandbox-naive.db", issue_delay=0.0,
-                             extra_args=["--faults", faults]).start()
+    sandbox = SandboxProcess(
+        store=tmp / "sandbox-naive.db", issue_delay=0.0, extra_args=["--faults", faults]
+    ).start()
     try:
         data = config_data(stack)
         data["kafka"]["group_id"] = f"bench-naive-{uuid.uuid4().hex[:6]}"
@@ -589,9 +646,22 @@ def run_naive(stack: Stack, tmp: Path, engine: Engine, ids: list[int], latency_m
         log(f"naive baseline, {latency_ms} ms per call: {len(ids)} orders, at most {seconds} s")
         confirm(engine, ids)
         out = subprocess.run(
-            [sys.executable, str(REPO_DIR / "bench" / "naive.py"), "--config", str(path),
-             "--offsets", json.dumps(highs), "--seconds", str(seconds),
-             "--expect", str(len(ids))], capture_output=True, text=True, timeout=seconds + 120)
+            [
+                sys.executable,
+                str(REPO_DIR / "bench" / "naive.py"),
+                "--config",
+                str(path),
+                "--offsets",
+                json.dumps(highs),
+                "--seconds",
+                str(seconds),
+                "--expect",
+                str(len(ids)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 120,
+        )
         if out.returncode != 0:
             raise RuntimeError(f"naive baseline failed:\n{out.stderr[-3000:]}")
         rate = throughput(engine, ids)
@@ -617,9 +687,13 @@ def wait_quiet(bootstrap: str, topic: str, still: float = 3.0, timeout: float = 
 def run_ceilings(stack: Stack, start: dict[int, int], events: int) -> dict[str, Any]:
     """Raw confluent-kafka consumption vs syncd's decode + decide, same records."""
     wait_quiet(stack.bootstrap, TOPIC)
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap,
-                         "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"bench-raw-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([KafkaTP(TOPIC, p, o) for p, o in start.items()])
     # Warm the broker's page cache and the connection, then time further passes.
     records: list[tuple[int, int, bytes | None, bytes | None]] = []
@@ -627,8 +701,11 @@ def run_ceilings(stack: Stack, start: dict[int, int], events: int) -> dict[str, 
     while len(records) < events and idle < 10:
         batch = consumer.consume(1000, 1.0)
         idle = 0 if batch else idle + 1
-        records += [(m.partition() or 0, m.offset() or 0, m.key(), m.value()) for m in batch
-                    if m.error() is None]
+        records += [
+            (m.partition() or 0, m.offset() or 0, m.key(), m.value())
+            for m in batch
+            if m.error() is None
+        ]
     classifier = Classifier(parse_config(yaml.safe_dump(config_data(stack))))
 
     def raw_pass() -> float:
@@ -667,14 +744,23 @@ def run_ceilings(stack: Stack, start: dict[int, int], events: int) -> dict[str, 
         gc.unfreeze()
         consumer.close()
     raw, decode = max(raws), max(decodes)
-    log(f"ceilings over {len(records)} events: raw consume {raw:.0f}/s, "
+    log(
+        f"ceilings over {len(records)} events: raw consume {raw:.0f}/s, "
         f"decode+decide {decode:.0f}/s (passes: raw {', '.join(f'{r:.0f}' for r in raws)}; "
-        f"decode {', '.join(f'{d:.0f}' for d in decodes)})")
+        f"decode {', '.join(f'{d:.0f}' for d in decodes)})"
+    )
     return {"raw": raw, "decode": decode, "events": len(records)}
 
 
-def run_backlog(stack: Stack, tmp: Path, engine: Engine, ids: list[int], events: int,
-                seconds: float, latency_ms: int) -> dict[str, Any]:
+def run_backlog(
+    stack: Stack,
+    tmp: Path,
+    engine: Engine,
+    ids: list[int],
+    events: int,
+    seconds: float,
+    latency_ms: int,
+) -> dict[str, Any]:
     """Synthetic Debezium records (copies of a real captured confirmation with the keys of
     `ids`) straight onto a topic of their own; syncd starts with the whole backlog waiting
     and a slow platform, and its RSS is sampled while it works."""
@@ -682,8 +768,9 @@ def run_backlog(stack: Stack, tmp: Path, engine: Engine, ids: list[int], events:
     ensure_topic(stack.bootstrap, BACKLOG_TOPIC, 4, **BENCH_TOPIC_CONFIG)
     try:
         produce_backlog(stack.bootstrap, template, ids, events)
-        s = Scenario(stack, tmp, latency_ms, prefix=BACKLOG_PREFIX, topic=BACKLOG_TOPIC,
-                     from_start=True)
+        s = Scenario(
+            stack, tmp, latency_ms, prefix=BACKLOG_PREFIX, topic=BACKLOG_TOPIC, from_start=True
+        )
         try:
             s.start()
             log(f"backlog: {events} events waiting; sampling syncd's RSS for {seconds} s")
@@ -713,9 +800,13 @@ def _metric(daemon: Daemon | None, name: str) -> float:
 
 def captured_confirmation(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]:
     """One real DRAFT -> CONFIRMED event of this run (key, value) from the order topic."""
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap,
-                         "group.id": f"bench-tpl-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"bench-tpl-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
+    )
     highs = high_watermarks(stack.bootstrap, TOPIC)
     consumer.assign([KafkaTP(TOPIC, p, max(0, h - 2000)) for p, h in highs.items()])
     try:
@@ -734,8 +825,9 @@ def captured_confirmation(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]
     raise RuntimeError("no captured DRAFT -> CONFIRMED event found")
 
 
-def produce_backlog(bootstrap: str, template: tuple[dict[str, Any], dict[str, Any]],
-                    ids: list[int], events: int) -> None:
+def produce_backlog(
+    bootstrap: str, template: tuple[dict[str, Any], dict[str, Any]], ids: list[int], events: int
+) -> None:
     key_tpl, value_tpl = template
     encoded: list[tuple[bytes, bytes]] = []
     for order_id in ids:
@@ -747,11 +839,21 @@ def produce_backlog(bootstrap: str, template: tuple[dict[str, Any], dict[str, An
         payload["after"]["order_no"] = payload["before"]["order_no"] = f"BL-{order_id}"
         # compact, as Kafka Connect's JsonConverter writes it (the decoder's fast path
         # relies on that layout; spaced JSON would take the full-parse fallback)
-        encoded.append((json.dumps(key, separators=(",", ":")).encode(),
-                        json.dumps(value, separators=(",", ":")).encode()))
-    producer = Producer({"bootstrap.servers": bootstrap, "compression.type": "lz4",
-                         "linger.ms": 50, "batch.size": 1_000_000,
-                         "queue.buffering.max.messages": 500_000})
+        encoded.append(
+            (
+                json.dumps(key, separators=(",", ":")).encode(),
+                json.dumps(value, separators=(",", ":")).encode(),
+            )
+        )
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "compression.type": "lz4",
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+        }
+    )
     log(f"producing {events} synthetic change events to {BACKLOG_TOPIC}")
     for n in range(events):
         key, value = encoded[n % len(encoded)]
@@ -771,9 +873,12 @@ def produce_backlog(bootstrap: str, template: tuple[dict[str, Any], dict[str, An
 
 
 def versions(stack: Stack, engine: Engine) -> dict[str, str]:
-    out = {"python": platform.python_version(), "syncd": syncd.__version__,
-           "confluent_kafka": importlib.metadata.version("confluent-kafka"),
-           "librdkafka": confluent_kafka.libversion()[0]}
+    out = {
+        "python": platform.python_version(),
+        "syncd": syncd.__version__,
+        "confluent_kafka": importlib.metadata.version("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0],
+    }
     with engine.connect() as conn:
         out["postgresql"] = str(conn.execute(text("SHOW server_version")).scalar_one())
     with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
@@ -790,37 +895,70 @@ def ratio(a: float, b: float) -> float:
 
 def table(results: dict[str, Any]) -> str:
     rows = [
-        ("syncd end to end, 0 ms per call", results["syncd_docs_per_s_latency_0ms"], "docs/s",
-         ">= 1000"),
-        ("syncd end to end, 50 ms per call", results["syncd_docs_per_s_latency_50ms"],
-         "docs/s", ">= 800"),
-        ("  syncd CPU per document, 0 ms", results["syncd_cpu_ms_per_doc_latency_0ms"], "ms",
-         ""),
-        ("  sandbox CPU per document, 0 ms", results["sandbox_cpu_ms_per_doc_latency_0ms"],
-         "ms", ""),
-        ("naive sequential consumer, 50 ms", results["naive_docs_per_s_latency_50ms"],
-         "docs/s", ""),
+        (
+            "syncd end to end, 0 ms per call",
+            results["syncd_docs_per_s_latency_0ms"],
+            "docs/s",
+            ">= 1000",
+        ),
+        (
+            "syncd end to end, 50 ms per call",
+            results["syncd_docs_per_s_latency_50ms"],
+            "docs/s",
+            ">= 800",
+        ),
+        ("  syncd CPU per document, 0 ms", results["syncd_cpu_ms_per_doc_latency_0ms"], "ms", ""),
+        (
+            "  sandbox CPU per document, 0 ms",
+            results["sandbox_cpu_ms_per_doc_latency_0ms"],
+            "ms",
+            "",
+        ),
+        (
+            "naive sequential consumer, 50 ms",
+            results["naive_docs_per_s_latency_50ms"],
+            "docs/s",
+            "",
+        ),
         ("  ratio syncd / naive (50 ms)", results["ratio_syncd_over_naive_50ms"], "x", ">= 30"),
         ("raw confluent-kafka consume", results["raw_consume_events_per_s"], "events/s", ""),
         ("syncd decode + decide", results["decode_events_per_s"], "events/s", ">= 20000"),
         ("  ratio decode / raw consume", results["ratio_decode_over_raw"], "x", ">= 0.33"),
-        (f"peak RSS, {results['backlog_events']} events backlog",
-         results["peak_rss_mb_backlog"], "MB", "<= 300"),
-        (f"freshness p50 at {results['freshness_rate']} docs/s", results["freshness_p50_s"],
-         "s", ""),
-        (f"freshness p99 at {results['freshness_rate']} docs/s", results["freshness_p99_s"],
-         "s", "<= 2"),
-        (f"freshness p50 / p99 at {results['freshness_sustainable_rate']} docs/s (half the "
-         "50 ms throughput)",
-         f"{results['freshness_p50_s_sustainable']} / {results['freshness_p99_s_sustainable']}",
-         "s", ""),
+        (
+            f"peak RSS, {results['backlog_events']} events backlog",
+            results["peak_rss_mb_backlog"],
+            "MB",
+            "<= 300",
+        ),
+        (
+            f"freshness p50 at {results['freshness_rate']} docs/s",
+            results["freshness_p50_s"],
+            "s",
+            "",
+        ),
+        (
+            f"freshness p99 at {results['freshness_rate']} docs/s",
+            results["freshness_p99_s"],
+            "s",
+            "<= 2",
+        ),
+        (
+            f"freshness p50 / p99 at {results['freshness_sustainable_rate']} docs/s (half the "
+            "50 ms throughput)",
+            f"{results['freshness_p50_s_sustainable']} / {results['freshness_p99_s_sustainable']}",
+            "s",
+            "",
+        ),
         ("duplicate invoices", results["duplicates"], "", "0"),
         ("missing invoices", results["missing"], "", "0"),
     ]
     lines = ["| measurement | value | unit | target |", "|---|---:|---|---|"]
     for name, value, unit, target in rows:
-        shown = f"{value:,.2f}" if isinstance(value, float) and value < 100 else (
-            f"{value:,.0f}" if isinstance(value, float) else str(value))
+        shown = (
+            f"{value:,.2f}"
+            if isinstance(value, float) and value < 100
+            else (f"{value:,.0f}" if isinstance(value, float) else str(value))
+        )
         lines.append(f"| {name} | {shown} | {unit} | {target} |")
     return "\n".join(lines)
 
@@ -839,8 +977,15 @@ def calibrate(stack: Stack, tmp: Path, engine: Engine, tag: str, sizes: Sizes) -
     return orders
 
 
-def run_only(only: str, stack: Stack, tmp: Path, engine: Engine, sets: dict[str, list[int]],
-             base: dict[int, int], sizes: Sizes) -> int:
+def run_only(
+    only: str,
+    stack: Stack,
+    tmp: Path,
+    engine: Engine,
+    sets: dict[str, list[int]],
+    base: dict[int, int],
+    sizes: Sizes,
+) -> int:
     """Development aid: run some scenarios, print their figures, write no results file."""
     for name in only.split(","):
         if name == "syncd0":
@@ -850,13 +995,25 @@ def run_only(only: str, stack: Stack, tmp: Path, engine: Engine, sets: dict[str,
         elif name == "naive":
             print(run_naive(stack, tmp, engine, sets["N"], sizes.latency_ms, sizes.naive_seconds))
         elif name == "fresh":
-            print(run_freshness(stack, tmp, engine, sets["F"], sizes.latency_ms,
-                                sizes.fresh_rate, sizes.timeout))
+            print(
+                run_freshness(
+                    stack, tmp, engine, sets["F"], sizes.latency_ms, sizes.fresh_rate, sizes.timeout
+                )
+            )
         elif name == "ceilings":
             print(run_ceilings(stack, base, sizes.decode_events))
         elif name == "backlog":
-            print(run_backlog(stack, tmp, engine, sets["K"], sizes.backlog_events,
-                              sizes.backlog_seconds, sizes.backlog_latency_ms))
+            print(
+                run_backlog(
+                    stack,
+                    tmp,
+                    engine,
+                    sets["K"],
+                    sizes.backlog_events,
+                    sizes.backlog_seconds,
+                    sizes.backlog_latency_ms,
+                )
+            )
         else:
             raise SystemExit(f"unknown scenario {name!r}")
     return 0
@@ -868,16 +1025,27 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--orders", type=int, default=0,
-                        help="orders per syncd throughput run (BENCH_ORDERS, default 30000)")
+    parser.add_argument(
+        "--orders",
+        type=int,
+        default=0,
+        help="orders per syncd throughput run (BENCH_ORDERS, default 30000)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite)")
-    parser.add_argument("--out", type=Path, default=Path(
-        os.environ.get("BENCH_OUT", REPO_DIR / "bench" / "results.json")))
-    parser.add_argument("--only", default="",
-                        help="comma-separated scenarios (syncd0,syncd50,naive,fresh,ceilings,"
-                        "backlog); prints figures, writes no results file")
-    parser.add_argument("--keep-connector", action="store_true",
-                        help="leave connector syncd-bench registered")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(os.environ.get("BENCH_OUT", REPO_DIR / "bench" / "results.json")),
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated scenarios (syncd0,syncd50,naive,fresh,ceilings,"
+        "backlog); prints figures, writes no results file",
+    )
+    parser.add_argument(
+        "--keep-connector", action="store_true", help="leave connector syncd-bench registered"
+    )
     args = parser.parse_args()
     # A `timeout` or Ctrl-C must still stop the daemons and sandboxes this run started (a
     # stray syncd with its own ledger would invoice the next run's orders a second time).
@@ -896,9 +1064,16 @@ def main() -> int:
         if not sizes.orders:
             sizes.orders = calibrate(stack, tmp, engine, tag, sizes)
         fresh_n = max(1, int(sizes.fresh_rate * sizes.fresh_seconds))
-        sets = {name: load_orders(engine, f"B{tag}{name}", n) for name, n in (
-            ("Z", sizes.orders), ("L", sizes.orders), ("N", sizes.naive_orders),
-            ("F", fresh_n), ("K", sizes.backlog_keys))}
+        sets = {
+            name: load_orders(engine, f"B{tag}{name}", n)
+            for name, n in (
+                ("Z", sizes.orders),
+                ("L", sizes.orders),
+                ("N", sizes.naive_orders),
+                ("F", fresh_n),
+                ("K", sizes.backlog_keys),
+            )
+        }
         total = sum(len(v) for v in sets.values())
         log(f"loaded {total} DRAFT orders; waiting for Debezium to capture them")
         wait_captured(stack.bootstrap, base, total, sizes.timeout)
@@ -908,8 +1083,9 @@ def main() -> int:
         zero = run_syncd(stack, tmp, engine, sets["Z"], 0, sizes.timeout)
         slow = run_syncd(stack, tmp, engine, sets["L"], sizes.latency_ms, sizes.timeout)
         naive = run_naive(stack, tmp, engine, sets["N"], sizes.latency_ms, sizes.naive_seconds)
-        fresh = run_freshness(stack, tmp, engine, sets["F"], sizes.latency_ms,
-                              sizes.fresh_rate, sizes.timeout)
+        fresh = run_freshness(
+            stack, tmp, engine, sets["F"], sizes.latency_ms, sizes.fresh_rate, sizes.timeout
+        )
         steady: dict[str, Any] = {}
         sustainable = int(0.5 * slow["docs_per_s"])
         if 1 <= sustainable < sizes.fresh_rate:
@@ -918,12 +1094,20 @@ def main() -> int:
             before = high_watermarks(stack.bootstrap, TOPIC)
             more = load_orders(engine, f"B{tag}G", max(1, int(sustainable * sizes.fresh_seconds)))
             wait_captured(stack.bootstrap, before, len(more), sizes.timeout)
-            steady = run_freshness(stack, tmp, engine, more, sizes.latency_ms, sustainable,
-                                   sizes.timeout)
+            steady = run_freshness(
+                stack, tmp, engine, more, sizes.latency_ms, sustainable, sizes.timeout
+            )
             steady["rate"] = sustainable
         ceilings = run_ceilings(stack, base, sizes.decode_events)
-        backlog = run_backlog(stack, tmp, engine, sets["K"], sizes.backlog_events,
-                              sizes.backlog_seconds, sizes.backlog_latency_ms)
+        backlog = run_backlog(
+            stack,
+            tmp,
+            engine,
+            sets["K"],
+            sizes.backlog_events,
+            sizes.backlog_seconds,
+            sizes.backlog_latency_ms,
+        )
         results.update(
             syncd_docs_per_s_latency_0ms=round(zero["docs_per_s"], 1),
             syncd_docs_per_s_latency_50ms=round(slow["docs_per_s"], 1),
@@ -933,28 +1117,36 @@ def main() -> int:
             peak_rss_mb_backlog=round(backlog["peak_rss_mb"], 1),
             freshness_p50_s=round(fresh["p50"], 3),
             freshness_p99_s=round(fresh["p99"], 3),
-            duplicates=zero["duplicates"] + slow["duplicates"] + fresh["duplicates"]
+            duplicates=zero["duplicates"]
+            + slow["duplicates"]
+            + fresh["duplicates"]
             + steady.get("duplicates", 0),
-            missing=zero["missing"] + slow["missing"] + fresh["missing"]
-            + steady.get("missing", 0),
+            missing=zero["missing"] + slow["missing"] + fresh["missing"] + steady.get("missing", 0),
         )
         results.update(
-            ratio_syncd_over_naive_50ms=ratio(results["syncd_docs_per_s_latency_50ms"],
-                                              results["naive_docs_per_s_latency_50ms"]),
+            ratio_syncd_over_naive_50ms=ratio(
+                results["syncd_docs_per_s_latency_50ms"], results["naive_docs_per_s_latency_50ms"]
+            ),
             ratio_decode_over_raw=round(ceilings["decode"] / ceilings["raw"], 2)
-            if ceilings["raw"] else float("nan"),
-            orders_per_run=sizes.orders, latency_ms=sizes.latency_ms,
-            freshness_rate=sizes.fresh_rate, backlog_events=sizes.backlog_events,
+            if ceilings["raw"]
+            else float("nan"),
+            orders_per_run=sizes.orders,
+            latency_ms=sizes.latency_ms,
+            freshness_rate=sizes.fresh_rate,
+            backlog_events=sizes.backlog_events,
             freshness_sustainable_rate=steady.get("rate"),
             freshness_p50_s_sustainable=round(steady["p50"], 3) if steady else None,
             freshness_p99_s_sustainable=round(steady["p99"], 3) if steady else None,
-            backlog_events_consumed=backlog["consumed"], decode_sample_events=ceilings["events"],
+            backlog_events_consumed=backlog["consumed"],
+            decode_sample_events=ceilings["events"],
             peak_rss_mb_throughput=round(max(zero["peak_rss_mb"], slow["peak_rss_mb"]), 1),
             syncd_cpu_ms_per_doc_latency_0ms=round(zero["syncd_cpu_ms_per_doc"], 2),
             sandbox_cpu_ms_per_doc_latency_0ms=round(zero["sandbox_cpu_ms_per_doc"], 2),
             syncd_cpu_ms_per_doc_latency_50ms=round(slow["syncd_cpu_ms_per_doc"], 2),
-            cores=os.cpu_count(), load_average=[round(x, 2) for x in os.getloadavg()],
-            versions=versions(stack, engine), seconds=round(time.monotonic() - started),
+            cores=os.cpu_count(),
+            load_average=[round(x, 2) for x in os.getloadavg()],
+            versions=versions(stack, engine),
+            seconds=round(time.monotonic() - started),
             smoke=args.smoke,
         )
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -962,10 +1154,12 @@ def main() -> int:
         print()
         print(table(results))
         print()
-        print(f"syncd / naive at {sizes.latency_ms} ms: "
-              f"{results['ratio_syncd_over_naive_50ms']}x; syncd decode / raw consume: "
-              f"{results['ratio_decode_over_raw']}; {os.cpu_count()} cores; "
-              f"written to {args.out}")
+        print(
+            f"syncd / naive at {sizes.latency_ms} ms: "
+            f"{results['ratio_syncd_over_naive_50ms']}x; syncd decode / raw consume: "
+            f"{results['ratio_decode_over_raw']}; {os.cpu_count()} cores; "
+            f"written to {args.out}"
+        )
         if results["duplicates"] or results["missing"]:
             print("FAILED: duplicate or missing invoices", file=sys.stderr)
             return 1

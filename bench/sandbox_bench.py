@@ -32,8 +32,13 @@ def _load(url: str, seconds: float, threads: int, worker: int, out: multiprocess
     from syncd.commands.sandbox import DEV_APP_KEY, DEV_APP_SECRET
     from syncd.issuers.sandbox import SandboxIssuer, SandboxIssuerSettings
 
-    settings = SandboxIssuerSettings(base_url=url, app_key=DEV_APP_KEY, app_secret=DEV_APP_SECRET,
-                                     max_connections=threads, max_keepalive_connections=threads)
+    settings = SandboxIssuerSettings(
+        base_url=url,
+        app_key=DEV_APP_KEY,
+        app_secret=DEV_APP_SECRET,
+        max_connections=threads,
+        max_keepalive_connections=threads,
+    )
     client = SandboxIssuer(settings)
     template = invoice("BENCH0000000000")
     counts = {"ok": 0, "bad": 0}
@@ -74,12 +79,18 @@ def _raw_pair(host: str, serial: str, template: bytes) -> tuple[bytes, bytes]:
 
     body = template.replace(b"BENCH0000000000", serial.encode())
     out = []
-    for method, path, content in (("POST", "/v1/invoices", body),
-                                  ("GET", f"/v1/invoices/{serial}", b"")):
+    for method, path, content in (
+        ("POST", "/v1/invoices", body),
+        ("GET", f"/v1/invoices/{serial}", b""),
+    ):
         headers = auth_headers(DEV_APP_KEY, SecretStr(DEV_APP_SECRET), method, path, content)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host}",
-                 f"Content-Length: {len(content)}", "Content-Type: application/json",
-                 *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {host}",
+            f"Content-Length: {len(content)}",
+            "Content-Type: application/json",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         out.append(("\r\n".join(lines) + "\r\n\r\n").encode() + content)
     return out[0], out[1]
 
@@ -110,17 +121,21 @@ async def _raw_connection(host: str, port: int, prefix: str, deadline: float) ->
     return ok, bad
 
 
-def _raw_load(url: str, seconds: float, conns: int, worker: int,
-              out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _raw_load(
+    url: str, seconds: float, conns: int, worker: int, out: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
     import asyncio
 
     host, port = url.split("//", 1)[1].split(":")
 
     async def go() -> list[tuple[int, int]]:
         deadline = time.monotonic() + seconds
-        return await asyncio.gather(*(
-            _raw_connection(host, int(port), f"R{worker:02d}{c:03d}", deadline)
-            for c in range(conns)))
+        return await asyncio.gather(
+            *(
+                _raw_connection(host, int(port), f"R{worker:02d}{c:03d}", deadline)
+                for c in range(conns)
+            )
+        )
 
     results = asyncio.run(go())
     out.put({"ok": sum(r[0] for r in results), "bad": sum(r[1] for r in results)})
@@ -142,11 +157,17 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--procs", type=int, default=2, help="load-generating processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per load process")
-    parser.add_argument("--raw", action="store_true",
-                        help="pre-signed requests over raw keep-alive sockets (measures the "
-                             "server, not syncd's client); --threads = connections per process")
-    parser.add_argument("--url", default=None,
-                        help="use this running sandbox (dev key/secret) instead of starting one")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="pre-signed requests over raw keep-alive sockets (measures the "
+        "server, not syncd's client); --threads = connections per process",
+    )
+    parser.add_argument(
+        "--url",
+        default=None,
+        help="use this running sandbox (dev key/secret) instead of starting one",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -158,8 +179,10 @@ def main() -> int:
         try:
             queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
             procs = [
-                multiprocessing.Process(target=_raw_load if args.raw else _load,
-                                        args=(sandbox.url, args.seconds, args.threads, w, queue))
+                multiprocessing.Process(
+                    target=_raw_load if args.raw else _load,
+                    args=(sandbox.url, args.seconds, args.threads, w, queue),
+                )
                 for w in range(args.procs)
             ]
             cpu_before = _cpu_seconds(sandbox)
@@ -190,7 +213,7 @@ def main() -> int:
         "server_cpu_ms_per_request": round(cpu_used * 1000 / requests, 3) if requests else None,
         "server_requests_per_cpu_second": round(requests / cpu_used, 1) if cpu_used else None,
         "load": f"{args.procs} procs x {args.threads} "
-                + ("raw connections" if args.raw else "SandboxIssuer threads"),
+        + ("raw connections" if args.raw else "SandboxIssuer threads"),
     }
     print(json.dumps(report))
     return 0 if totals["bad"] == 0 else 1

@@ -67,9 +67,7 @@ class DocumentKind(enum.StrEnum):
 
 def _key_text(column: str, value: KeyValue) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-        raise TypeError(
-            f"key column {column!r}: unsupported key value type {type(value).__name__}"
-        )
+        raise TypeError(f"key column {column!r}: unsupported key value type {type(value).__name__}")
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"key column {column!r}: key value must be finite, got {value}")

@@ -68,8 +68,15 @@ _ISSUE_IN_FLIGHT: Final = frozenset(
     {_S.SUBMITTED, _S.ISSUED, _S.REJECTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED, _S.DEAD}
 )
 _REVERSAL_IN_FLIGHT: Final = frozenset(
-    {_S.REVERSAL_SUBMITTED, _S.REVERSED, _S.REJECTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED,
-     _S.DEAD}
+    {
+        _S.REVERSAL_SUBMITTED,
+        _S.REVERSED,
+        _S.REJECTED,
+        _S.OUTCOME_UNKNOWN,
+        _S.RETRY_WAIT,
+        _S.BLOCKED,
+        _S.DEAD,
+    }
 )
 
 #: kind -> state -> states it may move to. Self-loops mean "same state, new schedule or
@@ -111,8 +118,14 @@ TERMINAL_STATES: Final = frozenset({_S.INVALID, _S.ISSUED, _S.REJECTED, _S.REVER
 #: After a crash or a partition move these rows may have reached the provider; they are
 #: resumed by querying the provider by serial before anything is re-sent.
 RESUME_STATES: Final = frozenset(
-    {_S.READY, _S.SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.REVERSAL_PENDING,
-     _S.REVERSAL_SUBMITTED}
+    {
+        _S.READY,
+        _S.SUBMITTED,
+        _S.OUTCOME_UNKNOWN,
+        _S.RETRY_WAIT,
+        _S.REVERSAL_PENDING,
+        _S.REVERSAL_SUBMITTED,
+    }
 )
 
 #: States in which the serial may already be known to the provider.
@@ -261,10 +274,12 @@ class NextStep:
 
 # Which states an outcome may arrive in (i.e. a provider call was made from them).
 _CALLING_STATES: Final[Mapping[DocumentKind, frozenset[DocumentState]]] = {
-    DocumentKind.ISSUE: frozenset({_S.READY, _S.SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT,
-                                   _S.BLOCKED}),
-    DocumentKind.REVERSAL: frozenset({_S.REVERSAL_PENDING, _S.REVERSAL_SUBMITTED,
-                                      _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED}),
+    DocumentKind.ISSUE: frozenset(
+        {_S.READY, _S.SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED}
+    ),
+    DocumentKind.REVERSAL: frozenset(
+        {_S.REVERSAL_PENDING, _S.REVERSAL_SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED}
+    ),
 }
 
 

@@ -54,8 +54,11 @@ _CONTROL: Final = [
     ("DELETE", re.compile(r"/_sandbox/faults"), "reset_faults"),
     ("GET", re.compile(r"/_sandbox/invoices"), "audit_invoices"),
     ("GET", re.compile(r"/_sandbox/requests"), "audit_requests"),
-    ("POST", re.compile(rf"/_sandbox/red-forms/{_SERIAL}/(?P<decision>confirm|reject)"),
-     "decide_red"),
+    (
+        "POST",
+        re.compile(rf"/_sandbox/red-forms/{_SERIAL}/(?P<decision>confirm|reject)"),
+        "decide_red",
+    ),
 ]
 RED_FORM_FIELDS: Final = frozenset({"serial", "original_invoice_no", "reason"})
 
@@ -184,23 +187,42 @@ class SandboxApp:
             return
         pending.set_result(None)
 
-    def _log(self, method: str, path: str, app_key: str | None, serial: str | None,
-             fault: str | None, reply: Reply, started: float) -> None:
+    def _log(
+        self,
+        method: str,
+        path: str,
+        app_key: str | None,
+        serial: str | None,
+        fault: str | None,
+        reply: Reply,
+        started: float,
+    ) -> None:
         self.store.log_request(
-            ts=time.time(), method=method, path=path, app_key=app_key, status=reply.status,
-            code=reply.code, serial=serial, fault=fault,
+            ts=time.time(),
+            method=method,
+            path=path,
+            app_key=app_key,
+            status=reply.status,
+            code=reply.code,
+            serial=serial,
+            fault=fault,
             duration_ms=(time.monotonic() - started) * 1000,
         )
 
     async def _break(self, send: Send, reply: Reply, fault: str) -> None:
         if fault.endswith(":hang"):
             await asyncio.sleep(self.faults.hang_ms / 1000)
-        await send({
-            "type": "http.response.start",
-            "status": reply.status,
-            "headers": [(b"content-type", reply.content_type.encode()),
-                        (b"content-length", str(len(reply.body)).encode()), *reply.headers],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [
+                    (b"content-type", reply.content_type.encode()),
+                    (b"content-length", str(len(reply.body)).encode()),
+                    *reply.headers,
+                ],
+            }
+        )
         raise DropConnection(fault)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -270,13 +292,21 @@ class SandboxApp:
             return error(401, verdict.code, verdict.message), None, serial, None
         app_key, nonce = verdict
         if not self.store.remember_nonce(app_key, nonce, now, auth.NONCE_TTL_SECONDS):
-            return (error(401, "NONCE_REUSED", "this X-Nonce was used in the last 10 minutes"),
-                    app_key, serial, None)
+            return (
+                error(401, "NONCE_REUSED", "this X-Nonce was used in the last 10 minutes"),
+                app_key,
+                serial,
+                None,
+            )
 
         wait = self._rate_limit(app_key, faults)
         if wait > 0:
-            reply = error(429, "RATE_LIMITED", "too many requests for this app key",
-                          retry_after=round(wait, 3))
+            reply = error(
+                429,
+                "RATE_LIMITED",
+                "too many requests for this app key",
+                retry_after=round(wait, 3),
+            )
             reply.headers.append((b"retry-after", str(max(1, int(wait + 0.999))).encode()))
             return reply, app_key, serial, None
 
@@ -287,13 +317,26 @@ class SandboxApp:
 
         if method == "POST":
             if faults.session_expired:
-                return (error(403, "SESSION_EXPIRED",
-                              "the drawer's tax-bureau session expired; a person must log in "
-                              "again (scan or face check)"), app_key, serial, None)
+                return (
+                    error(
+                        403,
+                        "SESSION_EXPIRED",
+                        "the drawer's tax-bureau session expired; a person must log in "
+                        "again (scan or face check)",
+                    ),
+                    app_key,
+                    serial,
+                    None,
+                )
             if route == "issue" and faults.credit_exhausted:
-                return (error(403, "CREDIT_EXHAUSTED",
-                              "the invoicing credit line (授信额度) is exhausted"),
-                        app_key, serial, None)
+                return (
+                    error(
+                        403, "CREDIT_EXHAUSTED", "the invoicing credit line (授信额度) is exhausted"
+                    ),
+                    app_key,
+                    serial,
+                    None,
+                )
 
         ctx = _Ctx(params, body, app_key, now, base_url)
         if route == "issue":
@@ -329,25 +372,48 @@ class SandboxApp:
         today = datetime.fromtimestamp(ctx.now, BEIJING).date()
         violations = rules.check_invoice(payload, today=today)
         if violations:
-            return error(422, "VALIDATION_FAILED", "the invoice breaks the platform's rules",
-                         serial=serial, errors=[v.as_json() for v in violations]), serial
+            return error(
+                422,
+                "VALIDATION_FAILED",
+                "the invoice breaks the platform's rules",
+                serial=serial,
+                errors=[v.as_json() for v in violations],
+            ), serial
         if self.dice.hit(self.faults.rejection_rate):
-            return error(422, "VALIDATION_FAILED", "the invoice breaks the platform's rules",
-                         serial=serial, errors=[{
-                             "code": "BUYER_NOT_REGISTERED", "path": "buyer.tax_id",
-                             "message": "the buyer's taxpayer ID is not registered with the "
-                                        "tax bureau"}]), serial
+            return error(
+                422,
+                "VALIDATION_FAILED",
+                "the invoice breaks the platform's rules",
+                serial=serial,
+                errors=[
+                    {
+                        "code": "BUYER_NOT_REGISTERED",
+                        "path": "buyer.tax_id",
+                        "message": "the buyer's taxpayer ID is not registered with the tax bureau",
+                    }
+                ],
+            ), serial
         outcome = self.store.submit_invoice(
-            payload, app_key=ctx.app_key, now=ctx.now, delay=self.config.issue_delay,
+            payload,
+            app_key=ctx.app_key,
+            now=ctx.now,
+            delay=self.config.issue_delay,
             refuse_duplicates=self.config.dialect == "refuse-duplicates",
         )
         if outcome.kind == "CONFLICT":
-            return error(409, "SERIAL_CONFLICT",
-                         "this serial was already used for a different invoice",
-                         serial=serial), serial
+            return error(
+                409,
+                "SERIAL_CONFLICT",
+                "this serial was already used for a different invoice",
+                serial=serial,
+            ), serial
         if outcome.kind == "DUPLICATE":
-            return error(409, "DUPLICATE_SERIAL",
-                         "the serial must not repeat; query it instead", serial=serial), serial
+            return error(
+                409,
+                "DUPLICATE_SERIAL",
+                "the serial must not repeat; query it instead",
+                serial=serial,
+            ), serial
         view = self._invoice_view(outcome.row, ctx.base_url)
         status = 202 if outcome.kind in ("ACCEPTED", "REQUEUED") else 200
         return json_reply(status, view, committed=True), serial
@@ -385,12 +451,22 @@ class SandboxApp:
         serial = payload.get("serial") if isinstance(payload, dict) else None
         serial = serial if isinstance(serial, str) else None
         if problems:
-            return error(422, "VALIDATION_FAILED", "the red-letter form is not valid",
-                         serial=serial, errors=[p.as_json() for p in problems]), serial
+            return error(
+                422,
+                "VALIDATION_FAILED",
+                "the red-letter form is not valid",
+                serial=serial,
+                errors=[p.as_json() for p in problems],
+            ), serial
         assert serial is not None
         outcome, row = self.store.submit_red_form(
-            serial, payload["original_invoice_no"], payload["reason"], app_key=ctx.app_key,
-            now=ctx.now, delay=self.config.issue_delay, ttl=self.config.red_form_ttl,
+            serial,
+            payload["original_invoice_no"],
+            payload["reason"],
+            app_key=ctx.app_key,
+            now=ctx.now,
+            delay=self.config.issue_delay,
+            ttl=self.config.red_form_ttl,
             refuse_duplicates=self.config.dialect == "refuse-duplicates",
         )
         refusals = {
@@ -398,8 +474,11 @@ class SandboxApp:
             "DUPLICATE": (409, "DUPLICATE_SERIAL", "the serial must not repeat; query it"),
             "ORIGINAL_NOT_FOUND": (422, "ORIGINAL_NOT_FOUND", "no issued invoice has that number"),
             "NOT_REVERSIBLE": (422, "NOT_REVERSIBLE", "only an issued blue invoice is reversed"),
-            "ALREADY_REVERSED": (409, "ALREADY_REVERSED",
-                                 "this invoice already has a red-letter form"),
+            "ALREADY_REVERSED": (
+                409,
+                "ALREADY_REVERSED",
+                "this invoice already has a red-letter form",
+            ),
         }
         if outcome in refusals:
             status, code, message = refusals[outcome]
@@ -407,8 +486,9 @@ class SandboxApp:
             if outcome == "ALREADY_REVERSED":
                 extra["existing_serial"] = row["serial"]
             if status == 422:
-                extra["errors"] = [{"code": code, "path": "original_invoice_no",
-                                    "message": message}]
+                extra["errors"] = [
+                    {"code": code, "path": "original_invoice_no", "message": message}
+                ]
             return error(status, code, message, **extra), serial
         view = self._red_view(row, ctx.now, ctx.base_url)
         return json_reply(202 if outcome == "ACCEPTED" else 200, view, committed=True), serial
@@ -444,8 +524,11 @@ class SandboxApp:
             "check_code": row["check_code"],
             "original_invoice_no": row["original_invoice_no"],
             "red_invoice_no": row["red_invoice_no"],
-            "totals": {"net_amount": row["net_amount"], "tax_amount": row["tax_amount"],
-                       "gross_amount": row["gross_amount"]},
+            "totals": {
+                "net_amount": row["net_amount"],
+                "tax_amount": row["tax_amount"],
+                "gross_amount": row["gross_amount"],
+            },
             "files": files,
             "failure_code": row["failure_code"],
             "failure_reason": row["failure_reason"],
@@ -463,11 +546,16 @@ class SandboxApp:
             "red_invoice_no": row["red_invoice_no"],
             "issued_at": red["issued_at"] if red else None,
             "check_code": red["check_code"] if red else None,
-            "totals": None if red is None else {
-                "net_amount": red["net_amount"], "tax_amount": red["tax_amount"],
-                "gross_amount": red["gross_amount"]},
+            "totals": None
+            if red is None
+            else {
+                "net_amount": red["net_amount"],
+                "tax_amount": red["tax_amount"],
+                "gross_amount": red["gross_amount"],
+            },
             "expires_at": datetime.fromtimestamp(row["expires_at"], UTC).isoformat(
-                timespec="seconds"),
+                timespec="seconds"
+            ),
             "failure_code": row["failure_code"],
             "failure_reason": row["failure_reason"],
         }
@@ -506,7 +594,9 @@ class SandboxApp:
         # decide_red
         now = time.time()
         row = self.store.decide_red_form(
-            params["serial"], confirm=params["decision"] == "confirm", now=now,
+            params["serial"],
+            confirm=params["decision"] == "confirm",
+            now=now,
             delay=self.config.issue_delay,
         )
         if row is None:
@@ -517,23 +607,34 @@ class SandboxApp:
 def _check_red_form(payload: object) -> list[rules.Violation]:
     if not isinstance(payload, dict):
         return [rules.Violation("INVALID_TYPE", "$", "must be a JSON object")]
-    out = [rules.Violation("UNKNOWN_FIELD", k, "not a red-letter form field")
-           for k in sorted(set(payload) - RED_FORM_FIELDS)]
-    out += [rules.Violation("MISSING_FIELD", k, "field is required")
-            for k in sorted(RED_FORM_FIELDS - set(payload))]
+    out = [
+        rules.Violation("UNKNOWN_FIELD", k, "not a red-letter form field")
+        for k in sorted(set(payload) - RED_FORM_FIELDS)
+    ]
+    out += [
+        rules.Violation("MISSING_FIELD", k, "field is required")
+        for k in sorted(RED_FORM_FIELDS - set(payload))
+    ]
     serial = payload.get("serial")
     if "serial" in payload and not (isinstance(serial, str) and rules.SERIAL_RE.fullmatch(serial)):
-        out.append(rules.Violation("INVALID_SERIAL", "serial",
-                                   "must be 8 to 32 characters of A-Z and 0-9"))
+        out.append(
+            rules.Violation("INVALID_SERIAL", "serial", "must be 8 to 32 characters of A-Z and 0-9")
+        )
     number = payload.get("original_invoice_no")
     if "original_invoice_no" in payload and not (
         isinstance(number, str) and rules.INVOICE_NO_RE.fullmatch(number)
     ):
-        out.append(rules.Violation("INVALID_VALUE", "original_invoice_no",
-                                   "an invoice number has 20 digits"))
+        out.append(
+            rules.Violation(
+                "INVALID_VALUE", "original_invoice_no", "an invoice number has 20 digits"
+            )
+        )
     if "reason" in payload and payload.get("reason") not in rules.REVERSAL_REASONS:
-        out.append(rules.Violation("INVALID_VALUE", "reason",
-                                   f"one of {', '.join(sorted(rules.REVERSAL_REASONS))}"))
+        out.append(
+            rules.Violation(
+                "INVALID_VALUE", "reason", f"one of {', '.join(sorted(rules.REVERSAL_REASONS))}"
+            )
+        )
     return out
 
 
@@ -588,12 +689,17 @@ def _base_url(scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
 
 
 async def _send(send: Send, reply: Reply) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": reply.status,
-        "headers": [(b"content-type", reply.content_type.encode()),
-                    (b"content-length", str(len(reply.body)).encode()), *reply.headers],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [
+                (b"content-type", reply.content_type.encode()),
+                (b"content-length", str(len(reply.body)).encode()),
+                *reply.headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": reply.body})
 
 

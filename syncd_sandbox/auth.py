@@ -28,8 +28,9 @@ class AuthFailure:
     message: str
 
 
-def expected_signature(secret: str, method: str, path: str, timestamp: str, nonce: str,
-                       body: bytes) -> str:
+def expected_signature(
+    secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes
+) -> str:
     message = "\n".join([method.upper(), path, timestamp, nonce, hashlib.sha256(body).hexdigest()])
     # hmac.digest: the one-shot C HMAC, the bytes of hmac.new(...).digest() without building a
     # Python HMAC object per request (given the constructor: a digest *name* makes OpenSSL 3
@@ -39,8 +40,12 @@ def expected_signature(secret: str, method: str, path: str, timestamp: str, nonc
 
 
 def check_request(
-    headers: Mapping[str, str], method: str, path: str, body: bytes,
-    credentials: Mapping[str, str], now: float,
+    headers: Mapping[str, str],
+    method: str,
+    path: str,
+    body: bytes,
+    credentials: Mapping[str, str],
+    now: float,
 ) -> tuple[str, str] | AuthFailure:
     """(app_key, nonce) of a correctly signed request, or why it is refused.
 
@@ -52,8 +57,9 @@ def check_request(
     nonce = headers.get("x-nonce")
     signature = headers.get("x-signature")
     if not key or not timestamp or not nonce or not signature:
-        return AuthFailure("MISSING_AUTH_HEADERS",
-                           "X-App-Key, X-Timestamp, X-Nonce and X-Signature are required")
+        return AuthFailure(
+            "MISSING_AUTH_HEADERS", "X-App-Key, X-Timestamp, X-Nonce and X-Signature are required"
+        )
     secret = credentials.get(key)
     if secret is None:
         return AuthFailure("UNKNOWN_APP_KEY", "the app key is not known to the platform")
@@ -62,8 +68,9 @@ def check_request(
     if abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
         return AuthFailure("TIMESTAMP_SKEW", f"X-Timestamp is more than {MAX_SKEW_SECONDS}s off")
     if not MIN_NONCE_LENGTH <= len(nonce) <= MAX_NONCE_LENGTH or not nonce.isprintable():
-        return AuthFailure("INVALID_NONCE",
-                           f"X-Nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} characters")
+        return AuthFailure(
+            "INVALID_NONCE", f"X-Nonce must be {MIN_NONCE_LENGTH}..{MAX_NONCE_LENGTH} characters"
+        )
     want = expected_signature(secret, method, path, timestamp, nonce, body)
     if not hmac.compare_digest(want.encode(), signature.encode()):
         return AuthFailure("BAD_SIGNATURE", "X-Signature does not match the request")

@@ -32,8 +32,11 @@ def _lines(row: dict[str, Any]) -> list[dict[str, Any]]:
     if row["kind"] != "RED":
         return lines
     return [
-        {**ln, **{k: negate_amount(ln[k]) for k in ("net_amount", "tax_amount", "gross_amount")},
-         "quantity": None if ln.get("quantity") is None else str(-Decimal(ln["quantity"]))}
+        {
+            **ln,
+            **{k: negate_amount(ln[k]) for k in ("net_amount", "tax_amount", "gross_amount")},
+            "quantity": None if ln.get("quantity") is None else str(-Decimal(ln["quantity"])),
+        }
         for ln in lines
     ]
 
@@ -65,8 +68,10 @@ def render_xml(row: dict[str, Any]) -> bytes:
     if red:
         ref = cac(cac(root, "BillingReference"), "InvoiceDocumentReference")
         cbc(ref, "ID", row["original_invoice_no"])
-    for role, party in (("AccountingSupplierParty", doc["seller"]),
-                        ("AccountingCustomerParty", doc["buyer"])):
+    for role, party in (
+        ("AccountingSupplierParty", doc["seller"]),
+        ("AccountingCustomerParty", doc["buyer"]),
+    ):
         p = cac(cac(root, role), "Party")
         cbc(cac(p, "PartyName"), "Name", party["name"])
         if party.get("tax_id"):
@@ -84,13 +89,21 @@ def render_xml(row: dict[str, Any]) -> bytes:
         line = cac(root, "CreditNoteLine" if red else "InvoiceLine")
         cbc(line, "ID", str(ln["line_no"]))
         if ln.get("quantity") is not None:
-            cbc(line, "CreditedQuantity" if red else "InvoicedQuantity", ln["quantity"],
-                unitCode=ln.get("unit") or "C62")
+            cbc(
+                line,
+                "CreditedQuantity" if red else "InvoicedQuantity",
+                ln["quantity"],
+                unitCode=ln.get("unit") or "C62",
+            )
         cbc(line, "LineExtensionAmount", ln["net_amount"], currencyID="CNY")
         item = cac(line, "Item")
         cbc(item, "Name", ln["name"])
-        cbc(cac(item, "CommodityClassification"), "ItemClassificationCode", ln["tax_code"],
-            listID="CN-TAX-CODE")
+        cbc(
+            cac(item, "CommodityClassification"),
+            "ItemClassificationCode",
+            ln["tax_code"],
+            listID="CN-TAX-CODE",
+        )
         category = cac(item, "ClassifiedTaxCategory")
         cbc(category, "Percent", str(Decimal(ln["tax_rate"]) * 100))
         cbc(cac(category, "TaxScheme"), "ID", "VAT")

@@ -72,14 +72,37 @@ def round_half_up(value: Decimal) -> Decimal:
 
 _HEADER_FIELDS: Final = frozenset(
     {
-        "serial", "kind", "invoice_type", "original_invoice_no", "reversal_reason",
-        "currency", "price_basis", "issue_date", "seller", "buyer", "drawer", "payee",
-        "reviewer", "remark", "lines", "tax_breakdown", "totals", "source",
+        "serial",
+        "kind",
+        "invoice_type",
+        "original_invoice_no",
+        "reversal_reason",
+        "currency",
+        "price_basis",
+        "issue_date",
+        "seller",
+        "buyer",
+        "drawer",
+        "payee",
+        "reviewer",
+        "remark",
+        "lines",
+        "tax_breakdown",
+        "totals",
+        "source",
     }
 )
 _OPTIONAL_HEADER: Final = frozenset(
-    {"original_invoice_no", "reversal_reason", "issue_date", "drawer", "payee", "reviewer",
-     "remark", "source"}
+    {
+        "original_invoice_no",
+        "reversal_reason",
+        "issue_date",
+        "drawer",
+        "payee",
+        "reviewer",
+        "remark",
+        "source",
+    }
 )
 _PARTY_FIELDS: Final = frozenset(
     {"name", "tax_id", "address", "phone", "bank_name", "bank_account"}
@@ -87,8 +110,19 @@ _PARTY_FIELDS: Final = frozenset(
 _BUYER_FIELDS: Final = _PARTY_FIELDS | {"email", "natural_person"}
 _LINE_FIELDS: Final = frozenset(
     {
-        "line_no", "nature", "name", "tax_code", "spec", "unit", "quantity", "unit_price",
-        "net_amount", "tax_rate", "tax_amount", "gross_amount", "tax_policy",
+        "line_no",
+        "nature",
+        "name",
+        "tax_code",
+        "spec",
+        "unit",
+        "quantity",
+        "unit_price",
+        "net_amount",
+        "tax_rate",
+        "tax_amount",
+        "gross_amount",
+        "tax_policy",
     }
 )
 _OPTIONAL_LINE: Final = frozenset({"spec", "unit", "quantity", "unit_price", "tax_policy"})
@@ -136,7 +170,12 @@ class _Checker:
         return value
 
     def enum(
-        self, obj: Mapping[str, Any], key: str, path: str, allowed: frozenset[str], *,
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        allowed: frozenset[str],
+        *,
         nullable: bool = False,
     ) -> str | None:
         value = obj.get(key)
@@ -150,8 +189,14 @@ class _Checker:
         return value
 
     def decimal(
-        self, obj: Mapping[str, Any], key: str, path: str, pattern: re.Pattern[str], what: str,
-        *, nullable: bool = False,
+        self,
+        obj: Mapping[str, Any],
+        key: str,
+        path: str,
+        pattern: re.Pattern[str],
+        what: str,
+        *,
+        nullable: bool = False,
     ) -> Decimal | None:
         value = obj.get(key)
         where = _join(path, key)
@@ -204,8 +249,11 @@ def check_invoice(payload: object, *, today: date | None = None) -> list[Violati
 
     kind = c.enum(doc, "kind", "", frozenset({"BLUE", "RED"}))
     if kind == "RED":
-        c.add("RED_REQUIRES_FORM", "kind",
-              "red invoices are issued from a red-letter form: POST /v1/red-forms")
+        c.add(
+            "RED_REQUIRES_FORM",
+            "kind",
+            "red invoices are issued from a red-letter form: POST /v1/red-forms",
+        )
     for key in ("original_invoice_no", "reversal_reason"):
         if doc.get(key) is not None and kind == "BLUE":
             c.add("INVALID_VALUE", key, "must be null on a blue invoice")
@@ -283,20 +331,32 @@ def _check_buyer(c: _Checker, value: object, invoice_type: str | None) -> None:
         tax_id = None
     if invoice_type == "SPECIAL":
         if natural:
-            c.add("SPECIAL_FOR_NATURAL_PERSON", "buyer.natural_person",
-                  "a special VAT invoice cannot be issued to a natural person")
+            c.add(
+                "SPECIAL_FOR_NATURAL_PERSON",
+                "buyer.natural_person",
+                "a special VAT invoice cannot be issued to a natural person",
+            )
         if not tax_id:
-            c.add("MISSING_BUYER_TAX_ID", "buyer.tax_id",
-                  "a special VAT invoice needs the buyer's unified social credit code")
+            c.add(
+                "MISSING_BUYER_TAX_ID",
+                "buyer.tax_id",
+                "a special VAT invoice needs the buyer's unified social credit code",
+            )
         elif not uscc_is_valid(tax_id):
-            c.add("INVALID_BUYER_TAX_ID", "buyer.tax_id",
-                  f"{tax_id!r} is not a valid unified social credit code")
+            c.add(
+                "INVALID_BUYER_TAX_ID",
+                "buyer.tax_id",
+                f"{tax_id!r} is not a valid unified social credit code",
+            )
     elif tax_id:
         if not LOOSE_TAX_ID_RE.fullmatch(tax_id):
             c.add("INVALID_BUYER_TAX_ID", "buyer.tax_id", "not a taxpayer identification number")
     elif not natural:
-        c.add("MISSING_BUYER_TAX_ID", "buyer.tax_id",
-              "only a natural person may buy without a taxpayer ID")
+        c.add(
+            "MISSING_BUYER_TAX_ID",
+            "buyer.tax_id",
+            "only a natural person may buy without a taxpayer ID",
+        )
     email = c.text(buyer, "email", "buyer", required=False, max_len=100)
     if email and not EMAIL_RE.fullmatch(email):
         c.add("INVALID_VALUE", "buyer.email", "not an email address")
@@ -333,22 +393,28 @@ def _check_line(c: _Checker, raw: object, i: int, basis: str | None) -> _Line | 
     name = c.text(line, "name", path, required=True, max_len=100)
     code = line.get("tax_code")
     if not isinstance(code, str) or not TAX_CODE_RE.fullmatch(code):
-        c.add("INVALID_TAX_CODE", f"{path}.tax_code",
-              "the tax classification code has exactly 19 digits")
+        c.add(
+            "INVALID_TAX_CODE",
+            f"{path}.tax_code",
+            "the tax classification code has exactly 19 digits",
+        )
     c.text(line, "spec", path, required=False, max_len=40)
     c.text(line, "unit", path, required=False, max_len=20)
     qty = c.decimal(line, "quantity", path, QTY_RE, "quantity (<= 8 decimals)", nullable=True)
-    price = c.decimal(line, "unit_price", path, QTY_RE, "unit price (<= 8 decimals)",
-                      nullable=True)
+    price = c.decimal(line, "unit_price", path, QTY_RE, "unit price (<= 8 decimals)", nullable=True)
     net = c.decimal(line, "net_amount", path, AMOUNT_RE, "amount (2 decimals)")
     tax = c.decimal(line, "tax_amount", path, AMOUNT_RE, "amount (2 decimals)")
     gross = c.decimal(line, "gross_amount", path, AMOUNT_RE, "amount (2 decimals)")
     rate = c.decimal(line, "tax_rate", path, RATE_RE, "tax rate")
-    policy = c.enum(line, "tax_policy", path, frozenset({"EXEMPT", "NOT_TAXABLE", "ZERO_RATE"}),
-                    nullable=True)
+    policy = c.enum(
+        line, "tax_policy", path, frozenset({"EXEMPT", "NOT_TAXABLE", "ZERO_RATE"}), nullable=True
+    )
     if rate is not None and rate not in ALLOWED_RATES:
-        c.add("INVALID_TAX_RATE", f"{path}.tax_rate",
-              f"{rate} is not an allowed VAT rate (13%, 9%, 6%, 5%, 3%, 1%, 0%)")
+        c.add(
+            "INVALID_TAX_RATE",
+            f"{path}.tax_rate",
+            f"{rate} is not an allowed VAT rate (13%, 9%, 6%, 5%, 3%, 1%, 0%)",
+        )
     if policy is not None and rate is not None and rate != 0:
         c.add("INVALID_TAX_POLICY", f"{path}.tax_policy", "a tax policy flag needs a rate of 0")
     if (line.get("quantity") is None) != (line.get("unit_price") is None):
@@ -358,22 +424,37 @@ def _check_line(c: _Checker, raw: object, i: int, basis: str | None) -> _Line | 
             c.add("INVALID_VALUE", f"{path}.quantity", "quantity must be positive, price >= 0")
         base = gross if basis == "TAX_INCLUSIVE" else net
         if base is not None and abs(qty * price - base) > LINE_AMOUNT_TOLERANCE:
-            c.add("LINE_AMOUNT_MISMATCH", f"{path}.{'gross' if base is gross else 'net'}_amount",
-                  f"|quantity x unit price - amount| = {abs(qty * price - base)} exceeds 0.01")
+            c.add(
+                "LINE_AMOUNT_MISMATCH",
+                f"{path}.{'gross' if base is gross else 'net'}_amount",
+                f"|quantity x unit price - amount| = {abs(qty * price - base)} exceeds 0.01",
+            )
     if net is not None and tax is not None and gross is not None:
         if net + tax != gross:
-            c.add("LINE_GROSS_MISMATCH", f"{path}.gross_amount",
-                  f"net {net} + tax {tax} != gross {gross}")
+            c.add(
+                "LINE_GROSS_MISMATCH",
+                f"{path}.gross_amount",
+                f"net {net} + tax {tax} != gross {gross}",
+            )
         if nature == "DISCOUNT":
             if net >= 0 or gross >= 0 or tax > 0:
-                c.add("INVALID_DISCOUNT_LINE", f"{path}.net_amount",
-                      "a discount line carries negative amounts")
+                c.add(
+                    "INVALID_DISCOUNT_LINE",
+                    f"{path}.net_amount",
+                    "a discount line carries negative amounts",
+                )
         elif net <= 0 or tax < 0:
-            c.add("NEGATIVE_AMOUNT", f"{path}.net_amount",
-                  "a blue invoice line carries positive amounts")
+            c.add(
+                "NEGATIVE_AMOUNT",
+                f"{path}.net_amount",
+                "a blue invoice line carries positive amounts",
+            )
         if rate is not None and abs(net * rate - tax) > LINE_TAX_TOLERANCE:
-            c.add("LINE_TAX_MISMATCH", f"{path}.tax_amount",
-                  f"|net x rate - tax| = {abs(net * rate - tax)} exceeds 0.06")
+            c.add(
+                "LINE_TAX_MISMATCH",
+                f"{path}.tax_amount",
+                f"|net x rate - tax| = {abs(net * rate - tax)} exceeds 0.06",
+            )
     return _Line(i, nature, name, rate, net, tax, gross)
 
 
@@ -384,22 +465,32 @@ def _check_discounts(c: _Checker, lines: list[_Line]) -> None:
         path = f"lines[{line.index}]"
         if line.nature == "DISCOUNT":
             if prev is None or prev.nature != "DISCOUNTED" or prev.index != line.index - 1:
-                c.add("INVALID_DISCOUNT_LINE", path,
-                      "a discount line must immediately follow its DISCOUNTED line")
+                c.add(
+                    "INVALID_DISCOUNT_LINE",
+                    path,
+                    "a discount line must immediately follow its DISCOUNTED line",
+                )
                 continue
             if prev.name != line.name or prev.rate != line.rate:
-                c.add("INVALID_DISCOUNT_LINE", path,
-                      "a discount line has the same name and rate as its discounted line")
-            if (
-                prev.net is not None and line.net is not None and prev.net + line.net < 0
-            ):
-                c.add("INVALID_DISCOUNT_LINE", f"{path}.net_amount",
-                      "the discount exceeds the discounted line")
+                c.add(
+                    "INVALID_DISCOUNT_LINE",
+                    path,
+                    "a discount line has the same name and rate as its discounted line",
+                )
+            if prev.net is not None and line.net is not None and prev.net + line.net < 0:
+                c.add(
+                    "INVALID_DISCOUNT_LINE",
+                    f"{path}.net_amount",
+                    "the discount exceeds the discounted line",
+                )
         elif line.nature == "DISCOUNTED" and (
             nxt is None or nxt.nature != "DISCOUNT" or nxt.index != line.index + 1
         ):
-            c.add("INVALID_DISCOUNT_LINE", path,
-                  "a DISCOUNTED line must be immediately followed by its DISCOUNT line")
+            c.add(
+                "INVALID_DISCOUNT_LINE",
+                path,
+                "a DISCOUNTED line must be immediately followed by its DISCOUNT line",
+            )
 
 
 def _sum(values: list[Decimal | None]) -> Decimal:
@@ -407,11 +498,17 @@ def _sum(values: list[Decimal | None]) -> Decimal:
 
 
 def _check_sums(c: _Checker, doc: Mapping[str, Any], lines: list[_Line]) -> None:
-    drift = _sum([ln.net * ln.rate - ln.tax for ln in lines
-                  if ln.net is not None and ln.rate is not None and ln.tax is not None])
+    drift = _sum(
+        [
+            ln.net * ln.rate - ln.tax
+            for ln in lines
+            if ln.net is not None and ln.rate is not None and ln.tax is not None
+        ]
+    )
     if abs(drift) > INVOICE_TAX_TOLERANCE:
-        c.add("INVOICE_TAX_MISMATCH", "lines",
-              f"|sum(net x rate - tax)| = {abs(drift)} exceeds 1.27")
+        c.add(
+            "INVOICE_TAX_MISMATCH", "lines", f"|sum(net x rate - tax)| = {abs(drift)} exceeds 1.27"
+        )
 
     by_rate: dict[Decimal, tuple[Decimal, Decimal]] = {}
     for ln in lines:
@@ -432,8 +529,11 @@ def _check_sums(c: _Checker, doc: Mapping[str, Any], lines: list[_Line]) -> None
     for key, want in expected.items():
         got[key] = value = c.decimal(totals, key, "totals", AMOUNT_RE, "amount (2 decimals)")
         if value is not None and value != want:
-            c.add("TOTALS_MISMATCH", f"totals.{key}",
-                  f"{value} is not the sum of the line values ({want})")
+            c.add(
+                "TOTALS_MISMATCH",
+                f"totals.{key}",
+                f"{value} is not the sum of the line values ({want})",
+            )
     if expected["gross_amount"] <= 0:
         c.add("NON_POSITIVE_TOTAL", "totals.gross_amount", "a blue invoice totals more than 0")
 
@@ -459,16 +559,25 @@ def _check_breakdown(
             c.add("TAX_BREAKDOWN_MISMATCH", f"{path}.tax_rate", f"no line has the rate {rate}")
             continue
         if seen and rate <= seen[-1]:
-            c.add("TAX_BREAKDOWN_MISMATCH", f"{path}.tax_rate",
-                  "one entry per rate, ascending by rate")
+            c.add(
+                "TAX_BREAKDOWN_MISMATCH",
+                f"{path}.tax_rate",
+                "one entry per rate, ascending by rate",
+            )
         seen.append(rate)
         want_net, want_tax = by_rate[rate]
         if net is not None and net != want_net:
-            c.add("TAX_BREAKDOWN_MISMATCH", f"{path}.net_amount",
-                  f"{net} is not the sum of the lines at {rate} ({want_net})")
+            c.add(
+                "TAX_BREAKDOWN_MISMATCH",
+                f"{path}.net_amount",
+                f"{net} is not the sum of the lines at {rate} ({want_net})",
+            )
         if tax is not None and tax != want_tax:
-            c.add("TAX_BREAKDOWN_MISMATCH", f"{path}.tax_amount",
-                  f"{tax} is not the sum of the lines at {rate} ({want_tax})")
+            c.add(
+                "TAX_BREAKDOWN_MISMATCH",
+                f"{path}.tax_amount",
+                f"{tax} is not the sum of the lines at {rate} ({want_tax})",
+            )
     missing = set(by_rate) - set(seen)
     for rate in sorted(missing):
         c.add("TAX_BREAKDOWN_MISMATCH", "tax_breakdown", f"no entry for the rate {rate}")

@@ -198,8 +198,17 @@ class Store:
             db.execute("DELETE FROM nonces WHERE seen_at < ?", (before,))
 
     def log_request(
-        self, *, ts: float, method: str, path: str, app_key: str | None, status: int,
-        code: str | None, serial: str | None, fault: str | None, duration_ms: float,
+        self,
+        *,
+        ts: float,
+        method: str,
+        path: str,
+        app_key: str | None,
+        status: int,
+        code: str | None,
+        serial: str | None,
+        fault: str | None,
+        duration_ms: float,
     ) -> None:
         self._db.execute(
             "INSERT INTO requests (ts, method, path, app_key, status, code, serial, fault,"
@@ -216,7 +225,12 @@ class Store:
     # --- blue invoices --------------------------------------------------------------
 
     def submit_invoice(
-        self, payload: Mapping[str, Any], *, app_key: str, now: float, delay: float,
+        self,
+        payload: Mapping[str, Any],
+        *,
+        app_key: str,
+        now: float,
+        delay: float,
         refuse_duplicates: bool,
     ) -> SubmitOutcome:
         serial = str(payload["serial"])
@@ -224,15 +238,17 @@ class Store:
         digest = payload_digest(payload, canonical)
         with self._tx() as db:
             row = db.execute("SELECT * FROM invoices WHERE serial = ?", (serial,)).fetchone()
-            if row is None and db.execute(
-                "SELECT 1 FROM red_forms WHERE serial = ?", (serial,)
-            ).fetchone():
+            if (
+                row is None
+                and db.execute("SELECT 1 FROM red_forms WHERE serial = ?", (serial,)).fetchone()
+            ):
                 return SubmitOutcome("CONFLICT", {"serial": serial})
             if row is not None:
                 existing = dict(row)
                 same = existing["payload_hash"] == digest
                 if (
-                    same and existing["status"] == "FAILED"
+                    same
+                    and existing["status"] == "FAILED"
                     and existing["failure_code"] in RETRYABLE_ISSUE_FAILURES
                 ):
                     db.execute(
@@ -250,8 +266,18 @@ class Store:
                 "INSERT INTO invoices (serial, kind, invoice_type, payload, payload_hash, status,"
                 " app_key, accepted_at, due_at, net_amount, tax_amount, gross_amount)"
                 " VALUES (?, 'BLUE', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?) RETURNING *",
-                (serial, payload["invoice_type"], canonical,
-                 digest, app_key, now, now + delay, net, tax, gross),
+                (
+                    serial,
+                    payload["invoice_type"],
+                    canonical,
+                    digest,
+                    app_key,
+                    now,
+                    now + delay,
+                    net,
+                    tax,
+                    gross,
+                ),
             ).fetchall()[0]
             return SubmitOutcome("ACCEPTED", dict(row))
 
@@ -269,9 +295,7 @@ class Store:
     def _invoice(db: sqlite3.Connection, serial: str) -> dict[str, Any]:
         return dict(db.execute("SELECT * FROM invoices WHERE serial = ?", (serial,)).fetchone())
 
-    def issue_due(
-        self, now: float, fail: Callable[[], bool], serial: str | None = None
-    ) -> int:
+    def issue_due(self, now: float, fail: Callable[[], bool], serial: str | None = None) -> int:
         """Issue (or fail) every accepted invoice whose delay has passed; returns how many."""
         done = 0
         with self._tx() as db:
@@ -338,8 +362,16 @@ class Store:
     # --- red-letter forms -------------------------------------------------------------
 
     def submit_red_form(
-        self, serial: str, original_invoice_no: str, reason: str, *, app_key: str, now: float,
-        delay: float, ttl: float, refuse_duplicates: bool,
+        self,
+        serial: str,
+        original_invoice_no: str,
+        reason: str,
+        *,
+        app_key: str,
+        now: float,
+        delay: float,
+        ttl: float,
+        refuse_duplicates: bool,
     ) -> tuple[str, dict[str, Any]]:
         """(outcome, row) where outcome is ACCEPTED, SAME, CONFLICT, DUPLICATE,
         ORIGINAL_NOT_FOUND, NOT_REVERSIBLE or ALREADY_REVERSED."""
@@ -374,10 +406,18 @@ class Store:
                 "INSERT INTO red_forms (serial, original_invoice_no, reason, payload_hash, status,"
                 " app_key, created_at, expires_at, confirmed_at, due_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (serial, original_invoice_no, reason, digest,
-                 "PENDING_CONFIRMATION" if needs_confirmation else "PROCESSING", app_key, now,
-                 now + ttl, None if needs_confirmation else now,
-                 None if needs_confirmation else now + delay),
+                (
+                    serial,
+                    original_invoice_no,
+                    reason,
+                    digest,
+                    "PENDING_CONFIRMATION" if needs_confirmation else "PROCESSING",
+                    app_key,
+                    now,
+                    now + ttl,
+                    None if needs_confirmation else now,
+                    None if needs_confirmation else now + delay,
+                ),
             )
             return "ACCEPTED", self._red(db, serial)
 
@@ -417,8 +457,12 @@ class Store:
     @staticmethod
     def _red_view(db: sqlite3.Connection, row: dict[str, Any], now: float) -> dict[str, Any]:
         if row["status"] == "PENDING_CONFIRMATION" and row["expires_at"] <= now:
-            row = {**row, "status": "FAILED", "failure_code": "CONFIRMATION_EXPIRED",
-                   "failure_reason": "the buyer did not confirm the red-letter form in time"}
+            row = {
+                **row,
+                "status": "FAILED",
+                "failure_code": "CONFIRMATION_EXPIRED",
+                "failure_reason": "the buyer did not confirm the red-letter form in time",
+            }
         return row
 
     @staticmethod
@@ -454,10 +498,19 @@ class Store:
                 " app_key, accepted_at, due_at, net_amount, tax_amount, gross_amount,"
                 " original_invoice_no) VALUES (?, 'RED', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?,"
                 " ?)",
-                (form["serial"], blue["invoice_type"], json.dumps(red_payload, ensure_ascii=False),
-                 form["payload_hash"], form["app_key"], form["created_at"], now,
-                 negate_amount(blue["net_amount"]), negate_amount(blue["tax_amount"]),
-                 negate_amount(blue["gross_amount"]), form["original_invoice_no"]),
+                (
+                    form["serial"],
+                    blue["invoice_type"],
+                    json.dumps(red_payload, ensure_ascii=False),
+                    form["payload_hash"],
+                    form["app_key"],
+                    form["created_at"],
+                    now,
+                    negate_amount(blue["net_amount"]),
+                    negate_amount(blue["tax_amount"]),
+                    negate_amount(blue["gross_amount"]),
+                    form["original_invoice_no"],
+                ),
             )
             self._issue(db, form["serial"], now)
             red_no = self._invoice(db, form["serial"])["invoice_no"]

@@ -50,8 +50,9 @@ class _Template:
         before["id"] = after["id"] = order_id
         self.key_schema = copy.deepcopy(KEY_SCHEMA)
         self.key_payload: Any = {"id": order_id}
-        self.payload = payload("u", before=before, after=after,
-                               src=source(schema=schema, table="sales_order"))
+        self.payload = payload(
+            "u", before=before, after=after, src=source(schema=schema, table="sales_order")
+        )
         self.topic = topic
 
     def schema(self) -> dict[str, Any]:
@@ -76,6 +77,7 @@ def _key_decimal(scale: int, value: str = "AQ==") -> Callable[[_Template], Recor
         for row in t.rows():
             row["id"] = value
         return t.record()
+
     return make
 
 
@@ -85,6 +87,7 @@ def _amount(schema: dict[str, Any], value: Any) -> Callable[[_Template], Record]
         for row in t.rows():
             row["total_amount"] = value
         return t.record()
+
     return make
 
 
@@ -92,6 +95,7 @@ def _after(column: str, value: Any) -> Callable[[_Template], Record]:
     def make(t: _Template) -> Record:
         t.payload["after"][column] = value
         return t.record()
+
     return make
 
 
@@ -99,6 +103,7 @@ def _payload(name: str, value: Any) -> Callable[[_Template], Record]:
     def make(t: _Template) -> Record:
         t.payload[name] = value
         return t.record()
+
     return make
 
 
@@ -107,14 +112,17 @@ def _raw_value(replace: Callable[[bytes], bytes]) -> Callable[[_Template], Recor
         key, value = t.record()
         assert value is not None
         return key, replace(value)
+
     return make
 
 
 def _schemaless(key: str, value: str | None = None) -> Callable[[_Template], Record]:
     """Key (and value) documents without schemas, written as raw JSON text."""
+
     def make(t: _Template) -> Record:
         body = value if value is not None else _dumps(t.payload).decode()
         return key.encode(), body.encode()
+
     return make
 
 
@@ -162,20 +170,30 @@ def _key_missing(t: _Template) -> Record:
 
 
 def _variable_scale(scale: int, raw: bytes = b"\x01") -> Callable[[_Template], Record]:
-    return _amount(field("total_amount", "struct", "io.debezium.data.VariableScaleDecimal",
-                         fields=[field("scale", "int32", optional=False),
-                                 field("value", "bytes", optional=False)]),
-                   {"scale": scale, "value": base64.b64encode(raw).decode()})
+    return _amount(
+        field(
+            "total_amount",
+            "struct",
+            "io.debezium.data.VariableScaleDecimal",
+            fields=[
+                field("scale", "int32", optional=False),
+                field("value", "bytes", optional=False),
+            ],
+        ),
+        {"scale": scale, "value": base64.b64encode(raw).decode()},
+    )
 
 
 def _numeric_amount(text: str) -> Callable[[_Template], Record]:
     """decimal.format=NUMERIC: the amount as a bare JSON number (written as raw text)."""
+
     def make(t: _Template) -> Record:
         for row in t.rows():
             row["total_amount"] = "@@AMOUNT@@"
         key, value = t.record()
         assert value is not None
         return key, value.replace(b'"@@AMOUNT@@"', text.encode())
+
     return make
 
 
@@ -228,8 +246,9 @@ ONLY_OVER_TEST_LIMITS = frozenset({"value_too_large"})
 
 def corpus(schema: str, order_id: int = CRAFTED_ID) -> dict[str, Record]:
     """Every crafted record for `<schema>.sales_order`, by kind."""
-    return {kind: make(_Template(schema, order_id + n))
-            for n, (kind, make) in enumerate(MAKERS.items())}
+    return {
+        kind: make(_Template(schema, order_id + n)) for n, (kind, make) in enumerate(MAKERS.items())
+    }
 
 
 def valid(schema: str, order_id: int = CRAFTED_ID) -> Record:

@@ -27,14 +27,31 @@ def _r(value: Decimal) -> Decimal:
     return value.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def line(name: str, qty: str, price: str, rate: str, *, no: int = 1,
-         tax_code: str = "3040201000000000000", nature: str = "NORMAL") -> dict[str, Any]:
+def line(
+    name: str,
+    qty: str,
+    price: str,
+    rate: str,
+    *,
+    no: int = 1,
+    tax_code: str = "3040201000000000000",
+    nature: str = "NORMAL",
+) -> dict[str, Any]:
     net = _r(Decimal(qty) * Decimal(price))
     tax = _r(net * Decimal(rate))
     return {
-        "line_no": no, "nature": nature, "name": name, "tax_code": tax_code, "spec": None,
-        "unit": "hour", "quantity": qty, "unit_price": price, "net_amount": str(net),
-        "tax_rate": rate, "tax_amount": str(tax), "gross_amount": str(net + tax),
+        "line_no": no,
+        "nature": nature,
+        "name": name,
+        "tax_code": tax_code,
+        "spec": None,
+        "unit": "hour",
+        "quantity": qty,
+        "unit_price": price,
+        "net_amount": str(net),
+        "tax_rate": rate,
+        "tax_amount": str(tax),
+        "gross_amount": str(net + tax),
         "tax_policy": None,
     }
 
@@ -43,8 +60,14 @@ def discount(of: dict[str, Any], amount: str, *, no: int) -> dict[str, Any]:
     net = -Decimal(amount)
     tax = _r(net * Decimal(of["tax_rate"]))
     return {
-        **of, "line_no": no, "nature": "DISCOUNT", "quantity": None, "unit_price": None,
-        "net_amount": str(net), "tax_amount": str(tax), "gross_amount": str(net + tax),
+        **of,
+        "line_no": no,
+        "nature": "DISCOUNT",
+        "quantity": None,
+        "unit_price": None,
+        "net_amount": str(net),
+        "tax_amount": str(tax),
+        "gross_amount": str(net + tax),
     }
 
 
@@ -61,13 +84,17 @@ def finish(doc: dict[str, Any]) -> dict[str, Any]:
     ]
     net = sum((Decimal(ln["net_amount"]) for ln in doc["lines"]), Decimal("0.00"))
     tax = sum((Decimal(ln["tax_amount"]) for ln in doc["lines"]), Decimal("0.00"))
-    doc["totals"] = {"net_amount": str(net), "tax_amount": str(tax),
-                     "gross_amount": str(net + tax)}
+    doc["totals"] = {"net_amount": str(net), "tax_amount": str(tax), "gross_amount": str(net + tax)}
     return doc
 
 
-def invoice(serial: str | None = None, *, invoice_type: str = "ORDINARY",
-            lines: list[dict[str, Any]] | None = None, **overrides: Any) -> dict[str, Any]:
+def invoice(
+    serial: str | None = None,
+    *,
+    invoice_type: str = "ORDINARY",
+    lines: list[dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "serial": serial or new_serial(),
         "kind": "BLUE",
@@ -78,20 +105,34 @@ def invoice(serial: str | None = None, *, invoice_type: str = "ORDINARY",
         "price_basis": "TAX_EXCLUSIVE",
         "issue_date": None,
         "seller": {
-            "name": "Acme Trading Co., Ltd.", "tax_id": SELLER_USCC,
-            "address": "1 Century Ave, Shanghai", "phone": "021-5555 0000",
-            "bank_name": "Bank of China Shanghai Branch", "bank_account": "4567 8901 2345",
+            "name": "Acme Trading Co., Ltd.",
+            "tax_id": SELLER_USCC,
+            "address": "1 Century Ave, Shanghai",
+            "phone": "021-5555 0000",
+            "bank_name": "Bank of China Shanghai Branch",
+            "bank_account": "4567 8901 2345",
         },
         "buyer": {
-            "name": "Example Buyer Ltd.", "tax_id": VALID_BUYER_USCC, "address": None,
-            "phone": None, "bank_name": None, "bank_account": None,
-            "email": "ap@example.com", "natural_person": False,
+            "name": "Example Buyer Ltd.",
+            "tax_id": VALID_BUYER_USCC,
+            "address": None,
+            "phone": None,
+            "bank_name": None,
+            "bank_account": None,
+            "email": "ap@example.com",
+            "natural_person": False,
         },
-        "drawer": "Li Lei", "payee": None, "reviewer": None,
+        "drawer": "Li Lei",
+        "payee": None,
+        "reviewer": None,
         "remark": "SO-2026-000042",
         "lines": lines or [line("Consulting service", "2", "82.57", "0.09")],
-        "source": {"document": "sales_order", "table": "erp.sales_order", "key": {"id": 42},
-                   "revision": 0},
+        "source": {
+            "document": "sales_order",
+            "table": "erp.sales_order",
+            "key": {"id": 42},
+            "revision": 0,
+        },
     }
     doc.update(overrides)
     return finish(doc)

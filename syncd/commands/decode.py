@@ -91,16 +91,21 @@ def _read(args: argparse.Namespace) -> tuple[str, str]:
     try:
         if args.event is None:
             stdin = getattr(sys.stdin, "buffer", None)  # absent on a text-only stream
-            data = (stdin.read(MAX_INPUT_BYTES + 1) if stdin is not None
-                    else sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogatepass"))
+            data = (
+                stdin.read(MAX_INPUT_BYTES + 1)
+                if stdin is not None
+                else sys.stdin.read(MAX_INPUT_BYTES + 1).encode("utf-8", "surrogatepass")
+            )
         else:
             with open(args.event, "rb") as handle:
                 data = handle.read(MAX_INPUT_BYTES + 1)
     except OSError as exc:
         raise _InputError(f"{where}: cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_INPUT_BYTES:
-        raise _InputError(f"{where}: larger than {MAX_INPUT_BYTES} bytes, more than any record "
-                          "syncd accepts (limits.max_record_bytes)")
+        raise _InputError(
+            f"{where}: larger than {MAX_INPUT_BYTES} bytes, more than any record "
+            "syncd accepts (limits.max_record_bytes)"
+        )
     try:
         return where, data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -31,26 +31,40 @@ POLL_TIMEOUT = 1.0
 
 def register(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
-    ls = sub.add_parser("list", help="show dead letters: source position, error code, reason",
-                        description="Show dead letters from the beginning of the topic "
-                        "(reads only; commits nothing).")
+    ls = sub.add_parser(
+        "list",
+        help="show dead letters: source position, error code, reason",
+        description="Show dead letters from the beginning of the topic "
+        "(reads only; commits nothing).",
+    )
     ls.add_argument("-c", "--config", required=True, help="path of the YAML config file")
-    ls.add_argument("--limit", type=int, default=100, metavar="N",
-                    help="show at most N records (default 100)")
+    ls.add_argument(
+        "--limit", type=int, default=100, metavar="N", help="show at most N records (default 100)"
+    )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
     rp = sub.add_parser(
-        "replay", help="re-produce dead letters to their source topics",
+        "replay",
+        help="re-produce dead letters to their source topics",
         description="Re-produce dead letters not yet replayed (group <group_id>-dlq-replay) to "
         "their source topic and partition, original key/value/headers, syncd.* headers "
         "removed.",
     )
     rp.add_argument("-c", "--config", required=True, help="path of the YAML config file")
-    rp.add_argument("--limit", type=int, default=None, metavar="N",
-                    help="replay at most N records (default: all present when started)")
-    rp.add_argument("--dry-run", action="store_true",
-                    help="show what would be replayed; produce and commit nothing")
-    rp.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                    help="Kafka timeouts (default 10)")
+    rp.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="replay at most N records (default: all present when started)",
+    )
+    rp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show what would be replayed; produce and commit nothing",
+    )
+    rp.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="Kafka timeouts (default 10)"
+    )
 
 
 def replay_group(config: SyncdConfig) -> str:
@@ -90,8 +104,11 @@ def _read(
     parts = [KafkaTopicPartition(topic, p) for p in sorted(meta.partitions)]
     ends: dict[int, int] = {}
     starts: dict[int, int] = {}
-    committed = ({c.partition: c.offset for c in consumer.committed(parts, timeout=timeout)}
-                 if from_committed else {})
+    committed = (
+        {c.partition: c.offset for c in consumer.committed(parts, timeout=timeout)}
+        if from_committed
+        else {}
+    )
     for p in parts:
         low, high = consumer.get_watermark_offsets(p, timeout=timeout, cached=False)
         start = committed.get(p.partition, -1)
@@ -100,8 +117,12 @@ def _read(
             ends[p.partition] = int(high)
     if not ends:
         return
-    consumer.assign([KafkaTopicPartition(topic, p, starts[p] if starts[p] >= 0
-                                         else OFFSET_BEGINNING) for p in sorted(ends)])
+    consumer.assign(
+        [
+            KafkaTopicPartition(topic, p, starts[p] if starts[p] >= 0 else OFFSET_BEGINNING)
+            for p in sorted(ends)
+        ]
+    )
     done: set[int] = set()
     seen = 0
     idle = 0.0
@@ -110,8 +131,10 @@ def _read(
         if msg is None:
             idle += POLL_TIMEOUT
             if idle > timeout:
-                raise TimeoutError(f"no records from {topic} for {timeout:.0f} s before "
-                                   "reaching the high watermark")
+                raise TimeoutError(
+                    f"no records from {topic} for {timeout:.0f} s before "
+                    "reaching the high watermark"
+                )
             continue
         idle = 0.0
         err = msg.error()
@@ -138,9 +161,15 @@ def _consumer(config: SyncdConfig, group: str) -> Consumer:
     from confluent_kafka import Consumer
 
     return Consumer(
-        {**config.kafka.client_config(), "group.id": group, "enable.auto.commit": False,
-         "enable.auto.offset.store": False, "enable.partition.eof": True,
-         "auto.offset.reset": "earliest", "client.id": "syncd-dlq"},
+        {
+            **config.kafka.client_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "client.id": "syncd-dlq",
+        },
         logger=logging.getLogger("syncd.kafka"),
     )
 
@@ -168,12 +197,14 @@ def describe(letter: Letter) -> dict[str, Any]:
     info = describe_dead_letter(letter.headers)
     src = info.source
     return {
-        "dlq_partition": letter.partition, "dlq_offset": letter.offset,
+        "dlq_partition": letter.partition,
+        "dlq_offset": letter.offset,
         "source": f"{src.topic}[{src.partition}]@{src.offset}" if src else None,
         "code": info.code and printable(info.code, 64),
         "reason": info.reason and printable(info.reason),
         "failed_at": info.failed_at and printable(info.failed_at, 64),
-        "key_bytes": len(letter.key or b""), "value_bytes": len(letter.value or b""),
+        "key_bytes": len(letter.key or b""),
+        "value_bytes": len(letter.value or b""),
         "excerpt": excerpt(letter.value),
     }
 
@@ -200,16 +231,17 @@ def _list(config: SyncdConfig, args: argparse.Namespace) -> int:
     consumer = _consumer(config, f"syncd-dlq-list-{uuid.uuid4().hex[:8]}")
     n = 0
     try:
-        for letter in _read(consumer, topic, from_committed=False, limit=args.limit,
-                            timeout=10.0):
+        for letter in _read(consumer, topic, from_committed=False, limit=args.limit, timeout=10.0):
             d = describe(letter)
             n += 1
             if args.json:
                 print(json.dumps(d))
             else:
-                print(f"{topic}[{d['dlq_partition']}]@{d['dlq_offset']}  from {d['source']}  "
-                      f"{d['failed_at'] or '-'}  [{d['code']}] {d['reason']}\n"
-                      f"    value ({d['value_bytes']} bytes): {d['excerpt']}")
+                print(
+                    f"{topic}[{d['dlq_partition']}]@{d['dlq_offset']}  from {d['source']}  "
+                    f"{d['failed_at'] or '-'}  [{d['code']}] {d['reason']}\n"
+                    f"    value ({d['value_bytes']} bytes): {d['excerpt']}"
+                )
     finally:
         consumer.close()
     if not args.json:
@@ -229,15 +261,20 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
     group = replay_group(config)
     consumer = _consumer(config, group)
     producer = Producer(
-        {**config.kafka.client_config(), "enable.idempotence": True, "acks": "all",
-         "client.id": "syncd-dlq-replay"},
+        {
+            **config.kafka.client_config(),
+            "enable.idempotence": True,
+            "acks": "all",
+            "client.id": "syncd-dlq-replay",
+        },
         logger=logging.getLogger("syncd.kafka"),
     )
     replayed = skipped = 0
     partitions_of: dict[str, int] = {}
     try:
-        for letter in _read(consumer, topic, from_committed=True, limit=args.limit,
-                            timeout=args.timeout):
+        for letter in _read(
+            consumer, topic, from_committed=True, limit=args.limit, timeout=args.timeout
+        ):
             info = describe_dead_letter(letter.headers)
             src = info.source
             where = f"{topic}[{letter.partition}]@{letter.offset}"
@@ -246,31 +283,37 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
                 print(f"skip {where}: no syncd.source.* headers, cannot tell where it came from")
             else:
                 if src.topic not in partitions_of:
-                    md = consumer.list_topics(src.topic, timeout=args.timeout).topics.get(
-                        src.topic)
+                    md = consumer.list_topics(src.topic, timeout=args.timeout).topics.get(src.topic)
                     ok = md is not None and md.error is None
                     partitions_of[src.topic] = len(md.partitions) if ok and md else 0
                 target = src.partition if src.partition < partitions_of[src.topic] else None
-                print(f"{'would replay' if args.dry_run else 'replay'} {where} -> {src.topic}"
-                      f"[{target if target is not None else 'by key'}]  "
-                      f"(was {src.topic}[{src.partition}]@{src.offset}: [{info.code}] "
-                      f"{info.reason})")
+                print(
+                    f"{'would replay' if args.dry_run else 'replay'} {where} -> {src.topic}"
+                    f"[{target if target is not None else 'by key'}]  "
+                    f"(was {src.topic}[{src.partition}]@{src.offset}: [{info.code}] "
+                    f"{info.reason})"
+                )
                 if not args.dry_run:
                     kwargs: dict[str, Any] = {}
                     if target is not None:
                         kwargs["partition"] = target
                     headers: list[tuple[str, str | bytes | None]] = list(
-                        strip_syncd_headers(letter.headers))
-                    producer.produce(src.topic, key=letter.key, value=letter.value,
-                                     headers=headers, **kwargs)
+                        strip_syncd_headers(letter.headers)
+                    )
+                    producer.produce(
+                        src.topic, key=letter.key, value=letter.value, headers=headers, **kwargs
+                    )
                     if producer.flush(args.timeout) != 0:
-                        raise RuntimeError(f"{where}: not delivered to {src.topic} within "
-                                           f"{args.timeout:.0f} s; nothing committed for it")
+                        raise RuntimeError(
+                            f"{where}: not delivered to {src.topic} within "
+                            f"{args.timeout:.0f} s; nothing committed for it"
+                        )
                 replayed += 1
             if not args.dry_run:
-                consumer.commit(offsets=[KafkaTopicPartition(topic, letter.partition,
-                                                             letter.offset + 1)],
-                                asynchronous=False)
+                consumer.commit(
+                    offsets=[KafkaTopicPartition(topic, letter.partition, letter.offset + 1)],
+                    asynchronous=False,
+                )
     except KafkaException as exc:
         print(f"syncd dlq: {exc}", file=sys.stderr)
         return 1

@@ -24,18 +24,28 @@ class MigrateConfigError(Exception):
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", type=Path, metavar="CONFIG",
-                        help="syncd YAML config; uses database.dsn (or dsn_file) and "
-                             "database.schema_name")
-    parser.add_argument("--dsn", help=f"SQLAlchemy URL of the ERP database (overrides the "
-                                      f"config; ${ENV_DSN} works too)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="CONFIG",
+        help="syncd YAML config; uses database.dsn (or dsn_file) and database.schema_name",
+    )
+    parser.add_argument(
+        "--dsn",
+        help=f"SQLAlchemy URL of the ERP database (overrides the config; ${ENV_DSN} works too)",
+    )
     parser.add_argument("--schema", help="ledger schema name (default: from config, else syncd)")
     parser.add_argument("--revision", default="head", help="target revision (default: head)")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--sql", action="store_true",
-                      help="print the SQL the upgrade would run, without connecting")
-    mode.add_argument("--check", action="store_true",
-                      help="only report the current revision; exit 1 unless at head")
+    mode.add_argument(
+        "--sql", action="store_true", help="print the SQL the upgrade would run, without connecting"
+    )
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="only report the current revision; exit 1 unless at head",
+    )
 
 
 def _read_yaml(path: Path) -> Mapping[str, Any]:
@@ -55,7 +65,9 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
 
 
 def database_settings(
-    config: Path | None, dsn: str | None, schema: str | None,
+    config: Path | None,
+    dsn: str | None,
+    schema: str | None,
     environ: Mapping[str, str] = os.environ,
 ) -> tuple[str, str]:
     """(dsn, schema) from flags > environment > config file.
@@ -80,9 +92,7 @@ def database_settings(
             ) from None
     if not resolved_dsn:
         where = f"{config}: database.dsn (or database.dsn_file)" if config else "a config"
-        raise MigrateConfigError(
-            f"no database DSN: pass --dsn, set {ENV_DSN}, or set {where}"
-        )
+        raise MigrateConfigError(f"no database DSN: pass --dsn, set {ENV_DSN}, or set {where}")
     resolved_schema = schema or environ.get(ENV_SCHEMA) or section.get("schema_name") or "syncd"
     return str(resolved_dsn), str(resolved_schema)
 
@@ -107,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         head = head_revision()
         if args.check:
             current = current_revision(dsn, schema)
-            print(f"ledger schema {schema!r}: at {current or 'nothing (never migrated)'},"
-                  f" head is {head}")
+            print(
+                f"ledger schema {schema!r}: at {current or 'nothing (never migrated)'},"
+                f" head is {head}"
+            )
             return 0 if current == head else 1
         at = upgrade(dsn, schema, args.revision)
     except InvalidSchemaNameError as exc:

@@ -62,8 +62,9 @@ def _read_json(path: str, what: str) -> Any:
     try:
         doc = json.loads(data.decode("utf-8"), parse_float=Decimal)
     except UnicodeDecodeError as exc:
-        raise _InputError(f"{what} {path}: not UTF-8 (invalid byte at offset {exc.start})") \
-            from None
+        raise _InputError(
+            f"{what} {path}: not UTF-8 (invalid byte at offset {exc.start})"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise _InputError(f"{what} {path}: not JSON: {reason_of(exc)}") from None
     try:
@@ -154,8 +155,10 @@ def _blue_from_ledger(
     if issue is None:
         return "no invoice for this document in the ledger: the daemon would ignore the reversal"
     if issue.payload is None or issue.invoice_no is None:
-        return (f"the ledger's invoice is {issue.state.value}, not issued: the daemon would "
-                "reverse it once issued (or ignore it if it fails)")
+        return (
+            f"the ledger's invoice is {issue.state.value}, not issued: the daemon would "
+            "reverse it once issued (or ignore it if it fails)"
+        )
     blue = Invoice.model_validate(dict(issue.payload))
     return blue, issue.invoice_no, issue.identity.revision
 
@@ -201,8 +204,11 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
         assert doc.lines.references is not None
         key = row.get(doc.lines.references)
         max_lines = config.limits.max_lines_per_document
-        lines = (_lines_from_file(args.lines, max_lines) if args.lines
-                 else _lines_from_db(config, doc, key, max_lines))
+        lines = (
+            _lines_from_file(args.lines, max_lines)
+            if args.lines
+            else _lines_from_db(config, doc, key, max_lines)
+        )
         result = build_blue(doc, row, lines, ident, max_lines=max_lines)
     elif decision.action is Action.REVERSE and doc is not None and row is not None and ident:
         if args.blue:
@@ -255,10 +261,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     write_utf8(sys.stdout, text + "\n")
     if code == 2:
-        print(f"syncd preview: the daemon would dead-letter this record (undecided): "
-              f"{printable(out['decision']['reason'])}", file=sys.stderr)
+        print(
+            f"syncd preview: the daemon would dead-letter this record (undecided): "
+            f"{printable(out['decision']['reason'])}",
+            file=sys.stderr,
+        )
     if code == 1:
         for p in out["problems"]:
-            print(f"syncd preview: invalid: {printable(p['path'])}: {printable(p['message'])}",
-                  file=sys.stderr)
+            print(
+                f"syncd preview: invalid: {printable(p['path'])}: {printable(p['message'])}",
+                file=sys.stderr,
+            )
     return code

@@ -22,8 +22,9 @@ log = logging.getLogger("syncd")
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="path of the YAML config file")
-    parser.add_argument("--owner", help="replica id used for partition leases "
-                        "(default: hostname-pid-random)")
+    parser.add_argument(
+        "--owner", help="replica id used for partition leases (default: hostname-pid-random)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     # while waiting for the provider: a pool of up to 32 (+4 for the consumer loop and
     # gauges) serves many more workers without crowding the ERP's max_connections.
     engine = ledger_engine(
-        config.database.dsn_value(), config.database.schema_name,
-        pool_size=max(config.database.pool_size, min(workers, 32) + 4), max_overflow=8,
+        config.database.dsn_value(),
+        config.database.schema_name,
+        pool_size=max(config.database.pool_size, min(workers, 32) + 4),
+        max_overflow=8,
     )
     if pipeline_cfg.migrate_on_start:
         log.info("migrating syncd schema %s", config.database.schema_name)
@@ -68,18 +71,34 @@ def run(args: argparse.Namespace) -> int:
     issuer = create_issuer(config.issuer.provider, issuer_settings(config, workers))
     retry = pipeline_cfg.retry
     policy = RetryPolicy(
-        base_delay=retry.backoff_base_seconds, max_delay=retry.backoff_max_seconds,
-        max_attempts=retry.max_attempts, poll_interval=pipeline_cfg.poll_interval_seconds,
+        base_delay=retry.backoff_base_seconds,
+        max_delay=retry.backoff_max_seconds,
+        max_attempts=retry.max_attempts,
+        poll_interval=pipeline_cfg.poll_interval_seconds,
         max_poll_interval=max(pipeline_cfg.poll_interval_seconds, 30.0),
     )
 
     def make_driver(on_settled):  # type: ignore[no-untyped-def]
-        return Driver(engine=engine, issuer=issuer, config=config, metrics=metrics,
-                      owner=owner, workers=workers, policy=policy, on_settled=on_settled,
-                      rng=random.Random())  # noqa: S311 -- jitter
+        return Driver(
+            engine=engine,
+            issuer=issuer,
+            config=config,
+            metrics=metrics,
+            owner=owner,
+            workers=workers,
+            policy=policy,
+            on_settled=on_settled,
+            rng=random.Random(),  # noqa: S311 - jitter, not cryptography
+        )
 
-    pipeline = Pipeline(config, engine=engine, driver_factory=make_driver, metrics=metrics,
-                        health=health, owner=owner)
+    pipeline = Pipeline(
+        config,
+        engine=engine,
+        driver_factory=make_driver,
+        metrics=metrics,
+        health=health,
+        owner=owner,
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)

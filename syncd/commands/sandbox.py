@@ -18,29 +18,58 @@ DEV_APP_SECRET: Final = "syncd-dev-secret-do-not-use-in-production"  # noqa: S10
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=18700, help="listen port (default 18700)")
-    parser.add_argument("--store", type=Path, required=True,
-                        help="SQLite file holding every request and invoice (created if absent)")
-    parser.add_argument("--app-key", default=DEV_APP_KEY,
-                        help=f"the accepted app key (default {DEV_APP_KEY!r})")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        required=True,
+        help="SQLite file holding every request and invoice (created if absent)",
+    )
+    parser.add_argument(
+        "--app-key", default=DEV_APP_KEY, help=f"the accepted app key (default {DEV_APP_KEY!r})"
+    )
     secret = parser.add_mutually_exclusive_group()
-    secret.add_argument("--app-secret", default=None,
-                        help="the app secret (default: the documented development secret)")
-    secret.add_argument("--app-secret-file", type=Path, default=None,
-                        help="read the app secret from this file (trailing newline ignored)")
-    parser.add_argument("--issue-delay", type=float, default=1.0,
-                        help="seconds between acceptance and issuance (default 1.0)")
-    parser.add_argument("--red-form-ttl", type=float, default=72 * 3600.0,
-                        help="seconds an unconfirmed red-letter form lives (default 72 h)")
-    parser.add_argument("--dialect", choices=("idempotent", "refuse-duplicates"),
-                        default="idempotent",
-                        help="how a repeated serial is answered (default idempotent)")
-    parser.add_argument("--faults", default=None, metavar="JSON",
-                        help="initial fault settings, same JSON as POST /_sandbox/faults")
-    parser.add_argument("--strict", action="store_true",
-                        help="disable the unsigned /_sandbox/* control plane")
+    secret.add_argument(
+        "--app-secret",
+        default=None,
+        help="the app secret (default: the documented development secret)",
+    )
+    secret.add_argument(
+        "--app-secret-file",
+        type=Path,
+        default=None,
+        help="read the app secret from this file (trailing newline ignored)",
+    )
+    parser.add_argument(
+        "--issue-delay",
+        type=float,
+        default=1.0,
+        help="seconds between acceptance and issuance (default 1.0)",
+    )
+    parser.add_argument(
+        "--red-form-ttl",
+        type=float,
+        default=72 * 3600.0,
+        help="seconds an unconfirmed red-letter form lives (default 72 h)",
+    )
+    parser.add_argument(
+        "--dialect",
+        choices=("idempotent", "refuse-duplicates"),
+        default="idempotent",
+        help="how a repeated serial is answered (default idempotent)",
+    )
+    parser.add_argument(
+        "--faults",
+        default=None,
+        metavar="JSON",
+        help="initial fault settings, same JSON as POST /_sandbox/faults",
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="disable the unsigned /_sandbox/* control plane"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed the fault dice")
-    parser.add_argument("--log-level", default="warning",
-                        choices=("debug", "info", "warning", "error"))
+    parser.add_argument(
+        "--log-level", default="warning", choices=("debug", "info", "warning", "error")
+    )
 
 
 #: What to run when the sandbox's server stack is not installed (the production image).
@@ -86,9 +115,13 @@ def run(args: argparse.Namespace) -> int:
 
     store = Store(args.store)
     config = SandboxConfig(
-        credentials={args.app_key: secret}, issue_delay=max(args.issue_delay, 0.0),
-        red_form_ttl=args.red_form_ttl, dialect=args.dialect, strict=args.strict,
-        faults=faults, seed=args.seed,
+        credentials={args.app_key: secret},
+        issue_delay=max(args.issue_delay, 0.0),
+        red_form_ttl=args.red_form_ttl,
+        dialect=args.dialect,
+        strict=args.strict,
+        faults=faults,
+        seed=args.seed,
     )
     app = SandboxApp(store, config)
     print(
@@ -99,11 +132,20 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     quiet_deliberate_drops()
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-        http=OneWriteHttpToolsProtocol,  # one socket write per reply (see its docstring)
-        lifespan="on", timeout_graceful_shutdown=2, proxy_headers=False, server_header=False,
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            access_log=False,
+            http=OneWriteHttpToolsProtocol,  # one socket write per reply (see its docstring)
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            proxy_headers=False,
+            server_header=False,
+        )
+    )
     try:
         server.run()
     finally:

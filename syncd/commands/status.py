@@ -79,12 +79,21 @@ class StatusReport:
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="path of the YAML config file")
-    parser.add_argument("--stuck-after", type=float, default=300.0, metavar="SECONDS",
-                        help="a non-terminal document not updated for this long is stuck "
-                             "(default 300)")
+    parser.add_argument(
+        "--stuck-after",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a non-terminal document not updated for this long is stuck (default 300)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--kafka-timeout", type=float, default=5.0, metavar="SECONDS",
-                        help="timeout of each Kafka look-up (default 5)")
+    parser.add_argument(
+        "--kafka-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="timeout of each Kafka look-up (default 5)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,10 +117,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _line(row: DocumentRow) -> DocumentLine:
     return DocumentLine(
-        id=row.id, document=row.identity.document_type, key=row.identity.source_key,
-        kind=row.kind.value, revision=row.identity.revision, serial=row.serial,
-        state=row.state.value, attempts=row.attempts, last_error_code=row.last_error_code,
-        last_error=row.last_error, updated_at=_iso(row.updated_at),
+        id=row.id,
+        document=row.identity.document_type,
+        key=row.identity.source_key,
+        kind=row.kind.value,
+        revision=row.identity.revision,
+        serial=row.serial,
+        state=row.state.value,
+        attempts=row.attempts,
+        last_error_code=row.last_error_code,
+        last_error=row.last_error,
+        updated_at=_iso(row.updated_at),
         next_attempt_at=_iso(row.next_attempt_at) if row.next_attempt_at else None,
     )
 
@@ -130,21 +146,31 @@ def collect(config: SyncdConfig, *, stuck_after: float, kafka_timeout: float = 5
     from syncd.lifecycle import DocumentState
 
     group = config.kafka.group_id
-    report = StatusReport(group=group, schema=config.database.schema_name,
-                          stuck_after_seconds=stuck_after)
+    report = StatusReport(
+        group=group, schema=config.database.schema_name, stuck_after_seconds=stuck_after
+    )
     kafka = _kafka_view(config, kafka_timeout, report)
     tps = [TopicPartition(t, p) for t, p in sorted(kafka)]
     stored: dict[TopicPartition, int] = {}
     leases: dict[TopicPartition, tuple[int, str | None]] = {}
-    engine = ledger_engine(config.database.dsn_value(), config.database.schema_name,
-                           pool_size=1, max_overflow=0)
+    engine = ledger_engine(
+        config.database.dsn_value(), config.database.schema_name, pool_size=1, max_overflow=0
+    )
     try:
         with engine.connect() as conn:
             report.counts = {s.value: n for s, n in repo.count_by_state(conn).items()}
-            report.stuck = [_line(r) for r in repo.stuck_documents(
-                conn, timedelta(seconds=stuck_after), limit=PARKED_LIMIT)]
-            report.parked = [_line(r) for r in repo.documents_in_states(
-                conn, [DocumentState.DEAD, DocumentState.BLOCKED], limit=PARKED_LIMIT)]
+            report.stuck = [
+                _line(r)
+                for r in repo.stuck_documents(
+                    conn, timedelta(seconds=stuck_after), limit=PARKED_LIMIT
+                )
+            ]
+            report.parked = [
+                _line(r)
+                for r in repo.documents_in_states(
+                    conn, [DocumentState.DEAD, DocumentState.BLOCKED], limit=PARKED_LIMIT
+                )
+            ]
             stored = repo.load_offsets(conn, group, tps)
             leases = repo.lease_epochs(conn, group, tps)
     except (OperationalError, DBAPIError) as exc:
@@ -159,10 +185,18 @@ def collect(config: SyncdConfig, *, stuck_after: float, kafka_timeout: float = 5
         if high is not None:
             lag = max(0, high - base) if base is not None else high
         lease = leases.get(tp)
-        report.partitions.append(PartitionLine(
-            tp.topic, tp.partition, position, committed, high, lag,
-            lease[1] if lease else None, lease[0] if lease else None,
-        ))
+        report.partitions.append(
+            PartitionLine(
+                tp.topic,
+                tp.partition,
+                position,
+                committed,
+                high,
+                lag,
+                lease[1] if lease else None,
+                lease[0] if lease else None,
+            )
+        )
     return report
 
 
@@ -174,8 +208,14 @@ def _kafka_view(
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
     out: dict[tuple[str, int], tuple[int | None, int | None]] = {}
-    consumer = Consumer({**config.kafka.client_config(), "group.id": config.kafka.group_id,
-                         "enable.auto.commit": False, "client.id": "syncd-status"})
+    consumer = Consumer(
+        {
+            **config.kafka.client_config(),
+            "group.id": config.kafka.group_id,
+            "enable.auto.commit": False,
+            "client.id": "syncd-status",
+        }
+    )
     dlq = config.kafka.dead_letter_topic
     try:
         md = consumer.list_topics(timeout=timeout)
@@ -185,13 +225,16 @@ def _kafka_view(
                 report.warnings.append(f"kafka: topic {topic} does not exist (yet)")
                 continue
             parts = [KafkaTopicPartition(topic, p) for p in sorted(meta.partitions)]
-            committed = {(c.topic, c.partition): c.offset
-                         for c in consumer.committed(parts, timeout=timeout)}
+            committed = {
+                (c.topic, c.partition): c.offset for c in consumer.committed(parts, timeout=timeout)
+            }
             for p in parts:
                 _low, high = consumer.get_watermark_offsets(p, timeout=timeout, cached=False)
                 c = committed.get((p.topic, p.partition))
-                out[(p.topic, p.partition)] = (int(high), int(c) if c is not None and c >= 0
-                                               else None)
+                out[(p.topic, p.partition)] = (
+                    int(high),
+                    int(c) if c is not None and c >= 0 else None,
+                )
         meta = md.topics.get(dlq)
         if meta is None or meta.error is not None:
             report.dead_letter = DeadLetterTopic(dlq, False, 0)
@@ -199,7 +242,8 @@ def _kafka_view(
             total = 0
             for p in meta.partitions:
                 low, high = consumer.get_watermark_offsets(
-                    KafkaTopicPartition(dlq, p), timeout=timeout, cached=False)
+                    KafkaTopicPartition(dlq, p), timeout=timeout, cached=False
+                )
                 total += int(high) - int(low)
             report.dead_letter = DeadLetterTopic(dlq, True, total)
     except KafkaException as exc:
@@ -213,8 +257,9 @@ def _kafka_view(
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*headers).rstrip()]
     lines += [fmt.format(*r).rstrip() for r in rows]
@@ -229,14 +274,23 @@ def _short(text: str | None, width: int = 60) -> str:
 
 
 def _doc_rows(docs: list[DocumentLine]) -> list[list[str]]:
-    return [[str(d.id), d.document, d.key, f"{d.kind}/r{d.revision}", d.serial, d.state,
-             str(d.attempts), d.updated_at,
-             _short(f"[{d.last_error_code}] {d.last_error}" if d.last_error else None)]
-            for d in docs]
+    return [
+        [
+            str(d.id),
+            d.document,
+            d.key,
+            f"{d.kind}/r{d.revision}",
+            d.serial,
+            d.state,
+            str(d.attempts),
+            d.updated_at,
+            _short(f"[{d.last_error_code}] {d.last_error}" if d.last_error else None),
+        ]
+        for d in docs
+    ]
 
 
-DOC_HEADERS = ["ID", "DOCUMENT", "KEY", "KIND", "SERIAL", "STATE", "ATT", "UPDATED",
-               "LAST ERROR"]
+DOC_HEADERS = ["ID", "DOCUMENT", "KEY", "KIND", "SERIAL", "STATE", "ATT", "UPDATED", "LAST ERROR"]
 
 
 def render_text(report: StatusReport) -> str:
@@ -245,22 +299,46 @@ def render_text(report: StatusReport) -> str:
     out.append(f"Documents by state ({total} total):\n")
     nonzero = [[s, str(n)] for s, n in report.counts.items() if n]
     out.append(_table(["STATE", "COUNT"], nonzero) if nonzero else "  (none)\n")
-    out.append(f"\nStuck (not terminal, untouched for {report.stuck_after_seconds:.0f} s): "
-               f"{len(report.stuck)}\n")
+    out.append(
+        f"\nStuck (not terminal, untouched for {report.stuck_after_seconds:.0f} s): "
+        f"{len(report.stuck)}\n"
+    )
     if report.stuck:
         out.append(_table(DOC_HEADERS, _doc_rows(report.stuck)))
-    out.append(f"\nDead / blocked (need an operator; `syncd retry --document ID`): "
-               f"{len(report.parked)}\n")
+    out.append(
+        f"\nDead / blocked (need an operator; `syncd retry --document ID`): {len(report.parked)}\n"
+    )
     if report.parked:
         out.append(_table(DOC_HEADERS, _doc_rows(report.parked)))
     out.append("\nPartitions:\n")
     if report.partitions:
-        out.append(_table(
-            ["TOPIC", "PART", "STORED", "KAFKA COMMITTED", "HIGH", "LAG", "LEASE OWNER", "EPOCH"],
-            [[p.topic, str(p.partition), _opt(p.stored_offset), _opt(p.kafka_committed),
-              _opt(p.high_watermark), _opt(p.lag), p.lease_owner or "-", _opt(p.lease_epoch)]
-             for p in report.partitions],
-        ))
+        out.append(
+            _table(
+                [
+                    "TOPIC",
+                    "PART",
+                    "STORED",
+                    "KAFKA COMMITTED",
+                    "HIGH",
+                    "LAG",
+                    "LEASE OWNER",
+                    "EPOCH",
+                ],
+                [
+                    [
+                        p.topic,
+                        str(p.partition),
+                        _opt(p.stored_offset),
+                        _opt(p.kafka_committed),
+                        _opt(p.high_watermark),
+                        _opt(p.lag),
+                        p.lease_owner or "-",
+                        _opt(p.lease_epoch),
+                    ]
+                    for p in report.partitions
+                ],
+            )
+        )
     else:
         out.append("  (none found)\n")
     if report.dead_letter is not None:

@@ -176,16 +176,22 @@ def unscaled_to_decimal(raw: bytes, scale: int) -> Decimal:
     limits = _limits.current()
     # checked before any digit is made: scale -999999999 is a billion digits when printed
     if not limits.min_decimal_scale <= scale <= limits.max_decimal_scale:
-        raise Invalid(f"decimal scale {_short_int(scale)} is outside "
-                      f"{limits.min_decimal_scale}..{limits.max_decimal_scale} "
-                      "(limits.min_decimal_scale/max_decimal_scale)")
+        raise Invalid(
+            f"decimal scale {_short_int(scale)} is outside "
+            f"{limits.min_decimal_scale}..{limits.max_decimal_scale} "
+            "(limits.min_decimal_scale/max_decimal_scale)"
+        )
     if len(raw) > limits.max_unscaled_bytes:
-        raise Invalid(f"decimal of {len(raw)} bytes has more than {limits.max_decimal_digits} "
-                      "digits (limits.max_decimal_digits)")
+        raise Invalid(
+            f"decimal of {len(raw)} bytes has more than {limits.max_decimal_digits} "
+            "digits (limits.max_decimal_digits)"
+        )
     digits = str(int.from_bytes(raw, "big", signed=True))
     if len(digits) - (digits[0] == "-") > limits.max_decimal_digits:
-        raise Invalid(f"decimal of {len(digits)} digits exceeds {limits.max_decimal_digits} "
-                      "(limits.max_decimal_digits)")
+        raise Invalid(
+            f"decimal of {len(digits)} digits exceeds {limits.max_decimal_digits} "
+            "(limits.max_decimal_digits)"
+        )
     return Decimal(f"{digits}E{-scale}")
 
 
@@ -255,8 +261,10 @@ def variable_scale_decimal(value: Any) -> ColumnValue:
 def decimal_string(value: str) -> Decimal:
     """`decimal.handling.mode=string`: Java BigDecimal.toPlainString() text."""
     if len(value) > _limits.current().max_decimal_digits + 32:
-        raise Invalid(f"decimal text of {len(value)} characters is longer than any number "
-                      "within limits.max_decimal_digits")
+        raise Invalid(
+            f"decimal text of {len(value)} characters is longer than any number "
+            "within limits.max_decimal_digits"
+        )
     try:
         result = Decimal(value)
     except InvalidOperation:
@@ -708,8 +716,10 @@ def schemaless_value(value: Any, depth: int = 1) -> ColumnValue:
         raise _expected("a JSON value", value)
     limits = _limits.current()
     if depth > limits.max_nesting_depth:
-        raise Invalid(f"value nested more than {limits.max_nesting_depth} levels deep "
-                      "(limits.max_nesting_depth)")
+        raise Invalid(
+            f"value nested more than {limits.max_nesting_depth} levels deep "
+            "(limits.max_nesting_depth)"
+        )
     if t is list:
         if _is_array_placeholder(value):
             return UNAVAILABLE
@@ -725,8 +735,9 @@ def schemaless_value(value: Any, depth: int = 1) -> ColumnValue:
     if len(value) == 2 and type(value.get("scale")) is int and type(value.get("value")) is str:
         return variable_scale_decimal(value)
     if len(value) > limits.max_fields:
-        raise Invalid(f"object of {len(value)} fields exceeds {limits.max_fields} "
-                      "(limits.max_fields)")
+        raise Invalid(
+            f"object of {len(value)} fields exceeds {limits.max_fields} (limits.max_fields)"
+        )
     out: dict[str, ColumnValue] = {}
     for key, item in value.items():
         try:

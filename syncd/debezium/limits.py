@@ -48,14 +48,14 @@ class DecodeLimits:
     max_unscaled_bytes: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("max_record_bytes", "max_nesting_depth", "max_fields",
-                     "max_decimal_digits"):
+        for name in ("max_record_bytes", "max_nesting_depth", "max_fields", "max_decimal_digits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be at least 1")
         if self.min_decimal_scale > self.max_decimal_scale:
             raise ValueError("limits.min_decimal_scale is above limits.max_decimal_scale")
-        object.__setattr__(self, "max_unscaled_bytes",
-                           int(self.max_decimal_digits * _BITS_PER_DIGIT) // 8 + 2)
+        object.__setattr__(
+            self, "max_unscaled_bytes", int(self.max_decimal_digits * _BITS_PER_DIGIT) // 8 + 2
+        )
 
 
 DEFAULT_LIMITS: Final = DecodeLimits()
@@ -83,11 +83,15 @@ def decimal_problem(value: Decimal, limits: DecodeLimits) -> str | None:
     assert isinstance(exponent, int)
     scale = -exponent
     if not limits.min_decimal_scale <= scale <= limits.max_decimal_scale:
-        return (f"decimal scale {_short(scale)} is outside {limits.min_decimal_scale}.."
-                f"{limits.max_decimal_scale} (limits.min_decimal_scale/max_decimal_scale)")
+        return (
+            f"decimal scale {_short(scale)} is outside {limits.min_decimal_scale}.."
+            f"{limits.max_decimal_scale} (limits.min_decimal_scale/max_decimal_scale)"
+        )
     if len(digits) > limits.max_decimal_digits:
-        return (f"decimal of {len(digits)} digits exceeds {limits.max_decimal_digits} "
-                "(limits.max_decimal_digits)")
+        return (
+            f"decimal of {len(digits)} digits exceeds {limits.max_decimal_digits} "
+            "(limits.max_decimal_digits)"
+        )
     return None
 
 

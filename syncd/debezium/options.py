@@ -13,7 +13,6 @@ DEFAULT_HEARTBEAT_TOPIC_PREFIX: Final = "__debezium-heartbeat"
 DEFAULT_TRANSACTION_TOPIC_SUFFIX: Final = ".transaction"
 
 
-
 @dataclass(frozen=True, slots=True)
 class DecodeOptions:
     """How to recognise special topics, and what schemaless records do not say.

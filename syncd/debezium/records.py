@@ -87,11 +87,15 @@ class SchemaPlan:
         if self.within[0] is limits:
             return
         if self.depth > limits.max_nesting_depth:
-            raise Invalid(f"schema nested {self.depth} levels deep, more than "
-                          f"{limits.max_nesting_depth} (limits.max_nesting_depth)")
+            raise Invalid(
+                f"schema nested {self.depth} levels deep, more than "
+                f"{limits.max_nesting_depth} (limits.max_nesting_depth)"
+            )
         if self.width > limits.max_fields:
-            raise Invalid(f"schema struct of {self.width} fields exceeds {limits.max_fields} "
-                          "(limits.max_fields)")
+            raise Invalid(
+                f"schema struct of {self.width} fields exceeds {limits.max_fields} "
+                "(limits.max_fields)"
+            )
         self.within[0] = limits
 
 
@@ -230,8 +234,10 @@ def check_no_lone_surrogates(doc: Any, what: str) -> None:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise Invalid(f"{what} holds a string with an unpaired surrogate "
-                              f"(\\u{ord(item[exc.start]):04x} at character {exc.start})") from None
+                raise Invalid(
+                    f"{what} holds a string with an unpaired surrogate "
+                    f"(\\u{ord(item[exc.start]):04x} at character {exc.start})"
+                ) from None
 
 
 # One decoder instance: json.loads(..., parse_float=...) would build a new one per call.
@@ -380,8 +386,9 @@ def decode_record(
     if (value is not None and len(value) > most) or (key is not None and len(key) > most):
         big, what = (value, "value") if value is not None and len(value) > most else (key, "key")
         assert big is not None
-        raise DecodeError(position, f"{what} of {len(big)} bytes exceeds {most} "
-                          "(limits.max_record_bytes)")
+        raise DecodeError(
+            position, f"{what} of {len(big)} bytes exceeds {most} (limits.max_record_bytes)"
+        )
     try:
         try:
             return _decode_bytes(position, key, value, options, fast=True)
@@ -426,7 +433,6 @@ def _decode_bytes(
 
 def _no_key() -> Row | None:
     return None
-
 
 
 def decode_json(
@@ -517,7 +523,7 @@ def _key_row(key: _Doc | None, options: DecodeOptions) -> Row | None:
 def _heartbeat(position: RecordPosition, payload: Any) -> Heartbeat:
     if type(payload) is not dict:
         kind = _json_kind(payload)
-        raise Invalid(f"heartbeat value is a JSON {kind}, expected {{\"ts_ms\": ...}}")
+        raise Invalid(f'heartbeat value is a JSON {kind}, expected {{"ts_ms": ...}}')
     ts_ms = payload.get("ts_ms")
     if type(ts_ms) is not int:
         raise Invalid("heartbeat without an integer 'ts_ms'")
@@ -592,8 +598,12 @@ def _envelope(
     after_plan = None if plan is None else plan.after
     before_wire = payload.get("before")
     probe = None
-    if (op is _CREATE or op is _READ) and options.probe_columns and before_wire is None \
-            and after_plan is not None:
+    if (
+        (op is _CREATE or op is _READ)
+        and options.probe_columns
+        and before_wire is None
+        and after_plan is not None
+    ):
         probe = options.probe_columns.get(table)
     before: Row | None
     after: Row | None

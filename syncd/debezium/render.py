@@ -80,8 +80,13 @@ def record_to_json(record: DecodedRecord) -> dict[str, Any]:
     if isinstance(record, ProbedChange):
         return {**record_to_json(record.event), "kind": "probed_change"}
     if isinstance(record, QuietUpdate):
-        return {"kind": "quiet_update", **where, "table": record.table,
-                "changed": sorted(record.changed), "source_ts_ms": record.source_ts_ms}
+        return {
+            "kind": "quiet_update",
+            **where,
+            "table": record.table,
+            "changed": sorted(record.changed),
+            "source_ts_ms": record.source_ts_ms,
+        }
     if isinstance(record, Tombstone):
         return {"kind": "tombstone", **where, "key": row_to_json(record.key)}
     if isinstance(record, Heartbeat):

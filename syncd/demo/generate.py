@@ -61,51 +61,185 @@ class Item:
 
 # Goods at 13 %, farm produce / transport at 9 %, modern services at 6 %.
 CATALOGUE: Final = (
-    Item("Stainless steel hex bolt M8x40", "1080421010000000000", "M8x40 A2-70", "box",
-         Decimal("0.13"), Decimal("18.50"), Decimal("46.00")),
-    Item("Ergonomic office chair", "1050201990000000000", "Mesh back, black", "pcs",
-         Decimal("0.13"), Decimal("399.00"), Decimal("1299.00")),
-    Item("A4 copy paper 80 g", "1060407020000000000", "500 sheets/ream", "ream",
-         Decimal("0.13"), Decimal("21.90"), Decimal("32.50")),
-    Item("Laptop computer 14-inch", "1090511010000000000", "i5/16GB/512GB", "pcs",
-         Decimal("0.13"), Decimal("4299.00"), Decimal("7999.00")),
-    Item("LED panel light 36 W", "1090416010000000000", "600x600 mm", "pcs",
-         Decimal("0.13"), Decimal("88.00"), Decimal("156.00")),
-    Item("Copper cable 2.5 mm2", "1080304020000000000", "BV 2.5", "m",
-         Decimal("0.13"), Decimal("2.35"), Decimal("4.80"), fractional=True),
-    Item("Fresh whole milk 1 L", "1030203010000000000", "1 L carton", "box",
-         Decimal("0.09"), Decimal("9.80"), Decimal("16.50")),
-    Item("Soybean oil 5 L", "1030212010000000000", "5 L bottle", "btl",
-         Decimal("0.09"), Decimal("58.00"), Decimal("89.00")),
-    Item("Japonica rice", "1010101020000000000", None, "kg",
-         Decimal("0.09"), Decimal("4.20"), Decimal("7.60"), fractional=True),
-    Item("Road freight Shanghai-Suzhou", "3010102020100000000", None, "trip",
-         Decimal("0.09"), Decimal("650.00"), Decimal("1800.00")),
-    Item("IT consulting", "3040802020000000000", None, "hour",
-         Decimal("0.06"), Decimal("380.00"), Decimal("980.00"), fractional=True),
-    Item("Software maintenance (annual)", "3040201030000000000", "Standard tier", "year",
-         Decimal("0.06"), Decimal("6800.00"), Decimal("24000.00")),
-    Item("Technical training", "3070201020000000000", "2-day course", "person",
-         Decimal("0.06"), Decimal("1200.00"), Decimal("3600.00")),
+    Item(
+        "Stainless steel hex bolt M8x40",
+        "1080421010000000000",
+        "M8x40 A2-70",
+        "box",
+        Decimal("0.13"),
+        Decimal("18.50"),
+        Decimal("46.00"),
+    ),
+    Item(
+        "Ergonomic office chair",
+        "1050201990000000000",
+        "Mesh back, black",
+        "pcs",
+        Decimal("0.13"),
+        Decimal("399.00"),
+        Decimal("1299.00"),
+    ),
+    Item(
+        "A4 copy paper 80 g",
+        "1060407020000000000",
+        "500 sheets/ream",
+        "ream",
+        Decimal("0.13"),
+        Decimal("21.90"),
+        Decimal("32.50"),
+    ),
+    Item(
+        "Laptop computer 14-inch",
+        "1090511010000000000",
+        "i5/16GB/512GB",
+        "pcs",
+        Decimal("0.13"),
+        Decimal("4299.00"),
+        Decimal("7999.00"),
+    ),
+    Item(
+        "LED panel light 36 W",
+        "1090416010000000000",
+        "600x600 mm",
+        "pcs",
+        Decimal("0.13"),
+        Decimal("88.00"),
+        Decimal("156.00"),
+    ),
+    Item(
+        "Copper cable 2.5 mm2",
+        "1080304020000000000",
+        "BV 2.5",
+        "m",
+        Decimal("0.13"),
+        Decimal("2.35"),
+        Decimal("4.80"),
+        fractional=True,
+    ),
+    Item(
+        "Fresh whole milk 1 L",
+        "1030203010000000000",
+        "1 L carton",
+        "box",
+        Decimal("0.09"),
+        Decimal("9.80"),
+        Decimal("16.50"),
+    ),
+    Item(
+        "Soybean oil 5 L",
+        "1030212010000000000",
+        "5 L bottle",
+        "btl",
+        Decimal("0.09"),
+        Decimal("58.00"),
+        Decimal("89.00"),
+    ),
+    Item(
+        "Japonica rice",
+        "1010101020000000000",
+        None,
+        "kg",
+        Decimal("0.09"),
+        Decimal("4.20"),
+        Decimal("7.60"),
+        fractional=True,
+    ),
+    Item(
+        "Road freight Shanghai-Suzhou",
+        "3010102020100000000",
+        None,
+        "trip",
+        Decimal("0.09"),
+        Decimal("650.00"),
+        Decimal("1800.00"),
+    ),
+    Item(
+        "IT consulting",
+        "3040802020000000000",
+        None,
+        "hour",
+        Decimal("0.06"),
+        Decimal("380.00"),
+        Decimal("980.00"),
+        fractional=True,
+    ),
+    Item(
+        "Software maintenance (annual)",
+        "3040201030000000000",
+        "Standard tier",
+        "year",
+        Decimal("0.06"),
+        Decimal("6800.00"),
+        Decimal("24000.00"),
+    ),
+    Item(
+        "Technical training",
+        "3070201020000000000",
+        "2-day course",
+        "person",
+        Decimal("0.06"),
+        Decimal("1200.00"),
+        Decimal("3600.00"),
+    ),
 )
 
 BUYERS: Final = (
-    ("Shanghai Hongda Electronics Co., Ltd.", "88 Zhangjiang Rd, Pudong, Shanghai",
-     "021-5080 1234", "ICBC Zhangjiang Branch", "1001 2345 6789 0123"),
-    ("Beijing Yuanfang Technology Co., Ltd.", "12 Zhongguancun St, Haidian, Beijing",
-     "010-6275 8899", "Bank of Beijing Haidian Branch", "2000 1122 3344 5566"),
-    ("Shenzhen Nanshan Logistics Co., Ltd.", "5 Keyuan Rd, Nanshan, Shenzhen",
-     "0755-8666 2020", "China Merchants Bank Nanshan", "7559 0011 2233 4455"),
-    ("Hangzhou Xihu Trading Co., Ltd.", "301 Wensan Rd, Xihu, Hangzhou",
-     "0571-8788 6655", "Bank of Hangzhou Xihu Branch", "3301 0400 1111 2222"),
-    ("Suzhou Industrial Park Machinery Co., Ltd.", "18 Xinghu St, SIP, Suzhou",
-     "0512-6288 7766", "Bank of Suzhou SIP Branch", "5120 3344 5566 7788"),
-    ("Chengdu Tianfu Foods Co., Ltd.", "66 Tianfu Ave, Wuhou, Chengdu",
-     "028-8555 3311", "Agricultural Bank Tianfu Branch", "2288 6677 1100 9922"),
-    ("Wuhan Guanggu Optics Co., Ltd.", "9 Guanshan Rd, Hongshan, Wuhan",
-     "027-8777 4545", "China Construction Bank Guanggu", "4200 1501 8800 1234"),
-    ("Guangzhou Pearl River Hotels Ltd.", "200 Yuexiu Rd, Yuexiu, Guangzhou",
-     "020-8333 1212", "Bank of China Yuexiu Branch", "6640 2233 4455 6677"),
+    (
+        "Shanghai Hongda Electronics Co., Ltd.",
+        "88 Zhangjiang Rd, Pudong, Shanghai",
+        "021-5080 1234",
+        "ICBC Zhangjiang Branch",
+        "1001 2345 6789 0123",
+    ),
+    (
+        "Beijing Yuanfang Technology Co., Ltd.",
+        "12 Zhongguancun St, Haidian, Beijing",
+        "010-6275 8899",
+        "Bank of Beijing Haidian Branch",
+        "2000 1122 3344 5566",
+    ),
+    (
+        "Shenzhen Nanshan Logistics Co., Ltd.",
+        "5 Keyuan Rd, Nanshan, Shenzhen",
+        "0755-8666 2020",
+        "China Merchants Bank Nanshan",
+        "7559 0011 2233 4455",
+    ),
+    (
+        "Hangzhou Xihu Trading Co., Ltd.",
+        "301 Wensan Rd, Xihu, Hangzhou",
+        "0571-8788 6655",
+        "Bank of Hangzhou Xihu Branch",
+        "3301 0400 1111 2222",
+    ),
+    (
+        "Suzhou Industrial Park Machinery Co., Ltd.",
+        "18 Xinghu St, SIP, Suzhou",
+        "0512-6288 7766",
+        "Bank of Suzhou SIP Branch",
+        "5120 3344 5566 7788",
+    ),
+    (
+        "Chengdu Tianfu Foods Co., Ltd.",
+        "66 Tianfu Ave, Wuhou, Chengdu",
+        "028-8555 3311",
+        "Agricultural Bank Tianfu Branch",
+        "2288 6677 1100 9922",
+    ),
+    (
+        "Wuhan Guanggu Optics Co., Ltd.",
+        "9 Guanshan Rd, Hongshan, Wuhan",
+        "027-8777 4545",
+        "China Construction Bank Guanggu",
+        "4200 1501 8800 1234",
+    ),
+    (
+        "Guangzhou Pearl River Hotels Ltd.",
+        "200 Yuexiu Rd, Yuexiu, Guangzhou",
+        "020-8333 1212",
+        "Bank of China Yuexiu Branch",
+        "6640 2233 4455 6677",
+    ),
 )
 
 
@@ -196,8 +330,18 @@ def _line(rng: random.Random, line_no: int, item: Item, discounted: bool) -> Dem
         discount = _money(amount * Decimal(rng.randint(2, 15)) / Decimal(100))
         if discount >= amount or discount <= 0:
             discount = Decimal(0)
-    return DemoLine(line_no, item.name, item.tax_code, item.spec, item.unit, quantity,
-                    unit_price, item.rate, discount, amount)
+    return DemoLine(
+        line_no,
+        item.name,
+        item.tax_code,
+        item.spec,
+        item.unit,
+        quantity,
+        unit_price,
+        item.rate,
+        discount,
+        amount,
+    )
 
 
 def build_orders(
@@ -222,19 +366,28 @@ def build_orders(
         is_invalid = i in invalid
         invoice_type = "SPECIAL" if is_invalid or rng.random() < 0.4 else "ORDINARY"
         items = rng.sample(CATALOGUE, rng.randint(1, 4))
-        lines = tuple(_line(rng, n, item, rng.random() < 0.2)
-                      for n, item in enumerate(items, start=1))
-        orders.append(DemoOrder(
-            index=i, order_no=order_no(seed, i), buyer_name=name,
-            buyer_tax_id=invalid_uscc(rng) if is_invalid else buyer_ids[b],
-            buyer_address=address, buyer_phone=phone, buyer_bank_name=bank,
-            buyer_bank_account=account,
-            buyer_email=f"ap{b}@example.com" if rng.random() < 0.5 else None,
-            invoice_type=invoice_type, price_includes_tax=rng.random() < 0.5, lines=lines,
-            total_amount=sum((ln.amount - ln.discount_amount for ln in lines), Decimal(0)),
-            invalid=is_invalid,
-            cancel_reason=rng.choice(CANCEL_REASONS) if i in cancel else None,
-        ))
+        lines = tuple(
+            _line(rng, n, item, rng.random() < 0.2) for n, item in enumerate(items, start=1)
+        )
+        orders.append(
+            DemoOrder(
+                index=i,
+                order_no=order_no(seed, i),
+                buyer_name=name,
+                buyer_tax_id=invalid_uscc(rng) if is_invalid else buyer_ids[b],
+                buyer_address=address,
+                buyer_phone=phone,
+                buyer_bank_name=bank,
+                buyer_bank_account=account,
+                buyer_email=f"ap{b}@example.com" if rng.random() < 0.5 else None,
+                invoice_type=invoice_type,
+                price_includes_tax=rng.random() < 0.5,
+                lines=lines,
+                total_amount=sum((ln.amount - ln.discount_amount for ln in lines), Decimal(0)),
+                invalid=is_invalid,
+                cancel_reason=rng.choice(CANCEL_REASONS) if i in cancel else None,
+            )
+        )
     return orders
 
 
@@ -251,9 +404,11 @@ class Progress:
     cancelled: int = 0
 
     def line(self, total: int, elapsed: float) -> str:
-        return (f"[demo] {elapsed:5.0f} s  created {self.created}/{total}  issued {self.issued}"
-                f"  reversed {self.reversed}/{self.cancelled} cancelled  invalid "
-                f"{self.invalid}  rejected {self.rejected}")
+        return (
+            f"[demo] {elapsed:5.0f} s  created {self.created}/{total}  issued {self.issued}"
+            f"  reversed {self.reversed}/{self.cancelled} cancelled  invalid "
+            f"{self.invalid}  rejected {self.rejected}"
+        )
 
 
 @dataclass(slots=True)
@@ -289,9 +444,12 @@ class Summary:
         return data
 
     def render(self) -> str:
-        rate = (f"{self.documents_per_second:.1f} documents/s ({self.documents} documents in "
-                f"{self.seconds:.1f} s, first confirm -> last write-back)"
-                if self.documents_per_second is not None else "n/a")
+        rate = (
+            f"{self.documents_per_second:.1f} documents/s ({self.documents} documents in "
+            f"{self.seconds:.1f} s, first confirm -> last write-back)"
+            if self.documents_per_second is not None
+            else "n/a"
+        )
         out = [
             f"[demo] summary for {self.orders} orders {self.prefix}*",
             f"  issued {self.issued}  reversed {self.reversed} (of {self.cancelled} cancelled)"
@@ -304,8 +462,9 @@ class Summary:
             + "".join(f"\n    {k}: {v}" for k, v in list(self.unexpected.items())[:10]),
             f"  throughput: {rate}",
             *([f"  platform audit unavailable: {self.audit_error}"] if self.audit_error else []),
-            "  result: OK" if self.ok else
-            ("  result: FAILED" + (" (timed out waiting)" if self.timed_out else "")),
+            "  result: OK"
+            if self.ok
+            else ("  result: FAILED" + (" (timed out waiting)" if self.timed_out else "")),
         ]
         return "\n".join(out) + "\n"
 
@@ -359,8 +518,9 @@ class DemoRun:
         self._out = out
         self._clock = clock
         self._tty = out.isatty()
-        self._engine: Engine = create_engine(normalise_url(config.database.dsn_value()),
-                                             pool_size=2, max_overflow=0)
+        self._engine: Engine = create_engine(
+            normalise_url(config.database.dsn_value()), pool_size=2, max_overflow=0
+        )
         self._status = config.documents[self._doc.name].write_back.status_values
         self._ids: dict[str, int] = {}
         self._cancelled: set[str] = set()
@@ -427,12 +587,20 @@ class DemoRun:
                     " VALUES (:order_no, 'DRAFT', :invoice_type, :pit, :name, :tax_id, :address,"
                     " :phone, :bank, :account, :email, :total, :remark) RETURNING id"
                 ),
-                {"order_no": order.order_no, "invoice_type": order.invoice_type,
-                 "pit": order.price_includes_tax, "name": order.buyer_name,
-                 "tax_id": order.buyer_tax_id, "address": order.buyer_address,
-                 "phone": order.buyer_phone, "bank": order.buyer_bank_name,
-                 "account": order.buyer_bank_account, "email": order.buyer_email,
-                 "total": order.total_amount, "remark": "syncd demo order"},
+                {
+                    "order_no": order.order_no,
+                    "invoice_type": order.invoice_type,
+                    "pit": order.price_includes_tax,
+                    "name": order.buyer_name,
+                    "tax_id": order.buyer_tax_id,
+                    "address": order.buyer_address,
+                    "phone": order.buyer_phone,
+                    "bank": order.buyer_bank_name,
+                    "account": order.buyer_bank_account,
+                    "email": order.buyer_email,
+                    "total": order.total_amount,
+                    "remark": "syncd demo order",
+                },
             ).scalar_one()
             conn.execute(
                 text(
@@ -445,8 +613,10 @@ class DemoRun:
             )
         with self._engine.begin() as conn:  # ... and confirms it later
             conn.execute(
-                text(f"UPDATE {ORDER_TABLE} SET status = 'CONFIRMED',"  # noqa: S608
-                     " updated_at = localtimestamp WHERE id = :id AND status = 'DRAFT'"),
+                text(
+                    f"UPDATE {ORDER_TABLE} SET status = 'CONFIRMED',"  # noqa: S608
+                    " updated_at = localtimestamp WHERE id = :id AND status = 'DRAFT'"
+                ),
                 {"id": order_id},
             )
         if self._first_confirm_wall is None:
@@ -480,14 +650,23 @@ class DemoRun:
         p.reversed = sum(1 for r in rows if r.invoice_status == sv.reversed)
         p.invalid = sum(1 for r in rows if r.invoice_status == sv.invalid)
         p.rejected = sum(1 for r in rows if r.invoice_status == sv.rejected)
-        to_cancel = [r for r in rows if r.order_no not in self._cancelled
-                     and r.status == "CONFIRMED" and r.invoice_status == sv.issued
-                     and self._planned(r.order_no).cancel_reason is not None]
+        to_cancel = [
+            r
+            for r in rows
+            if r.order_no not in self._cancelled
+            and r.status == "CONFIRMED"
+            and r.invoice_status == sv.issued
+            and self._planned(r.order_no).cancel_reason is not None
+        ]
         for r in to_cancel:
             self._cancel(r)
         for r in rows:
-            if (r.status == "CANCELLED" and r.invoice_type == "SPECIAL"
-                    and r.invoice_status != sv.reversed and r.order_no not in self._confirmed_red):
+            if (
+                r.status == "CANCELLED"
+                and r.invoice_type == "SPECIAL"
+                and r.invoice_status != sv.reversed
+                and r.order_no not in self._confirmed_red
+            ):
                 self._confirm_red_form(r)
         p.cancelled = len(self._cancelled)
         self._print()
@@ -497,7 +676,8 @@ class DemoRun:
         for r in rows:
             plan = self._planned(r.order_no)
             done = r.invoice_status in settled or (
-                r.invoice_status == sv.issued and plan.cancel_reason is None)
+                r.invoice_status == sv.issued and plan.cancel_reason is None
+            )
             if not done:
                 return False
         return len(rows) == len(self._orders)
@@ -509,8 +689,10 @@ class DemoRun:
         reason = self._planned(row.order_no).cancel_reason
         with self._engine.begin() as conn:
             conn.execute(
-                text(f"UPDATE {ORDER_TABLE} SET status = 'CANCELLED', cancel_reason = :reason,"  # noqa: S608
-                     " updated_at = localtimestamp WHERE id = :id AND status = 'CONFIRMED'"),
+                text(
+                    f"UPDATE {ORDER_TABLE} SET status = 'CANCELLED', cancel_reason = :reason,"  # noqa: S608
+                    " updated_at = localtimestamp WHERE id = :id AND status = 'CONFIRMED'"
+                ),
                 {"id": row.id, "reason": reason},
             )
         self._cancelled.add(row.order_no)
@@ -545,14 +727,16 @@ class DemoRun:
 
     def _serial(self, order_id: int, kind: DocumentKind, revision: int) -> str:
         doc = self._doc
-        return serial_for(DocumentIdentity.of(doc.name, doc.table, [(doc.key_columns[0],
-                                                                     order_id)], kind, revision))
+        return serial_for(
+            DocumentIdentity.of(
+                doc.name, doc.table, [(doc.key_columns[0], order_id)], kind, revision
+            )
+        )
 
     def _summarise(self) -> Summary:
         sv = self._status
         rows = {r.order_no: r for r in self._rows()}
-        s = Summary(orders=len(self._orders), prefix=self._prefix,
-                    cancelled=len(self._cancelled))
+        s = Summary(orders=len(self._orders), prefix=self._prefix, cancelled=len(self._cancelled))
         try:
             audit = self._platform_audit()
         except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -566,13 +750,21 @@ class DemoRun:
             if r is None:
                 s.missing[order.order_no] = "not in the ERP (creation failed)"
                 continue
-            blue = [inv for rev in range(MAX_REVISION + 1)
-                    for inv in by_serial.get(self._serial(r.id, DocumentKind.ISSUE, rev), [])]
-            red = [inv for rev in range(MAX_REVISION + 1)
-                   for inv in by_serial.get(self._serial(r.id, DocumentKind.REVERSAL, rev), [])]
+            blue = [
+                inv
+                for rev in range(MAX_REVISION + 1)
+                for inv in by_serial.get(self._serial(r.id, DocumentKind.ISSUE, rev), [])
+            ]
+            red = [
+                inv
+                for rev in range(MAX_REVISION + 1)
+                for inv in by_serial.get(self._serial(r.id, DocumentKind.REVERSAL, rev), [])
+            ]
             if len(blue) > 1:
-                s.duplicates.append(f"{order.order_no}: {len(blue)} blue invoices "
-                                    f"({', '.join(str(b['invoice_no']) for b in blue)})")
+                s.duplicates.append(
+                    f"{order.order_no}: {len(blue)} blue invoices "
+                    f"({', '.join(str(b['invoice_no']) for b in blue)})"
+                )
             if len(red) > 1:
                 s.duplicates.append(f"{order.order_no}: {len(red)} red invoices")
             status = r.invoice_status
@@ -584,7 +776,8 @@ class DemoRun:
             if order.invalid:
                 if blue:
                     s.unexpected[order.order_no] = (
-                        f"planned with an invalid buyer tax ID, yet issued {blue[0]['invoice_no']}")
+                        f"planned with an invalid buyer tax ID, yet issued {blue[0]['invoice_no']}"
+                    )
                 elif status not in (sv.invalid, sv.rejected):
                     s.missing[order.order_no] = f"not refused yet (ERP status {status})"
                 continue
@@ -593,23 +786,32 @@ class DemoRun:
             elif not blue:
                 s.missing[order.order_no] = f"invoice {r.invoice_no} unknown to the platform"
             elif blue[0]["invoice_no"] != r.invoice_no:
-                s.unexpected[order.order_no] = (f"ERP shows {r.invoice_no}, the platform issued "
-                                                f"{blue[0]['invoice_no']}")
+                s.unexpected[order.order_no] = (
+                    f"ERP shows {r.invoice_no}, the platform issued {blue[0]['invoice_no']}"
+                )
             if order.cancel_reason is not None and order.order_no in self._cancelled:
                 if status != sv.reversed or r.red_invoice_no is None:
                     s.missing[order.order_no] = f"reversal not written back (ERP status {status})"
                 elif not red:
-                    s.missing[order.order_no] = (f"red invoice {r.red_invoice_no} unknown to "
-                                                 "the platform")
+                    s.missing[order.order_no] = (
+                        f"red invoice {r.red_invoice_no} unknown to the platform"
+                    )
             elif red:
                 s.unexpected[order.order_no] = "reversed although never cancelled"
             elif order.cancel_reason is not None and r.invoice_no is not None:
                 s.missing[order.order_no] = "invoiced but the demo never cancelled it"
         counts = Counter(inv["serial"] for inv in audit)
-        ours = {self._serial(r.id, kind, rev) for r in rows.values()
-                for kind in DocumentKind for rev in range(MAX_REVISION + 1)}
-        s.duplicates += [f"serial {serial} issued {n} times" for serial, n in counts.items()
-                         if n > 1 and serial in ours]
+        ours = {
+            self._serial(r.id, kind, rev)
+            for r in rows.values()
+            for kind in DocumentKind
+            for rev in range(MAX_REVISION + 1)
+        }
+        s.duplicates += [
+            f"serial {serial} issued {n} times"
+            for serial, n in counts.items()
+            if n > 1 and serial in ours
+        ]
         self._throughput(s, [r.id for r in rows.values()])
         return s
 
@@ -626,8 +828,12 @@ class DemoRun:
             return
         doc = self._doc
         keys = [canonical_json({doc.key_columns[0]: i}) for i in ids]
-        engine = ledger_engine(self._config.database.dsn_value(),
-                               self._config.database.schema_name, pool_size=1, max_overflow=0)
+        engine = ledger_engine(
+            self._config.database.dsn_value(),
+            self._config.database.schema_name,
+            pool_size=1,
+            max_overflow=0,
+        )
         try:
             with engine.connect() as conn:
                 q = select(func.count(), func.max(documents.c.updated_at)).where(

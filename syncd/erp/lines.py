@@ -151,8 +151,9 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         _Need(doc.lines.order_by, (), f"documents.{doc.name}.lines.order_by"),
     ]
     for name, fs in doc.lines.columns.sources().items():
-        lines += _field_needs(fs, f"documents.{doc.name}.lines.columns.{name}",
-                              line_kinds.get(name, text))
+        lines += _field_needs(
+            fs, f"documents.{doc.name}.lines.columns.{name}", line_kinds.get(name, text)
+        )
 
     statuses = doc.write_back.status_values.model_dump().values()
     wb_kinds: dict[str, tuple[tuple[str, ...], int | None]] = {
@@ -220,9 +221,7 @@ def _check_decimal_scales(inspector: Any, report: SchemaReport, config: SyncdCon
                 )
 
 
-def _check_column(
-    report: SchemaReport, table: str, columns: dict[str, Any], need: _Need
-) -> None:
+def _check_column(report: SchemaReport, table: str, columns: dict[str, Any], need: _Need) -> None:
     if need.column not in columns:
         import difflib
 
@@ -268,4 +267,3 @@ def _check_replica_identity(
             "arrive without a before image, so transitions (becomes/changed) and own "
             f"write-backs cannot be recognised (ALTER TABLE {doc.table} REPLICA IDENTITY FULL)"
         )
-

@@ -89,9 +89,7 @@ class _Statement:
     exists: str
 
 
-def _statements(
-    conn: Connection, doc: DocumentConfig, columns: Sequence[str]
-) -> _Statement:
+def _statements(conn: Connection, doc: DocumentConfig, columns: Sequence[str]) -> _Statement:
     q = conn.dialect.identifier_preparer.quote
     table = quote_table(conn, doc.write_back_table)
     sets = [f"{q(c)} = :v{i}" for i, c in enumerate(columns)]
@@ -163,9 +161,12 @@ def apply_writebacks(
             continue
         # Some rows already held these values (a re-applied result) or are gone: find which.
         problems.extend(
-            WriteBackError(f"{doc.name}: no row in {doc.write_back_table} with key "
-                           f"{ {c: p[f'k{i}'] for i, c in enumerate(doc.write_back_keys)} }")
-            for p in rows if not _exists(conn, stmt, p)
+            WriteBackError(
+                f"{doc.name}: no row in {doc.write_back_table} with key "
+                f"{ {c: p[f'k{i}'] for i, c in enumerate(doc.write_back_keys)} }"
+            )
+            for p in rows
+            if not _exists(conn, stmt, p)
         )
     return problems
 

@@ -194,9 +194,13 @@ class _Reader:
         exponent = number.as_tuple().exponent
         assert isinstance(exponent, int)
         if number.adjusted() >= _MAX_INTEGER_DIGITS or exponent < -_MAX_DECIMALS:
-            self.problem("RANGE", path, f"{_describe(src)}: out of range (at most "
-                         f"{_MAX_INTEGER_DIGITS} digits before the point and {_MAX_DECIMALS} "
-                         "after it)")
+            self.problem(
+                "RANGE",
+                path,
+                f"{_describe(src)}: out of range (at most "
+                f"{_MAX_INTEGER_DIGITS} digits before the point and {_MAX_DECIMALS} "
+                "after it)",
+            )
             return None
         return number
 
@@ -253,8 +257,18 @@ class _Reader:
         return None
 
 
-_BOOLS = {"true": True, "t": True, "yes": True, "y": True, "1": True,
-          "false": False, "f": False, "no": False, "n": False, "0": False}
+_BOOLS = {
+    "true": True,
+    "t": True,
+    "yes": True,
+    "y": True,
+    "1": True,
+    "false": False,
+    "f": False,
+    "no": False,
+    "n": False,
+    "0": False,
+}
 _NOT_FOUND: Any = object()
 
 
@@ -283,8 +297,11 @@ def _text(value: Any) -> str:
     crafted 1E+999999999 would otherwise become a billion digits)."""
     if isinstance(value, Decimal):
         exponent = value.as_tuple().exponent
-        if isinstance(exponent, int) and exponent >= -_MAX_DECIMALS and \
-                value.adjusted() < _MAX_INTEGER_DIGITS:
+        if (
+            isinstance(exponent, int)
+            and exponent >= -_MAX_DECIMALS
+            and value.adjusted() < _MAX_INTEGER_DIGITS
+        ):
             return format(value, "f")
         return str(value)
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _NUMBER_CEILING:
@@ -304,8 +321,14 @@ def _describe(src: FieldSource | None) -> str:
 
 
 def _seller(seller: SellerIdentity) -> Party:
-    return _party(seller.name, seller.tax_id, seller.address, seller.phone, seller.bank_name,
-                  seller.bank_account)
+    return _party(
+        seller.name,
+        seller.tax_id,
+        seller.address,
+        seller.phone,
+        seller.bank_name,
+        seller.bank_account,
+    )
 
 
 @lru_cache(maxsize=64)
@@ -320,8 +343,14 @@ def _party(
     """The seller's Party, built once per distinct seller: it is the same on every invoice
     of a config, and a Party is immutable, so invoices can share one instance. Keyed by
     the values, not the (mutable) config object."""
-    return Party(name=name, tax_id=tax_id, address=address, phone=phone, bank_name=bank_name,
-                 bank_account=bank_account)
+    return Party(
+        name=name,
+        tax_id=tax_id,
+        address=address,
+        phone=phone,
+        bank_name=bank_name,
+        bank_account=bank_account,
+    )
 
 
 def _line_inputs(
@@ -342,8 +371,14 @@ def _line_inputs(
         unit = r.text(cols.unit, "unit")
         policy = r.enum(TaxPolicy, cols.tax_policy, "tax_policy", required=False)
         problems.extend(r.problems)
-        if r.problems or name is None or tax_code is None or quantity is None \
-                or unit_price is None or tax_rate is None:
+        if (
+            r.problems
+            or name is None
+            or tax_code is None
+            or quantity is None
+            or unit_price is None
+            or tax_rate is None
+        ):
             continue
         if doc.lines.tax_rate_unit is TaxRateUnit.PERCENT:
             tax_rate = tax_rate / _HUNDRED
@@ -394,9 +429,13 @@ def build_blue(
     issue_date = r.date_value(h.issue_date, "issue_date")
     problems = list(r.problems)
     if max_lines is not None and len(lines) > max_lines:
-        problems.append(MappingProblem(
-            "TOO_MANY_LINES", "lines", f"more than {max_lines} rows in {doc.lines.table} "
-            "(limits.max_lines_per_document)"))
+        problems.append(
+            MappingProblem(
+                "TOO_MANY_LINES",
+                "lines",
+                f"more than {max_lines} rows in {doc.lines.table} (limits.max_lines_per_document)",
+            )
+        )
         return MappingResult(None, tuple(problems))
     if not lines:
         problems.append(
@@ -457,7 +496,9 @@ def build_red(
         raise ValueError("a red invoice needs a REVERSAL identity")
     try:
         red = build_red_invoice(
-            blue, serial=serial_for(identity), original_invoice_no=original_invoice_no,
+            blue,
+            serial=serial_for(identity),
+            original_invoice_no=original_invoice_no,
             reason=reason,
         )
     except ValueError as exc:
@@ -472,4 +513,3 @@ def _validated(invoice: Invoice) -> MappingResult:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-

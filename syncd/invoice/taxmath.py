@@ -172,9 +172,7 @@ def build_lines(inputs: Iterable[LineInput], price_basis: PriceBasis) -> list[In
         _check_input(index, item)
         raw = _CTX.multiply(item.quantity, item.unit_price)
         net, tax, gross = _split(raw, item.tax_rate, price_basis)
-        discount = (
-            round_money(item.discount_amount) if item.discount_amount is not None else ZERO
-        )
+        discount = round_money(item.discount_amount) if item.discount_amount is not None else ZERO
         lines.append(
             InvoiceLine(
                 line_no=len(lines) + 1,
@@ -233,7 +231,8 @@ def _balance_tax_errors(lines: list[InvoiceLine], price_basis: PriceBasis) -> li
         # error stays within two cents after the move.
         direction = 1 if total_error > 0 else -1
         movable = [
-            i for i, line in enumerate(lines)
+            i
+            for i, line in enumerate(lines)
             if line.nature is not LineNature.DISCOUNT and line.tax_rate > 0
         ]
         same_sign = sorted(
@@ -251,11 +250,15 @@ def _balance_tax_errors(lines: list[InvoiceLine], price_basis: PriceBasis) -> li
                 break
             line = result[i]
             if price_basis is PriceBasis.TAX_EXCLUSIVE:
-                update = {"tax_amount": line.tax_amount + step,
-                          "gross_amount": line.gross_amount + step}
+                update = {
+                    "tax_amount": line.tax_amount + step,
+                    "gross_amount": line.gross_amount + step,
+                }
             else:
-                update = {"tax_amount": line.tax_amount + step,
-                          "net_amount": line.net_amount - step}
+                update = {
+                    "tax_amount": line.tax_amount + step,
+                    "net_amount": line.net_amount - step,
+                }
             new_line = line.model_copy(update=update)
             if abs(line_tax_error(new_line)) > _BALANCED_LINE_ERROR:
                 continue

@@ -179,8 +179,11 @@ class _Writer:
         self.cbc(root, "CustomizationID", CUSTOMIZATION_ID)
         self.cbc(root, "ID", number)
         self.cbc(root, "IssueDate", issued_on.isoformat())
-        self.cbc(root, "CreditNoteTypeCode" if self.credit else "InvoiceTypeCode",
-                 "381" if self.credit else "380")
+        self.cbc(
+            root,
+            "CreditNoteTypeCode" if self.credit else "InvoiceTypeCode",
+            "381" if self.credit else "380",
+        )
         if inv.remark:
             self.cbc(root, "Note", inv.remark)
         self.cbc(root, "DocumentCurrencyCode", inv.currency)
@@ -271,8 +274,9 @@ class _Writer:
         el = self.cac(root, "CreditNoteLine" if self.credit else "InvoiceLine")
         self.cbc(el, "ID", str(line.line_no))
         quantity, price = self.quantity_and_price(line)
-        qty = self.cbc(el, "CreditedQuantity" if self.credit else "InvoicedQuantity",
-                       format_plain(quantity))
+        qty = self.cbc(
+            el, "CreditedQuantity" if self.credit else "InvoicedQuantity", format_plain(quantity)
+        )
         qty.set("unitCode", unit_code(line.unit) if line.quantity is not None else "C62")
         net = line.net_amount + (discount.net_amount if discount is not None else 0)
         self.amt(el, "LineExtensionAmount", net)

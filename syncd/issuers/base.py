@@ -181,9 +181,7 @@ class Issuer(Protocol):
     def close(self) -> None: ...
 
 
-def resolve_after_submit(
-    submitted: IssueResult, queried: IssueResult | None
-) -> IssueResult:
+def resolve_after_submit(submitted: IssueResult, queried: IssueResult | None) -> IssueResult:
     """Combine a submit answer with the follow-up query a caller made for it.
 
     Pure so every provider (and the pipeline) resolves lost answers the same way:
@@ -200,15 +198,20 @@ def resolve_after_submit(
     if isinstance(queried, NotFound) and isinstance(submitted, OutcomeUnknown):
         return Retryable(
             submitted.serial,
-            Reason("NOT_RECEIVED", "the provider has no document under this serial; "
-                   "send it again with the same serial"),
+            Reason(
+                "NOT_RECEIVED",
+                "the provider has no document under this serial; "
+                "send it again with the same serial",
+            ),
             resubmit=True,
         )
     if isinstance(queried, NeedsHuman):
         return queried
     reason = submitted.reason
-    return OutcomeUnknown(submitted.serial, Reason(reason.code, f"{reason.message} (unresolved "
-                                                   f"by query: {queried.outcome.value})"))
+    return OutcomeUnknown(
+        submitted.serial,
+        Reason(reason.code, f"{reason.message} (unresolved by query: {queried.outcome.value})"),
+    )
 
 
 def serial_of(invoice: InvoicePayload) -> str:

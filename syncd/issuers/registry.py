@@ -53,6 +53,11 @@ def create_issuer(name: str, settings: BaseModel | Mapping[str, Any]) -> Issuer:
     spec = _spec(name)
     module = importlib.import_module(spec.module)
     model = cast(type[BaseModel], getattr(module, spec.settings_class))
-    parsed = settings if isinstance(settings, model) else model.model_validate(
-        settings.model_dump() if isinstance(settings, BaseModel) else dict(settings))
+    parsed = (
+        settings
+        if isinstance(settings, model)
+        else model.model_validate(
+            settings.model_dump() if isinstance(settings, BaseModel) else dict(settings)
+        )
+    )
     return cast(Issuer, getattr(module, spec.issuer_class)(parsed))

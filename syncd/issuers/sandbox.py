@@ -53,11 +53,19 @@ Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "d
 # Provider failure codes after which the same serial may simply be submitted again.
 RESUBMITTABLE_FAILURES: Final = frozenset({"SEAL_FAILED"})
 # Account-level conditions only a person can clear.
-HUMAN_CODES: Final = frozenset({
-    "SESSION_EXPIRED", "CREDIT_EXHAUSTED", "UNKNOWN_APP_KEY", "BAD_SIGNATURE",
-    "MISSING_AUTH_HEADERS", "TIMESTAMP_SKEW", "INVALID_TIMESTAMP", "INVALID_NONCE",
-    "SERIAL_CONFLICT",
-})
+HUMAN_CODES: Final = frozenset(
+    {
+        "SESSION_EXPIRED",
+        "CREDIT_EXHAUSTED",
+        "UNKNOWN_APP_KEY",
+        "BAD_SIGNATURE",
+        "MISSING_AUTH_HEADERS",
+        "TIMESTAMP_SKEW",
+        "INVALID_TIMESTAMP",
+        "INVALID_NONCE",
+        "SERIAL_CONFLICT",
+    }
+)
 
 
 class SandboxIssuerSettings(BaseModel):
@@ -115,19 +123,29 @@ class SandboxIssuerSettings(BaseModel):
         return value
 
     def timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(connect=self.connect_timeout, read=self.read_timeout,
-                             write=self.write_timeout, pool=self.pool_timeout)
+        return httpx.Timeout(
+            connect=self.connect_timeout,
+            read=self.read_timeout,
+            write=self.write_timeout,
+            pool=self.pool_timeout,
+        )
 
     def limits(self) -> httpx.Limits:
-        return httpx.Limits(max_connections=self.max_connections,
-                            max_keepalive_connections=self.max_keepalive_connections)
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive_connections,
+        )
 
 
 # --- the pure classifier -------------------------------------------------------------
 
 
 def classify_response(
-    op: Operation, serial: str, status: int, headers: Mapping[str, str], body: bytes,
+    op: Operation,
+    serial: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
 ) -> IssueResult:
     """One HTTP answer -> one result. Pure: unit-tested without a network."""
     sends = op in ("issue", "reverse")
@@ -152,10 +170,15 @@ def classify_response(
         return Retryable(serial, reason, retry_after=_retry_after(headers, data))
     if status in (400, 422) and code not in HUMAN_CODES:
         errors = data.get("errors")
-        reasons = tuple(
-            Reason(str(e.get("code")), str(e.get("message", "")), e.get("path"))
-            for e in errors if isinstance(e, dict)
-        ) if isinstance(errors, list) and errors else (reason,)
+        reasons = (
+            tuple(
+                Reason(str(e.get("code")), str(e.get("message", "")), e.get("path"))
+                for e in errors
+                if isinstance(e, dict)
+            )
+            if isinstance(errors, list) and errors
+            else (reason,)
+        )
         return Rejected(serial, reasons)
     if status == 409:
         if code == "DUPLICATE_SERIAL":
@@ -191,22 +214,27 @@ def _from_view(op: Operation, serial: str, data: Mapping[str, Any]) -> IssueResu
             files=dict(data.get("files") or {}),
         )
     if status == "FAILED":
-        reason = Reason(str(data.get("failure_code") or "FAILED"),
-                        str(data.get("failure_reason") or ""))
+        reason = Reason(
+            str(data.get("failure_code") or "FAILED"), str(data.get("failure_reason") or "")
+        )
         if reason.code in RESUBMITTABLE_FAILURES:
             return Retryable(serial, reason, resubmit=True)
         return Rejected(serial, (reason,))
     reason = Reason("UNEXPECTED_STATUS", f"the platform answered status {status!r}")
-    return OutcomeUnknown(serial, reason) if op in ("issue", "reverse") else Retryable(
-        serial, reason)
+    return (
+        OutcomeUnknown(serial, reason) if op in ("issue", "reverse") else Retryable(serial, reason)
+    )
 
 
 def _totals(value: object) -> Totals | None:
     if not isinstance(value, Mapping):
         return None
     try:
-        return Totals(Decimal(str(value["net_amount"])), Decimal(str(value["tax_amount"])),
-                      Decimal(str(value["gross_amount"])))
+        return Totals(
+            Decimal(str(value["net_amount"])),
+            Decimal(str(value["tax_amount"])),
+            Decimal(str(value["gross_amount"])),
+        )
     except (KeyError, InvalidOperation):
         return None
 
@@ -249,8 +277,9 @@ class _Requests:
         self.settings = settings
 
     def auth(self, method: str, target: str, body: bytes) -> dict[str, str]:
-        return signing.auth_headers(self.settings.app_key, self.settings.app_secret, method,
-                                    target, body)
+        return signing.auth_headers(
+            self.settings.app_key, self.settings.app_secret, method, target, body
+        )
 
     def sign(self, request: httpx.Request) -> httpx.Request:
         target = request.url.raw_path.decode("ascii")
@@ -266,9 +295,13 @@ class _Requests:
 
     @staticmethod
     def reversal_body(request: ReversalRequest) -> bytes:
-        return json.dumps({"serial": request.serial,
-                           "original_invoice_no": request.original_invoice_no,
-                           "reason": request.reason}).encode()
+        return json.dumps(
+            {
+                "serial": request.serial,
+                "original_invoice_no": request.original_invoice_no,
+                "reason": request.reason,
+            }
+        ).encode()
 
 
 _USER_AGENT: Final = "syncd-issuer/sandbox"
@@ -313,8 +346,9 @@ class SandboxIssuer:
         return wire
 
     def __repr__(self) -> str:
-        return (f"SandboxIssuer(base_url={self.settings.base_url!r}, "
-                f"app_key={self.settings.app_key!r})")
+        return (
+            f"SandboxIssuer(base_url={self.settings.base_url!r}, app_key={self.settings.app_key!r})"
+        )
 
     def __enter__(self) -> SandboxIssuer:
         return self
@@ -330,18 +364,22 @@ class SandboxIssuer:
         for wire in wires:
             wire.close()
 
-    def _exchange(self, op: Operation, serial: str, method: str, path: str,
-                  body: bytes = b"") -> Reply | IssueResult:
+    def _exchange(
+        self, op: Operation, serial: str, method: str, path: str, body: bytes = b""
+    ) -> Reply | IssueResult:
         """The provider's reply, or the result a transport failure means."""
         target = self._origin.path + path
         sent = body if method == "POST" else None
-        headers = [*(_SEND_HEADERS if sent is not None else _READ_HEADERS),
-                   *self._requests.auth(method, target, body if sent is not None else b"").items()]
+        headers = [
+            *(_SEND_HEADERS if sent is not None else _READ_HEADERS),
+            *self._requests.auth(method, target, body if sent is not None else b"").items(),
+        ]
         try:
             self._slots.get(timeout=self.settings.pool_timeout)
         except queue.Empty:
-            return classify_exception(op, serial, httpx.PoolTimeout(
-                "no free connection slot within pool_timeout"))
+            return classify_exception(
+                op, serial, httpx.PoolTimeout("no free connection slot within pool_timeout")
+            )
         try:
             return self._wire_here().request(method, target, headers, sent)
         except httpx.HTTPError as exc:
@@ -349,8 +387,9 @@ class SandboxIssuer:
         finally:
             self._slots.put(None)
 
-    def _call(self, op: Operation, serial: str, method: str, path: str,
-              body: bytes = b"") -> IssueResult:
+    def _call(
+        self, op: Operation, serial: str, method: str, path: str, body: bytes = b""
+    ) -> IssueResult:
         reply = self._exchange(op, serial, method, path, body)
         if not isinstance(reply, Reply):
             return reply
@@ -364,12 +403,18 @@ class SandboxIssuer:
         return self._call("query", serial, "GET", f"/v1/invoices/{quote(serial, safe='')}")
 
     def reverse(self, request: ReversalRequest) -> IssueResult:
-        return self._call("reverse", request.serial, "POST", "/v1/red-forms",
-                          self._requests.reversal_body(request))
+        return self._call(
+            "reverse",
+            request.serial,
+            "POST",
+            "/v1/red-forms",
+            self._requests.reversal_body(request),
+        )
 
     def query_reversal(self, serial: str) -> IssueResult:
-        return self._call("query_reversal", serial, "GET",
-                          f"/v1/red-forms/{quote(serial, safe='')}")
+        return self._call(
+            "query_reversal", serial, "GET", f"/v1/red-forms/{quote(serial, safe='')}"
+        )
 
     def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
         """Issue; a lost answer or a refused duplicate is resolved by querying the serial."""
@@ -386,23 +431,26 @@ class SandboxIssuer:
 
     def document(self, serial: str, fmt: Literal["xml", "html"] = "xml") -> bytes | IssueResult:
         """The issued document's bytes, or the result explaining why there are none."""
-        reply = self._exchange("document", serial, "GET",
-                               f"/v1/invoices/{quote(serial, safe='')}/{fmt}")
+        reply = self._exchange(
+            "document", serial, "GET", f"/v1/invoices/{quote(serial, safe='')}/{fmt}"
+        )
         if not isinstance(reply, Reply):
             return reply
         if reply.status == 200:
             return reply.content
         return classify_response("document", serial, reply.status, reply.headers, reply.content)
 
-    def wait_issued(self, serial: str, *, timeout: float = 30.0, interval: float = 0.1,
-                    reversal: bool = False) -> IssueResult:
+    def wait_issued(
+        self, serial: str, *, timeout: float = 30.0, interval: float = 0.1, reversal: bool = False
+    ) -> IssueResult:
         """Poll until the document leaves PROCESSING (tests and tools; the daemon schedules)."""
         deadline = time.monotonic() + timeout
         query = self.query_reversal if reversal else self.query
         while True:
             result = query(serial)
             waiting = (isinstance(result, Processing) and not result.awaiting_confirmation) or (
-                isinstance(result, Retryable) and not result.resubmit)
+                isinstance(result, Retryable) and not result.resubmit
+            )
             if not waiting or time.monotonic() > deadline:
                 return result
             time.sleep(interval)
@@ -414,47 +462,66 @@ class AsyncSandboxIssuer:
     provider = "sandbox"
 
     def __init__(
-        self, settings: SandboxIssuerSettings, *,
+        self,
+        settings: SandboxIssuerSettings,
+        *,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self._requests = _Requests(settings)
         self._client = httpx.AsyncClient(
-            base_url=settings.base_url, timeout=settings.timeout(), limits=settings.limits(),
-            transport=transport, headers={"User-Agent": _USER_AGENT},
+            base_url=settings.base_url,
+            timeout=settings.timeout(),
+            limits=settings.limits(),
+            transport=transport,
+            headers={"User-Agent": _USER_AGENT},
         )
 
     def __repr__(self) -> str:
-        return (f"AsyncSandboxIssuer(base_url={self.settings.base_url!r}, "
-                f"app_key={self.settings.app_key!r})")
+        return (
+            f"AsyncSandboxIssuer(base_url={self.settings.base_url!r}, "
+            f"app_key={self.settings.app_key!r})"
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _call(self, op: Operation, serial: str, method: str, path: str,
-                    body: bytes = b"") -> IssueResult:
-        request = self._requests.sign(self._client.build_request(
-            method, path, content=body if method == "POST" else None,
-            headers=_JSON if method == "POST" else {"Accept": "application/json"},
-        ))
+    async def _call(
+        self, op: Operation, serial: str, method: str, path: str, body: bytes = b""
+    ) -> IssueResult:
+        request = self._requests.sign(
+            self._client.build_request(
+                method,
+                path,
+                content=body if method == "POST" else None,
+                headers=_JSON if method == "POST" else {"Accept": "application/json"},
+            )
+        )
         try:
             response = await self._client.send(request)
         except httpx.HTTPError as exc:
             return classify_exception(op, serial, exc)
-        return classify_response(op, serial, response.status_code, response.headers,
-                                 response.content)
+        return classify_response(
+            op, serial, response.status_code, response.headers, response.content
+        )
 
     async def issue(self, invoice: InvoicePayload) -> IssueResult:
         serial = serial_of(invoice)
-        return await self._call("issue", serial, "POST", "/v1/invoices",
-                                self._requests.body(invoice))
+        return await self._call(
+            "issue", serial, "POST", "/v1/invoices", self._requests.body(invoice)
+        )
 
     async def query(self, serial: str) -> IssueResult:
         return await self._call("query", serial, "GET", f"/v1/invoices/{serial}")
 
     async def reverse(self, request: ReversalRequest) -> IssueResult:
-        return await self._call("reverse", request.serial, "POST", "/v1/red-forms",
-                                self._requests.reversal_body(request))
+        return await self._call(
+            "reverse",
+            request.serial,
+            "POST",
+            "/v1/red-forms",
+            self._requests.reversal_body(request),
+        )
 
     async def query_reversal(self, serial: str) -> IssueResult:
         return await self._call("query_reversal", serial, "GET", f"/v1/red-forms/{serial}")

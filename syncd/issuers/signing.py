@@ -23,8 +23,9 @@ def string_to_sign(method: str, path: str, timestamp: str, nonce: str, body: byt
     return "\n".join([method.upper(), path, timestamp, nonce, hashlib.sha256(body).hexdigest()])
 
 
-def signature(secret: SecretStr, method: str, path: str, timestamp: str, nonce: str,
-              body: bytes) -> str:
+def signature(
+    secret: SecretStr, method: str, path: str, timestamp: str, nonce: str, body: bytes
+) -> str:
     message = string_to_sign(method, path, timestamp, nonce, body).encode()
     mac = hmac.new(secret.get_secret_value().encode(), message, hashlib.sha256)
     return base64.b64encode(mac.digest()).decode("ascii")
@@ -36,8 +37,14 @@ def new_nonce() -> str:
 
 
 def auth_headers(
-    app_key: str, secret: SecretStr, method: str, path: str, body: bytes, *,
-    now: float | None = None, nonce: str | None = None,
+    app_key: str,
+    secret: SecretStr,
+    method: str,
+    path: str,
+    body: bytes,
+    *,
+    now: float | None = None,
+    nonce: str | None = None,
 ) -> dict[str, str]:
     timestamp = str(int(time.time() if now is None else now))
     nonce = new_nonce() if nonce is None else nonce

@@ -71,8 +71,9 @@ class Reply:
 class Wire(Protocol):
     """What the issuer client needs from a connection (tests pass a fake)."""
 
-    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                body: bytes | None) -> Reply: ...
+    def request(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | None
+    ) -> Reply: ...
 
     def close(self) -> None: ...
 
@@ -111,8 +112,9 @@ class _Reader:
 class KeepAliveConnection:
     """One persistent connection to one origin; not thread-safe (one per thread)."""
 
-    def __init__(self, origin: Origin, timeout: httpx.Timeout, *,
-                 verify: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, origin: Origin, timeout: httpx.Timeout, *, verify: ssl.SSLContext | None = None
+    ) -> None:
         self._origin = origin
         self._timeout = timeout
         self._ssl = verify
@@ -120,8 +122,9 @@ class KeepAliveConnection:
         self._last_used = 0.0
         self._head_prefix = f"Host: {origin.host_header}\r\n"
 
-    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                body: bytes | None) -> Reply:
+    def request(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | None
+    ) -> Reply:
         sock = self._connection()
         lines = [f"{method} {target} HTTP/1.1\r\n", self._head_prefix]
         lines += [f"{name}: {value}\r\n" for name, value in headers]
@@ -156,8 +159,9 @@ class KeepAliveConnection:
                 if not data:
                     if _ends_at_close(reader):
                         break  # a body delimited by the connection's end
-                    raise httpx.RemoteProtocolError("server closed the connection before "
-                                                    "the response was complete")
+                    raise httpx.RemoteProtocolError(
+                        "server closed the connection before the response was complete"
+                    )
                 parser.feed_data(data)
         except TimeoutError as exc:
             self._drop()
@@ -223,5 +227,8 @@ def _ends_at_close(reader: _Reader) -> bool:
     """True when the response head is in and its body runs until the connection closes
     (neither a length nor chunked encoding): end of stream is then the end of the body."""
     headers = reader.headers
-    return reader.head and "content-length" not in headers and (
-        "chunked" not in headers.get("transfer-encoding", "").lower())
+    return (
+        reader.head
+        and "content-length" not in headers
+        and ("chunked" not in headers.get("transfer-encoding", "").lower())
+    )

@@ -79,5 +79,6 @@ def describe_dead_letter(headers: Sequence[tuple[str, bytes | None]] | None) -> 
         if k.startswith(SYNCD_PREFIX):
             # The last value wins: a record dead-lettered twice carries the newest reason.
             found[k] = (v or b"").decode("utf-8", "replace")
-    return DeadLetterInfo(source_of(headers), found.get(H_CODE), found.get(H_ERROR),
-                          found.get(H_AT))
+    return DeadLetterInfo(
+        source_of(headers), found.get(H_CODE), found.get(H_ERROR), found.get(H_AT)
+    )

@@ -29,8 +29,13 @@ _LATEST: Final = kafka_admin.OffsetSpec.latest()  # type: ignore[attr-defined,no
 class EndOffsets:
     """One ListOffsets question in flight at a time; `collect` never waits."""
 
-    def __init__(self, client_config: dict[str, Any], *, request_timeout: float = 10.0,
-                 logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        client_config: dict[str, Any],
+        *,
+        request_timeout: float = 10.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
         self._admin = kafka_admin.AdminClient(client_config, logger=logger or log)
         self._timeout = request_timeout
         self._pending: dict[KafkaTopicPartition, Future[Any]] | None = None

@@ -42,7 +42,8 @@ def fast_json(value: object) -> str:
     frozen payloads the daemon writes for every document."""
     try:
         return orjson.dumps(
-            value, default=_json_default,
+            value,
+            default=_json_default,
             option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS,
         ).decode()
     except (orjson.JSONEncodeError, TypeError):
@@ -93,7 +94,10 @@ class DocumentIdentity:
 
     def for_reversal(self) -> DocumentIdentity:
         return DocumentIdentity(
-            self.document_type, self.source_table, self.source_key, DocumentKind.REVERSAL,
+            self.document_type,
+            self.source_table,
+            self.source_key,
+            DocumentKind.REVERSAL,
             self.revision,
         )
 
@@ -143,8 +147,11 @@ class DocumentRow:
         return cls(
             id=m["id"],
             identity=DocumentIdentity(
-                m["document_type"], m["source_table"], m["source_key"],
-                DocumentKind(m["kind"]), m["revision"],
+                m["document_type"],
+                m["source_table"],
+                m["source_key"],
+                DocumentKind(m["kind"]),
+                m["revision"],
             ),
             state=DocumentState(m["state"]),
             serial=m["serial"],

@@ -74,9 +74,22 @@ from syncd.lifecycle import (
 #: Columns `transition` may set besides the state.
 UPDATABLE_FIELDS: Final = frozenset(
     {
-        "payload", "payload_hash", "attempts", "next_attempt_at", "last_error_code",
-        "last_error", "invoice_no", "issued_at", "invoice_url", "check_code", "source_topic",
-        "source_partition", "source_offset", "source_ts_ms", "lease_owner", "lease_epoch",
+        "payload",
+        "payload_hash",
+        "attempts",
+        "next_attempt_at",
+        "last_error_code",
+        "last_error",
+        "invoice_no",
+        "issued_at",
+        "invoice_url",
+        "check_code",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "source_ts_ms",
+        "lease_owner",
+        "lease_epoch",
     }
 )
 #: The payload may only change while nothing has been sent.
@@ -190,9 +203,16 @@ def ensure_document(
     returned unchanged, and the caller decides from its state what is left to do.
     """
     doc = NewDocument(
-        identity=identity, serial=serial, state=state, payload=payload,
-        payload_hash=payload_hash, position=position, source_ts_ms=source_ts_ms,
-        reverses_id=reverses_id, last_error_code=last_error_code, last_error=last_error,
+        identity=identity,
+        serial=serial,
+        state=state,
+        payload=payload,
+        payload_hash=payload_hash,
+        position=position,
+        source_ts_ms=source_ts_ms,
+        reverses_id=reverses_id,
+        last_error_code=last_error_code,
+        last_error=last_error,
         details=details,
     )
     return ensure_documents(
@@ -239,14 +259,17 @@ def ensure_documents(
     # statement for every batch size. The payloads are ours already: not returning them
     # saves parsing each one back.
     names = tuple(rows[0])
-    stmt = _statement(("ensure_documents", names), lambda: _json_insert(
-        documents, names).on_conflict_do_nothing().returning(*_COLUMNS_BUT_PAYLOAD))
+    stmt = _statement(
+        ("ensure_documents", names),
+        lambda: (
+            _json_insert(documents, names).on_conflict_do_nothing().returning(*_COLUMNS_BUT_PAYLOAD)
+        ),
+    )
     by_serial = {d.serial: d for d in ordered}
     created: dict[DocumentIdentity, DocumentRow] = {}
     for m in conn.execute(stmt, _json_rows(rows)).mappings():
         payload = by_serial[m["serial"]].payload
-        row = DocumentRow.from_mapping({**m, "payload": None if payload is None
-                                        else dict(payload)})
+        row = DocumentRow.from_mapping({**m, "payload": None if payload is None else dict(payload)})
         created[row.identity] = row
     missing = [d.identity for d in ordered if d.identity not in created]
     existing: dict[DocumentIdentity, DocumentRow] = {}
@@ -332,14 +355,16 @@ def transition(
     """
     return transition_many(
         conn,
-        [Transition(doc_id, expected_state, new_state, reason, fields, details,
-                    expected_version)],
+        [Transition(doc_id, expected_state, new_state, reason, fields, details, expected_version)],
         actor=actor,
     )[0]
 
 
 def transition_many(
-    conn: Connection, changes: Sequence[Transition], *, actor: str = "syncd",
+    conn: Connection,
+    changes: Sequence[Transition],
+    *,
+    actor: str = "syncd",
     payloads: Mapping[int, Mapping[str, Any] | None] | None = None,
 ) -> list[DocumentRow]:
     """Several conditional updates and one audit INSERT; results in input order.
@@ -403,7 +428,8 @@ def _shape(ch: Transition) -> tuple[Any, ...]:
 
 
 def _transition_group(
-    conn: Connection, group: list[Transition],
+    conn: Connection,
+    group: list[Transition],
     payloads: Mapping[int, Mapping[str, Any] | None] | None = None,
 ) -> dict[int, DocumentRow]:
     first = group[0]
@@ -423,8 +449,9 @@ def _transition_group(
         params["b_version"] = [ch.expected_version for ch in group]
     updated = conn.execute(stmt, params).mappings()
     if known and payloads is not None:
-        done = {m["id"]: DocumentRow.from_mapping({**m, "payload": payloads[m["id"]]})
-                for m in updated}
+        done = {
+            m["id"]: DocumentRow.from_mapping({**m, "payload": payloads[m["id"]]}) for m in updated
+        }
     else:
         done = {m["id"]: DocumentRow.from_mapping(m) for m in updated}
     for ch in group:
@@ -434,7 +461,10 @@ def _transition_group(
 
 
 def _transition_statement(
-    expected: DocumentState, new: DocumentState, names: tuple[str, ...], with_version: bool,
+    expected: DocumentState,
+    new: DocumentState,
+    names: tuple[str, ...],
+    with_version: bool,
     known_payloads: bool,
 ) -> Any:
     """`UPDATE documents ... FROM unnest(:b_id, :b_<field>..., [:b_version])`, conditional
@@ -508,8 +538,9 @@ def _raise_for(conn: Connection, ch: Transition) -> NoReturn:
 def _write_audit(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if rows:
         names = tuple(rows[0])
-        conn.execute(_statement(("audit", names), lambda: _json_insert(audit, names)),
-                     _json_rows(rows))
+        conn.execute(
+            _statement(("audit", names), lambda: _json_insert(audit, names)), _json_rows(rows)
+        )
 
 
 def _json_insert(table: Table, names: Sequence[str]) -> Any:
@@ -520,8 +551,11 @@ def _json_insert(table: Table, names: Sequence[str]) -> Any:
     arrays of text escape every frozen payload in Python. Both cost a tenth of the daemon's
     CPU."""
     columns = [column(n, table.c[n].type) for n in names]
-    r = (func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
-         .table_valued(*columns).render_derived(name="r", with_types=True))
+    r = (
+        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
+        .table_valued(*columns)
+        .render_derived(name="r", with_types=True)
+    )
     return pg_insert(table).from_select(list(names), select(*[r.c[n] for n in names]))
 
 
@@ -548,9 +582,11 @@ def ensure_reversal(
     The issue row is locked for the check, so a reversal can only ever be created for a
     document that is ISSUED (or already REVERSED, which returns the existing reversal).
     """
-    m = conn.execute(
-        select(documents).where(documents.c.id == issue_doc_id).with_for_update()
-    ).mappings().first()
+    m = (
+        conn.execute(select(documents).where(documents.c.id == issue_doc_id).with_for_update())
+        .mappings()
+        .first()
+    )
     if m is None:
         raise DocumentNotFoundError(issue_doc_id)
     issue = DocumentRow.from_mapping(m)
@@ -559,10 +595,18 @@ def ensure_reversal(
     if issue.state not in (DocumentState.ISSUED, DocumentState.REVERSED):
         raise NotReversibleError(issue_doc_id, f"it is {issue.state.value}, not ISSUED")
     return ensure_document(
-        conn, issue.identity.for_reversal(), serial, actor=actor,
-        state=DocumentState.REVERSAL_PENDING, payload=payload, position=position,
-        source_ts_ms=source_ts_ms, reverses_id=issue.id, lease_owner=lease_owner,
-        lease_epoch=lease_epoch, reason=reason,
+        conn,
+        issue.identity.for_reversal(),
+        serial,
+        actor=actor,
+        state=DocumentState.REVERSAL_PENDING,
+        payload=payload,
+        position=position,
+        source_ts_ms=source_ts_ms,
+        reverses_id=issue.id,
+        lease_owner=lease_owner,
+        lease_epoch=lease_epoch,
+        reason=reason,
     )
 
 
@@ -577,14 +621,24 @@ def mark_reversed(
 ) -> tuple[DocumentRow, DocumentRow]:
     """Reversal row -> REVERSED and its issue row ISSUED -> REVERSED, in the caller's tx."""
     rev = transition(
-        conn, reversal_id, expected_state, DocumentState.REVERSED, reason=reason, actor=actor,
+        conn,
+        reversal_id,
+        expected_state,
+        DocumentState.REVERSED,
+        reason=reason,
+        actor=actor,
         **fields,
     )
     if rev.reverses_id is None:  # pragma: no cover - guarded at creation
         raise NotReversibleError(reversal_id, "reversal row without reverses_id")
     issue = transition(
-        conn, rev.reverses_id, DocumentState.ISSUED, DocumentState.REVERSED, reason=reason,
-        actor=actor, details={"reversal_id": rev.id, "reversal_serial": rev.serial},
+        conn,
+        rev.reverses_id,
+        DocumentState.ISSUED,
+        DocumentState.REVERSED,
+        reason=reason,
+        actor=actor,
+        details={"reversal_id": rev.id, "reversal_serial": rev.serial},
     )
     return rev, issue
 
@@ -611,7 +665,10 @@ def find_by_serial(conn: Connection, serial: str) -> DocumentRow | None:
 
 
 def latest_revision(
-    conn: Connection, document_type: str, source_table: str, source_key: str,
+    conn: Connection,
+    document_type: str,
+    source_table: str,
+    source_key: str,
     kind: DocumentKind = DocumentKind.ISSUE,
 ) -> DocumentRow | None:
     """The highest revision of a source document (a rejected one is corrected under +1)."""
@@ -634,14 +691,17 @@ def _latest_revisions_statement() -> Any:
     cols = (documents.c.document_type, documents.c.source_table, documents.c.source_key)
     return (
         select(documents)
-        .where(tuple_(*cols).in_(bindparam("keys", expanding=True)),
-               documents.c.kind == bindparam("kind"))
+        .where(
+            tuple_(*cols).in_(bindparam("keys", expanding=True)),
+            documents.c.kind == bindparam("kind"),
+        )
         .order_by(*cols, documents.c.revision)
     )
 
 
 def latest_revisions(
-    conn: Connection, keys: Sequence[tuple[str, str, str]],
+    conn: Connection,
+    keys: Sequence[tuple[str, str, str]],
     kind: DocumentKind = DocumentKind.ISSUE,
 ) -> dict[tuple[str, str, str], DocumentRow]:
     """`latest_revision` for many (document_type, source_table, source_key) in one query;
@@ -653,8 +713,7 @@ def latest_revisions(
     out: dict[tuple[str, str, str], DocumentRow] = {}
     for m in conn.execute(q, params).mappings():  # ascending revisions: the last one wins
         row = DocumentRow.from_mapping(m)
-        out[(row.identity.document_type, row.identity.source_table,
-             row.identity.source_key)] = row
+        out[(row.identity.document_type, row.identity.source_table, row.identity.source_key)] = row
     return out
 
 
@@ -770,13 +829,16 @@ def claim_partitions(
     if not tps:
         return {}
     if lock_timeout_ms is not None:
-        conn.execute(
-            select(func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True))
-        )
+        conn.execute(select(func.set_config("lock_timeout", f"{int(lock_timeout_ms)}ms", True)))
     ins = pg_insert(partition_leases).values(
         [
-            {"consumer_group": group, "topic": tp.topic, "partition": tp.partition,
-             "owner": owner, "epoch": 1}
+            {
+                "consumer_group": group,
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "owner": owner,
+                "epoch": 1,
+            }
             for tp in tps
         ]
     )
@@ -791,9 +853,7 @@ def claim_partitions(
     return {TopicPartition(t, p): int(e) for t, p, e in conn.execute(stmt)}
 
 
-def release_partitions(
-    conn: Connection, group: str, epochs: Mapping[TopicPartition, int]
-) -> None:
+def release_partitions(conn: Connection, group: str, epochs: Mapping[TopicPartition, int]) -> None:
     """Clear the owner of leases still held at `epochs` (on revoke / shutdown; cosmetic:
     the epoch is what fences, and the next claim bumps it anyway)."""
     for tp, epoch in sorted(epochs.items()):
@@ -835,7 +895,10 @@ def fence(conn: Connection, group: str, epochs: Mapping[TopicPartition, int]) ->
         current = held.get(tp)
         if current is None or current[0] != epochs[tp]:
             raise FencedError(
-                group, tp.topic, tp.partition, epochs[tp],
+                group,
+                tp.topic,
+                tp.partition,
+                epochs[tp],
                 None if current is None else current[0],
                 None if current is None else current[1],
             )
@@ -849,8 +912,13 @@ def store_offsets(
         return
     fence(conn, group, {tp: epoch for tp, (_, epoch) in positions.items()})
     rows = [
-        {"consumer_group": group, "topic": tp.topic, "partition": tp.partition,
-         "next_offset": nxt, "epoch": epoch}
+        {
+            "consumer_group": group,
+            "topic": tp.topic,
+            "partition": tp.partition,
+            "next_offset": nxt,
+            "epoch": epoch,
+        }
         for tp, (nxt, epoch) in sorted(positions.items())
     ]
     conn.execute(_statement(("store_offsets",), _store_offsets_statement), _json_rows(rows))
@@ -897,7 +965,9 @@ def lease_epochs(
     if not tps:
         return {}
     q = select(
-        partition_leases.c.topic, partition_leases.c.partition, partition_leases.c.epoch,
+        partition_leases.c.topic,
+        partition_leases.c.partition,
+        partition_leases.c.epoch,
         partition_leases.c.owner,
     ).where(
         partition_leases.c.consumer_group == group,

@@ -93,7 +93,11 @@ documents = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint(
-        "document_type", "source_table", "source_key", "kind", "revision",
+        "document_type",
+        "source_table",
+        "source_key",
+        "kind",
+        "revision",
         name="uq_documents_identity",
     ),
     UniqueConstraint("serial", name="uq_documents_serial"),

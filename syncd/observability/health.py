@@ -109,8 +109,10 @@ class HealthServer:
 
     def liveness(self) -> tuple[int, dict[str, Any]]:
         age = self.heartbeat.age()
-        body: dict[str, Any] = {"heartbeat_age_seconds": round(age, 3),
-                                "threshold_seconds": self.heartbeat_timeout}
+        body: dict[str, Any] = {
+            "heartbeat_age_seconds": round(age, 3),
+            "threshold_seconds": self.heartbeat_timeout,
+        }
         if age > self.heartbeat_timeout:
             body.update(status="unhealthy", reason="main loop heartbeat is stale")
             return HTTPStatus.SERVICE_UNAVAILABLE, body
@@ -119,8 +121,10 @@ class HealthServer:
 
     def readiness(self) -> tuple[int, dict[str, Any]]:
         if self._shutting_down.is_set():
-            return HTTPStatus.SERVICE_UNAVAILABLE, {"status": "not_ready",
-                                                    "reason": "shutting down"}
+            return HTTPStatus.SERVICE_UNAVAILABLE, {
+                "status": "not_ready",
+                "reason": "shutting down",
+            }
         with self._checks_lock:
             checks = dict(self._checks)
         results: dict[str, dict[str, Any]] = {}
@@ -163,8 +167,10 @@ class HealthServer:
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.25},
-            name="syncd-health", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.25},
+            name="syncd-health",
+            daemon=True,
         )
         self._thread.start()
         log.info("health server listening", extra={"host": self.host, "port": self.port})
@@ -193,8 +199,10 @@ def database_check(engine: Engine, statement_timeout_ms: int = 2000) -> Readines
     def check() -> tuple[bool, str]:
         try:
             with engine.connect() as conn:
-                conn.execute(text("SELECT set_config('statement_timeout', :t, true)"),
-                             {"t": f"{int(statement_timeout_ms)}ms"})
+                conn.execute(
+                    text("SELECT set_config('statement_timeout', :t, true)"),
+                    {"t": f"{int(statement_timeout_ms)}ms"},
+                )
                 conn.execute(text("SELECT 1"))
                 conn.rollback()
         except SQLAlchemyError as exc:
@@ -220,8 +228,10 @@ def _handler_for(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
             elif path == "/readyz":
                 self._json(*owner.readiness())
             else:
-                self._json(HTTPStatus.NOT_FOUND, {"status": "not_found",
-                                                  "paths": ["/metrics", "/healthz", "/readyz"]})
+                self._json(
+                    HTTPStatus.NOT_FOUND,
+                    {"status": "not_found", "paths": ["/metrics", "/healthz", "/readyz"]},
+                )
 
         def _json(self, status: int, body: dict[str, Any]) -> None:
             self._send(status, json.dumps(body).encode(), "application/json")

@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from typing import IO, Any, Final
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "syncd_log_context", default={}  # noqa: B039 - never mutated, always replaced
+    "syncd_log_context",
+    default={},  # noqa: B039 - never mutated, always replaced
 )
 
 #: Keys the pipeline binds; others are allowed too.
@@ -101,8 +102,18 @@ _TAX_ID_TEXT = re.compile(
 #: Values under these keys are identifiers we need to see; only registered secrets are
 #: scrubbed from them (a serial can look like a tax ID).
 _PLAIN_KEYS: Final = frozenset(
-    {"serial", "invoice_no", "topic", "partition", "offset", "table", "document", "logger",
-     "consumer_group", "group"}
+    {
+        "serial",
+        "invoice_no",
+        "topic",
+        "partition",
+        "offset",
+        "table",
+        "document",
+        "logger",
+        "consumer_group",
+        "group",
+    }
 )
 
 _secrets_lock = threading.Lock()
@@ -212,7 +223,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+            "ts": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,

@@ -32,14 +32,55 @@ from syncd.lifecycle import DocumentState
 
 #: HTTP calls to the provider: 5 ms .. 2 min (timeouts are tens of seconds).
 HTTP_BUCKETS: Final = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
 )
 #: Database write-back transactions: 1 ms .. 30 s.
-DB_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                     10.0, 30.0)
+DB_BUCKETS: Final = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 #: ERP commit -> write-back commit: 50 ms .. 1 h (retries and provider queues take minutes).
 FRESHNESS_BUCKETS: Final = (
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
 )
 
 
@@ -70,74 +111,116 @@ class Metrics:
         r = registry
         # -- consuming
         self.events_consumed = Counter(
-            "syncd_events_consumed", "Change events read from Kafka.", ["topic"], registry=r)
+            "syncd_events_consumed", "Change events read from Kafka.", ["topic"], registry=r
+        )
         self.events_processed = Counter(
             "syncd_events_processed",
             "Change events handled, by decision (issue, reverse, ignore, dead_letter, ...).",
-            ["topic", "decision"], registry=r)
+            ["topic", "decision"],
+            registry=r,
+        )
         self.consumer_lag_messages = Gauge(
-            "syncd_consumer_lag_messages", "High watermark minus next offset to consume.",
-            ["topic", "partition"], registry=r)
+            "syncd_consumer_lag_messages",
+            "High watermark minus next offset to consume.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.consumer_lag_seconds = Gauge(
             "syncd_consumer_lag_seconds",
             "Age of the oldest unprocessed event (now - its source commit time); 0 when caught up.",
-            ["topic", "partition"], registry=r)
+            ["topic", "partition"],
+            registry=r,
+        )
         self.last_event_timestamp = Gauge(
             "syncd_last_event_timestamp_seconds",
             "Source commit time of the last processed event (heartbeats included).",
-            ["topic", "partition"], registry=r)
+            ["topic", "partition"],
+            registry=r,
+        )
         self.offset_commit_timestamp = Gauge(
             "syncd_offset_commit_timestamp_seconds",
             "When offsets of the partition were last committed to the ledger.",
-            ["topic", "partition"], registry=r)
+            ["topic", "partition"],
+            registry=r,
+        )
         self.dead_letters = Counter(
-            "syncd_dead_letters", "Records sent to the dead-letter topic.",
-            ["topic", "reason"], registry=r)
+            "syncd_dead_letters",
+            "Records sent to the dead-letter topic.",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
-            "syncd_assigned_partitions", "Partitions currently assigned to this replica.",
-            registry=r)
+            "syncd_assigned_partitions",
+            "Partitions currently assigned to this replica.",
+            registry=r,
+        )
         self.partitions_paused = Gauge(
             "syncd_partitions_paused",
             "Assigned partitions paused (backoff, database down, provider blocked).",
-            registry=r)
+            registry=r,
+        )
         self.rebalances = Counter(
-            "syncd_rebalances", "Consumer group rebalance callbacks.", ["event"], registry=r)
+            "syncd_rebalances", "Consumer group rebalance callbacks.", ["event"], registry=r
+        )
         # -- documents
         self.documents = Counter(
-            "syncd_documents", "Documents settled, by outcome.", ["document", "outcome"],
-            registry=r)
+            "syncd_documents", "Documents settled, by outcome.", ["document", "outcome"], registry=r
+        )
         self.inflight_documents = Gauge(
-            "syncd_inflight_documents", "Documents between READY and their final write-back.",
-            registry=r)
+            "syncd_inflight_documents",
+            "Documents between READY and their final write-back.",
+            registry=r,
+        )
         self.ledger_documents = Gauge(
-            "syncd_ledger_documents", "Ledger rows per state (refreshed periodically).",
-            ["state"], registry=r)
+            "syncd_ledger_documents",
+            "Ledger rows per state (refreshed periodically).",
+            ["state"],
+            registry=r,
+        )
         self.ledger_stuck_documents = Gauge(
             "syncd_ledger_stuck_documents",
             "Non-terminal ledger rows untouched for longer than the stuck threshold.",
-            registry=r)
+            registry=r,
+        )
         self.retries = Counter(
-            "syncd_retries", "Retries scheduled after a transient failure.", ["operation"],
-            registry=r)
+            "syncd_retries",
+            "Retries scheduled after a transient failure.",
+            ["operation"],
+            registry=r,
+        )
         # -- provider
         self.issuer_requests = Counter(
-            "syncd_issuer_requests", "Requests to the e-invoice platform.",
-            ["operation", "status_class"], registry=r)
+            "syncd_issuer_requests",
+            "Requests to the e-invoice platform.",
+            ["operation", "status_class"],
+            registry=r,
+        )
         self.issuer_request_duration = Histogram(
-            "syncd_issuer_request_duration_seconds", "Latency of requests to the platform.",
-            ["operation"], buckets=HTTP_BUCKETS, registry=r)
+            "syncd_issuer_request_duration_seconds",
+            "Latency of requests to the platform.",
+            ["operation"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
         # -- write-back
         self.writeback_duration = Histogram(
             "syncd_writeback_duration_seconds",
             "Duration of the transaction writing results, ledger and offsets.",
-            buckets=DB_BUCKETS, registry=r)
+            buckets=DB_BUCKETS,
+            registry=r,
+        )
         self.freshness = Histogram(
-            "syncd_freshness_seconds", "ERP commit to write-back commit, per document.",
-            buckets=FRESHNESS_BUCKETS, registry=r)
+            "syncd_freshness_seconds",
+            "ERP commit to write-back commit, per document.",
+            buckets=FRESHNESS_BUCKETS,
+            registry=r,
+        )
         # -- process
         self.loop_heartbeat = Gauge(
             "syncd_loop_heartbeat_timestamp_seconds",
-            "Last iteration of the main loop (ticks on empty polls too).", registry=r)
+            "Last iteration of the main loop (ticks on empty polls too).",
+            registry=r,
+        )
         self.build_info = Info("syncd_build", "Build of the running syncd.", registry=r)
         self.build_info.info({"version": version})
         # Pre-create label sets with fixed values so dashboards show 0, not "no data".
@@ -174,8 +257,13 @@ class Metrics:
             self.ledger_documents.labels(state=state.value).set(counts.get(state, 0))
 
     def set_partition_position(
-        self, topic: str, partition: int, *, lag_messages: int | None = None,
-        lag_seconds: float | None = None, last_event_ts_ms: int | None = None,
+        self,
+        topic: str,
+        partition: int,
+        *,
+        lag_messages: int | None = None,
+        lag_seconds: float | None = None,
+        last_event_ts_ms: int | None = None,
     ) -> None:
         p = str(partition)
         if lag_messages is not None:
@@ -195,8 +283,12 @@ class Metrics:
     def forget_partition(self, topic: str, partition: int) -> None:
         """Drop per-partition series on revoke, so a moved partition is not reported twice."""
         p = str(partition)
-        for g in (self.consumer_lag_messages, self.consumer_lag_seconds,
-                  self.last_event_timestamp, self.offset_commit_timestamp):
+        for g in (
+            self.consumer_lag_messages,
+            self.consumer_lag_seconds,
+            self.last_event_timestamp,
+            self.offset_commit_timestamp,
+        ):
             with suppress(KeyError):
                 g.remove(topic, p)
 

@@ -113,8 +113,11 @@ def _reason_text(result: IssueResult) -> tuple[str | None, str | None]:
         case Rejected(reasons=reasons):
             text = "; ".join(str(r) for r in reasons) or "rejected by the provider"
             return (reasons[0].code if reasons else "REJECTED"), text
-        case Retryable(reason=r) | OutcomeUnknown(reason=r) | NeedsHuman(reason=r) | Duplicate(
-            reason=r
+        case (
+            Retryable(reason=r)
+            | OutcomeUnknown(reason=r)
+            | NeedsHuman(reason=r)
+            | Duplicate(reason=r)
         ):
             return r.code, str(r)
         case NotFound():
@@ -211,11 +214,13 @@ class Driver:
         self._rows: dict[int, DocumentRow] = {}
         self._stopping = False
         self._writes: queue.SimpleQueue[_Write | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._schedule_loop, name="syncd-scheduler",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._schedule_loop, name="syncd-scheduler", daemon=True
+        )
         self._thread.start()
-        self._committer = threading.Thread(target=self._commit_loop, name="syncd-committer",
-                                           daemon=True)
+        self._committer = threading.Thread(
+            target=self._commit_loop, name="syncd-committer", daemon=True
+        )
         self._committer.start()
         for worker in self._workers:
             worker.start()
@@ -232,7 +237,11 @@ class Driver:
             return doc_id in self._active
 
     def submit(
-        self, doc_id: int, delay: float = 0.0, *, expedite: bool = False,
+        self,
+        doc_id: int,
+        delay: float = 0.0,
+        *,
+        expedite: bool = False,
         row: DocumentRow | None = None,
     ) -> None:
         """Schedule a step of `doc_id` (no-op when it is already scheduled or running).
@@ -391,12 +400,19 @@ class Driver:
                 self._remember(row)
                 return wait
         doc = self._config.documents.get(row.identity.document_type)
-        with bind(document=row.identity.document_type, key=row.identity.source_key,
-                  serial=row.serial, topic=row.source_topic, partition=row.source_partition,
-                  offset=row.source_offset):
+        with bind(
+            document=row.identity.document_type,
+            key=row.identity.source_key,
+            serial=row.serial,
+            topic=row.source_topic,
+            partition=row.source_partition,
+            offset=row.source_offset,
+        ):
             if doc is None:
-                log.error("ledger document of unknown type %r: configure it or settle it "
-                          "by hand", row.identity.document_type)
+                log.error(
+                    "ledger document of unknown type %r: configure it or settle it by hand",
+                    row.identity.document_type,
+                )
                 return UNEXPECTED_RETRY_SECONDS * 10
             result, resent = self._call(row)
             return self._apply(row, doc, result, resent=resent)
@@ -432,8 +448,11 @@ class Driver:
             def query() -> IssueResult:
                 return self._timed("query_reversal", lambda: issuer.query_reversal(row.serial))
 
-        fresh = (row.state in (S.READY, S.REVERSAL_PENDING) and row.attempts == 0
-                 and row.id not in self._sent)
+        fresh = (
+            row.state in (S.READY, S.REVERSAL_PENDING)
+            and row.attempts == 0
+            and row.id not in self._sent
+        )
         resent = False
         if fresh:
             submitted = submit()
@@ -461,37 +480,60 @@ class Driver:
     ) -> float | _Write | None:
         now = datetime.now(UTC)
         attempts = row.attempts + (1 if resent else 0)
-        if isinstance(result, Retryable) and result.resubmit and row.state in (
-            S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED
+        if (
+            isinstance(result, Retryable)
+            and result.resubmit
+            and row.state in (S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED)
         ):
             # The provider confirmed it never got this serial: back to READY, send next step.
             target = S.READY if row.kind is DocumentKind.ISSUE else S.REVERSAL_PENDING
-            return _Write(row, doc, target, "provider has no such serial; re-sending under "
-                          "the same serial", {"attempts": attempts + 1}, next_attempt_at=None,
-                          polls=0)
+            return _Write(
+                row,
+                doc,
+                target,
+                "provider has no such serial; re-sending under the same serial",
+                {"attempts": attempts + 1},
+                next_attempt_at=None,
+                polls=0,
+            )
         polls = self._polls.get(row.id, 0)
         step = next_step(
-            document=row.identity, kind=row.kind, current=row.state,
-            outcome=outcome_class(result), attempts=attempts, policy=self._policy,
-            now=now, rng=self._rng, polls=polls,
+            document=row.identity,
+            kind=row.kind,
+            current=row.state,
+            outcome=outcome_class(result),
+            attempts=attempts,
+            policy=self._policy,
+            now=now,
+            rng=self._rng,
+            polls=polls,
         )
         code, error = _reason_text(result)
-        fields: dict[str, Any] = {"attempts": step.attempts,
-                                  "next_attempt_at": step.next_attempt_at}
+        fields: dict[str, Any] = {
+            "attempts": step.attempts,
+            "next_attempt_at": step.next_attempt_at,
+        }
         if code is not None:
             fields["last_error_code"] = code
             fields["last_error"] = error
         writeback: WriteBack | None = None
         outcome: DocumentOutcome | None = None
         if isinstance(result, Issued):
-            fields.update(invoice_no=result.invoice_no, issued_at=_parse_time(result.issued_at),
-                          check_code=result.check_code,
-                          invoice_url=_file_url(result.files), last_error_code=None,
-                          last_error=None)
+            fields.update(
+                invoice_no=result.invoice_no,
+                issued_at=_parse_time(result.issued_at),
+                check_code=result.check_code,
+                invoice_url=_file_url(result.files),
+                last_error_code=None,
+                last_error=None,
+            )
             if row.kind is DocumentKind.ISSUE:
-                writeback = WriteBack(ResultStatus.ISSUED, invoice_no=result.invoice_no,
-                                      issued_at=fields["issued_at"] or now,
-                                      url=fields["invoice_url"])
+                writeback = WriteBack(
+                    ResultStatus.ISSUED,
+                    invoice_no=result.invoice_no,
+                    issued_at=fields["issued_at"] or now,
+                    url=fields["invoice_url"],
+                )
                 outcome = DocumentOutcome.ISSUED
             else:
                 writeback = WriteBack(ResultStatus.REVERSED, red_invoice_no=result.invoice_no)
@@ -500,8 +542,9 @@ class Driver:
             writeback = WriteBack(ResultStatus.REJECTED, error=error)
             outcome = DocumentOutcome.REJECTED
         elif step.state is S.DEAD:
-            writeback = WriteBack(ResultStatus.DEAD, error=f"gave up after {step.attempts} "
-                                  f"attempts: {error}")
+            writeback = WriteBack(
+                ResultStatus.DEAD, error=f"gave up after {step.attempts} attempts: {error}"
+            )
             outcome = DocumentOutcome.DEAD
         elif step.state is S.BLOCKED and row.state is not S.BLOCKED:
             writeback = WriteBack(ResultStatus.BLOCKED, error=error)
@@ -509,16 +552,22 @@ class Driver:
             self._metrics.retries.labels(
                 operation="issue" if row.kind is DocumentKind.ISSUE else "reverse"
             ).inc()
-        if step.state is row.state and writeback is None and step.attempts == row.attempts and (
-            step.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED)
+        if (
+            step.state is row.state
+            and writeback is None
+            and step.attempts == row.attempts
+            and (step.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED))
         ):
             # Still processing: nothing new to record, just poll again later.
             self._polls[row.id] = polls + 1
             self._remember(row)
             return _delay_until(step.next_attempt_at, now)
-        if (step.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED)
-                and row.state in (S.READY, S.REVERSAL_PENDING) and row.id not in self._sent
-                and step.attempts == row.attempts):
+        if (
+            step.state in (S.SUBMITTED, S.REVERSAL_SUBMITTED)
+            and row.state in (S.READY, S.REVERSAL_PENDING)
+            and row.id not in self._sent
+            and step.attempts == row.attempts
+        ):
             # Accepted and processing. Most platforms finish within the first poll
             # interval, so SUBMITTED is only written if the first poll still finds it
             # processing: one ledger transaction per document instead of two. Nothing is
@@ -529,11 +578,19 @@ class Driver:
             self._polls[row.id] = polls + 1
             self._remember(row)
             return _delay_until(step.next_attempt_at, now)
-        return _Write(row, doc, step.state, _transition_reason(result), _only(fields),
-                      next_attempt_at=step.next_attempt_at, polls=polls, writeback=writeback,
-                      outcome=outcome, error=error,
-                      reversal_issued=isinstance(result, Issued)
-                      and row.kind is DocumentKind.REVERSAL)
+        return _Write(
+            row,
+            doc,
+            step.state,
+            _transition_reason(result),
+            _only(fields),
+            next_attempt_at=step.next_attempt_at,
+            polls=polls,
+            writeback=writeback,
+            outcome=outcome,
+            error=error,
+            reversal_issued=isinstance(result, Issued) and row.kind is DocumentKind.REVERSAL,
+        )
 
     # ------------------------------------------------------------------ the committer
 
@@ -555,9 +612,12 @@ class Driver:
             try:
                 self._commit(batch)
             except Exception:  # the committer must outlive any one batch
-                log.exception("committer: unexpected error after writing a batch of %d; "
-                              "looking at its documents again in %.0f s", len(batch),
-                              UNEXPECTED_RETRY_SECONDS)
+                log.exception(
+                    "committer: unexpected error after writing a batch of %d; "
+                    "looking at its documents again in %.0f s",
+                    len(batch),
+                    UNEXPECTED_RETRY_SECONDS,
+                )
                 for w in batch:
                     with self._lock:
                         running = w.row.id in self._running
@@ -592,19 +652,29 @@ class Driver:
         rows: dict[int, DocumentRow] = {}
         with self._metrics.time_writeback(), self._engine.begin() as conn:
             plain = [w for w in batch if not w.reversal_issued]
-            changed = repo.transition_many(conn, [
-                repo.Transition(w.row.id, w.row.state, w.new_state, w.reason, w.fields)
-                for w in plain
-            ], actor=self._owner, payloads={w.row.id: w.row.payload for w in plain})
+            changed = repo.transition_many(
+                conn,
+                [
+                    repo.Transition(w.row.id, w.row.state, w.new_state, w.reason, w.fields)
+                    for w in plain
+                ],
+                actor=self._owner,
+                payloads={w.row.id: w.row.payload for w in plain},
+            )
             rows.update((r.id, r) for r in changed)
             for w in batch:
                 if w.reversal_issued:
                     rows[w.row.id], _issue = repo.mark_reversed(
-                        conn, w.row.id, w.row.state, actor=self._owner, **w.fields)
-            skipped = apply_writebacks(conn, [
-                (w.doc, key_from_ledger(w.row.identity.source_key), w.writeback)
-                for w in batch if w.writeback is not None
-            ])
+                        conn, w.row.id, w.row.state, actor=self._owner, **w.fields
+                    )
+            skipped = apply_writebacks(
+                conn,
+                [
+                    (w.doc, key_from_ledger(w.row.identity.source_key), w.writeback)
+                    for w in batch
+                    if w.writeback is not None
+                ],
+            )
         for problem in skipped:
             # The ledger keeps the result; the ERP row is gone. Say so loudly.
             log.error("write-back skipped: %s", problem)
@@ -613,15 +683,22 @@ class Driver:
     def _committed(self, w: _Write, updated: DocumentRow) -> None:
         row = w.row
         self._sent.discard(row.id)  # the ledger now says where the document stands
-        with bind(document=row.identity.document_type, key=row.identity.source_key,
-                  serial=row.serial, topic=row.source_topic, partition=row.source_partition,
-                  offset=row.source_offset):
+        with bind(
+            document=row.identity.document_type,
+            key=row.identity.source_key,
+            serial=row.serial,
+            topic=row.source_topic,
+            partition=row.source_partition,
+            offset=row.source_offset,
+        ):
             if w.outcome is not None:
                 self._metrics.document_settled(w.doc.name, w.outcome)
                 self._metrics.observe_freshness(row.source_ts_ms, time.time())
-                log.info("document %s", w.outcome.value,
-                         extra={"invoice_no": w.fields.get("invoice_no"),
-                                "state": updated.state.value})
+                log.info(
+                    "document %s",
+                    w.outcome.value,
+                    extra={"invoice_no": w.fields.get("invoice_no"), "state": updated.state.value},
+                )
             if updated.state in TERMINAL_STATES or updated.state is S.REVERSED:
                 self._settled(updated)
                 self._finish(row.id)
@@ -660,11 +737,20 @@ def _retry_delay(doc_id: int, exc: Exception, where: str) -> float:
     if isinstance(exc, StaleStateError):
         return 0.0  # someone else moved it; look again at once
     if isinstance(exc, (OperationalError, DBAPIError)):
-        log.warning("document %s: ERP database error, retrying in %.0f s: %s", doc_id,
-                    DB_RETRY_SECONDS, type(exc).__name__)
+        log.warning(
+            "document %s: ERP database error, retrying in %.0f s: %s",
+            doc_id,
+            DB_RETRY_SECONDS,
+            type(exc).__name__,
+        )
         return DB_RETRY_SECONDS
-    log.error("document %s: unexpected error %s; retrying in %.0f s", doc_id, where,
-              UNEXPECTED_RETRY_SECONDS, exc_info=exc)
+    log.error(
+        "document %s: unexpected error %s; retrying in %.0f s",
+        doc_id,
+        where,
+        UNEXPECTED_RETRY_SECONDS,
+        exc_info=exc,
+    )
     return UNEXPECTED_RETRY_SECONDS
 
 
@@ -727,8 +813,9 @@ def _reversal_request(row: DocumentRow) -> ReversalRequest:
         raise ValueError(f"reversal {row.serial}: frozen payload has no original_invoice_no")
     if reason not in get_args(ReversalReason):
         raise ValueError(f"reversal {row.serial}: unknown reversal reason {reason!r}")
-    return ReversalRequest(serial=row.serial, original_invoice_no=original,
-                           reason=cast(ReversalReason, reason))
+    return ReversalRequest(
+        serial=row.serial, original_invoice_no=original, reason=cast(ReversalReason, reason)
+    )
 
 
 def describe(result: IssueResult) -> str:

@@ -66,11 +66,23 @@ log = logging.getLogger(__name__)
 S = DocumentState
 
 #: Issue rows that are (or may be) at the provider: a repeated "issue" changes nothing.
-_ISSUE_LIVE = frozenset({S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED,
-                         S.DEAD, S.ISSUED, S.REVERSED, S.PENDING})
+_ISSUE_LIVE = frozenset(
+    {
+        S.READY,
+        S.SUBMITTED,
+        S.OUTCOME_UNKNOWN,
+        S.RETRY_WAIT,
+        S.BLOCKED,
+        S.DEAD,
+        S.ISSUED,
+        S.REVERSED,
+        S.PENDING,
+    }
+)
 #: Issue rows whose invoice may still come: a reversal for them must wait.
-_ISSUE_IN_FLIGHT = frozenset({S.PENDING, S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN,
-                              S.RETRY_WAIT, S.BLOCKED})
+_ISSUE_IN_FLIGHT = frozenset(
+    {S.PENDING, S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED}
+)
 
 
 class Kind(enum.StrEnum):
@@ -130,8 +142,7 @@ class Classifier:
         # read; only one they act on is decoded in full (see `_classify_probed`).
         probe = {d.table: _probe_columns(d) for d in config.documents.values()}
         self._full_options = decode_options(config)
-        self._options = replace(self._full_options, quiet_update_columns=quiet,
-                                probe_columns=probe)
+        self._options = replace(self._full_options, quiet_update_columns=quiet, probe_columns=probe)
         self._line_tables = {d.lines.table for d in config.documents.values()}
 
     def classify(
@@ -149,8 +160,9 @@ class Classifier:
                 return self._classify_change(record, key, value)
             return self._classify_record(record, key, value)
         except Exception as exc:  # poison: whatever this record raised, it alone is bad
-            return Classified(position, Kind.DEAD_LETTER, reason_of(exc), key, value,
-                              code="unprocessable")
+            return Classified(
+                position, Kind.DEAD_LETTER, reason_of(exc), key, value, code="unprocessable"
+            )
 
     def _classify_record(
         self, record: DecodedRecord, key: bytes | None, value: bytes | None
@@ -178,8 +190,9 @@ class Classifier:
         try:
             record = decode_record(position, key, value, self._full_options)
         except DecodeError as exc:
-            return Classified(position, Kind.DEAD_LETTER, printable(exc.reason), key, value,
-                              code="undecodable")
+            return Classified(
+                position, Kind.DEAD_LETTER, printable(exc.reason), key, value, code="undecodable"
+            )
         return self._classify_record(record, key, value)
 
     def _classify_probed(
@@ -194,8 +207,14 @@ class Classifier:
             decision = None
         if decision is None or decision.action is not _IGNORE:
             return self._classify_full(event.position, key, value)
-        return Classified(event.position, Kind.IGNORE, decision.reason, doc=doc,
-                          decision=decision, source_ts_ms=event.source_ts_ms)
+        return Classified(
+            event.position,
+            Kind.IGNORE,
+            decision.reason,
+            doc=doc,
+            decision=decision,
+            source_ts_ms=event.source_ts_ms,
+        )
 
     def _classify_change(
         self, event: ChangeEvent, key: bytes | None, value: bytes | None
@@ -204,22 +223,50 @@ class Classifier:
         doc = self._by_table.get(event.table)
         if doc is None:
             if event.table in self._line_tables:
-                return Classified(position, Kind.IGNORE, "line table change (lines are read "
-                                  "from the database at issue time)", event=event)
-            return Classified(position, Kind.DEAD_LETTER,
-                              f"no document type is configured for table {event.table}",
-                              key, value, event=event, code="unroutable")
+                return Classified(
+                    position,
+                    Kind.IGNORE,
+                    "line table change (lines are read from the database at issue time)",
+                    event=event,
+                )
+            return Classified(
+                position,
+                Kind.DEAD_LETTER,
+                f"no document type is configured for table {event.table}",
+                key,
+                value,
+                event=event,
+                code="unroutable",
+            )
         try:
             decision = decide(event, doc, self._rules[event.table])
         except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. a key column missing
-            return Classified(position, Kind.DEAD_LETTER, printable(str(exc)), key, value,
-                              event=event, doc=doc, code="undecidable")
+            return Classified(
+                position,
+                Kind.DEAD_LETTER,
+                printable(str(exc)),
+                key,
+                value,
+                event=event,
+                doc=doc,
+                code="undecidable",
+            )
         kind = _KIND_OF_ACTION.get(decision.action)
         if kind is None:
-            return Classified(position, Kind.DEAD_LETTER, decision.reason, key, value,
-                              event=event, doc=doc, decision=decision, code="undecided")
-        return Classified(position, kind, decision.reason, key, value, event=event, doc=doc,
-                          decision=decision)
+            return Classified(
+                position,
+                Kind.DEAD_LETTER,
+                decision.reason,
+                key,
+                value,
+                event=event,
+                doc=doc,
+                decision=decision,
+                code="undecided",
+            )
+        return Classified(
+            position, kind, decision.reason, key, value, event=event, doc=doc, decision=decision
+        )
 
 
 # --------------------------------------------------------------------------- the transaction
@@ -241,9 +288,7 @@ class IntakeResult:
     outcomes: list[tuple[str, str]] = field(default_factory=list)
 
     def finish(self, position: RecordPosition) -> None:
-        self.finished.setdefault((position.topic, position.partition), set()).add(
-            position.offset
-        )
+        self.finished.setdefault((position.topic, position.partition), set()).add(position.offset)
 
 
 def decode_options(config: SyncdConfig) -> DecodeOptions:
@@ -348,10 +393,7 @@ class Intake:
             repo.store_offsets(
                 conn,
                 self._group,
-                {
-                    LedgerTP(t, p): (nxt, epochs[(t, p)])
-                    for (t, p), nxt in offsets.items()
-                },
+                {LedgerTP(t, p): (nxt, epochs[(t, p)]) for (t, p), nxt in offsets.items()},
             )
         return result
 
@@ -361,8 +403,11 @@ class Intake:
         counts: dict[LedgerKey, int] = {}
         issues: list[tuple[LedgerKey, Classified]] = []
         for record in records:
-            if record.kind in (Kind.ISSUE, Kind.REVERSE) and record.event is not None \
-                    and record.doc is not None:
+            if (
+                record.kind in (Kind.ISSUE, Kind.REVERSE)
+                and record.event is not None
+                and record.doc is not None
+            ):
                 _, base = identities(record.doc, record.event, DocumentKind.ISSUE, 0)
                 key = _ledger_key(base)
                 counts[key] = counts.get(key, 0) + 1
@@ -386,15 +431,17 @@ class Intake:
                 lines[(name, ref)] = found
         return _Prefetched(single=single, latest=latest, lines=lines)
 
-    def _record_new(self, conn: Connection, pending: list[tuple[Classified, NewDocument]],
-                    result: IntakeResult) -> None:
+    def _record_new(
+        self, conn: Connection, pending: list[tuple[Classified, NewDocument]], result: IntakeResult
+    ) -> None:
         """One multi-row INSERT (per reason text) for the batch's new READY documents."""
         by_reason: dict[str, list[tuple[Classified, NewDocument]]] = {}
         for record, new in pending:
             by_reason.setdefault(record.reason, []).append((record, new))
         for reason, group in by_reason.items():
-            rows = repo.ensure_documents(conn, [new for _, new in group], actor=self._owner,
-                                         reason=reason)
+            rows = repo.ensure_documents(
+                conn, [new for _, new in group], actor=self._owner, reason=reason
+            )
             for (record, _), (row, _created) in zip(group, rows, strict=True):
                 result.to_drive.append(row.id)
                 result.rows[row.id] = row
@@ -402,9 +449,14 @@ class Intake:
 
     # ------------------------------------------------------------------ issue
 
-    def _issue(self, conn: Connection, record: Classified, result: IntakeResult,
-               prefetched: _Prefetched | None = None,
-               pending: list[tuple[Classified, NewDocument]] | None = None) -> None:
+    def _issue(
+        self,
+        conn: Connection,
+        record: Classified,
+        result: IntakeResult,
+        prefetched: _Prefetched | None = None,
+        pending: list[tuple[Classified, NewDocument]] | None = None,
+    ) -> None:
         assert record.event is not None and record.doc is not None
         event, doc = record.event, record.doc
         _, base = identities(doc, event, DocumentKind.ISSUE, 0)
@@ -413,8 +465,9 @@ class Intake:
             assert prefetched is not None
             latest = prefetched.latest.get(_ledger_key(base))
         else:
-            latest = repo.latest_revision(conn, base.document_type, base.source_table,
-                                          base.source_key)
+            latest = repo.latest_revision(
+                conn, base.document_type, base.source_table, base.source_key
+            )
         revision = 0
         if latest is not None:
             if latest.state in _ISSUE_LIVE:
@@ -447,44 +500,91 @@ class Intake:
         if mapped.ok and mapped.invoice is not None:
             payload = _payload(mapped.invoice)
             if correcting and latest is not None:
-                repo.transition(conn, latest.id, S.INVALID, S.READY, reason=record.reason,
-                                actor=self._owner, payload=payload,
-                                payload_hash=None, last_error=None, last_error_code=None,
-                                source_topic=event.position.topic,
-                                source_partition=event.position.partition,
-                                source_offset=event.position.offset,
-                                source_ts_ms=event.source_ts_ms)
+                repo.transition(
+                    conn,
+                    latest.id,
+                    S.INVALID,
+                    S.READY,
+                    reason=record.reason,
+                    actor=self._owner,
+                    payload=payload,
+                    payload_hash=None,
+                    last_error=None,
+                    last_error_code=None,
+                    source_topic=event.position.topic,
+                    source_partition=event.position.partition,
+                    source_offset=event.position.offset,
+                    source_ts_ms=event.source_ts_ms,
+                )
                 _write_back(conn, doc, key, WriteBack(ResultStatus.PENDING))
                 result.to_drive.append(latest.id)
             elif batched and pending is not None:
-                pending.append((record, NewDocument(
-                    identity=lid, serial=serial, state=S.READY, payload=payload,
-                    position=event.position, source_ts_ms=event.source_ts_ms)))
+                pending.append(
+                    (
+                        record,
+                        NewDocument(
+                            identity=lid,
+                            serial=serial,
+                            state=S.READY,
+                            payload=payload,
+                            position=event.position,
+                            source_ts_ms=event.source_ts_ms,
+                        ),
+                    )
+                )
                 return  # recorded (and finished) with the batch's INSERT
             else:
                 created, _ = repo.ensure_document(
-                    conn, lid, serial, actor=self._owner, state=S.READY, payload=payload,
-                    position=event.position, source_ts_ms=event.source_ts_ms,
+                    conn,
+                    lid,
+                    serial,
+                    actor=self._owner,
+                    state=S.READY,
+                    payload=payload,
+                    position=event.position,
+                    source_ts_ms=event.source_ts_ms,
                     reason=record.reason,
                 )
                 result.to_drive.append(created.id)
         else:
             summary = mapped.summary() or "the document cannot become a valid invoice"
             if correcting and latest is not None:
-                repo.transition(conn, latest.id, S.INVALID, S.INVALID, reason=record.reason,
-                                actor=self._owner, last_error_code="INVALID",
-                                last_error=summary, source_ts_ms=event.source_ts_ms)
+                repo.transition(
+                    conn,
+                    latest.id,
+                    S.INVALID,
+                    S.INVALID,
+                    reason=record.reason,
+                    actor=self._owner,
+                    last_error_code="INVALID",
+                    last_error=summary,
+                    source_ts_ms=event.source_ts_ms,
+                )
             else:
                 repo.ensure_document(
-                    conn, lid, serial, actor=self._owner, state=S.INVALID,
-                    position=event.position, source_ts_ms=event.source_ts_ms,
-                    last_error_code="INVALID", last_error=summary, reason=record.reason,
+                    conn,
+                    lid,
+                    serial,
+                    actor=self._owner,
+                    state=S.INVALID,
+                    position=event.position,
+                    source_ts_ms=event.source_ts_ms,
+                    last_error_code="INVALID",
+                    last_error=summary,
+                    reason=record.reason,
                 )
             _write_back(conn, doc, key, WriteBack(ResultStatus.INVALID, error=summary))
             result.outcomes.append((doc.name, "invalid"))
-            log.info("document invalid: %s", summary,
-                     extra={"topic": event.position.topic, "partition": event.position.partition,
-                            "offset": event.position.offset, "key": str(key)})
+            log.info(
+                "document invalid: %s",
+                summary,
+                extra={
+                    "topic": event.position.topic,
+                    "partition": event.position.partition,
+                    "offset": event.position.offset,
+                    "key": str(key),
+                },
+            )
         result.finish(record.position)
 
     # ------------------------------------------------------------------ reverse
@@ -493,8 +593,7 @@ class Intake:
         assert record.event is not None and record.doc is not None
         event, doc = record.event, record.doc
         _, base = identities(doc, event, DocumentKind.ISSUE, 0)
-        issue = repo.latest_revision(conn, base.document_type, base.source_table,
-                                     base.source_key)
+        issue = repo.latest_revision(conn, base.document_type, base.source_table, base.source_key)
         if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
             result.outcomes.append((doc.name, "ignored"))
             result.finish(record.position)
@@ -513,26 +612,42 @@ class Intake:
         if issue.payload is None or issue.invoice_no is None:
             raise ValueError(f"issued document {issue.identity} has no frozen payload/number")
         blue = Invoice.model_validate(dict(issue.payload))
-        sid = SerialIdentity.of(doc.name, doc.table, key_pairs(doc, event), SerialKind.REVERSAL,
-                                issue.identity.revision)
+        sid = SerialIdentity.of(
+            doc.name, doc.table, key_pairs(doc, event), SerialKind.REVERSAL, issue.identity.revision
+        )
         mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, sid)
         if mapped.invoice is None:
             # A reversal reason that cannot be mapped is a config/data error: keep the
             # invoice, tell the ERP, and let a corrected cancellation come through later.
             summary = mapped.summary()
-            _write_back(conn, doc, dict(key_pairs(doc, event)),
-                            WriteBack(ResultStatus.ISSUED, invoice_no=issue.invoice_no,
-                                      issued_at=issue.issued_at, url=issue.invoice_url,
-                                      error=f"reversal not possible: {summary}"))
+            _write_back(
+                conn,
+                doc,
+                dict(key_pairs(doc, event)),
+                WriteBack(
+                    ResultStatus.ISSUED,
+                    invoice_no=issue.invoice_no,
+                    issued_at=issue.issued_at,
+                    url=issue.invoice_url,
+                    error=f"reversal not possible: {summary}",
+                ),
+            )
             result.outcomes.append((doc.name, "invalid"))
             result.finish(record.position)
             return
         reversal, _ = repo.ensure_reversal(
-            conn, issue.id, serial_for(sid), _payload(mapped.invoice), actor=self._owner,
-            position=event.position, source_ts_ms=event.source_ts_ms, reason=record.reason,
+            conn,
+            issue.id,
+            serial_for(sid),
+            _payload(mapped.invoice),
+            actor=self._owner,
+            position=event.position,
+            source_ts_ms=event.source_ts_ms,
+            reason=record.reason,
         )
-        _write_back(conn, doc, dict(key_pairs(doc, event)),
-                        WriteBack(ResultStatus.REVERSAL_PENDING))
+        _write_back(
+            conn, doc, dict(key_pairs(doc, event)), WriteBack(ResultStatus.REVERSAL_PENDING)
+        )
         result.to_drive.append(reversal.id)
         result.finish(record.position)
 

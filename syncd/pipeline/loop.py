@@ -65,11 +65,22 @@ LAG_INTERVAL = 5.0
 LEDGER_GAUGE_INTERVAL = 15.0
 DEFERRED_RECHECK_INTERVAL = 5.0
 #: librdkafka properties an operator may set for the consumer that a producer rejects.
-_CONSUMER_ONLY = frozenset({
-    "auto.offset.reset", "session.timeout.ms", "max.poll.interval.ms", "heartbeat.interval.ms",
-    "fetch.min.bytes", "fetch.wait.max.ms", "max.partition.fetch.bytes", "fetch.max.bytes",
-    "group.instance.id", "isolation.level", "queued.min.messages", "queued.max.messages.kbytes",
-})
+_CONSUMER_ONLY = frozenset(
+    {
+        "auto.offset.reset",
+        "session.timeout.ms",
+        "max.poll.interval.ms",
+        "heartbeat.interval.ms",
+        "fetch.min.bytes",
+        "fetch.wait.max.ms",
+        "max.partition.fetch.bytes",
+        "fetch.max.bytes",
+        "group.instance.id",
+        "isolation.level",
+        "queued.min.messages",
+        "queued.max.messages.kbytes",
+    }
+)
 #: How often due open documents of the assigned partitions are (re-)submitted: picks up
 #: `syncd retry` and any document whose scheduled step was lost.
 RESUME_SWEEP_INTERVAL = 10.0
@@ -107,8 +118,7 @@ class Pipeline:
         self._group = config.kafka.group_id
         self._classifier = Classifier(config)
         self._intake = Intake(config, group=self._group, owner=owner)
-        self._settled: queue.SimpleQueue[tuple[int, str | None, int | None]] = (
-            queue.SimpleQueue())
+        self._settled: queue.SimpleQueue[tuple[int, str | None, int | None]] = queue.SimpleQueue()
         self._driver = driver_factory(self._on_settled)
         self._partitions: dict[TP, PartitionState] = {}
         self._deferred: dict[int, list[Classified]] = {}
@@ -153,11 +163,18 @@ class Pipeline:
         self._consumer = Consumer(consumer_conf, logger=logging.getLogger("syncd.kafka"))
         producer_conf = {k: v for k, v in client.items() if k not in _CONSUMER_ONLY}
         # Lag gauges: end offsets asked on a connection of their own (syncd.kafka.endoffsets).
-        self._end_offsets = EndOffsets({**producer_conf, "client.id": f"syncd-lag-{owner}"},
-                                       logger=logging.getLogger("syncd.kafka"))
+        self._end_offsets = EndOffsets(
+            {**producer_conf, "client.id": f"syncd-lag-{owner}"},
+            logger=logging.getLogger("syncd.kafka"),
+        )
         self._producer = Producer(
-            {**producer_conf, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-             "client.id": f"syncd-dlq-{owner}"},
+            {
+                **producer_conf,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "client.id": f"syncd-dlq-{owner}",
+            },
             logger=logging.getLogger("syncd.kafka"),
         )
         health.add_readiness_check("group", lambda: (self._joined, "consumer group not joined"))
@@ -174,7 +191,9 @@ class Pipeline:
 
     def run(self) -> None:
         self._consumer.subscribe(
-            self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+            self._topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
         log.info("consuming %s as group %s", ", ".join(self._topics), self._group)
@@ -261,8 +280,9 @@ class Pipeline:
             first_offsets.setdefault(tp, offset)
             state.progress.seen(offset)
             consumed[topic] = consumed.get(topic, 0) + 1
-            c = self._classifier.classify(RecordPosition(topic, partition, offset), msg.key(),
-                                          msg.value())
+            c = self._classifier.classify(
+                RecordPosition(topic, partition, offset), msg.key(), msg.value()
+            )
             ts = c.heartbeat_ts_ms or (c.event.source_ts_ms if c.event else c.source_ts_ms)
             if ts is not None:
                 state.last_event_ts_ms = ts
@@ -291,17 +311,18 @@ class Pipeline:
             return
         self._commit_batch(records, first_offsets)
 
-    def _dead_letter(
-        self, dead: list[tuple[Classified, list[tuple[str, bytes | None]]]]
-    ) -> bool:
+    def _dead_letter(self, dead: list[tuple[Classified, list[tuple[str, bytes | None]]]]) -> bool:
         """Produce each record's original bytes (and headers) to the dead-letter topic."""
         topic = self._config.kafka.dead_letter_topic
         for c, headers in dead:
-            with bind(topic=c.position.topic, partition=c.position.partition,
-                      offset=c.position.offset):
+            with bind(
+                topic=c.position.topic, partition=c.position.partition, offset=c.position.offset
+            ):
                 log.error("dead letter (%s): %s", c.code, printable(c.reason))
             self._producer.produce(
-                topic, key=c.key, value=c.value,
+                topic,
+                key=c.key,
+                value=c.value,
                 headers=list(dead_letter_headers(c.position, c.code, c.reason, headers)),
             )
             self._metrics.dead_letters.labels(topic=c.position.topic, reason=c.code).inc()
@@ -317,14 +338,18 @@ class Pipeline:
             failure = failure_of(exc)
             if failure is Failure.FENCED:
                 assert isinstance(exc, FencedError)
-                log.warning("fenced: %s; dropping the batch (another replica owns the "
-                            "partition)", exc)
+                log.warning(
+                    "fenced: %s; dropping the batch (another replica owns the partition)", exc
+                )
                 self._drop_partition((exc.topic, exc.partition))
             elif failure is Failure.OUTAGE:
                 self._db_failure(first_offsets, reason_of(exc))
             else:  # a record the intake cannot handle: find it, keep the rest
-                log.error("batch of %d record(s) failed (%s); retrying record by record",
-                          len(records), reason_of(exc))
+                log.error(
+                    "batch of %d record(s) failed (%s); retrying record by record",
+                    len(records),
+                    reason_of(exc),
+                )
                 self._isolate(records)
             return
         self._db_ok = True
@@ -359,26 +384,40 @@ class Pipeline:
                 if failure is Failure.OUTAGE:
                     rest: dict[TP, int] = {}
                     for later in records[i:]:
-                        rest.setdefault((later.position.topic, later.position.partition),
-                                        later.position.offset)
+                        rest.setdefault(
+                            (later.position.topic, later.position.partition), later.position.offset
+                        )
                     self._db_failure(rest, reason_of(exc))
                     return
                 poisoned = Classified(
-                    c.position, Kind.DEAD_LETTER, f"intake failed: {reason_of(exc)}",
-                    c.key, c.value, event=c.event, doc=c.doc, decision=c.decision,
+                    c.position,
+                    Kind.DEAD_LETTER,
+                    f"intake failed: {reason_of(exc)}",
+                    c.key,
+                    c.value,
+                    event=c.event,
+                    doc=c.doc,
+                    decision=c.decision,
                     code="intake_failed",
                 )
-                log.error("record %s cannot be recorded (%s); dead-lettering it",
-                          c.position, reason_of(exc))
+                log.error(
+                    "record %s cannot be recorded (%s); dead-lettering it",
+                    c.position,
+                    reason_of(exc),
+                )
                 if not self._dead_letter([(poisoned, [])]):
-                    self._db_failure({(c.position.topic, c.position.partition):
-                                      c.position.offset}, "dead-letter topic unreachable")
+                    self._db_failure(
+                        {(c.position.topic, c.position.partition): c.position.offset},
+                        "dead-letter topic unreachable",
+                    )
                     return
                 try:
                     result, positions = self._record([replace(c, kind=Kind.IGNORE)])
                 except Exception as again:
-                    self._db_failure({(c.position.topic, c.position.partition):
-                                      c.position.offset}, type(again).__name__)
+                    self._db_failure(
+                        {(c.position.topic, c.position.partition): c.position.offset},
+                        type(again).__name__,
+                    )
                     return
             self._apply(result, positions)
 
@@ -393,9 +432,7 @@ class Pipeline:
                 positions[LedgerTP(*tp)] = (position, state.epoch)
         return positions
 
-    def _apply(
-        self, result: IntakeResult, positions: dict[LedgerTP, tuple[int, int]]
-    ) -> None:
+    def _apply(self, result: IntakeResult, positions: dict[LedgerTP, tuple[int, int]]) -> None:
         now = time.time()
         for tp, finished in result.finished.items():
             state = self._partitions.get(tp)
@@ -425,8 +462,12 @@ class Pipeline:
         records will be consumed again from the first offset of the failed batch."""
         self._db_ok = False
         self._db_retry_at = time.monotonic() + self._db_backoff
-        log.warning("batch not recorded (%s); pausing %d partition(s), retry in %.0f s", why,
-                    len(first_offsets), self._db_backoff)
+        log.warning(
+            "batch not recorded (%s); pausing %d partition(s), retry in %.0f s",
+            why,
+            len(first_offsets),
+            self._db_backoff,
+        )
         self._db_backoff = min(DB_BACKOFF_MAX, self._db_backoff * 2)
         for tp, offset in first_offsets.items():
             state = self._partitions.get(tp)
@@ -474,8 +515,11 @@ class Pipeline:
             self._paused_bp = True
             self._consumer.pause(self._assigned())
             self._metrics.partitions_paused.set(len(self._partitions))
-            log.info("backpressure: %d documents in flight (limit %d); partitions paused",
-                     inflight, limit)
+            log.info(
+                "backpressure: %d documents in flight (limit %d); partitions paused",
+                inflight,
+                limit,
+            )
         elif self._paused_bp and inflight <= int(limit * 0.75):
             self._paused_bp = False
             self._consumer.resume(self._resumable(self._partitions))
@@ -500,8 +544,11 @@ class Pipeline:
                 resume.append(tp)
         if pause:
             self._consumer.pause(pause)
-            log.info("partition limit: %s at %d documents in flight; paused",
-                     ", ".join(f"{p.topic}[{p.partition}]" for p in pause), per)
+            log.info(
+                "partition limit: %s at %d documents in flight; paused",
+                ", ".join(f"{p.topic}[{p.partition}]" for p in pause),
+                per,
+            )
         if resume and not self._paused_bp:
             self._consumer.resume(self._resumable(resume))
 
@@ -540,8 +587,12 @@ class Pipeline:
             self._recheck_deferred(ready)
 
     def _recheck_deferred(self, issue_ids: list[int]) -> None:
-        records = [c for i in issue_ids for c in self._deferred.get(i, [])
-                   if (c.position.topic, c.position.partition) in self._partitions]
+        records = [
+            c
+            for i in issue_ids
+            for c in self._deferred.get(i, [])
+            if (c.position.topic, c.position.partition) in self._partitions
+        ]
         if not records:
             for i in issue_ids:
                 self._deferred.pop(i, None)
@@ -566,8 +617,11 @@ class Pipeline:
     def _sweep_due(self) -> None:
         """Submit the due open documents of the claimed partitions (`Driver.submit` ignores
         the ones already scheduled). Stops at the in-flight limit; the next sweep goes on."""
-        claimed = [LedgerTP(t, p) for (t, p), s in self._partitions.items()
-                   if s.epoch is not None and (t, p) not in self._paused_db]
+        claimed = [
+            LedgerTP(t, p)
+            for (t, p), s in self._partitions.items()
+            if s.epoch is not None and (t, p) not in self._paused_db
+        ]
         if not claimed or not self._db_ok:
             return
         limit = self._config.pipeline.max_in_flight
@@ -577,8 +631,11 @@ class Pipeline:
             with self._engine.connect() as conn:
                 while self._driver.active_count < limit:
                     page = repo.documents_to_resume(
-                        conn, partitions=claimed, due_before=datetime.now(UTC),
-                        after_id=after, states=RESUME_STATES | {DocumentState.BLOCKED},
+                        conn,
+                        partitions=claimed,
+                        due_before=datetime.now(UTC),
+                        after_id=after,
+                        states=RESUME_STATES | {DocumentState.BLOCKED},
                     )
                     for row in page:
                         if not self._driver.is_active(row.id):
@@ -615,8 +672,11 @@ class Pipeline:
         for p in partitions:
             tp = (p.topic, p.partition)
             offset = stored.get(tp) if stored is not None else None
-            assignment.append(KafkaTopicPartition(p.topic, p.partition,
-                                                  offset if offset is not None else OFFSET_STORED))
+            assignment.append(
+                KafkaTopicPartition(
+                    p.topic, p.partition, offset if offset is not None else OFFSET_STORED
+                )
+            )
             if offset is not None:
                 self._partitions[tp].progress.start = offset
                 self._partitions[tp].stored = offset
@@ -644,7 +704,9 @@ class Pipeline:
             with self._engine.connect() as conn:
                 while True:
                     page = repo.documents_to_resume(
-                        conn, partitions=rtps, after_id=after,
+                        conn,
+                        partitions=rtps,
+                        after_id=after,
                         states=RESUME_STATES | {DocumentState.BLOCKED},
                     )
                     resume += page
@@ -652,8 +714,12 @@ class Pipeline:
                         break
                     after = page[-1].id
         except (OperationalError, DBAPIError) as exc:
-            log.warning("cannot claim %d partition(s) yet: %s: %s", len(tps),
-                        type(exc).__name__, _first_line(exc))
+            log.warning(
+                "cannot claim %d partition(s) yet: %s: %s",
+                len(tps),
+                type(exc).__name__,
+                _first_line(exc),
+            )
             return None
         result: dict[TP, int | None] = {}
         for tp in tps:
@@ -701,8 +767,11 @@ class Pipeline:
             self._paused_db.discard(tp)
             self._metrics.forget_partition(*tp)
         for issue_id in list(self._deferred):
-            kept = [c for c in self._deferred[issue_id]
-                    if (c.position.topic, c.position.partition) not in tps]
+            kept = [
+                c
+                for c in self._deferred[issue_id]
+                if (c.position.topic, c.position.partition) not in tps
+            ]
             if kept:
                 self._deferred[issue_id] = kept
             else:
@@ -716,8 +785,11 @@ class Pipeline:
 
     def _report_lag(self) -> None:
         self._end_offsets.ask(list(self._partitions))
-        commits = [KafkaTopicPartition(t, p, s.stored) for (t, p), s in self._partitions.items()
-                   if s.stored is not None and s.stored >= 0]
+        commits = [
+            KafkaTopicPartition(t, p, s.stored)
+            for (t, p), s in self._partitions.items()
+            if s.stored is not None and s.stored >= 0
+        ]
         if commits:
             # A monitoring aid only: the database holds the real positions.
             with contextlib.suppress(KafkaException):
@@ -736,8 +808,7 @@ class Pipeline:
             lag_s = 0.0
             if lag > 0 and state.last_event_ts_ms is not None:
                 lag_s = max(0.0, (now_ms - state.last_event_ts_ms) / 1000.0)
-            self._metrics.set_partition_position(tp[0], tp[1], lag_messages=lag,
-                                                 lag_seconds=lag_s)
+            self._metrics.set_partition_position(tp[0], tp[1], lag_messages=lag, lag_seconds=lag_s)
 
     def _report_ledger(self) -> None:
         try:
@@ -752,14 +823,19 @@ class Pipeline:
 
     def _shutdown(self) -> None:
         deadline = time.monotonic() + self._config.pipeline.drain_deadline_seconds
-        log.info("shutting down: draining in-flight documents (deadline %.0f s)",
-                 self._config.pipeline.drain_deadline_seconds)
+        log.info(
+            "shutting down: draining in-flight documents (deadline %.0f s)",
+            self._config.pipeline.drain_deadline_seconds,
+        )
         with contextlib.suppress(KafkaException):
             self._consumer.pause(self._assigned())
         still = self._driver.stop(deadline)
         if still:
-            log.warning("%d document step(s) still running at the deadline; they stay in the "
-                        "ledger and are resumed by the next owner", still)
+            log.warning(
+                "%d document step(s) still running at the deadline; they stay in the "
+                "ledger and are resumed by the next owner",
+                still,
+            )
         try:
             self._report_lag()  # last Kafka commit of the stored positions
             self._consumer.close()

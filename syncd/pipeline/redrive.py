@@ -73,7 +73,7 @@ def parse_document_ref(text: str) -> DocumentRef:
     if m is None:
         raise DocumentRefError(
             f"{text!r}: expected a ledger id (digits), a serial (S + 25 characters) or "
-            "<document_type>:<json key>, e.g. sales_order:{\"id\":42}"
+            '<document_type>:<json key>, e.g. sales_order:{"id":42}'
         )
     try:
         key = json.loads(m.group("key"))
@@ -120,7 +120,11 @@ class Redriven:
 
 
 def redrive(
-    conn: Connection, config: SyncdConfig, row: DocumentRow, *, actor: str,
+    conn: Connection,
+    config: SyncdConfig,
+    row: DocumentRow,
+    *,
+    actor: str,
     now: datetime | None = None,
 ) -> Redriven:
     """Move `row` to OUTCOME_UNKNOWN, due now, attempts reset (in the caller's transaction).
@@ -130,22 +134,32 @@ def redrive(
     """
     if row.state not in RETRYABLE_STATES:
         allowed = ", ".join(sorted(s.value for s in RETRYABLE_STATES))
-        raise ValueError(
-            f"document {row.id} is {row.state.value}; only {allowed} can be retried"
-        )
+        raise ValueError(f"document {row.id} is {row.state.value}; only {allowed} can be retried")
     after = repo.transition(
-        conn, row.id, row.state, S.OUTCOME_UNKNOWN, reason=REASON, actor=actor,
-        details={"previous_attempts": row.attempts, "previous_error_code": row.last_error_code,
-                 "previous_error": row.last_error},
-        attempts=0, next_attempt_at=now or datetime.now(UTC),
+        conn,
+        row.id,
+        row.state,
+        S.OUTCOME_UNKNOWN,
+        reason=REASON,
+        actor=actor,
+        details={
+            "previous_attempts": row.attempts,
+            "previous_error_code": row.last_error_code,
+            "previous_error": row.last_error,
+        },
+        attempts=0,
+        next_attempt_at=now or datetime.now(UTC),
     )
     problem: str | None = None
     doc = config.documents.get(row.identity.document_type)
     if doc is None:
         problem = f"document type {row.identity.document_type!r} is not in the config"
     else:
-        status = (ResultStatus.PENDING if row.kind is DocumentKind.ISSUE
-                  else ResultStatus.REVERSAL_PENDING)
+        status = (
+            ResultStatus.PENDING
+            if row.kind is DocumentKind.ISSUE
+            else ResultStatus.REVERSAL_PENDING
+        )
         key = json.loads(row.identity.source_key)
         try:
             apply_writeback(conn, doc, key, WriteBack(status))

@@ -304,9 +304,7 @@ def _compile_becomes(column: str, target: Scalar) -> Check:
         if column not in row or row[column] is UNAVAILABLE:
             return _read(event, "before", column)[1] or _impossible()
         before = row[column]
-        if before == target if text_target and type(before) is str else same_value(
-            before, target
-        ):
+        if before == target if text_target and type(before) is str else same_value(before, target):
             return already
         return became
 

@@ -205,9 +205,7 @@ def _undecided(outcome: Outcome, what: str, event: ChangeEvent, rules: DocumentR
     return _with_identity(_UNDECIDED, reason, event, rules)
 
 
-def decide(
-    event: ChangeEvent, doc: DocumentConfig, rules: DocumentRules | None = None
-) -> Decision:
+def decide(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRules | None = None) -> Decision:
     """Decide one change of `doc.table` (route it first with `route`).
 
     `rules` must be `DocumentRules.of(doc)`; pass it when deciding many events.
@@ -233,9 +231,7 @@ def decide(
             return Decision(_IGNORE, NOTHING_CHANGED, rules.name)
         own = rules.own_columns
         if own and changed <= own:
-            return Decision(
-                _IGNORE, OWN_WRITE_BACK, rules.name
-            )
+            return Decision(_IGNORE, OWN_WRITE_BACK, rules.name)
 
     if event.op is _READ:
         return _decide_snapshot(event, doc, rules)
@@ -284,18 +280,16 @@ def _decide_snapshot(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRul
             rules,
         )
     if invoice_no is not None:
-        return Decision(
-            _IGNORE, f"snapshot row already invoiced ({invoice_no!s})", rules.name
-        )
+        return Decision(_IGNORE, f"snapshot row already invoiced ({invoice_no!s})", rules.name)
     qual = rules.qualifies(event)
     if qual.is_unknown:
         return _undecided(qual, "the snapshot row qualifies", event, rules)
     if qual.truth is _FALSE:
-        return Decision(
-            _IGNORE, f"snapshot row does not qualify ({qual.reason})", rules.name
-        )
+        return Decision(_IGNORE, f"snapshot row does not qualify ({qual.reason})", rules.name)
     return _with_identity(
-        _ISSUE, f"snapshot row qualifies and carries no invoice ({qual.reason})", event,
+        _ISSUE,
+        f"snapshot row qualifies and carries no invoice ({qual.reason})",
+        event,
         rules,
     )
 

@@ -102,8 +102,9 @@ def test_expected_metrics_are_what_the_daemon_serves() -> None:
     with metrics.time_writeback():
         pass
     metrics.observe_freshness(0, 1.0)
-    metrics.set_partition_position("erp.erp.sales_order", 0, lag_messages=1, lag_seconds=1.0,
-                                   last_event_ts_ms=1000)
+    metrics.set_partition_position(
+        "erp.erp.sales_order", 0, lag_messages=1, lag_seconds=1.0, last_event_ts_ms=1000
+    )
     metrics.dead_letters.labels(topic="erp.erp.sales_order", reason="undecodable").inc()
     metrics.rebalances.labels(event="assigned").inc()
 

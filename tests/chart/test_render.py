@@ -315,8 +315,11 @@ def test_notes_say_how_to_check(tmp_path: Path) -> None:
 def test_tools_are_the_pinned_versions() -> None:
     out = subprocess.run([str(tool("helm")), "version", "--short"], capture_output=True, text=True)
     assert out.stdout.startswith("v3.22.0"), out.stdout
-    pinned = re.search(r"^require github.com/prometheus/prometheus v(\S+)$",
-                       (ROOT / "tools" / "go.mod").read_text(), re.M)
+    pinned = re.search(
+        r"^require github.com/prometheus/prometheus v(\S+)$",
+        (ROOT / "tools" / "go.mod").read_text(),
+        re.M,
+    )
     assert pinned, "tools/go.mod must pin github.com/prometheus/prometheus"
     out = subprocess.run([str(tool("promtool")), "--version"], capture_output=True, text=True)
     assert f"version {pinned.group(1)} " in out.stdout + out.stderr

@@ -82,8 +82,9 @@ def ensure_it_erp(stack: Stack, engine: Engine) -> None:
     """Create schema erp_it and register its connector (idempotent)."""
     ensure_topics(stack.bootstrap)
     sql = (REPO_DIR / "config" / "demo" / "erp.sql").read_text()
-    sql = sql.replace("erp.", f"{IT_SCHEMA}.").replace("SCHEMA IF NOT EXISTS erp;",
-                                                       f"SCHEMA IF NOT EXISTS {IT_SCHEMA};")
+    sql = sql.replace("erp.", f"{IT_SCHEMA}.").replace(
+        "SCHEMA IF NOT EXISTS erp;", f"SCHEMA IF NOT EXISTS {IT_SCHEMA};"
+    )
     with engine.begin() as conn:
         conn.exec_driver_sql(sql)
     config = parse_config(yaml.safe_dump(it_config_data(stack)))
@@ -97,8 +98,10 @@ def ensure_it_erp(stack: Stack, engine: Engine) -> None:
         status = httpx.get(f"{url}/status", timeout=10)
         if status.status_code == 200:
             s = status.json()
-            if s["connector"]["state"] == "RUNNING" and s["tasks"] and all(
-                t["state"] == "RUNNING" for t in s["tasks"]
+            if (
+                s["connector"]["state"] == "RUNNING"
+                and s["tasks"]
+                and all(t["state"] == "RUNNING" for t in s["tasks"])
             ):
                 _wait_until_streaming(stack, engine)
                 return
@@ -119,12 +122,20 @@ def _wait_until_streaming(stack: Stack, engine: Engine, timeout: float = 90) -> 
     start = high_watermarks(stack.bootstrap, ORDER_TOPIC)
     marker = f"STREAMING-{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
-        conn.execute(text(f"INSERT INTO {IT_SCHEMA}.sales_order (order_no, buyer_name, "
-                          "buyer_tax_id) VALUES (:no, 'Marker', '91110108MA01ABCD2H')"),
-                     {"no": marker})
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap,
-                         "group.id": f"it-marker-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+        conn.execute(
+            text(
+                f"INSERT INTO {IT_SCHEMA}.sales_order (order_no, buyer_name, "
+                "buyer_tax_id) VALUES (:no, 'Marker', '91110108MA01ABCD2H')"
+            ),
+            {"no": marker},
+        )
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"it-marker-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         consumer.assign([KafkaTP(ORDER_TOPIC, p, o) for p, o in start.items()])
         deadline = time.monotonic() + timeout
@@ -170,8 +181,9 @@ class Daemon:
         cmd = [sys.executable, "-m", "syncd", "run", "-c", str(self.config_path)]
         if owner:
             cmd += ["--owner", owner]
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         out.close()
         return self
 
@@ -181,8 +193,10 @@ class Daemon:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"daemon exited:\n{self.output()[-4000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{self.metrics_port}/readyz",
-                             timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=1).status_code
+                    == 200
+                ):
                     return
             time.sleep(0.2)
         raise RuntimeError(f"daemon not ready in {timeout} s:\n{self.output()[-4000:]}")
@@ -230,8 +244,9 @@ class World:
             with engine.begin() as conn:
                 tps = [TopicPartition(ORDER_TOPIC, p) for p in highs]
                 epochs = repo.claim_partitions(conn, self.group, "test-seed", tps)
-                repo.store_offsets(conn, self.group,
-                                   {tp: (highs[tp.partition], epochs[tp]) for tp in tps})
+                repo.store_offsets(
+                    conn, self.group, {tp: (highs[tp.partition], epochs[tp]) for tp in tps}
+                )
         finally:
             engine.dispose()
 
@@ -240,8 +255,7 @@ class World:
         data["kafka"]["group_id"] = self.group
         data["kafka"]["dead_letter_topic"] = f"it.dead-letter.{self.group}"
         # a killed replica's partitions move after 6 s instead of 30 s
-        data["kafka"]["properties"] = {"session.timeout.ms": 6000,
-                                       "heartbeat.interval.ms": 1000}
+        data["kafka"]["properties"] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
         data["database"]["schema_name"] = self.schema
         data["issuer"]["base_url"] = self.sandbox.url
         data["issuer"]["read_timeout"] = 3.0
@@ -267,28 +281,47 @@ class World:
     # ------------------------------------------------------------------ ERP side
 
     def create_order(
-        self, *, lines: int = 2, confirm: bool = True, buyer_tax_id: str | None = BUYER_TAX_ID,
-        invoice_type: str = "ORDINARY", rng: random.Random | None = None,
+        self,
+        *,
+        lines: int = 2,
+        confirm: bool = True,
+        buyer_tax_id: str | None = BUYER_TAX_ID,
+        invoice_type: str = "ORDINARY",
+        rng: random.Random | None = None,
     ) -> int:
         rng = rng or random.Random()
         self._seq += 1
         order_no = f"{self.prefix}-{self._seq:05d}"
         with self.engine.begin() as conn:
-            order_id = int(conn.execute(text(
-                f"INSERT INTO {IT_SCHEMA}.sales_order (order_no, buyer_name, buyer_tax_id, "
-                "invoice_type, status) VALUES (:no, 'Buyer Ltd.', :tax, :type, 'DRAFT') "
-                "RETURNING id"), {"no": order_no, "tax": buyer_tax_id, "type": invoice_type}
-            ).scalar_one())
+            order_id = int(
+                conn.execute(
+                    text(
+                        f"INSERT INTO {IT_SCHEMA}.sales_order (order_no, buyer_name, buyer_tax_id, "
+                        "invoice_type, status) VALUES (:no, 'Buyer Ltd.', :tax, :type, 'DRAFT') "
+                        "RETURNING id"
+                    ),
+                    {"no": order_no, "tax": buyer_tax_id, "type": invoice_type},
+                ).scalar_one()
+            )
             for n in range(1, lines + 1):
                 qty = Decimal(rng.randint(1, 9))
                 price = Decimal(rng.randint(100, 99999)) / 100
-                conn.execute(text(
-                    f"INSERT INTO {IT_SCHEMA}.sales_order_line (order_id, line_no, item_name, "
-                    "tax_code, unit, quantity, unit_price, tax_rate, amount) VALUES "
-                    "(:o, :n, :name, '3040201000000000000', 'hour', :q, :p, :r, :a)"),
-                    {"o": order_id, "n": n, "name": f"Service {n}", "q": qty, "p": price,
-                     "r": rng.choice([Decimal("0.13"), Decimal("0.09"), Decimal("0.06")]),
-                     "a": (qty * price).quantize(Decimal("0.01"))})
+                conn.execute(
+                    text(
+                        f"INSERT INTO {IT_SCHEMA}.sales_order_line (order_id, line_no, item_name, "
+                        "tax_code, unit, quantity, unit_price, tax_rate, amount) VALUES "
+                        "(:o, :n, :name, '3040201000000000000', 'hour', :q, :p, :r, :a)"
+                    ),
+                    {
+                        "o": order_id,
+                        "n": n,
+                        "name": f"Service {n}",
+                        "q": qty,
+                        "p": price,
+                        "r": rng.choice([Decimal("0.13"), Decimal("0.09"), Decimal("0.06")]),
+                        "a": (qty * price).quantize(Decimal("0.01")),
+                    },
+                )
         if confirm:
             self.set_status(order_id, "CONFIRMED")
         return order_id
@@ -296,24 +329,33 @@ class World:
     def set_status(self, order_id: int, status: str, **columns: Any) -> None:
         sets = ", ".join(f"{k} = :{k}" for k in columns)
         with self.engine.begin() as conn:
-            conn.execute(text(
-                f"UPDATE {IT_SCHEMA}.sales_order SET status = :s{', ' + sets if sets else ''} "
-                "WHERE id = :id"), {"s": status, "id": order_id, **columns})
+            conn.execute(
+                text(
+                    f"UPDATE {IT_SCHEMA}.sales_order SET status = :s{', ' + sets if sets else ''} "
+                    "WHERE id = :id"
+                ),
+                {"s": status, "id": order_id, **columns},
+            )
 
     def touch(self, order_id: int, remark: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text(f"UPDATE {IT_SCHEMA}.sales_order SET remark = :r WHERE id = :id"),
-                         {"r": remark, "id": order_id})
+            conn.execute(
+                text(f"UPDATE {IT_SCHEMA}.sales_order SET remark = :r WHERE id = :id"),
+                {"r": remark, "id": order_id},
+            )
 
     def orders(self, ids: list[int]) -> dict[int, dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(
-                f"SELECT * FROM {IT_SCHEMA}.sales_order WHERE id = ANY(:ids)"), {"ids": ids}
+            rows = conn.execute(
+                text(f"SELECT * FROM {IT_SCHEMA}.sales_order WHERE id = ANY(:ids)"), {"ids": ids}
             ).mappings()
             return {int(r["id"]): dict(r) for r in rows}
 
     def wait_for(
-        self, ids: list[int], done: Callable[[dict[str, Any]], bool], timeout: float = 90,
+        self,
+        ids: list[int],
+        done: Callable[[dict[str, Any]], bool],
+        timeout: float = 90,
         what: str = "write-back",
     ) -> dict[int, dict[str, Any]]:
         deadline = time.monotonic() + timeout
@@ -323,15 +365,21 @@ class World:
             if len(rows) == len(ids) and all(done(r) for r in rows.values()):
                 return rows
             time.sleep(0.3)
-        pending = {i: (r.get("status"), r.get("invoice_status"), r.get("invoice_error"))
-                   for i, r in rows.items() if not done(r)}
+        pending = {
+            i: (r.get("status"), r.get("invoice_status"), r.get("invoice_error"))
+            for i, r in rows.items()
+            if not done(r)
+        }
         logs = "\n".join(d.output()[-3000:] for d in self.daemons)
-        raise AssertionError(f"{what}: {len(pending)} order(s) not done in {timeout} s: "
-                             f"{dict(list(pending.items())[:5])}\n--- daemon logs ---\n{logs}")
+        raise AssertionError(
+            f"{what}: {len(pending)} order(s) not done in {timeout} s: "
+            f"{dict(list(pending.items())[:5])}\n--- daemon logs ---\n{logs}"
+        )
 
     def wait_issued(self, ids: list[int], timeout: float = 90) -> dict[int, dict[str, Any]]:
-        return self.wait_for(ids, lambda r: r["invoice_status"] == "ISSUED"
-                             and r["invoice_no"] is not None, timeout)
+        return self.wait_for(
+            ids, lambda r: r["invoice_status"] == "ISSUED" and r["invoice_no"] is not None, timeout
+        )
 
     # ------------------------------------------------------------------ verdicts
 
@@ -348,9 +396,11 @@ class World:
         rows = self.orders(list(issued) + list(reversed_))
         expected_blue = len(set(issued) | set(reversed_))
         assert len(blue) == expected_blue, (
-            f"sandbox holds {len(blue)} blue invoices, expected {expected_blue}")
+            f"sandbox holds {len(blue)} blue invoices, expected {expected_blue}"
+        )
         assert len(red) == len(set(reversed_)), (
-            f"sandbox holds {len(red)} red invoices, expected {len(set(reversed_))}")
+            f"sandbox holds {len(red)} red invoices, expected {len(set(reversed_))}"
+        )
         for order_id in issued:
             row = rows[order_id]
             assert row["invoice_no"] in blue_by_no, f"order {order_id}: {row['invoice_no']}"
@@ -367,8 +417,12 @@ class World:
 
     def ledger_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(text(
-                f'SELECT * FROM "{self.schema}".documents ORDER BY id')).mappings()]
+            return [
+                dict(r)
+                for r in conn.execute(
+                    text(f'SELECT * FROM "{self.schema}".documents ORDER BY id')
+                ).mappings()
+            ]
 
     def cleanup(self) -> None:
         for d in self.daemons:

@@ -60,13 +60,17 @@ class OpsEnv:
         return create_engine(self.dsn, pool_size=2, max_overflow=0)
 
     def ledger(self) -> Engine:
-        return ledger_engine(self.dsn, self.config.database.schema_name, pool_size=2,
-                             max_overflow=0)
+        return ledger_engine(
+            self.dsn, self.config.database.schema_name, pool_size=2, max_overflow=0
+        )
 
     def syncd(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "syncd", *args], capture_output=True, text=True,
-            timeout=timeout, cwd=REPO_DIR,
+            [sys.executable, "-m", "syncd", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_DIR,
         )
 
 
@@ -87,16 +91,21 @@ def create_env(stack: Stack, directory: Path, **overrides: Any) -> OpsEnv:
     erp.dispose()
     data = yaml.safe_load((REPO_DIR / "config" / "demo.yaml").read_text())
     sandbox_port, metrics_port = free_port(), free_port()
-    data["kafka"].update(bootstrap_servers=stack.bootstrap, group_id=f"syncd-{slug}",
-                         topic_prefix=slug,
-                         dead_letter_topic=f"{slug}.dead-letter")
+    data["kafka"].update(
+        bootstrap_servers=stack.bootstrap,
+        group_id=f"syncd-{slug}",
+        topic_prefix=slug,
+        dead_letter_topic=f"{slug}.dead-letter",
+    )
     data["database"].update(dsn=f"{SERVER}/{slug}", schema_name="syncd_ops")
-    data["issuer"].update(base_url=f"http://127.0.0.1:{sandbox_port}", app_key=DEV_APP_KEY,
-                          app_secret=DEV_APP_SECRET)
+    data["issuer"].update(
+        base_url=f"http://127.0.0.1:{sandbox_port}", app_key=DEV_APP_KEY, app_secret=DEV_APP_SECRET
+    )
     data["metrics"].update(port=metrics_port)
     data["connector"].update(name=slug.replace("_", "-"), slot_name=slug, publication_name=slug)
-    data["pipeline"]["retry"].update(max_attempts=3, backoff_base_seconds=0.2,
-                                     backoff_max_seconds=1)
+    data["pipeline"]["retry"].update(
+        max_attempts=3, backoff_base_seconds=0.2, backoff_max_seconds=1
+    )
     for key, value in overrides.items():
         data[key].update(value)
     path = directory / f"{slug}.yaml"
@@ -109,8 +118,11 @@ def create_env(stack: Stack, directory: Path, **overrides: Any) -> OpsEnv:
 def drop_env(env: OpsEnv) -> None:
     """Drop the database and every topic named after the env (its own, nobody else's)."""
     kafka = AdminClient({"bootstrap.servers": env.stack.bootstrap})
-    mine = [t for t in kafka.list_topics(timeout=10).topics
-            if t.startswith(f"{env.name}.") or t == f"__debezium-heartbeat.{env.name}"]
+    mine = [
+        t
+        for t in kafka.list_topics(timeout=10).topics
+        if t.startswith(f"{env.name}.") or t == f"__debezium-heartbeat.{env.name}"
+    ]
     if mine:
         for future in kafka.delete_topics(mine, operation_timeout=30).values():
             with contextlib.suppress(Exception):
@@ -134,8 +146,11 @@ def with_connector(env: OpsEnv) -> Iterator[None]:
             status = httpx.get(f"{url}/status", timeout=10)
             if status.status_code == 200:
                 s = status.json()
-                if s["connector"]["state"] == "RUNNING" and s["tasks"] and all(
-                        t["state"] == "RUNNING" for t in s["tasks"]):
+                if (
+                    s["connector"]["state"] == "RUNNING"
+                    and s["tasks"]
+                    and all(t["state"] == "RUNNING" for t in s["tasks"])
+                ):
                     break
             if time.monotonic() > deadline:
                 raise AssertionError(f"connector {name} not running: {status.text}")
@@ -148,8 +163,10 @@ def with_connector(env: OpsEnv) -> Iterator[None]:
         deadline = time.monotonic() + 60
         with admin.connect() as c:
             while time.monotonic() < deadline:
-                row = c.execute(text("SELECT active FROM pg_replication_slots WHERE "
-                                     "slot_name = :s"), {"s": slot}).first()
+                row = c.execute(
+                    text("SELECT active FROM pg_replication_slots WHERE slot_name = :s"),
+                    {"s": slot},
+                ).first()
                 if row is None:
                     break
                 if not row.active:
@@ -169,7 +186,9 @@ class Daemon:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "syncd", "run", "-c", str(self.env.config_path)],
-            stdout=out, stderr=subprocess.STDOUT, cwd=REPO_DIR,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_DIR,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         out.close()

@@ -46,14 +46,25 @@ class SandboxProcess:
 
     def start(self) -> SandboxProcess:
         cmd = [
-            sys.executable, "-m", "syncd", "sandbox", "--port", str(self.port),
-            "--store", str(self.store), "--issue-delay", str(self.issue_delay),
-            "--dialect", self.dialect, *self.extra_args,
+            sys.executable,
+            "-m",
+            "syncd",
+            "sandbox",
+            "--port",
+            str(self.port),
+            "--store",
+            str(self.store),
+            "--issue-delay",
+            str(self.issue_delay),
+            "--dialect",
+            self.dialect,
+            *self.extra_args,
         ]
         self.log = self.store.with_suffix(".log")
         out = self.log.open("ab")
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         out.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -113,8 +124,12 @@ class SandboxProcess:
     # --- syncd's client ---------------------------------------------------------------
 
     def settings(self, **overrides: Any) -> SandboxIssuerSettings:
-        data: dict[str, Any] = {"base_url": self.url, "app_key": DEV_APP_KEY,
-                                "app_secret": DEV_APP_SECRET, "read_timeout": 5.0}
+        data: dict[str, Any] = {
+            "base_url": self.url,
+            "app_key": DEV_APP_KEY,
+            "app_secret": DEV_APP_SECRET,
+            "read_timeout": 5.0,
+        }
         data.update(overrides)
         return SandboxIssuerSettings.model_validate(data)
 

@@ -17,20 +17,34 @@ from pathlib import Path
 from tests.integration.stack import REPO_DIR, Stack
 
 KEYS = (
-    "syncd_docs_per_s_latency_0ms", "syncd_docs_per_s_latency_50ms",
-    "naive_docs_per_s_latency_50ms", "decode_events_per_s", "raw_consume_events_per_s",
-    "peak_rss_mb_backlog", "freshness_p50_s", "freshness_p99_s", "duplicates", "missing",
+    "syncd_docs_per_s_latency_0ms",
+    "syncd_docs_per_s_latency_50ms",
+    "naive_docs_per_s_latency_50ms",
+    "decode_events_per_s",
+    "raw_consume_events_per_s",
+    "peak_rss_mb_backlog",
+    "freshness_p50_s",
+    "freshness_p99_s",
+    "duplicates",
+    "missing",
 )
 
 
 def test_bench_harness_smoke(stack: Stack, tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    env = {**os.environ, "SYNCD_PG_PORT": str(stack.pg_port),
-           "SYNCD_KAFKA_PORT": str(stack.kafka_port),
-           "SYNCD_CONNECT_PORT": str(stack.connect_port)}
+    env = {
+        **os.environ,
+        "SYNCD_PG_PORT": str(stack.pg_port),
+        "SYNCD_KAFKA_PORT": str(stack.kafka_port),
+        "SYNCD_CONNECT_PORT": str(stack.connect_port),
+    }
     run = subprocess.run(
         [sys.executable, str(REPO_DIR / "bench" / "run.py"), "--smoke", "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=600, cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=REPO_DIR,
     )
     assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
     results = json.loads(out.read_text())

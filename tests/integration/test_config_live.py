@@ -37,8 +37,7 @@ OWN_DB = "config_helper_test"
 
 
 def _engine(dsn: str) -> sa.Engine:
-    return sa.create_engine(dsn, poolclass=sa.pool.NullPool,
-                            connect_args={"connect_timeout": 5})
+    return sa.create_engine(dsn, poolclass=sa.pool.NullPool, connect_args={"connect_timeout": 5})
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +74,20 @@ def order(erp) -> Iterator[int]:
     order_no = f"CFGTEST-{uuid.uuid4().hex[:12]}"
     with erp.begin() as conn:
         order_id = conn.execute(
-            sa.text("INSERT INTO erp.sales_order (order_no, buyer_name, buyer_tax_id) "
-                    "VALUES (:no, 'Example Buyer Ltd.', '91110108MA01ABCD2H') RETURNING id"),
+            sa.text(
+                "INSERT INTO erp.sales_order (order_no, buyer_name, buyer_tax_id) "
+                "VALUES (:no, 'Example Buyer Ltd.', '91110108MA01ABCD2H') RETURNING id"
+            ),
             {"no": order_no},
         ).scalar_one()
         conn.execute(
-            sa.text("INSERT INTO erp.sales_order_line (order_id, line_no, item_name, tax_code, "
-                    "unit, quantity, unit_price, tax_rate, discount_amount, amount) VALUES "
-                    "(:id, 2, 'Travel', '3040201000000000000', 'trip', 1, 100, 0.06, 0, 100), "
-                    "(:id, 1, 'Consulting service', '3040201000000000000', 'hour', 2, 82.57, "
-                    "0.09, 0, 165.14)"),
+            sa.text(
+                "INSERT INTO erp.sales_order_line (order_id, line_no, item_name, tax_code, "
+                "unit, quantity, unit_price, tax_rate, discount_amount, amount) VALUES "
+                "(:id, 2, 'Travel', '3040201000000000000', 'trip', 1, 100, 0.06, 0, 100), "
+                "(:id, 1, 'Consulting service', '3040201000000000000', 'hour', 2, 82.57, "
+                "0.09, 0, 165.14)"
+            ),
             {"id": order_id},
         )
     yield order_id
@@ -107,10 +110,12 @@ def test_demo_config_passes_live_check(erp, tmp_path, capsys):
 
 
 def test_live_check_reports_missing_columns_and_misfit_types(own_db, tmp_path, capsys):
-    text = (_own_db_text()
-            .replace("        url: invoice_url", "        url: invoice_ulr")
-            .replace("        quantity: quantity", "        quantity: item_name")
-            .replace("        issued_at: invoiced_at", "        issued_at: invoice_error"))
+    text = (
+        _own_db_text()
+        .replace("        url: invoice_url", "        url: invoice_ulr")
+        .replace("        quantity: quantity", "        quantity: item_name")
+        .replace("        issued_at: invoiced_at", "        issued_at: invoice_error")
+    )
     config = parse_config(text, "c.yaml")
     engine = _engine(config.database.dsn_value())
     with engine.connect() as conn:
@@ -134,8 +139,9 @@ def test_live_check_reports_short_columns_missing_tables_and_replica_identity(ow
     engine = _engine(f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/{OWN_DB}")
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE erp.sales_order REPLICA IDENTITY DEFAULT"))
-        conn.execute(sa.text("ALTER TABLE erp.sales_order ALTER COLUMN red_invoice_no "
-                             "TYPE varchar(12)"))
+        conn.execute(
+            sa.text("ALTER TABLE erp.sales_order ALTER COLUMN red_invoice_no TYPE varchar(12)")
+        )
         conn.execute(sa.text("DROP TABLE erp.sales_order_line"))
     try:
         config = parse_config(_own_db_text(), "c.yaml")
@@ -144,22 +150,27 @@ def test_live_check_reports_short_columns_missing_tables_and_replica_identity(ow
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE erp.sales_order REPLICA IDENTITY FULL"))
-            conn.execute(sa.text("ALTER TABLE erp.sales_order ALTER COLUMN red_invoice_no "
-                                 "TYPE varchar(20)"))
+            conn.execute(
+                sa.text("ALTER TABLE erp.sales_order ALTER COLUMN red_invoice_no TYPE varchar(20)")
+            )
             conn.exec_driver_sql(ERP_SQL.read_text(encoding="utf-8"))
         engine.dispose()
     assert "documents.sales_order: table erp.sales_order_line does not exist" in report.errors
-    short = ("documents.sales_order.write_back.columns.red_invoice_no: column "
-             "erp.sales_order.red_invoice_no holds 12 characters; needs at least 20")
+    short = (
+        "documents.sales_order.write_back.columns.red_invoice_no: column "
+        "erp.sales_order.red_invoice_no holds 12 characters; needs at least 20"
+    )
     assert short in report.errors
     assert len(report.warnings) == 1
     assert "has no REPLICA IDENTITY FULL" in report.warnings[0]
 
 
 def test_live_check_verifies_declared_decimal_scales(own_db):
-    text = (_own_db_text()
-            .replace("    unit_price: 8\n", "    unit_price: 2\n")
-            .replace("    amount: 2\n", "    amount: 2\n    item_name: 2\n    nope: 1\n"))
+    text = (
+        _own_db_text()
+        .replace("    unit_price: 8\n", "    unit_price: 2\n")
+        .replace("    amount: 2\n", "    amount: 2\n    item_name: 2\n    nope: 1\n")
+    )
     config = parse_config(text, "c.yaml")
     engine = _engine(config.database.dsn_value())
     with engine.connect() as conn:
@@ -211,8 +222,11 @@ def test_preview_reads_lines_from_the_database(erp, order, tmp_path, capsys):
     assert out["decision"]["action"] == "issue"
     invoice = out["invoice"]
     assert [line["name"] for line in invoice["lines"]] == ["Consulting service", "Travel"]
-    assert invoice["totals"] == {"net_amount": "265.14", "tax_amount": "20.86",
-                                 "gross_amount": "286.00"}
+    assert invoice["totals"] == {
+        "net_amount": "265.14",
+        "tax_amount": "20.86",
+        "gross_amount": "286.00",
+    }
     assert invoice["source"]["key"] == {"id": order}
 
 
@@ -234,24 +248,48 @@ def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path
     doc = config.documents["sales_order"]
 
     record = json.loads(EVENT.read_text(encoding="utf-8"))
-    confirmed = decode_json(RecordPosition("erp.erp.sales_order", 0, 1), record["key"],
-                            record["value"], decode_options(config))
+    confirmed = decode_json(
+        RecordPosition("erp.erp.sales_order", 0, 1),
+        record["key"],
+        record["value"],
+        decode_options(config),
+    )
     decision = decide(confirmed, doc)
-    line = {"line_no": 1, "item_name": "Consulting service", "tax_code": "3040201000000000000",
-            "spec": None, "unit": "hour", "quantity": Decimal(2), "unit_price": Decimal("82.57"),
-            "tax_rate": Decimal("0.09"), "discount_amount": Decimal(0)}
+    line = {
+        "line_no": 1,
+        "item_name": "Consulting service",
+        "tax_code": "3040201000000000000",
+        "spec": None,
+        "unit": "hour",
+        "quantity": Decimal(2),
+        "unit_price": Decimal("82.57"),
+        "tax_rate": Decimal("0.09"),
+        "discount_amount": Decimal(0),
+    }
     blue = build_blue(doc, confirmed.after, [line], decision.identity).invoice
     assert blue is not None
-    engine = ledger_engine(config.database.dsn_value(), config.database.schema_name,
-                           poolclass=sa.pool.NullPool)
+    engine = ledger_engine(
+        config.database.dsn_value(), config.database.schema_name, poolclass=sa.pool.NullPool
+    )
     with engine.begin() as conn:
         row, created = repo.ensure_document(
-            conn, LedgerIdentity.of("sales_order", "erp.sales_order", {"id": 42}), blue.serial,
-            actor="config-test", state=DocumentState.READY,
-            payload=blue.model_dump(mode="json"), payload_hash=blue.payload_hash())
+            conn,
+            LedgerIdentity.of("sales_order", "erp.sales_order", {"id": 42}),
+            blue.serial,
+            actor="config-test",
+            state=DocumentState.READY,
+            payload=blue.model_dump(mode="json"),
+            payload_hash=blue.payload_hash(),
+        )
         assert created
-        repo.transition(conn, row.id, DocumentState.READY, DocumentState.ISSUED,
-                        actor="config-test", invoice_no="26312000000000000042")
+        repo.transition(
+            conn,
+            row.id,
+            DocumentState.READY,
+            DocumentState.ISSUED,
+            actor="config-test",
+            invoice_no="26312000000000000042",
+        )
     engine.dispose()
 
     payload = record["value"]["payload"]

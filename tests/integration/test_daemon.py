@@ -26,8 +26,9 @@ def test_orders_are_issued_and_written_back(it_erp: Stack, tmp_path: Path):
         ids = [w.create_order() for _ in range(5)]
         draft = w.create_order(confirm=False)
         rows = w.wait_issued(ids)
-        assert all(len(r["invoice_no"]) == 20 and r["invoiced_at"] is not None
-                   for r in rows.values())
+        assert all(
+            len(r["invoice_no"]) == 20 and r["invoiced_at"] is not None for r in rows.values()
+        )
         assert w.orders([draft])[draft]["invoice_no"] is None
         w.verdict(issued=ids)
         metrics = d.metrics()
@@ -35,21 +36,22 @@ def test_orders_are_issued_and_written_back(it_erp: Stack, tmp_path: Path):
         assert 'syncd_build_info{version="' in metrics
         # Counted per batch: at least the 6 inserts and 5 confirmations (plus write-back
         # echoes), and the partitions' newest event time is set.
-        consumed = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                       if line.startswith("syncd_events_consumed_total{"))
+        consumed = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("syncd_events_consumed_total{")
+        )
         assert consumed >= 11
         assert "syncd_last_event_timestamp_seconds{" in metrics
         # Every metric the Helm chart's dashboard and alerts query (tests/chart checks them
         # against EXPORTED) is served by the running daemon.
-        declared = {line.split()[2] for line in metrics.splitlines()
-                    if line.startswith("# TYPE ")}
+        declared = {line.split()[2] for line in metrics.splitlines() if line.startswith("# TYPE ")}
         declared |= {n + "_total" for n in declared}  # counters may be declared without it
         missing = sorted(set(EXPORTED) - declared)
         assert missing == [], f"metrics the chart uses but the daemon does not serve: {missing}"
 
 
-def test_a_partition_at_its_in_flight_limit_pauses_and_resumes(it_erp: Stack,
-                                                                tmp_path: Path):
+def test_a_partition_at_its_in_flight_limit_pauses_and_resumes(it_erp: Stack, tmp_path: Path):
     """`max_in_flight_per_partition`: a partition holding that many unfinished documents
     is paused, and resumed as they settle -- every order is still issued once."""
     with world(it_erp, tmp_path, issue_delay=0.5) as w:
@@ -61,8 +63,9 @@ def test_a_partition_at_its_in_flight_limit_pauses_and_resumes(it_erp: Stack,
         assert "partition limit:" in d.output()
 
 
-def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(it_erp: Stack,
-                                                                       tmp_path: Path):
+def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(
+    it_erp: Stack, tmp_path: Path
+):
     with world(it_erp, tmp_path) as w:
         d = w.daemon().start()
         d.wait_ready()
@@ -74,11 +77,15 @@ def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(it_erp: St
                 w.touch(order_id, f"edit {n}")
         # 1: the connector re-emits the same change events (restart / re-snapshot)
         records = read_topic(
-            it_erp.bootstrap, ORDER_TOPIC,
-            lambda k, v: v is not None and payload(k) is not None
-            and payload(k).get("id") in ids
-            and (payload(v) or {}).get("after", {}).get("status") == "CONFIRMED"
-            and (payload(v) or {}).get("before", {}).get("status") == "DRAFT",
+            it_erp.bootstrap,
+            ORDER_TOPIC,
+            lambda k, v: (
+                v is not None
+                and payload(k) is not None
+                and payload(k).get("id") in ids
+                and (payload(v) or {}).get("after", {}).get("status") == "CONFIRMED"
+                and (payload(v) or {}).get("before", {}).get("status") == "DRAFT"
+            ),
             count=3,
         )
         producer = Producer({"bootstrap.servers": it_erp.bootstrap})
@@ -109,8 +116,10 @@ def test_13_cancel_after_invoicing_reverses_exactly_once(it_erp: Stack, tmp_path
         # and a draft cancelled before any invoice reverses nothing
         never = w.create_order(confirm=False)
         w.set_status(never, "CANCELLED")
-        rows = w.wait_for([*cancelled, racing], lambda r: r["invoice_status"] == "REVERSED"
-                          and r["red_invoice_no"] is not None)
+        rows = w.wait_for(
+            [*cancelled, racing],
+            lambda r: r["invoice_status"] == "REVERSED" and r["red_invoice_no"] is not None,
+        )
         assert all(r["invoice_no"] for r in rows.values())
         # cancelling again (or the event arriving twice) changes nothing
         for order_id in cancelled:
@@ -123,8 +132,7 @@ def test_13_cancel_after_invoicing_reverses_exactly_once(it_erp: Stack, tmp_path
         assert w.orders([never])[never]["invoice_no"] is None
 
 
-def test_invalid_data_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack,
-                                                                     tmp_path: Path):
+def test_invalid_data_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack, tmp_path: Path):
     with world(it_erp, tmp_path) as w:
         d = w.daemon().start()
         d.wait_ready()
@@ -147,23 +155,55 @@ def test_8_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_f
         d = w.daemon().start()
         d.wait_ready()
         producer = Producer({"bootstrap.servers": it_erp.bootstrap})
-        producer.produce(ORDER_TOPIC, key=b'{"id": 1}', value=b"\x00not json at all",
-                         headers=[("trace", b"abc")])
-        producer.produce(ORDER_TOPIC, key=b"{}", value=json.dumps(
-            {"op": "u", "before": None, "after": {"id": 1}, "source": {"table": "nope",
-             "schema": "erp_it", "db": "erp", "connector": "postgresql"}}).encode())
+        producer.produce(
+            ORDER_TOPIC, key=b'{"id": 1}', value=b"\x00not json at all", headers=[("trace", b"abc")]
+        )
+        producer.produce(
+            ORDER_TOPIC,
+            key=b"{}",
+            value=json.dumps(
+                {
+                    "op": "u",
+                    "before": None,
+                    "after": {"id": 1},
+                    "source": {
+                        "table": "nope",
+                        "schema": "erp_it",
+                        "db": "erp",
+                        "connector": "postgresql",
+                    },
+                }
+            ).encode(),
+        )
         # decodes and qualifies, but the ERP rejects its key while loading the lines: the
         # record is isolated and dead-lettered, the rest of its batch goes through
         row = {"id": "not-a-number", "status": "CONFIRMED", "buyer_name": "X", "invoice_no": None}
-        producer.produce(ORDER_TOPIC, key=b'{"id": "not-a-number"}', value=json.dumps(
-            {"op": "u", "before": {**row, "status": "DRAFT"}, "after": row, "ts_ms": 1,
-             "source": {"table": "sales_order", "schema": "erp_it", "db": "erp",
-                        "connector": "postgresql", "ts_ms": 1, "snapshot": "false"}}).encode())
+        producer.produce(
+            ORDER_TOPIC,
+            key=b'{"id": "not-a-number"}',
+            value=json.dumps(
+                {
+                    "op": "u",
+                    "before": {**row, "status": "DRAFT"},
+                    "after": row,
+                    "ts_ms": 1,
+                    "source": {
+                        "table": "sales_order",
+                        "schema": "erp_it",
+                        "db": "erp",
+                        "connector": "postgresql",
+                        "ts_ms": 1,
+                        "snapshot": "false",
+                    },
+                }
+            ).encode(),
+        )
         producer.flush(10)
         ids = [w.create_order() for _ in range(2)]
         w.wait_issued(ids)
-        dead = read_topic(it_erp.bootstrap, f"it.dead-letter.{w.group}", lambda k, v: True,
-                          count=3, timeout=30)
+        dead = read_topic(
+            it_erp.bootstrap, f"it.dead-letter.{w.group}", lambda k, v: True, count=3, timeout=30
+        )
         assert d.alive
         # the original bytes, untouched
         assert b"\x00not json at all" in {v for _, v, _ in dead}

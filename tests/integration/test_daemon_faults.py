@@ -35,16 +35,19 @@ def test_3_kill_9_after_the_provider_accepted_recovers_by_query(it_erp: Stack, t
         d = w.daemon().start()
         d.wait_ready()
         ids = [w.create_order() for _ in range(6)]
-        _wait(lambda: sum(r["state"] == "SUBMITTED" for r in w.ledger_rows()) >= 3,
-              what="documents accepted by the provider")
+        _wait(
+            lambda: sum(r["state"] == "SUBMITTED" for r in w.ledger_rows()) >= 3,
+            what="documents accepted by the provider",
+        )
         d.kill()
         assert not any(r["invoice_no"] for r in w.orders(ids).values() if r["invoice_no"])
         d2 = w.daemon().start()
         d2.wait_ready()
         w.wait_issued(ids)
         w.verdict(issued=ids)
-        posts = [r for r in w.sandbox.requests() if r["method"] == "POST"
-                 and r["path"] == "/v1/invoices"]
+        posts = [
+            r for r in w.sandbox.requests() if r["method"] == "POST" and r["path"] == "/v1/invoices"
+        ]
         assert len(posts) >= len(ids)  # resumed documents were queried, not re-minted
 
 
@@ -86,8 +89,7 @@ def test_6_server_errors_and_rate_limits_back_off_without_losing_anything(
         assert httpx.get(f"http://127.0.0.1:{d.metrics_port}/healthz").status_code == 200
 
 
-def test_7_rejection_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack,
-                                                                   tmp_path: Path):
+def test_7_rejection_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack, tmp_path: Path):
     with world(it_erp, tmp_path) as w:
         w.sandbox.set_faults(rejection_rate=1.0)
         d = w.daemon().start()
@@ -148,8 +150,7 @@ def test_12_sigterm_under_load_drains_and_loses_nothing(it_erp: Stack, tmp_path:
         statuses: list[int | str] = []
         for _ in range(10):
             try:
-                statuses.append(httpx.get(
-                    f"http://127.0.0.1:{d.metrics_port}/readyz").status_code)
+                statuses.append(httpx.get(f"http://127.0.0.1:{d.metrics_port}/readyz").status_code)
             except httpx.HTTPError as exc:
                 statuses.append(type(exc).__name__)
             if statuses[-1] == 503:
@@ -167,9 +168,24 @@ def test_12_sigterm_under_load_drains_and_loses_nothing(it_erp: Stack, tmp_path:
 
 def _pg_ctl(stack_dir: Path, action: str) -> None:
     pg_bin = next(Path("/usr/lib/postgresql").glob("*/bin"))
-    subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bin / "pg_ctl"), "-D",
-                    str((stack_dir / "pg").resolve() / "data"), "-m", "fast", "-w", action],
-                   check=True, capture_output=True, cwd="/")
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(pg_bin / "pg_ctl"),
+            "-D",
+            str((stack_dir / "pg").resolve() / "data"),
+            "-m",
+            "fast",
+            "-w",
+            action,
+        ],
+        check=True,
+        capture_output=True,
+        cwd="/",
+    )
 
 
 def test_9_erp_database_down_daemon_stays_up_and_resumes(it_erp: Stack, tmp_path: Path):
@@ -185,18 +201,24 @@ def test_9_erp_database_down_daemon_stays_up_and_resumes(it_erp: Stack, tmp_path
             # The daemon notices at its next database use: the resume sweep (every 10 s)
             # or the ledger gauges (every 15 s) when idle, so allow a few of those.
             health = f"http://127.0.0.1:{d.metrics_port}"
-            _wait(lambda: httpx.get(f"{health}/readyz").status_code == 503, timeout=40,
-                  what="not ready while the database is down")
+            _wait(
+                lambda: httpx.get(f"{health}/readyz").status_code == 503,
+                timeout=40,
+                what="not ready while the database is down",
+            )
             assert d.alive
             assert httpx.get(f"{health}/healthz").status_code == 200
         finally:
-            subprocess.run(["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"], check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"], check=True, capture_output=True
+            )
         restart_failed_connector_tasks(it_erp)
         more = [w.create_order() for _ in range(3)]
         w.wait_issued(more, timeout=120)
-        _wait(lambda: httpx.get(f"http://127.0.0.1:{d.metrics_port}/readyz").status_code == 200,
-              what="ready again")
+        _wait(
+            lambda: httpx.get(f"http://127.0.0.1:{d.metrics_port}/readyz").status_code == 200,
+            what="ready again",
+        )
         w.verdict(issued=ids + more)
 
 
@@ -213,8 +235,9 @@ def test_10_broker_restart_reconnects_nothing_lost(it_erp: Stack, tmp_path: Path
         during = [w.create_order() for _ in range(2)]  # captured while the broker is down
         time.sleep(3)
         assert d.alive
-        subprocess.run(["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"], check=True, capture_output=True
+        )
         restart_failed_connector_tasks(it_erp)
         after = [w.create_order() for _ in range(2)]
         w.wait_issued(ids + during + after, timeout=180)
@@ -239,20 +262,24 @@ def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: 
     kills = int(os.environ.get("SYNCD_CHAOS_KILLS", "4"))
     rng = random.Random(int(os.environ.get("SYNCD_CHAOS_SEED", "7")))
     with world(it_erp, tmp_path, issue_delay=0.3) as w:
-        w.sandbox.set_faults(error_rate=0.05, drop_response_after_commit_rate=0.1,
-                             latency_ms=20)
+        w.sandbox.set_faults(error_rate=0.05, drop_response_after_commit_rate=0.1, latency_ms=20)
         d = w.daemon().start()
         d.wait_ready()
         ids: list[int] = []
         cancelled: list[int] = []
         per_kill = max(1, orders // (kills + 1))
         for k in range(kills + 1):
-            batch = [w.create_order(lines=rng.randint(1, 3), rng=rng)
-                     for _ in range(per_kill if k < kills else orders - len(ids))]
+            batch = [
+                w.create_order(lines=rng.randint(1, 3), rng=rng)
+                for _ in range(per_kill if k < kills else orders - len(ids))
+            ]
             ids += batch
             time.sleep(rng.uniform(0.2, 1.5))
-            issued_now = [i for i, r in w.orders(ids).items()
-                          if r["invoice_status"] == "ISSUED" and i not in cancelled]
+            issued_now = [
+                i
+                for i, r in w.orders(ids).items()
+                if r["invoice_status"] == "ISSUED" and i not in cancelled
+            ]
             for order_id in rng.sample(issued_now, min(len(issued_now), rng.randint(0, 2))):
                 w.set_status(order_id, "CANCELLED", cancel_reason="RETURN")
                 cancelled.append(order_id)
@@ -265,5 +292,7 @@ def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: 
         w.wait_issued(kept, timeout=240)
         w.wait_for(cancelled, lambda r: r["invoice_status"] == "REVERSED", timeout=240)
         w.verdict(issued=kept, reversed_=cancelled)
-        print(f"\nchaos: orders={len(ids)} kills={kills} cancelled={len(cancelled)} "
-              f"invoices={len(w.sandbox.issued())} duplicates=0 missing=0")
+        print(
+            f"\nchaos: orders={len(ids)} kills={kills} cancelled={len(cancelled)} "
+            f"invoices={len(w.sandbox.issued())} duplicates=0 missing=0"
+        )

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def captured(stack: Stack) -> dict[str, list[dict]]:
     assert capture.stack_ready(), (
-        f"Kafka Connect with the Debezium Postgres plugin is not reachable at {capture.CONNECT}")
+        f"Kafka Connect with the Debezium Postgres plugin is not reachable at {capture.CONNECT}"
+    )
     return capture.capture()
 
 

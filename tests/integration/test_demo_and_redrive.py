@@ -38,12 +38,12 @@ S = DocumentState
 
 
 @pytest.fixture(scope="module")
-def running(stack: Stack, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[OpsEnv, SandboxProcess]]:
+def running(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[OpsEnv, SandboxProcess]]:
     directory = tmp_path_factory.mktemp("demo")
     env = create_env(stack, directory)
-    sandbox = SandboxProcess(store=directory / "sandbox.db", port=env.sandbox_port,
-                             issue_delay=0.2)
+    sandbox = SandboxProcess(store=directory / "sandbox.db", port=env.sandbox_port, issue_delay=0.2)
     daemon = Daemon(env, directory / "syncd.log")
     try:
         with with_connector(env):
@@ -65,9 +65,24 @@ def test_demo_generate_issues_every_order_exactly_once(
     running: tuple[OpsEnv, SandboxProcess],
 ) -> None:
     env, sandbox = running
-    result = env.syncd("demo", "generate", "-c", str(env.config_path), "--orders", "20",
-                       "--seed", "4242", "--cancel-ratio", "0.2", "--invalid-ratio", "0.1",
-                       "--timeout", "120", "--json", timeout=400)
+    result = env.syncd(
+        "demo",
+        "generate",
+        "-c",
+        str(env.config_path),
+        "--orders",
+        "20",
+        "--seed",
+        "4242",
+        "--cancel-ratio",
+        "0.2",
+        "--invalid-ratio",
+        "0.1",
+        "--timeout",
+        "120",
+        "--json",
+        timeout=400,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads(result.stdout)
     assert summary["ok"] and not summary["missing"] and not summary["duplicates"]
@@ -81,51 +96,83 @@ def test_demo_generate_issues_every_order_exactly_once(
     mine = [i for i in sandbox.issued() if i["kind"] == "BLUE"]
     assert len(mine) == 18 and len({i["serial"] for i in mine}) == 18
     # Same seed again: refused, nothing created twice.
-    again = env.syncd("demo", "generate", "-c", str(env.config_path), "--orders", "20",
-                      "--seed", "4242", "--timeout", "5")
+    again = env.syncd(
+        "demo",
+        "generate",
+        "-c",
+        str(env.config_path),
+        "--orders",
+        "20",
+        "--seed",
+        "4242",
+        "--timeout",
+        "5",
+    )
     assert again.returncode == 2 and "already exist" in again.stderr
 
 
-@pytest.mark.parametrize(("faults", "parked"), [
-    # max_attempts 3 with sub-second backoff in this env's config: DEAD soon
-    ({"error_rate": 1.0, "error_mode": "http_500"}, "DEAD"),
-    # the provider needs a human: BLOCKED, next look only after 300 s -- retry must not wait
-    ({"credit_exhausted": True}, "BLOCKED"),
-])
+@pytest.mark.parametrize(
+    ("faults", "parked"),
+    [
+        # max_attempts 3 with sub-second backoff in this env's config: DEAD soon
+        ({"error_rate": 1.0, "error_mode": "http_500"}, "DEAD"),
+        # the provider needs a human: BLOCKED, next look only after 300 s -- retry must not wait
+        ({"credit_exhausted": True}, "BLOCKED"),
+    ],
+)
 def test_a_parked_document_is_retried_by_the_daemon_and_issued_once(
-    running: tuple[OpsEnv, SandboxProcess], faults: dict[str, object], parked: str,
+    running: tuple[OpsEnv, SandboxProcess],
+    faults: dict[str, object],
+    parked: str,
 ) -> None:
     env, sandbox = running
     sandbox.set_faults(**faults)
     erp = env.erp()
     try:
         with erp.begin() as c:
-            order_id = int(c.execute(text(
-                "INSERT INTO erp.sales_order (order_no, status, buyer_name, buyer_tax_id)"
-                " VALUES (:no, 'DRAFT', 'Shanghai Hongda Electronics Co., Ltd.',"
-                " '91310115MA1K4PLN89') RETURNING id"), {"no": f"RETRY-{uuid.uuid4().hex[:8]}"},
-            ).scalar_one())
-            c.execute(text(
-                "INSERT INTO erp.sales_order_line (order_id, line_no, item_name, tax_code,"
-                " quantity, unit_price, tax_rate, amount) VALUES (:id, 1, 'A4 copy paper',"
-                " '1060407020000000000', 10, 25, 0.13, 250)"), {"id": order_id})
+            order_id = int(
+                c.execute(
+                    text(
+                        "INSERT INTO erp.sales_order (order_no, status, buyer_name, buyer_tax_id)"
+                        " VALUES (:no, 'DRAFT', 'Shanghai Hongda Electronics Co., Ltd.',"
+                        " '91310115MA1K4PLN89') RETURNING id"
+                    ),
+                    {"no": f"RETRY-{uuid.uuid4().hex[:8]}"},
+                ).scalar_one()
+            )
+            c.execute(
+                text(
+                    "INSERT INTO erp.sales_order_line (order_id, line_no, item_name, tax_code,"
+                    " quantity, unit_price, tax_rate, amount) VALUES (:id, 1, 'A4 copy paper',"
+                    " '1060407020000000000', 10, 25, 0.13, 250)"
+                ),
+                {"id": order_id},
+            )
         with erp.begin() as c:
-            c.execute(text("UPDATE erp.sales_order SET status = 'CONFIRMED' WHERE id = :id"),
-                      {"id": order_id})
+            c.execute(
+                text("UPDATE erp.sales_order SET status = 'CONFIRMED' WHERE id = :id"),
+                {"id": order_id},
+            )
 
         def erp_status() -> str | None:
             with erp.connect() as c:
-                return c.execute(text("SELECT invoice_status FROM erp.sales_order WHERE id = :id"),
-                                 {"id": order_id}).scalar_one()
+                return c.execute(
+                    text("SELECT invoice_status FROM erp.sales_order WHERE id = :id"),
+                    {"id": order_id},
+                ).scalar_one()
 
         wait_until(lambda: erp_status() == parked, 90, f"the document to go {parked}")
         sandbox.reset_faults()
-        serial = serial_for(SerialIdentity.of("sales_order", "erp.sales_order",
-                                              [("id", order_id)], SerialKind.ISSUE))
+        serial = serial_for(
+            SerialIdentity.of(
+                "sales_order", "erp.sales_order", [("id", order_id)], SerialKind.ISSUE
+            )
+        )
         assert serial not in {i["serial"] for i in sandbox.issued()}
 
-        result = env.syncd("retry", "-c", str(env.config_path), "--document",
-                           f'sales_order:{{"id":{order_id}}}')
+        result = env.syncd(
+            "retry", "-c", str(env.config_path), "--document", f'sales_order:{{"id":{order_id}}}'
+        )
         assert result.returncode == 0, result.stderr
         assert f"{parked} -> OUTCOME_UNKNOWN" in result.stdout
         # The daemon's sweep (every ~10 s) picks it up; it queries by serial, then issues.
@@ -136,8 +183,9 @@ def test_a_parked_document_is_retried_by_the_daemon_and_issued_once(
     assert len(issued) == 1
     ledger = env.ledger()
     with ledger.connect() as c:
-        row = repo.find_document(c, DocumentIdentity.of("sales_order", "erp.sales_order",
-                                                        {"id": order_id}))
+        row = repo.find_document(
+            c, DocumentIdentity.of("sales_order", "erp.sales_order", {"id": order_id})
+        )
         assert row is not None
         trail = [(a.from_state, a.to_state, a.reason) for a in repo.audit_trail(c, row.id)]
     ledger.dispose()

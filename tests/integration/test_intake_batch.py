@@ -36,11 +36,16 @@ from tests.integration.daemon_harness import (
 from tests.integration.stack import Stack
 
 
-def _events(stack: Stack, start: dict[int, int], order_ids: set[int],
-            count: int) -> list[tuple[int, int, bytes | None, bytes | None]]:
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap,
-                         "group.id": f"it-batch-{uuid.uuid4().hex[:6]}",
-                         "enable.auto.commit": False})
+def _events(
+    stack: Stack, start: dict[int, int], order_ids: set[int], count: int
+) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": stack.bootstrap,
+            "group.id": f"it-batch-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([KafkaTP(ORDER_TOPIC, p, o) for p, o in start.items()])
     out: list[tuple[int, int, bytes | None, bytes | None]] = []
     deadline = time.monotonic() + 90
@@ -61,14 +66,19 @@ def _events(stack: Stack, start: dict[int, int], order_ids: set[int],
 
 def _ledger(engine: Engine, schema: str) -> list[dict[str, Any]]:
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            f'SELECT source_key, kind, revision, serial, state, payload FROM "{schema}".documents '
-            "ORDER BY source_key, kind, revision")).mappings()
+        rows = conn.execute(
+            text(
+                "SELECT source_key, kind, revision, serial, state, payload "
+                f'FROM "{schema}".documents '
+                "ORDER BY source_key, kind, revision"
+            )
+        ).mappings()
         return [dict(r) for r in rows]
 
 
-def _run(stack: Stack, schema: str, intake: Intake,
-         batches: list[list[Classified]]) -> list[IntakeResult]:
+def _run(
+    stack: Stack, schema: str, intake: Intake, batches: list[list[Classified]]
+) -> list[IntakeResult]:
     engine = ledger_engine(stack.dsn, schema)
     try:
         results = []
@@ -92,8 +102,9 @@ def test_batch_path_records_the_same_documents_as_the_per_record_path(
         events = _events(it_erp, start, set(ids), count=17)
         config = parse_config(yaml.safe_dump(it_config_data(it_erp)))
         classifier = Classifier(config)
-        records = [classifier.classify(RecordPosition(ORDER_TOPIC, p, o), k, v)
-                   for p, o, k, v in events]
+        records = [
+            classifier.classify(RecordPosition(ORDER_TOPIC, p, o), k, v) for p, o, k, v in events
+        ]
         records = [r for r in records if r.kind in (Kind.ISSUE, Kind.REVERSE)]
         assert sum(r.kind is Kind.ISSUE for r in records) == 8
         assert sum(r.kind is Kind.REVERSE for r in records) == 1
@@ -121,9 +132,14 @@ def test_batch_path_records_the_same_documents_as_the_per_record_path(
             finished = {(tp, o) for tp, offs in together.finished.items() for o in offs}
             assert len(finished) == 8  # every record but the deferred cancellation
             with w.engine.connect() as conn:
-                orders = dict(conn.execute(text(
-                    f"SELECT id, order_no FROM {IT_SCHEMA}.sales_order WHERE id = ANY(:ids)"),
-                    {"ids": ids}).all())
+                orders = dict(
+                    conn.execute(
+                        text(
+                            f"SELECT id, order_no FROM {IT_SCHEMA}.sales_order WHERE id = ANY(:ids)"
+                        ),
+                        {"ids": ids},
+                    ).all()
+                )
             for row in a:
                 assert row["payload"]["remark"] == orders[json.loads(row["source_key"])["id"]]
 

@@ -78,9 +78,12 @@ def engine(database: str) -> Iterator[Engine]:
 @pytest.fixture
 def ident() -> Callable[..., DocumentIdentity]:
     """Fresh identities per test, so tests share the schema without cleaning it."""
+
     def make(kind: DocumentKind = DocumentKind.ISSUE, revision: int = 0) -> DocumentIdentity:
-        return DocumentIdentity.of("invoice", "public.sales_order",
-                                   {"id": uuid.uuid4().int % 10**9}, kind, revision)
+        return DocumentIdentity.of(
+            "invoice", "public.sales_order", {"id": uuid.uuid4().int % 10**9}, kind, revision
+        )
+
     return make
 
 
@@ -132,7 +135,11 @@ def test_upgrade_twice_is_idempotent_and_matches_the_declared_tables(database: s
     try:
         insp = inspect(eng)
         assert set(insp.get_table_names(schema="mig_twice")) == {
-            "alembic_version", "documents", "audit", "offsets", "partition_leases"
+            "alembic_version",
+            "documents",
+            "audit",
+            "offsets",
+            "partition_leases",
         }
         for table in metadata.sorted_tables:
             declared = {c.name for c in table.columns}
@@ -150,8 +157,9 @@ def test_autogenerate_sees_no_difference(engine: Engine) -> None:
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"include_schemas": True,
-                                                     "include_name": _only_syncd})
+        ctx = MigrationContext.configure(
+            conn, opts={"include_schemas": True, "include_name": _only_syncd}
+        )
         diff = compare_metadata(ctx, metadata)
     assert diff == []
 
@@ -209,8 +217,9 @@ def test_ensure_document_creates_once_and_audits(engine: Engine, ident: Any) -> 
     s = serial()
     pos = RecordPosition("erp.public.sales_order", 2, 41)
     with engine.begin() as conn:
-        row, created = repo.ensure_document(conn, i, s, actor="r1", position=pos,
-                                            source_ts_ms=1_700_000_000_000)
+        row, created = repo.ensure_document(
+            conn, i, s, actor="r1", position=pos, source_ts_ms=1_700_000_000_000
+        )
         again, created2 = repo.ensure_document(conn, i, s, actor="r1")
     assert created and not created2
     assert again.id == row.id and row.state is S.PENDING
@@ -225,11 +234,15 @@ def test_ensure_documents_batch_keeps_order_and_dedupes(engine: Engine, ident: A
     sa, sb = serial(), serial()
     with engine.begin() as conn:
         first, _ = repo.ensure_document(conn, a, sa, actor="r1")
-        out = repo.ensure_documents(conn, [
-            repo.NewDocument(b, sb, S.READY, payload=PAYLOAD),
-            repo.NewDocument(a, sa),
-            repo.NewDocument(b, sb, S.READY, payload=PAYLOAD),
-        ], actor="r1")
+        out = repo.ensure_documents(
+            conn,
+            [
+                repo.NewDocument(b, sb, S.READY, payload=PAYLOAD),
+                repo.NewDocument(a, sa),
+                repo.NewDocument(b, sb, S.READY, payload=PAYLOAD),
+            ],
+            actor="r1",
+        )
     assert [(r.identity, c) for r, c in out] == [(b, True), (a, False), (b, False)]
     assert out[1][0].id == first.id
     assert out[0][0].payload == PAYLOAD and out[0][0].payload_hash.startswith("sha256:")
@@ -269,8 +282,9 @@ def test_unique_identity_under_concurrent_inserts(engine: Engine, ident: Any) ->
     row_b, created_b = results[0]
     assert created_a and not created_b and row_b.id == row_a.id
     with engine.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM syncd.documents WHERE serial = :s"),
-                         {"s": s}).scalar_one()
+        n = conn.execute(
+            text("SELECT count(*) FROM syncd.documents WHERE serial = :s"), {"s": s}
+        ).scalar_one()
         assert n == 1
         assert len(repo.audit_trail(conn, row_a.id)) == 1
 
@@ -294,8 +308,9 @@ def test_many_threads_one_identity(engine: Engine, ident: Any) -> None:
 
 def _ready(engine: Engine, ident: Any) -> int:
     with engine.begin() as conn:
-        row, _ = repo.ensure_document(conn, ident(), serial(), actor="t", state=S.READY,
-                                      payload=PAYLOAD)
+        row, _ = repo.ensure_document(
+            conn, ident(), serial(), actor="t", state=S.READY, payload=PAYLOAD
+        )
     return row.id
 
 
@@ -303,16 +318,34 @@ def test_transition_writes_fields_and_audit(engine: Engine, ident: Any) -> None:
     doc = _ready(engine, ident)
     when = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     with engine.begin() as conn:
-        repo.transition(conn, doc, S.READY, S.SUBMITTED, reason="accepted", actor="r1",
-                        attempts=0, next_attempt_at=when)
-        row = repo.transition(conn, doc, S.SUBMITTED, S.ISSUED, actor="r1",
-                              invoice_no="INV-1", issued_at=when, check_code="CC",
-                              details={"http": 200})
+        repo.transition(
+            conn,
+            doc,
+            S.READY,
+            S.SUBMITTED,
+            reason="accepted",
+            actor="r1",
+            attempts=0,
+            next_attempt_at=when,
+        )
+        row = repo.transition(
+            conn,
+            doc,
+            S.SUBMITTED,
+            S.ISSUED,
+            actor="r1",
+            invoice_no="INV-1",
+            issued_at=when,
+            check_code="CC",
+            details={"http": 200},
+        )
     assert row.state is S.ISSUED and row.invoice_no == "INV-1" and row.issued_at == when
     with engine.connect() as conn:
         trail = repo.audit_trail(conn, doc)
     assert [(a.from_state, a.to_state) for a in trail] == [
-        (None, S.READY), (S.READY, S.SUBMITTED), (S.SUBMITTED, S.ISSUED)
+        (None, S.READY),
+        (S.READY, S.SUBMITTED),
+        (S.SUBMITTED, S.ISSUED),
     ]
     assert trail[1].reason == "accepted" and trail[2].details == {"http": 200}
 
@@ -320,8 +353,7 @@ def test_transition_writes_fields_and_audit(engine: Engine, ident: Any) -> None:
 def test_audit_is_append_only(engine: Engine, ident: Any) -> None:
     doc = _ready(engine, ident)
     with engine.begin() as conn, pytest.raises(DBAPIError, match="append-only"):
-        conn.execute(text("UPDATE syncd.audit SET reason = 'x' WHERE document_id = :d"),
-                     {"d": doc})
+        conn.execute(text("UPDATE syncd.audit SET reason = 'x' WHERE document_id = :d"), {"d": doc})
     with engine.begin() as conn, pytest.raises(DBAPIError, match="append-only"):
         conn.execute(text("DELETE FROM syncd.audit WHERE document_id = :d"), {"d": doc})
 
@@ -347,10 +379,12 @@ def test_transition_errors_are_typed(engine: Engine, ident: Any) -> None:
 
 def test_payload_may_change_until_frozen(engine: Engine, ident: Any) -> None:
     with engine.begin() as conn:
-        row, _ = repo.ensure_document(conn, ident(), serial(), actor="t", state=S.INVALID,
-                                      last_error_code="buyer.tax_id")
-        ready = repo.transition(conn, row.id, S.INVALID, S.READY, payload=PAYLOAD,
-                                last_error_code=None)
+        row, _ = repo.ensure_document(
+            conn, ident(), serial(), actor="t", state=S.INVALID, last_error_code="buyer.tax_id"
+        )
+        ready = repo.transition(
+            conn, row.id, S.INVALID, S.READY, payload=PAYLOAD, last_error_code=None
+        )
     assert ready.payload == PAYLOAD and ready.payload_hash and ready.last_error_code is None
 
 
@@ -399,17 +433,24 @@ def test_conditional_update_many_threads(engine: Engine, ident: Any) -> None:
 def test_transition_many_is_all_or_nothing(engine: Engine, ident: Any) -> None:
     d1, d2 = _ready(engine, ident), _ready(engine, ident)
     with pytest.raises(StaleStateError), engine.begin() as conn:
-        repo.transition_many(conn, [
-            repo.Transition(d1, S.READY, S.SUBMITTED),
-            repo.Transition(d2, S.SUBMITTED, S.ISSUED),
-        ])
+        repo.transition_many(
+            conn,
+            [
+                repo.Transition(d1, S.READY, S.SUBMITTED),
+                repo.Transition(d2, S.SUBMITTED, S.ISSUED),
+            ],
+        )
     with engine.connect() as conn:
         assert repo.get_document(conn, d1).state is S.READY
     with engine.begin() as conn:
-        rows = repo.transition_many(conn, [
-            repo.Transition(d1, S.READY, S.SUBMITTED),
-            repo.Transition(d2, S.READY, S.RETRY_WAIT, fields={"attempts": 1}),
-        ], actor="batch")
+        rows = repo.transition_many(
+            conn,
+            [
+                repo.Transition(d1, S.READY, S.SUBMITTED),
+                repo.Transition(d2, S.READY, S.RETRY_WAIT, fields={"attempts": 1}),
+            ],
+            actor="batch",
+        )
     assert [r.state for r in rows] == [S.SUBMITTED, S.RETRY_WAIT] and rows[1].attempts == 1
 
 
@@ -442,27 +483,37 @@ def test_resume_count_and_stuck(engine: Engine, ident: Any) -> None:
         ids = []
         for p, state in [(0, S.READY), (1, S.READY), (0, S.PENDING)]:
             row, _ = repo.ensure_document(
-                conn, ident(), serial(), actor="t", state=state,
+                conn,
+                ident(),
+                serial(),
+                actor="t",
+                state=state,
                 payload=PAYLOAD if state is S.READY else None,
                 position=RecordPosition(topic, p, 1),
             )
             ids.append(row.id)
-        repo.transition(conn, ids[1], S.READY, S.RETRY_WAIT,
-                        next_attempt_at=now + timedelta(hours=1))
+        repo.transition(
+            conn, ids[1], S.READY, S.RETRY_WAIT, next_attempt_at=now + timedelta(hours=1)
+        )
     with engine.connect() as conn:
-        mine = repo.documents_to_resume(conn, partitions=[TopicPartition(topic, 0),
-                                                          TopicPartition(topic, 1)])
+        mine = repo.documents_to_resume(
+            conn, partitions=[TopicPartition(topic, 0), TopicPartition(topic, 1)]
+        )
         assert [r.id for r in mine] == ids[:2]
-        due = repo.documents_to_resume(conn, partitions=[TopicPartition(topic, 1)],
-                                       due_before=now)
+        due = repo.documents_to_resume(conn, partitions=[TopicPartition(topic, 1)], due_before=now)
         assert due == []
         assert repo.documents_to_resume(conn, partitions=[]) == []
         counts = repo.count_by_state(conn)
         assert set(counts) == set(DocumentState) and counts[S.READY] >= 1
         assert all(r.id not in ids for r in repo.stuck_documents(conn, timedelta(hours=1)))
     with engine.begin() as conn:
-        conn.execute(text("UPDATE syncd.documents SET updated_at = now() - interval '2 hours'"
-                          " WHERE id = ANY(:ids)"), {"ids": ids})
+        conn.execute(
+            text(
+                "UPDATE syncd.documents SET updated_at = now() - interval '2 hours'"
+                " WHERE id = ANY(:ids)"
+            ),
+            {"ids": ids},
+        )
     with engine.connect() as conn:
         stuck = {r.id for r in repo.stuck_documents(conn, timedelta(hours=1), limit=1000)}
     assert set(ids) <= stuck
@@ -472,8 +523,15 @@ def test_resume_lock_skips_rows_another_worker_holds(engine: Engine, ident: Any)
     topic = f"t-{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
         for _ in range(2):
-            repo.ensure_document(conn, ident(), serial(), actor="t", state=S.READY,
-                                 payload=PAYLOAD, position=RecordPosition(topic, 0, 1))
+            repo.ensure_document(
+                conn,
+                ident(),
+                serial(),
+                actor="t",
+                state=S.READY,
+                payload=PAYLOAD,
+                position=RecordPosition(topic, 0, 1),
+            )
     tp = [TopicPartition(topic, 0)]
     with engine.connect() as a, engine.connect() as b:
         a.begin()
@@ -507,7 +565,8 @@ def test_claims_bump_epochs_and_stale_writer_is_fenced(engine: Engine) -> None:
         repo.store_offset(conn, group, "orders", 0, 12, e2[tp0])
     with engine.connect() as conn:
         assert repo.load_offsets(conn, group, [tp0, tp1, TopicPartition("orders", 7)]) == {
-            tp0: 12, tp1: 5
+            tp0: 12,
+            tp1: 5,
         }
         assert repo.lease_epochs(conn, group, [tp0])[tp0] == (2, "replica-2")
 
@@ -629,8 +688,10 @@ def test_readiness_database_check(engine: Engine) -> None:
     try:
         with urllib.request.urlopen(srv.url + "/readyz", timeout=10) as r:
             assert r.status == 200
-        dead = create_engine("postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x",
-                             connect_args={"connect_timeout": 2})
+        dead = create_engine(
+            "postgresql+psycopg://postgres:hunter2@127.0.0.1:1/x",
+            connect_args={"connect_timeout": 2},
+        )
         srv.add_readiness_check("database", database_check(dead))
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(srv.url + "/readyz", timeout=10)
@@ -671,9 +732,15 @@ def test_racing_random_transitions_leave_a_legal_audit_chain(engine: Engine, ide
                 continue
             try:
                 with engine.begin() as conn:
-                    repo.transition(conn, doc, row.state, rng.choice(targets), actor=f"w{n}",
-                                    expected_version=row.version,
-                                    attempts=row.attempts + 1)
+                    repo.transition(
+                        conn,
+                        doc,
+                        row.state,
+                        rng.choice(targets),
+                        actor=f"w{n}",
+                        expected_version=row.version,
+                        attempts=row.attempts + 1,
+                    )
                 wins += 1
             except StaleStateError:
                 pass
@@ -719,15 +786,31 @@ def test_transition_many_bulk_path(engine: Engine, ident: Any) -> None:
     with engine.connect() as conn:
         versions = {d: repo.get_document(conn, d).version for d in docs}
     with engine.begin() as conn:
-        rows = repo.transition_many(conn, [
-            *[repo.Transition(d, S.READY, S.ISSUED, reason="ok",
-                              fields={"invoice_no": f"INV-{d}", "issued_at": when,
-                                      "last_error_code": None},
-                              expected_version=versions[d]) for d in docs[:4]],
-            repo.Transition(docs[4], S.READY, S.RETRY_WAIT,
-                            fields={"attempts": 1, "next_attempt_at": when}),
-            repo.Transition(docs[5], S.READY, S.SUBMITTED),
-        ], actor="bulk")
+        rows = repo.transition_many(
+            conn,
+            [
+                *[
+                    repo.Transition(
+                        d,
+                        S.READY,
+                        S.ISSUED,
+                        reason="ok",
+                        fields={
+                            "invoice_no": f"INV-{d}",
+                            "issued_at": when,
+                            "last_error_code": None,
+                        },
+                        expected_version=versions[d],
+                    )
+                    for d in docs[:4]
+                ],
+                repo.Transition(
+                    docs[4], S.READY, S.RETRY_WAIT, fields={"attempts": 1, "next_attempt_at": when}
+                ),
+                repo.Transition(docs[5], S.READY, S.SUBMITTED),
+            ],
+            actor="bulk",
+        )
     assert [r.id for r in rows] == docs
     assert [r.state for r in rows] == [S.ISSUED] * 4 + [S.RETRY_WAIT, S.SUBMITTED]
     assert all(r.invoice_no == f"INV-{r.id}" and r.issued_at == when for r in rows[:4])
@@ -742,8 +825,9 @@ def test_transition_many_bulk_path_names_the_stale_document(engine: Engine, iden
     with engine.begin() as conn:
         repo.transition(conn, docs[2], S.READY, S.SUBMITTED)
     with pytest.raises(StaleStateError) as err, engine.begin() as conn:
-        repo.transition_many(conn, [repo.Transition(d, S.READY, S.ISSUED,
-                                                    fields={"invoice_no": "X"}) for d in docs])
+        repo.transition_many(
+            conn, [repo.Transition(d, S.READY, S.ISSUED, fields={"invoice_no": "X"}) for d in docs]
+        )
     assert err.value.document_id == docs[2] and err.value.actual is S.SUBMITTED
     with engine.connect() as conn:
         assert repo.get_document(conn, docs[0]).state is S.READY  # rolled back with the rest
@@ -752,10 +836,13 @@ def test_transition_many_bulk_path_names_the_stale_document(engine: Engine, iden
 def test_transition_many_same_document_twice_is_sequential(engine: Engine, ident: Any) -> None:
     doc = _ready(engine, ident)
     with engine.begin() as conn:
-        rows = repo.transition_many(conn, [
-            repo.Transition(doc, S.READY, S.SUBMITTED),
-            repo.Transition(doc, S.SUBMITTED, S.ISSUED, fields={"invoice_no": "I"}),
-        ])
+        rows = repo.transition_many(
+            conn,
+            [
+                repo.Transition(doc, S.READY, S.SUBMITTED),
+                repo.Transition(doc, S.SUBMITTED, S.ISSUED, fields={"invoice_no": "I"}),
+            ],
+        )
     assert [r.state for r in rows] == [S.SUBMITTED, S.ISSUED] and rows[1].version == 2
 
 

@@ -43,27 +43,44 @@ def _erp_order(env: OpsEnv, status: str = "CONFIRMED", invoice_status: str | Non
     engine = env.erp()
     with engine.begin() as c:
         order_id = c.execute(
-            text("INSERT INTO erp.sales_order (order_no, status, buyer_name, invoice_status)"
-                 " VALUES (:no, :st, 'Test Buyer Ltd.', :inv) RETURNING id"),
+            text(
+                "INSERT INTO erp.sales_order (order_no, status, buyer_name, invoice_status)"
+                " VALUES (:no, :st, 'Test Buyer Ltd.', :inv) RETURNING id"
+            ),
             {"no": f"T-{uuid.uuid4().hex[:12]}", "st": status, "inv": invoice_status},
         ).scalar_one()
     engine.dispose()
     return int(order_id)
 
 
-def _ledger_row(env: OpsEnv, order_id: int, final: S, *, attempts: int = 0,
-                position: RecordPosition | None = None) -> Any:
+def _ledger_row(
+    env: OpsEnv,
+    order_id: int,
+    final: S,
+    *,
+    attempts: int = 0,
+    position: RecordPosition | None = None,
+) -> Any:
     identity = DocumentIdentity.of("sales_order", "erp.sales_order", {"id": order_id})
-    serial = serial_for(SerialIdentity.of("sales_order", "erp.sales_order", [("id", order_id)],
-                                          SerialKind.ISSUE))
+    serial = serial_for(
+        SerialIdentity.of("sales_order", "erp.sales_order", [("id", order_id)], SerialKind.ISSUE)
+    )
     engine = env.ledger()
     with engine.begin() as c:
-        row, _ = repo.ensure_document(c, identity, serial, actor="test", state=S.READY,
-                                      payload=PAYLOAD, position=position)
+        row, _ = repo.ensure_document(
+            c, identity, serial, actor="test", state=S.READY, payload=PAYLOAD, position=position
+        )
         if final is not S.READY:
-            row = repo.transition(c, row.id, S.READY, final, reason="test setup",
-                                  attempts=attempts, last_error_code="HTTP_503",
-                                  last_error="platform unavailable")
+            row = repo.transition(
+                c,
+                row.id,
+                S.READY,
+                final,
+                reason="test setup",
+                attempts=attempts,
+                last_error_code="HTTP_503",
+                last_error="platform unavailable",
+            )
     engine.dispose()
     return row
 
@@ -81,20 +98,28 @@ def test_status_json_reports_states_stuck_parked_lag_leases_and_dead_letters(
     producer = Producer({"bootstrap.servers": stack.bootstrap})
     for i in range(5):
         producer.produce(topic, value=b"{}", partition=0, key=str(i).encode())
-    producer.produce(config.kafka.dead_letter_topic, value=b"x",
-                     headers=dead_letter_headers(RecordPosition(topic, 0, 1), "undecodable", "x"))
+    producer.produce(
+        config.kafka.dead_letter_topic,
+        value=b"x",
+        headers=dead_letter_headers(RecordPosition(topic, 0, 1), "undecodable", "x"),
+    )
     assert producer.flush(30) == 0
     dead = _ledger_row(env, _erp_order(env), S.DEAD, attempts=3)
     blocked = _ledger_row(env, _erp_order(env), S.BLOCKED)
     stuck = _ledger_row(env, _erp_order(env), S.RETRY_WAIT, attempts=1)
     engine = env.ledger()
     with engine.begin() as c:
-        c.execute(text("UPDATE syncd_ops.documents SET updated_at = now() - interval '1 hour'"
-                       " WHERE id = :id"), {"id": stuck.id})
-        epochs = repo.claim_partitions(c, config.kafka.group_id, "replica-a",
-                                       [LedgerTP(topic, 0)])
-        repo.store_offsets(c, config.kafka.group_id, {LedgerTP(topic, 0): (2, epochs[
-            LedgerTP(topic, 0)])})
+        c.execute(
+            text(
+                "UPDATE syncd_ops.documents SET updated_at = now() - interval '1 hour'"
+                " WHERE id = :id"
+            ),
+            {"id": stuck.id},
+        )
+        epochs = repo.claim_partitions(c, config.kafka.group_id, "replica-a", [LedgerTP(topic, 0)])
+        repo.store_offsets(
+            c, config.kafka.group_id, {LedgerTP(topic, 0): (2, epochs[LedgerTP(topic, 0)])}
+        )
     engine.dispose()
 
     result = env.syncd("status", "-c", str(env.config_path), "--json", "--stuck-after", "600")
@@ -111,8 +136,11 @@ def test_status_json_reports_states_stuck_parked_lag_leases_and_dead_letters(
     assert (p0["stored_offset"], p0["high_watermark"], p0["lag"]) == (2, 5, 3)
     assert (p0["lease_owner"], p0["lease_epoch"]) == ("replica-a", 1)
     assert parts[(topic, 1)]["stored_offset"] is None and parts[(topic, 1)]["lag"] == 0
-    assert report["dead_letter"] == {"topic": config.kafka.dead_letter_topic, "exists": True,
-                                     "messages": 1}
+    assert report["dead_letter"] == {
+        "topic": config.kafka.dead_letter_topic,
+        "exists": True,
+        "messages": 1,
+    }
     human = env.syncd("status", "-c", str(env.config_path))
     assert human.returncode == 0
     assert "DEAD" in human.stdout and "replica-a" in human.stdout
@@ -127,8 +155,9 @@ def test_retry_moves_a_dead_row_to_outcome_unknown_due_now_and_tells_the_erp(
     order_id = _erp_order(env, invoice_status="DEAD")
     row = _ledger_row(env, order_id, S.DEAD, attempts=10)
     before = datetime.now(UTC)
-    result = env.syncd("retry", "-c", str(env.config_path), "--document",
-                       f'sales_order:{{"id": {order_id}}}')
+    result = env.syncd(
+        "retry", "-c", str(env.config_path), "--document", f'sales_order:{{"id": {order_id}}}'
+    )
     assert result.returncode == 0, result.stderr
     assert "DEAD -> OUTCOME_UNKNOWN" in result.stdout and row.serial in result.stdout
     engine = env.ledger()
@@ -145,8 +174,9 @@ def test_retry_moves_a_dead_row_to_outcome_unknown_due_now_and_tells_the_erp(
     assert trail[-1].details and trail[-1].details["previous_attempts"] == 10
     erp = env.erp()
     with erp.connect() as c:
-        status = c.execute(text("SELECT invoice_status FROM erp.sales_order WHERE id = :id"),
-                           {"id": order_id}).scalar_one()
+        status = c.execute(
+            text("SELECT invoice_status FROM erp.sales_order WHERE id = :id"), {"id": order_id}
+        ).scalar_one()
     erp.dispose()
     assert status == "PENDING"
 
@@ -173,8 +203,14 @@ def test_retry_by_id_and_serial_and_refusals(env: OpsEnv) -> None:
 
 
 def _read_partition(bootstrap: str, topic: str, partition: int) -> list[Any]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"it-{uuid.uuid4().hex}",
-                         "enable.partition.eof": True, "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"it-{uuid.uuid4().hex}",
+            "enable.partition.eof": True,
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
     out = []
     try:
@@ -201,8 +237,14 @@ def test_dlq_replay_reproduces_original_bytes_to_the_source_partition_once(
     key, value = b'{"schema":null,"payload":{"id":7}}', b"\xff\xfenot json\x00"
     original = [("traceparent", b"00-1234-5678-01"), ("empty", b"")]
     producer = Producer({"bootstrap.servers": stack.bootstrap})
-    producer.produce(dlq, key=key, value=value, headers=dead_letter_headers(
-        RecordPosition(source, 2, 41), "undecodable", "value is not JSON", original))
+    producer.produce(
+        dlq,
+        key=key,
+        value=value,
+        headers=dead_letter_headers(
+            RecordPosition(source, 2, 41), "undecodable", "value is not JSON", original
+        ),
+    )
     producer.produce(dlq, key=b"k", value=b"v", headers=[("other", b"1")])  # no source headers
     assert producer.flush(30) == 0
 

@@ -44,15 +44,25 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = work / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     bin_dir = env_dir / "bin"
-    _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-          str(built[0])])
+    _run(
+        [
+            str(bin_dir / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(built[0]),
+        ]
+    )
     return bin_dir
 
 
 def _clean_env(bin_dir: Path) -> dict[str, str]:
     """Like the image: the venv first on PATH, no bytecode writes, nothing from this checkout."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTHON", "VIRTUAL_ENV", "SYNCD_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "SYNCD_"))
+    }
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -77,16 +87,19 @@ def test_installed_check_config_accepts_the_example(installed: Path, tmp_path: P
     secrets.mkdir()
     files = {
         "SYNCD_KAFKA__SASL_PASSWORD_FILE": ("kafka-sasl-password", "kafka-pw"),
-        "SYNCD_DATABASE__DSN_FILE": ("database-dsn",
-                                     "postgresql+psycopg://syncd:db-pw@erp-db:5432/erp"),
+        "SYNCD_DATABASE__DSN_FILE": (
+            "database-dsn",
+            "postgresql+psycopg://syncd:db-pw@erp-db:5432/erp",
+        ),
         "SYNCD_ISSUER__APP_SECRET_FILE": ("issuer-app-secret", "issuer-secret"),
     }
     env = _clean_env(installed)
     for var, (name, value) in files.items():
         (secrets / name).write_text(value + "\n")
         env[var] = str(secrets / name)
-    proc = _run([str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG)],
-                env=env, cwd=tmp_path)
+    proc = _run(
+        [str(installed / "syncd"), "check-config", "-c", str(EXAMPLE_CONFIG)], env=env, cwd=tmp_path
+    )
     for secret in ("kafka-pw", "db-pw", "issuer-secret"):
         assert secret not in proc.stdout + proc.stderr, "a secret was printed"
     assert proc.stdout.strip(), "check-config printed nothing"
@@ -99,11 +112,17 @@ def test_installed_wheel_carries_no_sandbox_server_stack(installed: Path) -> Non
     assert not names & {"starlette", "uvicorn", "uvloop"}, names
 
 
-def test_installed_sandbox_command_says_how_to_get_the_extra(installed: Path,
-                                                             tmp_path: Path) -> None:
-    proc = subprocess.run([str(installed / "syncd"), "sandbox", "--store", str(tmp_path / "s")],
-                          capture_output=True, text=True, timeout=60,
-                          env=_clean_env(installed), cwd=tmp_path)
+def test_installed_sandbox_command_says_how_to_get_the_extra(
+    installed: Path, tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [str(installed / "syncd"), "sandbox", "--store", str(tmp_path / "s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_clean_env(installed),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2
     assert "pip install 'syncd[sandbox]'" in proc.stderr
     assert "Traceback" not in proc.stderr

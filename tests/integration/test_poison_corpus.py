@@ -25,15 +25,29 @@ RECORD_LIMIT = 512 * 1024
 
 def dlq_list(config: Path) -> list[dict]:
     out = subprocess.run(
-        [sys.executable, "-m", "syncd", "dlq", "list", "-c", str(config), "--json",
-         "--limit", "500"], capture_output=True, text=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "syncd",
+            "dlq",
+            "list",
+            "-c",
+            str(config),
+            "--json",
+            "--limit",
+            "500",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
-def test_crafted_records_are_dead_lettered_and_valid_orders_invoiced(it_erp: Stack,
-                                                                    tmp_path: Path):
+def test_crafted_records_are_dead_lettered_and_valid_orders_invoiced(it_erp: Stack, tmp_path: Path):
     with world(it_erp, tmp_path) as w:
         d = w.daemon({"limits": {"max_record_bytes": RECORD_LIMIT}}).start()
         d.wait_ready()
@@ -46,10 +60,10 @@ def test_crafted_records_are_dead_lettered_and_valid_orders_invoiced(it_erp: Sta
             def report(err, msg):
                 assert err is None, err
                 positions[f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"] = kind
+
             return report
 
-        producer = Producer({"bootstrap.servers": it_erp.bootstrap,
-                             "message.max.bytes": 1_000_000})
+        producer = Producer({"bootstrap.servers": it_erp.bootstrap, "message.max.bytes": 1_000_000})
         ids: list[int] = []
         for n, (kind, (key, value)) in enumerate(corpus.items()):
             producer.produce(ORDER_TOPIC, key=key, value=value, on_delivery=delivered(kind))
@@ -82,11 +96,17 @@ def test_crafted_records_are_dead_lettered_and_valid_orders_invoiced(it_erp: Sta
         # the daemon never stopped, and counts the dead letters by reason
         assert d.alive and d.proc.pid == pid
         metrics = d.metrics()
-        assert 'syncd_dead_letters_total{reason="undecodable"' in metrics or \
-            'reason="undecodable"' in metrics
+        assert (
+            'syncd_dead_letters_total{reason="undecodable"' in metrics
+            or 'reason="undecodable"' in metrics
+        )
         text = subprocess.run(
             [sys.executable, "-m", "syncd", "dlq", "list", "-c", str(d.config_path)],
-            capture_output=True, text=True, timeout=120, check=True).stdout
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
         assert f"{len(corpus)} dead letter(s) shown" in text
         assert "[undecodable] key.id: decimal scale -999999999 is outside" in text
         w.verdict(issued=ids)

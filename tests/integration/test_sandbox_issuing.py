@@ -172,8 +172,11 @@ def _discount_not_following(d):
 
 def _discount_bigger_than_line(d):
     normal = samples.line("Widget", "1", "10.00", "0.13", no=1, nature="DISCOUNTED")
-    d["lines"] = [normal, samples.discount(normal, "20.00", no=2),
-                  samples.line("Gadget", "1", "50.00", "0.13", no=3)]
+    d["lines"] = [
+        normal,
+        samples.discount(normal, "20.00", no=2),
+        samples.line("Gadget", "1", "50.00", "0.13", no=3),
+    ]
 
 
 def _name_too_long(d):
@@ -244,8 +247,9 @@ def test_invoice_tax_drift_within_1_27_is_accepted(client):
 
 def test_valid_discount_and_special_invoice_are_accepted(client):
     normal = samples.line("Widget", "2", "50.00", "0.13", no=1, nature="DISCOUNTED")
-    doc = samples.invoice(invoice_type="SPECIAL",
-                          lines=[normal, samples.discount(normal, "10.00", no=2)])
+    doc = samples.invoice(
+        invoice_type="SPECIAL", lines=[normal, samples.discount(normal, "10.00", no=2)]
+    )
     assert isinstance(client.issue(doc), Processing)
     assert isinstance(client.wait_issued(doc["serial"]), Issued)
 
@@ -254,8 +258,11 @@ def test_valid_discount_and_special_invoice_are_accepted(client):
 
 
 def _raw_post(sandbox, body: bytes, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(f"{sandbox.url}/v1/invoices", content=body,
-                      headers={"Content-Type": "application/json", **headers})
+    return httpx.post(
+        f"{sandbox.url}/v1/invoices",
+        content=body,
+        headers={"Content-Type": "application/json", **headers},
+    )
 
 
 def test_unknown_key_and_wrong_secret_need_a_human(sandbox):
@@ -272,8 +279,9 @@ def test_clock_skew_nonce_reuse_and_short_nonce_are_refused(sandbox):
     body = b"{}"
 
     def headers(**kw):
-        return signing.auth_headers(settings.app_key, settings.app_secret, "POST",
-                                    "/v1/invoices", body, **kw)
+        return signing.auth_headers(
+            settings.app_key, settings.app_secret, "POST", "/v1/invoices", body, **kw
+        )
 
     skewed = _raw_post(sandbox, body, headers(now=time.time() - 301))
     assert skewed.status_code == 401 and skewed.json()["code"] == "TIMESTAMP_SKEW"
@@ -289,8 +297,9 @@ def test_clock_skew_nonce_reuse_and_short_nonce_are_refused(sandbox):
 
 
 def test_the_scheme_matches_the_documented_vector():
-    headers = signing.auth_headers("k", SecretStr("s"), "POST", "/v1/invoices", b"{}",
-                                   now=1700000000, nonce="0123456789abcdef")
+    headers = signing.auth_headers(
+        "k", SecretStr("s"), "POST", "/v1/invoices", b"{}", now=1700000000, nonce="0123456789abcdef"
+    )
     # computed with: printf 'POST\n/v1/invoices\n1700000000\n0123456789abcdef\n<sha256("{}")>'
     #                | openssl dgst -sha256 -hmac s -binary | base64   (see docs/sandbox.md)
     assert headers["X-Signature"] == "dzyY/sn4a86IHbF2USXi3FA0eca8/OCt2XRFffCuhB4="
@@ -377,8 +386,12 @@ def test_connect_error_before_sending_is_retryable():
     port = free_port()  # nothing listens there
     from syncd.issuers.sandbox import SandboxIssuerSettings
 
-    settings = SandboxIssuerSettings(base_url=f"http://127.0.0.1:{port}", app_key="k",
-                                     app_secret=SecretStr("s"), connect_timeout=1)
+    settings = SandboxIssuerSettings(
+        base_url=f"http://127.0.0.1:{port}",
+        app_key="k",
+        app_secret=SecretStr("s"),
+        connect_timeout=1,
+    )
     with SandboxIssuer(settings) as c:
         result = c.issue(samples.invoice())
     assert isinstance(result, Retryable) and not result.resubmit
@@ -464,8 +477,7 @@ def test_request_log_records_every_request_with_its_fault(sandbox, client):
 
 
 def test_refuse_duplicates_dialect_is_resolved_by_query(tmp_path: Path):
-    with running_sandbox(tmp_path / "dup.db", dialect="refuse-duplicates") as sb, \
-            sb.client() as c:
+    with running_sandbox(tmp_path / "dup.db", dialect="refuse-duplicates") as sb, sb.client() as c:
         doc = samples.invoice()
         assert isinstance(c.issue(doc), Processing)
         again = c.issue(doc)
@@ -498,8 +510,13 @@ def test_refuse_duplicates_dialect_is_resolved_by_query(tmp_path: Path):
 def test_faults_at_start_strict_mode_and_secret_file(tmp_path: Path):
     secret_file = tmp_path / "secret"
     secret_file.write_text("a-private-secret-value\n")
-    args = ["--strict", "--app-secret-file", str(secret_file),
-            "--faults", '{"session_expired": true}']
+    args = [
+        "--strict",
+        "--app-secret-file",
+        str(secret_file),
+        "--faults",
+        '{"session_expired": true}',
+    ]
     with running_sandbox(tmp_path / "strict.db", extra_args=args) as sb:
         assert sb.control("GET", "/_sandbox/faults").status_code == 404
         settings = sb.settings(app_secret=None, app_secret_file=str(secret_file))

@@ -71,8 +71,9 @@ def test_ordinary_invoice_is_reversed_once_with_negated_amounts(sandbox, client)
     again = client.reverse(request)
     assert isinstance(again, Issued) and again.invoice_no == red.invoice_no
     # another serial for the same blue invoice: refused
-    second = client.reverse(ReversalRequest(samples.new_serial("R"), blue.invoice_no,
-                                            "INVOICING_ERROR"))
+    second = client.reverse(
+        ReversalRequest(samples.new_serial("R"), blue.invoice_no, "INVOICING_ERROR")
+    )
     assert isinstance(second, Rejected) and second.reasons[0].code == "ALREADY_REVERSED"
     audit = sandbox.issued()
     reds = [i for i in audit if i["original_invoice_no"] == blue.invoice_no]
@@ -112,8 +113,9 @@ def test_reversal_of_unknown_or_red_invoice_is_rejected(sandbox, client):
     client.reverse(request)
     red = client.wait_issued(request.serial, reversal=True)
     assert isinstance(red, Issued)
-    of_red = client.reverse(ReversalRequest(samples.new_serial("R"), red.invoice_no,
-                                            "SALES_RETURN"))
+    of_red = client.reverse(
+        ReversalRequest(samples.new_serial("R"), red.invoice_no, "SALES_RETURN")
+    )
     assert isinstance(of_red, Rejected) and of_red.reasons[0].code == "NOT_REVERSIBLE"
     assert isinstance(client.query_reversal("NOSUCHFORM01"), NotFound)
 
@@ -142,10 +144,12 @@ def test_restart_keeps_invoices_pending_work_nonces_and_audit(tmp_path: Path):
             assert isinstance(issued, Issued)
             pending = samples.invoice()
             assert isinstance(c.issue(pending), Processing)
-        replayed = signing.auth_headers(settings.app_key, settings.app_secret, "GET",
-                                        f"/v1/invoices/{done['serial']}", b"")
-        assert httpx.get(f"{sb.url}/v1/invoices/{done['serial']}",
-                         headers=replayed).status_code == 200
+        replayed = signing.auth_headers(
+            settings.app_key, settings.app_secret, "GET", f"/v1/invoices/{done['serial']}", b""
+        )
+        assert (
+            httpx.get(f"{sb.url}/v1/invoices/{done['serial']}", headers=replayed).status_code == 200
+        )
         sb.restart(signal.SIGKILL)  # no goodbye: the store must already hold everything
         with sb.client() as c:
             again = c.query(done["serial"])

@@ -88,8 +88,9 @@ def source(**overrides: Any) -> dict[str, Any]:
     return block
 
 
-def field(name: str, type_: str, semantic: str | None = None, optional: bool = True,
-          **extra: Any) -> dict[str, Any]:
+def field(
+    name: str, type_: str, semantic: str | None = None, optional: bool = True, **extra: Any
+) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": type_, "optional": optional}
     if semantic is not None:
         schema["name"] = semantic

@@ -51,8 +51,9 @@ def buyer(**changes: Any) -> Buyer:
 
 
 def source(order_id: int = 42) -> SourceRef:
-    return SourceRef(document="sales_order", table="erp.sales_order", key={"id": order_id},
-                     revision=0)
+    return SourceRef(
+        document="sales_order", table="erp.sales_order", key={"id": order_id}, revision=0
+    )
 
 
 def line(
@@ -64,8 +65,9 @@ def line(
 ) -> LineInput:
     extra.setdefault("tax_code", TAX_CODE)
     extra.setdefault("unit", "hour")
-    return LineInput(name=name, quantity=D(quantity), unit_price=D(unit_price),
-                     tax_rate=D(rate), **extra)
+    return LineInput(
+        name=name, quantity=D(quantity), unit_price=D(unit_price), tax_rate=D(rate), **extra
+    )
 
 
 def blue(
@@ -90,26 +92,56 @@ def blue(
 
 
 def multi_rate() -> Invoice:
-    return blue([
-        line(),
-        line("Steel bolts M8", "1200", "0.3512", "0.13", unit="个", tax_code=GOODS_CODE),
-        line("Training", "1", "1000", "0.06", spec="2 days"),
-        line("Export goods", "3", "99.99", "0", tax_policy=TaxPolicy.ZERO_RATE,
-             tax_code=GOODS_CODE, unit="kg"),
-        line("Exempt books", "10", "12.5", "0", tax_policy=TaxPolicy.EXEMPT,
-             tax_code=GOODS_CODE, unit="件"),
-        line("Deposit handling", "1", "20", "0", tax_policy=TaxPolicy.NOT_TAXABLE),
-    ])
+    return blue(
+        [
+            line(),
+            line("Steel bolts M8", "1200", "0.3512", "0.13", unit="个", tax_code=GOODS_CODE),
+            line("Training", "1", "1000", "0.06", spec="2 days"),
+            line(
+                "Export goods",
+                "3",
+                "99.99",
+                "0",
+                tax_policy=TaxPolicy.ZERO_RATE,
+                tax_code=GOODS_CODE,
+                unit="kg",
+            ),
+            line(
+                "Exempt books",
+                "10",
+                "12.5",
+                "0",
+                tax_policy=TaxPolicy.EXEMPT,
+                tax_code=GOODS_CODE,
+                unit="件",
+            ),
+            line("Deposit handling", "1", "20", "0", tax_policy=TaxPolicy.NOT_TAXABLE),
+        ]
+    )
 
 
 def with_discount(basis: PriceBasis = PriceBasis.TAX_EXCLUSIVE) -> Invoice:
-    return blue([
-        line("Laptop", "3", "4999", "0.13", unit="台", tax_code=GOODS_CODE,
-             discount_amount=D("300")),
-        line(),
-    ], basis=basis)
+    return blue(
+        [
+            line(
+                "Laptop",
+                "3",
+                "4999",
+                "0.13",
+                unit="台",
+                tax_code=GOODS_CODE,
+                discount_amount=D("300"),
+            ),
+            line(),
+        ],
+        basis=basis,
+    )
 
 
 def red_of(invoice: Invoice) -> Invoice:
-    return build_red_invoice(invoice, serial="SREDREDRED0000000000000001",
-                             original_invoice_no=BLUE_NO, reason=ReversalReason.SALES_RETURN)
+    return build_red_invoice(
+        invoice,
+        serial="SREDREDRED0000000000000001",
+        original_invoice_no=BLUE_NO,
+        reason=ReversalReason.SALES_RETURN,
+    )

@@ -129,12 +129,15 @@ class TestChanged:
         assert truth({"changed": ["remark", "status"]}, ev2) is Truth.TRUE
 
 
-REVERSES = {"all": [{"column": "status", "becomes": "CANCELLED"},
-                    {"column": "invoice_no", "is_null": False}]}
+REVERSES = {
+    "all": [
+        {"column": "status", "becomes": "CANCELLED"},
+        {"column": "invoice_no", "is_null": False},
+    ]
+}
 
 
 class TestCombinators:
-
     def test_all(self):
         invoiced = order_row(status="CONFIRMED", invoice_no="26312000000000000042")
         out = evaluate(cond(REVERSES), update(invoiced, status="CANCELLED"))
@@ -201,7 +204,9 @@ class TestShapes:
 
     def test_dump_keeps_only_written_keys(self):
         assert cond({"column": "s", "in": ["A"]}).model_dump(by_alias=True) == {
-            "column": "s", "in": ["A"]}
+            "column": "s",
+            "in": ["A"],
+        }
 
 
 def test_same_value_never_equates_text_with_bool():

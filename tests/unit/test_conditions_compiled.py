@@ -13,16 +13,32 @@ from syncd.config.conditions import Condition
 from syncd.rules.conditions import compile_condition, evaluate
 
 COLUMNS = ["status", "total", "note"]
-VALUES: list[Any] = ["CONFIRMED", "DRAFT", "", 0, 7, Decimal("7.00"), Decimal("0"), True,
-                     False, None, "7", "true"]
+VALUES: list[Any] = [
+    "CONFIRMED",
+    "DRAFT",
+    "",
+    0,
+    7,
+    Decimal("7.00"),
+    Decimal("0"),
+    True,
+    False,
+    None,
+    "7",
+    "true",
+]
 
 scalars = st.sampled_from(VALUES)
 columns = st.sampled_from(COLUMNS)
 
 column_tests = st.one_of(
     st.builds(lambda c, v: {"column": c, "becomes": v}, columns, scalars),
-    st.builds(lambda c, v, r: {"column": c, "equals": v, "row": r}, columns, scalars,
-              st.sampled_from(["after", "before"])),
+    st.builds(
+        lambda c, v, r: {"column": c, "equals": v, "row": r},
+        columns,
+        scalars,
+        st.sampled_from(["after", "before"]),
+    ),
     st.builds(lambda c, vs: {"column": c, "in": vs}, columns, st.lists(scalars, max_size=3)),
     st.builds(lambda c, n: {"column": c, "is_null": n}, columns, st.booleans()),
     st.builds(lambda cs: {"changed": cs}, st.lists(columns, min_size=1, max_size=3)),
@@ -49,10 +65,21 @@ def test_compiled_equals_evaluate(data, op, before, after):
 
 
 def test_a_becomes_check_builds_its_constant_outcomes_once():
-    check = compile_condition(Condition.model_validate({"column": "status",
-                                                        "becomes": "CONFIRMED"}))
+    check = compile_condition(
+        Condition.model_validate({"column": "status", "becomes": "CONFIRMED"})
+    )
+
     def change(before: str) -> ChangeEvent:
-        return ChangeEvent(RecordPosition("t", 0, 1), Op.UPDATE, "erp.t", None,
-                           {"status": before}, {"status": "CONFIRMED"}, 1, False)
+        return ChangeEvent(
+            RecordPosition("t", 0, 1),
+            Op.UPDATE,
+            "erp.t",
+            None,
+            {"status": before},
+            {"status": "CONFIRMED"},
+            1,
+            False,
+        )
+
     assert check(change("DRAFT")) is check(change("SHIPPED"))
     assert check(change("DRAFT")).reason == "status became CONFIRMED"

@@ -48,8 +48,13 @@ class TestDemo:
         assert doc.snapshot is SnapshotPolicy.ISSUE_IF_UNINVOICED
         assert doc.lines.references == "id"
         assert doc.own_columns() == {
-            "invoice_no", "invoice_status", "invoice_error", "invoiced_at", "invoice_url",
-            "red_invoice_no"}
+            "invoice_no",
+            "invoice_status",
+            "invoice_error",
+            "invoiced_at",
+            "invoice_url",
+            "red_invoice_no",
+        }
         assert config.topics() == ["erp.erp.sales_order"]
         assert config.captured_tables() == ["erp.sales_order", "erp.sales_order_line"]
         assert config.kafka.group_id == "syncd"
@@ -68,7 +73,7 @@ class TestDemo:
         for section in ("pipeline:", "metrics:", "logging:", "connector:"):
             start = text.index("\n" + section) + 1
             end = text.index("\n\n", start)
-            text = text[:start] + text[end + 2:]
+            text = text[:start] + text[end + 2 :]
         config = parse_config(text, "c.yaml")
         assert config.metrics.host == "0.0.0.0"
         assert config.pipeline.retry.max_attempts == 10
@@ -78,8 +83,11 @@ class TestDemo:
 
 class TestLocatedErrors:
     def test_unknown_key_names_file_line_path_and_suggestion(self, tmp_path):
-        path, text = broken(tmp_path, "      column: status\n      becomes: CONFIRMED",
-                            "      colum: status\n      becomes: CONFIRMED")
+        path, text = broken(
+            tmp_path,
+            "      column: status\n      becomes: CONFIRMED",
+            "      colum: status\n      becomes: CONFIRMED",
+        )
         line = line_of(text, "colum: status")
         assert problems(path) == [
             f"{path}:{line}: documents.sales_order.qualifies.colum: "
@@ -92,11 +100,14 @@ class TestLocatedErrors:
         path.write_text(text)
         found = problems(path)
         assert len(found) == 2
-        assert found[0] == (f"{path}:{line_of(text, 'groupid')}: kafka.groupid: unknown key "
-                            "'groupid' -- did you mean 'group_id'?")
+        assert found[0] == (
+            f"{path}:{line_of(text, 'groupid')}: kafka.groupid: unknown key "
+            "'groupid' -- did you mean 'group_id'?"
+        )
         assert found[1].endswith(
             "documents.sales_order.snapshot: 'issue_if_uninvoced' is not one of ignore, "
-            "issue_if_uninvoiced -- did you mean 'issue_if_uninvoiced'?")
+            "issue_if_uninvoiced -- did you mean 'issue_if_uninvoiced'?"
+        )
 
     def test_unknown_key_without_close_match_lists_allowed_keys(self, tmp_path):
         path, _ = broken(tmp_path, "  pool_size: 5", "  zzz: 5")
@@ -105,19 +116,25 @@ class TestLocatedErrors:
 
     def test_nested_list_paths(self, tmp_path):
         old = "    reverses:\n      column: status\n      becomes: CANCELLED"
-        new = ("    reverses:\n      all:\n        - {column: status, becomes: CANCELLED}\n"
-               "        - {column: invoice_no, is_nul: false}")
+        new = (
+            "    reverses:\n      all:\n        - {column: status, becomes: CANCELLED}\n"
+            "        - {column: invoice_no, is_nul: false}"
+        )
         path, text = broken(tmp_path, old, new)
         (message,) = problems(path)
         line = line_of(text, "is_nul:")
-        assert message == (f"{path}:{line}: documents.sales_order.reverses.all[1].is_nul: "
-                           "unknown key 'is_nul' -- did you mean 'is_null'?")
+        assert message == (
+            f"{path}:{line}: documents.sales_order.reverses.all[1].is_nul: "
+            "unknown key 'is_nul' -- did you mean 'is_null'?"
+        )
 
     def test_missing_key_points_at_the_parent(self, tmp_path):
         path, text = broken(tmp_path, "      order_by: line_no\n", "")
         (message,) = problems(path)
-        assert message == (f"{path}:{line_of(text, '    lines:')}: documents.sales_order.lines."
-                           "order_by: missing required key 'order_by'")
+        assert message == (
+            f"{path}:{line_of(text, '    lines:')}: documents.sales_order.lines."
+            "order_by: missing required key 'order_by'"
+        )
 
     def test_bad_value_shows_input(self, tmp_path):
         path, text = broken(tmp_path, "  port: 9464", "  port: ninety")
@@ -126,8 +143,11 @@ class TestLocatedErrors:
         assert "(got 'ninety')" in message
 
     def test_secret_values_are_never_echoed(self, tmp_path):
-        path, _ = broken(tmp_path, "  app_secret: syncd-dev-secret-do-not-use-in-production",
-                         "  app_secret: [hunter2]")
+        path, _ = broken(
+            tmp_path,
+            "  app_secret: syncd-dev-secret-do-not-use-in-production",
+            "  app_secret: [hunter2]",
+        )
         (message,) = problems(path)
         assert "hunter2" not in message
         assert "issuer.app_secret" in message
@@ -135,8 +155,9 @@ class TestLocatedErrors:
     def test_duplicate_keys_are_errors(self, tmp_path):
         path, text = broken(tmp_path, "  group_id: syncd", "  group_id: syncd\n  group_id: other")
         (message,) = problems(path)
-        assert message.startswith(f"{path}:{line_of(text, 'group_id: other')}: kafka.group_id: "
-                                  "duplicate key")
+        assert message.startswith(
+            f"{path}:{line_of(text, 'group_id: other')}: kafka.group_id: duplicate key"
+        )
 
     def test_yaml_syntax_error_has_a_line(self, tmp_path):
         path, _ = broken(tmp_path, "  group_id: syncd", "  group_id: [syncd")
@@ -154,15 +175,18 @@ class TestLocatedErrors:
         assert "seller.tax_id" in message and "unified social credit code" in message
 
     def test_field_source_needs_exactly_one_source(self, tmp_path):
-        path, _ = broken(tmp_path, "remark: {template: \"{order_no}\"}",
-                         "remark: {column: remark, const: x}")
+        path, _ = broken(
+            tmp_path, 'remark: {template: "{order_no}"}', "remark: {column: remark, const: x}"
+        )
         (message,) = problems(path)
         assert "documents.sales_order.header.remark: give exactly one of" in message
 
     def test_snapshot_policy_needs_invoice_no_in_source(self, tmp_path):
-        path, _ = broken(tmp_path, "      table: erp.sales_order\n      key_columns: [id]\n"
-                         "      columns:", "      table: erp.invoice_log\n      key_columns: [id]\n"
-                         "      columns:")
+        path, _ = broken(
+            tmp_path,
+            "      table: erp.sales_order\n      key_columns: [id]\n      columns:",
+            "      table: erp.invoice_log\n      key_columns: [id]\n      columns:",
+        )
         (message,) = problems(path)
         assert "use snapshot: ignore" in message
 
@@ -209,10 +233,14 @@ class TestEnvironment:
         with pytest.raises(ConfigError) as exc:
             demo_config()
         found = [str(p) for p in exc.value.problems]
-        assert ("environment SYNCD_KAFKA__BOOTSTRAP_SERVER: kafka.bootstrap_server: unknown key "
-                "'bootstrap_server' -- did you mean 'bootstrap_servers'?") in found
-        assert any(p.startswith("environment SYNCD_PIPELINE__MAX_IN_FLIGHT: "
-                                "pipeline.max_in_flight: ") for p in found)
+        assert (
+            "environment SYNCD_KAFKA__BOOTSTRAP_SERVER: kafka.bootstrap_server: unknown key "
+            "'bootstrap_server' -- did you mean 'bootstrap_servers'?"
+        ) in found
+        assert any(
+            p.startswith("environment SYNCD_PIPELINE__MAX_IN_FLIGHT: pipeline.max_in_flight: ")
+            for p in found
+        )
 
 
 def k8s_secret_volume(root: Path, files: dict[str, str]) -> Path:
@@ -236,19 +264,24 @@ class TestSecrets:
         assert (volume / "dsn").is_symlink()
         text = DEMO_TEXT.replace(
             "  dsn: postgresql+psycopg://postgres@127.0.0.1:15432/erp",
-            f"  dsn_file: {volume / 'dsn'}")
+            f"  dsn_file: {volume / 'dsn'}",
+        )
         config = parse_config(text, "c.yaml")
         assert config.database.dsn_value() == self.DSN  # trailing newline dropped
         assert "p4ss-w0rd" not in repr(config)
         assert "p4ss-w0rd" not in str(config.masked_dump())
         assert config.masked_dump()["database"]["dsn"] == (
-            "postgresql+psycopg://syncd:***@db.internal:5432/erp")
+            "postgresql+psycopg://syncd:***@db.internal:5432/erp"
+        )
 
     def test_secrets_dir_through_kubernetes_symlinks(self, tmp_path):
-        volume = k8s_secret_volume(tmp_path, {
-            "database__dsn": self.DSN,
-            "issuer__app_secret": "platform-secret\n",
-        })
+        volume = k8s_secret_volume(
+            tmp_path,
+            {
+                "database__dsn": self.DSN,
+                "issuer__app_secret": "platform-secret\n",
+            },
+        )
         text = DEMO_TEXT.replace("\nkafka:", f"\nsecrets_dir: {volume}\n\nkafka:", 1)
         config = parse_config(text, "c.yaml")
         assert config.database.dsn_value() == self.DSN
@@ -268,13 +301,17 @@ class TestSecrets:
         (new / "app_secret").write_text("new")
         (volume / "..data").unlink()
         (volume / "..data").symlink_to(new.name)
-        text = DEMO_TEXT.replace("  app_secret: syncd-dev-secret-do-not-use-in-production",
-                                 f"  app_secret_file: {volume / 'app_secret'}")
+        text = DEMO_TEXT.replace(
+            "  app_secret: syncd-dev-secret-do-not-use-in-production",
+            f"  app_secret_file: {volume / 'app_secret'}",
+        )
         assert parse_config(text).issuer.app_secret.get_secret_value() == "new"
 
     def test_missing_secret_file(self, tmp_path):
-        text = DEMO_TEXT.replace("  app_secret: syncd-dev-secret-do-not-use-in-production",
-                                 f"  app_secret_file: {tmp_path / 'absent'}")
+        text = DEMO_TEXT.replace(
+            "  app_secret: syncd-dev-secret-do-not-use-in-production",
+            f"  app_secret_file: {tmp_path / 'absent'}",
+        )
         with pytest.raises(ConfigError) as exc:
             parse_config(text, "c.yaml")
         assert "issuer: cannot read secret file" in str(exc.value)
@@ -284,7 +321,8 @@ class TestSecrets:
         secret.write_text("x")
         text = DEMO_TEXT.replace(
             "  app_secret: syncd-dev-secret-do-not-use-in-production",
-            f"  app_secret: a\n  app_secret_file: {secret}")
+            f"  app_secret: a\n  app_secret_file: {secret}",
+        )
         with pytest.raises(ConfigError) as exc:
             parse_config(text, "c.yaml")
         assert "give either app_secret or app_secret_file" in str(exc.value)
@@ -333,15 +371,21 @@ class TestKafkaSecurity:
         assert "kafka-pass" not in dumped and "hidden" not in dumped
 
     def test_sasl_needs_credentials(self, tmp_path):
-        text = self.config_text(tmp_path, "kafka:\n  bootstrap_servers: b:1\n  topic_prefix: erp\n"
-                                "  security_protocol: SASL_SSL\n  sasl_mechanism: PLAIN\n")
+        text = self.config_text(
+            tmp_path,
+            "kafka:\n  bootstrap_servers: b:1\n  topic_prefix: erp\n"
+            "  security_protocol: SASL_SSL\n  sasl_mechanism: PLAIN\n",
+        )
         with pytest.raises(ConfigError) as exc:
             parse_config(text)
         assert "needs sasl_username and sasl_password" in str(exc.value)
 
     def test_typed_settings_cannot_be_shadowed(self, tmp_path):
-        text = self.config_text(tmp_path, "kafka:\n  bootstrap_servers: b:1\n  topic_prefix: erp\n"
-                                "  properties:\n    sasl.password: x\n")
+        text = self.config_text(
+            tmp_path,
+            "kafka:\n  bootstrap_servers: b:1\n  topic_prefix: erp\n"
+            "  properties:\n    sasl.password: x\n",
+        )
         with pytest.raises(ConfigError) as exc:
             parse_config(text)
         assert "set 'sasl.password' with kafka.sasl_password" in str(exc.value)
@@ -350,11 +394,14 @@ class TestKafkaSecurity:
 def test_documented_example_is_valid(tmp_path):
     from tests.unit.config_helpers import EXAMPLE
 
-    volume = k8s_secret_volume(tmp_path, {
-        "kafka-sasl-password": "kafka-pass\n",
-        "database-dsn": "postgresql+psycopg://syncd:pw@erp-db:5432/erp\n",
-        "issuer-app-secret": "app-secret\n",
-    })
+    volume = k8s_secret_volume(
+        tmp_path,
+        {
+            "kafka-sasl-password": "kafka-pass\n",
+            "database-dsn": "postgresql+psycopg://syncd:pw@erp-db:5432/erp\n",
+            "issuer-app-secret": "app-secret\n",
+        },
+    )
     text = EXAMPLE.read_text(encoding="utf-8").replace("/var/run/secrets/syncd", str(volume))
     config = parse_config(text, "example.yaml")
     doc = config.documents["billing"]
@@ -392,8 +439,9 @@ def _model_keys_of_demo() -> list[tuple[tuple, int, int]]:
             for key_node, value in node.value:
                 key = key_node.value
                 if allowed is not None and key in allowed:
-                    found.append(((*path, key), key_node.start_mark.line,
-                                  key_node.start_mark.column))
+                    found.append(
+                        ((*path, key), key_node.start_mark.line, key_node.start_mark.column)
+                    )
                 walk(value, (*path, key))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
@@ -403,18 +451,23 @@ def _model_keys_of_demo() -> list[tuple[tuple, int, int]]:
     return found
 
 
-@pytest.mark.parametrize(("path", "line", "column"), _model_keys_of_demo(),
-                         ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else None)
+@pytest.mark.parametrize(
+    ("path", "line", "column"),
+    _model_keys_of_demo(),
+    ids=lambda v: ".".join(map(str, v)) if isinstance(v, tuple) else None,
+)
 def test_every_misspelt_key_is_located_and_corrected(path, line, column):
     lines = DEMO_TEXT.splitlines(keepends=True)
     key = str(path[-1])
     text = lines[line]
-    assert text[column:column + len(key)] == key
-    lines[line] = text[:column] + key + "x" + text[column + len(key):]
+    assert text[column : column + len(key)] == key
+    lines[line] = text[:column] + key + "x" + text[column + len(key) :]
     with pytest.raises(ConfigError) as exc:
         parse_config("".join(lines), "demo.yaml")
     dotted = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in path[:-1])
     dotted = dotted.replace(".[", "[")
-    expected = (f"demo.yaml:{line + 1}: {dotted + '.' if dotted else ''}{key}x: unknown key "
-                f"'{key}x' -- did you mean '{key}'?")
+    expected = (
+        f"demo.yaml:{line + 1}: {dotted + '.' if dotted else ''}{key}x: unknown key "
+        f"'{key}x' -- did you mean '{key}'?"
+    )
     assert expected in [str(p) for p in exc.value.problems]

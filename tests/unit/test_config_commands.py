@@ -16,9 +16,19 @@ def write_lines(tmp_path, rows):
     return path
 
 
-LINES = [{"line_no": 1, "item_name": "Consulting service", "tax_code": "3040201000000000000",
-          "spec": None, "unit": "hour", "quantity": "2", "unit_price": "82.57",
-          "tax_rate": "0.09", "discount_amount": 0}]
+LINES = [
+    {
+        "line_no": 1,
+        "item_name": "Consulting service",
+        "tax_code": "3040201000000000000",
+        "spec": None,
+        "unit": "hour",
+        "quantity": "2",
+        "unit_price": "82.57",
+        "tax_rate": "0.09",
+        "discount_amount": 0,
+    }
+]
 
 
 def test_check_config_prints_resolved_config_masked(capsys):
@@ -55,8 +65,11 @@ def test_preview_issue_with_offline_lines(tmp_path, capsys):
     assert out["decision"]["reason"] == "status became CONFIRMED"
     assert out["decision"]["key"] == {"id": 42}
     assert out["invoice"]["serial"] == out["decision"]["serial"]
-    assert out["invoice"]["totals"] == {"net_amount": "165.14", "tax_amount": "14.86",
-                                        "gross_amount": "180.00"}
+    assert out["invoice"]["totals"] == {
+        "net_amount": "165.14",
+        "tax_amount": "14.86",
+        "gross_amount": "180.00",
+    }
     assert out["invoice"]["remark"] == "SO-2026-000042"
     assert out["problems"] == []
 
@@ -118,8 +131,9 @@ def test_preview_reversal_from_a_blue_file(tmp_path, capsys):
     assert main(["preview", "-c", str(DEMO), "--event", str(EVENT), "--lines", str(lines)]) == 0
     blue = tmp_path / "blue.json"
     blue.write_text(json.dumps(json.loads(capsys.readouterr().out)["invoice"]))
-    code = main(["preview", "-c", str(DEMO), "--event", str(cancellation(tmp_path)),
-                 "--blue", str(blue)])
+    code = main(
+        ["preview", "-c", str(DEMO), "--event", str(cancellation(tmp_path)), "--blue", str(blue)]
+    )
     out = json.loads(capsys.readouterr().out)
     assert code == 0, out["problems"]
     assert out["decision"]["action"] == "reverse"
@@ -135,7 +149,16 @@ def test_preview_reversal_from_a_blue_file(tmp_path, capsys):
 def test_preview_reversal_needs_the_invoice_number_with_blue_file(tmp_path, capsys):
     blue = tmp_path / "blue.json"
     blue.write_text("{}")
-    code = main(["preview", "-c", str(DEMO), "--event", str(cancellation(tmp_path, None)),
-                 "--blue", str(blue)])
+    code = main(
+        [
+            "preview",
+            "-c",
+            str(DEMO),
+            "--event",
+            str(cancellation(tmp_path, None)),
+            "--blue",
+            str(blue),
+        ]
+    )
     assert code == 2
     assert "not an invoice" in capsys.readouterr().err

@@ -25,8 +25,12 @@ def test_settings_syncd_relies_on():
     assert body["name"] == "erp-demo"
     conf = body["config"]
     assert conf["connector.class"] == "io.debezium.connector.postgresql.PostgresConnector"
-    assert (conf["database.hostname"], conf["database.port"], conf["database.user"],
-            conf["database.dbname"]) == ("127.0.0.1", "15432", "postgres", "erp")
+    assert (
+        conf["database.hostname"],
+        conf["database.port"],
+        conf["database.user"],
+        conf["database.dbname"],
+    ) == ("127.0.0.1", "15432", "postgres", "erp")
     assert conf["topic.prefix"] == "erp"
     assert conf["plugin.name"] == "pgoutput"
     assert conf["publication.autocreate.mode"] == "filtered"
@@ -41,10 +45,14 @@ def test_settings_syncd_relies_on():
 
 
 def test_password_is_a_placeholder_never_the_dsn_password():
-    text = DEMO.read_text().replace(
-        "postgresql+psycopg://postgres@127.0.0.1:15432/erp",
-        "postgresql+psycopg://syncd:topsecret@db.prod:5433/erp",
-    ).replace('  password: ""                      # loopback trust on the dev cluster\n', "")
+    text = (
+        DEMO.read_text()
+        .replace(
+            "postgresql+psycopg://postgres@127.0.0.1:15432/erp",
+            "postgresql+psycopg://syncd:topsecret@db.prod:5433/erp",
+        )
+        .replace('  password: ""                      # loopback trust on the dev cluster\n', "")
+    )
     body = render(parse_config(text))
     assert "topsecret" not in json.dumps(body)
     assert body["config"]["database.password"].startswith("${file:")
@@ -52,9 +60,11 @@ def test_password_is_a_placeholder_never_the_dsn_password():
 
 
 def test_name_override_and_extra_properties():
-    text = DEMO.read_text().replace(
-        "  heartbeat_interval_ms: 10000\n", "  heartbeat_interval_ms: 5000\n").replace(
-        "  extra:\n", "  extra:\n    slot.drop.on.stop: \"false\"\n")
+    text = (
+        DEMO.read_text()
+        .replace("  heartbeat_interval_ms: 10000\n", "  heartbeat_interval_ms: 5000\n")
+        .replace("  extra:\n", '  extra:\n    slot.drop.on.stop: "false"\n')
+    )
     body = render(parse_config(text), name="other")
     assert body["name"] == "other"
     assert body["config"]["heartbeat.interval.ms"] == "5000"
@@ -83,7 +93,8 @@ def test_example_connector_uses_its_own_host_user_and_placeholder(tmp_path):
     assert conf["database.user"] == "debezium"
     assert conf["database.dbname"] == "erp"
     assert conf["database.password"] == (
-        "${file:/opt/kafka/external-secrets/erp-db.properties:password}")
+        "${file:/opt/kafka/external-secrets/erp-db.properties:password}"
+    )
     assert conf["table.include.list"] == "sales.billing_document,sales.billing_document_item"
     assert conf["slot.max.retries"] == "10"
     assert "pw@" not in json.dumps(conf)

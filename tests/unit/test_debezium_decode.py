@@ -38,8 +38,12 @@ OPTIONS = DecodeOptions()
 PLACEHOLDER = "__debezium_unavailable_value"
 
 
-def decode(value: Any, key: Any = None, options: DecodeOptions = OPTIONS,
-           position: RecordPosition = POSITION) -> Any:
+def decode(
+    value: Any,
+    key: Any = None,
+    options: DecodeOptions = OPTIONS,
+    position: RecordPosition = POSITION,
+) -> Any:
     """Decode through both entry points and insist they agree."""
     from_bytes = decode_record(position, wire(key), wire(value), options)
     from_json = decode_json(position, key, value, options)
@@ -59,8 +63,12 @@ def one_column(schema_field: dict[str, Any], wire_value: Any, **kw: Any) -> Any:
     return event.after[schema_field["field"]]
 
 
-def fails(value: Any, key: Any = None, options: DecodeOptions = OPTIONS,
-          position: RecordPosition = POSITION) -> str:
+def fails(
+    value: Any,
+    key: Any = None,
+    options: DecodeOptions = OPTIONS,
+    position: RecordPosition = POSITION,
+) -> str:
     """Both entry points raise DecodeError; returns the reason."""
     with pytest.raises(DecodeError) as from_json:
         decode_json(position, key, value, options)
@@ -68,8 +76,9 @@ def fails(value: Any, key: Any = None, options: DecodeOptions = OPTIONS,
     return from_json.value.reason
 
 
-def fails_bytes(value: bytes | None, key: bytes | None = None,
-                position: RecordPosition = POSITION) -> str:
+def fails_bytes(
+    value: bytes | None, key: bytes | None = None, position: RecordPosition = POSITION
+) -> str:
     with pytest.raises(DecodeError) as caught:
         decode_record(position, key, value, OPTIONS)
     assert caught.value.position == position
@@ -135,7 +144,7 @@ def test_values_the_fast_parser_refuses_still_decode():
     body = wire(payload("c", after={"id": 1, "big": "N", "ratio": "R"}))
     assert body is not None
     body = body.replace(b'"big":"N"', b'"big":123456789012345678901234567890')
-    body = body.replace(b'"ratio":"R"', b"\"ratio\":NaN")
+    body = body.replace(b'"ratio":"R"', b'"ratio":NaN')
     event = decode_record(POSITION, None, body, OPTIONS)
     assert event.after["big"] == 123456789012345678901234567890
     assert event.after["ratio"].is_nan()
@@ -185,20 +194,48 @@ def test_doubles_are_never_kept_as_floats():
         ("org.apache.kafka.connect.data.Time", "int32", 30600500, time(8, 30, 0, 500000)),
         ("io.debezium.time.MicroTime", "int64", 86399999999, time(23, 59, 59, 999999)),
         ("io.debezium.time.NanoTime", "int64", 30600500000001, time(8, 30, 0, 500000)),
-        ("io.debezium.time.Timestamp", "int64", 1709296496789,
-         datetime(2024, 3, 1, 12, 34, 56, 789000)),
-        ("org.apache.kafka.connect.data.Timestamp", "int64", -1,
-         datetime(1969, 12, 31, 23, 59, 59, 999000)),
-        ("io.debezium.time.MicroTimestamp", "int64", 1709296496789012,
-         datetime(2024, 3, 1, 12, 34, 56, 789012)),
-        ("io.debezium.time.NanoTimestamp", "int64", 1709296496789012345,
-         datetime(2024, 3, 1, 12, 34, 56, 789012)),
-        ("io.debezium.time.ZonedTimestamp", "string", "2024-03-01T02:00:00.000000Z",
-         datetime(2024, 3, 1, 2, 0, tzinfo=UTC)),
-        ("io.debezium.time.ZonedTimestamp", "string", "2024-03-01T10:00:00+08:00",
-         datetime(2024, 3, 1, 2, 0, tzinfo=UTC)),
-        ("io.debezium.time.ZonedTime", "string", "08:30:00.5+02:00",
-         time(8, 30, 0, 500000, tzinfo=timezone(timedelta(hours=2)))),
+        (
+            "io.debezium.time.Timestamp",
+            "int64",
+            1709296496789,
+            datetime(2024, 3, 1, 12, 34, 56, 789000),
+        ),
+        (
+            "org.apache.kafka.connect.data.Timestamp",
+            "int64",
+            -1,
+            datetime(1969, 12, 31, 23, 59, 59, 999000),
+        ),
+        (
+            "io.debezium.time.MicroTimestamp",
+            "int64",
+            1709296496789012,
+            datetime(2024, 3, 1, 12, 34, 56, 789012),
+        ),
+        (
+            "io.debezium.time.NanoTimestamp",
+            "int64",
+            1709296496789012345,
+            datetime(2024, 3, 1, 12, 34, 56, 789012),
+        ),
+        (
+            "io.debezium.time.ZonedTimestamp",
+            "string",
+            "2024-03-01T02:00:00.000000Z",
+            datetime(2024, 3, 1, 2, 0, tzinfo=UTC),
+        ),
+        (
+            "io.debezium.time.ZonedTimestamp",
+            "string",
+            "2024-03-01T10:00:00+08:00",
+            datetime(2024, 3, 1, 2, 0, tzinfo=UTC),
+        ),
+        (
+            "io.debezium.time.ZonedTime",
+            "string",
+            "08:30:00.5+02:00",
+            time(8, 30, 0, 500000, tzinfo=timezone(timedelta(hours=2))),
+        ),
         ("io.debezium.time.ZonedTime", "string", "08:30:00Z", time(8, 30, tzinfo=UTC)),
         ("io.debezium.time.Year", "int32", 2024, 2024),
         ("io.debezium.time.Interval", "string", "P1Y2M3DT4H5M6.78S", "P1Y2M3DT4H5M6.78S"),
@@ -237,24 +274,50 @@ def test_bad_temporal_values(name, type_, wire_value, needle):
     ("schema_field", "wire_value", "expected"),
     [
         (field("doc", "string", "io.debezium.data.Json"), '{"a": 1}', '{"a": 1}'),
-        (field("uid", "string", "io.debezium.data.Uuid"),
-         "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
-        (field("mood", "string", "io.debezium.data.Enum", parameters={"allowed": "a,b"}),
-         "a", "a"),
-        (field("tags", "string", "io.debezium.data.EnumSet", parameters={"allowed": "x,y"}),
-         "x,y", "x,y"),
-        (field("bits", "bytes", "io.debezium.data.Bits", parameters={"length": "8"}),
-         "Bw==", b"\x07"),
+        (
+            field("uid", "string", "io.debezium.data.Uuid"),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        ),
+        (field("mood", "string", "io.debezium.data.Enum", parameters={"allowed": "a,b"}), "a", "a"),
+        (
+            field("tags", "string", "io.debezium.data.EnumSet", parameters={"allowed": "x,y"}),
+            "x,y",
+            "x,y",
+        ),
+        (
+            field("bits", "bytes", "io.debezium.data.Bits", parameters={"length": "8"}),
+            "Bw==",
+            b"\x07",
+        ),
         (field("blob", "bytes"), "3q2+7w==", b"\xde\xad\xbe\xef"),
         (field("flag", "boolean"), False, False),
         (field("n", "int16"), -3, -3),
-        (field("names", "array", items={"type": "string", "optional": True}), ["a", None],
-         ["a", None]),
-        (field("attrs", "map", keys={"type": "string", "optional": False},
-               values={"type": "string", "optional": True}), {"k": "v"}, {"k": "v"}),
-        (field("ints", "map", keys={"type": "int32", "optional": False},
-               values={"type": "double", "optional": True}), [[1, 0.5]],
-         {"1": Decimal("0.5")}),
+        (
+            field("names", "array", items={"type": "string", "optional": True}),
+            ["a", None],
+            ["a", None],
+        ),
+        (
+            field(
+                "attrs",
+                "map",
+                keys={"type": "string", "optional": False},
+                values={"type": "string", "optional": True},
+            ),
+            {"k": "v"},
+            {"k": "v"},
+        ),
+        (
+            field(
+                "ints",
+                "map",
+                keys={"type": "int32", "optional": False},
+                values={"type": "double", "optional": True},
+            ),
+            [[1, 0.5]],
+            {"1": Decimal("0.5")},
+        ),
     ],
 )
 def test_other_types(schema_field, wire_value, expected):
@@ -283,13 +346,27 @@ def test_unknown_debezium_type_needing_conversion_is_a_decode_error_naming_it():
         (field("doc", "string", "io.debezium.data.Json"), PLACEHOLDER),
         (field("blob", "bytes"), base64.b64encode(PLACEHOLDER.encode()).decode()),
         (field("tags", "array", items={"type": "string", "optional": True}), [PLACEHOLDER]),
-        (field("nums", "array", items={"type": "int32", "optional": True}),
-         list(PLACEHOLDER.encode())),
-        (field("ids", "array", items={"type": "string", "optional": True,
-                                       "name": "io.debezium.data.Uuid"}),
-         ["7ab1d8ac-fd5e-3ea9-9c3e-0d2b5e6b9e5d"]),
-        (field("attrs", "map", keys={"type": "string", "optional": False},
-               values={"type": "string", "optional": True}), {PLACEHOLDER: PLACEHOLDER}),
+        (
+            field("nums", "array", items={"type": "int32", "optional": True}),
+            list(PLACEHOLDER.encode()),
+        ),
+        (
+            field(
+                "ids",
+                "array",
+                items={"type": "string", "optional": True, "name": "io.debezium.data.Uuid"},
+            ),
+            ["7ab1d8ac-fd5e-3ea9-9c3e-0d2b5e6b9e5d"],
+        ),
+        (
+            field(
+                "attrs",
+                "map",
+                keys={"type": "string", "optional": False},
+                values={"type": "string", "optional": True},
+            ),
+            {PLACEHOLDER: PLACEHOLDER},
+        ),
     ],
 )
 def test_toast_placeholder_becomes_unavailable_never_the_string(schema_field, wire_value):
@@ -354,9 +431,11 @@ def test_message_op():
 
 
 def test_transaction_block_id_is_reduced_to_the_stable_txid():
-    body = payload("c", after={"id": 1, "status": "DRAFT"},
-                   transaction={"id": "771:24023984", "total_order": 2,
-                                "data_collection_order": 1})
+    body = payload(
+        "c",
+        after={"id": 1, "status": "DRAFT"},
+        transaction={"id": "771:24023984", "total_order": 2, "data_collection_order": 1},
+    )
     assert decode(body).transaction_id == "771"
 
 
@@ -380,10 +459,21 @@ def test_source_snapshot_is_a_string(snapshot, expected):
 
 def test_mysql_source_names_db_table():
     mysql = {
-        "version": "3.6.1.Final", "connector": "mysql", "name": "erp", "ts_ms": 1,
-        "snapshot": "false", "db": "shop", "sequence": None, "table": "orders",
-        "server_id": 223344, "gtid": None, "file": "mysql-bin.000003", "pos": 154,
-        "row": 0, "thread": 7, "query": None,
+        "version": "3.6.1.Final",
+        "connector": "mysql",
+        "name": "erp",
+        "ts_ms": 1,
+        "snapshot": "false",
+        "db": "shop",
+        "sequence": None,
+        "table": "orders",
+        "server_id": 223344,
+        "gtid": None,
+        "file": "mysql-bin.000003",
+        "pos": 154,
+        "row": 0,
+        "thread": 7,
+        "query": None,
     }
     event = decode(payload("c", after={"id": 1}, src=mysql))
     assert event.table == "shop.orders"
@@ -430,8 +520,13 @@ def test_heartbeat():
     beat = decode({"ts_ms": 1767225600000}, key={"serverName": "erp"}, position=HEARTBEAT)
     assert beat == Heartbeat(HEARTBEAT, 1767225600000)
     with_schemas = with_schema(
-        {"type": "struct", "fields": [{"type": "int64", "optional": False, "field": "ts_ms"}],
-         "optional": False, "name": "io.debezium.connector.common.Heartbeat", "version": 1},
+        {
+            "type": "struct",
+            "fields": [{"type": "int64", "optional": False, "field": "ts_ms"}],
+            "optional": False,
+            "name": "io.debezium.connector.common.Heartbeat",
+            "version": 1,
+        },
         {"ts_ms": 1767225600000},
     )
     assert decode(with_schemas, position=HEARTBEAT) == beat
@@ -446,24 +541,36 @@ TX = RecordPosition("erp.transaction", 0, 9)
 
 def test_transaction_markers():
     begin = decode(
-        {"status": "BEGIN", "id": "771:24023984", "event_count": None,
-         "data_collections": None, "ts_ms": 1},
-        key={"id": "771:24023984"}, position=TX,
+        {
+            "status": "BEGIN",
+            "id": "771:24023984",
+            "event_count": None,
+            "data_collections": None,
+            "ts_ms": 1,
+        },
+        key={"id": "771:24023984"},
+        position=TX,
     )
     assert begin == TransactionMarker(TX, "BEGIN", "771", None, ())
     end = decode(
-        {"status": "END", "id": "771:24024400", "event_count": 3,
-         "data_collections": [
-             {"data_collection": "erp.sales_order", "event_count": 1},
-             {"data_collection": "erp.sales_order_line", "event_count": 2},
-         ], "ts_ms": 1},
+        {
+            "status": "END",
+            "id": "771:24024400",
+            "event_count": 3,
+            "data_collections": [
+                {"data_collection": "erp.sales_order", "event_count": 1},
+                {"data_collection": "erp.sales_order_line", "event_count": 2},
+            ],
+            "ts_ms": 1,
+        },
         position=TX,
     )
     assert end == TransactionMarker(
         TX, "END", "771", 3, (("erp.sales_order", 1), ("erp.sales_order_line", 2))
     )
-    mysql_gtid = decode({"status": "BEGIN", "id": "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"},
-                        position=TX)
+    mysql_gtid = decode(
+        {"status": "BEGIN", "id": "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"}, position=TX
+    )
     assert mysql_gtid.transaction_id == "3e11fa47-71ca-11e1-9e33-c80aa9429562:23"
     assert "status" in fails({"status": "COMMIT", "id": "1"}, position=TX)
     assert "data_collections" in fails(
@@ -479,15 +586,22 @@ def flat(row: dict[str, Any], **meta: Any) -> dict[str, Any]:
 
 
 def test_flattened_create_update_delete():
-    create = decode(flat({"id": 1, "status": "DRAFT"}, op="c", table="sales_order",
-                         lsn=24023984, source_ts_ms=1767225600000, deleted="false"))
+    create = decode(
+        flat(
+            {"id": 1, "status": "DRAFT"},
+            op="c",
+            table="sales_order",
+            lsn=24023984,
+            source_ts_ms=1767225600000,
+            deleted="false",
+        )
+    )
     assert create.op is Op.CREATE
     assert create.table == "erp.sales_order"  # schema from the topic name
     assert create.after == {"id": 1, "status": "DRAFT"}
     assert create.before is None
     assert create.lsn == 24023984 and create.source_ts_ms == 1767225600000
-    delete = decode(flat({"id": 1, "status": "DRAFT"}, op="d", table="sales_order",
-                         deleted="true"))
+    delete = decode(flat({"id": 1, "status": "DRAFT"}, op="d", table="sales_order", deleted="true"))
     assert delete.op is Op.DELETE
     assert delete.before == {"id": 1, "status": "DRAFT"}
     assert delete.after is None
@@ -517,11 +631,25 @@ def test_flattened_with_schema():
         field("__lsn", "int64"),
         field("__source_ts_ms", "int64"),
     ]
-    schema = {"type": "struct", "fields": fields, "optional": False,
-              "name": "erp.erp.sales_order.Value"}
-    event = decode(with_schema(schema, flat({"id": 1, "total_amount": "EtaH"}, deleted="false",
-                                            op="u", table="sales_order", lsn=5,
-                                            source_ts_ms=6)))
+    schema = {
+        "type": "struct",
+        "fields": fields,
+        "optional": False,
+        "name": "erp.erp.sales_order.Value",
+    }
+    event = decode(
+        with_schema(
+            schema,
+            flat(
+                {"id": 1, "total_amount": "EtaH"},
+                deleted="false",
+                op="u",
+                table="sales_order",
+                lsn=5,
+                source_ts_ms=6,
+            ),
+        )
+    )
     assert event.after == {"id": 1, "total_amount": Decimal("12345.67")}
     assert event.op is Op.UPDATE
 
@@ -595,8 +723,11 @@ def test_wrong_envelopes(value, needle):
 
 
 def test_bad_values_against_the_schema():
-    fields = [field("id", "int64", optional=False), decimal_field("amount", 2),
-              field("flag", "boolean")]
+    fields = [
+        field("id", "int64", optional=False),
+        decimal_field("amount", 2),
+        field("flag", "boolean"),
+    ]
     schema = envelope_schema(fields)
     assert "after.amount: invalid base64" in fails(
         with_schema(schema, payload("c", after={"id": 1, "amount": "not base64!"}))
@@ -611,8 +742,10 @@ def test_bad_values_against_the_schema():
         with_schema(schema, payload("c", after={"id": 1, "surprise": 1}))
     )
     assert "scale" in fails(
-        with_schema(envelope_schema([field("a", "bytes", "org.apache.kafka.connect.data.Decimal")]),
-                    payload("c", after={"a": "AQ=="}))
+        with_schema(
+            envelope_schema([field("a", "bytes", "org.apache.kafka.connect.data.Decimal")]),
+            payload("c", after={"a": "AQ=="}),
+        )
     )
 
 

@@ -42,14 +42,61 @@ json_scalars = (
     | st.integers(min_value=-(2**70), max_value=2**70)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
-    | st.sampled_from(["c", "u", "d", "r", "t", "m", "EtaH", "__debezium_unavailable_value",
-                       "true", "false", "BEGIN", "END", "struct", "int64", "bytes"])
+    | st.sampled_from(
+        [
+            "c",
+            "u",
+            "d",
+            "r",
+            "t",
+            "m",
+            "EtaH",
+            "__debezium_unavailable_value",
+            "true",
+            "false",
+            "BEGIN",
+            "END",
+            "struct",
+            "int64",
+            "bytes",
+        ]
+    )
 )
 KEYS = st.sampled_from(
-    ["schema", "payload", "op", "before", "after", "source", "table", "schema", "db",
-     "ts_ms", "snapshot", "type", "fields", "field", "name", "parameters", "scale", "value",
-     "items", "values", "keys", "id", "status", "data_collections", "event_count",
-     "__op", "__deleted", "__table", "__lsn", "transaction", "message", "lsn"]
+    [
+        "schema",
+        "payload",
+        "op",
+        "before",
+        "after",
+        "source",
+        "table",
+        "schema",
+        "db",
+        "ts_ms",
+        "snapshot",
+        "type",
+        "fields",
+        "field",
+        "name",
+        "parameters",
+        "scale",
+        "value",
+        "items",
+        "values",
+        "keys",
+        "id",
+        "status",
+        "data_collections",
+        "event_count",
+        "__op",
+        "__deleted",
+        "__table",
+        "__lsn",
+        "transaction",
+        "message",
+        "lsn",
+    ]
 ) | st.text(max_size=8)
 json_values = st.recursive(
     json_scalars,
@@ -130,8 +177,23 @@ def test_mutated_real_records(record):
 
 
 SCHEMA_TYPES = st.sampled_from(
-    ["int8", "int16", "int32", "int64", "float", "double", "boolean", "string", "bytes",
-     "array", "map", "struct", "decimal", None, 5]
+    [
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "float",
+        "double",
+        "boolean",
+        "string",
+        "bytes",
+        "array",
+        "map",
+        "struct",
+        "decimal",
+        None,
+        5,
+    ]
 )
 SCHEMA_NAMES = st.none() | st.sampled_from(
     [
@@ -188,15 +250,24 @@ def test_arbitrary_column_schemas_and_values(column, value, schemas_on):
         "fields": [
             {**row_schema, "field": "before"},
             {**row_schema, "field": "after"},
-            {"type": "struct", "fields": [], "optional": False, "field": "source",
-             "name": "io.debezium.connector.postgresql.Source"},
+            {
+                "type": "struct",
+                "fields": [],
+                "optional": False,
+                "field": "source",
+                "name": "io.debezium.connector.postgresql.Source",
+            },
             {"type": "string", "optional": False, "field": "op"},
         ],
         "optional": False,
         "name": "t.Envelope",
     }
-    body = {"before": None, "after": {"v": value}, "op": "c",
-            "source": {"schema": "golden", "table": "all_types", "ts_ms": 1}}
+    body = {
+        "before": None,
+        "after": {"v": value},
+        "op": "c",
+        "source": {"schema": "golden", "table": "all_types", "ts_ms": 1},
+    }
     doc = {"schema": envelope, "payload": body} if schemas_on else body
     position = RecordPosition("golden_x.golden.all_types", 0, 1)
     only_decode_errors(lambda: decode_json(position, None, doc, OPTIONS))

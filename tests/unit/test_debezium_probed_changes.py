@@ -93,7 +93,9 @@ CASES = {
     "snapshot of an invoiced order": ("r", lambda: invoiced("CONFIRMED")),
     # ignored with the document's identity, which only the record's key holds
     "invoiced insert without its key column": (
-        "c", lambda: {k: v for k, v in invoiced("CONFIRMED").items() if k != "id"}),
+        "c",
+        lambda: {k: v for k, v in invoiced("CONFIRMED").items() if k != "id"},
+    ),
 }
 
 

@@ -22,8 +22,16 @@ from tests.unit.debezium_events import (
     with_schema,
 )
 
-OWN = frozenset({"invoice_no", "invoice_status", "invoice_error", "invoiced_at",
-                 "invoice_url", "red_invoice_no"})
+OWN = frozenset(
+    {
+        "invoice_no",
+        "invoice_status",
+        "invoice_error",
+        "invoiced_at",
+        "invoice_url",
+        "red_invoice_no",
+    }
+)
 QUIET = DecodeOptions(quiet_update_columns={"erp.sales_order": OWN})
 
 
@@ -42,8 +50,12 @@ def confirmed() -> dict[str, Any]:
 
 def written_back() -> dict[str, Any]:
     row = confirmed()
-    row.update(invoice_no="26312000000000000004", invoice_status="ISSUED",
-               invoiced_at="2026-01-01T02:00:01.000000Z", invoice_url="http://x/inv.xml")
+    row.update(
+        invoice_no="26312000000000000004",
+        invoice_status="ISSUED",
+        invoiced_at="2026-01-01T02:00:01.000000Z",
+        invoice_url="http://x/inv.xml",
+    )
     return row
 
 
@@ -105,8 +117,10 @@ CASES = {
     "write-back echo": (confirmed, written_back),
     "nothing changed": (confirmed, confirmed),
     "confirmation": (lambda: sales_order_row("DRAFT"), confirmed),
-    "cancellation of an invoiced row": (written_back,
-                                        lambda: {**written_back(), "status": "CANCELLED"}),
+    "cancellation of an invoiced row": (
+        written_back,
+        lambda: {**written_back(), "status": "CANCELLED"},
+    ),
     "remark edited after invoicing": (written_back, lambda: {**written_back(), "remark": "x"}),
 }
 

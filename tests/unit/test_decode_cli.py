@@ -59,8 +59,13 @@ def test_reads_stdin(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(record)))
     code, out, _ = run_cli(capsys)
     assert code == 0
-    assert out == {"kind": "tombstone", "topic": "erp.erp.sales_order", "partition": 0,
-                   "offset": 42, "key": {"id": 7}}
+    assert out == {
+        "kind": "tombstone",
+        "topic": "erp.erp.sales_order",
+        "partition": 0,
+        "offset": 42,
+        "key": {"id": 7},
+    }
 
 
 def test_unavailable_values_render_as_an_object(tmp_path, capsys):
@@ -73,12 +78,14 @@ def test_unavailable_values_render_as_an_object(tmp_path, capsys):
 def test_decimal_scale_option_for_schemaless_precise_decimals(tmp_path, capsys):
     record = kafka_record(payload("c", after={"id": 7, "total_amount": "7Sl5"}), {"id": 7})
     path = write_event(tmp_path, record)
-    code, out, _ = run_cli(capsys, "--event", path,
-                           "--decimal-scale", "erp.sales_order.total_amount=2")
+    code, out, _ = run_cli(
+        capsys, "--event", path, "--decimal-scale", "erp.sales_order.total_amount=2"
+    )
     assert code == 0
     assert out["after"]["total_amount"] == "-12345.67"
-    code, out, err = run_cli(capsys, "--event", path,
-                             "--decimal-column", "erp.sales_order.total_amount")
+    code, out, err = run_cli(
+        capsys, "--event", path, "--decimal-column", "erp.sales_order.total_amount"
+    )
     assert code == 2
     assert out is None
     assert err.startswith("syncd decode: erp.erp.sales_order[0]@42: after.total_amount: ")
@@ -90,15 +97,24 @@ def test_heartbeat_and_transaction_kinds(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "--event", write_event(tmp_path, beat))
     assert (code, out["kind"], out["ts_ms"]) == (0, "heartbeat", 5)
     end = kafka_record(
-        {"status": "END", "id": "771:1", "event_count": 1,
-         "data_collections": [{"data_collection": "erp.sales_order", "event_count": 1}]},
+        {
+            "status": "END",
+            "id": "771:1",
+            "event_count": 1,
+            "data_collections": [{"data_collection": "erp.sales_order", "event_count": 1}],
+        },
         topic="erp.transaction",
     )
     code, out, _ = run_cli(capsys, "--event", write_event(tmp_path, end))
     assert code == 0
     assert out == {
-        "kind": "transaction", "topic": "erp.transaction", "partition": 0, "offset": 42,
-        "status": "END", "id": "771", "event_count": 1,
+        "kind": "transaction",
+        "topic": "erp.transaction",
+        "partition": 0,
+        "offset": 42,
+        "status": "END",
+        "id": "771",
+        "event_count": 1,
         "data_collections": [{"data_collection": "erp.sales_order", "event_count": 1}],
     }
 
@@ -109,8 +125,10 @@ def test_heartbeat_and_transaction_kinds(tmp_path, capsys):
         ("not json", "syncd decode: "),
         ("[]", "expected an object {topic, partition, offset, key, value}"),
         ('{"topic": "t", "partition": 0}', "missing offset, key, value"),
-        ('{"topic": 1, "partition": 0, "offset": 1, "key": null, "value": {}}',
-         "topic must be a string"),
+        (
+            '{"topic": 1, "partition": 0, "offset": 1, "key": null, "value": {}}',
+            "topic must be a string",
+        ),
     ],
 )
 def test_bad_input_files(tmp_path, capsys, content, needle):
@@ -124,8 +142,7 @@ def test_bad_input_files(tmp_path, capsys, content, needle):
 
 
 def test_undecodable_record_exit_code_and_message(tmp_path, capsys):
-    record = kafka_record({"op": "x", "after": {"id": 1}, "source": source()}, key_doc(1),
-                          offset=9)
+    record = kafka_record({"op": "x", "after": {"id": 1}, "source": source()}, key_doc(1), offset=9)
     code, out, err = run_cli(capsys, "--event", write_event(tmp_path, record))
     assert code == 2
     assert out is None
@@ -179,10 +196,16 @@ def test_value_rendering(value, rendered):
 
 def test_record_rendering_has_no_floats_and_no_placeholder():
     event = ChangeEvent(
-        position=RecordPosition("t", 1, 2), op=Op.UPDATE, table="erp.sales_order",
-        key={"id": 1}, before=None,
+        position=RecordPosition("t", 1, 2),
+        op=Op.UPDATE,
+        table="erp.sales_order",
+        key={"id": 1},
+        before=None,
         after={"amount": Decimal("0.10"), "remark": UNAVAILABLE},
-        source_ts_ms=3, snapshot=False, transaction_id="771", lsn=9,
+        source_ts_ms=3,
+        snapshot=False,
+        transaction_id="771",
+        lsn=9,
     )
     text = json.dumps(record_to_json(event))
     assert '"amount": "0.10"' in text

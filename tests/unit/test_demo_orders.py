@@ -80,8 +80,13 @@ def test_valid_orders_map_to_valid_invoices_and_invalid_ones_do_not(seed: int) -
     orders = build_orders(60, seed=seed, invalid_ratio=0.1)
     problems: Counter[str] = Counter()
     for n, order in enumerate(orders, start=1):
-        row = {**asdict(order), "id": n, "currency": "CNY", "status": "CONFIRMED",
-               "cancel_reason": None}
+        row = {
+            **asdict(order),
+            "id": n,
+            "currency": "CNY",
+            "status": "CONFIRMED",
+            "cancel_reason": None,
+        }
         lines = [asdict(ln) for ln in order.lines]
         ident = DocumentIdentity.of("sales_order", doc.table, [("id", n)], DocumentKind.ISSUE)
         mapped = build_blue(doc, row, lines, ident)

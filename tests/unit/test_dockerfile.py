@@ -26,7 +26,7 @@ def _stages() -> list[list[str]]:
 
 
 def _instr(stage: list[str], name: str) -> list[str]:
-    return [line[len(name) + 1:].strip() for line in stage if line.upper().startswith(name + " ")]
+    return [line[len(name) + 1 :].strip() for line in stage if line.upper().startswith(name + " ")]
 
 
 def test_multi_stage_with_slim_base() -> None:

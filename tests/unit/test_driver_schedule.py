@@ -19,9 +19,15 @@ class StubDriver(Driver):
     """Each step records its start and asks to be looked at again in `again` seconds."""
 
     def __init__(self, again: float | None) -> None:
-        super().__init__(engine=None, issuer=None, config=None,  # type: ignore[arg-type]
-                         metrics=Metrics(CollectorRegistry()), owner="test", workers=4,
-                         policy=RetryPolicy())
+        super().__init__(
+            engine=None,
+            issuer=None,
+            config=None,  # type: ignore[arg-type]
+            metrics=Metrics(CollectorRegistry()),
+            owner="test",
+            workers=4,
+            policy=RetryPolicy(),
+        )
         self.again = again
         self.steps: list[int] = []
         self.concurrent = 0
@@ -131,9 +137,15 @@ class CommittingStub(Driver):
     and the post-commit bookkeeping of the first batch blows up."""
 
     def __init__(self) -> None:
-        super().__init__(engine=None, issuer=None, config=None,  # type: ignore[arg-type]
-                         metrics=Metrics(CollectorRegistry()), owner="test", workers=2,
-                         policy=RetryPolicy())
+        super().__init__(
+            engine=None,
+            issuer=None,
+            config=None,  # type: ignore[arg-type]
+            metrics=Metrics(CollectorRegistry()),
+            owner="test",
+            workers=2,
+            policy=RetryPolicy(),
+        )
         self.committed: list[int] = []
         self.explode = True
 
@@ -141,8 +153,15 @@ class CommittingStub(Driver):
         from syncd.pipeline.driver import _Write
 
         row = SimpleNamespace(id=doc_id, state=DocumentState.READY)
-        return _Write(row, None, DocumentState.ISSUED, "test", {},  # type: ignore[arg-type]
-                      next_attempt_at=None, polls=0)
+        return _Write(
+            row,
+            None,
+            DocumentState.ISSUED,
+            "test",
+            {},  # type: ignore[arg-type]
+            next_attempt_at=None,
+            polls=0,
+        )
 
     def _write(self, batch: Any) -> Any:
         return [w.row for w in batch]

@@ -41,9 +41,14 @@ def clock() -> FakeClock:
 @pytest.fixture
 def server(clock: FakeClock) -> Iterator[HealthServer]:
     metrics = Metrics(CollectorRegistry())
-    srv = HealthServer(metrics.registry, host="127.0.0.1", port=0,
-                       heartbeat=Heartbeat(clock), heartbeat_timeout=30,
-                       on_beat=metrics.heartbeat)
+    srv = HealthServer(
+        metrics.registry,
+        host="127.0.0.1",
+        port=0,
+        heartbeat=Heartbeat(clock),
+        heartbeat_timeout=30,
+        on_beat=metrics.heartbeat,
+    )
     srv.start()
     try:
         yield srv

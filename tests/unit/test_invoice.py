@@ -76,10 +76,10 @@ def test_amounts_are_strings_with_exactly_two_places_quantities_minimal():
     ln = data["lines"][0]
     assert (ln["quantity"], ln["unit_price"], ln["tax_rate"]) == ("2.5", "4", "0.13")
     assert (ln["net_amount"], ln["tax_amount"], ln["gross_amount"]) == ("10.00", "1.30", "11.30")
-    assert data["totals"] == {"net_amount": "10.00", "tax_amount": "1.30",
-                              "gross_amount": "11.30"}
-    assert data["tax_breakdown"] == [{"tax_rate": "0.13", "net_amount": "10.00",
-                                      "tax_amount": "1.30"}]
+    assert data["totals"] == {"net_amount": "10.00", "tax_amount": "1.30", "gross_amount": "11.30"}
+    assert data["tax_breakdown"] == [
+        {"tax_rate": "0.13", "net_amount": "10.00", "tax_amount": "1.30"}
+    ]
 
 
 def test_formatting_helpers():
@@ -132,18 +132,22 @@ def test_payload_hash_is_stable_and_format_independent():
     b = blue([line("x", "2.000", "82.570", "0.090")])
     assert a.payload_hash() == b.payload_hash()
     assert re.fullmatch(r"[0-9a-f]{64}", a.payload_hash())
-    assert a.payload_hash() != blue([line("x", "2", "82.57", "0.09"),
-                                     line("y", "1", "1", "0.09")]).payload_hash()
+    assert (
+        a.payload_hash()
+        != blue([line("x", "2", "82.57", "0.09"), line("y", "1", "1", "0.09")]).payload_hash()
+    )
     # Pinned: the ledger compares against hashes computed by earlier versions.
     assert Invoice.model_validate_json(PINNED_JSON).payload_hash() == (
-        "c63b1a53a9232c4669cc6f48c41a290b8aaa99c40a19afa5057d92761eefda58")
+        "c63b1a53a9232c4669cc6f48c41a290b8aaa99c40a19afa5057d92761eefda58"
+    )
 
 
 def test_canonical_json_is_sorted_compact_utf8():
     invoice = blue([line("咨询服务")])
     text = invoice.canonical_json().decode("utf-8")
-    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"),
-                              ensure_ascii=False)
+    assert text == json.dumps(
+        json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     assert text.startswith('{"buyer":{"address":null,')
     assert "咨询服务" in text
 

@@ -37,8 +37,9 @@ from syncd.issuers.sandbox import (
 from syncd.issuers.transport import Reply
 from syncd_sandbox import auth
 
-SETTINGS = SandboxIssuerSettings(base_url="http://sandbox.test", app_key="key",
-                                 app_secret=SecretStr("top-secret-value"))
+SETTINGS = SandboxIssuerSettings(
+    base_url="http://sandbox.test", app_key="key", app_secret=SecretStr("top-secret-value")
+)
 
 
 class MockWire:
@@ -49,13 +50,20 @@ class MockWire:
         self.handler = handler
         self.closed = False
 
-    def request(self, method: str, target: str, headers: Sequence[tuple[str, str]],
-                body: bytes | None) -> Reply:
-        response = self.handler(httpx.Request(method, "http://sandbox.test" + target,
-                                              headers=list(headers), content=body))
+    def request(
+        self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | None
+    ) -> Reply:
+        response = self.handler(
+            httpx.Request(
+                method, "http://sandbox.test" + target, headers=list(headers), content=body
+            )
+        )
         response.read()
-        return Reply(response.status_code, {k.lower(): v for k, v in response.headers.items()},
-                     response.content)
+        return Reply(
+            response.status_code,
+            {k.lower(): v for k, v in response.headers.items()},
+            response.content,
+        )
 
     def close(self) -> None:
         self.closed = True
@@ -67,26 +75,49 @@ def classify(op, status, body, headers=None):
 
 def test_views_map_to_results():
     assert isinstance(classify("issue", 202, {"status": "PROCESSING"}), Processing)
-    issued = classify("query", 200, {"status": "ISSUED", "invoice_no": "1" * 20, "kind": "BLUE",
-                                     "issued_at": "t", "check_code": "c",
-                                     "totals": {"net_amount": "1.00", "tax_amount": "0.13",
-                                                "gross_amount": "1.13"}})
+    issued = classify(
+        "query",
+        200,
+        {
+            "status": "ISSUED",
+            "invoice_no": "1" * 20,
+            "kind": "BLUE",
+            "issued_at": "t",
+            "check_code": "c",
+            "totals": {"net_amount": "1.00", "tax_amount": "0.13", "gross_amount": "1.13"},
+        },
+    )
     assert isinstance(issued, Issued) and issued.totals is not None
-    red = classify("query_reversal", 200, {"status": "ISSUED", "red_invoice_no": "2" * 20,
-                                           "original_invoice_no": "1" * 20, "issued_at": "t"})
+    red = classify(
+        "query_reversal",
+        200,
+        {
+            "status": "ISSUED",
+            "red_invoice_no": "2" * 20,
+            "original_invoice_no": "1" * 20,
+            "issued_at": "t",
+        },
+    )
     assert isinstance(red, Issued) and red.kind == "RED" and red.invoice_no == "2" * 20
     pending = classify("reverse", 202, {"status": "PENDING_CONFIRMATION"})
     assert isinstance(pending, Processing) and pending.awaiting_confirmation
     sealed = classify("query", 200, {"status": "FAILED", "failure_code": "SEAL_FAILED"})
     assert isinstance(sealed, Retryable) and sealed.resubmit
-    refused = classify("query_reversal", 200, {"status": "FAILED",
-                                               "failure_code": "BUYER_REJECTED"})
+    refused = classify(
+        "query_reversal", 200, {"status": "FAILED", "failure_code": "BUYER_REJECTED"}
+    )
     assert isinstance(refused, Rejected)
 
 
 def test_errors_map_to_results():
-    rejected = classify("issue", 422, {"code": "VALIDATION_FAILED", "errors": [
-        {"code": "INVALID_TAX_RATE", "path": "lines[0].tax_rate", "message": "no"}]})
+    rejected = classify(
+        "issue",
+        422,
+        {
+            "code": "VALIDATION_FAILED",
+            "errors": [{"code": "INVALID_TAX_RATE", "path": "lines[0].tax_rate", "message": "no"}],
+        },
+    )
     assert isinstance(rejected, Rejected)
     assert rejected.reasons == (Reason("INVALID_TAX_RATE", "no", "lines[0].tax_rate"),)
     assert isinstance(classify("issue", 409, {"code": "DUPLICATE_SERIAL"}), Duplicate)
@@ -155,8 +186,12 @@ def test_client_signs_what_it_sends_and_the_platform_agrees():
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         verdict = auth.check_request(
-            request.headers, request.method, request.url.raw_path.decode(), request.content,
-            {"key": "top-secret-value"}, now=float(request.headers["x-timestamp"]),
+            request.headers,
+            request.method,
+            request.url.raw_path.decode(),
+            request.content,
+            {"key": "top-secret-value"},
+            now=float(request.headers["x-timestamp"]),
         )
         assert verdict == ("key", request.headers["x-nonce"])
         return httpx.Response(202, json={"serial": "SERIAL0001", "status": "PROCESSING"})
@@ -171,15 +206,19 @@ def test_client_signs_what_it_sends_and_the_platform_agrees():
     assert seen[1].content == b'{"serial": "SERIAL0001"}'  # frozen bytes go out unchanged
     assert seen[1].headers["content-type"] == "application/json"
     assert (seen[2].method, seen[2].url.path, seen[2].content) == (
-        "GET", "/v1/invoices/SERIAL0001", b"")
+        "GET",
+        "/v1/invoices/SERIAL0001",
+        b"",
+    )
 
 
 def test_client_reads_retry_after_and_turns_transport_errors_into_results():
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             raise httpx.ReadTimeout("late")
-        return httpx.Response(429, headers={"Retry-After": "7"},
-                              json={"code": "RATE_LIMITED", "message": "slow down"})
+        return httpx.Response(
+            429, headers={"Retry-After": "7"}, json={"code": "RATE_LIMITED", "message": "slow down"}
+        )
 
     with SandboxIssuer(SETTINGS, wire=MockWire(handler)) as client:
         limited = client.issue({"serial": "SERIAL0001"})
@@ -209,10 +248,12 @@ def test_secret_from_file(tmp_path: Path):
 
 def test_signature_matches_the_platform_side_and_the_docs_vector():
     secret = SecretStr("s")
-    ours = signing.signature(secret, "POST", "/v1/invoices", "1700000000", "0123456789abcdef",
-                             b"{}")
-    theirs = auth.expected_signature("s", "POST", "/v1/invoices", "1700000000",
-                                     "0123456789abcdef", b"{}")
+    ours = signing.signature(
+        secret, "POST", "/v1/invoices", "1700000000", "0123456789abcdef", b"{}"
+    )
+    theirs = auth.expected_signature(
+        "s", "POST", "/v1/invoices", "1700000000", "0123456789abcdef", b"{}"
+    )
     assert ours == theirs == "dzyY/sn4a86IHbF2USXi3FA0eca8/OCt2XRFffCuhB4="
 
 
@@ -236,8 +277,9 @@ def test_async_client_classifies_the_same_way():
         assert request.headers["x-app-key"] == "key"
         if request.method == "POST":
             raise httpx.ReadTimeout("late", request=request)
-        return httpx.Response(200, json={"status": "ISSUED", "invoice_no": "1" * 20,
-                                         "kind": "BLUE", "issued_at": "t"})
+        return httpx.Response(
+            200, json={"status": "ISSUED", "invoice_no": "1" * 20, "kind": "BLUE", "issued_at": "t"}
+        )
 
     async def go() -> None:
         client = AsyncSandboxIssuer(SETTINGS, transport=httpx.MockTransport(handler))
@@ -255,10 +297,21 @@ def test_sandbox_command_refuses_bad_start_options(tmp_path: Path, capsys):
     from syncd.cli import main
 
     assert main(["sandbox", "--store", str(tmp_path / "s.db"), "--faults", "{nope"]) == 2
-    assert main(["sandbox", "--store", str(tmp_path / "s.db"), "--faults",
-                 '{"error_rate": 3}']) == 2
-    assert main(["sandbox", "--store", str(tmp_path / "s.db"), "--app-secret-file",
-                 str(tmp_path / "missing")]) == 2
+    assert (
+        main(["sandbox", "--store", str(tmp_path / "s.db"), "--faults", '{"error_rate": 3}']) == 2
+    )
+    assert (
+        main(
+            [
+                "sandbox",
+                "--store",
+                str(tmp_path / "s.db"),
+                "--app-secret-file",
+                str(tmp_path / "missing"),
+            ]
+        )
+        == 2
+    )
     assert "invalid --faults" in capsys.readouterr().err
 
 

@@ -128,7 +128,11 @@ def test_body_delimited_by_the_connection_closing(server: str) -> None:
 def test_base_path_and_host_header() -> None:
     origin = Origin.parse("https://platform.example:8443/api/")
     assert (origin.scheme, origin.host, origin.port, origin.path) == (
-        "https", "platform.example", 8443, "/api")
+        "https",
+        "platform.example",
+        8443,
+        "/api",
+    )
     assert origin.host_header == "platform.example:8443"
     assert Origin.parse("http://127.0.0.1/").host_header == "127.0.0.1"
     assert Origin.parse("http://127.0.0.1/").path == ""
@@ -190,12 +194,15 @@ def _serve_once(reply: bytes) -> tuple[socket.socket, threading.Thread]:
     return listener, thread
 
 
-@pytest.mark.parametrize("reply", [
-    b"",  # hung up without a word
-    b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"cut\":",  # hung up mid-body
-    b"HTTP/1.1 200 OK\r\nContent-Le",  # hung up mid-head
-    b"NOT HTTP AT ALL\r\n\r\n",  # garbage
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"",  # hung up without a word
+        b'HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{"cut":',  # hung up mid-body
+        b"HTTP/1.1 200 OK\r\nContent-Le",  # hung up mid-head
+        b"NOT HTTP AT ALL\r\n\r\n",  # garbage
+    ],
+)
 def test_server_gone_after_connect_is_not_a_connect_error(reply: bytes) -> None:
     """A request written on a live connection whose reply never comes (whole) is ambiguous:
     the provider may have acted, so it must not look like "never sent"."""

@@ -69,10 +69,12 @@ def test_new_document_validation() -> None:
     with pytest.raises(ValueError, match="frozen payload"):
         NewDocument(i, "S1", DocumentState.READY).values(lease_owner=None, lease_epoch=None)
     with pytest.raises(ValueError, match="reverses_id"):
-        NewDocument(i.for_reversal(), "S2", payload={"x": 1}).values(lease_owner=None,
-                                                                    lease_epoch=None)
+        NewDocument(i.for_reversal(), "S2", payload={"x": 1}).values(
+            lease_owner=None, lease_epoch=None
+        )
     v = NewDocument(i, "S1", DocumentState.READY, payload={"x": 1}).values(
-        lease_owner="r1", lease_epoch=3)
+        lease_owner="r1", lease_epoch=3
+    )
     assert v["payload_hash"] == payload_hash({"x": 1}) and v["lease_epoch"] == 3
     assert set(v) <= {c.name for c in documents.columns}
 

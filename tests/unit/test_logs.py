@@ -74,13 +74,26 @@ def test_secrets_never_reach_the_output(out: io.StringIO) -> None:
     log = logging.getLogger("syncd.issuer")
     log.info("calling with key s3cr3t-api-key-value")
     log.info("dsn=%s", "postgresql+psycopg://syncd:hunter2@db:5432/erp")
-    log.info("headers", extra={"headers": {"Authorization": "Bearer abc.def", "X-Req": "1"},
-                               "password": "pw-in-extra", "api_key": "k"})
+    log.info(
+        "headers",
+        extra={
+            "headers": {"Authorization": "Bearer abc.def", "X-Req": "1"},
+            "password": "pw-in-extra",
+            "api_key": "k",
+        },
+    )
     log.info("config: password=topsecret token: tkn123 ok")
     log.info("auth Bearer eyJhbGciOi.payload.sig")
     text = out.getvalue()
-    for secret in ("s3cr3t-api-key-value", "hunter2", "abc.def", "pw-in-extra", "topsecret",
-                   "tkn123", "eyJhbGciOi"):
+    for secret in (
+        "s3cr3t-api-key-value",
+        "hunter2",
+        "abc.def",
+        "pw-in-extra",
+        "topsecret",
+        "tkn123",
+        "eyJhbGciOi",
+    ):
         assert secret not in text, secret
     recs = lines(out)
     assert recs[1]["msg"] == "dsn=postgresql+psycopg://syncd:***@db:5432/erp"
@@ -137,11 +150,14 @@ def test_unformattable_message_is_still_logged(out: io.StringIO) -> None:
     assert "unformattable" in rec["msg"]
 
 
-@pytest.mark.parametrize(("value", "masked"), [
-    ("91310115MA1K4PLN8E", "9131********8E"),
-    ("110101199003071234", "1101********34"),
-    ("12345", "***"),
-])
+@pytest.mark.parametrize(
+    ("value", "masked"),
+    [
+        ("91310115MA1K4PLN8E", "9131********8E"),
+        ("110101199003071234", "1101********34"),
+        ("12345", "***"),
+    ],
+)
 def test_mask_tax_id(value: str, masked: str) -> None:
     assert mask_tax_id(value) == masked
 
@@ -151,6 +167,8 @@ def test_redaction_helpers() -> None:
         "id 1101********34 and 26312000000000012345"
     )
     assert redact_value({"db": {"password": "x"}, "n": 3, "ok": None}) == {
-        "db": {"password": "***"}, "n": 3, "ok": None
+        "db": {"password": "***"},
+        "n": 3,
+        "ok": None,
     }
     assert redact_value(["Bearer abc"]) == ["Bearer ***"]

@@ -28,7 +28,7 @@ def expected_example() -> dict:
     """The example of docs/invoice-format.md, with the demo seller and buyer."""
     text = (ROOT / "docs" / "invoice-format.md").read_text(encoding="utf-8")
     start = text.index("```json\n") + len("```json\n")
-    example = json.loads(text[start:text.index("```", start)])
+    example = json.loads(text[start : text.index("```", start)])
     example["serial"] = serial_for(ident())
     example["issue_date"] = None
     example["seller"]["tax_id"] = "91310115MA1K4PLN89"
@@ -55,8 +55,11 @@ def test_tax_inclusive_prices_and_percent_rates(doc):
     assert result.ok, result.summary()
     (line,) = result.invoice.lines
     assert result.invoice.price_basis == "TAX_INCLUSIVE"
-    assert (line.net_amount, line.tax_amount, line.gross_amount) == (D("165.14"), D("14.86"),
-                                                                     D("180.00"))
+    assert (line.net_amount, line.tax_amount, line.gross_amount) == (
+        D("165.14"),
+        D("14.86"),
+        D("180.00"),
+    )
     assert line.tax_rate == D("0.09")
 
 
@@ -68,8 +71,12 @@ def test_discount_becomes_a_discount_line(doc):
 
 
 def test_lines_keep_their_order_and_text_numbers_are_read_exactly(doc):
-    lines = [line_row(line_no=1), line_row(line_no=2, item_name="Travel", quantity="1",
-                                            unit_price="100.005", tax_rate="0.06")]
+    lines = [
+        line_row(line_no=1),
+        line_row(
+            line_no=2, item_name="Travel", quantity="1", unit_price="100.005", tax_rate="0.06"
+        ),
+    ]
     result = build_blue(doc, order_row(), lines, ident())
     assert result.ok, result.summary()
     assert [line.name for line in result.invoice.lines] == ["Consulting service", "Travel"]
@@ -127,8 +134,12 @@ def test_tax_math_errors_are_problems(doc):
 
 def test_red_invoice_reverses_the_frozen_blue(doc):
     blue = build_blue(doc, order_row(), [line_row()], ident()).invoice
-    row = order_row(status="CANCELLED", invoice_no=BLUE_NO, cancel_reason="RETURN",
-                    buyer_name="Edited Later Ltd.")
+    row = order_row(
+        status="CANCELLED",
+        invoice_no=BLUE_NO,
+        cancel_reason="RETURN",
+        buyer_name="Edited Later Ltd.",
+    )
     result = build_red(doc, row, blue, BLUE_NO, ident(DocumentKind.REVERSAL))
     assert result.ok, result.summary()
     red = result.invoice

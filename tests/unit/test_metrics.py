@@ -54,8 +54,13 @@ def exercise(m: Metrics) -> None:
     with m.time_writeback():
         pass
     m.observe_freshness(1_700_000_000_000, 1_700_000_002.5)
-    m.set_partition_position("erp.public.sales_order", 0, lag_messages=5, lag_seconds=1.5,
-                             last_event_ts_ms=1_700_000_000_000)
+    m.set_partition_position(
+        "erp.public.sales_order",
+        0,
+        lag_messages=5,
+        lag_seconds=1.5,
+        last_event_ts_ms=1_700_000_000_000,
+    )
     m.offsets_committed("erp.public.sales_order", 0, now=1_700_000_003.0)
     m.dead_letters.labels(topic="erp.public.sales_order", reason="undecodable").inc()
     m.inflight_documents.set(3)
@@ -84,10 +89,10 @@ def test_exposition_names(m: Metrics) -> None:
         f'syncd_build_info{{version="{__version__}"}} 1.0',
         'syncd_consumer_lag_messages{partition="0",topic="erp.public.sales_order"} 5.0',
         "syncd_loop_heartbeat_timestamp_seconds 1.700000004e+09",
-        "syncd_freshness_seconds_bucket{le=\"2.5\"} 1.0",
+        'syncd_freshness_seconds_bucket{le="2.5"} 1.0',
     ):
         assert line in text, line
-    assert "syncd_freshness_seconds_bucket{le=\"3600.0\"}" in text
+    assert 'syncd_freshness_seconds_bucket{le="3600.0"}' in text
     assert 'syncd_issuer_request_duration_seconds_bucket{le="120.0",operation="submit"}' in text
 
 
@@ -111,7 +116,7 @@ def test_forget_partition_drops_its_series(m: Metrics) -> None:
     m.forget_partition("erp.public.sales_order", 0)
     m.forget_partition("erp.public.sales_order", 9)  # never seen: no error
     text = m.exposition()[0].decode()
-    assert 'syncd_consumer_lag_messages{' not in text
+    assert "syncd_consumer_lag_messages{" not in text
 
 
 def test_fresh_registries_are_independent() -> None:
@@ -128,13 +133,20 @@ def test_freshness_clamps_clock_skew(m: Metrics) -> None:
     assert 'syncd_freshness_seconds_bucket{le="0.05"} 1.0' in text
 
 
-@pytest.mark.parametrize(("status", "cls"), [(200, "2xx"), (429, "4xx"), (503, "5xx"),
-                                             (None, "error"), (42, "error")])
+@pytest.mark.parametrize(
+    ("status", "cls"), [(200, "2xx"), (429, "4xx"), (503, "5xx"), (None, "error"), (42, "error")]
+)
 def test_status_class(status: int | None, cls: str) -> None:
     assert status_class(status) == cls
 
 
 def test_outcome_label_values_are_a_closed_set() -> None:
     assert {o.value for o in DocumentOutcome} == {
-        "issued", "reversed", "rejected", "invalid", "ignored", "duplicate", "dead"
+        "issued",
+        "reversed",
+        "rejected",
+        "invalid",
+        "ignored",
+        "duplicate",
+        "dead",
     }

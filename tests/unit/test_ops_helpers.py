@@ -25,8 +25,9 @@ from syncd.pipeline.redrive import (
     parse_document_ref,
 )
 
-SERIAL = serial_for(DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)],
-                                        DocumentKind.ISSUE))
+SERIAL = serial_for(
+    DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)], DocumentKind.ISSUE)
+)
 
 
 # --------------------------------------------------------------------------- references
@@ -46,13 +47,24 @@ def test_typed_key_is_canonicalised_like_the_ledger() -> None:
     assert ref == BySourceKey("sales_order", '{"id":42}')
     # key order and integral floats do not matter: the ledger's canonical JSON is the same
     assert parse_document_ref('sales_order:{"b":"x","a":1.0}') == BySourceKey(
-        "sales_order", '{"a":1,"b":"x"}')
+        "sales_order", '{"a":1,"b":"x"}'
+    )
 
 
-@pytest.mark.parametrize("text", [
-    "", "abc", "S123", "sales_order:42", "sales_order:{not json}", "sales_order:{}",
-    'Sales-Order:{"id":1}', "-1", 'sales_order:["id", 1]',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abc",
+        "S123",
+        "sales_order:42",
+        "sales_order:{not json}",
+        "sales_order:{}",
+        'Sales-Order:{"id":1}',
+        "-1",
+        'sales_order:["id", 1]',
+    ],
+)
 def test_malformed_references_are_refused_with_the_accepted_forms(text: str) -> None:
     with pytest.raises(DocumentRefError) as info:
         parse_document_ref(text)
@@ -61,8 +73,9 @@ def test_malformed_references_are_refused_with_the_accepted_forms(text: str) -> 
 
 @pytest.mark.parametrize("kind", list(LedgerKind))
 @pytest.mark.parametrize("state", sorted(RETRYABLE_STATES))
-def test_every_retryable_state_may_move_to_outcome_unknown(kind: LedgerKind,
-                                                           state: DocumentState) -> None:
+def test_every_retryable_state_may_move_to_outcome_unknown(
+    kind: LedgerKind, state: DocumentState
+) -> None:
     # the state machine must allow the operator's move for both kinds, or retry would fail
     assert is_allowed(kind, state, DocumentState.OUTCOME_UNKNOWN)
 
@@ -72,10 +85,14 @@ def test_every_retryable_state_may_move_to_outcome_unknown(kind: LedgerKind,
 
 def test_strip_removes_only_syncd_headers_and_keeps_order() -> None:
     original = [("traceparent", b"00-abc"), ("syncd-ish", b"keep"), ("b", None)]
-    headers = dead_letter_headers(RecordPosition("erp.erp.sales_order", 2, 99), "undecodable",
-                                  "bad JSON", original)
-    assert strip_syncd_headers(headers) == [("traceparent", b"00-abc"), ("syncd-ish", b"keep"),
-                                            ("b", b"")]
+    headers = dead_letter_headers(
+        RecordPosition("erp.erp.sales_order", 2, 99), "undecodable", "bad JSON", original
+    )
+    assert strip_syncd_headers(headers) == [
+        ("traceparent", b"00-abc"),
+        ("syncd-ish", b"keep"),
+        ("b", b""),
+    ]
     assert strip_syncd_headers(None) == []
 
 

@@ -13,19 +13,34 @@ from syncd.demo.generate import Progress, Summary
 
 
 def _doc(i: int, state: str) -> DocumentLine:
-    return DocumentLine(i, "sales_order", f'{{"id":{i}}}', "issue", 0, f"S{i:025d}", state, 3,
-                        "HTTP_503", "platform unavailable\nretry later",
-                        "2026-11-27T10:00:00+00:00", None)
+    return DocumentLine(
+        i,
+        "sales_order",
+        f'{{"id":{i}}}',
+        "issue",
+        0,
+        f"S{i:025d}",
+        state,
+        3,
+        "HTTP_503",
+        "platform unavailable\nretry later",
+        "2026-11-27T10:00:00+00:00",
+        None,
+    )
 
 
 def test_status_text_shows_every_section() -> None:
-    report = StatusReport(group="syncd", schema="syncd", stuck_after_seconds=300,
-                          counts={"ISSUED": 5, "DEAD": 1, "READY": 0},
-                          stuck=[_doc(7, "RETRY_WAIT")], parked=[_doc(9, "DEAD")],
-                          partitions=[PartitionLine("erp.erp.sales_order", 0, 10, 10, 12, 2,
-                                                    "replica-a", 4)],
-                          dead_letter=DeadLetterTopic("syncd.dead-letter", True, 3),
-                          warnings=["kafka: topic x does not exist (yet)"])
+    report = StatusReport(
+        group="syncd",
+        schema="syncd",
+        stuck_after_seconds=300,
+        counts={"ISSUED": 5, "DEAD": 1, "READY": 0},
+        stuck=[_doc(7, "RETRY_WAIT")],
+        parked=[_doc(9, "DEAD")],
+        partitions=[PartitionLine("erp.erp.sales_order", 0, 10, 10, 12, 2, "replica-a", 4)],
+        dead_letter=DeadLetterTopic("syncd.dead-letter", True, 3),
+        warnings=["kafka: topic x does not exist (yet)"],
+    )
     text = render_text(report)
     assert "Documents by state (6 total)" in text and "READY" not in text  # zero rows hidden
     assert "Stuck (not terminal, untouched for 300 s): 1" in text
@@ -38,9 +53,11 @@ def test_status_text_shows_every_section() -> None:
 def test_summary_fails_on_anything_missing_duplicated_or_unexpected() -> None:
     ok = Summary(orders=3, prefix="DEMO-1-", issued=3)
     assert ok.ok and "result: OK" in ok.render()
-    for broken in (Summary(orders=1, prefix="p", missing={"DEMO-1-00001": "no invoice"}),
-                   Summary(orders=1, prefix="p", duplicates=["serial S1 issued 2 times"]),
-                   Summary(orders=1, prefix="p", unexpected={"DEMO-1-00001": "issued"})):
+    for broken in (
+        Summary(orders=1, prefix="p", missing={"DEMO-1-00001": "no invoice"}),
+        Summary(orders=1, prefix="p", duplicates=["serial S1 issued 2 times"]),
+        Summary(orders=1, prefix="p", unexpected={"DEMO-1-00001": "issued"}),
+    ):
         assert not broken.ok
         assert "result: FAILED" in broken.render()
         assert broken.to_json()["ok"] is False

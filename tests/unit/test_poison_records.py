@@ -75,8 +75,10 @@ def test_the_valid_template_is_an_issue():
 def test_the_reported_record_names_the_limit():
     c = CLASSIFIER.classify(POSITION, *CORPUS["key_decimal_scale_negative"])
     assert c.code == "undecodable"
-    assert c.reason == ("key.id: decimal scale -999999999 is outside -1000..1000 "
-                        "(limits.min_decimal_scale/max_decimal_scale)")
+    assert c.reason == (
+        "key.id: decimal scale -999999999 is outside -1000..1000 "
+        "(limits.min_decimal_scale/max_decimal_scale)"
+    )
 
 
 def test_an_unexpected_exception_is_poison_not_a_crash(monkeypatch):
@@ -102,29 +104,51 @@ def test_limits_are_configurable():
     assert c.kind is Kind.DEAD_LETTER
     assert "limits.max_decimal_digits" in c.reason
     with pytest.raises(Exception, match="min_decimal_scale is above"):
-        parse_config(yaml.safe_dump({**data, "limits": {"min_decimal_scale": 3,
-                                                        "max_decimal_scale": 2}}))
+        parse_config(
+            yaml.safe_dump({**data, "limits": {"min_decimal_scale": 3, "max_decimal_scale": 2}})
+        )
 
 
 # --------------------------------------------------------------------------- the whole path
 
-EXTREME_NUMBERS = st.sampled_from([
-    "1e999999999", "-1e999999999", "1e-999999999", "0e999999999", "-0", "1e308", "5e-324",
-    "1" * 1100, "0." + "1" * 1100, "123456789012345678901234567890", "-1e100",
-])
-EXTREME_DECIMAL_SCALES = st.sampled_from(
-    [-(10**9), 10**9, -1001, 1001, 2**31, -(2**63), 0, 2, 8])
+EXTREME_NUMBERS = st.sampled_from(
+    [
+        "1e999999999",
+        "-1e999999999",
+        "1e-999999999",
+        "0e999999999",
+        "-0",
+        "1e308",
+        "5e-324",
+        "1" * 1100,
+        "0." + "1" * 1100,
+        "123456789012345678901234567890",
+        "-1e100",
+    ]
+)
+EXTREME_DECIMAL_SCALES = st.sampled_from([-(10**9), 10**9, -1001, 1001, 2**31, -(2**63), 0, 2, 8])
 
 
 def _json_values(depth: int = 3) -> st.SearchStrategy[Any]:
     scalars = st.one_of(
-        st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
-        st.text(max_size=20), st.just("\ud800"), st.just("x" * 100_000),
-        st.just("__debezium_unavailable_value"), st.just("EtaH"), st.just("AQ=="),
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+        st.just("\ud800"),
+        st.just("x" * 100_000),
+        st.just("__debezium_unavailable_value"),
+        st.just("EtaH"),
+        st.just("AQ=="),
     )
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                        | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                        max_leaves=depth * 3)
+    return st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+        ),
+        max_leaves=depth * 3,
+    )
 
 
 def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -199,9 +223,25 @@ def mutated_records(draw: st.DrawFn) -> tuple[bytes, bytes]:
 
 
 EXTREME_LINE_VALUES = st.one_of(
-    st.sampled_from([Decimal("1e999999999"), Decimal("-1e100"), Decimal("NaN"),
-                     Decimal("Infinity"), Decimal("1e-999999"), Decimal("0." + "3" * 2000),
-                     10**400, "1e999999999", "12.5", "abc", "\ud800", True, None, [], {}]),
+    st.sampled_from(
+        [
+            Decimal("1e999999999"),
+            Decimal("-1e100"),
+            Decimal("NaN"),
+            Decimal("Infinity"),
+            Decimal("1e-999999"),
+            Decimal("0." + "3" * 2000),
+            10**400,
+            "1e999999999",
+            "12.5",
+            "abc",
+            "\ud800",
+            True,
+            None,
+            [],
+            {},
+        ]
+    ),
     _json_values(),
 )
 
@@ -215,23 +255,29 @@ def line_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     return lines
 
 
-def whole_path(key: bytes | None, value: bytes | None,
-               lines: list[dict[str, Any]]) -> Classified | MappingResult:
+def whole_path(
+    key: bytes | None, value: bytes | None, lines: list[dict[str, Any]]
+) -> Classified | MappingResult:
     """What the daemon does with one record before the database: the per-record path."""
     c = CLASSIFIER.classify(POSITION, key, value)
     if c.kind is not Kind.ISSUE:
         return c
     assert c.event is not None and c.doc is not None
     sid, _ = identities(c.doc, c.event, DocumentKind.ISSUE, 0)
-    return build_blue(c.doc, c.event.after or {}, lines, sid,
-                      max_lines=CONFIG.limits.max_lines_per_document)
+    return build_blue(
+        c.doc, c.event.after or {}, lines, sid, max_lines=CONFIG.limits.max_lines_per_document
+    )
 
 
-@settings(max_examples=400, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(record=mutated_records(), lines=line_sets())
-def test_the_whole_per_record_path_never_raises(record: tuple[bytes, bytes],
-                                                lines: list[dict[str, Any]]):
+def test_the_whole_per_record_path_never_raises(
+    record: tuple[bytes, bytes], lines: list[dict[str, Any]]
+):
     out = whole_path(*record, lines)
     if isinstance(out, Classified):
         assert out.kind in set(Kind)
@@ -259,11 +305,14 @@ def test_too_many_lines_is_a_problem():
 
 # --------------------------------------------------------------------------- the CLI tools
 
+
 def _record_file(tmp_path: Path, key: bytes | None, value: bytes | None) -> Path:
     """The `syncd decode` input, with the record's bytes spliced in as they are."""
     path = tmp_path / "record.json"
-    path.write_bytes(b'{"topic": "' + TOPIC.encode() + b'", "partition": 0, "offset": 7, '
-                     b'"key": ' + (key or b"null") + b', "value": ' + (value or b"null") + b"}")
+    path.write_bytes(
+        b'{"topic": "' + TOPIC.encode() + b'", "partition": 0, "offset": 7, '
+        b'"key": ' + (key or b"null") + b', "value": ' + (value or b"null") + b"}"
+    )
     return path
 
 
@@ -298,11 +347,15 @@ def test_preview_cli_never_prints_a_traceback(kind: str, tmp_path: Path, capsys)
     key, value = CORPUS[kind]
     path = _record_file(tmp_path, key, value)
     lines = tmp_path / "lines.json"
-    lines.write_text(json.dumps([{k: str(v) if isinstance(v, Decimal) else v
-                                  for k, v in line_row().items()}]))
+    lines.write_text(
+        json.dumps([{k: str(v) if isinstance(v, Decimal) else v for k, v in line_row().items()}])
+    )
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({**yaml.safe_load(DEMO.read_text()),
-                                   "limits": {"max_record_bytes": RECORD_LIMIT}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {**yaml.safe_load(DEMO.read_text()), "limits": {"max_record_bytes": RECORD_LIMIT}}
+        )
+    )
     code = main(["preview", "-c", str(cfg), "--event", str(path), "--lines", str(lines)])
     _check_cli(capsys, code, path.stat().st_size)
     assert code != 0, f"{kind} previewed as a valid invoice"

@@ -25,8 +25,14 @@ def doc(config):
 @pytest.fixture(scope="module")
 def guarded(doc):
     """A reversal rule that also needs the invoice number in the row."""
-    rule = Condition.model_validate({"all": [{"column": "status", "becomes": "CANCELLED"},
-                                             {"column": "invoice_no", "is_null": False}]})
+    rule = Condition.model_validate(
+        {
+            "all": [
+                {"column": "status", "becomes": "CANCELLED"},
+                {"column": "invoice_no", "is_null": False},
+            ]
+        }
+    )
     return doc.model_copy(update={"reverses": rule})
 
 
@@ -127,8 +133,9 @@ def test_delete_truncate_message(doc):
 def test_unknown_status_is_undecided(doc, guarded):
     d = decide(update(order_row(), status=UNAVAILABLE, remark="x"), doc)
     assert d.action is Action.UNDECIDED
-    assert d.reason.startswith("cannot tell whether the change reverses an invoice: status: "
-                               "value not sent")
+    assert d.reason.startswith(
+        "cannot tell whether the change reverses an invoice: status: value not sent"
+    )
     # the guarded reversal rule is false anyway (no invoice number); qualification is unknown
     d = decide(update(order_row(), status=UNAVAILABLE, remark="x"), guarded)
     assert d.action is Action.UNDECIDED

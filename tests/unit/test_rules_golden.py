@@ -18,15 +18,23 @@ from syncd.rules.decide import Action, decide_event
 from tests.unit.config_helpers import DEMO
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
-VARIANTS = ["schema_precise", "schema_string", "schema_double",
-            "noschema_precise", "noschema_string", "noschema_double"]
+VARIANTS = [
+    "schema_precise",
+    "schema_string",
+    "schema_double",
+    "noschema_precise",
+    "noschema_string",
+    "noschema_double",
+]
 
 
 def config_for(variant: str, qualifies: str):
     text = DEMO.read_text()
     text = text.replace("topic_prefix: erp", f"topic_prefix: golden_{variant}", 1)
-    text = text.replace("    table: erp.sales_order          # topic derived: erp.erp.sales_order",
-                        "    table: golden.toast_default")
+    text = text.replace(
+        "    table: erp.sales_order          # topic derived: erp.erp.sales_order",
+        "    table: golden.toast_default",
+    )
     start = text.index("    qualifies:")
     end = text.index("    snapshot:")
     text = text[:start] + f"    qualifies: {qualifies}\n" + text[end:]
@@ -41,8 +49,7 @@ def toast_update(variant: str, config) -> ChangeEvent:
         record = json.loads(line)
         if record["topic"].endswith(".golden.toast_default") and record["offset"] == 1:
             position = RecordPosition(record["topic"], record["partition"], record["offset"])
-            decoded = decode_json(position, record["key"], record["value"],
-                                  decode_options(config))
+            decoded = decode_json(position, record["key"], record["value"], decode_options(config))
             assert isinstance(decoded, ChangeEvent)
             return decoded
     raise AssertionError("fixture record missing")

@@ -22,8 +22,9 @@ def test_http_pool_follows_the_workers_by_default() -> None:
 
 
 def test_explicit_pool_settings_are_kept() -> None:
-    settings = issuer_settings(_config({"max_connections": 8,
-                                        "max_keepalive_connections": 4}), workers=64)
+    settings = issuer_settings(
+        _config({"max_connections": 8, "max_keepalive_connections": 4}), workers=64
+    )
     assert (settings["max_connections"], settings["max_keepalive_connections"]) == (8, 4)
 
 

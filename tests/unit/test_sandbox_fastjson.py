@@ -17,10 +17,12 @@ from tests import sandbox_samples as samples
 _TEXT = st.text(st.characters(codec=None), max_size=12) | st.sampled_from(
     ["", "授信额度", "\u2028\u2029", "\x00\x1f\x7f", '"\\/', "\ud800", "é" * 3, "😀"]
 )
-_INTS = st.integers() | st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63),
-                                          -(2**63) - 1, 10**30, -(10**30)])
-_FLOATS = st.floats() | st.sampled_from([1e-5, 1e-7, 1e16, 1e300, 5e-324, -0.0, 0.0, 1.0,
-                                          1732771234.123456, math.nan, math.inf])
+_INTS = st.integers() | st.sampled_from(
+    [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**30, -(10**30)]
+)
+_FLOATS = st.floats() | st.sampled_from(
+    [1e-5, 1e-7, 1e16, 1e300, 5e-324, -0.0, 0.0, 1.0, 1732771234.123456, math.nan, math.inf]
+)
 _SCALARS = st.none() | st.booleans() | _INTS | _FLOATS | _TEXT
 _VALUES = st.recursive(
     _SCALARS,
@@ -73,12 +75,32 @@ def test_parsing_gives_the_stdlib_value(value: object, pretty: bool) -> None:
     assert _outcome(fastjson.loads, body) == _outcome(json.loads, body)
 
 
-@pytest.mark.parametrize("body", [
-    b"123456789012345678901234567890", b"-9223372036854775809", b"18446744073709551616",
-    b'{"line_no": 99999999999999999999}', b"1e400", b"-1e400", b"NaN", b"[Infinity]",
-    b'"\\ud800"', b"\xef\xbb\xbf{}", b'"\xff"', b"", b"{", b"[1,]", b"01", b'{"a":1,"a":2}',
-    "{}".encode("utf-16"), b"[" * 2000 + b"]" * 2000, b" {} \n", b"-0", b"1.5e-400",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"123456789012345678901234567890",
+        b"-9223372036854775809",
+        b"18446744073709551616",
+        b'{"line_no": 99999999999999999999}',
+        b"1e400",
+        b"-1e400",
+        b"NaN",
+        b"[Infinity]",
+        b'"\\ud800"',
+        b"\xef\xbb\xbf{}",
+        b'"\xff"',
+        b"",
+        b"{",
+        b"[1,]",
+        b"01",
+        b'{"a":1,"a":2}',
+        "{}".encode("utf-16"),
+        b"[" * 2000 + b"]" * 2000,
+        b" {} \n",
+        b"-0",
+        b"1.5e-400",
+    ],
+)
 def test_parsing_edge_cases_match_the_stdlib(body: bytes) -> None:
     assert _outcome(fastjson.loads, body) == _outcome(json.loads, body)
 

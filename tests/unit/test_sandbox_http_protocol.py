@@ -116,8 +116,13 @@ def test_nothing_is_written_to_a_closing_socket_and_big_responses_are_not_held()
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"hello"})
 
 
@@ -129,9 +134,16 @@ def test_under_uvicorn_replies_are_whole_and_in_order() -> None:
         port = s.getsockname()[1]
 
     async def run() -> list[bytes]:
-        config = uvicorn.Config(_app, host="127.0.0.1", port=port, lifespan="off",
-                                http=OneWriteHttpToolsProtocol, log_level="critical",
-                                date_header=False, server_header=False)
+        config = uvicorn.Config(
+            _app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            http=OneWriteHttpToolsProtocol,
+            log_level="critical",
+            date_header=False,
+            server_header=False,
+        )
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         while not server.started:

@@ -24,13 +24,22 @@ ORDER_42 = DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)])
 # new serial, i.e. a duplicate invoice on the next replay.
 PINNED = [
     (ORDER_42, "SR0YV96QFH8X24PEG3X1ERR5KR"),
-    (DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)], DocumentKind.REVERSAL),
-     "SYTXR9ZXCJ5DC1SWTM7HDH1CXA"),
-    (DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)], revision=1),
-     "SPJ4JJTRJETS3177Y2P9QDS9JQ"),
-    (DocumentIdentity.of("sales_order", "erp.sales_order",
-                         [("company", "C01"), ("order_no", Decimal("2026000042"))]),
-     "SKPX566KAQY18SR495GTSFF62C"),
+    (
+        DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)], DocumentKind.REVERSAL),
+        "SYTXR9ZXCJ5DC1SWTM7HDH1CXA",
+    ),
+    (
+        DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)], revision=1),
+        "SPJ4JJTRJETS3177Y2P9QDS9JQ",
+    ),
+    (
+        DocumentIdentity.of(
+            "sales_order",
+            "erp.sales_order",
+            [("company", "C01"), ("order_no", Decimal("2026000042"))],
+        ),
+        "SKPX566KAQY18SR495GTSFF62C",
+    ),
     (DocumentIdentity.of("发票", "erp.销售单", [("单号", "甲-1")]), "SGGF4997QFS5QXDCFCV2Y8PMVZ"),
 ]
 
@@ -42,11 +51,12 @@ def test_pinned_serials_never_change(identity, serial):
 
 def test_pinned_encoding_and_independent_recomputation():
     assert canonical_identity(ORDER_42) == (
-        b'["syncd.serial/v1","sales_order","erp.sales_order",[["id","42"]],"issue",0]')
+        b'["syncd.serial/v1","sales_order","erp.sales_order",[["id","42"]],"issue",0]'
+    )
     digest = hashlib.sha256(canonical_identity(ORDER_42)).digest()
     bits = "".join(f"{byte:08b}" for byte in digest)
     alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
-    expected = "S" + "".join(alphabet[int(bits[i:i + 5], 2)] for i in range(0, 125, 5))
+    expected = "S" + "".join(alphabet[int(bits[i : i + 5], 2)] for i in range(0, 125, 5))
     assert serial_for(ORDER_42) == expected
 
 
@@ -68,9 +78,11 @@ def test_key_order_and_key_value_typing_do_not_matter():
 
 def test_table_and_document_type_matter():
     assert serial_for(ORDER_42) != serial_for(
-        DocumentIdentity.of("sales_order", "erp.sales_order_v2", [("id", 42)]))
+        DocumentIdentity.of("sales_order", "erp.sales_order_v2", [("id", 42)])
+    )
     assert serial_for(ORDER_42) != serial_for(
-        DocumentIdentity.of("credit_memo", "erp.sales_order", [("id", 42)]))
+        DocumentIdentity.of("credit_memo", "erp.sales_order", [("id", 42)])
+    )
 
 
 def test_field_boundaries_cannot_be_shifted():
@@ -97,20 +109,27 @@ def test_invalid_identities_are_refused(key, revision, error):
 
 
 def test_source_ref_for_the_invoice():
-    ref = source_ref(DocumentIdentity.of("so", "erp.so", [("id", 42), ("no", Decimal("7.0"))],
-                                         revision=2))
+    ref = source_ref(
+        DocumentIdentity.of("so", "erp.so", [("id", 42), ("no", Decimal("7.0"))], revision=2)
+    )
     assert ref == SourceRef(document="so", table="erp.so", key={"id": 42, "no": "7"}, revision=2)
 
 
 keys = st.lists(
-    st.tuples(st.text(min_size=1, max_size=10),
-              st.one_of(st.integers(), st.text(max_size=20))),
-    min_size=1, max_size=4, unique_by=lambda kv: kv[0],
+    st.tuples(st.text(min_size=1, max_size=10), st.one_of(st.integers(), st.text(max_size=20))),
+    min_size=1,
+    max_size=4,
+    unique_by=lambda kv: kv[0],
 )
 
 
-@given(st.text(max_size=30), st.text(max_size=30), keys, st.sampled_from(list(DocumentKind)),
-       st.integers(min_value=0, max_value=10**6))
+@given(
+    st.text(max_size=30),
+    st.text(max_size=30),
+    keys,
+    st.sampled_from(list(DocumentKind)),
+    st.integers(min_value=0, max_value=10**6),
+)
 def test_serial_is_deterministic_and_well_formed(doc, table, key, kind, revision):
     identity = DocumentIdentity.of(doc, table, key, kind, revision)
     serial = serial_for(identity)

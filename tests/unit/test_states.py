@@ -90,12 +90,12 @@ def test_walk_invariants(walk: tuple[DocumentKind, list[DocumentState]]) -> None
         # An issue row is only reversed after it was issued.
         assert path.index(S.ISSUED) < path.index(S.REVERSED)
     if kind is K.ISSUE and S.ISSUED in path:
-        after = path[path.index(S.ISSUED):]
+        after = path[path.index(S.ISSUED) :]
         assert set(after) <= {S.ISSUED, S.REVERSED}
     # Once sent (frozen), a row never returns to a state where its payload may change.
     sent = [i for i, s in enumerate(path) if s in MAY_HAVE_BEEN_SENT]
     if sent:
-        assert not ({S.PENDING, S.INVALID} & set(path[sent[0]:]))
+        assert not ({S.PENDING, S.INVALID} & set(path[sent[0] :]))
     if S.REJECTED in path:
         assert path[-1] is S.REJECTED
 
@@ -117,8 +117,14 @@ def test_check_transition_names_document_and_states(a: DocumentState, b: Documen
 def test_terminal_and_resume_sets() -> None:
     assert is_terminal(S.ISSUED) and is_terminal(S.REJECTED) and is_terminal(S.REVERSED)
     assert is_terminal(S.DEAD) and not is_terminal(S.BLOCKED)
-    for s in (S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.REVERSAL_PENDING,
-              S.REVERSAL_SUBMITTED):
+    for s in (
+        S.READY,
+        S.SUBMITTED,
+        S.OUTCOME_UNKNOWN,
+        S.RETRY_WAIT,
+        S.REVERSAL_PENDING,
+        S.REVERSAL_SUBMITTED,
+    ):
         assert needs_resume(s) and not is_terminal(s)
     for s in (S.PENDING, S.INVALID, S.ISSUED, S.REJECTED, S.DEAD, S.BLOCKED, S.REVERSED):
         assert not needs_resume(s)
@@ -128,8 +134,7 @@ def test_terminal_and_resume_sets() -> None:
 
 outcomes = st.one_of(
     st.sampled_from([IssuerOutcome(c) for c in OutcomeClass if c is not OutcomeClass.RETRYABLE]),
-    st.builds(IssuerOutcome.retryable,
-              st.one_of(st.none(), st.floats(0, 10_000, allow_nan=False))),
+    st.builds(IssuerOutcome.retryable, st.one_of(st.none(), st.floats(0, 10_000, allow_nan=False))),
 )
 
 
@@ -142,14 +147,25 @@ def calls(draw: st.DrawFn) -> tuple[DocumentKind, DocumentState]:
 @settings(max_examples=500)
 @given(calls(), outcomes, st.integers(0, 30), st.integers(0, 2**32), st.integers(0, 50))
 def test_next_step_is_always_a_legal_transition(
-    call: tuple[DocumentKind, DocumentState], outcome: IssuerOutcome, attempts: int, seed: int,
+    call: tuple[DocumentKind, DocumentState],
+    outcome: IssuerOutcome,
+    attempts: int,
+    seed: int,
     polls: int,
 ) -> None:
     kind, current = call
     policy = RetryPolicy(max_attempts=8)
-    step = next_step(document=1, kind=kind, current=current, outcome=outcome,
-                     attempts=attempts, policy=policy, now=NOW, rng=random.Random(seed),
-                     polls=polls)
+    step = next_step(
+        document=1,
+        kind=kind,
+        current=current,
+        outcome=outcome,
+        attempts=attempts,
+        policy=policy,
+        now=NOW,
+        rng=random.Random(seed),
+        polls=polls,
+    )
     assert is_allowed(kind, current, step.state)
     assert step.attempts >= attempts
     if step.next_attempt_at is not None:
@@ -174,35 +190,76 @@ def test_next_step_is_always_a_legal_transition(
 
 
 def test_unknown_outcome_after_acceptance_stays_submitted() -> None:
-    step = next_step(document=1, kind=K.ISSUE, current=S.SUBMITTED,
-                     outcome=IssuerOutcome(OutcomeClass.OUTCOME_UNKNOWN), attempts=0,
-                     policy=RetryPolicy(), now=NOW, rng=random.Random(1))
+    step = next_step(
+        document=1,
+        kind=K.ISSUE,
+        current=S.SUBMITTED,
+        outcome=IssuerOutcome(OutcomeClass.OUTCOME_UNKNOWN),
+        attempts=0,
+        policy=RetryPolicy(),
+        now=NOW,
+        rng=random.Random(1),
+    )
     assert step.state is S.SUBMITTED
 
 
 def test_retryable_before_send_waits_and_unknown_stays_unknown() -> None:
     p = RetryPolicy()
     r = random.Random(3)
-    assert next_step(document=1, kind=K.ISSUE, current=S.READY,
-                     outcome=IssuerOutcome.retryable(5), attempts=0, policy=p, now=NOW,
-                     rng=r).state is S.RETRY_WAIT
-    assert next_step(document=1, kind=K.ISSUE, current=S.OUTCOME_UNKNOWN,
-                     outcome=IssuerOutcome.retryable(), attempts=0, policy=p, now=NOW,
-                     rng=r).state is S.OUTCOME_UNKNOWN
+    assert (
+        next_step(
+            document=1,
+            kind=K.ISSUE,
+            current=S.READY,
+            outcome=IssuerOutcome.retryable(5),
+            attempts=0,
+            policy=p,
+            now=NOW,
+            rng=r,
+        ).state
+        is S.RETRY_WAIT
+    )
+    assert (
+        next_step(
+            document=1,
+            kind=K.ISSUE,
+            current=S.OUTCOME_UNKNOWN,
+            outcome=IssuerOutcome.retryable(),
+            attempts=0,
+            policy=p,
+            now=NOW,
+            rng=r,
+        ).state
+        is S.OUTCOME_UNKNOWN
+    )
 
 
 def test_outcome_in_a_non_calling_state_is_an_error() -> None:
     with pytest.raises(InvalidTransitionError, match="doc-1"):
-        next_step(document="doc-1", kind=K.ISSUE, current=S.ISSUED,
-                  outcome=IssuerOutcome(OutcomeClass.ISSUED), attempts=0,
-                  policy=RetryPolicy(), now=NOW, rng=random.Random(0))
+        next_step(
+            document="doc-1",
+            kind=K.ISSUE,
+            current=S.ISSUED,
+            outcome=IssuerOutcome(OutcomeClass.ISSUED),
+            attempts=0,
+            policy=RetryPolicy(),
+            now=NOW,
+            rng=random.Random(0),
+        )
 
 
 def test_max_attempts_goes_dead() -> None:
     p = RetryPolicy(max_attempts=3)
-    step = next_step(document=1, kind=K.REVERSAL, current=S.RETRY_WAIT,
-                     outcome=IssuerOutcome.retryable(), attempts=2, policy=p, now=NOW,
-                     rng=random.Random(0))
+    step = next_step(
+        document=1,
+        kind=K.REVERSAL,
+        current=S.RETRY_WAIT,
+        outcome=IssuerOutcome.retryable(),
+        attempts=2,
+        policy=p,
+        now=NOW,
+        rng=random.Random(0),
+    )
     assert step.state is S.DEAD and step.exhausted and step.next_attempt_at is None
 
 
@@ -239,12 +296,28 @@ def test_policy_validation() -> None:
 def test_processing_polls_back_off() -> None:
     p = RetryPolicy(poll_interval=2, max_poll_interval=60)
     rng = random.Random(0)
-    first = next_step(document=1, kind=K.ISSUE, current=S.READY,
-                      outcome=IssuerOutcome(OutcomeClass.PROCESSING), attempts=0, policy=p,
-                      now=NOW, rng=rng, polls=0)
-    late = next_step(document=1, kind=K.ISSUE, current=S.SUBMITTED,
-                     outcome=IssuerOutcome(OutcomeClass.PROCESSING), attempts=0, policy=p,
-                     now=NOW, rng=rng, polls=10)
+    first = next_step(
+        document=1,
+        kind=K.ISSUE,
+        current=S.READY,
+        outcome=IssuerOutcome(OutcomeClass.PROCESSING),
+        attempts=0,
+        policy=p,
+        now=NOW,
+        rng=rng,
+        polls=0,
+    )
+    late = next_step(
+        document=1,
+        kind=K.ISSUE,
+        current=S.SUBMITTED,
+        outcome=IssuerOutcome(OutcomeClass.PROCESSING),
+        attempts=0,
+        policy=p,
+        now=NOW,
+        rng=rng,
+        polls=10,
+    )
     assert first.state is S.SUBMITTED
     assert first.next_attempt_at is not None and late.next_attempt_at is not None
     assert first.next_attempt_at - NOW <= timedelta(seconds=4)

@@ -33,8 +33,7 @@ def one(quantity, price, rate, basis, **extra):
 
 def test_inclusive_180_at_9_percent_splits_into_165_14_and_14_86():
     (ln,) = one("1", "180.00", "0.09", INCL)
-    assert (ln.net_amount, ln.tax_amount, ln.gross_amount) == (D("165.14"), D("14.86"),
-                                                               D("180.00"))
+    assert (ln.net_amount, ln.tax_amount, ln.gross_amount) == (D("165.14"), D("14.86"), D("180.00"))
 
 
 def test_inclusive_1_at_13_percent_splits_into_0_88_and_0_12():
@@ -44,8 +43,7 @@ def test_inclusive_1_at_13_percent_splits_into_0_88_and_0_12():
 
 def test_exclusive_document_example_2_hours_at_82_57():
     (ln,) = one("2", "82.57", "0.09", EXCL)
-    assert (ln.net_amount, ln.tax_amount, ln.gross_amount) == (D("165.14"), D("14.86"),
-                                                               D("180.00"))
+    assert (ln.net_amount, ln.tax_amount, ln.gross_amount) == (D("165.14"), D("14.86"), D("180.00"))
 
 
 def test_rounding_is_half_up_not_bankers():
@@ -67,15 +65,21 @@ def test_exclusive_net_is_rounded_product():
 
 
 def test_discount_becomes_discounted_line_followed_by_discount_line():
-    lines = build_lines([line("Laptop", "3", "4999", "0.13", discount_amount=D("300"),
-                              spec="X1", unit="台")], EXCL)
+    lines = build_lines(
+        [line("Laptop", "3", "4999", "0.13", discount_amount=D("300"), spec="X1", unit="台")], EXCL
+    )
     assert [ln.nature for ln in lines] == [LineNature.DISCOUNTED, LineNature.DISCOUNT]
     first, disc = lines
-    assert (first.net_amount, first.tax_amount, first.gross_amount) == (D("14997.00"),
-                                                                        D("1949.61"),
-                                                                        D("16946.61"))
-    assert (disc.net_amount, disc.tax_amount, disc.gross_amount) == (D("-300.00"), D("-39.00"),
-                                                                     D("-339.00"))
+    assert (first.net_amount, first.tax_amount, first.gross_amount) == (
+        D("14997.00"),
+        D("1949.61"),
+        D("16946.61"),
+    )
+    assert (disc.net_amount, disc.tax_amount, disc.gross_amount) == (
+        D("-300.00"),
+        D("-39.00"),
+        D("-339.00"),
+    )
     assert disc.name == first.name and disc.tax_code == first.tax_code
     assert disc.tax_rate == first.tax_rate
     # Documented choice: a discount line carries no quantity, unit price, spec or unit.
@@ -85,8 +89,11 @@ def test_discount_becomes_discounted_line_followed_by_discount_line():
 
 def test_inclusive_discount_is_a_gross_amount_split_like_a_line():
     _, disc = build_lines([line("x", "1", "180", "0.09", discount_amount=D("18"))], INCL)
-    assert (disc.net_amount, disc.tax_amount, disc.gross_amount) == (D("-16.51"), D("-1.49"),
-                                                                     D("-18.00"))
+    assert (disc.net_amount, disc.tax_amount, disc.gross_amount) == (
+        D("-16.51"),
+        D("-1.49"),
+        D("-18.00"),
+    )
 
 
 def test_zero_or_sub_cent_discount_adds_no_line():
@@ -99,7 +106,12 @@ def test_line_numbers_continue_after_discount_pairs():
     lines = build_lines([line(discount_amount=D(1)), line(), line(discount_amount=D(2))], EXCL)
     assert [ln.line_no for ln in lines] == [1, 2, 3, 4, 5]
     assert [ln.nature.value for ln in lines] == [
-        "DISCOUNTED", "DISCOUNT", "NORMAL", "DISCOUNTED", "DISCOUNT"]
+        "DISCOUNTED",
+        "DISCOUNT",
+        "NORMAL",
+        "DISCOUNTED",
+        "DISCOUNT",
+    ]
 
 
 def test_discounted_invoice_is_valid():
@@ -111,16 +123,22 @@ def test_discounted_invoice_is_valid():
 
 
 def test_breakdown_one_entry_per_rate_ascending_and_totals_are_sums():
-    lines = build_lines([
-        line("a", "1", "10", "0.13"),
-        line("b", "1", "10", "0"),
-        line("c", "1", "10", "0.06"),
-        line("d", "1", "20", "0.13"),
-        line("e", "1", "5", "0", tax_policy=TaxPolicy.EXEMPT),
-    ], EXCL)
+    lines = build_lines(
+        [
+            line("a", "1", "10", "0.13"),
+            line("b", "1", "10", "0"),
+            line("c", "1", "10", "0.06"),
+            line("d", "1", "20", "0.13"),
+            line("e", "1", "5", "0", tax_policy=TaxPolicy.EXEMPT),
+        ],
+        EXCL,
+    )
     rates = [(s.tax_rate, s.net_amount, s.tax_amount) for s in tax_breakdown(lines)]
-    assert rates == [(D("0"), D("15.00"), D("0.00")), (D("0.06"), D("10.00"), D("0.60")),
-                     (D("0.13"), D("30.00"), D("3.90"))]
+    assert rates == [
+        (D("0"), D("15.00"), D("0.00")),
+        (D("0.06"), D("10.00"), D("0.60")),
+        (D("0.13"), D("30.00"), D("3.90")),
+    ]
     t = totals(lines)
     assert (t.net_amount, t.tax_amount, t.gross_amount) == (D("55.00"), D("4.50"), D("59.50"))
 
@@ -158,8 +176,12 @@ def test_short_invoices_are_never_adjusted():
 
 def test_red_invoice_negates_amounts_and_quantities_and_keeps_prices():
     original = with_discount()
-    red = build_red_invoice(original, serial="SRED0000001", original_invoice_no=BLUE_NO,
-                            reason=ReversalReason.INVOICING_ERROR)
+    red = build_red_invoice(
+        original,
+        serial="SRED0000001",
+        original_invoice_no=BLUE_NO,
+        reason=ReversalReason.INVOICING_ERROR,
+    )
     assert red.kind is InvoiceKind.RED
     assert red.original_invoice_no == BLUE_NO
     assert red.reversal_reason is ReversalReason.INVOICING_ERROR
@@ -194,8 +216,13 @@ def test_red_of_zero_rated_line_has_no_negative_zero_in_json():
     ],
 )
 def test_uncomputable_input_raises_typed_error_naming_the_line(changes, fragment):
-    values = {"name": "x", "tax_code": "1" * 19, "quantity": D(1), "unit_price": D(1),
-              "tax_rate": D("0.13")}
+    values = {
+        "name": "x",
+        "tax_code": "1" * 19,
+        "quantity": D(1),
+        "unit_price": D(1),
+        "tax_rate": D("0.13"),
+    }
     values.update(changes)
     with pytest.raises(TaxMathError, match=fragment) as err:
         build_lines([line(), LineInput(**values)], EXCL)
@@ -206,10 +233,16 @@ def test_uncomputable_input_raises_typed_error_naming_the_line(changes, fragment
 # -- properties ------------------------------------------------------------------------
 
 rates = st.sampled_from([D(r) for r in ("0.13", "0.09", "0.06", "0.05", "0.03", "0.01", "0")])
-quantities = st.decimals(min_value=D("0.00000001"), max_value=D("100000"), places=8,
-                         allow_nan=False, allow_infinity=False)
-prices = st.decimals(min_value=D("0.01"), max_value=D("100000"), places=8,
-                     allow_nan=False, allow_infinity=False)
+quantities = st.decimals(
+    min_value=D("0.00000001"),
+    max_value=D("100000"),
+    places=8,
+    allow_nan=False,
+    allow_infinity=False,
+)
+prices = st.decimals(
+    min_value=D("0.01"), max_value=D("100000"), places=8, allow_nan=False, allow_infinity=False
+)
 bases = st.sampled_from([EXCL, INCL])
 
 
@@ -220,8 +253,15 @@ def line_inputs(draw):
     if draw(st.booleans()):
         discount = draw(st.decimals(min_value=0, max_value=quantity * price, places=2))
     policy = draw(st.sampled_from(list(TaxPolicy))) if rate == 0 and draw(st.booleans()) else None
-    return LineInput(name="item", tax_code="1" * 19, quantity=quantity, unit_price=price,
-                     tax_rate=rate, discount_amount=discount, tax_policy=policy)
+    return LineInput(
+        name="item",
+        tax_code="1" * 19,
+        quantity=quantity,
+        unit_price=price,
+        tax_rate=rate,
+        discount_amount=discount,
+        tax_policy=policy,
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -269,8 +309,11 @@ def test_red_is_exactly_minus_blue_and_both_validate(inputs, basis):
     assert red.totals.tax_amount == -original.totals.tax_amount
     assert red.totals.gross_amount == -original.totals.gross_amount
     for b, r in zip(original.tax_breakdown, red.tax_breakdown, strict=True):
-        assert (r.tax_rate, r.net_amount, r.tax_amount) == (b.tax_rate, -b.net_amount,
-                                                            -b.tax_amount)
+        assert (r.tax_rate, r.net_amount, r.tax_amount) == (
+            b.tax_rate,
+            -b.net_amount,
+            -b.tax_amount,
+        )
     # A 100 % discount or a sub-cent line has no positive amount left: that
     # is a data error the validator reports for both colours alike.
     blue_codes = {p.code for p in validate(original)}
@@ -279,18 +322,27 @@ def test_red_is_exactly_minus_blue_and_both_validate(inputs, basis):
     assert blue_codes <= {"LINE_SIGN", "TOTALS_SIGN", "DISCOUNT_TOO_LARGE"}
 
 
-@pytest.mark.parametrize(("quantity", "price", "rate", "discount", "count"), [
-    ("0.10981756", "99999.80877376", "0.06", "2.04", 489),
-    ("1638.92190329", "819.46097143", "0.05", "33.12", 464),
-])
+@pytest.mark.parametrize(
+    ("quantity", "price", "rate", "discount", "count"),
+    [
+        ("0.10981756", "99999.80877376", "0.06", "2.04", 489),
+        ("1638.92190329", "819.46097143", "0.05", "33.12", 464),
+    ],
+)
 def test_invoice_tax_error_limit_holds_when_only_discount_lines_carry_the_error(
     quantity, price, rate, discount, count
 ):
     """Found by the property below: each discounted line leans one way, its discount line
     the other, and the discount lines (never moved) win -- the balancing must then move
     cents on the lines whose own error points the other way."""
-    item = LineInput(name="item", tax_code="1111111111111111111", quantity=D(quantity),
-                     unit_price=D(price), tax_rate=D(rate), discount_amount=D(discount))
+    item = LineInput(
+        name="item",
+        tax_code="1111111111111111111",
+        quantity=D(quantity),
+        unit_price=D(price),
+        tax_rate=D(rate),
+        discount_amount=D(discount),
+    )
     lines = build_lines([item] * count, PriceBasis.TAX_INCLUSIVE)
     assert abs(sum(line_tax_error(ln) for ln in lines)) <= TAX_ERROR_LIMIT_INVOICE
     assert all(abs(line_tax_error(ln)) <= D("0.02") for ln in lines)
@@ -310,5 +362,9 @@ def test_invoice_tax_error_limit_holds_for_long_invoices(templates, count, basis
 
 def test_red_of_a_red_invoice_is_refused():
     with pytest.raises(TaxMathError, match="only a blue invoice"):
-        build_red_invoice(red_of(blue()), serial="SX0000000", original_invoice_no=BLUE_NO,
-                          reason=ReversalReason.ALLOWANCE)
+        build_red_invoice(
+            red_of(blue()),
+            serial="SX0000000",
+            original_invoice_no=BLUE_NO,
+            reason=ReversalReason.ALLOWANCE,
+        )

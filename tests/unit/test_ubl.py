@@ -80,8 +80,9 @@ CASES = {
     "discount": with_discount,
     "discount_inclusive": lambda: with_discount(INCL),
     "red_discount_inclusive": lambda: red_of(with_discount(INCL)),
-    "tax_inclusive": lambda: blue([line("x", "1", "180.00", "0.09"),
-                                   line("y", "3", "1.00", "0.13", unit="kg")], basis=INCL),
+    "tax_inclusive": lambda: blue(
+        [line("x", "1", "180.00", "0.09"), line("y", "3", "1.00", "0.13", unit="kg")], basis=INCL
+    ),
     "natural_person": natural_person_invoice,
     "no_quantity": no_quantity_invoice,
 }
@@ -103,19 +104,24 @@ def test_en16931_arithmetic_holds(name):
     lines = doc.findall("cac:InvoiceLine", NS) + doc.findall("cac:CreditNoteLine", NS)
     total = doc.find("cac:LegalMonetaryTotal", NS)
     assert sum(amount(ln, "cbc:LineExtensionAmount") for ln in lines) == amount(
-        total, "cbc:LineExtensionAmount")  # BR-CO-10
+        total, "cbc:LineExtensionAmount"
+    )  # BR-CO-10
     tax = amount(doc, "cac:TaxTotal/cbc:TaxAmount")
     assert amount(total, "cbc:TaxExclusiveAmount") + tax == amount(
-        total, "cbc:TaxInclusiveAmount")  # BR-CO-15
+        total, "cbc:TaxInclusiveAmount"
+    )  # BR-CO-15
     subtotals = doc.findall("cac:TaxTotal/cac:TaxSubtotal", NS)
     assert sum(amount(s, "cbc:TaxAmount") for s in subtotals) == tax  # BR-CO-14
     for ln in lines:
-        qty = D(ln.findtext("cbc:InvoicedQuantity", namespaces=NS)
-                or ln.findtext("cbc:CreditedQuantity", namespaces=NS))
+        qty = D(
+            ln.findtext("cbc:InvoicedQuantity", namespaces=NS)
+            or ln.findtext("cbc:CreditedQuantity", namespaces=NS)
+        )
         price = amount(ln, "cac:Price/cbc:PriceAmount")
         allowances = sum(amount(a, "cbc:Amount") for a in ln.findall("cac:AllowanceCharge", NS))
         assert abs(qty * price - allowances - amount(ln, "cbc:LineExtensionAmount")) <= D(
-            "0.02")  # PEPPOL-EN16931-R120
+            "0.02"
+        )  # PEPPOL-EN16931-R120
         assert qty > 0 and price >= 0
     for el in doc.iter():
         if el.get("currencyID") is not None:
@@ -132,19 +138,29 @@ def test_blue_is_an_invoice_380_with_header_fields():
     assert doc.findtext("cbc:IssueDate", namespaces=NS) == "2026-11-27"
     assert doc.findtext("cbc:DocumentCurrencyCode", namespaces=NS) == "CNY"
     supplier = "cac:AccountingSupplierParty/cac:Party/"
-    assert doc.findtext(supplier + "cac:PartyTaxScheme/cbc:CompanyID",
-                        namespaces=NS) == "91310115MA1K4PLN89"
-    assert doc.findtext(supplier + "cac:PartyLegalEntity/cbc:RegistrationName",
-                        namespaces=NS) == "Acme Trading Co., Ltd."
+    assert (
+        doc.findtext(supplier + "cac:PartyTaxScheme/cbc:CompanyID", namespaces=NS)
+        == "91310115MA1K4PLN89"
+    )
+    assert (
+        doc.findtext(supplier + "cac:PartyLegalEntity/cbc:RegistrationName", namespaces=NS)
+        == "Acme Trading Co., Ltd."
+    )
     customer = "cac:AccountingCustomerParty/cac:Party/"
-    assert doc.findtext(customer + "cac:PartyTaxScheme/cbc:CompanyID",
-                        namespaces=NS) == "91110108MA01ABCD2H"
+    assert (
+        doc.findtext(customer + "cac:PartyTaxScheme/cbc:CompanyID", namespaces=NS)
+        == "91110108MA01ABCD2H"
+    )
     assert doc.findtext("cac:LegalMonetaryTotal/cbc:PayableAmount", namespaces=NS) == "180.00"
     ln = doc.find("cac:InvoiceLine", NS)
     assert ln.find("cbc:InvoicedQuantity", NS).get("unitCode") == "HUR"
     assert ln.findtext("cbc:LineExtensionAmount", namespaces=NS) == "165.14"
-    assert ln.findtext("cac:Item/cac:CommodityClassification/cbc:ItemClassificationCode",
-                       namespaces=NS) == "3040201000000000000"
+    assert (
+        ln.findtext(
+            "cac:Item/cac:CommodityClassification/cbc:ItemClassificationCode", namespaces=NS
+        )
+        == "3040201000000000000"
+    )
     assert ln.findtext("cac:Item/cac:ClassifiedTaxCategory/cbc:ID", namespaces=NS) == "S"
     assert ln.findtext("cac:Item/cac:ClassifiedTaxCategory/cbc:Percent", namespaces=NS) == "9"
 
@@ -158,10 +174,11 @@ def test_red_is_a_credit_note_381_with_positive_amounts_and_billing_reference():
     doc = render(red_of(blue()), issue_date=date(2026, 12, 1))
     assert etree.QName(doc).localname == "CreditNote"
     assert doc.findtext("cbc:CreditNoteTypeCode", namespaces=NS) == "381"
-    assert doc.findtext("cac:BillingReference/cac:InvoiceDocumentReference/cbc:ID",
-                        namespaces=NS) == BLUE_NO
-    assert doc.findtext("cac:DiscrepancyResponse/cbc:Description",
-                        namespaces=NS) == "Sales return"
+    assert (
+        doc.findtext("cac:BillingReference/cac:InvoiceDocumentReference/cbc:ID", namespaces=NS)
+        == BLUE_NO
+    )
+    assert doc.findtext("cac:DiscrepancyResponse/cbc:Description", namespaces=NS) == "Sales return"
     assert doc.findtext("cac:LegalMonetaryTotal/cbc:PayableAmount", namespaces=NS) == "180.00"
     ln = doc.find("cac:CreditNoteLine", NS)
     assert ln.findtext("cbc:CreditedQuantity", namespaces=NS) == "2"
@@ -171,9 +188,11 @@ def test_red_is_a_credit_note_381_with_positive_amounts_and_billing_reference():
 def test_tax_subtotal_per_category_and_rate():
     doc = render(multi_rate())
     found = [
-        (s.findtext("cac:TaxCategory/cbc:ID", namespaces=NS),
-         s.findtext("cac:TaxCategory/cbc:Percent", namespaces=NS),
-         s.findtext("cbc:TaxableAmount", namespaces=NS))
+        (
+            s.findtext("cac:TaxCategory/cbc:ID", namespaces=NS),
+            s.findtext("cac:TaxCategory/cbc:Percent", namespaces=NS),
+            s.findtext("cbc:TaxableAmount", namespaces=NS),
+        )
         for s in doc.findall("cac:TaxTotal/cac:TaxSubtotal", NS)
     ]
     assert found == [
@@ -207,8 +226,12 @@ def test_tax_inclusive_price_is_the_net_unit_price():
 
 def test_exempt_and_not_taxable_carry_a_reason():
     doc = render(blue([line(rate="0", tax_policy=TaxPolicy.EXEMPT)]))
-    assert doc.findtext("cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cbc:TaxExemptionReason",
-                        namespaces=NS) == "Exempt from VAT"
+    assert (
+        doc.findtext(
+            "cac:TaxTotal/cac:TaxSubtotal/cac:TaxCategory/cbc:TaxExemptionReason", namespaces=NS
+        )
+        == "Exempt from VAT"
+    )
 
 
 def test_natural_person_without_tax_id_has_no_tax_scheme():
@@ -221,8 +244,12 @@ def test_natural_person_without_tax_id_has_no_tax_scheme():
 def test_an_issue_date_is_required():
     with pytest.raises(UblError, match="needs an issue date"):
         to_ubl(blue(issue_date=None))
-    assert render(blue(issue_date=None), issue_date=date(2026, 11, 30)).findtext(
-        "cbc:IssueDate", namespaces=NS) == "2026-11-30"
+    assert (
+        render(blue(issue_date=None), issue_date=date(2026, 11, 30)).findtext(
+            "cbc:IssueDate", namespaces=NS
+        )
+        == "2026-11-30"
+    )
 
 
 def test_an_invoice_without_lines_cannot_be_rendered():
@@ -239,9 +266,19 @@ def test_orphan_discount_line_cannot_be_rendered():
 
 @pytest.mark.parametrize(
     ("unit", "code"),
-    [("hour", "HUR"), ("小时", "HUR"), ("kg", "KGM"), ("千克", "KGM"), ("个", "H87"),
-     ("Pcs", "H87"), ("套", "SET"), ("月", "MON"), ("m²", "MTK"), ("widget", "C62"),
-     (None, "C62")],
+    [
+        ("hour", "HUR"),
+        ("小时", "HUR"),
+        ("kg", "KGM"),
+        ("千克", "KGM"),
+        ("个", "H87"),
+        ("Pcs", "H87"),
+        ("套", "SET"),
+        ("月", "MON"),
+        ("m²", "MTK"),
+        ("widget", "C62"),
+        (None, "C62"),
+    ],
 )
 def test_unit_codes(unit, code):
     assert unit_code(unit) == code

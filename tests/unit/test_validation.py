@@ -39,9 +39,13 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "invoice-format.md"
 
 def relined(invoice: Invoice, lines: list[InvoiceLine]) -> Invoice:
     """The invoice with other lines and consistent breakdown/totals (isolates line rules)."""
-    return invoice.model_copy(update={"lines": tuple(lines),
-                                      "tax_breakdown": tuple(tax_breakdown(lines)),
-                                      "totals": totals(lines)})
+    return invoice.model_copy(
+        update={
+            "lines": tuple(lines),
+            "tax_breakdown": tuple(tax_breakdown(lines)),
+            "totals": totals(lines),
+        }
+    )
 
 
 def change_line(invoice: Invoice, index: int, **changes) -> Invoice:
@@ -87,8 +91,13 @@ def test_document_example_is_valid_except_for_its_placeholder_tax_ids():
 
 
 def test_validate_never_raises_and_str_shows_path():
-    broken = blue().model_copy(update={"lines": (), "tax_breakdown": (), "totals": Totals(
-        net_amount=D("1.001"), tax_amount=D(0), gross_amount=D(5))})
+    broken = blue().model_copy(
+        update={
+            "lines": (),
+            "tax_breakdown": (),
+            "totals": Totals(net_amount=D("1.001"), tax_amount=D(0), gross_amount=D(5)),
+        }
+    )
     problems = validate(broken)
     assert "NO_LINES" in {p.code for p in problems}
     assert str(problems[0]).startswith(problems[0].path + ": ")
@@ -148,10 +157,14 @@ def test_amounts_must_be_whole_cents():
 
 def test_totals_and_breakdown_amounts_must_be_whole_cents():
     inv = blue()
-    bad = inv.model_copy(update={
-        "totals": inv.totals.model_copy(update={"tax_amount": D("14.855")}),
-        "tax_breakdown": (inv.tax_breakdown[0].model_copy(update={"net_amount": D("165.145")}),),
-    })
+    bad = inv.model_copy(
+        update={
+            "totals": inv.totals.model_copy(update={"tax_amount": D("14.855")}),
+            "tax_breakdown": (
+                inv.tax_breakdown[0].model_copy(update={"net_amount": D("165.145")}),
+            ),
+        }
+    )
     paths = {p.path for p in validate(bad) if p.code == "AMOUNT_PRECISION"}
     assert paths == {"totals.tax_amount", "tax_breakdown[0].net_amount"}
 
@@ -172,8 +185,9 @@ def test_tax_inclusive_lines_compare_against_gross():
     invoice = blue([line("x", "1", "180.00", "0.09")], basis=PriceBasis.TAX_INCLUSIVE)
     assert validate(invoice) == []
     # The same line read as tax-exclusive fails: 1 x 180 != 165.14.
-    p = only(invoice.model_copy(update={"price_basis": PriceBasis.TAX_EXCLUSIVE}),
-             "LINE_AMOUNT_MISMATCH")
+    p = only(
+        invoice.model_copy(update={"price_basis": PriceBasis.TAX_EXCLUSIVE}), "LINE_AMOUNT_MISMATCH"
+    )
     assert p.path == "lines[0].net_amount"
     bad = change_line(invoice, 0, unit_price=D("180.02"))
     assert only(bad, "LINE_AMOUNT_MISMATCH").path == "lines[0].gross_amount"
@@ -207,12 +221,15 @@ def test_invoice_tax_error_sum_within_1_27():
     assert validate(relined(blue(), lines)) == []  # 250 x 0.0045 = 1.125
     more = lines + [
         ln.model_copy(update={"line_no": 251 + i})
-        for i, ln in enumerate(build_lines([line("bolt", "1", "0.05", "0.09")] * 50,
-                                           PriceBasis.TAX_EXCLUSIVE))
+        for i, ln in enumerate(
+            build_lines([line("bolt", "1", "0.05", "0.09")] * 50, PriceBasis.TAX_EXCLUSIVE)
+        )
     ]
     # Force the unbalanced formula (what a naive builder would send): all taxes 0.00.
-    more = [ln.model_copy(update={"tax_amount": D("0.00"), "gross_amount": ln.net_amount})
-            for ln in more]
+    more = [
+        ln.model_copy(update={"tax_amount": D("0.00"), "gross_amount": ln.net_amount})
+        for ln in more
+    ]
     p = only(relined(blue(), more), "INVOICE_TAX_ERROR")
     assert "1.35" in p.message  # 300 x 0.0045
 
@@ -227,8 +244,14 @@ def test_quantity_and_price_both_or_neither():
 
 
 def test_blue_lines_must_be_positive():
-    neg = change_line(blue(), 0, quantity=D(-2), net_amount=D("-165.14"),
-                      tax_amount=D("-14.86"), gross_amount=D("-180.00"))
+    neg = change_line(
+        blue(),
+        0,
+        quantity=D(-2),
+        net_amount=D("-165.14"),
+        tax_amount=D("-14.86"),
+        gross_amount=D("-180.00"),
+    )
     assert {"LINE_SIGN", "QUANTITY_SIGN", "TOTALS_SIGN"} <= codes(neg)
     p = next(p for p in validate(neg) if p.code == "LINE_SIGN")
     assert "on a blue invoice the amounts of a line must be positive" in p.message
@@ -277,14 +300,20 @@ def test_discount_line_must_match_name_code_and_policy(field, value):
 
 
 def test_discount_line_must_match_rate():
-    inv = change_line(discount_invoice(), 1, tax_rate=D("0.09"), tax_amount=D("-27.00"),
-                      gross_amount=D("-327.00"))
+    inv = change_line(
+        discount_invoice(), 1, tax_rate=D("0.09"), tax_amount=D("-27.00"), gross_amount=D("-327.00")
+    )
     assert only(inv, "DISCOUNT_MISMATCH").path == "lines[1].tax_rate"
 
 
 def test_discount_line_must_be_negative_on_blue():
-    inv = change_line(discount_invoice(), 1, net_amount=D("300.00"), tax_amount=D("39.00"),
-                      gross_amount=D("339.00"))
+    inv = change_line(
+        discount_invoice(),
+        1,
+        net_amount=D("300.00"),
+        tax_amount=D("39.00"),
+        gross_amount=D("339.00"),
+    )
     p = only(inv, "LINE_SIGN")
     assert "amounts of a discount line must be negative" in p.message
 
@@ -292,13 +321,22 @@ def test_discount_line_must_be_negative_on_blue():
 def test_discount_not_larger_than_the_discounted_line():
     inv = discount_invoice()
     first = inv.lines[0]
-    too_big = change_line(inv, 1, net_amount=-first.net_amount - D("0.01"),
-                          tax_amount=-first.tax_amount,
-                          gross_amount=-first.gross_amount - D("0.01"))
+    too_big = change_line(
+        inv,
+        1,
+        net_amount=-first.net_amount - D("0.01"),
+        tax_amount=-first.tax_amount,
+        gross_amount=-first.gross_amount - D("0.01"),
+    )
     p = only(too_big, "DISCOUNT_TOO_LARGE")
     assert p.path == "lines[1].net_amount"
-    full = change_line(inv, 1, net_amount=-first.net_amount, tax_amount=-first.tax_amount,
-                       gross_amount=-first.gross_amount)
+    full = change_line(
+        inv,
+        1,
+        net_amount=-first.net_amount,
+        tax_amount=-first.tax_amount,
+        gross_amount=-first.gross_amount,
+    )
     assert validate(full) == []
 
 
@@ -325,27 +363,39 @@ def test_breakdown_must_be_ascending_and_complete():
     assert codes(reversed_) == {"BREAKDOWN_ORDER"}
     missing = inv.model_copy(update={"tax_breakdown": inv.tax_breakdown[1:]})
     assert codes(missing) == {"BREAKDOWN_MISMATCH"}
-    extra = inv.model_copy(update={"tax_breakdown": (
-        *inv.tax_breakdown,
-        TaxSubtotal(tax_rate=D("0.05"), net_amount=D(0), tax_amount=D(0)))})
+    extra = inv.model_copy(
+        update={
+            "tax_breakdown": (
+                *inv.tax_breakdown,
+                TaxSubtotal(tax_rate=D("0.05"), net_amount=D(0), tax_amount=D(0)),
+            )
+        }
+    )
     assert {"BREAKDOWN_MISMATCH", "BREAKDOWN_ORDER"} == codes(extra)
 
 
 def test_totals_must_be_sums_of_lines():
     inv = blue()
-    bad = inv.model_copy(update={"totals": Totals(net_amount=D("165.15"),
-                                                  tax_amount=D("14.85"),
-                                                  gross_amount=D("180.00"))})
+    bad = inv.model_copy(
+        update={
+            "totals": Totals(
+                net_amount=D("165.15"), tax_amount=D("14.85"), gross_amount=D("180.00")
+            )
+        }
+    )
     problems = validate(bad)
     assert {(p.code, p.path) for p in problems} == {
-        ("TOTALS_MISMATCH", "totals.net_amount"), ("TOTALS_MISMATCH", "totals.tax_amount")}
+        ("TOTALS_MISMATCH", "totals.net_amount"),
+        ("TOTALS_MISMATCH", "totals.tax_amount"),
+    }
     assert problems[0].message == "total amount is 165.15 but the lines add up to 165.14"
 
 
 def test_totals_gross_is_net_plus_tax():
     inv = blue()
-    bad = inv.model_copy(update={"totals": inv.totals.model_copy(
-        update={"gross_amount": D("180.01")})})
+    bad = inv.model_copy(
+        update={"totals": inv.totals.model_copy(update={"gross_amount": D("180.01")})}
+    )
     assert codes(bad) == {"TOTALS_MISMATCH", "TOTALS_GROSS_MISMATCH"}
 
 
@@ -353,7 +403,8 @@ def test_line_count_limits():
     assert only(relined(blue(), []), "NO_LINES").path == "lines"
     lines = build_lines([line("x", "1", "1", "0")] * 2001, PriceBasis.TAX_EXCLUSIVE)
     assert only(relined(blue(), lines), "TOO_MANY_LINES").message.startswith(
-        "the invoice has 2001 lines")
+        "the invoice has 2001 lines"
+    )
     assert validate(relined(blue(), lines[:2000])) == []
 
 
@@ -369,8 +420,7 @@ def test_buyer_tax_id_checksum():
     p = only(blue(buyer=buyer(tax_id="91110108MA01ABCD2X")), "BUYER_TAX_ID_INVALID")
     assert p.path == "buyer.tax_id"
     assert "check character does not match" in p.message
-    assert "18 characters" in only(blue(buyer=buyer(tax_id="9111")),
-                                   "BUYER_TAX_ID_INVALID").message
+    assert "18 characters" in only(blue(buyer=buyer(tax_id="9111")), "BUYER_TAX_ID_INVALID").message
 
 
 def test_tax_id_must_be_written_compactly():
@@ -388,7 +438,8 @@ def test_natural_person_may_omit_tax_id_on_ordinary_invoice():
     assert validate(blue(buyer=person, invoice_type=InvoiceType.ORDINARY)) == []
     company = buyer(tax_id=None)
     assert codes(blue(buyer=company, invoice_type=InvoiceType.ORDINARY)) == {
-        "BUYER_TAX_ID_REQUIRED"}
+        "BUYER_TAX_ID_REQUIRED"
+    }
 
 
 def test_natural_person_tax_id_checked_when_present():
@@ -422,8 +473,12 @@ def test_buyer_email_format():
     ("build", "path"),
     [
         (lambda: blue(buyer=buyer(name="B" * 101)), "buyer.name"),
-        (lambda: blue(seller=seller().model_copy(update={"address": "A" * 90, "phone": "1" * 11})),
-         "seller.address"),
+        (
+            lambda: blue(
+                seller=seller().model_copy(update={"address": "A" * 90, "phone": "1" * 11})
+            ),
+            "seller.address",
+        ),
         (lambda: blue(buyer=buyer(bank_name="B" * 50, bank_account="1" * 51)), "buyer.bank_name"),
         (lambda: blue([line(name="N" * 101)]), "lines[0].name"),
         (lambda: blue([line(spec="S" * 41)]), "lines[0].spec"),
@@ -453,17 +508,26 @@ def test_empty_names_are_reported():
 def test_red_needs_20_digit_original_number_and_reason():
     red = red_of(blue())
     assert validate(red) == []
-    assert only(red.model_copy(update={"original_invoice_no": None}),
-                "RED_ORIGINAL_MISSING").path == "original_invoice_no"
+    assert (
+        only(red.model_copy(update={"original_invoice_no": None}), "RED_ORIGINAL_MISSING").path
+        == "original_invoice_no"
+    )
     p = only(red.model_copy(update={"original_invoice_no": "0442"}), "RED_ORIGINAL_FORMAT")
     assert "must be 20 digits" in p.message
-    assert only(red.model_copy(update={"reversal_reason": None}),
-                "RED_REASON_MISSING").path == "reversal_reason"
+    assert (
+        only(red.model_copy(update={"reversal_reason": None}), "RED_REASON_MISSING").path
+        == "reversal_reason"
+    )
 
 
 def test_red_amounts_must_be_negative():
-    as_red = blue().model_copy(update={"kind": InvoiceKind.RED, "original_invoice_no": "1" * 20,
-                                       "reversal_reason": ReversalReason.ALLOWANCE})
+    as_red = blue().model_copy(
+        update={
+            "kind": InvoiceKind.RED,
+            "original_invoice_no": "1" * 20,
+            "reversal_reason": ReversalReason.ALLOWANCE,
+        }
+    )
     found = codes(as_red)
     assert {"LINE_SIGN", "QUANTITY_SIGN", "TOTALS_SIGN"} == found
     p = next(p for p in validate(as_red) if p.code == "TOTALS_SIGN")
@@ -477,8 +541,9 @@ def test_red_discount_lines_are_positive():
 
 
 def test_blue_must_not_carry_reversal_fields():
-    inv = blue().model_copy(update={"original_invoice_no": "1" * 20,
-                                    "reversal_reason": ReversalReason.ALLOWANCE})
+    inv = blue().model_copy(
+        update={"original_invoice_no": "1" * 20, "reversal_reason": ReversalReason.ALLOWANCE}
+    )
     assert codes(inv) == {"BLUE_HAS_ORIGINAL", "BLUE_HAS_REASON"}
 
 
@@ -489,11 +554,18 @@ def test_serial_and_currency_format():
 
 # -- robustness: validate reports, it never raises ------------------------------------------
 
-amounts = st.one_of(*(
-    st.decimals(min_value=D(-10) ** 15 + 1, max_value=D(10) ** 15 - 1, places=p,
-                allow_nan=False, allow_infinity=False)
-    for p in (0, 2, 3, 8, 20)
-))
+amounts = st.one_of(
+    *(
+        st.decimals(
+            min_value=D(-10) ** 15 + 1,
+            max_value=D(10) ** 15 - 1,
+            places=p,
+            allow_nan=False,
+            allow_infinity=False,
+        )
+        for p in (0, 2, 3, 8, 20)
+    )
+)
 
 
 @st.composite
@@ -525,14 +597,21 @@ def arbitrary_lines(draw):
     st.none() | st.text(max_size=20),
     amounts,
 )
-def test_validate_never_raises_on_arbitrary_data(lines, kind, itype, basis, original, tax_id,
-                                                  total):
-    inv = blue().model_copy(update={
-        "lines": tuple(lines), "kind": kind, "invoice_type": itype, "price_basis": basis,
-        "original_invoice_no": original, "buyer": buyer(tax_id=tax_id),
-        "totals": Totals(net_amount=total, tax_amount=total, gross_amount=total),
-        "tax_breakdown": (TaxSubtotal(tax_rate=total, net_amount=total, tax_amount=total),),
-    })
+def test_validate_never_raises_on_arbitrary_data(
+    lines, kind, itype, basis, original, tax_id, total
+):
+    inv = blue().model_copy(
+        update={
+            "lines": tuple(lines),
+            "kind": kind,
+            "invoice_type": itype,
+            "price_basis": basis,
+            "original_invoice_no": original,
+            "buyer": buyer(tax_id=tax_id),
+            "totals": Totals(net_amount=total, tax_amount=total, gross_amount=total),
+            "tax_breakdown": (TaxSubtotal(tax_rate=total, net_amount=total, tax_amount=total),),
+        }
+    )
     problems = validate(inv)
     assert all(isinstance(p, Problem) and p.message for p in problems)
     assert {p.code for p in problems} <= PROBLEM_CODES

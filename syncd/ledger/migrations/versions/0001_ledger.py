@@ -22,8 +22,19 @@ depends_on: str | Sequence[str] | None = None
 
 # Frozen copies (a later change of syncd.lifecycle needs its own migration).
 STATES = (
-    "PENDING", "INVALID", "READY", "SUBMITTED", "OUTCOME_UNKNOWN", "RETRY_WAIT", "ISSUED",
-    "REJECTED", "BLOCKED", "DEAD", "REVERSAL_PENDING", "REVERSAL_SUBMITTED", "REVERSED",
+    "PENDING",
+    "INVALID",
+    "READY",
+    "SUBMITTED",
+    "OUTCOME_UNKNOWN",
+    "RETRY_WAIT",
+    "ISSUED",
+    "REJECTED",
+    "BLOCKED",
+    "DEAD",
+    "REVERSAL_PENDING",
+    "REVERSAL_SUBMITTED",
+    "REVERSED",
 )
 KINDS = ("issue", "reversal")
 
@@ -34,7 +45,9 @@ def _in(column: str, values: Sequence[str]) -> str:
 
 def _ts(name: str, *, nullable: bool = False, now: bool = True) -> sa.Column[object]:
     return sa.Column(
-        name, sa.DateTime(timezone=True), nullable=nullable,
+        name,
+        sa.DateTime(timezone=True),
+        nullable=nullable,
         server_default=sa.func.now() if now else None,
     )
 
@@ -73,12 +86,17 @@ def upgrade() -> None:
         _ts("updated_at"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_documents")),
         sa.UniqueConstraint(
-            "document_type", "source_table", "source_key", "kind", "revision",
+            "document_type",
+            "source_table",
+            "source_key",
+            "kind",
+            "revision",
             name=op.f("uq_documents_identity"),
         ),
         sa.UniqueConstraint("serial", name=op.f("uq_documents_serial")),
         sa.ForeignKeyConstraint(
-            ["reverses_id"], [f"{schema}.documents.id"],
+            ["reverses_id"],
+            [f"{schema}.documents.id"],
             name=op.f("fk_documents_reverses_id_documents"),
         ),
         sa.CheckConstraint(_in("state", STATES), name=op.f("ck_documents_state")),
@@ -88,19 +106,28 @@ def upgrade() -> None:
         schema=schema,
     )
     op.create_index(
-        op.f("ix_documents_state_next_attempt_at"), "documents", ["state", "next_attempt_at"],
+        op.f("ix_documents_state_next_attempt_at"),
+        "documents",
+        ["state", "next_attempt_at"],
         schema=schema,
     )
     op.create_index(
-        op.f("ix_documents_state_updated_at"), "documents", ["state", "updated_at"],
+        op.f("ix_documents_state_updated_at"),
+        "documents",
+        ["state", "updated_at"],
         schema=schema,
     )
     op.create_index(
-        op.f("ix_documents_source_partition"), "documents",
-        ["source_topic", "source_partition", "state"], schema=schema,
+        op.f("ix_documents_source_partition"),
+        "documents",
+        ["source_topic", "source_partition", "state"],
+        schema=schema,
     )
     op.create_index(
-        op.f("ix_documents_reverses_id"), "documents", ["reverses_id"], schema=schema,
+        op.f("ix_documents_reverses_id"),
+        "documents",
+        ["reverses_id"],
+        schema=schema,
     )
 
     op.create_table(
@@ -115,7 +142,8 @@ def upgrade() -> None:
         sa.Column("details", JSONB, nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit")),
         sa.ForeignKeyConstraint(
-            ["document_id"], [f"{schema}.documents.id"],
+            ["document_id"],
+            [f"{schema}.documents.id"],
             name=op.f("fk_audit_document_id_documents"),
         ),
         schema=schema,
