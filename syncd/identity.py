@@ -1,12 +1,24 @@
-"""Deterministic invoice serials: the idempotency key sent to the platform.
+"""Which document a change belongs to, and the serial that document is invoiced under.
+
+This module is the one home of a document's identity, for every layer: the rules, the
+intake, the ledger and the operator commands all use these definitions, so there is no
+second way to tell "the same document" that could disagree with this one.
 
 Public API:
     DocumentIdentity          -- document type, source table, key, kind, revision
     DocumentKind              -- ISSUE | REVERSAL
+    read_key(...)             -- THE way a document key is read from a change
     serial_for(identity)      -> str, 26 characters of [A-Z0-9]
     canonical_identity(identity) -> bytes   -- what is hashed (versioned)
-    source_ref(identity)      -> SourceRef  -- the invoice's `source` block
+    canonical_json(value)     -> str  -- the ledger's source key text and payload hash input
+    payload_hash(payload)     -> str  -- "sha256:<hex>" of a frozen payload
     SERIAL_LENGTH, SERIAL_PATTERN
+
+Identity is the source row's key, never the Kafka offset: Debezium re-emits the same
+change at new offsets, and several changes of one row must map to one invoice. The
+ledger's unique constraint is over (document type, table, `source_key`, kind, revision);
+`source_key` is the canonical JSON of the key with whole decimals as integers, so a key
+typed `Decimal("42")` by one decoder and `42` by another is one document.
 
 Why deterministic: the platforms refuse a repeated serial instead of answering
 with the first invoice, and a fresh serial after an unknown outcome is how
@@ -28,23 +40,29 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
 from decimal import Decimal
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from syncd._speedups import quick_init
-from syncd.invoice.model import SourceRef
+from syncd.changes import UNAVAILABLE, ColumnValue, Row
 
 __all__ = [
     "SERIAL_LENGTH",
     "SERIAL_PATTERN",
     "DocumentIdentity",
     "DocumentKind",
+    "IdentityError",
     "KeyValue",
     "canonical_identity",
+    "canonical_json",
+    "key_text",
+    "payload_hash",
+    "read_key",
     "serial_for",
-    "source_ref",
 ]
 
 SERIAL_LENGTH: Final = 26
@@ -65,6 +83,44 @@ class DocumentKind(enum.StrEnum):
     REVERSAL = "reversal"
 
 
+class IdentityError(ValueError):
+    """A change whose document key cannot be read (a key column missing or of a type no
+    primary key has)."""
+
+
+def read_key(
+    row: Row | None, record_key: Row | None, key_columns: Sequence[str], table: str
+) -> tuple[tuple[str, KeyValue], ...]:
+    """The document key of a change: each key column from the row image, else from the
+    Kafka record's key; a whole decimal becomes an int (the ledger's canonical form).
+
+    Raises IdentityError when a column is missing, NULL, not sent, or not an integer,
+    decimal or text."""
+    parts: list[tuple[str, KeyValue]] = []
+    for column in key_columns:
+        value: ColumnValue = None
+        if row is not None and column in row:
+            value = row[column]
+        elif record_key is not None and column in record_key:
+            value = record_key[column]
+        if value is None or value is UNAVAILABLE:
+            raise IdentityError(f"key column {column} missing in the change of {table}")
+        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+            raise IdentityError(
+                f"key column {column} has a {type(value).__name__} value; document keys must "
+                "be integers, decimals or text"
+            )
+        if type(value) is Decimal and value.is_finite() and value == value.to_integral_value():
+            value = int(value)
+        parts.append((column, value))
+    return tuple(parts)
+
+
+def key_text(column: str, value: KeyValue) -> str:
+    """A key value as the text the serial hashes (`42`, `Decimal("42.0")`, `"42"`: `42`)."""
+    return _key_text(column, value)
+
+
 def _key_text(column: str, value: KeyValue) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
         raise TypeError(f"key column {column!r}: unsupported key value type {type(value).__name__}")
@@ -78,13 +134,18 @@ def _key_text(column: str, value: KeyValue) -> str:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class DocumentIdentity:
-    """What makes one invoice request unique. `key` holds (column, value) pairs."""
+    """What makes one invoice request unique. `key` holds (column, value) pairs;
+    `source_key` is their canonical JSON (the ledger's form), derived when not given.
+
+    Two identities are equal when their type, table, `source_key`, kind and revision are:
+    a key read back from the ledger (JSON values) equals the one read from a change."""
 
     document_type: str
     source_table: str
-    key: tuple[tuple[str, KeyValue], ...]
+    key: tuple[tuple[str, KeyValue], ...] = field(compare=False)
     kind: DocumentKind
     revision: int = 0
+    source_key: str = ""
 
     def __post_init__(self) -> None:
         # built for every issue/reverse decision: the usual key (one int or text column,
@@ -108,17 +169,96 @@ class DocumentIdentity:
             raise ValueError(f"revision must be >= 0, got {revision}")
         if type(self.kind) is not DocumentKind:
             raise TypeError("kind must be a DocumentKind")
+        if not self.source_key:
+            object.__setattr__(self, "source_key", source_key_of(key))
 
     @classmethod
     def of(
         cls,
         document_type: str,
         source_table: str,
-        key: Iterable[tuple[str, KeyValue]],
+        key: Iterable[tuple[str, KeyValue]] | Mapping[str, KeyValue],
         kind: DocumentKind = DocumentKind.ISSUE,
         revision: int = 0,
     ) -> DocumentIdentity:
-        return cls(document_type, source_table, tuple(key), kind, revision)
+        pairs = tuple(key.items()) if isinstance(key, Mapping) else tuple(key)
+        return cls(document_type, source_table, pairs, kind, revision)
+
+    @classmethod
+    def stored(
+        cls,
+        document_type: str,
+        source_table: str,
+        source_key: str,
+        kind: DocumentKind,
+        revision: int,
+    ) -> DocumentIdentity:
+        """The identity of a ledger row: `source_key` kept exactly as stored."""
+        parsed = json.loads(source_key)
+        pairs = tuple(parsed.items()) if isinstance(parsed, dict) and parsed else (("?", "?"),)
+        return cls(document_type, source_table, pairs, kind, revision, source_key)
+
+    def for_reversal(self) -> DocumentIdentity:
+        """The reversal of this (issue) document: same key and revision."""
+        return DocumentIdentity(
+            self.document_type,
+            self.source_table,
+            self.key,
+            DocumentKind.REVERSAL,
+            self.revision,
+            self.source_key,
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{self.document_type}:{self.source_table}{self.source_key}"
+            f"/{self.kind.value}/r{self.revision}"
+        )
+
+
+def source_key_of(key: Iterable[tuple[str, KeyValue]]) -> str:
+    """The ledger's text of a key: canonical JSON, whole decimals as integers."""
+    values: dict[str, Any] = {}
+    for name, value in key:
+        if type(value) is Decimal and value.is_finite() and value == value.to_integral_value():
+            value = int(value)
+        values[name] = value
+    return canonical_json(values)
+
+
+def _json_default(value: object) -> object:
+    # Decimals become strings (the wire format's rule for money); the rest are the key
+    # types a primary key can have.
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"not JSON-serialisable for the ledger: {type(value).__name__}")
+
+
+#: what json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+#: default=_json_default) would build on every call
+_CANONICAL: Final = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
+)
+json_default: Final = _json_default
+
+
+def canonical_json(value: object) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept as is, decimals as text.
+
+    The ledger's source key (part of the unique identity) and the payload hash input:
+    the same value always yields the same text. **Never change it**: stored keys and
+    hashes were computed with it."""
+    return _CANONICAL.encode(value)
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    """`sha256:<hex>` of a frozen payload's canonical JSON (stored beside the payload;
+    proves what is sent is what was frozen)."""
+    return "sha256:" + hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
 
 def canonical_identity(identity: DocumentIdentity) -> bytes:
@@ -158,16 +298,3 @@ def serial_for(identity: DocumentIdentity) -> str:
     """The serial for `identity`: same input, same serial, forever."""
     digest = hashlib.sha256(canonical_identity(identity)).digest()
     return "S" + _crockford_prefix(digest, SERIAL_LENGTH - 1)
-
-
-def source_ref(identity: DocumentIdentity) -> SourceRef:
-    """The invoice's `source` block for `identity` (key values as int or text)."""
-    return SourceRef(
-        document=identity.document_type,
-        table=identity.source_table,
-        key={
-            name: value if isinstance(value, int) else _key_text(name, value)
-            for name, value in identity.key
-        },
-        revision=identity.revision,
-    )

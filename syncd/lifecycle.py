@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from syncd.identity import DocumentKind as DocumentKind  # re-exported for older imports
+
 
 class DocumentState(enum.StrEnum):
     PENDING = "PENDING"
@@ -48,11 +50,6 @@ class DocumentState(enum.StrEnum):
     REVERSED = "REVERSED"
 
 
-class DocumentKind(enum.StrEnum):
-    ISSUE = "issue"
-    REVERSAL = "reversal"
-
-
 _S = DocumentState
 
 #: States a new row of each kind may be created in.
@@ -64,10 +61,10 @@ INITIAL_STATES: Final[Mapping[DocumentKind, frozenset[DocumentState]]] = {
 }
 
 # Outcomes of a call to (or query of) the provider, shared by both kinds.
-_ISSUE_IN_FLIGHT: Final = frozenset(
+_AFTER_ISSUE_CALL: Final = frozenset(
     {_S.SUBMITTED, _S.ISSUED, _S.REJECTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED, _S.DEAD}
 )
-_REVERSAL_IN_FLIGHT: Final = frozenset(
+_AFTER_REVERSAL_CALL: Final = frozenset(
     {
         _S.REVERSAL_SUBMITTED,
         _S.REVERSED,
@@ -86,13 +83,13 @@ TRANSITIONS: Final[Mapping[DocumentKind, Mapping[DocumentState, frozenset[Docume
         _S.PENDING: frozenset({_S.INVALID, _S.READY}),
         # Never sent, so a corrected source row may re-enter with a new payload.
         _S.INVALID: frozenset({_S.INVALID, _S.PENDING, _S.READY}),
-        _S.READY: _ISSUE_IN_FLIGHT,
-        _S.SUBMITTED: _ISSUE_IN_FLIGHT,
+        _S.READY: _AFTER_ISSUE_CALL,
+        _S.SUBMITTED: _AFTER_ISSUE_CALL,
         # READY again means "the provider confirmed it never saw this serial: send it again".
-        _S.OUTCOME_UNKNOWN: _ISSUE_IN_FLIGHT | {_S.READY},
-        _S.RETRY_WAIT: _ISSUE_IN_FLIGHT | {_S.READY},
+        _S.OUTCOME_UNKNOWN: _AFTER_ISSUE_CALL | {_S.READY},
+        _S.RETRY_WAIT: _AFTER_ISSUE_CALL | {_S.READY},
         # A human fixed the provider account; resume (querying the serial first).
-        _S.BLOCKED: _ISSUE_IN_FLIGHT | {_S.READY},
+        _S.BLOCKED: _AFTER_ISSUE_CALL | {_S.READY},
         # Only by an operator (`syncd retry`); resumption queries by serial first.
         _S.DEAD: frozenset({_S.READY, _S.OUTCOME_UNKNOWN}),
         _S.ISSUED: frozenset({_S.REVERSED}),
@@ -100,11 +97,11 @@ TRANSITIONS: Final[Mapping[DocumentKind, Mapping[DocumentState, frozenset[Docume
         _S.REVERSED: frozenset(),
     },
     DocumentKind.REVERSAL: {
-        _S.REVERSAL_PENDING: _REVERSAL_IN_FLIGHT,
-        _S.REVERSAL_SUBMITTED: _REVERSAL_IN_FLIGHT,
-        _S.OUTCOME_UNKNOWN: _REVERSAL_IN_FLIGHT | {_S.REVERSAL_PENDING},
-        _S.RETRY_WAIT: _REVERSAL_IN_FLIGHT | {_S.REVERSAL_PENDING},
-        _S.BLOCKED: _REVERSAL_IN_FLIGHT | {_S.REVERSAL_PENDING},
+        _S.REVERSAL_PENDING: _AFTER_REVERSAL_CALL,
+        _S.REVERSAL_SUBMITTED: _AFTER_REVERSAL_CALL,
+        _S.OUTCOME_UNKNOWN: _AFTER_REVERSAL_CALL | {_S.REVERSAL_PENDING},
+        _S.RETRY_WAIT: _AFTER_REVERSAL_CALL | {_S.REVERSAL_PENDING},
+        _S.BLOCKED: _AFTER_REVERSAL_CALL | {_S.REVERSAL_PENDING},
         _S.DEAD: frozenset({_S.REVERSAL_PENDING, _S.OUTCOME_UNKNOWN}),
         _S.REJECTED: frozenset(),
         _S.REVERSED: frozenset(),
@@ -130,6 +127,25 @@ RESUME_STATES: Final = frozenset(
 
 #: States in which the serial may already be known to the provider.
 MAY_HAVE_BEEN_SENT: Final = frozenset(DocumentState) - {_S.PENDING, _S.INVALID}
+
+#: Issue rows that are (or may be) at the provider: a repeated "issue" changes nothing.
+ISSUE_EXISTS: Final = frozenset(
+    {
+        _S.PENDING,
+        _S.READY,
+        _S.SUBMITTED,
+        _S.OUTCOME_UNKNOWN,
+        _S.RETRY_WAIT,
+        _S.BLOCKED,
+        _S.DEAD,
+        _S.ISSUED,
+        _S.REVERSED,
+    }
+)
+#: Issue rows whose invoice may still come: a reversal of one must wait until it settles.
+INVOICE_MAY_STILL_COME: Final = frozenset(
+    {_S.PENDING, _S.READY, _S.SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED}
+)
 
 
 def is_terminal(state: DocumentState) -> bool:

@@ -132,13 +132,13 @@ def _blue_from_ledger(
     """(blue invoice, its number, its revision) from the ledger, or why there is none."""
     import sqlalchemy as sa
 
+    from syncd.identity import DocumentKind
     from syncd.invoice.model import Invoice
     from syncd.ledger import repository as repo
     from syncd.ledger.engine import ledger_engine
-    from syncd.lifecycle import DocumentKind as LedgerKind
-    from syncd.pipeline.intake import identities
+    from syncd.pipeline.intake import identity_of
 
-    _, base = identities(doc, event, LedgerKind.ISSUE, 0)
+    base = identity_of(doc, event, DocumentKind.ISSUE, 0)
     engine = ledger_engine(
         config.database.dsn_value(), config.database.schema_name, poolclass=sa.pool.NullPool
     )

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from syncd.changes import UNAVAILABLE
 from syncd.config import DocumentConfig, FieldSource, Scalar, SellerIdentity, TaxRateUnit
-from syncd.identity import DocumentIdentity, DocumentKind, serial_for, source_ref
+from syncd.identity import DocumentIdentity, DocumentKind, key_text, serial_for
 from syncd.invoice.model import (
     Buyer,
     Invoice,
@@ -29,6 +29,7 @@ from syncd.invoice.model import (
     Party,
     PriceBasis,
     ReversalReason,
+    SourceRef,
     TaxPolicy,
 )
 from syncd.invoice.taxmath import LineInput, TaxMathError, build_invoice, build_red_invoice
@@ -318,6 +319,19 @@ def _describe(src: FieldSource | None) -> str:
     if src.template is not None:
         return f"template {src.template!r}"
     return f"constant {src.const!r}"
+
+
+def source_ref(identity: DocumentIdentity) -> SourceRef:
+    """The invoice's `source` block for `identity` (key values as int or text)."""
+    return SourceRef(
+        document=identity.document_type,
+        table=identity.source_table,
+        key={
+            name: value if isinstance(value, int) else key_text(name, value)
+            for name, value in identity.key
+        },
+        revision=identity.revision,
+    )
 
 
 def _seller(seller: SellerIdentity) -> Party:

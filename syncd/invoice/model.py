@@ -5,8 +5,6 @@ Public API:
     InvoiceKind, InvoiceType, PriceBasis, LineNature, TaxPolicy, ReversalReason -- enums
     Invoice.model_validate_json(text)  -- parse the wire JSON (unknown fields rejected)
     Invoice.to_json() -> str           -- the wire JSON (docs/invoice-format.md)
-    Invoice.canonical_json() -> bytes  -- sorted keys, no whitespace, UTF-8
-    Invoice.payload_hash() -> str      -- SHA-256 hex of canonical_json(); frozen in the ledger
     format_amount(d), format_plain(d)  -- how decimals are written on the wire
     places_within(d, n) -> bool        -- d is written with at most n decimals
 
@@ -23,8 +21,6 @@ never renders `-0.00`.
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -270,13 +266,3 @@ class Invoice(_Frozen):
     def to_json(self) -> str:
         """The wire JSON, fields in the documented order."""
         return self.model_dump_json()
-
-    def canonical_json(self) -> bytes:
-        """A byte-stable rendering: sorted keys, no whitespace, UTF-8 (not ASCII-escaped)."""
-        data = self.model_dump(mode="json")
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return text.encode("utf-8")
-
-    def payload_hash(self) -> str:
-        """SHA-256 (hex) of `canonical_json()`: proves the sent payload is the frozen one."""
-        return hashlib.sha256(self.canonical_json()).hexdigest()

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time
-from decimal import Decimal
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
 
-from syncd.lifecycle import DocumentKind, DocumentState
+from syncd.identity import (
+    DocumentIdentity,
+    DocumentKind,
+    canonical_json,
+    json_default,
+    payload_hash,
+)
+from syncd.lifecycle import DocumentState
+
+__all__ = [
+    "DocumentIdentity",
+    "DocumentRow",
+    "TopicPartition",
+    "canonical_json",
+    "fast_json",
+    "payload_hash",
+]
 
 
 class TopicPartition(NamedTuple):
@@ -24,18 +36,6 @@ class TopicPartition(NamedTuple):
         return f"{self.topic}[{self.partition}]"
 
 
-def _json_default(value: object) -> object:
-    # Decimals become strings (the wire format's rule for money); the rest are the key
-    # types a primary key can have.
-    if isinstance(value, Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(f"not JSON-serialisable for the ledger: {type(value).__name__}")
-
-
 def fast_json(value: object) -> str:
     """JSON for jsonb columns (PostgreSQL normalises it, so key order does not matter):
     orjson with the same value rules as `canonical_json`, several times faster on the
@@ -43,69 +43,11 @@ def fast_json(value: object) -> str:
     try:
         return orjson.dumps(
             value,
-            default=_json_default,
+            default=json_default,
             option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS,
         ).decode()
     except (orjson.JSONEncodeError, TypeError):
         return canonical_json(value)  # e.g. integers beyond 64 bits: the slow path copes
-
-
-def canonical_json(value: object) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, UTF-8 kept as is.
-
-    Used for the source key (part of the unique identity) and for the payload hash, so
-    the same value always yields the same text.
-    """
-    return _CANONICAL.encode(value)
-
-
-# The encoder json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-# default=_json_default) would build on every call (twice per document in the intake).
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-)
-
-
-def payload_hash(payload: Mapping[str, Any]) -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(payload).encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentIdentity:
-    """What makes two change events "the same document" (never the Kafka offset)."""
-
-    document_type: str
-    source_table: str
-    #: canonical JSON of the source primary key, e.g. `{"id":42}`
-    source_key: str
-    kind: DocumentKind = DocumentKind.ISSUE
-    revision: int = 0
-
-    @classmethod
-    def of(
-        cls,
-        document_type: str,
-        source_table: str,
-        key: Mapping[str, Any],
-        kind: DocumentKind = DocumentKind.ISSUE,
-        revision: int = 0,
-    ) -> DocumentIdentity:
-        return cls(document_type, source_table, canonical_json(dict(key)), kind, revision)
-
-    def for_reversal(self) -> DocumentIdentity:
-        return DocumentIdentity(
-            self.document_type,
-            self.source_table,
-            self.source_key,
-            DocumentKind.REVERSAL,
-            self.revision,
-        )
-
-    def __str__(self) -> str:
-        return (
-            f"{self.document_type}:{self.source_table}{self.source_key}"
-            f"/{self.kind.value}/r{self.revision}"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +88,7 @@ class DocumentRow:
     def from_mapping(cls, m: Mapping[Any, Any]) -> DocumentRow:
         return cls(
             id=m["id"],
-            identity=DocumentIdentity(
+            identity=DocumentIdentity.stored(
                 m["document_type"],
                 m["source_table"],
                 m["source_key"],

@@ -43,6 +43,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from syncd.changes import RecordPosition
+from syncd.identity import DocumentKind
 from syncd.ledger.errors import (
     DocumentNotFoundError,
     FencedError,
@@ -65,7 +66,6 @@ from syncd.lifecycle import (
     MAY_HAVE_BEEN_SENT,
     RESUME_STATES,
     TERMINAL_STATES,
-    DocumentKind,
     DocumentState,
     InvalidTransitionError,
     kinds_allowing,

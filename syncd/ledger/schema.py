@@ -29,7 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from syncd.lifecycle import DocumentKind, DocumentState
+from syncd.identity import DocumentKind
+from syncd.lifecycle import DocumentState
 
 #: Placeholder schema name the tables are declared under.
 SCHEMA: Final = "syncd"

@@ -18,7 +18,6 @@ import enum
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
 from typing import Any, Final
 
 from sqlalchemy import Connection
@@ -40,17 +39,14 @@ from syncd.debezium import DecodeOptions, decode_record
 from syncd.debezium.limits import DecodeLimits
 from syncd.erp.lines import load_lines, load_lines_many
 from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
-from syncd.identity import DocumentIdentity as SerialIdentity
-from syncd.identity import DocumentKind as SerialKind
-from syncd.identity import serial_for
+from syncd.identity import DocumentIdentity, DocumentKind, KeyValue, read_key, serial_for
 from syncd.invoice.from_erp import build_blue, build_red
 from syncd.invoice.model import Invoice
 from syncd.ledger import repository as repo
-from syncd.ledger.models import DocumentIdentity as LedgerIdentity
 from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
-from syncd.lifecycle import DocumentKind, DocumentState
+from syncd.lifecycle import INVOICE_MAY_STILL_COME, ISSUE_EXISTS, DocumentState
 from syncd.rules.decide import (
     NOTHING_CHANGED,
     OWN_WRITE_BACK,
@@ -64,25 +60,6 @@ from syncd.safetext import printable, reason_of
 log = logging.getLogger(__name__)
 
 S = DocumentState
-
-#: Issue rows that are (or may be) at the provider: a repeated "issue" changes nothing.
-_ISSUE_LIVE = frozenset(
-    {
-        S.READY,
-        S.SUBMITTED,
-        S.OUTCOME_UNKNOWN,
-        S.RETRY_WAIT,
-        S.BLOCKED,
-        S.DEAD,
-        S.ISSUED,
-        S.REVERSED,
-        S.PENDING,
-    }
-)
-#: Issue rows whose invoice may still come: a reversal for them must wait.
-_ISSUE_IN_FLIGHT = frozenset(
-    {S.PENDING, S.READY, S.SUBMITTED, S.OUTCOME_UNKNOWN, S.RETRY_WAIT, S.BLOCKED}
-)
 
 
 class Kind(enum.StrEnum):
@@ -312,29 +289,16 @@ def _probe_columns(doc: DocumentConfig) -> tuple[str, ...]:
     return tuple(sorted(columns))
 
 
-def key_pairs(doc: DocumentConfig, event: ChangeEvent) -> list[tuple[str, Any]]:
+def key_of(doc: DocumentConfig, event: ChangeEvent) -> tuple[tuple[str, KeyValue], ...]:
+    """The document key of `event` (`syncd.identity.read_key`, the one way to read it)."""
     row = event.after if event.after is not None else event.before
-    pairs: list[tuple[str, Any]] = []
-    for column in doc.key_columns:
-        value = None
-        if row is not None and column in row:
-            value = row[column]
-        if value is None and event.key is not None:
-            value = event.key.get(column)
-        if isinstance(value, Decimal) and value == value.to_integral_value():
-            value = int(value)
-        pairs.append((column, value))
-    return pairs
+    return read_key(row, event.key, doc.key_columns, event.table)
 
 
-def identities(
+def identity_of(
     doc: DocumentConfig, event: ChangeEvent, kind: DocumentKind, revision: int
-) -> tuple[SerialIdentity, LedgerIdentity]:
-    pairs = key_pairs(doc, event)
-    serial_kind = SerialKind.ISSUE if kind is DocumentKind.ISSUE else SerialKind.REVERSAL
-    sid = SerialIdentity.of(doc.name, doc.table, pairs, serial_kind, revision)
-    lid = LedgerIdentity.of(doc.name, doc.table, dict(pairs), kind, revision)
-    return sid, lid
+) -> DocumentIdentity:
+    return DocumentIdentity.of(doc.name, doc.table, key_of(doc, event), kind, revision)
 
 
 LedgerKey = tuple[str, str, str]
@@ -350,7 +314,7 @@ class _Prefetched:
     lines: dict[tuple[str, Any], list[dict[str, Any]]]
 
 
-def _ledger_key(identity: LedgerIdentity) -> LedgerKey:
+def _ledger_key(identity: DocumentIdentity) -> LedgerKey:
     return (identity.document_type, identity.source_table, identity.source_key)
 
 
@@ -408,7 +372,7 @@ class Intake:
                 and record.event is not None
                 and record.doc is not None
             ):
-                _, base = identities(record.doc, record.event, DocumentKind.ISSUE, 0)
+                base = identity_of(record.doc, record.event, DocumentKind.ISSUE, 0)
                 key = _ledger_key(base)
                 counts[key] = counts.get(key, 0) + 1
                 if record.kind is Kind.ISSUE:
@@ -459,7 +423,7 @@ class Intake:
     ) -> None:
         assert record.event is not None and record.doc is not None
         event, doc = record.event, record.doc
-        _, base = identities(doc, event, DocumentKind.ISSUE, 0)
+        base = identity_of(doc, event, DocumentKind.ISSUE, 0)
         batched = prefetched is not None and _ledger_key(base) in prefetched.single
         if batched:
             assert prefetched is not None
@@ -470,10 +434,10 @@ class Intake:
             )
         revision = 0
         if latest is not None:
-            if latest.state in _ISSUE_LIVE:
+            if latest.state in ISSUE_EXISTS:
                 result.outcomes.append((doc.name, "duplicate"))
                 result.finish(record.position)
-                if latest.state in _ISSUE_IN_FLIGHT:
+                if latest.state in INVOICE_MAY_STILL_COME:
                     result.to_drive.append(latest.id)
                 return
             if latest.state is S.REJECTED:
@@ -484,7 +448,7 @@ class Intake:
                 revision = latest.identity.revision + 1
             else:  # INVALID: never sent, may be corrected in place (same serial)
                 revision = latest.identity.revision
-        sid, lid = identities(doc, event, DocumentKind.ISSUE, revision)
+        identity = identity_of(doc, event, DocumentKind.ISSUE, revision)
         correcting = latest is not None and latest.state is S.INVALID
         row = event.after or {}
         ref = row.get(doc.lines.references or doc.key_columns[0])
@@ -492,11 +456,11 @@ class Intake:
         max_lines = self._config.limits.max_lines_per_document
         if not lines:  # not prefetched, or none found: read them the plain way
             lines = load_lines(conn, doc, ref, limit=max_lines + 1)
-        mapped = build_blue(doc, row, lines, sid, max_lines=max_lines)
-        # build_blue put serial_for(sid) in the invoice; only a document that did not map
+        mapped = build_blue(doc, row, lines, identity, max_lines=max_lines)
+        # build_blue put serial_for(identity) in the invoice; only a document that did not map
         # needs it computed again (a SHA-256 and an encoding per document saved).
-        serial = mapped.invoice.serial if mapped.invoice is not None else serial_for(sid)
-        key = dict(key_pairs(doc, event))
+        serial = mapped.invoice.serial if mapped.invoice is not None else serial_for(identity)
+        key = dict(key_of(doc, event))
         if mapped.ok and mapped.invoice is not None:
             payload = _payload(mapped.invoice)
             if correcting and latest is not None:
@@ -523,7 +487,7 @@ class Intake:
                     (
                         record,
                         NewDocument(
-                            identity=lid,
+                            identity=identity,
                             serial=serial,
                             state=S.READY,
                             payload=payload,
@@ -536,7 +500,7 @@ class Intake:
             else:
                 created, _ = repo.ensure_document(
                     conn,
-                    lid,
+                    identity,
                     serial,
                     actor=self._owner,
                     state=S.READY,
@@ -563,7 +527,7 @@ class Intake:
             else:
                 repo.ensure_document(
                     conn,
-                    lid,
+                    identity,
                     serial,
                     actor=self._owner,
                     state=S.INVALID,
@@ -592,13 +556,13 @@ class Intake:
     def _reverse(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
         assert record.event is not None and record.doc is not None
         event, doc = record.event, record.doc
-        _, base = identities(doc, event, DocumentKind.ISSUE, 0)
+        base = identity_of(doc, event, DocumentKind.ISSUE, 0)
         issue = repo.latest_revision(conn, base.document_type, base.source_table, base.source_key)
         if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
             result.outcomes.append((doc.name, "ignored"))
             result.finish(record.position)
             return
-        if issue.state in _ISSUE_IN_FLIGHT:
+        if issue.state in INVOICE_MAY_STILL_COME:
             result.deferred.append((issue.id, record))
             result.to_drive.append(issue.id)
             return
@@ -612,10 +576,8 @@ class Intake:
         if issue.payload is None or issue.invoice_no is None:
             raise ValueError(f"issued document {issue.identity} has no frozen payload/number")
         blue = Invoice.model_validate(dict(issue.payload))
-        sid = SerialIdentity.of(
-            doc.name, doc.table, key_pairs(doc, event), SerialKind.REVERSAL, issue.identity.revision
-        )
-        mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, sid)
+        red_identity = identity_of(doc, event, DocumentKind.REVERSAL, issue.identity.revision)
+        mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, red_identity)
         if mapped.invoice is None:
             # A reversal reason that cannot be mapped is a config/data error: keep the
             # invoice, tell the ERP, and let a corrected cancellation come through later.
@@ -623,7 +585,7 @@ class Intake:
             _write_back(
                 conn,
                 doc,
-                dict(key_pairs(doc, event)),
+                dict(key_of(doc, event)),
                 WriteBack(
                     ResultStatus.ISSUED,
                     invoice_no=issue.invoice_no,
@@ -638,16 +600,14 @@ class Intake:
         reversal, _ = repo.ensure_reversal(
             conn,
             issue.id,
-            serial_for(sid),
+            serial_for(red_identity),
             _payload(mapped.invoice),
             actor=self._owner,
             position=event.position,
             source_ts_ms=event.source_ts_ms,
             reason=record.reason,
         )
-        _write_back(
-            conn, doc, dict(key_pairs(doc, event)), WriteBack(ResultStatus.REVERSAL_PENDING)
-        )
+        _write_back(conn, doc, dict(key_of(doc, event)), WriteBack(ResultStatus.REVERSAL_PENDING))
         result.to_drive.append(reversal.id)
         result.finish(record.position)
 

@@ -23,10 +23,11 @@ from sqlalchemy import Connection, select
 
 from syncd.config import SyncdConfig
 from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
+from syncd.identity import DocumentKind
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentRow, canonical_json
 from syncd.ledger.schema import documents
-from syncd.lifecycle import DocumentKind, DocumentState
+from syncd.lifecycle import DocumentState
 
 S = DocumentState
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Final
 
 from syncd._speedups import quick_init
 from syncd.changes import UNAVAILABLE, ChangeEvent, ColumnValue, Op, Row
 from syncd.config import DocumentConfig, SnapshotPolicy, SyncdConfig
-from syncd.identity import DocumentIdentity, DocumentKind, KeyValue
+from syncd.identity import DocumentIdentity, DocumentKind, IdentityError, read_key
 from syncd.rules.conditions import Check, Outcome, Truth, compile_condition
 
 
@@ -77,10 +76,6 @@ class Decision:
     @property
     def acts(self) -> bool:
         return self.action in (_ISSUE, _REVERSE)
-
-
-class IdentityError(ValueError):
-    """The change does not carry the document's key columns."""
 
 
 #: Distinct reasons whose "not a qualifying change" decision a DocumentRules keeps.
@@ -146,22 +141,9 @@ def _identity(
     kind: DocumentKind,
 ) -> DocumentIdentity:
     row = event.after if event.after is not None else event.before
-    parts: list[tuple[str, KeyValue]] = []
-    for column in key_columns:
-        value: ColumnValue = None
-        if row is not None and column in row:
-            value = row[column]
-        elif event.key is not None and column in event.key:
-            value = event.key[column]
-        if value is None or value is UNAVAILABLE:
-            raise IdentityError(f"key column {column} missing in the change of {event.table}")
-        if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
-            raise IdentityError(
-                f"key column {column} has a {type(value).__name__} value; document keys must "
-                "be integers, decimals or text"
-            )
-        parts.append((column, value))
-    return DocumentIdentity.of(name, table, parts, kind)
+    return DocumentIdentity.of(
+        name, table, read_key(row, event.key, key_columns, event.table), kind
+    )
 
 
 def _changed_columns(before: Row, after: Row) -> set[str]:

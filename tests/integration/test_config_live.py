@@ -234,10 +234,11 @@ def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path
     """In our own database: migrate the ledger, record an issued invoice, preview a cancel."""
     from syncd.changes import RecordPosition
     from syncd.debezium import decode_json
+    from syncd.identity import DocumentIdentity as LedgerIdentity
+    from syncd.identity import payload_hash
     from syncd.invoice.from_erp import build_blue
     from syncd.ledger import repository as repo
     from syncd.ledger.engine import ledger_engine
-    from syncd.ledger.models import DocumentIdentity as LedgerIdentity
     from syncd.lifecycle import DocumentState
     from syncd.rules.decide import decide
 
@@ -279,7 +280,7 @@ def test_preview_reversal_reads_the_frozen_blue_from_the_ledger(own_db, tmp_path
             actor="config-test",
             state=DocumentState.READY,
             payload=blue.model_dump(mode="json"),
-            payload_hash=blue.payload_hash(),
+            payload_hash=payload_hash(blue.model_dump(mode="json")),
         )
         assert created
         repo.transition(

@@ -19,6 +19,20 @@ from tests.integration.daemon_harness import ORDER_TOPIC, world
 from tests.integration.stack import Stack, payload, read_topic
 
 
+def _is_confirmation_of(key: bytes | None, value: bytes | None, ids: list[int]) -> bool:
+    """A DRAFT -> CONFIRMED change of one of `ids` (the topic also holds crafted records)."""
+    k, v = payload(key), payload(value)
+    if k is None or v is None or k.get("id") not in ids:
+        return False
+    before, after = v.get("before"), v.get("after")
+    return (
+        isinstance(before, dict)
+        and before.get("status") == "DRAFT"
+        and isinstance(after, dict)
+        and after.get("status") == "CONFIRMED"
+    )
+
+
 def test_orders_are_issued_and_written_back(it_erp: Stack, tmp_path: Path):
     with world(it_erp, tmp_path) as w:
         d = w.daemon().start()
@@ -79,13 +93,7 @@ def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(
         records = read_topic(
             it_erp.bootstrap,
             ORDER_TOPIC,
-            lambda k, v: (
-                v is not None
-                and payload(k) is not None
-                and payload(k).get("id") in ids
-                and (payload(v) or {}).get("after", {}).get("status") == "CONFIRMED"
-                and (payload(v) or {}).get("before", {}).get("status") == "DRAFT"
-            ),
+            lambda k, v: _is_confirmation_of(k, v, ids),
             count=3,
         )
         producer = Producer({"bootstrap.servers": it_erp.bootstrap})

@@ -14,11 +14,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from syncd.identity import DocumentIdentity as SerialIdentity
-from syncd.identity import DocumentKind as SerialKind
-from syncd.identity import serial_for
+from syncd.identity import DocumentIdentity, DocumentKind, serial_for
 from syncd.ledger import repository as repo
-from syncd.ledger.models import DocumentIdentity
 from syncd.lifecycle import DocumentState
 from tests.integration.ops_env import (
     Daemon,
@@ -164,8 +161,8 @@ def test_a_parked_document_is_retried_by_the_daemon_and_issued_once(
         wait_until(lambda: erp_status() == parked, 90, f"the document to go {parked}")
         sandbox.reset_faults()
         serial = serial_for(
-            SerialIdentity.of(
-                "sales_order", "erp.sales_order", [("id", order_id)], SerialKind.ISSUE
+            DocumentIdentity.of(
+                "sales_order", "erp.sales_order", [("id", order_id)], DocumentKind.ISSUE
             )
         )
         assert serial not in {i["serial"] for i in sandbox.issued()}

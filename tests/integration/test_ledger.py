@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, create_engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 
 from syncd.changes import RecordPosition
+from syncd.identity import DocumentIdentity
 from syncd.ledger import engine as ledger_engine_module
 from syncd.ledger import repository as repo
 from syncd.ledger.engine import ledger_engine
@@ -34,7 +35,7 @@ from syncd.ledger.errors import (
     StaleStateError,
 )
 from syncd.ledger.migrate import current_revision, head_revision, upgrade, upgrade_sql
-from syncd.ledger.models import DocumentIdentity, TopicPartition
+from syncd.ledger.models import TopicPartition
 from syncd.ledger.schema import metadata
 from syncd.lifecycle import DocumentKind, DocumentState, InvalidTransitionError
 

@@ -15,12 +15,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from sqlalchemy import text
 
 from syncd.changes import RecordPosition
-from syncd.identity import DocumentIdentity as SerialIdentity
-from syncd.identity import DocumentKind as SerialKind
-from syncd.identity import serial_for
+from syncd.identity import DocumentIdentity, DocumentKind, serial_for
 from syncd.kafka.deadletter import dead_letter_headers
 from syncd.ledger import repository as repo
-from syncd.ledger.models import DocumentIdentity
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.lifecycle import DocumentState
 from tests.integration.ops_env import OpsEnv, create_env, create_topic, drop_env
@@ -63,7 +60,9 @@ def _ledger_row(
 ) -> Any:
     identity = DocumentIdentity.of("sales_order", "erp.sales_order", {"id": order_id})
     serial = serial_for(
-        SerialIdentity.of("sales_order", "erp.sales_order", [("id", order_id)], SerialKind.ISSUE)
+        DocumentIdentity.of(
+            "sales_order", "erp.sales_order", [("id", order_id)], DocumentKind.ISSUE
+        )
     )
     engine = env.ledger()
     with engine.begin() as c:

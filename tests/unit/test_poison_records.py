@@ -24,7 +24,7 @@ from syncd.cli import main
 from syncd.config import SyncdConfig, parse_config
 from syncd.invoice.from_erp import MappingResult, build_blue
 from syncd.lifecycle import DocumentKind
-from syncd.pipeline.intake import Classified, Classifier, Kind, identities
+from syncd.pipeline.intake import Classified, Classifier, Kind, identity_of
 from syncd.safetext import REASON_LIMIT
 from tests import crafted
 from tests.unit.config_helpers import DEMO, line_row
@@ -263,7 +263,7 @@ def whole_path(
     if c.kind is not Kind.ISSUE:
         return c
     assert c.event is not None and c.doc is not None
-    sid, _ = identities(c.doc, c.event, DocumentKind.ISSUE, 0)
+    sid = identity_of(c.doc, c.event, DocumentKind.ISSUE, 0)
     return build_blue(
         c.doc, c.event.after or {}, lines, sid, max_lines=CONFIG.limits.max_lines_per_document
     )

@@ -14,8 +14,8 @@ from syncd.identity import (
     _crockford_prefix,
     canonical_identity,
     serial_for,
-    source_ref,
 )
+from syncd.invoice.from_erp import source_ref
 from syncd.invoice.model import SourceRef
 
 ORDER_42 = DocumentIdentity.of("sales_order", "erp.sales_order", [("id", 42)])
