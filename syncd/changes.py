@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Final, TypeAlias
 
 from syncd._speedups import quick_init
+from syncd.errors import RecordError
 
 
 class _Unavailable:
@@ -170,7 +171,7 @@ DecodedRecord: TypeAlias = (
 )
 
 
-class DecodeError(Exception):
+class DecodeError(RecordError):
     """The one error the decoder raises: says which record and precisely what is wrong."""
 
     def __init__(self, position: RecordPosition | None, reason: str) -> None:

@@ -49,6 +49,7 @@ from typing import Any, Final, TypeAlias
 
 from syncd._speedups import quick_init
 from syncd.changes import UNAVAILABLE, ColumnValue, Row
+from syncd.errors import RecordError
 
 __all__ = [
     "SERIAL_LENGTH",
@@ -83,7 +84,7 @@ class DocumentKind(enum.StrEnum):
     REVERSAL = "reversal"
 
 
-class IdentityError(ValueError):
+class IdentityError(RecordError, ValueError):
     """A change whose document key cannot be read (a key column missing or of a type no
     primary key has)."""
 

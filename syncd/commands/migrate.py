@@ -13,13 +13,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from syncd.errors import OperatorError
+
 HELP = "Create or upgrade syncd's ledger schema in the ERP database (safe from every replica)."
 
 ENV_DSN = "SYNCD_DATABASE__DSN"
 ENV_SCHEMA = "SYNCD_DATABASE__SCHEMA_NAME"
 
 
-class MigrateConfigError(Exception):
+class MigrateConfigError(OperatorError):
     """Where the database settings should have come from, and what to do about it."""
 
 

@@ -61,6 +61,7 @@ from syncd.config.settings import (
     MetricsSettings,
     PipelineSettings,
 )
+from syncd.errors import SyncdError
 
 
 class SyncdConfig(BaseSettings):
@@ -215,7 +216,7 @@ class ConfigProblem:
         return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
-class ConfigError(Exception):
+class ConfigError(SyncdError):
     """Every problem of a config at once, so one edit-check round fixes them all."""
 
     def __init__(self, problems: Sequence[ConfigProblem]) -> None:

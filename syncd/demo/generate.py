@@ -26,6 +26,7 @@ import httpx
 from sqlalchemy import Engine, bindparam, create_engine, func, select, text
 
 from syncd.config import DocumentConfig, SyncdConfig
+from syncd.errors import OperatorError
 from syncd.identity import DocumentIdentity, DocumentKind, serial_for
 from syncd.ledger.engine import ledger_engine, normalise_url
 from syncd.ledger.models import canonical_json
@@ -469,7 +470,7 @@ class Summary:
         return "\n".join(out) + "\n"
 
 
-class DemoSetupError(RuntimeError):
+class DemoSetupError(OperatorError, RuntimeError):
     """The config or the database is not the demo schema, or the run would collide."""
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import Connection
 
 from syncd.config import DocumentConfig
 from syncd.erp.lines import quote_table
+from syncd.errors import SyncdError
 
 #: Longest error text written to the ERP (ERP error columns are often varchar(2000)).
 MAX_ERROR_LENGTH: Final = 1000
@@ -49,7 +50,7 @@ class WriteBack:
     red_invoice_no: str | None = None
 
 
-class WriteBackError(RuntimeError):
+class WriteBackError(SyncdError, RuntimeError):
     """The write-back UPDATE matched no row (the ERP row is gone or the key is wrong)."""
 
 

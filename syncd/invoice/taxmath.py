@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Context, Decimal, localcontext
 
+from syncd.errors import DocumentError
 from syncd.invoice.model import (
     Buyer,
     Invoice,
@@ -97,7 +98,7 @@ _CTX = DECIMAL_CONTEXT.copy()
 _ONE = Decimal(1)
 
 
-class TaxMathError(ValueError):
+class TaxMathError(DocumentError, ValueError):
     """An input line whose amounts cannot be computed at all (says which line and why)."""
 
     def __init__(self, index: int | None, reason: str) -> None:

@@ -41,6 +41,7 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Final
 
+from syncd.errors import DocumentError
 from syncd.invoice.model import (
     Buyer,
     Invoice,
@@ -97,7 +98,7 @@ _UNIT_CODES: Final = {
 }
 
 
-class UblError(ValueError):
+class UblError(DocumentError, ValueError):
     """The invoice cannot be expressed in UBL (e.g. no issue date yet)."""
 
     def __init__(self, serial: str, reason: str) -> None:

@@ -11,13 +11,14 @@ from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from syncd.errors import LedgerError
 from syncd.ledger.models import fast_json
 from syncd.ledger.schema import SCHEMA
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class InvalidSchemaNameError(ValueError):
+class InvalidSchemaNameError(LedgerError, ValueError):
     def __init__(self, schema: str) -> None:
         self.schema = schema
         super().__init__(

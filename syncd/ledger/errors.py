@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from syncd.errors import LedgerError
 from syncd.lifecycle import DocumentState
 
-
-class LedgerError(Exception):
-    """Base of everything the ledger raises on purpose."""
+__all__ = [
+    "DocumentNotFoundError",
+    "FencedError",
+    "FrozenPayloadError",
+    "IdentityConflictError",
+    "LedgerError",
+    "NotReversibleError",
+    "StaleStateError",
+]
 
 
 class StaleStateError(LedgerError):
