@@ -17,11 +17,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The same checks as .pre-commit-config.yaml: lint, format, layers (import-linter).
+LINTED := syncd syncd_sandbox tests dev bench
 lint: install
-	$(BIN)/ruff check syncd tests dev bench
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
-	$(BIN)/mypy --strict syncd
+	$(BIN)/mypy --strict syncd syncd_sandbox
+	$(BIN)/mypy tests bench dev
 
 unit: install
 	$(BIN)/pytest tests/unit -q

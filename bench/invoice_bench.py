@@ -1,7 +1,7 @@
 """Invoice building throughput: one demo sales order with two lines, mapped N times.
 
 Each iteration does what `syncd.pipeline.intake.Intake._issue` does with a confirmed order once
-its lines are read: the serial identity (`identities`), `build_blue` (mapping, tax maths,
+its lines are read: the identity (`identity_of`), `build_blue` (mapping, tax maths,
 pydantic models, business-rule validation, `serial_for`), the serial the intake records
 and the JSON payload (`_payload`, i.e. `model_dump(mode="json")`). No I/O. The rows are
 shaped like the benchmark's orders (bench/run.py `load_orders`, config/demo/erp.sql
@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from syncd.changes import ChangeEvent, Op, RecordPosition
 from syncd.config import DocumentConfig, load_config
-from syncd.identity import serial_for
+from syncd.identity import DocumentKind, serial_for
 from syncd.invoice.from_erp import build_blue
-from syncd.lifecycle import DocumentKind
-from syncd.pipeline.intake import _payload, identities
+from syncd.pipeline.intake import _payload, identity_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BUYER_TAX_ID = "91110108MA01ABCD2H"
@@ -104,7 +103,7 @@ def order(order_id: int) -> Order:
 def issue(doc: DocumentConfig, item: Order) -> dict[str, Any]:
     """The CPU part of `_issue` for one order: identity, invoice, serial, payload."""
     event, row, lines = item
-    sid, _ = identities(doc, event, DocumentKind.ISSUE, 0)
+    sid = identity_of(doc, event, DocumentKind.ISSUE, 0)
     mapped = build_blue(doc, row, lines, sid)
     serial = mapped.invoice.serial if mapped.invoice is not None else serial_for(sid)
     assert mapped.ok and mapped.invoice is not None and serial, mapped.summary()

@@ -29,12 +29,11 @@ from syncd.changes import RecordPosition
 from syncd.config import load_config
 from syncd.erp.lines import load_lines
 from syncd.erp.writeback import ResultStatus, WriteBack, apply_writeback, writeback_values
-from syncd.identity import serial_for
+from syncd.identity import DocumentKind, serial_for
 from syncd.invoice.from_erp import build_blue
 from syncd.issuers.base import Issued, Processing
 from syncd.issuers.registry import create_issuer
-from syncd.lifecycle import DocumentKind
-from syncd.pipeline.intake import Classifier, Kind, identities
+from syncd.pipeline.intake import Classifier, Kind, identity_of
 
 
 def main() -> int:
@@ -78,7 +77,7 @@ def main() -> int:
             )
             if c.kind is Kind.ISSUE and c.event is not None:
                 row = c.event.after or {}
-                sid, _ = identities(doc, c.event, DocumentKind.ISSUE, 0)
+                sid = identity_of(doc, c.event, DocumentKind.ISSUE, 0)
                 with engine.begin() as conn:
                     lines = load_lines(conn, doc, row.get("id"))
                 mapped = build_blue(doc, row, lines, sid)

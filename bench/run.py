@@ -53,7 +53,7 @@ import httpx
 import yaml
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTP
-from confluent_kafka.admin import (
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
     ConfigEntry,

@@ -57,7 +57,7 @@ def main() -> int:
             if msg is None:
                 continue
             if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+                if msg.error().code() == KafkaError._PARTITION_EOF:  # type: ignore[union-attr]
                     continue
                 print(f"consumer error: {msg.error()}", file=sys.stderr)
                 continue

@@ -18,10 +18,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== ruff"
-$BIN/ruff check syncd tests dev bench
-echo "== mypy --strict syncd"
-$BIN/mypy --strict syncd
+LINTED=(syncd syncd_sandbox tests dev bench)
+echo "== ruff check, ruff format --check"
+$BIN/ruff check "${LINTED[@]}"
+$BIN/ruff format --check "${LINTED[@]}"
+echo "== import-linter (layers)"
+$BIN/lint-imports --no-cache
+echo "== mypy --strict syncd syncd_sandbox"
+$BIN/mypy --strict syncd syncd_sandbox
 if [[ -x dev/tools.sh ]]; then
     echo "== chart tools (helm, promtool)"
     bash dev/tools.sh
@@ -30,7 +34,10 @@ echo "== local stack"
 bash dev/stack.sh up
 echo "== pytest"
 set +e
-$BIN/pytest tests -q -p no:cacheprovider "$@"
+# Coverage of the test process itself (daemon and sandbox subprocesses are not counted);
+# the floor is what the suite reaches, less a margin for the machine's timing paths.
+$BIN/pytest tests -q -p no:cacheprovider --cov=syncd --cov=syncd_sandbox \
+    --cov-report=term:skip-covered --cov-report=term --cov-fail-under="${SYNCD_COVERAGE_FLOOR:-80}" "$@"
 rc=$?
 set -e
 if [[ $rc == 5 ]]; then

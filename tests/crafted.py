@@ -251,6 +251,8 @@ def corpus(schema: str, order_id: int = CRAFTED_ID) -> dict[str, Record]:
     }
 
 
-def valid(schema: str, order_id: int = CRAFTED_ID) -> Record:
+def valid(schema: str, order_id: int = CRAFTED_ID) -> tuple[bytes, bytes]:
     """The template itself: a confirmation syncd would act on."""
-    return _Template(schema, order_id).record()
+    key, value = _Template(schema, order_id).record()
+    assert key is not None and value is not None
+    return key, value

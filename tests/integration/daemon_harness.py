@@ -28,7 +28,7 @@ import httpx
 import yaml
 from confluent_kafka import Consumer, KafkaException
 from confluent_kafka import TopicPartition as KafkaTP
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from sqlalchemy import Engine, create_engine, text
 
 from syncd.config import parse_config

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import yaml
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from sqlalchemy import Engine, create_engine, text
 
 from syncd.commands.sandbox import DEV_APP_KEY, DEV_APP_SECRET

@@ -114,12 +114,13 @@ def read_topic(
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise AssertionError(f"consumer error: {msg.error()}")
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise AssertionError(f"consumer error: {error}")
                 continue
             if match(msg.key(), msg.value()):
-                found.append((msg.key(), msg.value(), msg.offset()))
+                found.append((msg.key(), msg.value(), msg.offset() or 0))
     finally:
         consumer.close()
     return found

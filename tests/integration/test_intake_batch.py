@@ -132,7 +132,7 @@ def test_batch_path_records_the_same_documents_as_the_per_record_path(
             finished = {(tp, o) for tp, offs in together.finished.items() for o in offs}
             assert len(finished) == 8  # every record but the deferred cancellation
             with w.engine.connect() as conn:
-                orders = dict(
+                orders: dict[Any, Any] = dict(
                     conn.execute(
                         text(
                             f"SELECT id, order_no FROM {IT_SCHEMA}.sales_order WHERE id = ANY(:ids)"

@@ -100,7 +100,7 @@ def test_status_json_reports_states_stuck_parked_lag_leases_and_dead_letters(
     producer.produce(
         config.kafka.dead_letter_topic,
         value=b"x",
-        headers=dead_letter_headers(RecordPosition(topic, 0, 1), "undecodable", "x"),
+        headers=list[Any](dead_letter_headers(RecordPosition(topic, 0, 1), "undecodable", "x")),
     )
     assert producer.flush(30) == 0
     dead = _ledger_row(env, _erp_order(env), S.DEAD, attempts=3)
@@ -211,13 +211,13 @@ def _read_partition(bootstrap: str, topic: str, partition: int) -> list[Any]:
         }
     )
     consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-    out = []
+    out: list[Any] = []
     try:
         while True:
             msg = consumer.poll(10)
             assert msg is not None, f"nothing from {topic}[{partition}]"
             if msg.error():
-                assert msg.error().code() == KafkaError._PARTITION_EOF
+                assert msg.error().code() == KafkaError._PARTITION_EOF  # type: ignore[union-attr]
                 return out
             out.append(msg)
     finally:
@@ -240,8 +240,10 @@ def test_dlq_replay_reproduces_original_bytes_to_the_source_partition_once(
         dlq,
         key=key,
         value=value,
-        headers=dead_letter_headers(
-            RecordPosition(source, 2, 41), "undecodable", "value is not JSON", original
+        headers=list[Any](
+            dead_letter_headers(
+                RecordPosition(source, 2, 41), "undecodable", "value is not JSON", original
+            )
         ),
     )
     producer.produce(dlq, key=b"k", value=b"v", headers=[("other", b"1")])  # no source headers

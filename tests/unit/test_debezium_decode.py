@@ -60,6 +60,7 @@ def one_column(schema_field: dict[str, Any], wire_value: Any, **kw: Any) -> Any:
     )
     event = decode(doc, **kw)
     assert isinstance(event, ChangeEvent)
+    assert event.after is not None
     return event.after[schema_field["field"]]
 
 

@@ -137,7 +137,7 @@ def test_arbitrary_json_documents(topic, key, value):
 
 
 def _fixture_records() -> list[dict[str, Any]]:
-    records = []
+    records: list[Any] = []
     for path in sorted(FIXTURES.glob("*.jsonl")):
         with path.open(encoding="utf-8") as handle:
             records.extend(json.loads(line) for line in handle if line.strip())

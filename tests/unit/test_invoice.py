@@ -47,7 +47,9 @@ PINNED_JSON = """{"serial":"SX3F7Q2M9KD4HT6W1B8N5C0RJA","kind":"BLUE","invoice_t
 
 
 def doc_example() -> str:
-    return re.search(r"```json\n(.*?)```", DOC.read_text(), re.S).group(1)
+    found = re.search(r"```json\n(.*?)```", DOC.read_text(), re.S)
+    assert found is not None
+    return found.group(1)
 
 
 def test_document_example_parses_with_exact_decimals():

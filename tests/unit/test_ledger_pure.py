@@ -8,12 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from syncd.identity import DocumentKind, KeyValue
 from syncd.ledger.engine import InvalidSchemaNameError, check_schema_name, normalise_url
 from syncd.ledger.migrate import MIGRATIONS_DIR, head_revision, lock_key
 from syncd.ledger.models import DocumentIdentity, canonical_json, payload_hash
 from syncd.ledger.repository import NewDocument
 from syncd.ledger.schema import KIND_VALUES, STATE_VALUES, documents
-from syncd.lifecycle import DocumentKind, DocumentState, InvalidTransitionError
+from syncd.lifecycle import DocumentState, InvalidTransitionError
 
 
 def load_revision(name: str):  # type: ignore[no-untyped-def]
@@ -33,8 +34,10 @@ def test_migrations_know_every_state_and_kind() -> None:
 
 
 def test_identity_key_is_canonical() -> None:
-    a = DocumentIdentity.of("invoice", "public.sales_order", {"b": 2, "a": Decimal("1.50")})
-    b = DocumentIdentity.of("invoice", "public.sales_order", {"a": Decimal("1.50"), "b": 2})
+    key_a: dict[str, KeyValue] = {"b": 2, "a": Decimal("1.50")}
+    key_b: dict[str, KeyValue] = {"a": Decimal("1.50"), "b": 2}
+    a = DocumentIdentity.of("invoice", "public.sales_order", key_a)
+    b = DocumentIdentity.of("invoice", "public.sales_order", key_b)
     assert a == b and a.source_key == '{"a":"1.50","b":2}'
     assert str(a) == 'invoice:public.sales_order{"a":"1.50","b":2}/issue/r0'
     rev = a.for_reversal()

@@ -6,6 +6,7 @@ import pytest
 
 from syncd.changes import RecordPosition
 from syncd.identity import DocumentIdentity, DocumentKind, serial_for
+from syncd.identity import DocumentKind as LedgerKind
 from syncd.kafka.deadletter import (
     H_CODE,
     H_ERROR,
@@ -14,7 +15,6 @@ from syncd.kafka.deadletter import (
     source_of,
     strip_syncd_headers,
 )
-from syncd.lifecycle import DocumentKind as LedgerKind
 from syncd.lifecycle import DocumentState, is_allowed
 from syncd.pipeline.redrive import (
     RETRYABLE_STATES,

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from syncd.changes import RecordPosition
 from syncd.cli import main
 from syncd.config import SyncdConfig, parse_config
+from syncd.identity import DocumentKind
 from syncd.invoice.from_erp import MappingResult, build_blue
-from syncd.lifecycle import DocumentKind
 from syncd.pipeline.intake import Classified, Classifier, Kind, identity_of
 from syncd.safetext import REASON_LIMIT
 from tests import crafted
@@ -222,7 +222,7 @@ def mutated_records(draw: st.DrawFn) -> tuple[bytes, bytes]:
     return key_bytes, value_bytes
 
 
-EXTREME_LINE_VALUES = st.one_of(
+EXTREME_LINE_VALUES: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from(
         [
             Decimal("1e999999999"),
@@ -316,7 +316,7 @@ def _record_file(tmp_path: Path, key: bytes | None, value: bytes | None) -> Path
     return path
 
 
-def _check_cli(capsys: pytest.CaptureFixture[bytes], code: int, size: int) -> str:
+def _check_cli(capsys: pytest.CaptureFixture[str], code: int, size: int) -> str:
     out, err = capsys.readouterr()
     assert code in (0, 1, 2)
     assert "Traceback" not in err and "Traceback" not in out
