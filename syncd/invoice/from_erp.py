@@ -34,10 +34,13 @@ from syncd.invoice.model import (
 )
 from syncd.invoice.taxmath import LineInput, TaxMathError, build_invoice, build_red_invoice
 from syncd.invoice.validation import validate
+from syncd.safetext import printable
 
 E = TypeVar("E", bound=StrEnum)
 _TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_$]*)\}")
 _HUNDRED = Decimal(100)
+#: Longest message of one mapping problem (the ERP's error column and the log get it).
+PROBLEM_LIMIT = 500
 #: Bounds of a number an invoice field may hold (amounts of 数电 invoices stay far below
 #: 10^16; prices and quantities have at most 8 decimals, rounding needs a few more).
 _MAX_INTEGER_DIGITS = 16
@@ -52,6 +55,12 @@ class MappingProblem:
     code: str  # MISSING | NULL | TYPE | VALUE | TAX_MATH | a syncd.invoice.validation code
     path: str  # config path or invoice path
     message: str
+
+    def __post_init__(self) -> None:
+        # Messages quote values from the ERP row and are written back into its error
+        # column and logged: bounded, and printable whatever the row held.
+        object.__setattr__(self, "message", printable(self.message, PROBLEM_LIMIT))
+        object.__setattr__(self, "path", printable(self.path, 200))
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}" if self.path else self.message
