@@ -66,7 +66,6 @@ from syncd.lifecycle import (
     DocumentKind,
     DocumentState,
     IssuerOutcome,
-    OutcomeClass,
     RetryPolicy,
     next_step,
 )
@@ -89,22 +88,9 @@ SettledCallback = Callable[[DocumentRow], None]
 
 
 def outcome_class(result: IssueResult) -> IssuerOutcome:
-    match result:
-        case Issued():
-            return IssuerOutcome(OutcomeClass.ISSUED)
-        case Processing():
-            return IssuerOutcome(OutcomeClass.PROCESSING)
-        case Rejected():
-            return IssuerOutcome(OutcomeClass.REJECTED)
-        case Retryable(retry_after=after):
-            return IssuerOutcome.retryable(after)
-        case NeedsHuman():
-            return IssuerOutcome(OutcomeClass.NEEDS_HUMAN)
-        case Duplicate():
-            return IssuerOutcome(OutcomeClass.DUPLICATE)
-        case OutcomeUnknown() | NotFound():
-            return IssuerOutcome(OutcomeClass.OUTCOME_UNKNOWN)
-    raise TypeError(f"unknown issuer result {result!r}")  # pragma: no cover
+    """The state machine's view of a result: its class, and the provider's Retry-After."""
+    retry_after = result.retry_after if isinstance(result, Retryable) else None
+    return IssuerOutcome(result.outcome, retry_after)
 
 
 def _reason_text(result: IssueResult) -> tuple[str | None, str | None]:
