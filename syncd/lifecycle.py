@@ -202,7 +202,14 @@ def check_transition(
 # --------------------------------------------------------------------------------------
 
 
-class OutcomeClass(enum.StrEnum):
+class ProviderOutcome(enum.StrEnum):
+    """What one provider call (submit, query, reverse) came to: the class of its typed
+    result (`syncd.issuers.base`, each result class names its own as `outcome`).
+
+    The only provider-outcome enum: the issuer clients classify their answers with it
+    and the state machine below switches on it, so the two cannot drift apart.
+    """
+
     ISSUED = "issued"
     PROCESSING = "processing"
     REJECTED = "rejected"
@@ -210,19 +217,23 @@ class OutcomeClass(enum.StrEnum):
     OUTCOME_UNKNOWN = "outcome_unknown"
     NEEDS_HUMAN = "needs_human"
     DUPLICATE = "duplicate"
+    #: a query: the provider holds nothing under the serial. The caller normally re-sends
+    #: (same serial); when it reaches the state machine instead (no attempts left) it is a
+    #: failed attempt like an unknown outcome, never a reason to mint a new serial.
+    NOT_FOUND = "not_found"
 
 
 @dataclass(frozen=True, slots=True)
 class IssuerOutcome:
     """The classified result of one provider call (submit, query, reverse)."""
 
-    cls: OutcomeClass
+    cls: ProviderOutcome
     #: Seconds the provider asked us to wait (HTTP Retry-After), if any.
     retry_after: float | None = None
 
     @classmethod
     def retryable(cls, retry_after: float | None = None) -> IssuerOutcome:
-        return cls(OutcomeClass.RETRYABLE, retry_after)
+        return cls(ProviderOutcome.RETRYABLE, retry_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +329,7 @@ def next_step(
     """Map a provider outcome to the ledger update.
 
     `attempts` is the number of failed attempts recorded on the row so far. Only
-    failures (retryable, unknown outcome) count; "processing" polls and duplicates do not
+    failures (retryable, unknown outcome, not found) count; "processing" polls and duplicates do not
     (`polls`, kept by the caller, only stretches the polling interval).
     A duplicate answer means the provider already holds this serial: it is resolved by
     querying the serial at once, never treated as a failure and never re-sent under a
@@ -331,26 +342,27 @@ def next_step(
 
     step: NextStep
     match outcome.cls:
-        case OutcomeClass.ISSUED:
+        case ProviderOutcome.ISSUED:
             step = NextStep(done, attempts, None)
-        case OutcomeClass.REJECTED:
+        case ProviderOutcome.REJECTED:
             step = NextStep(_S.REJECTED, attempts, None)
-        case OutcomeClass.PROCESSING:
+        case ProviderOutcome.PROCESSING:
             delay = policy.poll_delay(polls, rng)
             step = NextStep(submitted, attempts, now + timedelta(seconds=delay))
-        case OutcomeClass.DUPLICATE:
+        case ProviderOutcome.DUPLICATE:
             step = NextStep(_S.OUTCOME_UNKNOWN, attempts, now, details={"duplicate": True})
-        case OutcomeClass.NEEDS_HUMAN:
+        case ProviderOutcome.NEEDS_HUMAN:
             step = NextStep(_S.BLOCKED, attempts, now + timedelta(seconds=policy.blocked_recheck))
-        case OutcomeClass.RETRYABLE | OutcomeClass.OUTCOME_UNKNOWN:
+        case (
+            ProviderOutcome.RETRYABLE | ProviderOutcome.OUTCOME_UNKNOWN | ProviderOutcome.NOT_FOUND
+        ):
             failed = attempts + 1
             if failed >= policy.max_attempts:
                 step = NextStep(_S.DEAD, failed, None, exhausted=True)
             else:
                 delay = policy.backoff(failed, rng, outcome.retry_after)
-                target = (
-                    _S.RETRY_WAIT if outcome.cls is OutcomeClass.RETRYABLE else _S.OUTCOME_UNKNOWN
-                )
+                retryable = outcome.cls is ProviderOutcome.RETRYABLE
+                target = _S.RETRY_WAIT if retryable else _S.OUTCOME_UNKNOWN
                 # A row that may have been accepted stays "unknown" even when the query
                 # itself failed transiently: re-sending is only safe after a clean "not found".
                 if current in (_S.OUTCOME_UNKNOWN, submitted):
@@ -361,15 +373,16 @@ def next_step(
 
 
 def _target_hint(kind: DocumentKind, outcome: IssuerOutcome) -> DocumentState:
-    if outcome.cls is OutcomeClass.ISSUED:
+    if outcome.cls is ProviderOutcome.ISSUED:
         return _S.ISSUED if kind is DocumentKind.ISSUE else _S.REVERSED
     return {
-        OutcomeClass.PROCESSING: _S.SUBMITTED,
-        OutcomeClass.REJECTED: _S.REJECTED,
-        OutcomeClass.RETRYABLE: _S.RETRY_WAIT,
-        OutcomeClass.OUTCOME_UNKNOWN: _S.OUTCOME_UNKNOWN,
-        OutcomeClass.NEEDS_HUMAN: _S.BLOCKED,
-        OutcomeClass.DUPLICATE: _S.OUTCOME_UNKNOWN,
+        ProviderOutcome.PROCESSING: _S.SUBMITTED,
+        ProviderOutcome.REJECTED: _S.REJECTED,
+        ProviderOutcome.RETRYABLE: _S.RETRY_WAIT,
+        ProviderOutcome.OUTCOME_UNKNOWN: _S.OUTCOME_UNKNOWN,
+        ProviderOutcome.NEEDS_HUMAN: _S.BLOCKED,
+        ProviderOutcome.DUPLICATE: _S.OUTCOME_UNKNOWN,
+        ProviderOutcome.NOT_FOUND: _S.OUTCOME_UNKNOWN,
     }[outcome.cls]
 
 

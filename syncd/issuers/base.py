@@ -12,24 +12,13 @@ may be sent again -- and even then with the *same* serial, never a new one.
 
 from __future__ import annotations
 
-import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 
-
-class Outcome(enum.Enum):
-    ISSUED = "issued"
-    PROCESSING = "processing"
-    REJECTED = "rejected"
-    RETRYABLE = "retryable"
-    OUTCOME_UNKNOWN = "outcome_unknown"
-    NEEDS_HUMAN = "needs_human"
-    DUPLICATE = "duplicate"
-    NOT_FOUND = "not_found"
-
+from syncd.lifecycle import ProviderOutcome
 
 ReversalReason: TypeAlias = Literal[
     "SALES_RETURN", "INVOICING_ERROR", "SERVICE_STOPPED", "ALLOWANCE"
@@ -60,7 +49,7 @@ class Totals:
 class Issued:
     """The provider issued the document (blue invoice, or red one for a reversal)."""
 
-    outcome: ClassVar[Outcome] = Outcome.ISSUED
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.ISSUED
     serial: str
     invoice_no: str
     issued_at: str
@@ -79,7 +68,7 @@ class Processing:
     `awaiting_confirmation` means a person (the buyer) must act first.
     """
 
-    outcome: ClassVar[Outcome] = Outcome.PROCESSING
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.PROCESSING
     serial: str
     status: str = "PROCESSING"
     awaiting_confirmation: bool = False
@@ -89,7 +78,7 @@ class Processing:
 class Rejected:
     """The provider will not issue this document as it stands: a data or rule error."""
 
-    outcome: ClassVar[Outcome] = Outcome.REJECTED
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.REJECTED
     serial: str
     reasons: tuple[Reason, ...]
 
@@ -103,7 +92,7 @@ class Retryable:
     the same serial. `retry_after` is the provider's own hint in seconds.
     """
 
-    outcome: ClassVar[Outcome] = Outcome.RETRYABLE
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.RETRYABLE
     serial: str
     reason: Reason
     retry_after: float | None = None
@@ -114,7 +103,7 @@ class Retryable:
 class OutcomeUnknown:
     """The request may have taken effect (timeout or reset after sending): query the serial."""
 
-    outcome: ClassVar[Outcome] = Outcome.OUTCOME_UNKNOWN
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.OUTCOME_UNKNOWN
     serial: str
     reason: Reason
 
@@ -123,7 +112,7 @@ class OutcomeUnknown:
 class NeedsHuman:
     """The provider account cannot proceed until a person acts (session, credit, config)."""
 
-    outcome: ClassVar[Outcome] = Outcome.NEEDS_HUMAN
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.NEEDS_HUMAN
     serial: str
     reason: Reason
 
@@ -132,7 +121,7 @@ class NeedsHuman:
 class Duplicate:
     """The provider refuses a repeated serial: the document exists, query it to learn how."""
 
-    outcome: ClassVar[Outcome] = Outcome.DUPLICATE
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.DUPLICATE
     serial: str
     reason: Reason
 
@@ -141,7 +130,7 @@ class Duplicate:
 class NotFound:
     """A query: the provider holds nothing under this serial."""
 
-    outcome: ClassVar[Outcome] = Outcome.NOT_FOUND
+    outcome: ClassVar[ProviderOutcome] = ProviderOutcome.NOT_FOUND
     serial: str
 
 

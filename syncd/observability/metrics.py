@@ -85,7 +85,13 @@ FRESHNESS_BUCKETS: Final = (
 
 
 class DocumentOutcome(enum.StrEnum):
-    """Values of the `outcome` label of `syncd_documents_total` (a closed set)."""
+    """Values of the `outcome` label of `syncd_documents_total` (a closed set).
+
+    What became of a document (at intake or from the provider), counted once it is
+    committed; not a provider's answer to one call (`syncd.lifecycle.ProviderOutcome`).
+    `Metrics.document_settled` takes a member, never a bare string, so a typo cannot
+    open a new label value.
+    """
 
     ISSUED = "issued"
     REVERSED = "reversed"

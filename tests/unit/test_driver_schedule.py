@@ -1,5 +1,7 @@
 """The driver's schedule: `submit` is idempotent, `expedite` moves a waiting step forward
-without ever running one document twice at once. Steps are stubbed; no database."""
+without ever running one document twice at once; the committer outlives a failed batch.
+Steps are stubbed; no database. The scheduler is also tested on its own, with plain
+callables as steps."""
 
 from __future__ import annotations
 
@@ -12,7 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from syncd.lifecycle import DocumentState, RetryPolicy
 from syncd.observability.metrics import Metrics
+from syncd.pipeline.committer import Committer, Write
 from syncd.pipeline.driver import Driver
+from syncd.pipeline.outcomes import Change
+from syncd.pipeline.scheduler import Scheduled, Scheduler
 
 
 class StubDriver(Driver):
@@ -112,8 +117,8 @@ def test_an_expedited_step_skips_the_entry_it_replaced() -> None:
 def test_steps_still_queued_at_the_drain_deadline_are_not_started() -> None:
     d = StubDriver(again=None)
     try:
-        d._closed = True  # what `stop` sets once its drain deadline has passed
-        d._work.put(11)  # a step still waiting for a worker then
+        d._scheduler._closed = True  # what `stop` sets once its drain deadline has passed
+        d._scheduler._work.put(11)  # a step still waiting for a worker then
         time.sleep(0.2)
         assert d.steps == []
     finally:
@@ -150,21 +155,9 @@ class CommittingStub(Driver):
         self.explode = True
 
     def _advance(self, doc_id: int) -> Any:
-        from syncd.pipeline.driver import _Write
-
         row = SimpleNamespace(id=doc_id, state=DocumentState.READY)
-        return _Write(
-            row,
-            None,
-            DocumentState.ISSUED,
-            "test",
-            {},  # type: ignore[arg-type]
-            next_attempt_at=None,
-            polls=0,
-        )
-
-    def _write(self, batch: Any) -> Any:
-        return [w.row for w in batch]
+        change = Change(DocumentState.ISSUED, "test", {}, next_attempt_at=None)
+        return Write(row, None, change, polls=0)  # type: ignore[arg-type]
 
     def _committed(self, w: Any, updated: Any) -> None:
         if self.explode:
@@ -177,9 +170,11 @@ class CommittingStub(Driver):
 def test_committer_survives_an_unexpected_error_and_retries_the_documents(
     monkeypatch: Any,
 ) -> None:
-    import syncd.pipeline.driver as driver_mod
+    import syncd.pipeline.outcomes as outcomes_mod
 
-    monkeypatch.setattr(driver_mod, "UNEXPECTED_RETRY_SECONDS", 0.05)
+    monkeypatch.setattr(outcomes_mod, "UNEXPECTED_RETRY_SECONDS", 0.05)
+    # writing "succeeds" without a database
+    monkeypatch.setattr(Committer, "_write", lambda self, batch: [w.row for w in batch])
     d = CommittingStub()
     try:
         d.submit(1)
@@ -189,3 +184,100 @@ def test_committer_survives_an_unexpected_error_and_retries_the_documents(
         assert d.active_count == 0
     finally:
         d.stop(time.monotonic() + 2)
+
+
+# ---------------------------------------------------------------- the scheduler on its own
+
+
+class Steps:
+    """A scheduler whose step records the id and, like a driver step, ends it."""
+
+    def __init__(self, again: float | None = None, workers: int = 2) -> None:
+        self.again = again
+        self.steps: list[int] = []
+        self.sched = Scheduler(self.step, workers=workers)
+
+    def step(self, item_id: int) -> None:
+        self.steps.append(item_id)
+        if self.again is None:
+            self.sched.finish(item_id)
+        else:
+            self.sched.reschedule(item_id, self.again)
+
+
+def test_scheduler_runs_steps_in_due_order() -> None:
+    s = Steps(workers=1)
+    try:
+        s.sched.submit(1, delay=0.3)
+        s.sched.submit(2, delay=0.1)
+        s.sched.submit(3, delay=0.2)
+        wait_for(lambda: s.sched.active_count == 0)
+        assert s.steps == [2, 3, 1]
+    finally:
+        s.sched.stop(time.monotonic() + 2)
+
+
+def test_scheduler_submit_says_what_it_did() -> None:
+    s = Steps()
+    try:
+        assert s.sched.submit(4, delay=3600) is Scheduled.ADDED
+        assert s.sched.submit(4, delay=0) is Scheduled.UNCHANGED  # no expedite: still waits
+        assert s.sched.submit(4, delay=7200, expedite=True) is Scheduled.UNCHANGED  # later
+        assert s.sched.submit(4, delay=0, expedite=True) is Scheduled.EXPEDITED
+        wait_for(lambda: not s.sched.is_active(4))
+        assert s.steps == [4]
+    finally:
+        s.sched.stop(time.monotonic() + 2)
+
+
+def test_scheduler_reschedule_keeps_an_id_active_until_finish() -> None:
+    s = Steps(again=0.05)
+    try:
+        s.sched.submit(5)
+        wait_for(lambda: len(s.steps) >= 3)
+        assert s.sched.is_active(5)
+        s.again = None
+        wait_for(lambda: not s.sched.is_active(5))
+    finally:
+        s.sched.stop(time.monotonic() + 2)
+
+
+def test_scheduler_forget_reports_dropped_ids_and_keeps_running_ones() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    sched: Scheduler
+
+    def step(item_id: int) -> None:
+        started.set()
+        release.wait(5)
+        sched.finish(item_id)
+
+    sched = Scheduler(step, workers=1)
+    try:
+        sched.submit(1)
+        assert started.wait(5)
+        sched.submit(2, delay=3600)
+        assert sched.forget({1, 2, 3}) == {2, 3}  # 1 is running: kept
+        assert sched.is_active(1) and not sched.is_active(2)
+        release.set()
+        wait_for(lambda: not sched.is_active(1))
+    finally:
+        release.set()
+        sched.stop(time.monotonic() + 2)
+
+
+def test_scheduler_stop_waits_for_running_steps_and_refuses_new_ones() -> None:
+    release = threading.Event()
+    sched: Scheduler
+
+    def step(item_id: int) -> None:
+        release.wait(5)
+        sched.finish(item_id)
+
+    sched = Scheduler(step, workers=1)
+    sched.submit(1)
+    wait_for(lambda: not sched.drained())
+    assert sched.stop(time.monotonic() + 0.1) == 1  # still running at the deadline
+    release.set()
+    wait_for(sched.drained)
+    assert sched.submit(2) is Scheduled.UNCHANGED

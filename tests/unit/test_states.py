@@ -14,7 +14,7 @@ from syncd.lifecycle import (
     DocumentState,
     InvalidTransitionError,
     IssuerOutcome,
-    OutcomeClass,
+    ProviderOutcome,
     RetryPolicy,
     calling_states,
     check_transition,
@@ -133,7 +133,9 @@ def test_terminal_and_resume_sets() -> None:
 # ---------------------------------------------------------------- outcomes and backoff
 
 outcomes = st.one_of(
-    st.sampled_from([IssuerOutcome(c) for c in OutcomeClass if c is not OutcomeClass.RETRYABLE]),
+    st.sampled_from(
+        [IssuerOutcome(c) for c in ProviderOutcome if c is not ProviderOutcome.RETRYABLE]
+    ),
     st.builds(IssuerOutcome.retryable, st.one_of(st.none(), st.floats(0, 10_000, allow_nan=False))),
 )
 
@@ -170,7 +172,11 @@ def test_next_step_is_always_a_legal_transition(
     assert step.attempts >= attempts
     if step.next_attempt_at is not None:
         assert step.next_attempt_at >= NOW
-    if outcome.cls in (OutcomeClass.RETRYABLE, OutcomeClass.OUTCOME_UNKNOWN):
+    if outcome.cls in (
+        ProviderOutcome.RETRYABLE,
+        ProviderOutcome.OUTCOME_UNKNOWN,
+        ProviderOutcome.NOT_FOUND,
+    ):
         assert step.attempts == attempts + 1
         assert (step.state is S.DEAD) == (attempts + 1 >= policy.max_attempts)
         if step.state is not S.DEAD:
@@ -182,11 +188,35 @@ def test_next_step_is_always_a_legal_transition(
             assert wait <= max(policy.max_delay, policy.max_retry_after) + 1e-6
     else:
         assert step.attempts == attempts
-    if outcome.cls is OutcomeClass.ISSUED:
+    if outcome.cls is ProviderOutcome.ISSUED:
         assert step.state is (S.ISSUED if kind is K.ISSUE else S.REVERSED)
-    if outcome.cls is OutcomeClass.DUPLICATE:
+    if outcome.cls is ProviderOutcome.DUPLICATE:
         # "query it", never a failure and never a new serial
         assert step.state is S.OUTCOME_UNKNOWN and step.next_attempt_at == NOW
+
+
+@pytest.mark.parametrize("attempts", [0, 3, 11])
+def test_not_found_reaching_the_state_machine_is_a_failed_attempt_like_unknown(
+    attempts: int,
+) -> None:
+    # The driver re-sends on "not found"; only when no attempt is left does the answer
+    # reach next_step, which must then treat it exactly as an unknown outcome.
+    for kind in DocumentKind:
+        for current in calling_states(kind):
+            steps = [
+                next_step(
+                    document=1,
+                    kind=kind,
+                    current=current,
+                    outcome=IssuerOutcome(cls),
+                    attempts=attempts,
+                    policy=RetryPolicy(),
+                    now=NOW,
+                    rng=random.Random(7),
+                )
+                for cls in (ProviderOutcome.NOT_FOUND, ProviderOutcome.OUTCOME_UNKNOWN)
+            ]
+            assert steps[0] == steps[1]
 
 
 def test_unknown_outcome_after_acceptance_stays_submitted() -> None:
@@ -194,7 +224,7 @@ def test_unknown_outcome_after_acceptance_stays_submitted() -> None:
         document=1,
         kind=K.ISSUE,
         current=S.SUBMITTED,
-        outcome=IssuerOutcome(OutcomeClass.OUTCOME_UNKNOWN),
+        outcome=IssuerOutcome(ProviderOutcome.OUTCOME_UNKNOWN),
         attempts=0,
         policy=RetryPolicy(),
         now=NOW,
@@ -240,7 +270,7 @@ def test_outcome_in_a_non_calling_state_is_an_error() -> None:
             document="doc-1",
             kind=K.ISSUE,
             current=S.ISSUED,
-            outcome=IssuerOutcome(OutcomeClass.ISSUED),
+            outcome=IssuerOutcome(ProviderOutcome.ISSUED),
             attempts=0,
             policy=RetryPolicy(),
             now=NOW,
@@ -300,7 +330,7 @@ def test_processing_polls_back_off() -> None:
         document=1,
         kind=K.ISSUE,
         current=S.READY,
-        outcome=IssuerOutcome(OutcomeClass.PROCESSING),
+        outcome=IssuerOutcome(ProviderOutcome.PROCESSING),
         attempts=0,
         policy=p,
         now=NOW,
@@ -311,7 +341,7 @@ def test_processing_polls_back_off() -> None:
         document=1,
         kind=K.ISSUE,
         current=S.SUBMITTED,
-        outcome=IssuerOutcome(OutcomeClass.PROCESSING),
+        outcome=IssuerOutcome(ProviderOutcome.PROCESSING),
         attempts=0,
         policy=p,
         now=NOW,
