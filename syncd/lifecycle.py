@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
-from syncd.identity import DocumentKind as DocumentKind  # re-exported for older imports
+from syncd.identity import DocumentKind
 
 
 class DocumentState(enum.StrEnum):

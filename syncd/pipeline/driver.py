@@ -27,6 +27,7 @@ from typing import cast, get_args
 from sqlalchemy import Engine
 
 from syncd.config import SyncdConfig
+from syncd.identity import DocumentKind
 from syncd.issuers.base import (
     Duplicate,
     Issuer,
@@ -40,7 +41,7 @@ from syncd.issuers.base import (
 )
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentRow
-from syncd.lifecycle import TERMINAL_STATES, DocumentKind, DocumentState, RetryPolicy
+from syncd.lifecycle import TERMINAL_STATES, DocumentState, RetryPolicy
 from syncd.observability.logs import bind
 from syncd.observability.metrics import Metrics
 from syncd.pipeline.committer import Committer, Write

@@ -47,6 +47,7 @@ from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
 from syncd.lifecycle import INVOICE_MAY_STILL_COME, ISSUE_EXISTS, DocumentState
+from syncd.observability.metrics import DocumentOutcome
 from syncd.rules.decide import (
     NOTHING_CHANGED,
     OWN_WRITE_BACK,
@@ -262,7 +263,7 @@ class IntakeResult:
     #: rows this transaction created, as committed (the driver's first step need not re-read)
     rows: dict[int, DocumentRow] = field(default_factory=dict)
     #: (document name, outcome label) for metrics
-    outcomes: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: list[tuple[str, DocumentOutcome]] = field(default_factory=list)
 
     def finish(self, position: RecordPosition) -> None:
         self.finished.setdefault((position.topic, position.partition), set()).add(position.offset)
@@ -435,14 +436,14 @@ class Intake:
         revision = 0
         if latest is not None:
             if latest.state in ISSUE_EXISTS:
-                result.outcomes.append((doc.name, "duplicate"))
+                result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
                 result.finish(record.position)
                 if latest.state in INVOICE_MAY_STILL_COME:
                     result.to_drive.append(latest.id)
                 return
             if latest.state is S.REJECTED:
                 if _not_newer(event, latest):
-                    result.outcomes.append((doc.name, "duplicate"))
+                    result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
                     result.finish(record.position)
                     return
                 revision = latest.identity.revision + 1
@@ -538,7 +539,7 @@ class Intake:
                     reason=record.reason,
                 )
             _write_back(conn, doc, key, WriteBack(ResultStatus.INVALID, error=summary))
-            result.outcomes.append((doc.name, "invalid"))
+            result.outcomes.append((doc.name, DocumentOutcome.INVALID))
             log.info(
                 "document invalid: %s",
                 summary,
@@ -559,7 +560,7 @@ class Intake:
         base = identity_of(doc, event, DocumentKind.ISSUE, 0)
         issue = repo.latest_revision(conn, base.document_type, base.source_table, base.source_key)
         if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
-            result.outcomes.append((doc.name, "ignored"))
+            result.outcomes.append((doc.name, DocumentOutcome.IGNORED))
             result.finish(record.position)
             return
         if issue.state in INVOICE_MAY_STILL_COME:
@@ -568,7 +569,7 @@ class Intake:
             return
         existing = repo.find_document(conn, issue.identity.for_reversal())
         if existing is not None or issue.state is S.REVERSED:
-            result.outcomes.append((doc.name, "duplicate"))
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
             if existing is not None and existing.state not in (S.REVERSED, S.REJECTED, S.DEAD):
                 result.to_drive.append(existing.id)
             result.finish(record.position)
@@ -594,7 +595,7 @@ class Intake:
                     error=f"reversal not possible: {summary}",
                 ),
             )
-            result.outcomes.append((doc.name, "invalid"))
+            result.outcomes.append((doc.name, DocumentOutcome.INVALID))
             result.finish(record.position)
             return
         reversal, _ = repo.ensure_reversal(

@@ -31,6 +31,7 @@ from typing import Any, Final, Literal
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from syncd.erp.writeback import ResultStatus, WriteBack
+from syncd.identity import DocumentKind
 from syncd.issuers.base import (
     Duplicate,
     Issued,
@@ -46,7 +47,6 @@ from syncd.ledger import repository as repo
 from syncd.ledger.errors import StaleStateError
 from syncd.ledger.models import DocumentRow
 from syncd.lifecycle import (
-    DocumentKind,
     DocumentState,
     IssuerOutcome,
     RetryPolicy,

@@ -6,7 +6,7 @@ import time
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from syncd.kafka.endoffsets import EndOffsets
 from tests.integration.stack import Stack, unique

@@ -25,8 +25,8 @@ class StubDriver(Driver):
 
     def __init__(self, again: float | None) -> None:
         super().__init__(
-            engine=None,
-            issuer=None,
+            engine=None,  # type: ignore[arg-type]
+            issuer=None,  # type: ignore[arg-type]
             config=None,  # type: ignore[arg-type]
             metrics=Metrics(CollectorRegistry()),
             owner="test",
@@ -143,8 +143,8 @@ class CommittingStub(Driver):
 
     def __init__(self) -> None:
         super().__init__(
-            engine=None,
-            issuer=None,
+            engine=None,  # type: ignore[arg-type]
+            issuer=None,  # type: ignore[arg-type]
             config=None,  # type: ignore[arg-type]
             metrics=Metrics(CollectorRegistry()),
             owner="test",

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from syncd.erp.writeback import ResultStatus
+from syncd.identity import DocumentKind
 from syncd.issuers.base import (
     Duplicate,
     Issued,
@@ -28,7 +29,7 @@ from syncd.issuers.base import (
 )
 from syncd.ledger.errors import StaleStateError
 from syncd.ledger.models import DocumentIdentity, DocumentRow
-from syncd.lifecycle import DocumentKind, DocumentState, ProviderOutcome, RetryPolicy
+from syncd.lifecycle import DocumentState, ProviderOutcome, RetryPolicy
 from syncd.observability.metrics import DocumentOutcome
 from syncd.pipeline.outcomes import (
     DB_RETRY_SECONDS,
@@ -58,7 +59,7 @@ WHY = Reason("UPSTREAM", "try later")
 def row(state: DocumentState, kind: DocumentKind = K.ISSUE, attempts: int = 0) -> DocumentRow:
     return DocumentRow(
         id=1,
-        identity=DocumentIdentity("sales_order", "erp.sales_order", '{"id":1}', kind),
+        identity=DocumentIdentity.stored("sales_order", "erp.sales_order", '{"id":1}', kind, 0),
         state=state,
         serial=SERIAL,
         payload={"serial": SERIAL},

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from syncd.identity import DocumentKind
 from syncd.lifecycle import (
     INITIAL_STATES,
     MAY_HAVE_BEEN_SENT,
     TRANSITIONS,
-    DocumentKind,
     DocumentState,
     InvalidTransitionError,
     IssuerOutcome,
