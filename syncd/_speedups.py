@@ -1,12 +1,15 @@
 """A cheaper constructor for the frozen, slotted dataclasses built once per Kafka record.
 
+Every interpreter-specific speed trick of syncd lives here, in a leaf module, so the
+exactly-once core reads as plain Python. The measurements that justify each are in
+docs/performance.md and the commit that introduced it.
+
 A frozen dataclass's generated `__init__` (Python 3.11) assigns each field with
-`object.__setattr__` looked up afresh per field: about 0.3 us a field, 3.4 us for an
-11-field `ChangeEvent`. The hot path builds several such records per change event
-(position, event, decision, condition outcomes, classification), which was a tenth of
-decode + decide. `quick_init` replaces that `__init__` with one with the same
-signature that stores each field through its slot descriptor (2.5x faster); the class
-stays frozen (assignment still raises `FrozenInstanceError`), hashable and comparable.
+`object.__setattr__` looked up afresh per field. The hot path builds several such records
+per change event (position, event, decision, condition outcomes, classification).
+`quick_init` replaces that `__init__` with one with the same signature that stores each
+field through its slot descriptor; the class stays frozen (assignment still raises
+`FrozenInstanceError`), hashable and comparable.
 """
 
 from __future__ import annotations

@@ -125,9 +125,9 @@ GC_YOUNG_THRESHOLD = 20_000
 def settle_garbage_collector() -> None:
     """Keep the cycle collector off the hot path.
 
-    Measured in the benchmark at ~200 documents/s: with CPython's defaults the collector
-    ran ~850 times in 30 s and held the interpreter for ~10 % of the daemon's time, with
-    full collections pausing every thread for up to 175 ms. What start-up built (config,
+    Under load, CPython's default thresholds make the collector run hundreds of times a
+    minute and pause every thread for full collections (figures: docs/performance.md).
+    What start-up built (config,
     compiled rules, SQLAlchemy and pydantic machinery, imported modules) lives as long as
     the process, so `gc.freeze()` takes it out of every later collection; a larger young
     threshold lets reference counting free a batch's short-lived objects before the

@@ -262,7 +262,7 @@ def _parse(text: str | bytes, what: str) -> Any:
 
 
 def _parse_fast(data: bytes, what: str) -> Any:
-    """orjson when available (about 3x faster); the exact parser for anything it refuses.
+    """orjson when available (several times faster); the exact parser for anything it refuses.
 
     orjson yields floats, so a decimal column that meets a float asks for an exact
     re-parse (`fast_floats`, set unless `decode_json` runs).

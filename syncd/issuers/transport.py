@@ -2,13 +2,11 @@
 
 Why not httpx's own stack (httpcore, h11) or `http.client` under httpx's models: the issuer
 makes two calls per document, and profiling the daemon put the request/response machinery
-ahead of everything else it does per invoice. httpcore's pool cost ~0.8 ms of CPU per
-request; `http.client` with httpx's `Request`/`Response` around it still ~0.65 ms per call
-with signing and classification (URL parsing per request, header objects, `email.parser` for
-the response head). Here a request is a few formatted lines, and the response is parsed by
-`httptools` (the C HTTP parser uvicorn serves the sandbox with): ~0.21 ms per call, measured
-the same way. httpx stays the source of the error types, so the exactly-once rules classify
-failures as before.
+(URL parsing per request, header objects, `email.parser` for the response head) ahead of
+everything else it does per invoice. Here a request is a few formatted lines, and the
+response is parsed by `httptools` (the C HTTP parser uvicorn serves the sandbox with); the
+measured costs per call are in docs/performance.md. httpx stays the source of the error
+types, so the exactly-once rules classify failures as before.
 
 What callers rely on -- the exactly-once rules classify by these types:
 * `httpx.ConnectError` / `httpx.ConnectTimeout` only while connecting (TCP and TLS), before

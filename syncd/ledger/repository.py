@@ -220,10 +220,10 @@ def ensure_document(
     )[0]
 
 
-# Statements built once per shape and executed with parameters. Building a Core statement
-# and computing its cache key cost ~0.5 ms per execution (the ledger's batch statements are
-# large); a reused statement object keeps its cache key, so SQLAlchemy only looks up the
-# compiled form. Shapes are few (a handful of column sets and states).
+# Statements built once per shape and executed with parameters: building a large Core
+# statement and computing its cache key costs more than executing it, while a reused
+# statement object keeps its cache key, so SQLAlchemy only looks up the compiled form.
+# Shapes are few (a handful of column sets and states). Figures: docs/performance.md.
 _STATEMENTS: dict[tuple[Any, ...], Any] = {}
 
 

@@ -36,7 +36,8 @@ class Action(enum.StrEnum):
     UNDECIDED = "undecided"  # a condition read a value that is not known
 
 
-# Enum member access costs ~0.2 us on Python 3.11; the hot path compares module constants.
+# The hot path compares module constants: enum member access is an attribute lookup through
+# the enum's metaclass on Python 3.11, dear at once per record.
 _ISSUE: Final = Action.ISSUE
 _REVERSE: Final = Action.REVERSE
 _IGNORE: Final = Action.IGNORE
