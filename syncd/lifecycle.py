@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
 
+from syncd.errors import LedgerError
 from syncd.identity import DocumentKind
 
 
@@ -169,7 +170,7 @@ def kinds_allowing(current: DocumentState, new: DocumentState) -> frozenset[Docu
     return frozenset(k for k in DocumentKind if is_allowed(k, current, new))
 
 
-class InvalidTransitionError(ValueError):
+class InvalidTransitionError(LedgerError, ValueError):
     """A move the state machine forbids; a programming error, never retried."""
 
     def __init__(

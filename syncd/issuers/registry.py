@@ -14,6 +14,7 @@ from typing import Any, Final, cast
 
 from pydantic import BaseModel
 
+from syncd.errors import SyncdError
 from syncd.issuers.base import Issuer
 
 
@@ -29,7 +30,7 @@ PROVIDERS: Final[Mapping[str, ProviderSpec]] = {
 }
 
 
-class UnknownProviderError(ValueError):
+class UnknownProviderError(SyncdError, ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(f"unknown issuer provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
         self.name = name

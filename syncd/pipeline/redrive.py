@@ -23,6 +23,7 @@ from sqlalchemy import Connection, select
 
 from syncd.config import SyncdConfig
 from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
+from syncd.errors import OperatorError
 from syncd.identity import DocumentKind
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentRow, canonical_json
@@ -39,7 +40,7 @@ _SERIAL = re.compile(r"S[0-9A-Z]{25}")
 _TYPED_KEY = re.compile(r"(?P<doc>[a-z][a-z0-9_]{0,62}):(?P<key>\{.*\})", re.DOTALL)
 
 
-class DocumentRefError(ValueError):
+class DocumentRefError(OperatorError, ValueError):
     """The `--document` argument is not an id, a serial or `<type>:<json key>`."""
 
 
