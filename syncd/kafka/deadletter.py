@@ -2,6 +2,11 @@
 
 The consumer keeps flowing; an operator fixes the cause (config, connector) and replays the
 topic with `syncd dlq replay`. Header names are part of the contract (docs/operations).
+
+Invariant: a dead letter carries the record exactly as consumed (key, value, original
+headers) plus syncd's `syncd.*` headers, and the loop learns whether every dead letter it
+sent is durable before it stores the records' offsets (`DeadLetterProducer.flush`): an
+offset stored past a dead letter that never arrived would lose the record.
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from syncd.changes import RecordPosition
 from syncd.safetext import printable
+
+if TYPE_CHECKING:
+    from confluent_kafka import Producer
 
 H_ERROR: Final = "syncd.error"
 H_CODE: Final = "syncd.error.code"
@@ -45,6 +53,54 @@ def dead_letter_headers(
         (H_AT, (now or datetime.now(UTC)).isoformat().encode()),
     ]
     return headers
+
+
+def headers_of(headers: object) -> list[tuple[str, bytes | None]]:
+    """A consumed message's headers (`Message.headers()`: a list, a dict or None) as a list."""
+    if not headers:
+        return []
+    items = headers.items() if isinstance(headers, dict) else headers
+    out: list[tuple[str, bytes | None]] = []
+    for k, v in items:  # type: ignore[attr-defined]
+        out.append((str(k), v.encode() if isinstance(v, str) else v))
+    return out
+
+
+class DeadLetterProducer:
+    """Produces dead letters to one topic; `flush` says whether every one of them arrived.
+
+    Takes a confluent_kafka Producer (configured by `syncd.kafka.client`) and owns it.
+    """
+
+    def __init__(self, producer: Producer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    def send(
+        self,
+        position: RecordPosition,
+        code: str,
+        reason: str,
+        key: bytes | None,
+        value: bytes | None,
+        original: Sequence[tuple[str, bytes | None]] | None = None,
+    ) -> None:
+        """Queue one dead letter: the record's bytes untouched, the reason in headers."""
+        self._producer.produce(
+            self._topic,
+            key=key,
+            value=value,
+            headers=list(dead_letter_headers(position, code, reason, original)),
+        )
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait for the queued dead letters; True once all are acknowledged."""
+        remaining = self._producer.flush(timeout)
+        return int(remaining) == 0
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is still queued (best effort, bounded by `timeout`)."""
+        self._producer.flush(timeout)
 
 
 def source_of(headers: Sequence[tuple[str, bytes | None]] | None) -> RecordPosition | None:

@@ -2,11 +2,11 @@
 
 Why not `Consumer.get_watermark_offsets(cached=False)`: its ListOffsets request shares the
 consumer's broker connection, where it queues behind the long-polling fetch (up to
-`fetch.wait.max.ms`). Measured at 200 documents/s that stalled the loop for 0.7 s per
-report, every report. The cached figures need no request, but they come from fetch
-responses and so stop moving for a partition that backpressure paused: the lag gauge
-would freeze exactly when it matters. So the question goes out on an admin client's own
-connection, and the loop picks up the answers on a later pass once they are all in.
+`fetch.wait.max.ms`), so every report would stall the loop for as long as a fetch may
+wait. The cached figures need no request, but they come from fetch responses and so stop
+moving for a partition that backpressure paused: the lag gauge would freeze exactly when
+it matters. So the question goes out on an admin client's own connection, and the loop
+picks up the answers on a later pass once they are all in.
 """
 
 from __future__ import annotations

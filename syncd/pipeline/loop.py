@@ -10,6 +10,17 @@ it can.
 Offsets live in the ERP database next to the ledger (`syncd.offsets`), fenced by the
 partition lease epoch claimed on assignment; Kafka's committed offset is only a fallback
 for a first start and a monitoring aid.
+
+Invariant: a record's offset is stored only in the transaction that records what the
+record means, or once its dead letter is durable. Whether a failure while recording is
+poison, an outage or a fence is decided by `syncd.pipeline.poison.failure_of`, never here;
+the loop carries out the answer: fenced drops the partition, an outage rewinds and pauses
+the batch's partitions, poison is isolated record by record and dead-lettered.
+
+The pieces it wires: `syncd.kafka.client` (client configurations), `syncd.pipeline.partitions`
+(ownership, start offsets, pauses), `syncd.pipeline.deferred` (reversals waiting for their
+invoice), `syncd.kafka.deadletter` (the dead-letter producer), `syncd.kafka.endoffsets` (lag)
+and the driver (documents in flight).
 """
 
 from __future__ import annotations
@@ -19,28 +30,21 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import (
-    OFFSET_STORED,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    Producer,
-)
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from syncd.changes import RecordPosition
 from syncd.config import SyncdConfig
-from syncd.kafka.deadletter import dead_letter_headers
+from syncd.kafka import client
+from syncd.kafka.deadletter import DeadLetterProducer, headers_of
 from syncd.kafka.endoffsets import EndOffsets
-from syncd.kafka.progress import PartitionProgress
 from syncd.ledger import repository as repo
 from syncd.ledger.errors import FencedError
 from syncd.ledger.models import DocumentRow
@@ -49,8 +53,10 @@ from syncd.lifecycle import RESUME_STATES, DocumentState
 from syncd.observability.health import HealthServer
 from syncd.observability.logs import bind
 from syncd.observability.metrics import DocumentOutcome, Metrics
+from syncd.pipeline.deferred import DeferredReversals
 from syncd.pipeline.driver import Driver
 from syncd.pipeline.intake import Classified, Classifier, Intake, IntakeResult, Kind
+from syncd.pipeline.partitions import Partitions
 from syncd.pipeline.poison import Failure, failure_of
 from syncd.safetext import printable, reason_of
 
@@ -60,42 +66,12 @@ TP = tuple[str, int]
 
 BATCH_SIZE = 500
 POLL_TIMEOUT = 0.2
-DB_BACKOFF_MAX = 15.0
 LAG_INTERVAL = 5.0
 LEDGER_GAUGE_INTERVAL = 15.0
 DEFERRED_RECHECK_INTERVAL = 5.0
-#: librdkafka properties an operator may set for the consumer that a producer rejects.
-_CONSUMER_ONLY = frozenset(
-    {
-        "auto.offset.reset",
-        "session.timeout.ms",
-        "max.poll.interval.ms",
-        "heartbeat.interval.ms",
-        "fetch.min.bytes",
-        "fetch.wait.max.ms",
-        "max.partition.fetch.bytes",
-        "fetch.max.bytes",
-        "group.instance.id",
-        "isolation.level",
-        "queued.min.messages",
-        "queued.max.messages.kbytes",
-    }
-)
 #: How often due open documents of the assigned partitions are (re-)submitted: picks up
 #: `syncd retry` and any document whose scheduled step was lost.
 RESUME_SWEEP_INTERVAL = 10.0
-
-
-@dataclass(slots=True)
-class PartitionState:
-    progress: PartitionProgress
-    epoch: int | None  # None: not claimed yet (database unreachable at assignment)
-    stored: int | None = None  # last offset stored in the database
-    last_event_ts_ms: int | None = None
-    #: documents of this partition the driver holds (dropped on revoke, counted for
-    #: `max_in_flight_per_partition`); removed when they settle
-    doc_ids: set[int] = field(default_factory=set)
-    full: bool = False  # paused: its own in-flight limit reached
 
 
 class Pipeline:
@@ -120,15 +96,8 @@ class Pipeline:
         self._intake = Intake(config, group=self._group, owner=owner)
         self._settled: queue.SimpleQueue[tuple[int, str | None, int | None]] = queue.SimpleQueue()
         self._driver = driver_factory(self._on_settled)
-        self._partitions: dict[TP, PartitionState] = {}
-        self._deferred: dict[int, list[Classified]] = {}
+        self._deferred = DeferredReversals()
         self._stop = threading.Event()
-        self._paused_bp = False
-        self._paused_db: set[TP] = set()
-        self._db_ok = True
-        self._db_backoff = 1.0
-        self._db_retry_at = 0.0
-        self._joined = False
         self._last_lag = 0.0
         self._last_gauges = 0.0
         self._last_deferred_check = 0.0
@@ -137,48 +106,38 @@ class Pipeline:
         self._topics = sorted(
             {*config.topics(), f"__debezium-heartbeat.{config.kafka.topic_prefix}"}
         )
-        client = config.kafka.client_config()
-        # Defaults first; the operator's librdkafka properties may tune them (timeouts,
-        # reset policy), but never the settings exactly-once depends on (set last).
-        consumer_conf: dict[str, Any] = {
-            "auto.offset.reset": "earliest",
-            # Notice a document topic created after start within 30 s, not librdkafka's 5 min.
-            "topic.metadata.refresh.interval.ms": 30000,
-            "session.timeout.ms": 30000,
-            "max.poll.interval.ms": 300000,
-            # librdkafka prefetches up to 64 MB by default: ~8,000 schema-carrying change
-            # events, minutes of work for a daemon bounded by its in-flight limit. 16 MB
-            # (~2,000 events, several seconds) keeps the fetcher ahead without holding
-            # a backlog in memory.
-            "queued.max.messages.kbytes": 16384,
-            "client.id": f"syncd-{owner}",
-            **client,
-            **(consumer_overrides or {}),
-            "group.id": self._group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.partition.eof": False,
-        }
-        self._consumer = Consumer(consumer_conf, logger=logging.getLogger("syncd.kafka"))
-        producer_conf = {k: v for k, v in client.items() if k not in _CONSUMER_ONLY}
+        kafka_log = logging.getLogger("syncd.kafka")
+        self._consumer = Consumer(
+            client.consumer_config(config.kafka, owner=owner, overrides=consumer_overrides),
+            logger=kafka_log,
+        )
         # Lag gauges: end offsets asked on a connection of their own (syncd.kafka.endoffsets).
         self._end_offsets = EndOffsets(
-            {**producer_conf, "client.id": f"syncd-lag-{owner}"},
-            logger=logging.getLogger("syncd.kafka"),
+            client.end_offsets_config(config.kafka, owner=owner), logger=kafka_log
         )
-        self._producer = Producer(
-            {
-                **producer_conf,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "client.id": f"syncd-dlq-{owner}",
-            },
-            logger=logging.getLogger("syncd.kafka"),
+        self._dead_letters = DeadLetterProducer(
+            Producer(
+                client.dead_letter_producer_config(config.kafka, owner=owner), logger=kafka_log
+            ),
+            config.kafka.dead_letter_topic,
         )
-        health.add_readiness_check("group", lambda: (self._joined, "consumer group not joined"))
-        health.add_readiness_check("database", lambda: (self._db_ok, "ERP database unreachable"))
+        self._partitions = Partitions(
+            consumer=self._consumer,
+            engine=engine,
+            metrics=metrics,
+            group=self._group,
+            owner=owner,
+            max_in_flight=config.pipeline.max_in_flight,
+            max_in_flight_per_partition=config.pipeline.max_in_flight_per_partition,
+            on_claimed=self._resume_claimed,
+            on_released=self._release,
+        )
+        health.add_readiness_check(
+            "group", lambda: (self._partitions.joined, "consumer group not joined")
+        )
+        health.add_readiness_check(
+            "database", lambda: (self._partitions.db_ok, "ERP database unreachable")
+        )
 
     # ------------------------------------------------------------------ public
 
@@ -192,9 +151,9 @@ class Pipeline:
     def run(self) -> None:
         self._consumer.subscribe(
             self._topics,
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
+            on_assign=self._partitions.on_assign,
+            on_revoke=self._partitions.on_revoke,
+            on_lost=self._partitions.on_lost,
         )
         log.info("consuming %s as group %s", ", ".join(self._topics), self._group)
         try:
@@ -210,8 +169,8 @@ class Pipeline:
         self._metrics.heartbeat()
         now = time.monotonic()
         self._drain_settled()
-        if self._paused_db and now >= self._db_retry_at:
-            self._retry_after_db_failure()
+        if self._partitions.retry_due(now):
+            self._partitions.retry_database()
         try:
             messages = self._fetch()
         except KafkaException as exc:
@@ -222,7 +181,7 @@ class Pipeline:
         self._backpressure()
         if now - self._last_deferred_check > DEFERRED_RECHECK_INTERVAL and self._deferred:
             self._last_deferred_check = now
-            self._recheck_deferred(list(self._deferred))
+            self._recheck_deferred(self._deferred.issue_ids())
         if now - self._last_sweep > RESUME_SWEEP_INTERVAL:
             self._last_sweep = now
             self._sweep_due()
@@ -273,7 +232,7 @@ class Pipeline:
             state = self._partitions.get(tp)
             if state is None:
                 continue  # revoked while the batch was in flight: the new owner reads it
-            if state.epoch is None or tp in self._paused_db:
+            if state.epoch is None or self._partitions.held_for_database(tp):
                 # Fetched before the pause took effect: read it again once resumed.
                 skipped.setdefault(tp, offset)
                 continue
@@ -288,48 +247,35 @@ class Pipeline:
                 state.last_event_ts_ms = ts
                 newest[tp] = ts
             if c.kind is Kind.DEAD_LETTER:
-                dead.append((c, _header_list(msg.headers())))
+                dead.append((c, headers_of(msg.headers())))
             records.append(c)
-        # Counters and gauges once per batch (the same values; labels() per record was
-        # a measurable part of the loop's time per event).
+        # Counters and gauges once per batch: the same values, without a labels() lookup
+        # per record on the hot path.
         for topic, count in consumed.items():
             self._metrics.events_consumed.labels(topic=topic).inc(count)
         for (topic, partition), ts in newest.items():
             self._metrics.set_partition_position(topic, partition, last_event_ts_ms=ts)
-        for (topic, partition), offset in skipped.items():
-            ktp = KafkaTopicPartition(topic, partition, offset)
-            try:
-                self._consumer.pause([ktp])
-                self._consumer.seek(ktp)
-            except KafkaException as exc:
-                log.warning("could not rewind %s[%d]: %s", topic, partition, exc)
-            self._paused_db.add((topic, partition))
+        self._partitions.hold_fetched(skipped)
         if not records:
             return
         if dead and not self._dead_letter(dead):
-            self._db_failure(first_offsets, "dead-letter topic unreachable")
+            self._partitions.pause_for_database(first_offsets, "dead-letter topic unreachable")
             return
         self._commit_batch(records, first_offsets)
 
     def _dead_letter(self, dead: list[tuple[Classified, list[tuple[str, bytes | None]]]]) -> bool:
-        """Produce each record's original bytes (and headers) to the dead-letter topic."""
-        topic = self._config.kafka.dead_letter_topic
+        """Produce each record's original bytes (and headers) to the dead-letter topic; True
+        once every one is durable (only then may the records' offsets be stored)."""
         for c, headers in dead:
             with bind(
                 topic=c.position.topic, partition=c.position.partition, offset=c.position.offset
             ):
                 log.error("dead letter (%s): %s", c.code, printable(c.reason))
-            self._producer.produce(
-                topic,
-                key=c.key,
-                value=c.value,
-                headers=list(dead_letter_headers(c.position, c.code, c.reason, headers)),
-            )
+            self._dead_letters.send(c.position, c.code, c.reason, c.key, c.value, headers)
             self._metrics.dead_letters.labels(topic=c.position.topic, reason=c.code).inc()
             if c.doc is not None:
                 self._metrics.document_settled(c.doc.name, DocumentOutcome.DEAD)
-        remaining = self._producer.flush(10.0)
-        return int(remaining) == 0
+        return self._dead_letters.flush(10.0)
 
     def _commit_batch(self, records: list[Classified], first_offsets: dict[TP, int]) -> None:
         try:
@@ -341,9 +287,9 @@ class Pipeline:
                 log.warning(
                     "fenced: %s; dropping the batch (another replica owns the partition)", exc
                 )
-                self._drop_partition((exc.topic, exc.partition))
+                self._partitions.drop((exc.topic, exc.partition))
             elif failure is Failure.OUTAGE:
-                self._db_failure(first_offsets, reason_of(exc))
+                self._partitions.pause_for_database(first_offsets, reason_of(exc))
             else:  # a record the intake cannot handle: find it, keep the rest
                 log.error(
                     "batch of %d record(s) failed (%s); retrying record by record",
@@ -352,8 +298,7 @@ class Pipeline:
                 )
                 self._isolate(records)
             return
-        self._db_ok = True
-        self._db_backoff = 1.0
+        self._partitions.database_ok()
         self._apply(result, positions)
 
     def _record(
@@ -379,7 +324,7 @@ class Pipeline:
                 failure = failure_of(exc)
                 if failure is Failure.FENCED:
                     assert isinstance(exc, FencedError)
-                    self._drop_partition((exc.topic, exc.partition))
+                    self._partitions.drop((exc.topic, exc.partition))
                     continue
                 if failure is Failure.OUTAGE:
                     rest: dict[TP, int] = {}
@@ -387,7 +332,7 @@ class Pipeline:
                         rest.setdefault(
                             (later.position.topic, later.position.partition), later.position.offset
                         )
-                    self._db_failure(rest, reason_of(exc))
+                    self._partitions.pause_for_database(rest, reason_of(exc))
                     return
                 poisoned = Classified(
                     c.position,
@@ -406,7 +351,7 @@ class Pipeline:
                     reason_of(exc),
                 )
                 if not self._dead_letter([(poisoned, [])]):
-                    self._db_failure(
+                    self._partitions.pause_for_database(
                         {(c.position.topic, c.position.partition): c.position.offset},
                         "dead-letter topic unreachable",
                     )
@@ -414,7 +359,7 @@ class Pipeline:
                 try:
                     result, positions = self._record([replace(c, kind=Kind.IGNORE)])
                 except Exception as again:
-                    self._db_failure(
+                    self._partitions.pause_for_database(
                         {(c.position.topic, c.position.partition): c.position.offset},
                         type(again).__name__,
                     )
@@ -446,123 +391,20 @@ class Pipeline:
                 state.stored = position
                 self._metrics.offsets_committed(tp_key.topic, tp_key.partition, now)
         for issue_id, c in result.deferred:
-            self._deferred.setdefault(issue_id, []).append(c)
+            self._deferred.add(issue_id, c)
         for doc_name, outcome in result.outcomes:
             self._metrics.document_settled(doc_name, DocumentOutcome(outcome))
         for doc_id in result.to_drive:
             row = result.rows.get(doc_id)
             if row is not None:
-                self._track(row)
+                self._partitions.track(row)
             self._driver.submit(doc_id, row=row)
-
-    # ------------------------------------------------------------------ database trouble
-
-    def _db_failure(self, first_offsets: dict[TP, int], why: str) -> None:
-        """Rewind the batch's partitions, pause them, retry later. Nothing is lost: the
-        records will be consumed again from the first offset of the failed batch."""
-        self._db_ok = False
-        self._db_retry_at = time.monotonic() + self._db_backoff
-        log.warning(
-            "batch not recorded (%s); pausing %d partition(s), retry in %.0f s",
-            why,
-            len(first_offsets),
-            self._db_backoff,
-        )
-        self._db_backoff = min(DB_BACKOFF_MAX, self._db_backoff * 2)
-        for tp, offset in first_offsets.items():
-            state = self._partitions.get(tp)
-            if state is None:
-                continue
-            state.progress.rewind(offset)
-            ktp = KafkaTopicPartition(tp[0], tp[1], offset)
-            try:
-                self._consumer.pause([ktp])
-                self._consumer.seek(ktp)
-            except KafkaException as exc:
-                log.warning("could not rewind %s[%d]: %s", tp[0], tp[1], exc)
-            self._paused_db.add(tp)
-        self._metrics.partitions_paused.set(len(self._paused_db))
-
-    def _retry_after_db_failure(self) -> None:
-        try:
-            with self._engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-                unclaimed = [tp for tp, s in self._partitions.items() if s.epoch is None]
-            claimed = self._claim(unclaimed) if unclaimed else {}
-        except (OperationalError, DBAPIError):
-            claimed = None
-        if claimed is None:
-            # Still no lease: the partitions stay paused (consuming without a lease epoch
-            # would have nowhere safe to record progress).
-            self._db_retry_at = time.monotonic() + self._db_backoff
-            self._db_backoff = min(DB_BACKOFF_MAX, self._db_backoff * 2)
-            return
-        self._db_ok = True
-        held = list(self._paused_db)
-        self._paused_db.clear()
-        resume = self._resumable(held)
-        if resume and not self._paused_bp:
-            self._consumer.resume(resume)
-        self._metrics.partitions_paused.set(0 if not self._paused_bp else len(self._partitions))
-        log.info("ERP database reachable again; resumed %d partition(s)", len(resume))
 
     # ------------------------------------------------------------------ backpressure
 
     def _backpressure(self) -> None:
-        limit = self._config.pipeline.max_in_flight
-        inflight = self._driver.active_count + sum(len(v) for v in self._deferred.values())
-        if not self._paused_bp and inflight >= limit:
-            self._paused_bp = True
-            self._consumer.pause(self._assigned())
-            self._metrics.partitions_paused.set(len(self._partitions))
-            log.info(
-                "backpressure: %d documents in flight (limit %d); partitions paused",
-                inflight,
-                limit,
-            )
-        elif self._paused_bp and inflight <= int(limit * 0.75):
-            self._paused_bp = False
-            self._consumer.resume(self._resumable(self._partitions))
-            self._metrics.partitions_paused.set(len(self._paused_db))
-        self._partition_backpressure()
-
-    def _partition_backpressure(self) -> None:
-        """Pause a partition whose own documents reach `max_in_flight_per_partition`, so
-        one busy partition cannot take every slot of the replica."""
-        per = self._config.pipeline.max_in_flight_per_partition
-        if per is None:
-            return
-        pause: list[KafkaTopicPartition] = []
-        resume: list[TP] = []
-        for tp, state in self._partitions.items():
-            held = len(state.doc_ids)
-            if not state.full and held >= per:
-                state.full = True
-                pause.append(KafkaTopicPartition(*tp))
-            elif state.full and held <= int(per * 0.75):
-                state.full = False
-                resume.append(tp)
-        if pause:
-            self._consumer.pause(pause)
-            log.info(
-                "partition limit: %s at %d documents in flight; paused",
-                ", ".join(f"{p.topic}[{p.partition}]" for p in pause),
-                per,
-            )
-        if resume and not self._paused_bp:
-            self._consumer.resume(self._resumable(resume))
-
-    def _resumable(self, tps: Iterable[TP]) -> list[KafkaTopicPartition]:
-        """Of `tps`, the partitions nothing else holds paused (database, own limit)."""
-        out = []
-        for tp in tps:
-            state = self._partitions.get(tp)
-            if state is not None and not state.full and tp not in self._paused_db:
-                out.append(KafkaTopicPartition(*tp))
-        return out
-
-    def _assigned(self) -> list[KafkaTopicPartition]:
-        return [KafkaTopicPartition(t, p) for (t, p) in self._partitions]
+        """Deferred reversals count as documents in flight (`syncd.pipeline.deferred`)."""
+        self._partitions.backpressure(self._driver.active_count + self._deferred.count)
 
     # ------------------------------------------------------------------ settled documents
 
@@ -577,25 +419,16 @@ class Pipeline:
                 doc_id, topic, partition = self._settled.get_nowait()
             except queue.Empty:
                 break
-            if topic is not None and partition is not None:
-                state = self._partitions.get((topic, partition))
-                if state is not None:
-                    state.doc_ids.discard(doc_id)
+            self._partitions.settled(doc_id, topic, partition)
             if doc_id in self._deferred:
                 ready.append(doc_id)
         if ready:
             self._recheck_deferred(ready)
 
     def _recheck_deferred(self, issue_ids: list[int]) -> None:
-        records = [
-            c
-            for i in issue_ids
-            for c in self._deferred.get(i, [])
-            if (c.position.topic, c.position.partition) in self._partitions
-        ]
+        records = self._deferred.records(issue_ids, self._partitions)
         if not records:
-            for i in issue_ids:
-                self._deferred.pop(i, None)
+            self._deferred.drop(issue_ids)
             return
         try:
             result, positions = self._record(records)
@@ -603,26 +436,20 @@ class Pipeline:
             failure = failure_of(exc)
             if failure is Failure.FENCED:
                 assert isinstance(exc, FencedError)
-                self._drop_partition((exc.topic, exc.partition))
+                self._partitions.drop((exc.topic, exc.partition))
             elif failure is Failure.POISON:
                 # one of them cannot be recorded: record them one by one, dead-letter it
-                for i in issue_ids:
-                    self._deferred.pop(i, None)
+                self._deferred.drop(issue_ids)
                 self._isolate(records)
             return  # an outage: they stay deferred; the periodic re-check tries again
-        for i in issue_ids:
-            self._deferred.pop(i, None)
+        self._deferred.drop(issue_ids)
         self._apply(result, positions)
 
     def _sweep_due(self) -> None:
         """Submit the due open documents of the claimed partitions (`Driver.submit` ignores
         the ones already scheduled). Stops at the in-flight limit; the next sweep goes on."""
-        claimed = [
-            LedgerTP(t, p)
-            for (t, p), s in self._partitions.items()
-            if s.epoch is not None and (t, p) not in self._paused_db
-        ]
-        if not claimed or not self._db_ok:
+        claimed = self._partitions.claimed()
+        if not claimed or not self._partitions.db_ok:
             return
         limit = self._config.pipeline.max_in_flight
         submitted = 0
@@ -640,7 +467,7 @@ class Pipeline:
                     for row in page:
                         if not self._driver.is_active(row.id):
                             submitted += 1
-                            self._track(row)
+                            self._partitions.track(row)
                         # Due by the ledger (e.g. `syncd retry`): run it now, even if the
                         # driver planned its next look for later.
                         self._driver.submit(row.id, expedite=row.next_attempt_at is not None)
@@ -653,138 +480,22 @@ class Pipeline:
         if submitted:
             log.info("resume sweep: submitted %d due document(s)", submitted)
 
-    def _track(self, row: DocumentRow) -> None:
-        if row.source_topic is not None and row.source_partition is not None:
-            state = self._partitions.get((row.source_topic, row.source_partition))
-            if state is not None:
-                state.doc_ids.add(row.id)
+    # ------------------------------------------------------------------ partitions come and go
 
-    # ------------------------------------------------------------------ rebalancing
-
-    def _on_assign(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
-        self._joined = True
-        self._metrics.rebalances.labels(event="assign").inc()
-        tps = [(p.topic, p.partition) for p in partitions]
-        for tp in tps:
-            self._partitions[tp] = PartitionState(PartitionProgress(start=-1), epoch=None)
-        stored = self._claim(tps, assign=False)
-        assignment = []
-        for p in partitions:
-            tp = (p.topic, p.partition)
-            offset = stored.get(tp) if stored is not None else None
-            assignment.append(
-                KafkaTopicPartition(
-                    p.topic, p.partition, offset if offset is not None else OFFSET_STORED
-                )
-            )
-            if offset is not None:
-                self._partitions[tp].progress.start = offset
-                self._partitions[tp].stored = offset
-        consumer.incremental_assign(assignment)
-        if stored is None:
-            # Database unreachable: hold these partitions until the claim succeeds.
-            consumer.pause(assignment)
-            self._paused_db.update(tps)
-            self._db_ok = False
-            self._db_retry_at = time.monotonic() + self._db_backoff
-        elif self._paused_bp:
-            consumer.pause(assignment)
-        self._metrics.assigned_partitions.set(len(self._partitions))
-        log.info("assigned %s", ", ".join(f"{t}[{p}]" for t, p in tps))
-
-    def _claim(self, tps: list[TP], assign: bool = True) -> dict[TP, int | None] | None:
-        """Claim leases, load stored offsets, resume the partitions' open documents."""
-        rtps = [LedgerTP(t, p) for t, p in tps]
-        try:
-            with self._engine.begin() as conn:
-                epochs = repo.claim_partitions(conn, self._group, self._owner, rtps)
-                offsets = repo.load_offsets(conn, self._group, rtps)
-            resume: list[DocumentRow] = []
-            after = 0
-            with self._engine.connect() as conn:
-                while True:
-                    page = repo.documents_to_resume(
-                        conn,
-                        partitions=rtps,
-                        after_id=after,
-                        states=RESUME_STATES | {DocumentState.BLOCKED},
-                    )
-                    resume += page
-                    if len(page) < 500:
-                        break
-                    after = page[-1].id
-        except (OperationalError, DBAPIError) as exc:
-            log.warning(
-                "cannot claim %d partition(s) yet: %s: %s",
-                len(tps),
-                type(exc).__name__,
-                _first_line(exc),
-            )
-            return None
-        result: dict[TP, int | None] = {}
-        for tp in tps:
-            rtp = LedgerTP(*tp)
-            state = self._partitions.get(tp)
-            if state is None:
-                continue
-            state.epoch = epochs[rtp]
-            result[tp] = offsets.get(rtp)
-            if assign and result[tp] is not None:
-                offset = result[tp]
-                assert offset is not None
-                state.progress.start = offset
-                state.stored = offset
-                try:
-                    self._consumer.seek(KafkaTopicPartition(tp[0], tp[1], offset))
-                except KafkaException as exc:
-                    log.warning("seek %s[%d] to %d failed: %s", tp[0], tp[1], offset, exc)
-        for row in resume:
-            self._track(row)
+    def _resume_claimed(self, rows: list[DocumentRow]) -> None:
+        """The open documents of newly claimed partitions: the driver resumes them."""
+        for row in rows:
             self._driver.submit(row.id, row=row)
-        if resume:
-            log.info("resuming %d open document(s) of the assigned partitions", len(resume))
-        return result
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
-        self._metrics.rebalances.labels(event="revoke").inc()
-        self._forget([(p.topic, p.partition) for p in partitions])
-        consumer.incremental_unassign(partitions)
-
-    def _on_lost(self, consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
-        self._metrics.rebalances.labels(event="lost").inc()
-        self._forget([(p.topic, p.partition) for p in partitions])
-        consumer.incremental_unassign(partitions)
-
-    def _drop_partition(self, tp: TP) -> None:
-        self._forget([tp])
-
-    def _forget(self, tps: list[TP]) -> None:
-        doc_ids: set[int] = set()
-        for tp in tps:
-            state = self._partitions.pop(tp, None)
-            if state is not None:
-                doc_ids |= state.doc_ids
-            self._paused_db.discard(tp)
-            self._metrics.forget_partition(*tp)
-        for issue_id in list(self._deferred):
-            kept = [
-                c
-                for c in self._deferred[issue_id]
-                if (c.position.topic, c.position.partition) not in tps
-            ]
-            if kept:
-                self._deferred[issue_id] = kept
-            else:
-                del self._deferred[issue_id]
+    def _release(self, tps: list[TP], doc_ids: set[int]) -> None:
+        """Partitions gone (revoked, lost, fenced): their next owner resumes what they held."""
+        self._deferred.drop_partitions(tps)
         self._driver.forget(doc_ids)
-        self._metrics.assigned_partitions.set(len(self._partitions))
-        if tps:
-            log.info("released %s", ", ".join(f"{t}[{p}]" for t, p in tps))
 
     # ------------------------------------------------------------------ gauges
 
     def _report_lag(self) -> None:
-        self._end_offsets.ask(list(self._partitions))
+        self._end_offsets.ask(self._partitions.tps())
         commits = [
             KafkaTopicPartition(t, p, s.stored)
             for (t, p), s in self._partitions.items()
@@ -815,7 +526,7 @@ class Pipeline:
             with self._engine.connect() as conn:
                 counts = repo.count_by_state(conn)
         except (OperationalError, DBAPIError):
-            self._db_ok = False
+            self._partitions.database_unreachable()
             return
         self._metrics.set_ledger_counts(counts)
 
@@ -828,7 +539,7 @@ class Pipeline:
             self._config.pipeline.drain_deadline_seconds,
         )
         with contextlib.suppress(KafkaException):
-            self._consumer.pause(self._assigned())
+            self._consumer.pause(self._partitions.assigned())
         still = self._driver.stop(deadline)
         if still:
             log.warning(
@@ -841,22 +552,5 @@ class Pipeline:
             self._consumer.close()
         except (KafkaException, RuntimeError) as exc:
             log.warning("consumer close: %s", exc)
-        self._producer.flush(5.0)
+        self._dead_letters.close(5.0)
         log.info("stopped")
-
-
-def _header_list(headers: object) -> list[tuple[str, bytes | None]]:
-    if not headers:
-        return []
-    items = headers.items() if isinstance(headers, dict) else headers
-    out: list[tuple[str, bytes | None]] = []
-    for k, v in items:  # type: ignore[attr-defined]
-        out.append((str(k), v.encode() if isinstance(v, str) else v))
-    return out
-
-
-def _first_line(exc: BaseException) -> str:
-    """The driver's own message (not SQLAlchemy's wrapper with the statement)."""
-    orig = getattr(exc, "orig", None) or exc
-    text_ = str(orig).strip()
-    return text_.splitlines()[0][:300] if text_ else type(orig).__name__

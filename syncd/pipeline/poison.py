@@ -11,7 +11,7 @@ three things is true, and each has one answer:
   would fail the same way forever: a crash loop that halts every document behind it;
 * a dependency failed (the ERP database unreachable, the broker down): it is an **outage**.
   Nothing about the record is wrong; its batch is rewound and retried once the dependency
-  is back (`Pipeline._db_failure`);
+  is back (`Partitions.pause_for_database`);
 * another replica owns the partition now: the batch is **fenced** and dropped.
 
 `failure_of(exc)` makes that call; `syncd.safetext.reason_of(exc)` renders what the dead

@@ -1,6 +1,9 @@
-"""Pure parts of the operator commands: document references, dead-letter headers."""
+"""Pure parts of the operator commands: document references, dead-letter headers (and the
+daemon's dead-letter producer, on a fake Producer)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
@@ -10,8 +13,10 @@ from syncd.identity import DocumentKind as LedgerKind
 from syncd.kafka.deadletter import (
     H_CODE,
     H_ERROR,
+    DeadLetterProducer,
     dead_letter_headers,
     describe_dead_letter,
+    headers_of,
     source_of,
     strip_syncd_headers,
 )
@@ -109,3 +114,46 @@ def test_a_record_dead_lettered_twice_reports_the_newest_reason() -> None:
     info = describe_dead_letter(headers)
     assert (info.code, info.reason) == ("b", "new")
     assert info.source is None and source_of(headers) is None
+
+
+class FakeProducer:
+    def __init__(self, undelivered: int = 0) -> None:
+        self.produced: list[dict[str, Any]] = []
+        self.flushes: list[float] = []
+        self.undelivered = undelivered
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self.produced.append({"topic": topic, **kwargs})
+
+    def flush(self, timeout: float) -> int:
+        self.flushes.append(timeout)
+        return self.undelivered
+
+
+def test_the_dead_letter_producer_sends_the_bytes_untouched_with_the_reason() -> None:
+    producer = FakeProducer()
+    letters = DeadLetterProducer(producer, "syncd.dead-letter")  # type: ignore[arg-type]
+    position = RecordPosition("erp.erp.sales_order", 2, 99)
+    letters.send(position, "undecodable", "bad JSON", b"k", b"\xff", [("traceparent", b"00")])
+    assert letters.flush(10.0) and producer.flushes == [10.0]
+    [sent] = producer.produced
+    assert (sent["topic"], sent["key"], sent["value"]) == ("syncd.dead-letter", b"k", b"\xff")
+    assert sent["headers"][0] == ("traceparent", b"00")
+    info = describe_dead_letter(sent["headers"])
+    assert (info.source, info.code, info.reason) == (position, "undecodable", "bad JSON")
+
+
+def test_a_dead_letter_still_queued_after_the_flush_is_reported() -> None:
+    letters = DeadLetterProducer(FakeProducer(undelivered=1), "dlq")  # type: ignore[arg-type]
+    letters.send(RecordPosition("t", 0, 1), "x", "y", None, None)
+    assert not letters.flush(10.0)
+
+
+def test_consumed_headers_become_a_list_of_bytes() -> None:
+    assert headers_of(None) == [] and headers_of([]) == []
+    assert headers_of([("a", b"1"), ("b", None), ("c", "text")]) == [
+        ("a", b"1"),
+        ("b", None),
+        ("c", b"text"),
+    ]
+    assert headers_of({"a": b"1"}) == [("a", b"1")]

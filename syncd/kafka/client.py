@@ -1,0 +1,91 @@
+"""The daemon's librdkafka configurations: consumer, dead-letter producer, end-offsets admin.
+
+Invariant: an operator's librdkafka properties (`kafka.properties`, the typed security
+settings) reach every client, and may tune its defaults (timeouts, reset policy, fetch
+sizes), but never the settings exactly-once depends on: the consumer never commits or
+stores offsets on its own (the ERP database holds the positions, see `syncd.offsets`), and
+the dead-letter producer is idempotent and waits for every replica. Those are set last, so
+nothing overrides them. Properties only a consumer understands are left out of the other
+clients' configurations, because a producer rejects them.
+
+Pure functions returning dicts; the caller builds the clients (and owns their lifetime).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from syncd.config import KafkaSettings
+
+#: librdkafka properties an operator may set for the consumer that a producer rejects.
+CONSUMER_ONLY: Final = frozenset(
+    {
+        "auto.offset.reset",
+        "session.timeout.ms",
+        "max.poll.interval.ms",
+        "heartbeat.interval.ms",
+        "fetch.min.bytes",
+        "fetch.wait.max.ms",
+        "max.partition.fetch.bytes",
+        "fetch.max.bytes",
+        "group.instance.id",
+        "isolation.level",
+        "queued.min.messages",
+        "queued.max.messages.kbytes",
+    }
+)
+
+
+def consumer_config(
+    kafka: KafkaSettings,
+    *,
+    owner: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The consumer of the document topics, in group `kafka.group_id`.
+
+    Defaults first; the operator's properties and `overrides` (tests) may tune them, but
+    never the settings exactly-once depends on (set last).
+    """
+    return {
+        "auto.offset.reset": "earliest",
+        # Notice a document topic created after start within 30 s, not librdkafka's 5 min.
+        "topic.metadata.refresh.interval.ms": 30000,
+        "session.timeout.ms": 30000,
+        "max.poll.interval.ms": 300000,
+        # librdkafka prefetches up to 64 MB by default: thousands of schema-carrying
+        # change events, minutes of work for a daemon bounded by its in-flight limit.
+        # 16 MB keeps the fetcher ahead without holding a backlog in memory.
+        "queued.max.messages.kbytes": 16384,
+        "client.id": f"syncd-{owner}",
+        **kafka.client_config(),
+        **(overrides or {}),
+        "group.id": kafka.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "enable.partition.eof": False,
+    }
+
+
+def shared_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """The operator's settings every non-consumer client gets (consumer-only ones left out)."""
+    return {k: v for k, v in kafka.client_config().items() if k not in CONSUMER_ONLY}
+
+
+def dead_letter_producer_config(kafka: KafkaSettings, *, owner: str) -> dict[str, Any]:
+    """The producer of the dead-letter topic: idempotent, acknowledged by all replicas, so a
+    record's offset is stored only once its dead letter is durable."""
+    return {
+        **shared_config(kafka),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "client.id": f"syncd-dlq-{owner}",
+    }
+
+
+def end_offsets_config(kafka: KafkaSettings, *, owner: str) -> dict[str, Any]:
+    """The admin connection the lag gauges ask end offsets on (`syncd.kafka.endoffsets`)."""
+    return {**shared_config(kafka), "client.id": f"syncd-lag-{owner}"}
