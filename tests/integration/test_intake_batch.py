@@ -25,6 +25,7 @@ from syncd.changes import RecordPosition
 from syncd.config import parse_config
 from syncd.ledger.engine import ledger_engine
 from syncd.ledger.migrate import upgrade
+from syncd.observability.metrics import DocumentOutcome
 from syncd.pipeline.intake import Classified, Classifier, Intake, IntakeResult, Kind
 from tests.integration.daemon_harness import (
     IT_SCHEMA,
@@ -146,7 +147,7 @@ def test_batch_path_records_the_same_documents_as_the_per_record_path(
             # a redelivered batch changes nothing
             [again] = _run(it_erp, batched, intake, [records])
             assert _ledger(w.engine, batched) == a
-            assert [o for _, o in again.outcomes].count("duplicate") == 8
+            assert [o for _, o in again.outcomes].count(DocumentOutcome.DUPLICATE) == 8
         finally:
             with w.engine.begin() as conn:
                 for schema in (batched, single):

@@ -17,9 +17,9 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 
+from syncd.ledger import repository
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.observability.metrics import Metrics
-from syncd.pipeline import partitions as partitions_mod
 from syncd.pipeline.partitions import DB_BACKOFF_MAX, Partitions
 
 T = "erp.public.sales_order"
@@ -102,7 +102,7 @@ class Harness:
         self.engine = FakeEngine()
         self.ledger = Ledger()
         for name in ("claim_partitions", "load_offsets", "documents_to_resume"):
-            monkeypatch.setattr(partitions_mod.repo, name, getattr(self.ledger, name))
+            monkeypatch.setattr(repository, name, getattr(self.ledger, name))
         self.metrics = Metrics(CollectorRegistry())
         self.claimed: list[Any] = []
         self.released: list[tuple[list[tuple[str, int]], set[int]]] = []
