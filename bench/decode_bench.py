@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from syncd.changes import DecodedRecord, RecordPosition
 from syncd.config import load_config
 from syncd.debezium import DecodeOptions, decode_record
-from syncd.pipeline.intake import Classified, Classifier
+from syncd.pipeline.classify import Classified, Classifier
 from tests.unit.debezium_events import sales_order_update
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"

@@ -29,7 +29,8 @@ from syncd.changes import ChangeEvent, Op, RecordPosition
 from syncd.config import DocumentConfig, load_config
 from syncd.identity import DocumentKind, serial_for
 from syncd.invoice.from_erp import build_blue
-from syncd.pipeline.intake import _payload, identity_of
+from syncd.pipeline.intake import _payload
+from syncd.rules.decide import identity_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BUYER_TAX_ID = "91110108MA01ABCD2H"

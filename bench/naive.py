@@ -33,7 +33,8 @@ from syncd.identity import DocumentKind, serial_for
 from syncd.invoice.from_erp import build_blue
 from syncd.issuers.base import Issued, Processing
 from syncd.issuers.registry import create_issuer
-from syncd.pipeline.intake import Classifier, Kind, identity_of
+from syncd.pipeline.classify import Classifier, Kind
+from syncd.rules.decide import identity_of
 
 
 def main() -> int:

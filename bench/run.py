@@ -71,7 +71,7 @@ from syncd.ledger import repository as repo
 from syncd.ledger.engine import ledger_engine
 from syncd.ledger.migrate import upgrade
 from syncd.ledger.models import TopicPartition
-from syncd.pipeline.intake import Classifier
+from syncd.pipeline.classify import Classifier
 from tests.integration.daemon_harness import Daemon
 from tests.integration.sandbox_process import SandboxProcess, free_port
 from tests.integration.stack import REPO_DIR, Stack, stack_from_env

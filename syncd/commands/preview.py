@@ -76,7 +76,7 @@ def _read_json(path: str, what: str) -> Any:
 
 def _decode(config: SyncdConfig, path: str) -> Any:
     from syncd.debezium import decode_json
-    from syncd.pipeline.intake import decode_options
+    from syncd.pipeline.classify import decode_options
 
     record = _read_json(path, "--event")
     fields = {"topic", "partition", "offset", "key", "value"}
@@ -136,7 +136,7 @@ def _blue_from_ledger(
     from syncd.invoice.model import Invoice
     from syncd.ledger import repository as repo
     from syncd.ledger.engine import ledger_engine
-    from syncd.pipeline.intake import identity_of
+    from syncd.rules.decide import identity_of
 
     base = identity_of(doc, event, DocumentKind.ISSUE, 0)
     engine = ledger_engine(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Container, Iterable
 
-from syncd.pipeline.intake import Classified
+from syncd.pipeline.classify import Classified
 
 TP = tuple[str, int]
 

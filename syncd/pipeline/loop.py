@@ -53,9 +53,10 @@ from syncd.lifecycle import RESUME_STATES, DocumentState
 from syncd.observability.health import HealthServer
 from syncd.observability.logs import bind
 from syncd.observability.metrics import DocumentOutcome, Metrics
+from syncd.pipeline.classify import Classified, Classifier, Kind
 from syncd.pipeline.deferred import DeferredReversals
 from syncd.pipeline.driver import Driver
-from syncd.pipeline.intake import Classified, Classifier, Intake, IntakeResult, Kind
+from syncd.pipeline.intake import Intake, IntakeResult
 from syncd.pipeline.partitions import Partitions
 from syncd.pipeline.poison import Failure, failure_of
 from syncd.safetext import printable, reason_of
@@ -304,13 +305,10 @@ class Pipeline:
     def _record(
         self, records: list[Classified]
     ) -> tuple[IntakeResult, dict[LedgerTP, tuple[int, int]]]:
-        """Intake + offsets in one transaction."""
+        """Intake + offsets in one transaction (the intake stores them)."""
         with self._engine.begin() as conn:
-            result = self._intake.run(conn, records, offsets={}, epochs={})
-            positions = self._positions_after(result)
-            if positions:
-                repo.store_offsets(conn, self._group, positions)
-        return result, positions
+            result = self._intake.run(conn, records, self._partitions)
+        return result, result.positions
 
     def _isolate(self, records: list[Classified]) -> None:
         """One transaction per record; a record that still fails is dead-lettered with the
@@ -365,17 +363,6 @@ class Pipeline:
                     )
                     return
             self._apply(result, positions)
-
-    def _positions_after(self, result: IntakeResult) -> dict[LedgerTP, tuple[int, int]]:
-        positions: dict[LedgerTP, tuple[int, int]] = {}
-        for tp, finished in result.finished.items():
-            state = self._partitions.get(tp)
-            if state is None or state.epoch is None:
-                continue
-            position = state.progress.commit_position_if_done(finished)
-            if position != state.stored:
-                positions[LedgerTP(*tp)] = (position, state.epoch)
-        return positions
 
     def _apply(self, result: IntakeResult, positions: dict[LedgerTP, tuple[int, int]]) -> None:
         now = time.time()

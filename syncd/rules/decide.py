@@ -25,7 +25,7 @@ from typing import Final
 from syncd._speedups import quick_init
 from syncd.changes import UNAVAILABLE, ChangeEvent, ColumnValue, Op, Row
 from syncd.config import DocumentConfig, SnapshotPolicy, SyncdConfig
-from syncd.identity import DocumentIdentity, DocumentKind, IdentityError, read_key
+from syncd.identity import DocumentIdentity, DocumentKind, IdentityError, KeyValue, read_key
 from syncd.rules.conditions import Check, Outcome, Truth, compile_condition
 
 
@@ -295,3 +295,15 @@ def decide_event(event: ChangeEvent, config: SyncdConfig) -> Decision:
             owner.name,
         )
     return Decision(_IGNORE, f"table {event.table} is not configured")
+
+
+def key_of(doc: DocumentConfig, event: ChangeEvent) -> tuple[tuple[str, KeyValue], ...]:
+    """The document key of `event` (`syncd.identity.read_key`, the one way to read it)."""
+    row = event.after if event.after is not None else event.before
+    return read_key(row, event.key, doc.key_columns, event.table)
+
+
+def identity_of(
+    doc: DocumentConfig, event: ChangeEvent, kind: DocumentKind, revision: int
+) -> DocumentIdentity:
+    return DocumentIdentity.of(doc.name, doc.table, key_of(doc, event), kind, revision)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from syncd.cli import main
 from syncd.config import load_config, parse_config
 from syncd.erp.lines import check_schema, load_lines
-from syncd.pipeline.intake import decode_options
+from syncd.pipeline.classify import decode_options
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any
 from syncd.changes import ChangeEvent, Op, RecordPosition
 from syncd.config import SyncdConfig, load_config
 from syncd.debezium import DecodeOptions, decode_record
-from syncd.pipeline.intake import Classified, Classifier
+from syncd.pipeline.classify import Classified, Classifier
 from syncd.rules.decide import Decision, decide
 
 ROOT = Path(__file__).resolve().parents[2]

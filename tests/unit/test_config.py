@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import ConfigError, SnapshotPolicy, load_config, parse_config
-from syncd.pipeline.intake import decode_options
+from syncd.pipeline.classify import decode_options
 from tests.unit.config_helpers import DEMO, demo_config
 
 DEMO_TEXT = DEMO.read_text(encoding="utf-8")

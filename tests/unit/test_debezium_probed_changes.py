@@ -9,7 +9,7 @@ import pytest
 
 from syncd.changes import ChangeEvent, ProbedChange, RecordPosition
 from syncd.debezium import DecodeOptions, decode_record, record_to_json
-from syncd.pipeline.intake import Classifier, Kind
+from syncd.pipeline.classify import Classifier, Kind
 from tests.unit.config_helpers import classify_and_decide, demo_config
 from tests.unit.debezium_events import (
     POSITION,

@@ -9,7 +9,7 @@ import pytest
 from syncd.changes import ChangeEvent, QuietUpdate
 from syncd.debezium import DecodeOptions, decode_record, record_to_json
 from syncd.debezium.records import compile_plan
-from syncd.pipeline.intake import Kind
+from syncd.pipeline.classify import Kind
 from tests.unit.config_helpers import classify_and_decide
 from tests.unit.debezium_events import (
     POSITION,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from syncd.changes import RecordPosition
+from syncd.pipeline.classify import Classified, Kind
 from syncd.pipeline.deferred import DeferredReversals
-from syncd.pipeline.intake import Classified, Kind
 
 
 def _record(partition: int, offset: int) -> Classified:

@@ -24,7 +24,8 @@ from syncd.cli import main
 from syncd.config import SyncdConfig, parse_config
 from syncd.identity import DocumentKind
 from syncd.invoice.from_erp import MappingResult, build_blue
-from syncd.pipeline.intake import Classified, Classifier, Kind, identity_of
+from syncd.pipeline.classify import Classified, Classifier, Kind
+from syncd.rules.decide import identity_of
 from syncd.safetext import REASON_LIMIT
 from tests import crafted
 from tests.unit.config_helpers import DEMO, line_row
@@ -84,12 +85,12 @@ def test_the_reported_record_names_the_limit():
 def test_an_unexpected_exception_is_poison_not_a_crash(monkeypatch):
     """Whatever a stage raises for one record (here: a bug in deciding), the record is
     dead-lettered with the exception's type and message; the classifier never raises."""
-    import syncd.pipeline.intake as intake
+    import syncd.pipeline.classify as classify
 
     def broken(*_a: Any, **_k: Any) -> Any:
         raise MemoryError("cannot allocate \ud800 " + "x" * 5000)
 
-    monkeypatch.setattr(intake, "decide", broken)
+    monkeypatch.setattr(classify, "decide", broken)
     c = Classifier(CONFIG).classify(POSITION, *crafted.valid("erp"))
     assert_poison_verdict(c)
     assert c.code == "unprocessable"

@@ -13,7 +13,7 @@ import pytest
 from syncd.changes import ChangeEvent, RecordPosition
 from syncd.config import parse_config
 from syncd.debezium import decode_json
-from syncd.pipeline.intake import decode_options
+from syncd.pipeline.classify import decode_options
 from syncd.rules.decide import Action, decide_event
 from tests.unit.config_helpers import DEMO
 
