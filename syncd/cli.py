@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol, cast
 
 from syncd import __version__
+from syncd.commands import CommandExit
 from syncd.safetext import reason_of
 
 # command name -> module under syncd.commands; the order is the order of `--help`.
@@ -83,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(cast(CommandModule, module).run(args))
+    except CommandExit as stop:
+        return stop.code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:

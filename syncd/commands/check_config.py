@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from syncd.config import ConfigError, SyncdConfig, load_config
+from syncd.commands import load_config_or_exit
+from syncd.config import SyncdConfig
 
 HELP = "validate the config (--live: also the ERP schema and the Kafka topics)"
 
@@ -85,12 +86,7 @@ def _render(data: dict[str, Any], fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        print(f"{args.config}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "check-config")
     errors: list[str] = []
     warnings: list[str] = []
     if args.live:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from syncd.config import ConfigError, load_config
+from syncd.commands import load_config_or_exit
 from syncd.debezium.connector import render
 
 HELP = "Debezium connector configs derived from the syncd config"
@@ -25,11 +25,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "connectors")
     body = render(config, args.name)
     sys.stdout.write(json.dumps(body, indent=2) + "\n")
     return 0

@@ -63,14 +63,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncd.config import ConfigError, load_config
+    from syncd.commands import load_config_or_exit
     from syncd.demo.generate import DemoRun, DemoSetupError, build_orders, order_prefix
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"syncd demo: {exc}", file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "demo")
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     try:
         orders = build_orders(

@@ -175,13 +175,9 @@ def _consumer(config: SyncdConfig, group: str) -> Consumer:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncd.config import ConfigError, load_config
+    from syncd.commands import load_config_or_exit
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"syncd dlq: {exc}", file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "dlq")
     try:
         if args.dlq_command == "list":
             return _list(config, args)

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from syncd.changes import ChangeEvent, DecodeError, RecordPosition
+from syncd.commands import load_config_or_exit
 from syncd.commands.decode import MAX_INPUT_BYTES
-from syncd.config import ConfigError, DocumentConfig, SyncdConfig, load_config
+from syncd.config import DocumentConfig, SyncdConfig
 from syncd.debezium.convert import Invalid
 from syncd.debezium.records import check_no_lone_surrogates
 from syncd.safetext import printable, reason_of, write_utf8
@@ -245,11 +246,7 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "preview")
     try:
         out, code = preview(args, config)
         text = json.dumps(out, indent=2, ensure_ascii=False, default=_json_default)

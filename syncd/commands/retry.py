@@ -23,7 +23,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    from syncd.config import ConfigError, load_config
+    from syncd.commands import load_config_or_exit
     from syncd.ledger import repository as repo
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.errors import StaleStateError
@@ -36,11 +36,7 @@ def run(args: argparse.Namespace) -> int:
         redrive,
     )
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"syncd retry: {exc}", file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "retry")
     try:
         ref = parse_document_ref(args.document)
     except DocumentRefError as exc:

@@ -9,7 +9,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import uuid
 from types import FrameType
 
@@ -28,13 +27,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncd.config import ConfigError, load_config
+    from syncd.commands import load_config_or_exit
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"syncd run: {exc}", file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "run")
     from syncd.issuers.registry import create_issuer
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.migrate import upgrade

@@ -97,13 +97,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncd.config import ConfigError, load_config
+    from syncd.commands import load_config_or_exit
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"syncd status: {exc}", file=sys.stderr)
-        return 2
+    config = load_config_or_exit(args.config, "status")
     report = collect(config, stuck_after=args.stuck_after, kafka_timeout=args.kafka_timeout)
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")

@@ -16,6 +16,7 @@ INTERNAL = {
     "syncd.invoice.from_erp._MissingError",
     "syncd.commands.decode._InputError",
     "syncd.commands.preview._InputError",
+    "syncd.commands.CommandExit",  # a signal to the entry point: the message is printed
 }
 
 
