@@ -14,7 +14,7 @@ orjson is not a drop-in replacement:
   non-string keys.
 
 For *plain* values -- exact dicts, lists, str, int, bool and None, no float
-anywhere -- the two agree byte for byte (tests/unit/test_sandbox_fastjson.py
+anywhere -- the two agree byte for byte (tests/unit/sandbox/test_sandbox_fastjson.py
 holds them to that), so orjson is used exactly there and everything else goes
 the stdlib way, with the stdlib's results and errors. Invoice payloads carry
 their amounts as strings, so the fast path is the usual one.

@@ -17,7 +17,7 @@ from syncd.pipeline.classify import decode_options
 from syncd.rules.decide import Action, decide_event
 from tests.unit.config_helpers import DEMO
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 VARIANTS = [
     "schema_precise",
     "schema_string",

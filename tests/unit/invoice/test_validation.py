@@ -34,7 +34,7 @@ from tests.unit.invoice_samples import (
 
 D = Decimal
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "invoice-format.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "invoice-format.md"
 
 
 def relined(invoice: Invoice, lines: list[InvoiceLine]) -> Invoice:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from syncd.changes import DecodedRecord, DecodeError, RecordPosition
 from syncd.debezium import DecodeOptions, decode_json, decode_record, record_to_json
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 OPTIONS = DecodeOptions(decimal_scales={"golden.all_types.amount": 2})
 TOPICS = st.sampled_from(
     [

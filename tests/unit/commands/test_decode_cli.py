@@ -15,7 +15,7 @@ from syncd.cli import main
 from syncd.debezium import record_to_json, value_to_json
 from tests.unit.debezium_events import key_doc, payload, sales_order_update, source
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 
 
 def write_event(tmp_path: Path, record: object) -> str:

@@ -33,7 +33,7 @@ def shared_dir() -> Path:
     override = os.environ.get("SYNCD_SHARED_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared"
+    return Path(__file__).resolve().parents[3].parent / "shared"
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from syncd.changes import (
 )
 from syncd.debezium import DecodeOptions, decode_json, decode_record, record_to_json
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "debezium"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "debezium"
 VARIANTS = [
     "schema_precise",
     "schema_string",

@@ -23,7 +23,7 @@ from tests.unit.invoice_samples import blue, line, multi_rate, red_of, with_disc
 
 D = Decimal
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "invoice-format.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "invoice-format.md"
 
 
 # The wire-format document's example as of this writing (kept here so the pinned
