@@ -125,6 +125,8 @@ class SandboxApp:
         self.initial_faults = config.faults
         self.faults = config.faults
         self.dice = Dice(config.seed)
+        #: issue calls still to fail (`fail_next_issue_calls`, counted down)
+        self.issue_failures_left = 0
         self.buckets: dict[str, TokenBucket] = {}
         self._worker: asyncio.Task[None] | None = None
         self._commit: asyncio.Future[None] | None = None
@@ -310,6 +312,10 @@ class SandboxApp:
             reply.headers.append((b"retry-after", str(max(1, int(wait + 0.999))).encode()))
             return reply, app_key, serial, None
 
+        if route == "issue" and self.issue_failures_left > 0:
+            self.issue_failures_left -= 1
+            reply = error(500, "INTERNAL_ERROR", "the platform failed; try again")
+            return reply, app_key, serial, "error:http_500"
         if self.dice.hit(faults.error_rate):
             kind = self.dice.error_kind(faults)
             reply = error(500, "INTERNAL_ERROR", "the platform failed; try again")
@@ -581,6 +587,8 @@ class SandboxApp:
                 self.faults = Faults.model_validate({**self.faults.model_dump(), **update})
             except (ValueError, ValidationError) as exc:
                 return error(422, "INVALID_FAULTS", str(exc))
+            if "fail_next_issue_calls" in update:
+                self.issue_failures_left = self.faults.fail_next_issue_calls
             log.warning("faults now %s", self.faults.model_dump_json())
             return json_reply(200, self.faults.model_dump())
         if route == "audit_invoices":

@@ -77,7 +77,10 @@ def test_6_server_errors_and_rate_limits_back_off_without_losing_anything(
     it_erp: Stack, tmp_path: Path
 ):
     with world(it_erp, tmp_path) as w:
-        w.sandbox.set_faults(error_rate=0.3, error_mode="http_500", rate_limit_rps=4)
+        # random 5xx on every route, and certainly 3 on issue calls (the assertion below)
+        w.sandbox.set_faults(
+            error_rate=0.3, error_mode="http_500", rate_limit_rps=4, fail_next_issue_calls=3
+        )
         d = w.daemon().start()
         d.wait_ready()
         ids = [w.create_order() for _ in range(10)]
