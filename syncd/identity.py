@@ -219,6 +219,14 @@ class DocumentIdentity:
 
 def source_key_of(key: Iterable[tuple[str, KeyValue]]) -> str:
     """The ledger's text of a key: canonical JSON, whole decimals as integers."""
+    if type(key) is tuple and len(key) == 1:
+        # the usual key, one integer or text column: the same text canonical_json makes,
+        # without its encoder (built for every identity, several per document)
+        name, value = key[0]
+        if type(value) is int:
+            return f"{{{_json_text(name)}:{value}}}"
+        if type(value) is str:
+            return f"{{{_json_text(name)}:{_json_text(value)}}}"
     values: dict[str, Any] = {}
     for name, value in key:
         if type(value) is Decimal and value.is_finite() and value == value.to_integral_value():
@@ -245,6 +253,8 @@ _CANONICAL: Final = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
 )
 json_default: Final = _json_default
+#: JSON string literal as canonical_json writes it (ensure_ascii=False)
+_json_text: Final = json.encoder.encode_basestring
 
 
 def canonical_json(value: object) -> str:

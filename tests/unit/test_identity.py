@@ -144,3 +144,15 @@ def test_serial_is_deterministic_and_well_formed(doc, table, key, kind, revision
 @given(st.binary(min_size=32, max_size=32), st.integers(min_value=1, max_value=51))
 def test_fast_crockford_digits_equal_the_definition(data, length):
     assert _crockford_prefix(data, length) == _crockford(data, length)
+
+
+@given(
+    name=st.text(min_size=1, max_size=12),
+    value=st.one_of(st.integers(), st.text(max_size=20)),
+)
+def test_the_source_key_shortcut_is_canonical_json(name: str, value: int | str):
+    """One int or text key column takes a shortcut; its text must be canonical_json's,
+    byte for byte (the ledger's unique constraint compares it)."""
+    from syncd.identity import canonical_json, source_key_of
+
+    assert source_key_of(((name, value),)) == canonical_json({name: value})
