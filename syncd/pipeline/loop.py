@@ -495,11 +495,18 @@ class Pipeline:
 
     def _record_lag(self, ends: dict[TP, int]) -> None:
         now_ms = time.time() * 1000
+        fetched = self._fetch_positions(list(ends))
         for tp, high in ends.items():
             state = self._partitions.get(tp)
             if state is None:
                 continue  # released since the question went out
             position = state.progress.commit_position()
+            if state.progress.pending_count == 0:
+                # Nothing in flight: where the consumer stands is where we are. Its position
+                # moves past transaction markers (the Connect worker writes exactly-once, so
+                # every batch ends with one), which are never delivered as records: counted
+                # from the last record seen, an idle partition would lag by one forever.
+                position = max(position, fetched.get(tp, -1))
             if position < 0:
                 continue
             lag = max(0, high - position)
@@ -507,6 +514,14 @@ class Pipeline:
             if lag > 0 and state.last_event_ts_ms is not None:
                 lag_s = max(0.0, (now_ms - state.last_event_ts_ms) / 1000.0)
             self._metrics.set_partition_position(tp[0], tp[1], lag_messages=lag, lag_seconds=lag_s)
+
+    def _fetch_positions(self, tps: list[TP]) -> dict[TP, int]:
+        """The consumer's own positions (next offset it will hand out), where it has one."""
+        try:
+            found = self._consumer.position([KafkaTopicPartition(t, p) for t, p in tps])
+        except KafkaException:
+            return {}
+        return {(x.topic, x.partition): x.offset for x in found if x.offset >= 0}
 
     def _report_ledger(self) -> None:
         try:

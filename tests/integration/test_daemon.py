@@ -218,3 +218,28 @@ def test_8_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_f
         metrics = d.metrics()
         assert "syncd_dead_letters_total" in metrics
         w.verdict(issued=ids)
+
+
+def test_an_idle_partition_lags_zero_after_a_transactional_batch(it_erp: Stack, tmp_path: Path):
+    """The Connect worker writes exactly-once: every batch ends with a transaction marker that
+    is never delivered as a record. Once everything is processed, lag must read 0 (messages
+    and seconds), or SyncdNoProgressWhileLagging would page on every quiet table."""
+    with world(it_erp, tmp_path) as w:
+        d = w.daemon().start()
+        d.wait_ready()
+        ids = [w.create_order() for _ in range(2)]
+        w.wait_issued(ids)
+        deadline = time.monotonic() + 45
+        lags: dict[str, float] = {}
+        while time.monotonic() < deadline:
+            lags = {
+                line.split(" ")[0]: float(line.split(" ")[1])
+                for line in d.metrics().splitlines()
+                if line.startswith(("syncd_consumer_lag_messages{", "syncd_consumer_lag_seconds{"))
+                and ORDER_TOPIC in line
+            }
+            if lags and all(v == 0 for v in lags.values()):
+                break
+            time.sleep(1)
+        assert lags, "no lag gauges for the order topic"
+        assert all(v == 0 for v in lags.values()), lags
