@@ -254,8 +254,13 @@ class IssuerSettings(StrictModel):
     )
 
     def provider_settings(self) -> dict[str, Any]:
-        """Settings for the provider's own model (secret resolved, file key dropped)."""
-        return self.model_dump(exclude={"app_secret_file"})
+        """Settings for the provider's own model (secret resolved, file key dropped; the
+        real values, not the printable dump: `base_url` keeps its userinfo)."""
+        return {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name != "app_secret_file"
+        }
 
     @field_validator("base_url")
     @classmethod
