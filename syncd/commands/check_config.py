@@ -96,10 +96,11 @@ def run(args: argparse.Namespace) -> int:
             warnings += w
     if not args.quiet:
         sys.stdout.write(_render(config.masked_dump(), args.format))
+    # Driver and broker messages may quote a DSN or a property: scrub every secret value.
     for warning in warnings:
-        print(f"{args.config}: warning: {warning}", file=sys.stderr)
+        print(f"{args.config}: warning: {config.redact(warning)}", file=sys.stderr)
     for error in errors:
-        print(f"{args.config}: {error}", file=sys.stderr)
+        print(f"{args.config}: {config.redact(error)}", file=sys.stderr)
     if errors:
         print(f"{args.config}: {len(errors)} problem(s)", file=sys.stderr)
         return 2

@@ -153,10 +153,10 @@ def issuer_settings(config: object, workers: int) -> dict[str, object]:
 
 
 def _secrets(config: object) -> list[str]:
+    """Every secret value of the config (`SyncdConfig.secret_values`, the one registry):
+    the issuer secret, the database password and secret DSN parameters, SASL and key
+    passwords, secret Kafka properties, URL userinfo."""
     from syncd.config import SyncdConfig
 
     assert isinstance(config, SyncdConfig)
-    out = []
-    if config.issuer.app_secret is not None:
-        out.append(config.issuer.app_secret.get_secret_value())
-    return [s for s in out if s]
+    return list(config.secret_values())

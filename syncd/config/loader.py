@@ -51,6 +51,7 @@ from syncd.config.documents import (
     DocumentConfig,
     SellerIdentity,
 )
+from syncd.config.secrets import normalise, redact, scrub
 from syncd.config.settings import (
     ConnectorSettings,
     DatabaseSettings,
@@ -184,13 +185,31 @@ class SyncdConfig(BaseSettings):
     def decimal_scales_for(self, table: str) -> Mapping[str, int]:
         return self.decimal_scales.get(table, {})
 
+    def secret_values(self) -> tuple[str, ...]:
+        """THE registry: every secret value of the config, longest first (issuer secret and
+        URL userinfo, database password and secret DSN parameters, SASL and key passwords,
+        secret Kafka properties). Log redaction and every printer use it."""
+        return normalise(
+            [
+                *self.issuer.secret_values(),
+                *self.database.secret_values(),
+                *self.kafka.secret_values(),
+            ]
+        )
+
+    def redact(self, text: str) -> str:
+        """`text` (an error quoting a DSN, a broker message) with every secret scrubbed."""
+        return redact(text, self.secret_values())
+
     def masked_dump(self) -> dict[str, Any]:
         """The resolved config for printing: secrets masked, defaults filled in."""
         data = self.model_dump(mode="json", by_alias=True, exclude={"secrets_dir"})
         data["database"]["dsn"] = self.database.masked_dsn()
         if self.secrets_dir is not None:
             data["secrets_dir"] = str(self.secrets_dir)
-        return data
+        # By value as well as by key: no registered secret survives anywhere in the dump.
+        dumped: dict[str, Any] = scrub(data, self.secret_values())
+        return dumped
 
 
 # --------------------------------------------------------------------------- loading
@@ -338,8 +357,13 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f" -- did you mean '{close[0]}'?" if close else ""
 
 
+#: Keys whose values are never echoed in an error: they may carry credentials without a
+#: secret-looking name (a URL's userinfo, a PEM or an OAuth config in a passthrough map).
+_UNECHOED_KEYS = frozenset({"dsn", "base_url", "properties", "extra"})
+
+
 def _is_secret_path(loc: Loc) -> bool:
-    return any(isinstance(p, str) and (_SECRET_KEY.search(p) or p == "dsn") for p in loc)
+    return any(isinstance(p, str) and (_SECRET_KEY.search(p) or p in _UNECHOED_KEYS) for p in loc)
 
 
 def _message(err: Any, loc: Loc) -> str:

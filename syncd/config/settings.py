@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import re
+import ipaddress
 from pathlib import Path
 from typing import (
     Any,
     ClassVar,
     Literal,
 )
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     Field,
     SecretStr,
+    ValidationInfo,
     field_serializer,
     field_validator,
     model_validator,
@@ -24,8 +26,17 @@ from syncd.config.base import (
     _SECRET_KEY,
     StrictModel,
     _secret_from_file,
+    is_placeholder,
+    is_secret_property,
     mask_properties,
+    property_secrets,
 )
+
+#: librdkafka properties that switch off what TLS is for: (property, value that disables).
+_INSECURE_KAFKA: dict[str, tuple[str, ...]] = {
+    "enable.ssl.certificate.verification": ("false", "0"),
+    "ssl.endpoint.identification.algorithm": ("none", ""),
+}
 
 
 class KafkaSettings(StrictModel):
@@ -45,6 +56,10 @@ class KafkaSettings(StrictModel):
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
     ssl_key_password_file: Path | None = None
+    allow_insecure: bool = Field(
+        default=False,
+        description="allow properties that switch off TLS verification (never in production)",
+    )
     properties: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="extra librdkafka properties, passed through as is"
     )
@@ -69,6 +84,20 @@ class KafkaSettings(StrictModel):
         for key in props:
             if key in cls._TYPED:
                 raise ValueError(f"set '{key}' with kafka.{cls._TYPED[key]}, not in properties")
+        return props
+
+    @field_validator("properties")
+    @classmethod
+    def _verification_on(cls, props: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if info.data.get("allow_insecure"):
+            return props
+        for key, off in _INSECURE_KAFKA.items():
+            if key in props and str(props[key]).strip().lower() in off:
+                raise ValueError(
+                    f"'{key}: {props[key]}' switches off TLS verification of the brokers "
+                    "(anyone on the path can read and forge records); remove it, or set "
+                    "kafka.allow_insecure: true for a throwaway test cluster"
+                )
         return props
 
     @model_validator(mode="after")
@@ -121,7 +150,16 @@ class KafkaSettings(StrictModel):
         return conf
 
     def masked_client_config(self) -> dict[str, str]:
-        return {k: (_MASK if _SECRET_KEY.search(k) else v) for k, v in self.client_config().items()}
+        return {
+            k: (_MASK if is_secret_property(k, v) else v) for k, v in self.client_config().items()
+        }
+
+    def secret_values(self) -> list[str]:
+        """Every secret string of the Kafka settings (typed keys and passthrough values)."""
+        out = [s.get_secret_value() for s in (self.sasl_password, self.ssl_key_password) if s]
+        for key, value in self.properties.items():
+            out += property_secrets(key, value)
+        return out
 
 
 class DatabaseSettings(StrictModel):
@@ -154,9 +192,30 @@ class DatabaseSettings(StrictModel):
         return self.dsn.get_secret_value()
 
     def masked_dsn(self) -> str:
+        """The DSN for printing: the password and secret query parameters
+        (`password`, `sslpassword`, ...) shown as `***`."""
         from sqlalchemy.engine import make_url
 
-        return make_url(self.dsn_value()).render_as_string(hide_password=True)
+        url = make_url(self.dsn_value())
+        sentinel = "SYNCDMASKEDVALUE"
+        query = {k: (sentinel if _secret_query_key(k) else v) for k, v in url.query.items()}
+        text = url.set(query=query).render_as_string(hide_password=True)
+        return text.replace(sentinel, "***")
+
+    def secret_values(self) -> list[str]:
+        """The DSN's password and every secret query parameter."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.dsn_value())
+        out = [url.password] if url.password else []
+        for key, value in url.query.items():
+            if _secret_query_key(key):
+                out += [value] if isinstance(value, str) else list(value)
+        return [str(v) for v in out]
+
+
+def _secret_query_key(key: str) -> bool:
+    return bool(_SECRET_KEY.search(key)) or key.lower() in ("sslpassword", "password")
 
 
 class IssuerSettings(StrictModel):
@@ -169,6 +228,10 @@ class IssuerSettings(StrictModel):
     """
 
     provider: Literal["sandbox"] = "sandbox"
+    # Before base_url: its validator reads this.
+    allow_insecure_http: bool = Field(
+        default=False, description="allow plain http:// to a host other than loopback"
+    )
     base_url: str = Field(pattern=r"^https?://", description="e.g. https://einvoice.example.com")
     app_key: str = Field(min_length=1)
     app_secret: SecretStr | None = None
@@ -179,17 +242,115 @@ class IssuerSettings(StrictModel):
     pool_timeout: float = Field(default=5.0, gt=0, description="seconds")
     max_connections: int = Field(default=20, ge=1)
     max_keepalive_connections: int = Field(default=10, ge=0)
+    ca_file: Path | None = Field(
+        default=None, description="PEM bundle of the CA(s) trusted for the platform (private CA)"
+    )
+    client_cert_file: Path | None = Field(
+        default=None, description="PEM client certificate for mutual TLS (may hold the key too)"
+    )
+    client_key_file: Path | None = Field(default=None, description="PEM key of client_cert_file")
+    max_response_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="a longer response body is refused"
+    )
 
     def provider_settings(self) -> dict[str, Any]:
-        """Settings for the provider's own model (secret resolved, file key dropped)."""
-        return self.model_dump(exclude={"app_secret_file"})
+        """Settings for the provider's own model (secret resolved, file key dropped; the
+        real values, not the printable dump: `base_url` keeps its userinfo)."""
+        return {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name != "app_secret_file"
+        }
+
+    @field_validator("base_url")
+    @classmethod
+    def _transport(cls, value: str, info: ValidationInfo) -> str:
+        return check_issuer_url(
+            value, allow_insecure_http=bool(info.data.get("allow_insecure_http"))
+        )
+
+    @field_serializer("base_url")
+    def _mask_url(self, value: str) -> str:
+        return mask_url_userinfo(value)
 
     @model_validator(mode="after")
     def _resolve(self) -> IssuerSettings:
         self.app_secret = _secret_from_file(
             self.app_secret, self.app_secret_file, "app_secret", required=True
         )
+        check_issuer_tls(self.base_url, self.ca_file, self.client_cert_file, self.client_key_file)
         return self
+
+    def secret_values(self) -> list[str]:
+        """The application secret and credentials in the base URL's userinfo."""
+        out = [self.app_secret.get_secret_value()] if self.app_secret is not None else []
+        return out + url_userinfo_secrets(self.base_url)
+
+
+def is_loopback_host(host: str) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1: traffic that never leaves the machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_issuer_url(value: str, *, allow_insecure_http: bool) -> str:
+    """Refuse plain http:// to a non-loopback host unless explicitly allowed. The message
+    never quotes the URL (it may carry credentials in its userinfo)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s)://host URL")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback_host(parts.hostname):
+        raise ValueError(
+            f"plain http:// to {parts.hostname} sends invoices and signatures unencrypted; "
+            "use https://, or set issuer.allow_insecure_http: true for a test platform"
+        )
+    return value
+
+
+def check_issuer_tls(
+    base_url: str, ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> None:
+    """The TLS files exist and make sense together (read at start, not at the first call)."""
+    given = [
+        (n, f)
+        for n, f in (
+            ("ca_file", ca_file),
+            ("client_cert_file", cert_file),
+            ("client_key_file", key_file),
+        )
+        if f is not None
+    ]
+    if given and urlsplit(base_url).scheme != "https":
+        raise ValueError(f"{given[0][0]} needs an https:// base_url")
+    if key_file is not None and cert_file is None:
+        raise ValueError("client_key_file needs client_cert_file")
+    for name, path in given:
+        if not path.is_file():
+            raise ValueError(f"{name}: {path} is not a readable file")
+
+
+def url_userinfo_secrets(url: str) -> list[str]:
+    """The password of `scheme://user:password@host` (or a lone token in the user part)."""
+    parts = urlsplit(url)
+    if parts.password:
+        return [parts.password, unquote(parts.password)]
+    if parts.username and "@" in parts.netloc:
+        return [parts.username, unquote(parts.username)]
+    return []
+
+
+def mask_url_userinfo(url: str) -> str:
+    """`https://user:pw@host/x` -> `https://***@host/x` (the whole userinfo)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"***@{host}").geturl()
 
 
 class RetrySettings(StrictModel):
@@ -284,9 +445,6 @@ class ConnectorDatabase(StrictModel):
     dbname: str | None = None
 
 
-_PLACEHOLDER = re.compile(r"^\$\{[^}]+\}$")
-
-
 class ConnectorSettings(StrictModel):
     """Inputs of `syncd connectors render` (the Debezium Postgres connector)."""
 
@@ -305,13 +463,26 @@ class ConnectorSettings(StrictModel):
     @field_validator("password")
     @classmethod
     def _placeholder(cls, value: str) -> str:
-        if value and not _PLACEHOLDER.match(value):
+        if value and not is_placeholder(value):
             raise ValueError(
                 "must be a config-provider placeholder like "
                 "${file:/path/secrets.properties:password} (or empty for a trusted dev database); "
                 "a password in the connector config would be readable through the Connect REST API"
             )
         return value
+
+    @field_validator("extra")
+    @classmethod
+    def _no_literal_secrets(cls, extra: dict[str, str]) -> dict[str, str]:
+        literal = sorted(k for k, v in extra.items() if is_secret_property(k, v))
+        if literal:
+            raise ValueError(
+                f"{', '.join(literal)}: a literal secret in the connector config is readable "
+                "by anyone with the Connect REST API; give a config-provider reference such "
+                "as ${file:/opt/kafka/external-secrets/erp-db.properties:password} or "
+                "${env:ERP_DB_PASSWORD}"
+            )
+        return extra
 
     @field_serializer("extra")
     def _mask(self, extra: dict[str, str]) -> dict[str, object]:

@@ -5,9 +5,11 @@ tables, the topic prefix and the converter settings syncd relies on in one
 reviewed place. The output is the Kafka Connect REST body `{"name", "config"}`;
 `PUT /connectors/<name>/config` takes its `config` part.
 
-The database password is never rendered: the config carries a Connect config
-provider placeholder (`${file:...}`) that the Connect worker resolves, so the
-secret does not show up in the REST API or in git.
+No secret is ever rendered: the database password is a Kafka Connect config
+provider reference (`${file:...}`, `${env:...}`) that the Connect worker resolves,
+so the secret does not show up in the REST API or in git. The config refuses a
+literal password (`connector.password`) or any literal secret in `connector.extra`;
+the password of syncd's own DSN is never carried over.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import email.utils
 import json
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -28,6 +29,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from syncd.config.settings import check_issuer_tls, check_issuer_url, mask_url_userinfo
 from syncd.issuers import signing
 from syncd.issuers.base import (
     Duplicate,
@@ -46,7 +48,13 @@ from syncd.issuers.base import (
     resolve_after_submit,
     serial_of,
 )
-from syncd.issuers.transport import KeepAliveConnection, Origin, Reply, Wire
+from syncd.issuers.transport import (
+    KeepAliveConnection,
+    Origin,
+    Reply,
+    Wire,
+    response_too_large,
+)
 
 Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "document"]
 
@@ -89,6 +97,11 @@ class SandboxIssuerSettings(BaseModel):
     pool_timeout: float = Field(5.0, gt=0)
     max_connections: int = Field(20, ge=1)
     max_keepalive_connections: int = Field(10, ge=0)
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+    max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    allow_insecure_http: bool = False
     callback_url: None = Field(
         None, description="the sandbox has no result callbacks; results are polled by serial"
     )
@@ -114,6 +127,28 @@ class SandboxIssuerSettings(BaseModel):
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _transport(self) -> SandboxIssuerSettings:
+        # The same rules as syncd's config (which reports them with file and line).
+        check_issuer_url(self.base_url, allow_insecure_http=self.allow_insecure_http)
+        check_issuer_tls(self.base_url, self.ca_file, self.client_cert_file, self.client_key_file)
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for an https:// platform: the system CAs, or only `ca_file`
+        (a private CA); a client certificate for mutual TLS. None for plain http."""
+        if httpx.URL(self.base_url).scheme != "https":
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        if self.client_cert_file is not None:
+            context.load_cert_chain(
+                str(self.client_cert_file),
+                str(self.client_key_file) if self.client_key_file is not None else None,
+            )
+        return context
 
     @field_validator("app_secret")
     @classmethod
@@ -323,6 +358,7 @@ class SandboxIssuer:
         self.settings = settings
         self._requests = _Requests(settings)
         self._origin = Origin.parse(settings.base_url)
+        self._ssl = settings.ssl_context()
         self._wire = wire
         self._local = threading.local()
         self._wires: list[Wire] = []
@@ -339,7 +375,12 @@ class SandboxIssuer:
             return self._wire
         wire: Wire | None = getattr(self._local, "wire", None)
         if wire is None:
-            wire = KeepAliveConnection(self._origin, self.settings.timeout())
+            wire = KeepAliveConnection(
+                self._origin,
+                self.settings.timeout(),
+                verify=self._ssl,
+                max_response_bytes=self.settings.max_response_bytes,
+            )
             self._local.wire = wire
             with self._wires_lock:
                 self._wires.append(wire)
@@ -347,7 +388,8 @@ class SandboxIssuer:
 
     def __repr__(self) -> str:
         return (
-            f"SandboxIssuer(base_url={self.settings.base_url!r}, app_key={self.settings.app_key!r})"
+            f"SandboxIssuer(base_url={mask_url_userinfo(self.settings.base_url)!r}, "
+            f"app_key={self.settings.app_key!r})"
         )
 
     def __enter__(self) -> SandboxIssuer:
@@ -475,11 +517,12 @@ class AsyncSandboxIssuer:
             limits=settings.limits(),
             transport=transport,
             headers={"User-Agent": _USER_AGENT},
+            verify=settings.ssl_context() or True,
         )
 
     def __repr__(self) -> str:
         return (
-            f"AsyncSandboxIssuer(base_url={self.settings.base_url!r}, "
+            f"AsyncSandboxIssuer(base_url={mask_url_userinfo(self.settings.base_url)!r}, "
             f"app_key={self.settings.app_key!r})"
         )
 
@@ -497,12 +540,23 @@ class AsyncSandboxIssuer:
                 headers=_JSON if method == "POST" else {"Accept": "application/json"},
             )
         )
+        limit = self.settings.max_response_bytes
         try:
-            response = await self._client.send(request)
+            response = await self._client.send(request, stream=True)
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise httpx.RemoteProtocolError(response_too_large(limit))
+                    chunks.append(chunk)
+            finally:
+                await response.aclose()
         except httpx.HTTPError as exc:
             return classify_exception(op, serial, exc)
         return classify_response(
-            op, serial, response.status_code, response.headers, response.content
+            op, serial, response.status_code, response.headers, b"".join(chunks)
         )
 
     async def issue(self, invoice: InvoicePayload) -> IssueResult:

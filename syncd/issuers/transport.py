@@ -33,6 +33,13 @@ import httpx
 #: Idle time after which a kept-alive connection is checked for a server-side close.
 _IDLE_CHECK_SECONDS: Final = 0.5
 _READ_SIZE: Final = 65536
+#: Default bound of a response body; the status line and headers get `_HEAD_ALLOWANCE` more.
+MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
+_HEAD_ALLOWANCE: Final = 64 * 1024
+
+
+def response_too_large(limit: int) -> str:
+    return f"response larger than {limit} bytes (issuer.max_response_bytes): refused"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +86,7 @@ class Wire(Protocol):
 class _Reader:
     """httptools callbacks collecting one response."""
 
-    __slots__ = ("body", "done", "head", "headers", "keep_alive", "parser")
+    __slots__ = ("body", "done", "head", "headers", "keep_alive", "parser", "size")
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -88,6 +95,7 @@ class _Reader:
         self.head = False
         self.keep_alive = False
         self.done = False
+        self.size = 0
 
     def on_header(self, name: bytes, value: bytes) -> None:
         key = name.decode("latin-1").lower()
@@ -101,6 +109,7 @@ class _Reader:
         self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
+        self.size += len(body)
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -111,11 +120,17 @@ class KeepAliveConnection:
     """One persistent connection to one origin; not thread-safe (one per thread)."""
 
     def __init__(
-        self, origin: Origin, timeout: httpx.Timeout, *, verify: ssl.SSLContext | None = None
+        self,
+        origin: Origin,
+        timeout: httpx.Timeout,
+        *,
+        verify: ssl.SSLContext | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self._origin = origin
         self._timeout = timeout
         self._ssl = verify
+        self._max_response_bytes = max_response_bytes
         self._sock: socket.socket | None = None
         self._last_used = 0.0
         self._head_prefix = f"Host: {origin.host_header}\r\n"
@@ -150,6 +165,8 @@ class KeepAliveConnection:
     def _read_reply(self, sock: socket.socket) -> tuple[Reply, bool]:
         reader = _Reader()
         parser = reader.parser
+        limit = self._max_response_bytes
+        received = 0
         try:
             sock.settimeout(self._timeout.read)
             while not reader.done:
@@ -160,7 +177,13 @@ class KeepAliveConnection:
                     raise httpx.RemoteProtocolError(
                         "server closed the connection before the response was complete"
                     )
+                received += len(data)
+                if received > limit + _HEAD_ALLOWANCE:
+                    # Never buffered whole: a broken or hostile platform cannot exhaust memory.
+                    raise httpx.RemoteProtocolError(response_too_large(limit))
                 parser.feed_data(data)
+                if reader.size > limit or _announced(reader) > limit:
+                    raise httpx.RemoteProtocolError(response_too_large(limit))
         except TimeoutError as exc:
             self._drop()
             raise httpx.ReadTimeout(str(exc) or "read timed out") from exc
@@ -219,6 +242,15 @@ class KeepAliveConnection:
 
     def close(self) -> None:
         self._drop()
+
+
+def _announced(reader: _Reader) -> int:
+    """The Content-Length the response announced (0 before its head or without one)."""
+    value = reader.headers.get("content-length", "0") if reader.head else "0"
+    try:
+        return int(value.split(",")[0].strip())
+    except ValueError:
+        return 0
 
 
 def _ends_at_close(reader: _Reader) -> bool:

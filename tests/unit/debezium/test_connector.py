@@ -98,3 +98,28 @@ def test_example_connector_uses_its_own_host_user_and_placeholder(tmp_path):
     assert conf["table.include.list"] == "sales.billing_document,sales.billing_document_item"
     assert conf["slot.max.retries"] == "10"
     assert "pw@" not in json.dumps(conf)
+
+
+def test_render_refuses_a_literal_password_in_extra(tmp_path, capsys):
+    """One clear config error (file:line, the key, the fix), exit 2, nothing printed on
+    stdout and the password never echoed."""
+    path = tmp_path / "config.yaml"
+    text = DEMO.read_text().replace(
+        "  extra:\n", "  extra:\n    database.sslpassword: literal-ssl-pw\n"
+    )
+    path.write_text(text)
+    assert main(["connectors", "render", "-c", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "connector.extra: database.sslpassword: a literal secret" in err
+    assert "${file:" in err and "${env:" in err
+    assert "literal-ssl-pw" not in err
+
+
+def test_render_passes_config_provider_references_through():
+    text = DEMO.read_text().replace(
+        "  extra:\n", "  extra:\n    database.sslpassword: ${env:ERP_DB_SSLPASSWORD}\n"
+    )
+    conf = render(parse_config(text))["config"]
+    assert conf["database.sslpassword"] == "${env:ERP_DB_SSLPASSWORD}"
+    assert conf["database.password"] == ""  # the demo's loopback trust

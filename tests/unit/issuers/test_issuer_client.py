@@ -38,7 +38,10 @@ from syncd.issuers.transport import Reply
 from syncd_sandbox import auth
 
 SETTINGS = SandboxIssuerSettings(
-    base_url="http://sandbox.test", app_key="key", app_secret=SecretStr("top-secret-value")
+    base_url="http://sandbox.test",
+    app_key="key",
+    app_secret=SecretStr("top-secret-value"),
+    allow_insecure_http=True,  # a fake wire: nothing leaves the process
 )
 
 

@@ -219,3 +219,37 @@ def test_server_gone_after_connect_is_not_a_connect_error(reply: bytes) -> None:
 def test_other_schemes_are_refused() -> None:
     with pytest.raises(httpx.UnsupportedProtocol):
         Origin.parse("ftp://127.0.0.1/x")
+
+
+_BIG = b"x" * 5000
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        # announced too long (refused before the body is read)
+        b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n{}",
+        # a length within the announcement but a body beyond the limit
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + _BIG,
+        # chunked: no length announced at all
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1388\r\n" + _BIG + b"\r\n0\r\n\r\n",
+        # delimited by the connection's end
+        b"HTTP/1.1 200 OK\r\n\r\n" + _BIG,
+    ],
+)
+def test_response_over_the_size_limit_is_refused(reply: bytes) -> None:
+    """A broken or hostile platform cannot make syncd buffer an unbounded body
+    (issuer.max_response_bytes); the connection is dropped, never reused."""
+    listener, thread = _serve_once(reply)
+    with listener:
+        origin = Origin.parse(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        t = KeepAliveConnection(origin, TIMEOUT, max_response_bytes=1024)
+        with pytest.raises(httpx.RemoteProtocolError, match="larger than 1024 bytes"):
+            t.request("GET", "/v1/invoices/x", [], None)
+        assert t._sock is None
+        thread.join(2)
+
+
+def test_response_within_the_limit_passes(server: str) -> None:
+    t = KeepAliveConnection(Origin.parse(server), TIMEOUT, max_response_bytes=1024)
+    assert get(t, "/ok").status == 200
