@@ -5,9 +5,7 @@ loopback ports, no mocks), answered with one line naming the dependency and its 
 from __future__ import annotations
 
 import json
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,23 +25,6 @@ DB_LINE = re.compile(
     r"^syncd [a-z-]+: database postgresql\+psycopg://postgres@127\.0\.0\.1:1/erp "
     r"unreachable: .*Connection refused.*$"
 )
-
-
-@pytest.fixture(autouse=True)
-def _keep_logging() -> Iterator[None]:
-    """`main` configures logging for the command: give the other tests theirs back."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
-    names = ["syncd.kafka", "alembic", "sqlalchemy", "httpx", "librdkafka"]
-    levels = {n: logging.getLogger(n).level for n in names}
-    yield
-    for h in list(root.handlers):
-        root.removeHandler(h)
-    for h in saved[0]:
-        root.addHandler(h)
-    root.setLevel(saved[1])
-    for n, level in levels.items():
-        logging.getLogger(n).setLevel(level)
 
 
 @pytest.fixture(autouse=True)
