@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -31,39 +33,61 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_database(config: SyncdConfig, timeout: float) -> tuple[list[str], list[str]]:
-    """Schema problems (errors, warnings) of the ERP database against the config."""
+@dataclass(slots=True)
+class LiveCheck:
+    """What one live check found: problems, warnings, and its dependency if unreachable
+    (dependency -> the one line that says so)."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+def check_database(config: SyncdConfig, timeout: float) -> LiveCheck:
+    """Schema problems of the ERP database against the config, or that it is unreachable."""
     import sqlalchemy as sa
 
+    from syncd.commands import DATABASE, database_reason, database_unreachable
+    from syncd.commands import is_connection_error as unreachable
     from syncd.erp.lines import check_schema
 
+    engine = sa.create_engine(
+        config.database.dsn_value(),
+        connect_args={"connect_timeout": max(1, int(timeout))},
+        poolclass=sa.pool.NullPool,
+    )
     try:
-        engine = sa.create_engine(
-            config.database.dsn_value(),
-            connect_args={"connect_timeout": max(1, int(timeout))},
-            poolclass=sa.pool.NullPool,
-        )
         with engine.connect() as connection:
             report = check_schema(connection, config)
+    except sa.exc.DBAPIError as exc:
+        if unreachable(exc):
+            return LiveCheck(unreachable={DATABASE: database_unreachable(config, exc)})
+        reason = database_reason(exc)
+        return LiveCheck([f"database.dsn: cannot inspect the database: {reason}"])
+    finally:
         engine.dispose()
-    except sa.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return [f"database {config.database.masked_dsn()}: cannot inspect: {reason}"], []
-    return report.errors, report.warnings
+    return LiveCheck(report.errors, report.warnings)
 
 
-def check_topics(config: SyncdConfig, timeout: float) -> tuple[list[str], list[str]]:
+def check_topics(config: SyncdConfig, timeout: float) -> LiveCheck:
     """Every document topic must exist; a missing dead-letter topic is only a warning
-    (the broker may auto-create it, or the deployment creates it)."""
+    (the broker may auto-create it, or the deployment creates it); or the brokers are
+    unreachable."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    conf: dict[str, str | int | float | bool] = dict(config.kafka.client_config())
-    admin = AdminClient(conf)
+    from syncd.commands import KAFKA, is_kafka_unreachable, kafka_reason, kafka_unreachable
+    from syncd.kafka.client import operator_config
+
+    admin = AdminClient(
+        operator_config(config.kafka, client_id="syncd-check-config", timeout=timeout)
+    )
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        return [f"kafka {config.kafka.bootstrap_servers}: cannot list topics: {exc}"], []
+        if is_kafka_unreachable(exc):
+            return LiveCheck(unreachable={KAFKA: kafka_unreachable(config, exc)})
+        return LiveCheck([f"kafka.bootstrap_servers: cannot list topics: {kafka_reason(exc)}"])
     existing = set(metadata.topics)
     errors = [
         f"documents.{doc.name}.topic: topic {doc.topic} does not exist (is the connector "
@@ -76,7 +100,17 @@ def check_topics(config: SyncdConfig, timeout: float) -> tuple[list[str], list[s
         warnings.append(
             f"kafka.dead_letter_topic: topic {config.kafka.dead_letter_topic} does not exist yet"
         )
-    return errors, warnings
+    return LiveCheck(errors, warnings)
+
+
+def located(file: str, problem: str, lines: Mapping[str, int]) -> str:
+    """`FILE:LINE: path: message` like the static problems, the line of the key path the
+    problem starts with (`FILE: path: message` when the config does not spell it out)."""
+    from syncd.config.loader import line_of
+
+    path = problem.split(":", 1)[0]
+    line = line_of(path, lines) if " " not in path else None
+    return f"{file}:{line}: {problem}" if line is not None else f"{file}: {problem}"
 
 
 def _render(data: dict[str, Any], fmt: str) -> str:
@@ -86,23 +120,42 @@ def _render(data: dict[str, Any], fmt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from syncd.commands import EXIT_OK, EXIT_USAGE, say, unreachable_exit
+    from syncd.config.loader import key_lines
+
     config = load_config_or_exit(args.config, "check-config")
     errors: list[str] = []
     warnings: list[str] = []
+    unreachable: dict[str, str] = {}
     if args.live:
         for check in (check_database, check_topics):
-            e, w = check(config, args.timeout)
-            errors += e
-            warnings += w
+            found = check(config, args.timeout)
+            errors += found.errors
+            warnings += found.warnings
+            unreachable.update(found.unreachable)
     if not args.quiet:
         sys.stdout.write(_render(config.masked_dump(), args.format))
     # Driver and broker messages may quote a DSN or a property: scrub every secret value.
+    warnings = [config.redact(w) for w in warnings]
+    errors = [config.redact(e) for e in errors]
+    lines = key_lines(args.config) if errors or warnings else {}
     for warning in warnings:
-        print(f"{args.config}: warning: {config.redact(warning)}", file=sys.stderr)
+        print(_warning(args.config, warning, lines), file=sys.stderr)
     for error in errors:
-        print(f"{args.config}: {config.redact(error)}", file=sys.stderr)
+        print(located(args.config, error, lines), file=sys.stderr)
     if errors:
         print(f"{args.config}: {len(errors)} problem(s)", file=sys.stderr)
-        return 2
+    for line in unreachable.values():
+        say("check-config", config.redact(line))
+    if unreachable:
+        # The live check is incomplete: that is the answer, whatever else was found.
+        return unreachable_exit(unreachable)
+    if errors:
+        return EXIT_USAGE
     print(f"{args.config}: OK" + (" (live)" if args.live else ""), file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+def _warning(file: str, warning: str, lines: Mapping[str, int]) -> str:
+    where, _, rest = located(file, warning, lines).partition(warning)
+    return f"{where}warning: {warning}{rest}"

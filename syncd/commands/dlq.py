@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=100, metavar="N", help="show at most N records (default 100)"
     )
     ls.add_argument("--json", action="store_true", help="one JSON object per line")
+    ls.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="Kafka timeouts (default 10)"
+    )
     rp = sub.add_parser(
         "replay",
         help="re-produce dead letters to their source topics",
@@ -64,6 +66,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     rp.add_argument(
         "--timeout", type=float, default=10.0, metavar="SECONDS", help="Kafka timeouts (default 10)"
+    )
+    rp.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object at the end: counts and every record (replayed or skipped)",
     )
 
 
@@ -140,7 +147,9 @@ def _read(
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(f"reading {topic}: {err}")
+                from confluent_kafka import KafkaException
+
+                raise KafkaException(err)
             continue
         partition, offset = msg.partition(), msg.offset()
         assert partition is not None and offset is not None
@@ -155,36 +164,53 @@ def _read(
             done.add(partition)
 
 
-def _consumer(config: SyncdConfig, group: str) -> Consumer:
-    import logging
-
+def _consumer(config: SyncdConfig, group: str, timeout: float) -> Consumer:
     from confluent_kafka import Consumer
 
+    from syncd.kafka.client import operator_config
+
     return Consumer(
-        {
-            **config.kafka.client_config(),
-            "group.id": group,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "client.id": "syncd-dlq",
-        },
-        logger=logging.getLogger("syncd.kafka"),
+        operator_config(
+            config.kafka,
+            client_id="syncd-dlq",
+            timeout=timeout,
+            consumer=True,
+            overrides={
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            },
+        )
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncd.commands import load_config_or_exit
+    from confluent_kafka import KafkaException
+
+    from syncd.commands import (
+        EXIT_FAILED,
+        EXIT_KAFKA,
+        fail,
+        is_kafka_unreachable,
+        kafka_reason,
+        kafka_unreachable,
+        load_config_or_exit,
+    )
 
     config = load_config_or_exit(args.config, "dlq")
+    as_json = bool(args.json)
     try:
         if args.dlq_command == "list":
             return _list(config, args)
         return _replay(config, args)
+    except KafkaException as exc:
+        if is_kafka_unreachable(exc):
+            return fail("dlq", EXIT_KAFKA, kafka_unreachable(config, exc), as_json=as_json)
+        return fail("dlq", EXIT_FAILED, f"Kafka: {kafka_reason(exc)}", as_json=as_json)
     except (TimeoutError, RuntimeError) as exc:
-        print(f"syncd dlq: {exc}", file=sys.stderr)
-        return 1
+        return fail("dlq", EXIT_FAILED, str(exc), as_json=as_json)
 
 
 def describe(letter: Letter) -> dict[str, Any]:
@@ -224,10 +250,12 @@ def _list(config: SyncdConfig, args: argparse.Namespace) -> int:
 
     topic = config.kafka.dead_letter_topic
     # A throw-away group: listing never moves the replay group's position.
-    consumer = _consumer(config, f"syncd-dlq-list-{uuid.uuid4().hex[:8]}")
+    consumer = _consumer(config, f"syncd-dlq-list-{uuid.uuid4().hex[:8]}", args.timeout)
     n = 0
     try:
-        for letter in _read(consumer, topic, from_committed=False, limit=args.limit, timeout=10.0):
+        for letter in _read(
+            consumer, topic, from_committed=False, limit=args.limit, timeout=args.timeout
+        ):
             d = describe(letter)
             n += 1
             if args.json:
@@ -246,27 +274,27 @@ def _list(config: SyncdConfig, args: argparse.Namespace) -> int:
 
 
 def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
-    import logging
-
-    from confluent_kafka import KafkaException, Producer
+    from confluent_kafka import Producer
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+    from syncd.kafka.client import operator_config
     from syncd.kafka.deadletter import describe_dead_letter, strip_syncd_headers
 
     topic = config.kafka.dead_letter_topic
     group = replay_group(config)
-    consumer = _consumer(config, group)
+    consumer = _consumer(config, group, args.timeout)
     producer = Producer(
-        {
-            **config.kafka.client_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "client.id": "syncd-dlq-replay",
-        },
-        logger=logging.getLogger("syncd.kafka"),
+        operator_config(
+            config.kafka,
+            client_id="syncd-dlq-replay",
+            timeout=args.timeout,
+            overrides={"enable.idempotence": True, "acks": "all"},
+        )
     )
     replayed = skipped = 0
     partitions_of: dict[str, int] = {}
+    records: list[dict[str, Any]] = []
+    say = (lambda _text: None) if args.json else print
     try:
         for letter in _read(
             consumer, topic, from_committed=True, limit=args.limit, timeout=args.timeout
@@ -274,16 +302,27 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
             info = describe_dead_letter(letter.headers)
             src = info.source
             where = f"{topic}[{letter.partition}]@{letter.offset}"
+            entry: dict[str, Any] = {"dlq_partition": letter.partition, "dlq_offset": letter.offset}
+            records.append(entry)
             if src is None:
                 skipped += 1
-                print(f"skip {where}: no syncd.source.* headers, cannot tell where it came from")
+                entry["action"] = "skipped"
+                entry["reason"] = "no syncd.source.* headers"
+                say(f"skip {where}: no syncd.source.* headers, cannot tell where it came from")
             else:
                 if src.topic not in partitions_of:
                     md = consumer.list_topics(src.topic, timeout=args.timeout).topics.get(src.topic)
                     ok = md is not None and md.error is None
                     partitions_of[src.topic] = len(md.partitions) if ok and md else 0
                 target = src.partition if src.partition < partitions_of[src.topic] else None
-                print(
+                entry.update(
+                    action="would_replay" if args.dry_run else "replayed",
+                    source=f"{src.topic}[{src.partition}]@{src.offset}",
+                    to_topic=src.topic,
+                    to_partition=target,
+                    code=info.code and printable(info.code, 64),
+                )
+                say(
                     f"{'would replay' if args.dry_run else 'replay'} {where} -> {src.topic}"
                     f"[{target if target is not None else 'by key'}]  "
                     f"(was {src.topic}[{src.partition}]@{src.offset}: [{info.code}] "
@@ -310,12 +349,23 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
                     offsets=[KafkaTopicPartition(topic, letter.partition, letter.offset + 1)],
                     asynchronous=False,
                 )
-    except KafkaException as exc:
-        print(f"syncd dlq: {exc}", file=sys.stderr)
-        return 1
     finally:
         producer.flush(args.timeout)
         consumer.close()
     verb = "would replay" if args.dry_run else "replayed"
-    print(f"{verb} {replayed} record(s), skipped {skipped} (group {group})")
+    if args.json:
+        from syncd.commands import emit_json
+
+        emit_json(
+            {
+                "ok": True,
+                "dry_run": bool(args.dry_run),
+                "replayed": replayed,
+                "skipped": skipped,
+                "group": group,
+                "records": records,
+            }
+        )
+    else:
+        print(f"{verb} {replayed} record(s), skipped {skipped} (group {group})")
     return 0

@@ -46,7 +46,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--check",
         action="store_true",
-        help="only report the current revision; exit 1 unless at head",
+        help="only report the current revision; exit 1 unless at head, 4 when the database "
+        "cannot be reached",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object on stdout: schema, current/head revision, at_head (or the error)",
     )
 
 
@@ -100,40 +106,99 @@ def database_settings(
 
 
 def run(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
+    """Exit 0 done (or at head); 1 `--check`: not at head; 2 usage or config error;
+    4 the database unreachable; 7 another database error."""
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+    from syncd.commands import (
+        EXIT_DATABASE,
+        EXIT_FAILED,
+        EXIT_NO,
+        EXIT_OK,
+        EXIT_USAGE,
+        database_reason,
+        emit_json,
+        fail,
+        is_connection_error,
+    )
     from syncd.ledger.engine import InvalidSchemaNameError
     from syncd.ledger.migrate import current_revision, head_revision, upgrade, upgrade_sql
-    from syncd.observability.logs import redact_text, register_secret
+    from syncd.observability.logs import register_secret
 
+    as_json = bool(getattr(args, "json", False))
     try:
         dsn, schema = database_settings(args.config, args.dsn, args.schema)
     except MigrateConfigError as exc:
-        print(f"syncd migrate: {exc}", file=sys.stderr)
-        return 2
+        return fail("migrate", EXIT_USAGE, str(exc), as_json=as_json)
     _register_password(dsn, register_secret)
     try:
         if args.sql:
             sys.stdout.write(upgrade_sql(dsn, schema, args.revision))
-            return 0
+            return EXIT_OK
         head = head_revision()
         if args.check:
             current = current_revision(dsn, schema)
-            print(
-                f"ledger schema {schema!r}: at {current or 'nothing (never migrated)'},"
-                f" head is {head}"
-            )
-            return 0 if current == head else 1
+            code = EXIT_OK if current == head else EXIT_NO
+            if as_json:
+                emit_json(
+                    {
+                        "ok": code == EXIT_OK,
+                        "exit_code": code,
+                        "schema": schema,
+                        "current": current,
+                        "head": head,
+                        "at_head": current == head,
+                    }
+                )
+            else:
+                print(
+                    f"ledger schema {schema!r}: at {current or 'nothing (never migrated)'},"
+                    f" head is {head}"
+                )
+            return code
         at = upgrade(dsn, schema, args.revision)
     except InvalidSchemaNameError as exc:
-        print(f"syncd migrate: {exc}", file=sys.stderr)
-        return 2
+        return fail("migrate", EXIT_USAGE, str(exc), as_json=as_json)
+    except DBAPIError as exc:
+        if is_connection_error(exc):
+            where = _masked(dsn)
+            return fail(
+                "migrate",
+                EXIT_DATABASE,
+                f"database {where} unreachable: {database_reason(exc)}",
+                as_json=as_json,
+            )
+        return fail(
+            "migrate", EXIT_FAILED, f"database error: {database_reason(exc)}", as_json=as_json
+        )
     except SQLAlchemyError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"syncd migrate: database error: {redact_text(first)}", file=sys.stderr)
-        return 1
-    print(f"ledger schema {schema!r} is at revision {at}" + (" (head)" if at == head else ""))
-    return 0
+        return fail(
+            "migrate", EXIT_FAILED, f"database error: {database_reason(exc)}", as_json=as_json
+        )
+    if as_json:
+        emit_json(
+            {
+                "ok": True,
+                "exit_code": EXIT_OK,
+                "schema": schema,
+                "current": at,
+                "head": head,
+                "at_head": at == head,
+            }
+        )
+    else:
+        print(f"ledger schema {schema!r} is at revision {at}" + (" (head)" if at == head else ""))
+    return EXIT_OK
+
+
+def _masked(dsn: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(dsn).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable DSN)"
 
 
 def _register_password(dsn: str, register: Callable[[str | None], None]) -> None:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from syncd.pipeline.driver import Driver
     from syncd.pipeline.loop import Pipeline
 
-    configure_logging(config.logging.level)
+    configure_logging(config.logging.level, json_lines=config.logging.json_format)
     for secret in _secrets(config):
         register_secret(secret)
     owner = args.owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -3,6 +3,10 @@
 Read-only and safe while the daemon runs: plain SELECTs on the ledger, watermark and
 committed-offset look-ups in Kafka (the consumer never subscribes, so it never joins the
 daemon's group).
+
+A part that cannot be read is reported as unknown, never as zero: with the database down
+the report does not say "0 documents", it says the ledger was not read, and the command
+exits with the code of the unreachable dependency (`syncd.commands.EXIT_*`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ class PartitionLine:
     lag: int | None
     lease_owner: str | None
     lease_epoch: int | None
+    #: non-terminal documents of this partition in the ledger (None: ledger not read)
+    open_documents: int | None = None
+    #: why the daemon holds this partition paused, as far as the ledger shows it
+    paused: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -63,17 +71,43 @@ class StatusReport:
     group: str
     schema: str
     stuck_after_seconds: float
-    counts: dict[str, int] = field(default_factory=dict)
+    #: documents per state; None when the ledger could not be read (unknown, not zero)
+    counts: dict[str, int] | None = None
     stuck: list[DocumentLine] = field(default_factory=list)
     parked: list[DocumentLine] = field(default_factory=list)
+    invalid: list[DocumentLine] = field(default_factory=list)
     partitions: list[PartitionLine] = field(default_factory=list)
     dead_letter: DeadLetterTopic | None = None
+    #: dependency ("database", "kafka") -> the one line that says it is unreachable
+    unreachable: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def ledger_read(self) -> bool:
+        return self.counts is not None
+
+    @property
+    def kafka_read(self) -> bool:
+        return "kafka" not in self.unreachable
+
+    def exit_code(self) -> int:
+        from syncd.commands import EXIT_FAILED, EXIT_OK, unreachable_exit
+
+        if self.unreachable:
+            return unreachable_exit(self.unreachable)
+        return EXIT_FAILED if self.errors else EXIT_OK
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["total"] = sum(self.counts.values())
+        data["total"] = sum(self.counts.values()) if self.counts is not None else None
+        data["paused_partitions"] = [
+            {"topic": p.topic, "partition": p.partition, "reasons": p.paused}
+            for p in self.partitions
+            if p.paused
+        ]
+        data["ok"] = not (self.unreachable or self.errors)
+        data["exit_code"] = self.exit_code()
         return data
 
 
@@ -97,15 +131,17 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from syncd.commands import load_config_or_exit
+    from syncd.commands import load_config_or_exit, say
 
     config = load_config_or_exit(args.config, "status")
     report = collect(config, stuck_after=args.stuck_after, kafka_timeout=args.kafka_timeout)
+    for line in report.unreachable.values():
+        say("status", line)
     if args.json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-    else:
+    elif report.ledger_read or report.kafka_read:
         sys.stdout.write(render_text(report))
-    return 1 if report.errors else 0
+    return report.exit_code()
 
 
 # --------------------------------------------------------------------------- collecting
@@ -133,13 +169,18 @@ def _iso(value: datetime) -> str:
 
 
 def collect(config: SyncdConfig, *, stuck_after: float, kafka_timeout: float = 5.0) -> StatusReport:
-    """Gather everything; a part that cannot be read becomes an entry in `errors`."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    """Gather everything; a part that cannot be read becomes an entry in `unreachable`
+    (its dependency is down) or `errors` (it answered, but not as expected)."""
+    from sqlalchemy.exc import DBAPIError
 
-    from syncd.ledger import repository as repo
+    from syncd.commands import (
+        DATABASE,
+        database_reason,
+        database_unreachable,
+        is_connection_error,
+    )
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.models import TopicPartition
-    from syncd.lifecycle import DocumentState
 
     group = config.kafka.group_id
     report = StatusReport(
@@ -147,40 +188,31 @@ def collect(config: SyncdConfig, *, stuck_after: float, kafka_timeout: float = 5
     )
     kafka = _kafka_view(config, kafka_timeout, report)
     tps = [TopicPartition(t, p) for t, p in sorted(kafka)]
-    stored: dict[TopicPartition, int] = {}
-    leases: dict[TopicPartition, tuple[int, str | None]] = {}
+    ledger = _LedgerView()
     engine = ledger_engine(
         config.database.dsn_value(), config.database.schema_name, pool_size=1, max_overflow=0
     )
     try:
-        with engine.connect() as conn:
-            report.counts = {s.value: n for s, n in repo.count_by_state(conn).items()}
-            report.stuck = [
-                _line(r)
-                for r in repo.stuck_documents(
-                    conn, timedelta(seconds=stuck_after), limit=PARKED_LIMIT
-                )
-            ]
-            report.parked = [
-                _line(r)
-                for r in repo.documents_in_states(
-                    conn, [DocumentState.DEAD, DocumentState.BLOCKED], limit=PARKED_LIMIT
-                )
-            ]
-            stored = repo.load_offsets(conn, group, tps)
-            leases = repo.lease_epochs(conn, group, tps)
-    except (OperationalError, DBAPIError) as exc:
-        report.errors.append(f"ledger: {type(exc).__name__}: {exc.orig}")
+        _read_ledger(engine, config, report, tps, stuck_after, ledger)
+    except DBAPIError as exc:
+        report.counts = None
+        if is_connection_error(exc):
+            report.unreachable[DATABASE] = database_unreachable(config, exc)
+        else:
+            report.errors.append(
+                f"ledger: {database_reason(exc)} (is the schema migrated? "
+                "`syncd migrate -c CONFIG --check`)"
+            )
     finally:
         engine.dispose()
     for tp in tps:
         high, committed = kafka[(tp.topic, tp.partition)]
-        position = stored.get(tp)
+        position = ledger.stored.get(tp)
         base = position if position is not None else committed
         lag = None
         if high is not None:
             lag = max(0, high - base) if base is not None else high
-        lease = leases.get(tp)
+        lease = ledger.leases.get(tp)
         report.partitions.append(
             PartitionLine(
                 tp.topic,
@@ -191,9 +223,102 @@ def collect(config: SyncdConfig, *, stuck_after: float, kafka_timeout: float = 5
                 lag,
                 lease[1] if lease else None,
                 lease[0] if lease else None,
+                ledger.open_by_tp.get((tp.topic, tp.partition), 0) if report.ledger_read else None,
             )
         )
+    if report.ledger_read:
+        mark_paused(
+            report.partitions,
+            max_in_flight=config.pipeline.max_in_flight,
+            per_partition=config.pipeline.max_in_flight_per_partition,
+        )
     return report
+
+
+@dataclass(slots=True)
+class _LedgerView:
+    stored: dict[Any, int] = field(default_factory=dict)
+    leases: dict[Any, tuple[int, str | None]] = field(default_factory=dict)
+    open_by_tp: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def _read_ledger(
+    engine: Any,
+    config: SyncdConfig,
+    report: StatusReport,
+    tps: list[Any],
+    stuck_after: float,
+    out: _LedgerView,
+) -> None:
+    import sqlalchemy as sa
+
+    from syncd.ledger import repository as repo
+    from syncd.ledger.schema import documents
+    from syncd.lifecycle import TERMINAL_STATES, DocumentState
+
+    group = config.kafka.group_id
+    with engine.connect() as conn:
+        counts = {s.value: n for s, n in repo.count_by_state(conn).items()}
+        report.stuck = [
+            _line(r)
+            for r in repo.stuck_documents(conn, timedelta(seconds=stuck_after), limit=PARKED_LIMIT)
+        ]
+        report.parked = [
+            _line(r)
+            for r in repo.documents_in_states(
+                conn, [DocumentState.DEAD, DocumentState.BLOCKED], limit=PARKED_LIMIT
+            )
+        ]
+        report.invalid = [
+            _line(r)
+            for r in repo.documents_in_states(conn, [DocumentState.INVALID], limit=PARKED_LIMIT)
+        ]
+        q = (
+            sa.select(documents.c.source_topic, documents.c.source_partition, sa.func.count())
+            .where(
+                documents.c.state.not_in([s.value for s in TERMINAL_STATES]),
+                documents.c.source_topic.is_not(None),
+            )
+            .group_by(documents.c.source_topic, documents.c.source_partition)
+        )
+        out.open_by_tp = {(str(t), int(p)): int(n) for t, p, n in conn.execute(q) if p is not None}
+        out.stored = dict(repo.load_offsets(conn, group, tps))
+        out.leases = dict(repo.lease_epochs(conn, group, tps))
+    report.counts = counts
+
+
+def mark_paused(
+    partitions: list[PartitionLine], *, max_in_flight: int, per_partition: int | None
+) -> None:
+    """Set each partition's `paused` reasons as the daemon's own rules would pause it, from
+    what the ledger shows (the daemon's pause flags live in its memory; its
+    `syncd_partitions_paused` gauge counts them per pod):
+
+    * no replica holds the partition's lease while records wait: nobody consumes it;
+    * its open documents reach `pipeline.max_in_flight_per_partition`;
+    * the open documents of the replica holding it reach `pipeline.max_in_flight`: that
+      replica pauses all its partitions.
+    """
+    per_owner: dict[str, int] = {}
+    for p in partitions:
+        if p.lease_owner is not None:
+            per_owner[p.lease_owner] = per_owner.get(p.lease_owner, 0) + (p.open_documents or 0)
+    for p in partitions:
+        reasons: list[str] = []
+        waiting = (p.lag or 0) > 0 or (p.open_documents or 0) > 0
+        if p.lease_owner is None and waiting:
+            reasons.append("no replica holds its lease: nobody consumes it")
+        if per_partition is not None and (p.open_documents or 0) >= per_partition:
+            reasons.append(
+                f"{p.open_documents} open documents reach "
+                f"pipeline.max_in_flight_per_partition ({per_partition})"
+            )
+        if p.lease_owner is not None and per_owner[p.lease_owner] >= max_in_flight:
+            reasons.append(
+                f"replica {p.lease_owner} holds {per_owner[p.lease_owner]} open documents, "
+                f"pipeline.max_in_flight is {max_in_flight}: it pauses all its partitions"
+            )
+        p.paused = reasons
 
 
 def _kafka_view(
@@ -203,14 +328,18 @@ def _kafka_view(
     from confluent_kafka import Consumer, KafkaException
     from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+    from syncd.commands import KAFKA, is_kafka_unreachable, kafka_reason, kafka_unreachable
+    from syncd.kafka.client import operator_config
+
     out: dict[tuple[str, int], tuple[int | None, int | None]] = {}
     consumer = Consumer(
-        {
-            **config.kafka.client_config(),
-            "group.id": config.kafka.group_id,
-            "enable.auto.commit": False,
-            "client.id": "syncd-status",
-        }
+        operator_config(
+            config.kafka,
+            client_id="syncd-status",
+            timeout=timeout,
+            consumer=True,
+            overrides={"group.id": config.kafka.group_id, "enable.auto.commit": False},
+        )
     )
     dlq = config.kafka.dead_letter_topic
     try:
@@ -243,7 +372,11 @@ def _kafka_view(
                 total += int(high) - int(low)
             report.dead_letter = DeadLetterTopic(dlq, True, total)
     except KafkaException as exc:
-        report.errors.append(f"kafka: {exc}")
+        if is_kafka_unreachable(exc):
+            report.unreachable[KAFKA] = kafka_unreachable(config, exc)
+            out.clear()
+        else:
+            report.errors.append(f"kafka: {kafka_reason(exc)}")
     finally:
         consumer.close()
     return out
@@ -291,23 +424,35 @@ DOC_HEADERS = ["ID", "DOCUMENT", "KEY", "KIND", "SERIAL", "STATE", "ATT", "UPDAT
 
 def render_text(report: StatusReport) -> str:
     out = [f"syncd status  (group {report.group}, ledger schema {report.schema})\n\n"]
-    total = sum(report.counts.values())
-    out.append(f"Documents by state ({total} total):\n")
-    nonzero = [[s, str(n)] for s, n in report.counts.items() if n]
-    out.append(_table(["STATE", "COUNT"], nonzero) if nonzero else "  (none)\n")
-    out.append(
-        f"\nStuck (not terminal, untouched for {report.stuck_after_seconds:.0f} s): "
-        f"{len(report.stuck)}\n"
+    if report.unreachable or report.errors:
+        out.append("INCOMPLETE -- what follows is not the whole picture:\n")
+        out += [f"  {line}\n" for line in report.unreachable.values()]
+        out += [f"  {e}\n" for e in report.errors]
+        out.append("\n")
+    if report.counts is None:
+        out.append("Documents by state: UNKNOWN (the ledger was not read)\n")
+    else:
+        total = sum(report.counts.values())
+        out.append(f"Documents by state ({total} total):\n")
+        nonzero = [[s, str(n)] for s, n in report.counts.items() if n]
+        out.append(_table(["STATE", "COUNT"], nonzero) if nonzero else "  (none)\n")
+    sections = (
+        (f"Stuck (not terminal, untouched for {report.stuck_after_seconds:.0f} s)", report.stuck),
+        ("Dead / blocked (need an operator; `syncd retry --document ID`)", report.parked),
+        ("Invalid (the ERP data is wrong: correct the ERP row; not retryable)", report.invalid),
     )
-    if report.stuck:
-        out.append(_table(DOC_HEADERS, _doc_rows(report.stuck)))
-    out.append(
-        f"\nDead / blocked (need an operator; `syncd retry --document ID`): {len(report.parked)}\n"
-    )
-    if report.parked:
-        out.append(_table(DOC_HEADERS, _doc_rows(report.parked)))
+    for title, docs in sections:
+        if report.counts is None:
+            out.append(f"\n{title}: UNKNOWN\n")
+            continue
+        more = "+" if len(docs) >= PARKED_LIMIT else ""
+        out.append(f"\n{title}: {len(docs)}{more}\n")
+        if docs:
+            out.append(_table(DOC_HEADERS, _doc_rows(docs)))
     out.append("\nPartitions:\n")
-    if report.partitions:
+    if not report.kafka_read:
+        out.append("  UNKNOWN (Kafka was not read)\n")
+    elif report.partitions:
         out.append(
             _table(
                 [
@@ -319,6 +464,8 @@ def render_text(report: StatusReport) -> str:
                     "LAG",
                     "LEASE OWNER",
                     "EPOCH",
+                    "OPEN",
+                    "PAUSED",
                 ],
                 [
                     [
@@ -330,6 +477,8 @@ def render_text(report: StatusReport) -> str:
                         _opt(p.lag),
                         p.lease_owner or "-",
                         _opt(p.lease_epoch),
+                        _opt(p.open_documents),
+                        "yes" if p.paused else ("?" if p.open_documents is None else "no"),
                     ]
                     for p in report.partitions
                 ],
@@ -337,14 +486,16 @@ def render_text(report: StatusReport) -> str:
         )
     else:
         out.append("  (none found)\n")
+    paused = [p for p in report.partitions if p.paused]
+    if paused:
+        out.append(f"\nPaused partitions: {len(paused)}\n")
+        out += [f"  {p.topic}[{p.partition}]: {'; '.join(p.paused)}\n" for p in paused]
     if report.dead_letter is not None:
         d = report.dead_letter
         size = f"{d.messages} record(s)" if d.exists else "does not exist yet (no dead letters)"
         out.append(f"\nDead-letter topic {d.topic}: {size}\n")
     if report.warnings:
         out.append("\nNotes:\n" + "".join(f"  {w}\n" for w in report.warnings))
-    if report.errors:
-        out.append("\nProblems:\n" + "".join(f"  {e}\n" for e in report.errors))
     return "".join(out)
 
 

@@ -419,6 +419,28 @@ def _locate(loc: Loc, index: Mapping[Loc, int]) -> int | None:
     return None
 
 
+def key_lines(path: str | Path) -> dict[str, int]:
+    """Every key path of the YAML file at `path`, dotted as in the problems
+    (`documents.sales_order.header.buyer_name`), with its 1-based line; empty when the
+    file cannot be read or parsed (its problems are `load_config`'s to report)."""
+    try:
+        _data, index, _problems = _parse_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {_dotted(loc): line for loc, line in index.items() if loc}
+
+
+def line_of(dotted: str, lines: Mapping[str, int]) -> int | None:
+    """The line of the longest key path that `dotted` starts with (a problem about
+    `documents.x.header.y.column` is on the line of `documents.x.header.y`)."""
+    found = [
+        (len(key), line)
+        for key, line in lines.items()
+        if dotted == key or (dotted.startswith(key) and dotted[len(key)] in ".[")
+    ]
+    return max(found)[1] if found else None
+
+
 def load_config(path: str | Path) -> SyncdConfig:
     """Load, override from env and secret files, validate; raise one ConfigError."""
     file = str(path)
@@ -483,4 +505,13 @@ def parse_config(text: str, file: str = "<config>") -> SyncdConfig:
         raise ConfigError([problem]) from None
 
 
-__all__ = ["ConfigError", "ConfigProblem", "Loc", "SyncdConfig", "load_config", "parse_config"]
+__all__ = [
+    "ConfigError",
+    "ConfigProblem",
+    "Loc",
+    "SyncdConfig",
+    "key_lines",
+    "line_of",
+    "load_config",
+    "parse_config",
+]

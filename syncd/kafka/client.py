@@ -9,6 +9,9 @@ nothing overrides them. Properties only a consumer understands are left out of t
 clients' configurations, because a producer rejects them.
 
 Pure functions returning dicts; the caller builds the clients (and owns their lifetime).
+Every client is given `logger` (`syncd.observability.logs.kafka_logger`): without it
+librdkafka prints its own `%3|...|FAIL|` lines straight to stderr, several per second
+while a broker is down; with it they go through syncd's handler, rate-limited.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from syncd.config import KafkaSettings
+from syncd.observability.logs import kafka_logger
 
 #: librdkafka properties an operator may set for the consumer that a producer rejects.
 CONSUMER_ONLY: Final = frozenset(
@@ -89,3 +93,27 @@ def dead_letter_producer_config(kafka: KafkaSettings, *, owner: str) -> dict[str
 def end_offsets_config(kafka: KafkaSettings, *, owner: str) -> dict[str, Any]:
     """The admin connection the lag gauges ask end offsets on (`syncd.kafka.endoffsets`)."""
     return {**shared_config(kafka), "client.id": f"syncd-lag-{owner}"}
+
+
+def operator_config(
+    kafka: KafkaSettings,
+    *,
+    client_id: str,
+    timeout: float,
+    consumer: bool = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A short-lived client of an operator command (`status`, `check-config --live`,
+    `dlq`): the operator's settings, librdkafka's lines through syncd's logger, and a
+    connection set-up bounded by the command's `timeout`, so a broker that does not answer
+    is reported as unreachable within it."""
+    base = kafka.client_config() if consumer else shared_config(kafka)
+    return {
+        "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
+        # An operator command's idle connections are closed by the broker on purpose.
+        "log.connection.close": False,
+        **base,
+        **(overrides or {}),
+        "client.id": client_id,
+        "logger": kafka_logger(),
+    }

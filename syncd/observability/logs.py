@@ -1,8 +1,13 @@
 """JSON-lines logging with bound document context and redaction.
 
-* One handler on the root logger writes one JSON object per line to stdout; the
-  libraries' loggers (librdkafka via confluent-kafka, SQLAlchemy, Alembic, httpx,
-  uvicorn) propagate to it, so every line has the same shape.
+* One handler on the root logger writes one JSON object per line to stdout (or, with
+  `logging.json: false`, one readable text line); the libraries' loggers (librdkafka via
+  confluent-kafka, SQLAlchemy, Alembic, httpx, uvicorn) propagate to it, so every line has
+  the same shape. `level` is Python's level name in capitals: `INFO`, `WARNING`, `ERROR`.
+* librdkafka's own log lines reach the `syncd.kafka` logger (`kafka_logger()`, passed as
+  the clients' `logger`), rate-limited: a broker that is down makes librdkafka repeat the
+  same `FAIL` line every few milliseconds; one line per minute, with the count of the
+  ones left out, says the same.
 * `bind(topic=..., partition=..., offset=..., table=..., key=..., serial=...)` puts
   context into a contextvar; every record logged inside the block carries it, so the
   pipeline does not have to repeat it at each call.
@@ -54,6 +59,7 @@ ROUTED_LOGGERS: Final[Mapping[str, int]] = {
     "uvicorn.error": logging.INFO,
     "uvicorn.access": logging.WARNING,
     "py.warnings": logging.WARNING,
+    "syncd.kafka": logging.NOTSET,  # librdkafka through `kafka_logger()`: the root's level
 }
 
 
@@ -226,7 +232,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
-            "level": record.levelname.lower(),
+            "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
         }
@@ -246,7 +252,91 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
+class TextFormatter(logging.Formatter):
+    """`logging.json: false`: `ts LEVEL logger: msg key=value ...` for a person reading a
+    terminal; the same fields as the JSON line, the same redaction."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = (
+            datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        fields: dict[str, Any] = {
+            k: redact_value(v, k) for k, v in _context.get().items() if k not in _RESERVED
+        }
+        fields.update(
+            (k, v) for k, v in vars(record).items() if k not in _RECORD_ATTRS and k not in _RESERVED
+        )
+        extra = "".join(f" {k}={_text_value(v)}" for k, v in fields.items())
+        line = f"{ts} {record.levelname} {record.name}: {record.getMessage()}{extra}"
+        exc = record.exc_text
+        if record.exc_info and not exc:
+            exc = redact_text(self.formatException(record.exc_info))
+        if exc:
+            line += "\n" + exc
+        if record.stack_info:
+            line += "\n" + record.stack_info
+        return line
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() or c in '"=' for c in value):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+class RateLimitFilter(logging.Filter):
+    """Let the first record of a kind through, then at most one per `interval` seconds.
+
+    A kind is the logger, the level and the message with its millisecond counts blanked
+    (librdkafka's `(after 0ms in state CONNECT)` changes from line to line). The record
+    that ends a quiet interval carries `suppressed`: how many of its kind were left out.
+    """
+
+    _NUMBERS = re.compile(r"\d+ms\b")
+
+    def __init__(self, interval: float = 60.0, *, clock: Any = None) -> None:
+        super().__init__()
+        import time
+
+        self.interval = interval
+        self._clock = clock or time.monotonic
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        kind = (record.name, record.levelno, self._NUMBERS.sub("Nms", message))
+        now = self._clock()
+        with self._lock:
+            last = self._seen.get(kind)
+            if last is not None and now - last[0] < self.interval:
+                self._seen[kind] = (last[0], last[1] + 1)
+                return False
+            if len(self._seen) > 1000:  # many distinct messages: forget the old ones
+                self._seen.clear()
+            self._seen[kind] = (now, 0)
+        if last is not None and last[1]:
+            record.suppressed = last[1]
+        return True
+
+
+#: The logger librdkafka's lines go to (`kafka_logger()`; the daemon's clients use it too).
+KAFKA_LOGGER: Final = "syncd.kafka"
+#: Seconds between two librdkafka lines of the same kind.
+KAFKA_LOG_INTERVAL: Final = 60.0
+
 _HANDLER_MARK: Final = "_syncd_handler"
+
+
+def _rate_limited(logger: logging.Logger) -> logging.Logger:
+    if not any(isinstance(f, RateLimitFilter) for f in logger.filters):
+        logger.addFilter(RateLimitFilter(KAFKA_LOG_INTERVAL))
+    return logger
 
 
 def configure_logging(
@@ -254,8 +344,10 @@ def configure_logging(
     *,
     stream: IO[str] | None = None,
     levels: Mapping[str, str | int] | None = None,
+    json_lines: bool = True,
 ) -> logging.Handler:
-    """Install the JSON handler on the root logger (idempotent) and route library loggers.
+    """Install the JSON (or, `json_lines=False`, text) handler on the root logger
+    (idempotent) and route library loggers.
 
     `levels` overrides per-logger levels (e.g. `{"sqlalchemy.engine": "INFO"}` while
     debugging; the redaction filter still applies).
@@ -268,7 +360,7 @@ def configure_logging(
     handler = logging.StreamHandler(stream if stream is not None else sys.stdout)
     setattr(handler, _HANDLER_MARK, True)
     handler.addFilter(RedactionFilter())
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root.addHandler(handler)
     root.setLevel(level if isinstance(level, int) else level.upper())
     for name, lib_level in {**ROUTED_LOGGERS, **(levels or {})}.items():
@@ -277,11 +369,35 @@ def configure_logging(
             lg.removeHandler(h)
         lg.propagate = True
         lg.setLevel(lib_level if isinstance(lib_level, int) else lib_level.upper())
+    _rate_limited(logging.getLogger(KAFKA_LOGGER))
     logging.captureWarnings(True)
     return handler
 
 
+def configure_command_logging(*, verbose: bool = False, stream: IO[str] | None = None) -> None:
+    """Logging for the operator commands (everything but `syncd run`): text lines on stderr.
+
+    A command answers an unreachable dependency with one line of its own, so librdkafka's
+    lines (rate-limited anyway) are shown only with `syncd -v`; the other libraries'
+    warnings are shown always.
+    """
+    quiet: dict[str, str | int] = {
+        name: max(level, logging.WARNING) for name, level in ROUTED_LOGGERS.items()
+    }
+    levels: dict[str, str | int] = {
+        **(ROUTED_LOGGERS if verbose else quiet),
+        KAFKA_LOGGER: logging.INFO if verbose else logging.CRITICAL,
+    }
+    configure_logging(
+        "DEBUG" if verbose else "WARNING",
+        stream=stream if stream is not None else sys.stderr,
+        levels=levels,
+        json_lines=False,
+    )
+
+
 def kafka_logger() -> logging.Logger:
-    """Pass as `logger` in the confluent-kafka client config so librdkafka's log lines
-    come out as JSON through the same handler (they are delivered from `poll()`)."""
-    return logging.getLogger("librdkafka")
+    """Pass as `logger` to every confluent-kafka client, so librdkafka's log lines come
+    out through syncd's handler, rate-limited, instead of raw `%3|...|FAIL|` lines on
+    stderr (they are delivered from `poll()` and the blocking calls)."""
+    return _rate_limited(logging.getLogger(KAFKA_LOGGER))

@@ -191,7 +191,7 @@ def test_retry_by_id_and_serial_and_refusals(env: OpsEnv) -> None:
     r = env.syncd("retry", "-c", str(env.config_path), "--document", str(issued.id))
     assert r.returncode == 1 and "ISSUED" in r.stderr
     r = env.syncd("retry", "-c", str(env.config_path), "--document", "999999999")
-    assert r.returncode == 1 and "no ledger document" in r.stderr
+    assert r.returncode == 3 and "no ledger document" in r.stderr  # not found
     r = env.syncd("retry", "-c", str(env.config_path), "--document", 'nope:{"id":1}')
     assert r.returncode == 2 and "no document type" in r.stderr
     r = env.syncd("retry", "-c", str(env.config_path), "--document", "what?")

@@ -45,7 +45,7 @@ def test_json_lines_with_bound_context(out: io.StringIO) -> None:
         log.warning("outer")
     log.info("outside")
     first, second, third = lines(out)
-    assert first["msg"] == "issued INV-1" and first["level"] == "info"
+    assert first["msg"] == "issued INV-1" and first["level"] == "INFO"
     assert first["logger"] == "syncd.pipeline.loop" and first["ts"].endswith("Z")
     assert first["topic"] == "erp.public.sales_order" and first["partition"] == 3
     assert first["offset"] == 41 and first["key"] == {"id": 42}
@@ -133,7 +133,7 @@ def test_library_loggers_use_the_same_formatter(out: io.StringIO) -> None:
     kafka_logger().error("FAIL|rdkafka#consumer-1| broker down")
     logging.getLogger("sqlalchemy.engine.Engine").info("SELECT secret params")  # below WARNING
     recs = lines(out)
-    assert [r["logger"] for r in recs] == ["httpx", "librdkafka"]
+    assert [r["logger"] for r in recs] == ["httpx", "syncd.kafka"]
     assert recs[0]["msg"] == "HTTP Request: POST https://u:***@platform/v1 503"
 
 
@@ -172,3 +172,128 @@ def test_redaction_helpers() -> None:
         "ok": None,
     }
     assert redact_value(["Bearer abc"]) == ["Bearer ***"]
+
+
+# --------------------------------------------------------------------------- item 14/11
+
+
+def test_logging_json_false_gives_text_lines_with_the_same_fields() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging("INFO", stream=stream, json_lines=False)
+        with bind(topic="erp.erp.sales_order", partition=2, serial="SX3F7Q2M9KD4HT6W1B8N5C0RJA"):
+            logging.getLogger("syncd.x").error("issue failed for %s", "password=hunter22")
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+    (line,) = stream.getvalue().splitlines()
+    assert not line.startswith("{")
+    assert " ERROR syncd.x: issue failed for password=***" in line
+    assert "topic=erp.erp.sales_order partition=2 serial=SX3F7Q2M9KD4HT6W1B8N5C0RJA" in line
+
+
+def test_run_passes_logging_json_to_the_handler() -> None:
+    import inspect
+
+    from syncd.commands import run
+
+    assert "json_lines=config.logging.json_format" in inspect.getsource(run.run)
+
+
+def test_rate_limit_lets_one_line_of_a_kind_through_per_interval() -> None:
+    from syncd.observability.logs import RateLimitFilter
+
+    now = [0.0]
+    limit = RateLimitFilter(60.0, clock=lambda: now[0])
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("syncd.kafka", logging.ERROR, "x", 0, msg, None, None)
+
+    fail = (
+        "FAIL [c#consumer-1] b:1/bootstrap: Connect failed: refused (after {}ms in state CONNECT)"
+    )
+    passed = [limit.filter(rec(fail.format(i % 3))) for i in range(100)]
+    assert passed.count(True) == 1  # the millisecond count does not make a new kind
+    assert limit.filter(rec("another message"))  # other kinds are not held back
+    now[0] = 61.0
+    again = rec(fail.format(0))
+    assert limit.filter(again) and again.suppressed == 99  # type: ignore[attr-defined]
+
+
+def test_librdkafka_lines_reach_the_kafka_logger_rate_limited(out: io.StringIO) -> None:
+    """A real client against a closed port: its lines go through syncd's handler."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from syncd.config import KafkaSettings
+    from syncd.kafka.client import operator_config
+
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", group_id="g", topic_prefix="erp")
+    admin = AdminClient(operator_config(kafka, client_id="syncd-test", timeout=1.5))
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=1.5)
+    admin.poll(0.2)  # librdkafka's log queue is served from poll()
+    fails = [r for r in lines(out) if "FAIL" in r["msg"]]
+    assert fails and {r["logger"] for r in fails} == {"syncd.kafka"}
+    assert {r["level"] for r in fails} == {"ERROR"}
+    assert len(fails) <= 2  # librdkafka retried ~30 times meanwhile
+
+
+RUNBOOK = __import__("pathlib").Path(__file__).resolve().parents[3] / "docs" / "runbook.md"
+
+
+def _runbook_queries() -> list[str]:
+    import re
+
+    text = RUNBOOK.read_text(encoding="utf-8")
+    return re.findall(r"jq '([^']+)'", text)
+
+
+def _select(query: str, record: dict[str, Any]) -> bool:
+    """The runbook's queries are `select(.a=="x" and .b==3 ...)`: their Python meaning."""
+    import re
+
+    body = re.fullmatch(r"select\((.+)\)", query)
+    assert body, f"not a select(...) query: {query}"
+    for term in body.group(1).split(" and "):
+        m = re.fullmatch(r'\s*\.(\w+)\s*==\s*("[^"]*"|\d+)\s*', term)
+        assert m, f"unsupported term {term!r} in {query}"
+        if record.get(m.group(1)) != json.loads(m.group(2)):
+            return False
+    return True
+
+
+def test_the_runbooks_log_queries_select_real_log_lines(out: io.StringIO) -> None:
+    import shutil
+    import subprocess
+
+    log = logging.getLogger("syncd.pipeline.driver")
+    with bind(topic="erp.erp.sales_order", partition=3, offset=41, serial="S" + "7" * 25):
+        log.info("issued")
+        log.warning("platform answered 503, retrying")
+        log.error("document DEAD after 10 attempts")
+    logging.getLogger("syncd").error("outside any document")
+    kafka_logger().error("FAIL [syncd-runbook#consumer-1] b:1/bootstrap: Connect failed")
+    produced = out.getvalue()
+    records = lines(out)
+    queries = _runbook_queries()
+    assert 'select(.level=="ERROR")' in queries
+    expected_levels = {"INFO", "WARNING", "ERROR"}
+    assert {r["level"] for r in records} == expected_levels
+    for query in queries:
+        chosen = [r for r in records if _select(query, r)]
+        assert chosen, f"{query} selects none of syncd's real log lines"
+        if ".level" in query:
+            level = query.split('.level=="')[1].split('"')[0]
+            assert level in expected_levels  # spelled as syncd spells it
+            assert all(r["level"] == level for r in chosen)
+        if shutil.which("jq"):
+            got = subprocess.run(
+                ["jq", "-c", query], input=produced, capture_output=True, text=True, check=True
+            ).stdout.splitlines()
+            assert [json.loads(g) for g in got] == chosen
