@@ -162,6 +162,8 @@ def config_data(stack: Stack, prefix: str = PREFIX) -> dict[str, Any]:
     data["kafka"]["bootstrap_servers"] = stack.bootstrap
     data["kafka"]["topic_prefix"] = prefix
     data["database"]["dsn"] = stack.dsn
+    # the production log format (JSON lines): the demo's text lines would measure another cost
+    data["logging"]["json"] = True
     # when_needed: a connector re-registered after its slot was dropped snapshots (an empty
     # table) instead of failing on the stale offset Kafka Connect still remembers.
     data["connector"].update(
