@@ -192,10 +192,15 @@ def test_live_check_reports_missing_topics(erp, tmp_path, capsys):
     assert "documents.sales_order.topic: topic nope.erp.sales_order does not exist" in err
 
 
-def test_unreachable_database_is_a_located_error(tmp_path, capsys):
+def test_unreachable_database_is_one_line_and_its_own_exit_code(tmp_path, capsys):
     path = write_config(tmp_path, _demo_text().replace(f"127.0.0.1:{PG_PORT}", "127.0.0.1:1"))
-    assert main(["check-config", "-c", str(path), "--live", "--quiet", "--timeout", "2"]) == 2
-    assert "cannot inspect" in capsys.readouterr().err
+    # 4: the database is unreachable (docs/operations.md, "Exit codes")
+    assert main(["check-config", "-c", str(path), "--live", "--quiet", "--timeout", "2"]) == 4
+    err = capsys.readouterr().err
+    named = [line for line in err.splitlines() if line.startswith("syncd check-config: ")]
+    assert len(named) == 1 and named[0].startswith("syncd check-config: database ")
+    assert " unreachable: " in named[0]
+    assert "Traceback" not in err
 
 
 def test_load_lines_reads_in_order(erp, order):
