@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart.conftest import CHART, Render, find
+from tests.chart.conftest import CHART, DEFAULT_VALUES, Render, find
 from tests.chart.expected_metrics import EXPORTED, SCRAPE_SYNTHETIC, base_name, series_names
 from tests.chart.promql import dashboard_queries, grafana_to_promql, metric_names, rule_queries
 
@@ -75,7 +75,7 @@ def test_dashboard_covers_the_required_views() -> None:
 
 @pytest.mark.chart
 def test_alerts_query_only_exported_metrics(render: Render) -> None:
-    rule = find(render((), ("prometheusRule.enabled=true",)), "PrometheusRule")
+    rule = find(render(DEFAULT_VALUES, ("prometheusRule.enabled=true",)), "PrometheusRule")
     queries = list(rule_queries(rule["spec"]["groups"]))
     assert len(queries) >= 10
     assert _unknown(queries) == {}
@@ -105,6 +105,7 @@ def test_expected_metrics_are_what_the_daemon_serves() -> None:
     metrics.set_partition_position(
         "erp.erp.sales_order", 0, lag_messages=1, lag_seconds=1.0, last_event_ts_ms=1000
     )
+    metrics.offsets_committed("erp.erp.sales_order", 0)
     metrics.dead_letters.labels(topic="erp.erp.sales_order", reason="undecodable").inc()
     metrics.rebalances.labels(event="assigned").inc()
 
