@@ -6,6 +6,9 @@ itself is checked against what syncd's metrics registry serves over HTTP.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from tests.chart.conftest import CHART, DEFAULT_VALUES, Render, find
@@ -69,8 +72,44 @@ def test_dashboard_covers_the_required_views() -> None:
         "syncd_dead_letters_total",
         "syncd_ledger_documents",
         "syncd_rebalances_total",
+        # why a partition is stuck: paused, offsets not committed, documents not moving
+        "syncd_partitions_paused",
+        "syncd_offset_commit_timestamp_seconds",
+        "syncd_ledger_stuck_documents",
     }
     assert used <= set(EXPORTED)
+
+
+def _panels() -> dict[str, dict[str, Any]]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    out: dict[str, dict[str, Any]] = {}
+    for panel in dashboard["panels"]:
+        out[panel["title"]] = panel
+        for inner in panel.get("panels", []):
+            out[inner["title"]] = inner
+    return out
+
+
+def test_max_lag_panel_takes_the_max() -> None:
+    """A stat titled "Max lag" must not add the partitions' lags up."""
+    for title in ("Max lag (messages)", "Max lag (seconds)"):
+        (target,) = _panels()[title]["targets"]
+        expr = target["expr"].replace(" ", "")
+        assert expr.startswith("max("), (title, expr)
+        assert "sum(" not in expr, (title, expr)
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for title, panel in _panels().items():
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{title!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = title
+        assert grid["x"] + grid["w"] <= 24, title
+    ids = [panel["id"] for panel in _panels().values()]
+    assert len(ids) == len(set(ids))
 
 
 @pytest.mark.chart
