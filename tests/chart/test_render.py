@@ -294,6 +294,29 @@ def test_keda_scale_down_is_paced_by_the_hpa_behavior(render: Render) -> None:
     assert "advanced" not in plain["spec"]
 
 
+def test_extra_objects_are_rendered_through_tpl(render: Render, tmp_path: Path) -> None:
+    values = tmp_path / "extra.yaml"
+    values.write_text(
+        "extraObjects:\n"
+        "  - apiVersion: v1\n"
+        "    kind: ConfigMap\n"
+        "    metadata:\n"
+        "      name: '{{ include \"syncd.fullname\" . }}-extra'\n"
+        "    data:\n"
+        "      namespace: '{{ .Release.Namespace }}'\n"
+        "  - |\n"
+        "    apiVersion: v1\n"
+        "    kind: ServiceAccount\n"
+        "    metadata:\n"
+        "      name: {{ .Release.Name }}-helper\n"
+    )
+    docs = render([*DEFAULT_VALUES, values], (), "einvoice")
+    extra = find(docs, "ConfigMap", "einvoice-syncd-extra")
+    assert extra["data"] == {"namespace": NAMESPACE}
+    find(docs, "ServiceAccount", "einvoice-helper")
+    assert not [d for d in render(DEFAULT_VALUES) if "extra" in d["metadata"]["name"]]
+
+
 def test_migration_job_is_a_hook_running_migrate(render: Render) -> None:
     docs = render([CI / "full-values.yaml"])
     job = find(docs, "Job")
