@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test clean
+.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test chart-readme clean
 
 install: $(STAMP)
 
@@ -40,6 +40,10 @@ test: install
 chart-test: install
 	bash dev/tools.sh
 	$(BIN)/pytest tests/chart -q
+
+# Regenerates helm/syncd/README.md from values.yaml's comments (chart-test checks it is current).
+chart-readme: install
+	$(BIN)/python dev/chart_readme.py
 
 stack-up: install
 	bash dev/stack.sh up

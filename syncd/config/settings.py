@@ -390,6 +390,13 @@ class PipelineSettings(StrictModel):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     drain_deadline_seconds: float = Field(default=20.0, gt=0)
     migrate_on_start: bool = False
+    stuck_after_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="a non-terminal document whose last transition is older than this is "
+        "stuck (the syncd_ledger_stuck_documents gauge and its alert); keep it above "
+        "retry.backoff_max_seconds, or a document waiting out one long backoff counts as stuck",
+    )
 
 
 class LimitsSettings(StrictModel):

@@ -774,6 +774,22 @@ def stuck_documents(
     return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
 
 
+def count_stuck_documents(conn: Connection, older_than: timedelta) -> int:
+    """How many non-terminal rows had their last transition more than `older_than` ago
+    (database clock): the `syncd_ledger_stuck_documents` gauge. A document that keeps
+    retrying moves (RETRY_WAIT -> RETRY_WAIT is a transition), so it counts only once its
+    wait outlasts `older_than`; a trickle of short retries never does."""
+    q = (
+        select(func.count())
+        .select_from(documents)
+        .where(
+            documents.c.state.not_in([s.value for s in TERMINAL_STATES]),
+            documents.c.updated_at < func.now() - older_than,
+        )
+    )
+    return int(conn.execute(q).scalar_one())
+
+
 def documents_in_states(
     conn: Connection, states: Iterable[DocumentState], *, limit: int = 100
 ) -> list[DocumentRow]:

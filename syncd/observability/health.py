@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: A readiness check returns True/False, or (ok, short reason). It must not raise, but
-#: if it does the exception's type counts as the reason (its text could hold a DSN).
+#: A readiness check returns True/False, or (ok, short reason). The reason says why the
+#: check *fails*: it is shown only while the check fails (a check may return its failure
+#: text unconditionally). It must not raise, but if it does the exception's type counts as
+#: the reason (its text could hold a DSN).
 ReadinessCheck = Callable[[], bool | tuple[bool, str]]
 
 DEFAULT_HEARTBEAT_TIMEOUT: Final = 60.0
@@ -136,7 +138,7 @@ class HealthServer:
                 outcome = (False, f"check raised {type(exc).__name__}")
             ok, reason = outcome if isinstance(outcome, tuple) else (bool(outcome), "")
             entry: dict[str, Any] = {"ok": ok}
-            if reason:
+            if reason and not ok:  # a passing check has nothing to explain
                 entry["reason"] = reason
             results[name] = entry
             ready = ready and ok

@@ -5,8 +5,16 @@ in `_total`, ages are exported as `..._timestamp_seconds` gauges so PromQL compu
 them, and labels are bounded: topic, partition, document name from the config, outcome
 or status class -- never a document id, serial or invoice number.
 
-Production code builds one `Metrics(REGISTRY)`; tests build `Metrics(CollectorRegistry())`
-so they never see each other's samples.
+The daemon builds one `Metrics(CollectorRegistry())` (syncd.commands.run); tests build
+their own so they never see each other's samples. A custom registry has none of the
+default registry's collectors, so `Metrics` registers them itself: `process_*` (start
+time, resident memory, CPU, open fds), `python_info` and `python_gc_*`.
+
+`_created` series are switched off (what `PROMETHEUS_DISABLE_CREATED_SERIES=True` does,
+process-wide): the client would add one `..._created` gauge per counter and histogram
+child, roughly doubling the counter series, and neither the alerts nor the dashboard use
+them -- `increase()`/`rate()` handle resets, and `process_start_time_seconds` says when a
+pod restarted.
 """
 
 from __future__ import annotations
@@ -22,8 +30,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -115,15 +127,14 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY, version: str = __version__) -> None:
         self.registry = registry
         r = registry
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        if registry is not REGISTRY:  # the default registry has them already
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         # -- consuming
         self.events_consumed = Counter(
             "syncd_events_consumed", "Change events read from Kafka.", ["topic"], registry=r
-        )
-        self.events_processed = Counter(
-            "syncd_events_processed",
-            "Change events handled, by decision (issue, reverse, ignore, dead_letter, ...).",
-            ["topic", "decision"],
-            registry=r,
         )
         self.consumer_lag_messages = Gauge(
             "syncd_consumer_lag_messages",
@@ -185,7 +196,8 @@ class Metrics:
         )
         self.ledger_stuck_documents = Gauge(
             "syncd_ledger_stuck_documents",
-            "Non-terminal ledger rows untouched for longer than the stuck threshold.",
+            "Non-terminal ledger rows whose last transition is older than "
+            "pipeline.stuck_after_seconds (refreshed periodically).",
             registry=r,
         )
         self.retries = Counter(
@@ -261,6 +273,9 @@ class Metrics:
     def set_ledger_counts(self, counts: Mapping[DocumentState, int]) -> None:
         for state in DocumentState:
             self.ledger_documents.labels(state=state.value).set(counts.get(state, 0))
+
+    def set_stuck_documents(self, count: int) -> None:
+        self.ledger_stuck_documents.set(max(0, count))
 
     def set_partition_position(
         self,

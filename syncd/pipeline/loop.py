@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -527,10 +527,14 @@ class Pipeline:
         try:
             with self._engine.connect() as conn:
                 counts = repo.count_by_state(conn)
+                stuck = repo.count_stuck_documents(
+                    conn, timedelta(seconds=self._config.pipeline.stuck_after_seconds)
+                )
         except (OperationalError, DBAPIError):
             self._partitions.database_unreachable()
             return
         self._metrics.set_ledger_counts(counts)
+        self._metrics.set_stuck_documents(stuck)
 
     # ------------------------------------------------------------------ shutdown
 

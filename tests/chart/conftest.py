@@ -16,11 +16,18 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "syncd"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+#: The smallest install that renders: the chart's defaults plus credentials and the DBAs'
+#: document config (the chart refuses to render a config without `seller`/`documents`).
+DEFAULT_VALUES = (CHART / "ci" / "default-values.yaml",)
 #: Manifests are rendered for an older supported Kubernetes and validated against it and the
 #: newest version kubernetes-validate ships schemas for.
 KUBE_VERSION = "1.30.0"
 VALIDATE_VERSIONS = ("1.30.0", "1.37.0")
 RELEASE = "syncd"
+#: Release names the release-dependent tests run under: the chart's own name (full name
+#: "syncd") and one without it (full name "einvoice-syncd"), where job, Service and release
+#: names all differ.
+RELEASES = ("syncd", "einvoice")
 NAMESPACE = "erp-sync"
 
 
@@ -76,10 +83,12 @@ def value_args(values_files: Sequence[Path] = (), sets: Sequence[str] = ()) -> l
     return args
 
 
-def template_args(values_files: Sequence[Path] = (), sets: Sequence[str] = ()) -> list[str]:
+def template_args(
+    values_files: Sequence[Path] = (), sets: Sequence[str] = (), release: str = RELEASE
+) -> list[str]:
     return [
         "template",
-        RELEASE,
+        release,
         str(CHART),
         "--namespace",
         NAMESPACE,
@@ -94,15 +103,16 @@ Render = Callable[..., list[dict[str, Any]]]
 
 @pytest.fixture(scope="session")
 def render() -> Render:
-    """render(values_files=(), sets=()) -> the rendered manifests as dicts (hooks included)."""
-    cache: dict[tuple[tuple[Path, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
+    """render(values_files=(), sets=(), release=RELEASE) -> the rendered manifests as dicts
+    (hooks included)."""
+    cache: dict[tuple[tuple[Path, ...], tuple[str, ...], str], list[dict[str, Any]]] = {}
 
     def _render(
-        values_files: Sequence[Path] = (), sets: Sequence[str] = ()
+        values_files: Sequence[Path] = (), sets: Sequence[str] = (), release: str = RELEASE
     ) -> list[dict[str, Any]]:
-        key = (tuple(values_files), tuple(sets))
+        key = (tuple(values_files), tuple(sets), release)
         if key not in cache:
-            out = helm(*template_args(values_files, sets)).stdout
+            out = helm(*template_args(values_files, sets, release)).stdout
             cache[key] = [doc for doc in yaml.safe_load_all(out) if doc]
         return cache[key]
 
@@ -115,6 +125,19 @@ def find(docs: Sequence[dict[str, Any]], kind: str, name: str | None = None) -> 
     ]
     assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
     return matches[0]
+
+
+def scraped_job(docs: Sequence[dict[str, Any]]) -> str:
+    """The `job` label Prometheus gives syncd's series when the rendered ServiceMonitor
+    scrapes it, by prometheus-operator's rule: the value of the Service label named by
+    `jobLabel`, or the Service's name when `jobLabel` is unset (or the label is missing)."""
+    monitor = find(docs, "ServiceMonitor")
+    service = find(docs, "Service")
+    job_label = monitor["spec"].get("jobLabel")
+    labels = service["metadata"].get("labels", {})
+    if job_label and job_label in labels:
+        return str(labels[job_label])
+    return str(service["metadata"]["name"])
 
 
 def kinds(docs: Sequence[dict[str, Any]]) -> set[str]:

@@ -1,8 +1,8 @@
 """The metric names syncd exports -- the one list the dashboard and the alerts are checked against.
 
 tests/chart/test_metric_refs.py scrapes syncd's health server (observability.metrics registry) and
-fails if a name here is not served. syncd exports more than this (e.g.
-syncd_events_processed_total, syncd_partitions_paused); add a name here before using it.
+fails if a name here is not served. syncd exports more than this (e.g. process_* and
+python_*); add a name here before using it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ EXPORTED: Final[dict[str, str]] = {
     "syncd_dead_letters_total": "counter",
     "syncd_inflight_documents": "gauge",
     "syncd_ledger_documents": "gauge",
+    "syncd_ledger_stuck_documents": "gauge",
+    "syncd_partitions_paused": "gauge",
+    "syncd_offset_commit_timestamp_seconds": "gauge",
     "syncd_rebalances_total": "counter",
     "syncd_loop_heartbeat_timestamp_seconds": "gauge",
     "syncd_build_info": "gauge",

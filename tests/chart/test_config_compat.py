@@ -2,7 +2,8 @@
 
 Catches drift between the chart (values.yaml defaults, ci/ examples, env overrides) and
 syncd/config.py: a renamed key fails here, not in a pod at start-up. The DBAs' document
-mappings come from config/demo.yaml when a value set has none (the chart leaves them to users).
+mappings (`seller`, `documents`) must be in every value set: the chart refuses a config
+without them (test_schema.py), since syncd would refuse to start.
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ import pytest
 import yaml
 
 from syncd.config import parse_config
-from tests.chart.conftest import CI_VALUES, ROOT, Render, find
+from tests.chart.conftest import CI_VALUES, Render, find
 
 pytestmark = pytest.mark.chart
 
-DEMO = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text(encoding="utf-8"))
 SECRETS = "/etc/syncd/secrets/"
 #: Value sets whose config the chart renders (existing-values.yaml brings its own ConfigMap).
 RENDERED = [p for p in CI_VALUES if p.name != "existing-values.yaml"]
@@ -29,11 +29,11 @@ def _container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
 
 
-@pytest.mark.parametrize("values", [None, *RENDERED], ids=lambda p: p.name if p else "defaults")
+@pytest.mark.parametrize("values", RENDERED, ids=lambda p: p.name)
 def test_rendered_config_loads(
-    render: Render, values: Path | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    render: Render, values: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    docs = render([values] if values else [])
+    docs = render([values])
     text = find(docs, "ConfigMap", "syncd")["data"]["config.yaml"]
 
     # Secret files as the pod sees them, under a temporary directory.
@@ -43,8 +43,7 @@ def test_rendered_config_loads(
         content = "postgresql+psycopg://syncd:x@db:5432/erp" if name == "database-dsn" else "x"
         (secrets / name).write_text(content + "\n")
     config = yaml.safe_load(text.replace(SECRETS, f"{secrets}/"))
-    for key in ("seller", "documents"):
-        config.setdefault(key, DEMO[key])
+    assert config["seller"] and config["documents"]  # the chart refuses to render without
 
     env = {e["name"]: e["value"] for e in _container(docs)["env"] if "value" in e}
     for name in list(os.environ):

@@ -6,9 +6,12 @@ itself is checked against what syncd's metrics registry serves over HTTP.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
-from tests.chart.conftest import CHART, Render, find
+from tests.chart.conftest import CHART, DEFAULT_VALUES, Render, find
 from tests.chart.expected_metrics import EXPORTED, SCRAPE_SYNTHETIC, base_name, series_names
 from tests.chart.promql import dashboard_queries, grafana_to_promql, metric_names, rule_queries
 
@@ -69,13 +72,49 @@ def test_dashboard_covers_the_required_views() -> None:
         "syncd_dead_letters_total",
         "syncd_ledger_documents",
         "syncd_rebalances_total",
+        # why a partition is stuck: paused, offsets not committed, documents not moving
+        "syncd_partitions_paused",
+        "syncd_offset_commit_timestamp_seconds",
+        "syncd_ledger_stuck_documents",
     }
     assert used <= set(EXPORTED)
 
 
+def _panels() -> dict[str, dict[str, Any]]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    out: dict[str, dict[str, Any]] = {}
+    for panel in dashboard["panels"]:
+        out[panel["title"]] = panel
+        for inner in panel.get("panels", []):
+            out[inner["title"]] = inner
+    return out
+
+
+def test_max_lag_panel_takes_the_max() -> None:
+    """A stat titled "Max lag" must not add the partitions' lags up."""
+    for title in ("Max lag (messages)", "Max lag (seconds)"):
+        (target,) = _panels()[title]["targets"]
+        expr = target["expr"].replace(" ", "")
+        assert expr.startswith("max("), (title, expr)
+        assert "sum(" not in expr, (title, expr)
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    cells: dict[tuple[int, int], str] = {}
+    for title, panel in _panels().items():
+        grid = panel["gridPos"]
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{title!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = title
+        assert grid["x"] + grid["w"] <= 24, title
+    ids = [panel["id"] for panel in _panels().values()]
+    assert len(ids) == len(set(ids))
+
+
 @pytest.mark.chart
 def test_alerts_query_only_exported_metrics(render: Render) -> None:
-    rule = find(render((), ("prometheusRule.enabled=true",)), "PrometheusRule")
+    rule = find(render(DEFAULT_VALUES, ("prometheusRule.enabled=true",)), "PrometheusRule")
     queries = list(rule_queries(rule["spec"]["groups"]))
     assert len(queries) >= 10
     assert _unknown(queries) == {}
@@ -105,6 +144,7 @@ def test_expected_metrics_are_what_the_daemon_serves() -> None:
     metrics.set_partition_position(
         "erp.erp.sales_order", 0, lag_messages=1, lag_seconds=1.0, last_event_ts_ms=1000
     )
+    metrics.offsets_committed("erp.erp.sales_order", 0)
     metrics.dead_letters.labels(topic="erp.erp.sales_order", reason="undecodable").inc()
     metrics.rebalances.labels(event="assigned").inc()
 

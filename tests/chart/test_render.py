@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,10 @@ import yaml
 from tests.chart.conftest import (
     CHART,
     CI_VALUES,
+    DEFAULT_VALUES,
     KUBE_VERSION,
     NAMESPACE,
+    RELEASES,
     ROOT,
     VALIDATE_VERSIONS,
     Render,
@@ -23,6 +26,7 @@ from tests.chart.conftest import (
     helm,
     kinds,
     kubernetes_validate,
+    scraped_job,
     template_args,
     tool,
 )
@@ -66,18 +70,26 @@ def test_helm_lint_strict(values: Path | None) -> None:
     if values:
         args += ["-f", str(values)]
     proc = helm(*args, check=False)
+    if values is None:
+        # The chart's defaults carry no document config: refused, with the reason (item 2).
+        assert proc.returncode != 0, proc.stdout
+        assert "has no seller and no documents" in proc.stdout + proc.stderr
+        return
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("version", VALIDATE_VERSIONS)
 @pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
-def test_rendered_manifests_validate_against_kubernetes_schemas(values: Path, version: str) -> None:
+def test_rendered_manifests_validate_against_kubernetes_schemas(
+    values: Path, version: str, release: str
+) -> None:
     """`helm template | kubernetes-validate --strict -`: unknown or mistyped fields fail.
 
     Custom resources (ServiceMonitor, PrometheusRule, ScaledObject) have no schema there and
     are only warned about; their content is asserted below and by promtool.
     """
-    manifest = helm(*template_args([values])).stdout
+    manifest = helm(*template_args([values], release=release)).stdout
     proc = subprocess.run(
         [kubernetes_validate(), "--strict", "--quiet", "-k", version, "-"],
         input=manifest,
@@ -259,6 +271,52 @@ def test_full_toggles(render: Render) -> None:
     assert all(rule["to"] for rule in policy["spec"]["egress"])
 
 
+def test_keda_scale_down_is_paced_by_the_hpa_behavior(render: Render) -> None:
+    """cooldownPeriod only delays scaling to zero; between max and 1 replicas the HPA's
+    behavior paces scale-down, so the chart exposes it (default: slow, one pod at a time)."""
+    spec = find(render([CI / "full-values.yaml"]), "ScaledObject")["spec"]
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior == {
+        "scaleDown": {
+            "stabilizationWindowSeconds": 600,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}],
+        }
+    }
+    custom = find(
+        render(
+            [CI / "full-values.yaml"],
+            ["keda.behavior.scaleDown.stabilizationWindowSeconds=1200"],
+        ),
+        "ScaledObject",
+    )["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert custom["scaleDown"]["stabilizationWindowSeconds"] == 1200
+    plain = find(render([CI / "full-values.yaml"], ["keda.behavior=null"]), "ScaledObject")
+    assert "advanced" not in plain["spec"]
+
+
+def test_extra_objects_are_rendered_through_tpl(render: Render, tmp_path: Path) -> None:
+    values = tmp_path / "extra.yaml"
+    values.write_text(
+        "extraObjects:\n"
+        "  - apiVersion: v1\n"
+        "    kind: ConfigMap\n"
+        "    metadata:\n"
+        "      name: '{{ include \"syncd.fullname\" . }}-extra'\n"
+        "    data:\n"
+        "      namespace: '{{ .Release.Namespace }}'\n"
+        "  - |\n"
+        "    apiVersion: v1\n"
+        "    kind: ServiceAccount\n"
+        "    metadata:\n"
+        "      name: {{ .Release.Name }}-helper\n"
+    )
+    docs = render([*DEFAULT_VALUES, values], (), "einvoice")
+    extra = find(docs, "ConfigMap", "einvoice-syncd-extra")
+    assert extra["data"] == {"namespace": NAMESPACE}
+    find(docs, "ServiceAccount", "einvoice-helper")
+    assert not [d for d in render(DEFAULT_VALUES) if "extra" in d["metadata"]["name"]]
+
+
 def test_migration_job_is_a_hook_running_migrate(render: Render) -> None:
     docs = render([CI / "full-values.yaml"])
     job = find(docs, "Job")
@@ -283,33 +341,53 @@ def test_pdb_min_available(render: Render) -> None:
     assert pdb["spec"] == {"minAvailable": "50%", "selector": pdb["spec"]["selector"]}
 
 
-def test_notes_say_how_to_check(tmp_path: Path) -> None:
+def _notes(tmp_path: Path, sets: Sequence[str] = (), release: str = "syncd") -> str:
     """NOTES.txt rendered via a throw-away template (`helm install --dry-run` wants a cluster)."""
     chart = tmp_path / "syncd"
-    shutil.copytree(CHART, chart)
-    (chart / "templates" / "zz-notes.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
-        '  notes: {{ include (print $.Template.BasePath "/NOTES.txt") . | quote }}\n'
-    )
-    out = helm(
-        "template",
-        "syncd",
-        str(chart),
-        "--namespace",
-        NAMESPACE,
-        "--kube-version",
-        KUBE_VERSION,
-        "-f",
-        str(CI / "default-values.yaml"),
-        "--show-only",
-        "templates/zz-notes.yaml",
-    ).stdout
-    notes = yaml.safe_load(out)["data"]["notes"]
+    if not chart.exists():
+        shutil.copytree(CHART, chart)
+        (chart / "templates" / "zz-notes.yaml").write_text(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n"
+            '  notes: {{ include (print $.Template.BasePath "/NOTES.txt") . | quote }}\n'
+        )
+    args = template_args(DEFAULT_VALUES, sets, release)
+    args[2] = str(chart)
+    out = helm(*args, "--show-only", "templates/zz-notes.yaml").stdout
+    return str(yaml.safe_load(out)["data"]["notes"])
+
+
+def test_notes_say_how_to_check(tmp_path: Path) -> None:
+    notes = _notes(tmp_path)
     assert "rollout status deploy/syncd" in notes
     assert "/readyz" in notes
     assert "syncd check-config -c /etc/syncd/config.yaml --live" in notes
     assert "syncd status -c /etc/syncd/config.yaml" in notes
-    assert "WARNING" not in notes  # credentials were given
+    assert "`seller` and `documents`" in notes
+    assert "WARNING" not in notes  # credentials were given, no alerts enabled
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_notes_name_the_job_prometheus_sees(render: Render, tmp_path: Path, release: str) -> None:
+    sets = ("serviceMonitor.enabled=true", "prometheusRule.enabled=true")
+    job = scraped_job(render(DEFAULT_VALUES, sets, release))
+    notes = _notes(tmp_path, sets, release)
+    assert f'job="{job}"' in notes
+    assert f'The alerts select job="{job}",namespace="{NAMESPACE}".' in notes
+    if release != job:
+        assert f'job="{release}"' not in notes
+
+
+def test_notes_warn_while_the_runbook_url_is_the_example(tmp_path: Path) -> None:
+    enabled = ["prometheusRule.enabled=true"]
+    assert "runbookBaseUrl is still the example host" in _notes(tmp_path, enabled)
+    ours = "prometheusRule.runbookBaseUrl=https://git.example.net.internal/erp/syncd/runbook.md"
+    assert "runbookBaseUrl" not in _notes(tmp_path, [*enabled, ours])
+    assert "runbookBaseUrl" not in _notes(tmp_path)  # no alerts, no warning
+
+
+def test_notes_say_an_existing_config_map_is_not_checked(tmp_path: Path) -> None:
+    notes = _notes(tmp_path, ["existingConfigMap=dba-config"])
+    assert "ConfigMap dba-config" in notes and "`seller` and `documents`" in notes
 
 
 def test_tools_are_the_pinned_versions() -> None:

@@ -30,6 +30,14 @@ BAD_VALUES = {
     "ratio-above-one": (["prometheusRule.alerts.issuerErrors.maxRatio=5"], "maxRatio"),
     "runbook-not-a-url": (["prometheusRule.runbookBaseUrl=docs/runbook.md"], "runbookBaseUrl"),
     "bad-keda-sasl": (["keda.sasl=kerberos"], "sasl"),
+    "bad-keda-behavior-policy": (
+        ["keda.behavior.scaleDown.policies[0].type=Replicas"],
+        "scaleDown",
+    ),
+    "typo-in-keda-behavior": (
+        ["keda.behavior.scaleDown.stabilisationWindowSeconds=60"],
+        "stabilis",
+    ),
     "network-policy-without-peers": (["networkPolicy.enabled=true"], "to"),
     # cross-field rules enforced by the templates
     "grace-not-above-drain": (
@@ -42,6 +50,14 @@ BAD_VALUES = {
     ),
     "both-config-sources": (["configFile=kafka: {}", "existingConfigMap=cm"], "configFile"),
     "secrets-with-existing-secret": (["existingSecret=creds"], "existingSecret"),
+    # a config syncd would refuse at start: the pods would only crash-loop
+    "config-without-documents": (["config.documents=null"], "(values: config) has no documents"),
+    "config-without-seller": (["config.seller=null"], "(values: config) has no seller"),
+    "config-file-without-documents": (
+        ["configFile=kafka: {}"],
+        "(values: configFile) has no seller and no documents",
+    ),
+    "config-file-not-yaml": (["configFile=kafka: ["], "configFile is not a YAML mapping"),
 }
 
 
@@ -73,3 +89,25 @@ def test_bad_values_fail_lint(sets: list[str]) -> None:
         args += ["--set", assignment]
     proc = helm(*args, check=False)
     assert proc.returncode != 0, proc.stdout
+
+
+def test_chart_defaults_alone_are_refused_with_the_fix() -> None:
+    """A default install would crash-loop (no seller, no documents): helm says so instead."""
+    proc = helm(*template_args(), check=False)
+    assert proc.returncode != 0, proc.stdout
+    for text in (
+        "has no seller and no documents",
+        "crash-loop",
+        "config.seller and config.documents",
+        "--set-file configFile=",
+        "existingConfigMap",
+    ):
+        assert text in proc.stderr, proc.stderr
+
+
+def test_existing_config_map_is_not_checked() -> None:
+    """The chart cannot see an existingConfigMap's content: it renders (NOTES say so)."""
+    proc = helm(
+        *template_args((), ["existingConfigMap=cm", "config=null", "secrets.databaseDsn=x"])
+    )
+    assert "kind: Deployment" in proc.stdout

@@ -98,12 +98,20 @@ app.kubernetes.io/part-of: syncd
 {{- default (default "syncd" (get $kafka "group_id")) .Values.keda.consumerGroup }}
 {{- end }}
 
+{{/*
+The `job` label of syncd's series as the chart's ServiceMonitor scrapes them: it sets no
+jobLabel, so prometheus-operator uses the metrics Service's name -- the full name.
+*/}}
+{{- define "syncd.job" -}}
+{{- include "syncd.fullname" . }}
+{{- end }}
+
 {{/* PromQL matchers selecting this release's series in the alert rules. */}}
 {{- define "syncd.promSelector" -}}
 {{- if .Values.prometheusRule.selector }}
 {{- .Values.prometheusRule.selector }}
 {{- else }}
-{{- printf "job=%q,namespace=%q" (include "syncd.fullname" .) .Release.Namespace }}
+{{- printf "job=%q,namespace=%q" (include "syncd.job" .) .Release.Namespace }}
 {{- end }}
 {{- end }}
 
@@ -134,7 +142,36 @@ fails, printing the message just before. `helm template` / `install` never get t
 {{- if and .Values.configFile .Values.existingConfigMap }}
 {{- include "syncd.fail" "set either configFile or existingConfigMap, not both" }}
 {{- end }}
+{{- include "syncd.validateConfig" . }}
 {{- if and .Values.existingSecret (ne (len (include "syncd.secretData" . | trim)) 0) }}
 {{- include "syncd.fail" "secrets.* values are ignored when existingSecret is set; put them into that Secret instead" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The config the chart renders must name the issuing company (`seller`) and map at least one
+ERP table to invoices (`documents`): syncd refuses to start without them, so a default
+install would only crash-loop. The content of an existingConfigMap is not visible here.
+*/}}
+{{- define "syncd.validateConfig" -}}
+{{- if not .Values.existingConfigMap }}
+{{- $source := "config" }}
+{{- $config := .Values.config | default dict }}
+{{- if .Values.configFile }}
+{{- $source = "configFile" }}
+{{- $config = fromYaml .Values.configFile }}
+{{- if hasKey $config "Error" }}
+{{- include "syncd.fail" (printf "configFile is not a YAML mapping: %v" (get $config "Error")) }}
+{{- end }}
+{{- end }}
+{{- $missing := list }}
+{{- range $key := list "seller" "documents" }}
+{{- if not (get $config $key) }}
+{{- $missing = append $missing $key }}
+{{- end }}
+{{- end }}
+{{- if $missing }}
+{{- include "syncd.fail" (printf "the syncd config (values: %s) has no %s: syncd would refuse to start and the pods would crash-loop. Give the DBAs' document config: config.seller and config.documents (docs/configuration.md, config/example.yaml), their reviewed file with --set-file configFile=<file>, or existingConfigMap" $source (join " and no " $missing)) }}
+{{- end }}
 {{- end }}
 {{- end }}

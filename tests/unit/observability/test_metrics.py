@@ -99,8 +99,38 @@ def test_exposition_names(m: Metrics) -> None:
 def test_all_names_are_prefixed_and_units_are_base(m: Metrics) -> None:
     exercise(m)
     for name in families(m):
+        if name.startswith(("process_", "python_")):
+            continue  # the client library's collectors (test_process_and_python_metrics)
         assert name.startswith("syncd_")
         assert not re.search(r"_(ms|milliseconds|minutes)$", name)
+
+
+def test_process_and_python_metrics(m: Metrics) -> None:
+    """A custom registry starts empty: Metrics adds the process, platform and GC collectors."""
+    text = m.exposition()[0].decode()
+    for name in (
+        "process_start_time_seconds",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
+        "python_info",
+        "python_gc_collections_total",
+    ):
+        assert re.search(rf"^{name}[{{ ]", text, re.M), name
+
+
+def test_no_created_series(m: Metrics) -> None:
+    exercise(m)
+    text = m.exposition()[0].decode()
+    assert "syncd_documents_total{" in text
+    assert "_created" not in text
+
+
+def test_stuck_documents_gauge(m: Metrics) -> None:
+    m.set_stuck_documents(3)
+    assert "syncd_ledger_stuck_documents 3.0" in m.exposition()[0].decode()
+    m.set_stuck_documents(0)
+    assert "syncd_ledger_stuck_documents 0.0" in m.exposition()[0].decode()
 
 
 def test_ledger_states_start_at_zero_and_update(m: Metrics) -> None:
