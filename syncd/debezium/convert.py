@@ -175,29 +175,19 @@ def unscaled_to_decimal(raw: bytes, scale: int) -> Decimal:
         raise Invalid("empty decimal bytes")
     limits = _limits.current()
     # checked before any digit is made: scale -999999999 is a billion digits when printed
-    if not limits.min_decimal_scale <= scale <= limits.max_decimal_scale:
-        raise Invalid(
-            f"decimal scale {_short_int(scale)} is outside "
-            f"{limits.min_decimal_scale}..{limits.max_decimal_scale} "
-            "(limits.min_decimal_scale/max_decimal_scale)"
-        )
+    problem = _limits.scale_problem(scale, limits)
+    if problem is not None:
+        raise Invalid(problem)
     if len(raw) > limits.max_unscaled_bytes:
         raise Invalid(
             f"decimal of {len(raw)} bytes has more than {limits.max_decimal_digits} "
             "digits (limits.max_decimal_digits)"
         )
     digits = str(int.from_bytes(raw, "big", signed=True))
-    if len(digits) - (digits[0] == "-") > limits.max_decimal_digits:
-        raise Invalid(
-            f"decimal of {len(digits)} digits exceeds {limits.max_decimal_digits} "
-            "(limits.max_decimal_digits)"
-        )
+    problem = _limits.digits_problem(len(digits) - (digits[0] == "-"), limits)
+    if problem is not None:
+        raise Invalid(problem)
     return Decimal(f"{digits}E{-scale}")
-
-
-def _short_int(number: int) -> str:
-    text = str(number)
-    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
 
 
 class ExactNumbersNeeded(Exception):  # noqa: N818 - a signal, not an error

@@ -81,18 +81,26 @@ def decimal_problem(value: Decimal, limits: DecodeLimits) -> str | None:
         return None
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
-    scale = -exponent
-    if not limits.min_decimal_scale <= scale <= limits.max_decimal_scale:
-        return (
-            f"decimal scale {_short(scale)} is outside {limits.min_decimal_scale}.."
-            f"{limits.max_decimal_scale} (limits.min_decimal_scale/max_decimal_scale)"
-        )
-    if len(digits) > limits.max_decimal_digits:
-        return (
-            f"decimal of {len(digits)} digits exceeds {limits.max_decimal_digits} "
-            "(limits.max_decimal_digits)"
-        )
-    return None
+    return scale_problem(-exponent, limits) or digits_problem(len(digits), limits)
+
+
+def scale_problem(scale: int, limits: DecodeLimits) -> str | None:
+    """Why a decimal `scale` is out of bounds, or None (checkable before any digit is made)."""
+    if limits.min_decimal_scale <= scale <= limits.max_decimal_scale:
+        return None
+    return (
+        f"decimal scale {_short(scale)} is outside {limits.min_decimal_scale}.."
+        f"{limits.max_decimal_scale} (limits.min_decimal_scale/max_decimal_scale)"
+    )
+
+
+def digits_problem(count: int, limits: DecodeLimits) -> str | None:
+    """Why a decimal of `count` significant digits is out of bounds, or None."""
+    if count <= limits.max_decimal_digits:
+        return None
+    return (
+        f"decimal of {count} digits exceeds {limits.max_decimal_digits} (limits.max_decimal_digits)"
+    )
 
 
 def _short(number: int) -> str:
