@@ -1334,7 +1334,8 @@ def main() -> int:
         "--orders",
         type=int,
         default=0,
-        help="orders per syncd throughput run (BENCH_ORDERS, default 30000)",
+        help="orders per throughput run (BENCH_ORDERS; default: a calibration run sizes "
+        "them to last about BENCH_SECONDS, 60)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (the test suite)")
     parser.add_argument(
