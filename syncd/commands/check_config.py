@@ -56,9 +56,15 @@ def check_database(config: SyncdConfig, timeout: float) -> LiveCheck:
         connect_args={"connect_timeout": max(1, int(timeout))},
         poolclass=sa.pool.NullPool,
     )
+    from syncd.ledger.privileges import live_report
+
     try:
         with engine.connect() as connection:
             report = check_schema(connection, config)
+            # The role syncd connects as, against what the daemon needs: a missing
+            # privilege is an error, an excess one (it could wipe the audit trail or
+            # change ERP columns it never writes) a warning per privilege.
+            privileges = live_report(connection, config)
     except sa.exc.DBAPIError as exc:
         if unreachable(exc):
             return LiveCheck(unreachable={DATABASE: database_unreachable(config, exc)})
@@ -66,7 +72,15 @@ def check_database(config: SyncdConfig, timeout: float) -> LiveCheck:
         return LiveCheck([f"database.dsn: cannot inspect the database: {reason}"])
     finally:
         engine.dispose()
-    return LiveCheck(report.errors, report.warnings)
+    return LiveCheck(
+        report.errors + privileges.missing,
+        report.warnings + [_excess(line) for line in privileges.excess],
+    )
+
+
+def _excess(line: str) -> str:
+    key, _, rest = line.partition(": ")
+    return f"{key}: excess privilege: {rest}"
 
 
 def check_topics(config: SyncdConfig, timeout: float) -> LiveCheck:
