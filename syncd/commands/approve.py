@@ -95,6 +95,16 @@ def run(args: argparse.Namespace) -> int:
                     details={"documents": [{"id": r.id, "state": r.state.value} for r in rows]},
                 )
             row = waiting[-1]
+            earlier = repo.approval_of(conn, row.id)
+            if earlier is not None:
+                return fail(
+                    command,
+                    EXIT_NO,
+                    f"document {row.id} was already {earlier.decision}d by {earlier.who} at "
+                    f"{earlier.decided_at:%Y-%m-%d %H:%M:%S %Z} ({earlier.reason}); the daemon "
+                    "carries the decision out within about 10 s",
+                    as_json=as_json,
+                )
             decision = repo.record_approval(
                 conn, row.id, approve=approve, reason=reason, os_user=_os_user()
             )

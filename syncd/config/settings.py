@@ -441,6 +441,9 @@ class LedgerSettings(StrictModel):
     prune_batch_size: int = Field(
         default=200, ge=1, le=10000, description="payloads pruned per transaction"
     )
+    prune_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often the daemon looks for payloads to prune"
+    )
 
 
 class MetricsSettings(StrictModel):

@@ -319,27 +319,40 @@ class PrivilegeReport:
     excess: list[str] = field(default_factory=list)
 
 
+def _oid(conn: Connection, schema: str, name: str) -> int | None:
+    """The table's oid, from the catalog (readable without USAGE on its schema, where a
+    lookup by name would fail), or None when it does not exist."""
+    found = conn.execute(
+        text(
+            "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :s AND c.relname = :n"
+        ),
+        {"s": schema, "n": name},
+    ).scalar()
+    return None if found is None else int(found)
+
+
 def _has(conn: Connection, g: Grant) -> bool:
-    priv = g.privilege
     if g.kind == "SCHEMA":
         sql = "SELECT has_schema_privilege(:s, :p)"
-        return bool(conn.execute(text(sql), {"s": g.schema, "p": priv}).scalar())
-    obj = f"{_q(g.schema)}.{_q(g.name)}"
+        return bool(conn.execute(text(sql), {"s": g.schema, "p": g.privilege}).scalar())
+    oid = _oid(conn, g.schema, g.name)
+    if oid is None:
+        return False
     if g.columns:
         return all(
             conn.execute(
-                text("SELECT has_column_privilege(:t, :c, :p)"), {"t": obj, "c": c, "p": priv}
+                text("SELECT has_column_privilege(CAST(:t AS oid), :c, :p)"),
+                {"t": oid, "c": c, "p": g.privilege},
             ).scalar()
             for c in g.columns
         )
-    return bool(
-        conn.execute(text("SELECT has_table_privilege(:t, :p)"), {"t": obj, "p": priv}).scalar()
-    )
+    sql = "SELECT has_table_privilege(CAST(:t AS oid), :p)"
+    return bool(conn.execute(text(sql), {"t": oid, "p": g.privilege}).scalar())
 
 
 def _exists(conn: Connection, schema: str, name: str) -> bool:
-    found = conn.execute(text("SELECT to_regclass(:t)"), {"t": f"{_q(schema)}.{_q(name)}"}).scalar()
-    return found is not None
+    return _oid(conn, schema, name) is not None
 
 
 def live_report(conn: Connection, config: SyncdConfig) -> PrivilegeReport:
@@ -437,10 +450,10 @@ def _excess(conn: Connection, config: SyncdConfig, role: str, needed: list[Grant
                 str(c)
                 for (c,) in conn.execute(
                     text(
-                        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(:t) "
+                        "SELECT attname FROM pg_attribute WHERE attrelid = CAST(:t AS oid) "
                         "AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
                     ),
-                    {"t": f"{_q(s)}.{_q(n)}"},
+                    {"t": _oid(conn, s, n)},
                 )
             ]
             updatable = [

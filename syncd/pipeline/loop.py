@@ -73,9 +73,9 @@ DEFERRED_RECHECK_INTERVAL = 5.0
 #: How often due open documents of the assigned partitions are (re-)submitted: picks up
 #: `syncd retry` and any document whose scheduled step was lost.
 RESUME_SWEEP_INTERVAL = 10.0
-#: How often settled payloads past `ledger.payload_retention_days` are pruned, and at most
-#: how many batches (`ledger.prune_batch_size`, one short transaction each) per round.
-PRUNE_INTERVAL = 60.0
+#: At most how many batches (`ledger.prune_batch_size`, one short transaction each) of
+#: payloads past `ledger.payload_retention_days` are pruned per round (every
+#: `ledger.prune_interval_seconds`).
 PRUNE_BATCHES_PER_ROUND = 10
 
 
@@ -199,7 +199,7 @@ class Pipeline:
         if now - self._last_gauges > LEDGER_GAUGE_INTERVAL:
             self._last_gauges = now
             self._report_ledger()
-        if now - self._last_prune > PRUNE_INTERVAL:
+        if now - self._last_prune > self._config.ledger.prune_interval_seconds:
             self._last_prune = now
             self._prune_payloads()
 
