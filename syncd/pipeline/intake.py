@@ -339,6 +339,27 @@ class Intake:
             result.outcomes.append((doc.name, DocumentOutcome.IGNORED))
             result.finish(record.position)
             return
+        if issue.state is S.AWAITING_APPROVAL:
+            # Cancelled before anyone approved it: nothing was sent, so nothing is to be
+            # reversed; the invoice is not to be issued either. (Waiting for the approver
+            # instead would hold the partition's progress for as long as they take.)
+            why = f"source cancelled while awaiting approval ({record.reason})"
+            repo.transition(
+                conn,
+                issue.id,
+                S.AWAITING_APPROVAL,
+                S.REJECTED,
+                reason=why,
+                actor=self._owner,
+                last_error_code="CANCELLED_BEFORE_APPROVAL",
+                last_error=why,
+            )
+            _write_back(
+                conn, doc, dict(key_of(doc, event)), WriteBack(ResultStatus.REJECTED, error=why)
+            )
+            result.outcomes.append((doc.name, DocumentOutcome.REJECTED))
+            result.finish(record.position)
+            return
         if issue.state in INVOICE_MAY_STILL_COME:
             result.deferred.append((issue.id, record))
             result.to_drive.append(issue.id)

@@ -193,15 +193,22 @@ def test_least_privilege_and_approval_end_to_end(secured: tuple[World, Roles, Pa
     plain = w.create_order(lines=2)  # ORDINARY, small: no approval needed
     special = w.create_order(lines=1, invoice_type="SPECIAL")
     rejected = w.create_order(lines=1, invoice_type="SPECIAL")
+    cancelled = w.create_order(lines=1, invoice_type="SPECIAL")
     w.wait_issued([plain])
 
     def waiting() -> bool:
         rows = documents_by_key(w)
-        keys = [f'{{"id":{special}}}', f'{{"id":{rejected}}}']
+        keys = [f'{{"id":{special}}}', f'{{"id":{rejected}}}', f'{{"id":{cancelled}}}']
         return all(rows.get(k, {}).get("state") == "AWAITING_APPROVAL" for k in keys)
 
     wait_until(waiting, 90, "SPECIAL orders awaiting approval")
     assert len(w.sandbox.issued()) == 1, "a document awaiting approval reached the provider"
+    # cancelled before anyone approved it: never sent, nothing to reverse
+    w.set_status(cancelled, "CANCELLED")
+    gone = w.wait_for(
+        [cancelled], lambda r: r["invoice_status"] == "REJECTED", what="cancel while waiting"
+    )
+    assert "cancelled while awaiting approval" in gone[cancelled]["invoice_error"]
 
     # people: read-only sees them; an operator and the daemon's role may not approve
     status = syncd("status", "-c", str(config), dsn=dsn_as(stack, roles.carol))
