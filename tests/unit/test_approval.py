@@ -19,7 +19,14 @@ from syncd.erp.writeback import ResultStatus
 from syncd.identity import DocumentKind
 from syncd.invoice.from_erp import build_blue
 from syncd.ledger.models import Approval, DocumentIdentity
-from syncd.ledger.privileges import RoleNames, grant_statements, plan, render_sql, runtime_grants
+from syncd.ledger.privileges import (
+    RoleNames,
+    grant_statements,
+    plan,
+    render_json,
+    render_sql,
+    runtime_grants,
+)
 from syncd.lifecycle import (
     INVOICE_MAY_STILL_COME,
     ISSUE_EXISTS,
@@ -269,3 +276,22 @@ def test_the_script_is_one_transaction_with_quoted_names() -> None:
     assert script.splitlines()[3] == "BEGIN;" and script.rstrip().endswith("COMMIT;")
     assert 'AUTHORIZATION "we""ird"' in script
     assert "syncd_approver" not in script  # people's roles only with --people
+
+
+def test_grants_json_names_every_privilege_and_its_reason() -> None:
+    data = render_json(demo_config(), RoleNames(), people=True)
+    assert data["database"] == "erp" and data["schema"] == "syncd"
+    by_role = {r["role"]: r for r in data["roles"]}
+    assert set(by_role) == {
+        "syncd_owner",
+        "syncd_runtime",
+        "syncd_readonly",
+        "syncd_operator",
+        "syncd_approver",
+    }
+    runtime = by_role["syncd_runtime"]
+    assert runtime["login"] and not by_role["syncd_approver"]["login"]
+    assert all(g["because"] for g in runtime["grants"])
+    assert {"privilege": "INSERT", "on": "table", "object": "syncd.audit"}.items() <= next(
+        g for g in runtime["grants"] if g["object"] == "syncd.audit" and g["privilege"] == "INSERT"
+    ).items()
