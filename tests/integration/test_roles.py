@@ -203,6 +203,13 @@ def test_least_privilege_and_approval_end_to_end(secured: tuple[World, Roles, Pa
 
     wait_until(waiting, 90, "SPECIAL orders awaiting approval")
     assert len(w.sandbox.issued()) == 1, "a document awaiting approval reached the provider"
+    # the daemon's role may UPDATE documents, but not past the approval on its own
+    waiting_id = documents_by_key(w)[f'{{"id":{special}}}']["id"]
+    assert "without an approval" in refused(
+        stack,
+        roles.runtime,
+        f"UPDATE \"{s}\".documents SET state = 'READY' WHERE id = {waiting_id}",
+    )
     # cancelled before anyone approved it: never sent, nothing to reverse
     w.set_status(cancelled, "CANCELLED")
     gone = w.wait_for(

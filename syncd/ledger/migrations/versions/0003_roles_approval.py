@@ -128,10 +128,39 @@ def upgrade() -> None:
         FOR EACH ROW EXECUTE FUNCTION "{schema}".approvals_append_only()
         """
     )
+    # The daemon's role may UPDATE documents, so the database itself checks that nothing
+    # leaves AWAITING_APPROVAL towards the provider without an approver's decision (only
+    # REJECTED may be reached without one: a cancellation before approval).
+    op.execute(
+        f"""
+        CREATE FUNCTION "{schema}".documents_approval_required() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NOT EXISTS (SELECT 1 FROM "{schema}".approvals
+                           WHERE document_id = NEW.id AND decision = 'approve') THEN
+                RAISE EXCEPTION
+                    'document % cannot leave AWAITING_APPROVAL for % without an approval',
+                    NEW.id, NEW.state USING ERRCODE = 'insufficient_privilege';
+            END IF;
+            RETURN NEW;
+        END $$
+        """  # noqa: S608 - the schema name is a checked identifier
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER documents_approval_required BEFORE UPDATE ON "{schema}".documents
+        FOR EACH ROW
+        WHEN (OLD.state = 'AWAITING_APPROVAL'
+              AND NEW.state NOT IN ('AWAITING_APPROVAL', 'REJECTED'))
+        EXECUTE FUNCTION "{schema}".documents_approval_required()
+        """
+    )
 
 
 def downgrade() -> None:
     schema = target_schema()
+    op.execute(f'DROP TRIGGER IF EXISTS documents_approval_required ON "{schema}".documents')
+    op.execute(f'DROP FUNCTION IF EXISTS "{schema}".documents_approval_required()')
     op.drop_table("approvals", schema=schema)
     op.execute(f'DROP FUNCTION IF EXISTS "{schema}".approvals_stamp()')
     op.execute(f'DROP FUNCTION IF EXISTS "{schema}".approvals_append_only()')
