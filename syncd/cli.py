@@ -38,7 +38,10 @@ COMMANDS: dict[str, str] = {
     "sandbox": "sandbox",
     "status": "status",
     "retry": "retry",
+    "approve": "approve",
+    "reject": "approve",
     "dlq": "dlq",
+    "grants": "grants",
     "demo": "demo",
 }
 

@@ -9,7 +9,9 @@ Two kinds of rows exist:
 
 * `issue` rows: PENDING -> READY (payload and serial frozen) -> SUBMITTED -> ISSUED,
   with the failure states in between; ISSUED -> REVERSED once the reversal of that
-  invoice has been issued and written back.
+  invoice has been issued and written back. A document matching its type's `approval`
+  condition is frozen in AWAITING_APPROVAL instead of READY and reaches the provider only
+  after a person of the approver role approved it (-> READY) -- or never (-> REJECTED).
 * `reversal` rows: created only for an ISSUED issue row, directly in REVERSAL_PENDING
   (red-invoice payload and its own serial frozen) -> REVERSAL_SUBMITTED -> REVERSED.
 
@@ -38,6 +40,8 @@ from syncd.identity import DocumentKind
 class DocumentState(enum.StrEnum):
     PENDING = "PENDING"
     INVALID = "INVALID"
+    #: payload and serial frozen, nothing sent: waits for `syncd approve` / `syncd reject`
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     READY = "READY"
     SUBMITTED = "SUBMITTED"
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
@@ -57,7 +61,7 @@ _S = DocumentState
 INITIAL_STATES: Final[Mapping[DocumentKind, frozenset[DocumentState]]] = {
     # PENDING when validation happens later; INVALID/READY when the pipeline validates and
     # freezes in the same transaction as the insert (the common, cheaper path).
-    DocumentKind.ISSUE: frozenset({_S.PENDING, _S.INVALID, _S.READY}),
+    DocumentKind.ISSUE: frozenset({_S.PENDING, _S.INVALID, _S.READY, _S.AWAITING_APPROVAL}),
     DocumentKind.REVERSAL: frozenset({_S.REVERSAL_PENDING}),
 }
 
@@ -81,9 +85,12 @@ _AFTER_REVERSAL_CALL: Final = frozenset(
 #: error" (still processing, another failed query, ...), so they are explicit.
 TRANSITIONS: Final[Mapping[DocumentKind, Mapping[DocumentState, frozenset[DocumentState]]]] = {
     DocumentKind.ISSUE: {
-        _S.PENDING: frozenset({_S.INVALID, _S.READY}),
+        _S.PENDING: frozenset({_S.INVALID, _S.READY, _S.AWAITING_APPROVAL}),
         # Never sent, so a corrected source row may re-enter with a new payload.
-        _S.INVALID: frozenset({_S.INVALID, _S.PENDING, _S.READY}),
+        _S.INVALID: frozenset({_S.INVALID, _S.PENDING, _S.READY, _S.AWAITING_APPROVAL}),
+        # Only on a decision of the approver role (`syncd approve` / `syncd reject`); the
+        # payload stays frozen, so what was approved is exactly what is sent.
+        _S.AWAITING_APPROVAL: frozenset({_S.READY, _S.REJECTED}),
         _S.READY: _AFTER_ISSUE_CALL,
         _S.SUBMITTED: _AFTER_ISSUE_CALL,
         # READY again means "the provider confirmed it never saw this serial: send it again".
@@ -127,12 +134,29 @@ RESUME_STATES: Final = frozenset(
 )
 
 #: States in which the serial may already be known to the provider.
-MAY_HAVE_BEEN_SENT: Final = frozenset(DocumentState) - {_S.PENDING, _S.INVALID}
+MAY_HAVE_BEEN_SENT: Final = frozenset(DocumentState) - {
+    _S.PENDING,
+    _S.INVALID,
+    _S.AWAITING_APPROVAL,
+}
+
+#: States whose row must carry its frozen payload (what is or will be sent).
+PAYLOAD_FROZEN: Final = MAY_HAVE_BEEN_SENT | {_S.AWAITING_APPROVAL}
+
+#: Waiting for a person, not for syncd: not "stuck", whatever its age.
+WAITING_FOR_PEOPLE: Final = frozenset({_S.AWAITING_APPROVAL})
+
+#: Rows whose stored payload no call can need again: nothing more is sent for them (a
+#: REVERSED issue row's red invoice is issued; a REJECTED or INVALID row is corrected
+#: under a new revision or payload). ISSUED rows are not here: a later cancellation
+#: builds the red invoice from the blue invoice's frozen payload. DEAD rows may be retried.
+PAYLOAD_PRUNABLE: Final = frozenset({_S.REVERSED, _S.REJECTED, _S.INVALID})
 
 #: Issue rows that are (or may be) at the provider: a repeated "issue" changes nothing.
 ISSUE_EXISTS: Final = frozenset(
     {
         _S.PENDING,
+        _S.AWAITING_APPROVAL,
         _S.READY,
         _S.SUBMITTED,
         _S.OUTCOME_UNKNOWN,
@@ -145,7 +169,15 @@ ISSUE_EXISTS: Final = frozenset(
 )
 #: Issue rows whose invoice may still come: a reversal of one must wait until it settles.
 INVOICE_MAY_STILL_COME: Final = frozenset(
-    {_S.PENDING, _S.READY, _S.SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED}
+    {
+        _S.PENDING,
+        _S.AWAITING_APPROVAL,
+        _S.READY,
+        _S.SUBMITTED,
+        _S.OUTCOME_UNKNOWN,
+        _S.RETRY_WAIT,
+        _S.BLOCKED,
+    }
 )
 
 

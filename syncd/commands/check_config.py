@@ -56,17 +56,35 @@ def check_database(config: SyncdConfig, timeout: float) -> LiveCheck:
         connect_args={"connect_timeout": max(1, int(timeout))},
         poolclass=sa.pool.NullPool,
     )
+    from syncd.ledger.privileges import live_report
+
+    found = LiveCheck()
     try:
         with engine.connect() as connection:
+            # The role syncd connects as, against what the daemon needs: a missing
+            # privilege is an error, an excess one (it could wipe the audit trail or
+            # change ERP columns it never writes) a warning per privilege. First, so a
+            # role that cannot even read the tables still learns what it lacks.
+            privileges = live_report(connection, config)
+            found.errors += privileges.missing
+            found.warnings += [_excess(line) for line in privileges.excess]
+        with engine.connect() as connection:
             report = check_schema(connection, config)
+            found.errors += report.errors
+            found.warnings += report.warnings
     except sa.exc.DBAPIError as exc:
         if unreachable(exc):
             return LiveCheck(unreachable={DATABASE: database_unreachable(config, exc)})
         reason = database_reason(exc)
-        return LiveCheck([f"database.dsn: cannot inspect the database: {reason}"])
+        found.errors.append(f"database.dsn: cannot inspect the database: {reason}")
     finally:
         engine.dispose()
-    return LiveCheck(report.errors, report.warnings)
+    return found
+
+
+def _excess(line: str) -> str:
+    key, _, rest = line.partition(": ")
+    return f"{key}: excess privilege: {rest}"
 
 
 def check_topics(config: SyncdConfig, timeout: float) -> LiveCheck:

@@ -76,6 +76,7 @@ class StatusReport:
     stuck: list[DocumentLine] = field(default_factory=list)
     parked: list[DocumentLine] = field(default_factory=list)
     invalid: list[DocumentLine] = field(default_factory=list)
+    awaiting_approval: list[DocumentLine] = field(default_factory=list)
     partitions: list[PartitionLine] = field(default_factory=list)
     dead_letter: DeadLetterTopic | None = None
     #: dependency ("database", "kafka") -> the one line that says it is unreachable
@@ -254,7 +255,7 @@ def _read_ledger(
 
     from syncd.ledger import repository as repo
     from syncd.ledger.schema import documents
-    from syncd.lifecycle import TERMINAL_STATES, DocumentState
+    from syncd.lifecycle import TERMINAL_STATES, WAITING_FOR_PEOPLE, DocumentState
 
     group = config.kafka.group_id
     with engine.connect() as conn:
@@ -273,10 +274,17 @@ def _read_ledger(
             _line(r)
             for r in repo.documents_in_states(conn, [DocumentState.INVALID], limit=PARKED_LIMIT)
         ]
+        report.awaiting_approval = [
+            _line(r)
+            for r in repo.documents_in_states(
+                conn, [DocumentState.AWAITING_APPROVAL], limit=PARKED_LIMIT
+            )
+        ]
         q = (
             sa.select(documents.c.source_topic, documents.c.source_partition, sa.func.count())
             .where(
-                documents.c.state.not_in([s.value for s in TERMINAL_STATES]),
+                # waiting for a person holds no in-flight slot of the daemon
+                documents.c.state.not_in([s.value for s in TERMINAL_STATES | WAITING_FOR_PEOPLE]),
                 documents.c.source_topic.is_not(None),
             )
             .group_by(documents.c.source_topic, documents.c.source_partition)
@@ -440,6 +448,10 @@ def render_text(report: StatusReport) -> str:
         (f"Stuck (not terminal, untouched for {report.stuck_after_seconds:.0f} s)", report.stuck),
         ("Dead / blocked (need an operator; `syncd retry --document ID`)", report.parked),
         ("Invalid (the ERP data is wrong: correct the ERP row; not retryable)", report.invalid),
+        (
+            "Awaiting approval (`syncd approve|reject --document ID --reason TEXT`)",
+            report.awaiting_approval,
+        ),
     )
     for title, docs in sections:
         if report.counts is None:

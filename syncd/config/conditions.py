@@ -9,8 +9,15 @@ access. The language:
     {column: status, equals: CONFIRMED}      # state
     {column: status, in: [CONFIRMED, SHIPPED]}
     {column: invoice_no, is_null: true}
+    {column: total_amount, above: 100000}    # also at_least, below, at_most (exact decimals)
     {changed: [status, total_amount]}        # any of these columns changed
     {all: [...]}, {any: [...]}, {not: {...}}
+
+A document type's `approval` condition may also read the invoice syncd built, as the
+pseudo-columns `invoice.gross`, `invoice.net`, `invoice.tax` (Decimal amounts),
+`invoice.type` (SPECIAL | ORDINARY) and `invoice.lines` (the number of lines), e.g.
+`{column: invoice.gross, above: 100000}`; `qualifies` and `reverses` are decided before
+any invoice exists and may not.
 
 What a condition *means* for a change event is `syncd.rules.conditions`.
 """
@@ -32,7 +39,17 @@ from pydantic import (
 
 Scalar: TypeAlias = str | bool | int | float | Decimal | date | datetime | None
 
-_COLUMN_TESTS = ("becomes", "equals", "in", "is_null")
+_COLUMN_TESTS = ("becomes", "equals", "in", "is_null", "above", "at_least", "below", "at_most")
+#: The comparisons: name -> (attribute, word used in reasons).
+COMPARISONS: dict[str, str] = {
+    "above": ">",
+    "at_least": ">=",
+    "below": "<",
+    "at_most": "<=",
+}
+#: Prefix of the pseudo-columns an `approval` condition may read (the built invoice).
+INVOICE_PREFIX = "invoice."
+INVOICE_COLUMNS = ("invoice.gross", "invoice.net", "invoice.tax", "invoice.type", "invoice.lines")
 _COMBINATORS = ("all", "any", "not")
 
 
@@ -54,6 +71,10 @@ class Condition(BaseModel):
     equals: Scalar = Field(default=None, description="after == value")
     in_: list[Scalar] | None = Field(default=None, alias="in", description="after in values")
     is_null: bool | None = Field(default=None, description="after is (not) NULL")
+    above: Decimal | None = Field(default=None, description="after > value (exact decimals)")
+    at_least: Decimal | None = Field(default=None, description="after >= value")
+    below: Decimal | None = Field(default=None, description="after < value")
+    at_most: Decimal | None = Field(default=None, description="after <= value")
     row: Literal["after", "before"] = Field(
         default="after", description="which row image `equals`/`in`/`is_null` read"
     )
@@ -74,6 +95,10 @@ class Condition(BaseModel):
                 ("equals", "equals"),
                 ("in", "in_"),
                 ("is_null", "is_null"),
+                ("above", "above"),
+                ("at_least", "at_least"),
+                ("below", "below"),
+                ("at_most", "at_most"),
             )
             if attr in given
         ]
@@ -92,6 +117,8 @@ class Condition(BaseModel):
                 )
             if tests[0] == "is_null" and self.is_null is None:
                 raise ValueError("is_null must be true or false")
+            if tests[0] in COMPARISONS and self.comparison() is None:
+                raise ValueError(f"{tests[0]} needs a number")
             if tests[0] == "becomes" and "row" in given:
                 raise ValueError("`row` does not apply to `becomes` (it reads both images)")
             return self
@@ -116,6 +143,14 @@ class Condition(BaseModel):
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
         return compact_dump(self, handler)
 
+    def comparison(self) -> tuple[str, Decimal] | None:
+        """(operator, bound) of an above/at_least/below/at_most test, else None."""
+        for name, op in COMPARISONS.items():
+            if name in self.model_fields_set:
+                bound = getattr(self, name)
+                return None if bound is None else (op, bound)
+        return None
+
     def columns(self) -> set[str]:
         """Every column the condition reads; `check-config --live` verifies they exist."""
         found: set[str] = set()
@@ -136,6 +171,8 @@ class Condition(BaseModel):
                 return f"{prefix} = {self.equals!r}"
             if "in_" in self.model_fields_set:
                 return f"{prefix} in {self.in_!r}"
+            if (cmp := self.comparison()) is not None:
+                return f"{prefix} {cmp[0]} {cmp[1]}"
             return f"{prefix} is {'null' if self.is_null else 'not null'}"
         if self.changed is not None:
             return f"changed({', '.join(self.changed)})"

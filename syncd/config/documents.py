@@ -25,7 +25,7 @@ from syncd.config.base import (
     _QUALIFIED_TABLE,
     StrictModel,
 )
-from syncd.config.conditions import Condition, compact_dump
+from syncd.config.conditions import INVOICE_COLUMNS, INVOICE_PREFIX, Condition, compact_dump
 
 Scalar: TypeAlias = str | bool | int | float | Decimal | None
 _TEMPLATE_REF = re.compile(r"\{(" + _IDENT + r")\}")
@@ -235,6 +235,11 @@ class DocumentConfig(StrictModel):
     key_columns: list[str] = Field(default_factory=lambda: ["id"], min_length=1)
     qualifies: Condition
     reverses: Condition | None = None
+    approval: Condition | None = Field(
+        default=None,
+        description="documents matching it wait in AWAITING_APPROVAL for `syncd approve` "
+        "(may read invoice.gross, invoice.net, invoice.tax, invoice.type, invoice.lines)",
+    )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
     header: HeaderMapping
     seller: SellerIdentity | None = None
@@ -280,11 +285,34 @@ class DocumentConfig(StrictModel):
         cols = set(self.key_columns) | self.qualifies.columns()
         if self.reverses is not None:
             cols |= self.reverses.columns()
+        if self.approval is not None:
+            cols |= {c for c in self.approval.columns() if not c.startswith(INVOICE_PREFIX)}
         for src in self.header.sources().values():
             cols |= src.columns()
         if self.lines.references:
             cols.add(self.lines.references)
         return cols
+
+    @field_validator("qualifies", "reverses")
+    @classmethod
+    def _no_invoice_columns(cls, cond: Condition | None) -> Condition | None:
+        used = sorted(c for c in (cond.columns() if cond else ()) if c.startswith(INVOICE_PREFIX))
+        if used:
+            raise ValueError(
+                f"{used[0]}: the invoice is built after this condition is decided; "
+                "invoice.* columns can only be read by `approval`"
+            )
+        return cond
+
+    @field_validator("approval")
+    @classmethod
+    def _known_invoice_columns(cls, cond: Condition | None) -> Condition | None:
+        for col in sorted(cond.columns() if cond else ()):
+            if col.startswith(INVOICE_PREFIX) and col not in INVOICE_COLUMNS:
+                raise ValueError(
+                    f"unknown invoice column {col} (known: {', '.join(INVOICE_COLUMNS)})"
+                )
+        return cond
 
     @model_validator(mode="after")
     def _consistent(self) -> DocumentConfig:

@@ -57,6 +57,7 @@ from syncd.config.settings import (
     DatabaseSettings,
     IssuerSettings,
     KafkaSettings,
+    LedgerSettings,
     LimitsSettings,
     LoggingSettings,
     MetricsSettings,
@@ -79,6 +80,7 @@ class SyncdConfig(BaseSettings):
     issuer: IssuerSettings
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)

@@ -428,6 +428,24 @@ class LimitsSettings(StrictModel):
         return self
 
 
+class LedgerSettings(StrictModel):
+    """syncd's own records in the ERP database."""
+
+    payload_retention_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="days after which a settled document's stored payload (buyer tax ID, "
+        "address, phone, e-mail, lines) is deleted; its hash, ledger row and audit trail "
+        "stay (unset: keep payloads)",
+    )
+    prune_batch_size: int = Field(
+        default=200, ge=1, le=10000, description="payloads pruned per transaction"
+    )
+    prune_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often the daemon looks for payloads to prune"
+    )
+
+
 class MetricsSettings(StrictModel):
     host: str = "0.0.0.0"  # noqa: S104 -- scraped from other pods
     port: int = Field(default=9464, ge=1, le=65535)
@@ -502,6 +520,7 @@ __all__ = [
     "DatabaseSettings",
     "IssuerSettings",
     "KafkaSettings",
+    "LedgerSettings",
     "LimitsSettings",
     "LoggingSettings",
     "MetricsSettings",

@@ -126,10 +126,15 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
     """Per table, the columns the document reads or writes and the types that fit."""
     text = (_TEXT,)
     src: list[_Need] = [_Need(c, (), f"documents.{doc.name}.key_columns") for c in doc.key_columns]
-    for cond_name, cond in (("qualifies", doc.qualifies), ("reverses", doc.reverses)):
+    for cond_name, cond in (
+        ("qualifies", doc.qualifies),
+        ("reverses", doc.reverses),
+        ("approval", doc.approval),
+    ):
         if cond is not None:
             what = f"documents.{doc.name}.{cond_name}"
-            src += [_Need(c, (), what) for c in sorted(cond.columns())]
+            # invoice.* of `approval` are the built invoice's, not columns
+            src += [_Need(c, (), what) for c in sorted(cond.columns()) if "." not in c]
     kinds: dict[str, tuple[str, ...]] = {
         "buyer.natural_person": (_BOOL, _TEXT),
         "issue_date": (_DATE, _TIMESTAMP, _TEXT),

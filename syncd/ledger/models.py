@@ -19,6 +19,7 @@ from syncd.identity import (
 from syncd.lifecycle import DocumentState
 
 __all__ = [
+    "Approval",
     "DocumentIdentity",
     "DocumentRow",
     "TopicPartition",
@@ -130,3 +131,44 @@ class AuditEntry:
     actor: str
     at: datetime
     details: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """A decision of the approver role on a document waiting in AWAITING_APPROVAL.
+
+    `db_session_user` / `db_current_user` are set by the database (a trigger), so they
+    name the login that made the decision; `os_user` is what the client reported.
+    """
+
+    id: int
+    document_id: int
+    decision: str  # "approve" | "reject"
+    reason: str
+    os_user: str | None
+    db_session_user: str
+    db_current_user: str
+    decided_at: datetime
+
+    @property
+    def approved(self) -> bool:
+        return self.decision == "approve"
+
+    @property
+    def who(self) -> str:
+        """`role` (or `login as role` when the two differ), for reasons and logs."""
+        if self.db_session_user == self.db_current_user:
+            return self.db_session_user
+        return f"{self.db_session_user} as {self.db_current_user}"
+
+    def details(self) -> dict[str, Any]:
+        """What the audit row keeps of the decision."""
+        return {
+            "approval_id": self.id,
+            "decision": self.decision,
+            "reason": self.reason,
+            "db_session_user": self.db_session_user,
+            "db_current_user": self.db_current_user,
+            "os_user": self.os_user,
+            "decided_at": self.decided_at.isoformat(),
+        }

@@ -53,6 +53,7 @@ from syncd.ledger.errors import (
     StaleStateError,
 )
 from syncd.ledger.models import (
+    Approval,
     AuditEntry,
     DocumentIdentity,
     DocumentRow,
@@ -60,12 +61,14 @@ from syncd.ledger.models import (
     fast_json,
     payload_hash,
 )
-from syncd.ledger.schema import audit, documents, offsets, partition_leases
+from syncd.ledger.schema import approvals, audit, documents, offsets, partition_leases
 from syncd.lifecycle import (
     INITIAL_STATES,
-    MAY_HAVE_BEEN_SENT,
+    PAYLOAD_FROZEN,
+    PAYLOAD_PRUNABLE,
     RESUME_STATES,
     TERMINAL_STATES,
+    WAITING_FOR_PEOPLE,
     DocumentState,
     InvalidTransitionError,
     kinds_allowing,
@@ -141,7 +144,7 @@ class NewDocument:
 
     def values(self, *, lease_owner: str | None, lease_epoch: int | None) -> dict[str, Any]:
         state = self.initial_state()
-        if state in MAY_HAVE_BEEN_SENT and self.payload is None:
+        if state in PAYLOAD_FROZEN and self.payload is None:
             raise ValueError(
                 f"document {self.identity}: state {state.value} needs a frozen payload"
             )
@@ -765,7 +768,7 @@ def stuck_documents(
     q = (
         select(documents)
         .where(
-            documents.c.state.not_in([s.value for s in TERMINAL_STATES]),
+            documents.c.state.not_in([s.value for s in TERMINAL_STATES | WAITING_FOR_PEOPLE]),
             documents.c.updated_at < func.now() - older_than,
         )
         .order_by(documents.c.updated_at)
@@ -783,7 +786,7 @@ def count_stuck_documents(conn: Connection, older_than: timedelta) -> int:
         select(func.count())
         .select_from(documents)
         .where(
-            documents.c.state.not_in([s.value for s in TERMINAL_STATES]),
+            documents.c.state.not_in([s.value for s in TERMINAL_STATES | WAITING_FOR_PEOPLE]),
             documents.c.updated_at < func.now() - older_than,
         )
     )
@@ -818,6 +821,107 @@ def audit_trail(conn: Connection, doc_id: int) -> list[AuditEntry]:
         )
         for m in conn.execute(q).mappings()
     ]
+
+
+# --------------------------------------------------------------------------------------
+# approvals (written by the approver role, read by the daemon) and payload retention
+# --------------------------------------------------------------------------------------
+
+
+def _approval(m: Any) -> Approval:
+    return Approval(
+        id=int(m["id"]),
+        document_id=int(m["document_id"]),
+        decision=str(m["decision"]),
+        reason=str(m["reason"]),
+        os_user=m["os_user"],
+        db_session_user=str(m["db_session_user"]),
+        db_current_user=str(m["db_current_user"]),
+        decided_at=m["decided_at"],
+    )
+
+
+def record_approval(
+    conn: Connection, doc_id: int, *, approve: bool, reason: str, os_user: str | None
+) -> Approval:
+    """The approver's decision on a document in AWAITING_APPROVAL (run as that person's
+    database login: only the approver role may INSERT, and the database stamps who did)."""
+    stmt = (
+        pg_insert(approvals)
+        .values(
+            document_id=doc_id,
+            decision="approve" if approve else "reject",
+            reason=reason,
+            os_user=os_user,
+        )
+        .returning(*approvals.c)
+    )
+    return _approval(conn.execute(stmt).mappings().one())
+
+
+def approval_of(conn: Connection, doc_id: int) -> Approval | None:
+    m = conn.execute(select(approvals).where(approvals.c.document_id == doc_id)).mappings().first()
+    return None if m is None else _approval(m)
+
+
+def decided_awaiting(
+    conn: Connection, *, partitions: Iterable[TopicPartition] | None = None, limit: int = 500
+) -> list[DocumentRow]:
+    """Rows in AWAITING_APPROVAL that have a decision the daemon has yet to carry out."""
+    conds = [
+        documents.c.state == DocumentState.AWAITING_APPROVAL.value,
+        documents.c.id.in_(select(approvals.c.document_id)),
+    ]
+    if partitions is not None:
+        tps = [(tp.topic, tp.partition) for tp in partitions]
+        if not tps:
+            return []
+        conds.append(tuple_(documents.c.source_topic, documents.c.source_partition).in_(tps))
+    q = select(documents).where(*conds).order_by(documents.c.id).limit(limit)
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
+def prune_payloads(conn: Connection, older_than: timedelta, *, actor: str, limit: int = 200) -> int:
+    """Drop the stored payloads of up to `limit` settled rows (`PAYLOAD_PRUNABLE`) whose
+    last transition is older than `older_than` (database clock); the payload hash, the
+    row and its audit trail stay, and each pruning is audited. Rows locked by someone
+    else are skipped (`SKIP LOCKED`), so replicas can prune side by side. Returns how
+    many were pruned."""
+    picked = (
+        select(documents.c.id)
+        .where(
+            documents.c.state.in_([s.value for s in PAYLOAD_PRUNABLE]),
+            documents.c.payload.is_not(None),
+            documents.c.updated_at < func.now() - older_than,
+        )
+        .order_by(documents.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        update(documents)
+        .where(documents.c.id.in_(picked))
+        .values(payload=None)
+        .returning(documents.c.id, documents.c.state, documents.c.payload_hash)
+    )
+    pruned = conn.execute(stmt).all()
+    days = older_than.total_seconds() / 86400
+    _write_audit(
+        conn,
+        [
+            {
+                "document_id": doc_id,
+                "from_state": state,
+                "to_state": state,
+                "reason": f"stored payload pruned ({days:g} days after settling)",
+                "actor": actor,
+                "details": {"payload_hash": digest, "retention_days": days},
+            }
+            for doc_id, state, digest in pruned
+        ],
+    )
+    return len(pruned)
 
 
 # --------------------------------------------------------------------------------------

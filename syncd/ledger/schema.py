@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -149,4 +150,25 @@ audit = Table(
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("details", JSONB(none_as_null=True), nullable=True),
     Index("ix_audit_document_id", "document_id", "id"),
+)
+
+#: The decisions of the approver role (`syncd approve` / `syncd reject`): only that role may
+#: INSERT here (`syncd grants`), nobody may UPDATE or DELETE (trigger), and the database
+#: fills in who made the decision (`session_user`, `current_user`), so the daemon -- which
+#: only reads this table -- cannot approve anything itself, and a person cannot claim to be
+#: someone else. One decision per document.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("document_id", BigInteger, ForeignKey(f"{SCHEMA}.documents.id"), nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("os_user", Text, nullable=True),  # as the client reports it
+    Column("db_session_user", Text, nullable=False, server_default=text("SESSION_USER")),
+    Column("db_current_user", Text, nullable=False, server_default=text("CURRENT_USER")),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("document_id", name="uq_approvals_document_id"),
+    CheckConstraint("decision IN ('approve', 'reject')", name="decision"),
+    CheckConstraint("length(btrim(reason)) > 0", name="reason"),
 )

@@ -200,6 +200,11 @@ class Metrics:
             "pipeline.stuck_after_seconds (refreshed periodically).",
             registry=r,
         )
+        self.payloads_pruned = Counter(
+            "syncd_ledger_payloads_pruned",
+            "Stored payloads of settled documents deleted after ledger.payload_retention_days.",
+            registry=r,
+        )
         self.retries = Counter(
             "syncd_retries",
             "Retries scheduled after a transient failure.",

@@ -147,7 +147,12 @@ class Committer:
                 conn,
                 [
                     repo.Transition(
-                        w.row.id, w.row.state, w.change.new_state, w.change.reason, w.change.fields
+                        w.row.id,
+                        w.row.state,
+                        w.change.new_state,
+                        w.change.reason,
+                        w.change.fields,
+                        w.change.details,
                     )
                     for w in plain
                 ],

@@ -49,6 +49,7 @@ from syncd.pipeline.outcomes import (
     UNEXPECTED_RETRY_SECONDS,
     StepFailure,
     Wait,
+    approval_change,
     classify_failure,
     decide,
     delay_until,
@@ -207,6 +208,8 @@ class Driver:
         if row.state in TERMINAL_STATES or row.state is S.PENDING:
             self._settled(row)
             return None
+        if row.state is S.AWAITING_APPROVAL:
+            return self._approval_step(row)
         if row.next_attempt_at is not None:
             wait = (row.next_attempt_at - datetime.now(UTC)).total_seconds()
             if wait > 0.05:
@@ -249,6 +252,18 @@ class Driver:
             if decision.retry is not None:
                 self._metrics.retries.labels(operation=decision.retry).inc()
             return Write(row, doc, decision, polls)
+
+    def _approval_step(self, row: DocumentRow) -> Write | None:
+        """A document waiting for a person: carry out the approver role's decision, if
+        there is one; otherwise let it go (it holds no in-flight slot while it waits; the
+        loop's sweep brings it back once decided)."""
+        with self._engine.connect() as conn:
+            approval = repo.approval_of(conn, row.id)
+        doc = self._config.documents.get(row.identity.document_type)
+        if approval is None or doc is None:
+            self._settled(row)
+            return None
+        return Write(row, doc, approval_change(row, approval), 0)
 
     # ------------------------------------------------------------------ provider calls
 

@@ -38,6 +38,7 @@ from syncd.ledger.repository import NewDocument
 from syncd.lifecycle import INVOICE_MAY_STILL_COME, ISSUE_EXISTS, DocumentState
 from syncd.observability.metrics import DocumentOutcome
 from syncd.pipeline.classify import Classified, Kind
+from syncd.rules.approval import approval_needed
 from syncd.rules.decide import identity_of, key_of
 
 if TYPE_CHECKING:
@@ -229,13 +230,22 @@ class Intake:
         key = dict(key_of(doc, event))
         if mapped.ok and mapped.invoice is not None:
             payload = _payload(mapped.invoice)
+            # A document matching its type's `approval` condition is frozen as it will be
+            # sent, but waits for a person (`syncd approve`) before any provider call.
+            held = approval_needed(doc, event, mapped.invoice)
+            first = S.READY if held is None else S.AWAITING_APPROVAL
+            reason = (
+                record.reason
+                if held is None
+                else f"{record.reason}; awaits approval: {held.reason}"
+            )
             if correcting and latest is not None:
                 repo.transition(
                     conn,
                     latest.id,
                     S.INVALID,
-                    S.READY,
-                    reason=record.reason,
+                    first,
+                    reason=reason,
                     actor=self._owner,
                     payload=payload,
                     payload_hash=None,
@@ -255,10 +265,11 @@ class Intake:
                         NewDocument(
                             identity=identity,
                             serial=serial,
-                            state=S.READY,
+                            state=first,
                             payload=payload,
                             position=event.position,
                             source_ts_ms=event.source_ts_ms,
+                            details=None if held is None else {"awaits_approval": held.reason},
                         ),
                     )
                 )
@@ -269,11 +280,11 @@ class Intake:
                     identity,
                     serial,
                     actor=self._owner,
-                    state=S.READY,
+                    state=first,
                     payload=payload,
                     position=event.position,
                     source_ts_ms=event.source_ts_ms,
-                    reason=record.reason,
+                    reason=reason,
                 )
                 result.to_drive.append(created.id)
         else:
@@ -326,6 +337,27 @@ class Intake:
         issue = repo.latest_revision(conn, base.document_type, base.source_table, base.source_key)
         if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
             result.outcomes.append((doc.name, DocumentOutcome.IGNORED))
+            result.finish(record.position)
+            return
+        if issue.state is S.AWAITING_APPROVAL:
+            # Cancelled before anyone approved it: nothing was sent, so nothing is to be
+            # reversed; the invoice is not to be issued either. (Waiting for the approver
+            # instead would hold the partition's progress for as long as they take.)
+            why = f"source cancelled while awaiting approval ({record.reason})"
+            repo.transition(
+                conn,
+                issue.id,
+                S.AWAITING_APPROVAL,
+                S.REJECTED,
+                reason=why,
+                actor=self._owner,
+                last_error_code="CANCELLED_BEFORE_APPROVAL",
+                last_error=why,
+            )
+            _write_back(
+                conn, doc, dict(key_of(doc, event)), WriteBack(ResultStatus.REJECTED, error=why)
+            )
+            result.outcomes.append((doc.name, DocumentOutcome.REJECTED))
             result.finish(record.position)
             return
         if issue.state in INVOICE_MAY_STILL_COME:

@@ -73,6 +73,10 @@ DEFERRED_RECHECK_INTERVAL = 5.0
 #: How often due open documents of the assigned partitions are (re-)submitted: picks up
 #: `syncd retry` and any document whose scheduled step was lost.
 RESUME_SWEEP_INTERVAL = 10.0
+#: At most how many batches (`ledger.prune_batch_size`, one short transaction each) of
+#: payloads past `ledger.payload_retention_days` are pruned per round (every
+#: `ledger.prune_interval_seconds`).
+PRUNE_BATCHES_PER_ROUND = 10
 
 
 class Pipeline:
@@ -103,6 +107,7 @@ class Pipeline:
         self._last_gauges = 0.0
         self._last_deferred_check = 0.0
         self._last_sweep = time.monotonic()
+        self._last_prune = 0.0
         # Debezium's heartbeat topic keeps freshness moving while the ERP tables are idle.
         self._topics = sorted(
             {*config.topics(), f"__debezium-heartbeat.{config.kafka.topic_prefix}"}
@@ -194,6 +199,9 @@ class Pipeline:
         if now - self._last_gauges > LEDGER_GAUGE_INTERVAL:
             self._last_gauges = now
             self._report_ledger()
+        if now - self._last_prune > self._config.ledger.prune_interval_seconds:
+            self._last_prune = now
+            self._prune_payloads()
 
     def _fetch(self) -> list[Message]:
         """The records the fetcher already holds, or else the first to arrive within
@@ -461,6 +469,12 @@ class Pipeline:
                     if len(page) < 500:
                         break
                     after = page[-1].id
+                # Documents the approver role decided on: the driver carries it out.
+                for row in repo.decided_awaiting(conn, partitions=claimed, limit=limit):
+                    if not self._driver.is_active(row.id):
+                        submitted += 1
+                        self._partitions.track(row)
+                    self._driver.submit(row.id, row=row)
         except (OperationalError, DBAPIError) as exc:
             log.debug("resume sweep skipped: %s", type(exc).__name__)
             return
@@ -535,6 +549,34 @@ class Pipeline:
             return
         self._metrics.set_ledger_counts(counts)
         self._metrics.set_stuck_documents(stuck)
+
+    # ------------------------------------------------------------------ retention
+
+    def _prune_payloads(self) -> None:
+        """Retention of personal data: drop the stored payloads of documents settled more
+        than `ledger.payload_retention_days` ago, in small batches (`docs/security.md`).
+        Any replica may do it: rows another one is pruning are skipped."""
+        days = self._config.ledger.payload_retention_days
+        if days is None or not self._partitions.db_ok:
+            return
+        pruned = 0
+        try:
+            for _ in range(PRUNE_BATCHES_PER_ROUND):
+                with self._engine.begin() as conn:
+                    n = repo.prune_payloads(
+                        conn,
+                        timedelta(days=days),
+                        actor=self._owner,
+                        limit=self._config.ledger.prune_batch_size,
+                    )
+                pruned += n
+                if n < self._config.ledger.prune_batch_size:
+                    break
+        except (OperationalError, DBAPIError) as exc:
+            log.warning("payload pruning skipped: %s", type(exc).__name__)
+        if pruned:
+            log.info("pruned the stored payloads of %d settled document(s)", pruned)
+            self._metrics.payloads_pruned.inc(pruned)
 
     # ------------------------------------------------------------------ shutdown
 

@@ -45,11 +45,12 @@ from syncd.issuers.base import (
 )
 from syncd.ledger import repository as repo
 from syncd.ledger.errors import StaleStateError
-from syncd.ledger.models import DocumentRow
+from syncd.ledger.models import Approval, DocumentRow
 from syncd.lifecycle import (
     DocumentState,
     IssuerOutcome,
     RetryPolicy,
+    check_transition,
     next_step,
     resend_state,
 )
@@ -96,6 +97,42 @@ class Change:
     reversal_issued: bool = False
     #: count a retry of this operation in `syncd_retries_total` (None: no retry)
     retry: RetryOperation | None = None
+    #: kept in the transition's audit row (e.g. who approved, and why)
+    details: dict[str, Any] | None = None
+
+
+#: `last_error_code` of a document the approver role rejected.
+REJECTED_BY_APPROVER: Final = "REJECTED_BY_APPROVER"
+
+
+def approval_change(row: DocumentRow, approval: Approval) -> Change:
+    """What a decision of the approver role does to a row in AWAITING_APPROVAL: approved,
+    it becomes READY (same serial and payload: exactly what was approved is sent);
+    rejected, it is REJECTED with the reason written back, never sent. The audit row
+    names the database login, the OS user and the reason."""
+    check_transition(
+        row.identity, row.kind, row.state, S.READY if approval.approved else S.REJECTED
+    )
+    details = {"approval": approval.details()}
+    if approval.approved:
+        return Change(
+            S.READY,
+            f"approved by {approval.who}: {approval.reason}",
+            {"next_attempt_at": None},
+            next_attempt_at=None,
+            details=details,
+        )
+    error = f"rejected by approver {approval.who}: {approval.reason}"
+    return Change(
+        S.REJECTED,
+        error,
+        {"last_error_code": REJECTED_BY_APPROVER, "last_error": error, "next_attempt_at": None},
+        next_attempt_at=None,
+        writeback=WriteBack(ResultStatus.REJECTED, error=error),
+        outcome=DocumentOutcome.REJECTED,
+        error=error,
+        details=details,
+    )
 
 
 def outcome_class(result: IssueResult) -> IssuerOutcome:

@@ -199,12 +199,50 @@ def _evaluate_column(c: Condition, column: str, event: ChangeEvent) -> Outcome:
             f"{label} is {_fmt(value)}",
             f"{label} is {_fmt(value)}, not one of {', '.join(_fmt(o) for o in options)}",
         )
+    if (cmp := c.comparison()) is not None:
+        return _compare(label, value, *cmp)
     is_null = value is None
     wanted = bool(c.is_null)
     return _outcome(
         is_null == wanted,
         f"{label} is {'null' if wanted else 'not null'}",
         f"{label} is {'null' if is_null else _fmt(value)}",
+    )
+
+
+_COMPARE: Final[dict[str, Callable[[Decimal, Decimal], bool]]] = {
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+}
+
+
+def as_decimal(value: ColumnValue) -> Decimal | None:
+    """An exact number of a column value (ints, Decimals, numeric text), else None.
+    Floats go via their repr, like YAML literals in `same_value`."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    if isinstance(value, float | str):
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            return None
+        return number if number.is_finite() else None
+    return None
+
+
+def _compare(label: str, value: ColumnValue, op: str, bound: Decimal) -> Outcome:
+    """A comparison with a bound; NULL or a non-number cannot be compared: UNKNOWN."""
+    number = as_decimal(value)
+    if number is None:
+        return Outcome(_UNKNOWN, f"{label} is {_fmt(value)}, not a number to compare with {bound}")
+    return _outcome(
+        _COMPARE[op](number, bound),
+        f"{label} {number} {op} {bound}",
+        f"{label} is {number}, not {op} {bound}",
     )
 
 

@@ -28,9 +28,12 @@ def load_revision(name: str):  # type: ignore[no-untyped-def]
 def test_migrations_know_every_state_and_kind() -> None:
     """Adding a state to syncd.lifecycle needs a migration widening the CHECK constraint."""
     first = load_revision("0001_ledger")
-    assert set(first.STATES) == set(STATE_VALUES) == {s.value for s in DocumentState}
+    approval = load_revision("0003_roles_approval")
+    assert set(approval.STATES_BEFORE) == set(first.STATES)
+    migrated = set(first.STATES) | set(approval.NEW_STATES)
+    assert migrated == set(STATE_VALUES) == {s.value for s in DocumentState}
     assert set(first.KINDS) == set(KIND_VALUES)
-    assert head_revision() == "0001_ledger"
+    assert head_revision() == "0003_roles_approval"
 
 
 def test_identity_key_is_canonical() -> None:
