@@ -416,7 +416,10 @@ def _reversal_request(row: DocumentRow) -> ReversalRequest:
     if reason not in get_args(ReversalReason):
         raise ValueError(f"reversal {row.serial}: unknown reversal reason {reason!r}")
     return ReversalRequest(
-        serial=row.serial, original_invoice_no=original, reason=cast(ReversalReason, reason)
+        serial=row.serial,
+        original_invoice_no=original,
+        reason=cast(ReversalReason, reason),
+        invoice=payload,
     )
 
 
