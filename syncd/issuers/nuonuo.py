@@ -71,12 +71,17 @@ ISSUE: Final = "nuonuo.OpeMplatform.requestBillingNew"
 QUERY: Final = "nuonuo.OpeMplatform.queryInvoiceResult"
 RED_SAVE: Final = "nuonuo.OpeMplatform.saveInvoiceRedConfirm"
 RED_QUERY: Final = "nuonuo.OpeMplatform.queryInvoiceRedConfirm"
+REINVOICE: Final = "nuonuo.OpeMplatform.reInvoice"
 #: The most order numbers one `queryInvoiceResult` accepts.
 QUERY_BATCH: Final = 50
 
 SUCCESS: Final = "E0000"
 DUPLICATE_ORDER: Final = "E9106"
 NOT_FOUND: Final = "E9500"
+RETRY_LIMIT: Final = "E9613"
+#: Account-level refusals (the drawer's bureau session, the credit line): a person must act.
+#: Not in the public sources we found: the codes the sandbox dialect uses (docs/sandbox.md).
+ACCOUNT_CODES: Final = frozenset({"E9301", "E9302"})
 #: The gateway no longer accepts the access token (expired or revoked): refresh it.
 TOKEN_REFUSED: Final = "070302"  # noqa: S105 - a response code, not a secret
 
@@ -395,7 +400,7 @@ def classify_issue(serial: str, envelope: Envelope) -> IssueResult:
         return Processing(serial)
     if envelope.code == DUPLICATE_ORDER:
         return Duplicate(serial, reason)
-    if is_credential_code(envelope.code):
+    if is_credential_code(envelope.code) or envelope.code in ACCOUNT_CODES:
         return NeedsHuman(serial, reason)
     return Rejected(serial, (reason,))
 
@@ -721,15 +726,36 @@ class NuonuoIssuer:
         return answer if not isinstance(answer, Envelope) else classify_issue(serial, answer)
 
     def query_many(self, serials: Iterable[str]) -> dict[str, IssueResult]:
-        """Results for many order numbers, ≤ 50 per call."""
+        """Results for many order numbers, ≤ 50 per call. An invoice whose seal failed
+        (status 24) is retried here with `reInvoice` under the same order number."""
         out: dict[str, IssueResult] = {}
         for batch in batches(serials):
             answer = self.call("query", batch[0], QUERY, query_payload(batch))
-            if isinstance(answer, Envelope):
-                out.update(classify_query(batch, answer))
-            else:
+            if not isinstance(answer, Envelope):
                 out.update({s: _for(s, answer) for s in batch})
+                continue
+            out.update(classify_query(batch, answer))
+            for item in answer.result if isinstance(answer.result, list) else []:
+                if isinstance(item, dict) and str(item.get("status")) == SEAL_FAILED_STATUS:
+                    order_no = str(item.get("orderNo"))
+                    if order_no in out:
+                        out[order_no] = self._reinvoice(order_no, str(item.get("serialNo") or ""))
         return out
+
+    def _reinvoice(self, order_no: str, platform_serial: str) -> IssueResult:
+        answer = self.call(
+            "query", order_no, REINVOICE, {"fpqqlsh": platform_serial, "orderno": order_no}
+        )
+        if not isinstance(answer, Envelope):
+            return _for(order_no, answer)
+        reason = Reason(answer.code, answer.describe)
+        if answer.code == SUCCESS:
+            return Processing(order_no)
+        if answer.code == RETRY_LIMIT:  # 20 a day: try again tomorrow, same order number
+            return Retryable(order_no, reason, retry_after=3600.0)
+        if is_credential_code(answer.code):
+            return NeedsHuman(order_no, reason)
+        return Retryable(order_no, reason)
 
     def query(self, serial: str) -> IssueResult:
         return self.query_many([serial])[serial]
@@ -744,7 +770,7 @@ class NuonuoIssuer:
         if answer.code == SUCCESS:
             return Processing(serial)
         reason = Reason(answer.code, answer.describe)
-        if is_credential_code(answer.code):
+        if is_credential_code(answer.code) or answer.code in ACCOUNT_CODES:
             return NeedsHuman(serial, reason)
         # A repeated billId is refused: if our form exists, it is a duplicate, not an error.
         existing = self.query_reversal(serial)
