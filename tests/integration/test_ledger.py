@@ -141,6 +141,7 @@ def test_upgrade_twice_is_idempotent_and_matches_the_declared_tables(database: s
             "audit",
             "offsets",
             "partition_leases",
+            "issuer_tokens",
         }
         for table in metadata.sorted_tables:
             declared = {c.name for c in table.columns}
