@@ -363,7 +363,8 @@ def classify_http(
     """The HTTP layer: an envelope to interpret, or the result a bad answer means."""
     sends = op in ("issue", "reverse")
     if status == 429:
-        return Retryable(serial, Reason("HTTP_429", "rate limited"), retry_after=_after(headers))
+        reason = Reason("RATE_LIMITED", "HTTP 429: too many requests")
+        return Retryable(serial, reason, retry_after=_after(headers))
     if status >= 500:
         reason = Reason(f"HTTP_{status}", "the platform failed")
         if sends and status == 504:

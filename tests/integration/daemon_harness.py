@@ -45,6 +45,14 @@ IT_PREFIX = "it"
 IT_CONNECTOR = "syncd-it"
 ORDER_TOPIC = f"{IT_PREFIX}.{IT_SCHEMA}.sales_order"
 BUYER_TAX_ID = "91110108MA01ABCD2H"
+NUONUO_ISSUE = "nuonuo.OpeMplatform.requestBillingNew"
+#: The contract suite's dialects: sandbox arguments that make the sandbox speak each one.
+DIALECTS: dict[str, dict[str, Any]] = {"sandbox": {}, "nuonuo": {"dialect": "nuonuo"}}
+#: The same, where the sandbox's own dialect must refuse repeated serials.
+REFUSING_DIALECTS: dict[str, dict[str, Any]] = {
+    "sandbox": {"dialect": "refuse-duplicates"},
+    "nuonuo": {"dialect": "nuonuo"},
+}
 
 
 def it_config_data(stack: Stack) -> dict[str, Any]:
@@ -236,6 +244,21 @@ class World:
     prefix: str = field(default_factory=lambda: f"T{uuid.uuid4().hex[:6].upper()}")
     _seq: int = 0
 
+    @property
+    def provider(self) -> str:
+        """The protocol the sandbox speaks: its own (`sandbox`) or Nuonuo's."""
+        return "nuonuo" if self.sandbox.dialect == "nuonuo" else "sandbox"
+
+    def issue_calls(self) -> list[dict[str, Any]]:
+        """The issue requests the sandbox received, in either dialect."""
+        if self.provider == "nuonuo":
+            return [r for r in self.sandbox.requests() if r["method"] == NUONUO_ISSUE]
+        return [
+            r
+            for r in self.sandbox.requests()
+            if r["method"] == "POST" and r["path"] == "/v1/invoices"
+        ]
+
     def prepare(self) -> None:
         upgrade(self.stack.dsn, self.schema)
         highs = high_watermarks(self.stack.bootstrap, ORDER_TOPIC)
@@ -259,6 +282,9 @@ class World:
         data["database"]["schema_name"] = self.schema
         data["issuer"]["base_url"] = self.sandbox.url
         data["issuer"]["read_timeout"] = 3.0
+        if self.provider == "nuonuo":
+            data["issuer"]["provider"] = "nuonuo"
+            data["issuer"]["seller_tax_id"] = data["seller"]["tax_id"]
         data["metrics"]["port"] = free_port()
         data["pipeline"]["migrate_on_start"] = False
         data["pipeline"].setdefault("retry", {}).update(
