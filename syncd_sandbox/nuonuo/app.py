@@ -507,6 +507,10 @@ class NuonuoApp:
             form = self.store.red_form(m["bill"])
             if form is None:
                 return answer(404, {"code": "NOT_FOUND", "message": "no such red form"})
+            if form["status"] == "15":  # the bureau has not answered the application yet
+                return answer(
+                    409, {"code": "NOT_YET_PENDING", "message": "the form is still applying (15)"}
+                )
             if form["status"] == "02":
                 confirmed = m["d"] == "confirm"
                 self.store.set_red_form(
