@@ -272,7 +272,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(900)
-def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: Path):
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: Path, dialect: str):
     """The acceptance run: N orders, K kill -9s, injected faults, random cancellations.
 
     SYNCD_CHAOS_ORDERS / SYNCD_CHAOS_KILLS / SYNCD_CHAOS_SEED scale it up for a long run.
@@ -280,7 +281,7 @@ def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: 
     orders = int(os.environ.get("SYNCD_CHAOS_ORDERS", "60"))
     kills = int(os.environ.get("SYNCD_CHAOS_KILLS", "4"))
     rng = random.Random(int(os.environ.get("SYNCD_CHAOS_SEED", "7")))
-    with world(it_erp, tmp_path, issue_delay=0.3) as w:
+    with world(it_erp, tmp_path, issue_delay=0.3, **DIALECTS[dialect]) as w:
         w.sandbox.set_faults(error_rate=0.05, drop_response_after_commit_rate=0.1, latency_ms=20)
         d = w.daemon().start()
         d.wait_ready()
@@ -312,6 +313,6 @@ def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: 
         w.wait_for(cancelled, lambda r: r["invoice_status"] == "REVERSED", timeout=240)
         w.verdict(issued=kept, reversed_=cancelled)
         print(
-            f"\nchaos: orders={len(ids)} kills={kills} cancelled={len(cancelled)} "
+            f"\nchaos[{dialect}]: orders={len(ids)} kills={kills} cancelled={len(cancelled)} "
             f"invoices={len(w.sandbox.issued())} duplicates=0 missing=0"
         )
