@@ -225,6 +225,7 @@ NUONUO_FIELDS: Final = (
     "token_url",
     "token_refresh_margin",
     "token_refusal_hold",
+    "account_probe_interval",
 )
 
 
@@ -250,6 +251,12 @@ class IssuerSettings(StrictModel):
     )
     token_refresh_margin: float = Field(
         default=3600.0, ge=0, description="nuonuo: refresh the shared token this early (s)"
+    )
+    account_probe_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="nuonuo: after an account-level refusal (bureau session, credit, "
+        "credentials) submissions pause; one probe is sent this often (s)",
     )
     token_refusal_hold: float = Field(
         default=900.0,

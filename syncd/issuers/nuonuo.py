@@ -140,6 +140,9 @@ class NuonuoIssuerSettings(BaseModel):
     token_refusal_hold: float = Field(
         900.0, ge=0, description="after a credential refusal, ask again only this much later"
     )
+    account_probe_interval: float = Field(
+        60.0, ge=0, description="after an account-level refusal, send one probe this often"
+    )
     connect_timeout: float = Field(3.0, gt=0)
     read_timeout: float = Field(10.0, gt=0)
     write_timeout: float = Field(10.0, gt=0)
@@ -551,6 +554,57 @@ def classify_token(status: int, body: bytes, *, now: float) -> TokenAnswer:
     return Refused(f"{error}: {description}" if description else error)
 
 
+# --- the account gate -------------------------------------------------------------------
+
+
+class AccountGate:
+    """Pauses submissions of an account the platform refused as a whole.
+
+    After the first account-level refusal (expired bureau session, exhausted credit,
+    refused credentials) every further submit is answered `NeedsHuman` *without a
+    request*, except one probe per `interval`: the first submit after the interval goes
+    through, and its answer reopens the gate or keeps it shut. So a thousand waiting
+    documents cost one request per interval, not a thousand, and the account resumes by
+    itself once the platform accepts again. Thread-safe; time is passed in.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._reason: Reason | None = None
+        self._next_probe = 0.0
+
+    @property
+    def up(self) -> bool:
+        return self._reason is None
+
+    def admit(self, now: float) -> Reason | None:
+        """None: send (normal, or this caller is the probe); else why not."""
+        with self._lock:
+            if self._reason is None:
+                return None
+            if now >= self._next_probe:
+                self._next_probe = now + self._interval  # one probe; the rest keep waiting
+                return None
+            return self._reason
+
+    def record(self, result: IssueResult, now: float) -> None:
+        with self._lock:
+            if isinstance(result, NeedsHuman) and is_account_refusal(result.reason.code):
+                self._reason = Reason(
+                    result.reason.code,
+                    f"{result.reason.message} (account paused; probing every "
+                    f"{self._interval:.0f} s)",
+                )
+                self._next_probe = now + self._interval
+            elif isinstance(result, (Processing, Issued, Duplicate, Rejected)):
+                self._reason = None
+
+
+def is_account_refusal(code: str) -> bool:
+    return code in ACCOUNT_CODES or code == "TOKEN_REFUSED" or is_credential_code(code)
+
+
 # --- the client -------------------------------------------------------------------------
 
 _USER_AGENT: Final = "syncd-issuer/nuonuo"
@@ -587,6 +641,7 @@ class NuonuoIssuer:
         )
         self._services = settings.base_url + SERVICES_PATH
         self._closed = threading.Event()
+        self.gate = AccountGate(settings.account_probe_interval)
 
     def __repr__(self) -> str:
         return (
@@ -723,8 +778,13 @@ class NuonuoIssuer:
                     ),
                 ),
             )
+        paused = self.gate.admit(time.monotonic())
+        if paused is not None:
+            return NeedsHuman(serial, paused)
         answer = self.call("issue", serial, ISSUE, order_payload(doc, now=datetime.now(UTC)))
-        return answer if not isinstance(answer, Envelope) else classify_issue(serial, answer)
+        result = answer if not isinstance(answer, Envelope) else classify_issue(serial, answer)
+        self.gate.record(result, time.monotonic())
+        return result
 
     def query_many(self, serials: Iterable[str]) -> dict[str, IssueResult]:
         """Results for many order numbers, ≤ 50 per call. An invoice whose seal failed
@@ -762,6 +822,14 @@ class NuonuoIssuer:
         return self.query_many([serial])[serial]
 
     def reverse(self, request: ReversalRequest) -> IssueResult:
+        paused = self.gate.admit(time.monotonic())
+        if paused is not None:
+            return NeedsHuman(request.serial, paused)
+        result = self._reverse(request)
+        self.gate.record(result, time.monotonic())
+        return result
+
+    def _reverse(self, request: ReversalRequest) -> IssueResult:
         serial = request.serial
         answer = self.call(
             "reverse", serial, RED_SAVE, red_form_payload(request, self.settings.seller_tax_id)

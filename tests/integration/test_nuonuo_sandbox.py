@@ -37,17 +37,42 @@ def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
         process.stop()
 
 
-@pytest.fixture
-def client(sandbox: SandboxProcess) -> Iterator[NuonuoIssuer]:
+def make_client(sandbox: SandboxProcess, probe_interval: float = 0.0) -> NuonuoIssuer:
     settings = NuonuoIssuerSettings(
         base_url=sandbox.url,
         app_key=DEV_APP_KEY,
         app_secret=DEV_APP_SECRET,  # type: ignore[arg-type]
         seller_tax_id=samples.SELLER_TAX_ID,
         read_timeout=2.0,
+        account_probe_interval=probe_interval,
     )
-    with NuonuoIssuer(settings) as issuer:
+    return NuonuoIssuer(settings)
+
+
+@pytest.fixture
+def client(sandbox: SandboxProcess) -> Iterator[NuonuoIssuer]:
+    with make_client(sandbox) as issuer:
         yield issuer
+
+
+def submits(sandbox: SandboxProcess) -> int:
+    return sum(r["method"] == "nuonuo.OpeMplatform.requestBillingNew" for r in sandbox.requests())
+
+
+def test_a_refused_account_pauses_then_resumes_after_a_probe(sandbox: SandboxProcess) -> None:
+    sandbox.set_faults(session_expired=True)
+    with make_client(sandbox, probe_interval=0.5) as issuer:
+        results = [issuer.issue(invoice(10 + i)) for i in range(20)]
+        assert all(isinstance(r, NeedsHuman) for r in results)
+        assert submits(sandbox) == 1  # the first refusal; the other 19 never left
+        assert not issuer.gate.up
+        sandbox.reset_faults()
+        deadline = time.monotonic() + 20
+        while not isinstance(issuer.issue(invoice(10)), Processing):
+            assert time.monotonic() < deadline, "the account never resumed"
+            time.sleep(0.1)
+        assert issuer.gate.up
+        assert submits(sandbox) == 2  # one probe, accepted
 
 
 def invoice(order: int) -> dict[str, Any]:

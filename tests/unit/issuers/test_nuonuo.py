@@ -522,3 +522,26 @@ def test_repr_and_settings_hide_the_secret() -> None:
     with client(FakeNuonuo({})) as issuer:
         assert SECRET not in repr(issuer)
         assert SECRET not in repr(issuer.settings)
+
+
+# --- the account gate ------------------------------------------------------------------------
+
+
+def test_account_gate_pauses_after_a_refusal_and_probes_once_per_interval() -> None:
+    from syncd.issuers.base import Reason
+    from syncd.issuers.nuonuo import AccountGate
+
+    gate = AccountGate(interval=10)
+    assert gate.admit(0) is None
+    gate.record(NeedsHuman("S", Reason("E9301", "session expired")), now=0)
+    assert not gate.up
+    assert gate.admit(5) is not None and gate.admit(9.9) is not None
+    assert gate.admit(10) is None  # the probe
+    assert gate.admit(10.1) is not None  # everyone else still waits
+    gate.record(NeedsHuman("S", Reason("E9301", "still expired")), now=10.5)
+    assert gate.admit(20) is not None and gate.admit(20.5) is None
+    gate.record(Processing("S"), now=21)
+    assert gate.up and gate.admit(21) is None
+    # a data problem of one document says nothing about the account
+    gate.record(NeedsHuman("S", Reason("SOMETHING", "x")), now=22)
+    assert gate.up
