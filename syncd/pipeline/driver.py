@@ -257,6 +257,9 @@ class Driver:
         result = call()
         status = status_of(result)
         self._metrics.issuer_request(operation, status, time.perf_counter() - start)
+        gate = getattr(self._issuer, "gate", None)  # providers that pause a refused account
+        if gate is not None and operation in ("issue", "reverse"):
+            self._metrics.account_up(bool(gate.up))
         return result
 
     def _call(self, row: DocumentRow) -> tuple[IssueResult, bool]:
