@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         base_delay=retry.backoff_base_seconds,
         max_delay=retry.backoff_max_seconds,
         max_attempts=retry.max_attempts,
+        blocked_recheck=retry.blocked_recheck_seconds,
         poll_interval=pipeline_cfg.poll_interval_seconds,
         max_poll_interval=max(pipeline_cfg.poll_interval_seconds, 30.0),
     )

@@ -406,6 +406,13 @@ class RetrySettings(StrictModel):
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=300.0, gt=0)
     jitter: float = Field(default=0.2, ge=0, le=1, description="fraction of the delay, random +/-")
+    blocked_recheck_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="a document blocked by an account-level refusal is tried again this "
+        "much later (a paused Nuonuo account answers it without a request until its probe "
+        "succeeds)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> RetrySettings:

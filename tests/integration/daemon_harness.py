@@ -273,7 +273,12 @@ class World:
         finally:
             engine.dispose()
 
-    def config_file(self, sections: dict[str, Any] | None = None, **pipeline: Any) -> Path:
+    def config_file(
+        self,
+        sections: dict[str, Any] | None = None,
+        issuer: dict[str, Any] | None = None,
+        **pipeline: Any,
+    ) -> Path:
         data = it_config_data(self.stack)
         data["kafka"]["group_id"] = self.group
         data["kafka"]["dead_letter_topic"] = f"it.dead-letter.{self.group}"
@@ -292,13 +297,19 @@ class World:
         )
         data["pipeline"]["drain_deadline_seconds"] = 10
         data["pipeline"].update(pipeline)
+        data["issuer"].update(issuer or {})
         data.update(sections or {})
         path = self.tmp / f"config-{len(self.daemons)}-{uuid.uuid4().hex[:4]}.yaml"
         path.write_text(yaml.safe_dump(data))
         return path
 
-    def daemon(self, sections: dict[str, Any] | None = None, **pipeline: Any) -> Daemon:
-        path = self.config_file(sections, **pipeline)
+    def daemon(
+        self,
+        sections: dict[str, Any] | None = None,
+        issuer: dict[str, Any] | None = None,
+        **pipeline: Any,
+    ) -> Daemon:
+        path = self.config_file(sections, issuer, **pipeline)
         port = yaml.safe_load(path.read_text())["metrics"]["port"]
         d = Daemon(path, self.tmp / f"syncd-{len(self.daemons)}.log", port)
         self.daemons.append(d)

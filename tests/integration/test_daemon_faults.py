@@ -128,6 +128,47 @@ def test_7_rejection_is_written_back_and_a_corrected_row_is_issued(
         assert sorted(revisions) == [0, 1]
 
 
+def test_a_paused_nuonuo_account_blocks_without_a_storm_and_recovers(it_erp: Stack, tmp_path: Path):
+    """The drawer's bureau session expires: documents wait BLOCKED, the account gauge
+    drops, submissions stop after the first refusal except one probe per interval, and
+    everything is issued once the session is back."""
+    probe = 2.0
+    with world(it_erp, tmp_path, **DIALECTS["nuonuo"]) as w:
+        w.sandbox.set_faults(session_expired=True)
+        d = w.daemon(
+            issuer={"account_probe_interval": probe},
+            retry={
+                "backoff_base_seconds": 0.2,
+                "backoff_max_seconds": 2.0,
+                "max_attempts": 30,
+                "blocked_recheck_seconds": 0.5,
+            },
+        ).start()
+        d.wait_ready()
+        started = time.monotonic()
+        ids = [w.create_order() for _ in range(5)]
+        _wait(
+            lambda: sum(r["state"] == "BLOCKED" for r in w.ledger_rows()) >= len(ids),
+            what="documents blocked by the refused account",
+        )
+        first = time.monotonic()
+        # Submissions already in flight when the first refusal came back were refused too:
+        # at most one per document (never a second round), plus the probes since.
+        refused = len(w.issue_calls())
+        assert 1 <= refused <= len(ids) + 1 + (first - started) / probe
+        assert 'syncd_issuer_account_up{account="default"} 0.0' in d.metrics()
+        # Rechecks keep running (every 0.5 s per document); wait until a probe went out.
+        _wait(lambda: len(w.issue_calls()) > refused, what="a probe of the paused account")
+        elapsed = time.monotonic() - first
+        # 5 documents rechecked every 0.5 s would send ~10 submissions a second; the gate
+        # lets through at most one probe per interval.
+        assert len(w.issue_calls()) <= refused + 1 + elapsed / probe, w.issue_calls()
+        w.sandbox.reset_faults()
+        w.wait_issued(ids)
+        w.verdict(issued=ids)
+        assert 'syncd_issuer_account_up{account="default"} 1.0' in d.metrics()
+
+
 def test_11_two_replicas_one_killed_the_survivor_finishes(it_erp: Stack, tmp_path: Path):
     with world(it_erp, tmp_path) as w:
         w.sandbox.set_faults(latency_ms=100)
