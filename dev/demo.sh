@@ -11,6 +11,8 @@
 #   SYNCD_METRICS_PORT     daemon metrics/health port (default: metrics.port of the config)
 #   SYNCD_STACK_DIR        state, pid files and logs (default .stack/, shared with dev/stack.sh)
 #   SYNCD_DEMO_SKIP_STACK  1: do not run `dev/stack.sh up` (the stack is managed elsewhere)
+#   SYNCD_DEMO_DIALECT     sandbox (default) or nuonuo: the platform speaks Nuonuo's protocol
+#                          and the daemon uses issuer.provider nuonuo (sandbox port 18701)
 # The two port knobs also override the config for the daemon and the generator
 # (SYNCD_ISSUER__BASE_URL, SYNCD_METRICS__PORT), so everything agrees on them.
 set -Eeuo pipefail
@@ -30,6 +32,19 @@ die() { printf '[demo] ERROR: %s\n' "$*" >&2; exit 1; }
 [[ -x "$SYNCD" ]] || die "$SYNCD not found: run 'make install' first"
 [[ -f "$CONFIG" ]] || die "config $CONFIG not found"
 export SYNCD_STACK_DIR="$STACK_DIR"
+DIALECT="${SYNCD_DEMO_DIALECT:-sandbox}"
+case "$DIALECT" in
+    sandbox) SANDBOX_ARGS=(); SANDBOX_NAME=sandbox ;;
+    nuonuo)
+        # The same demo against the Nuonuo dialect: the daemon's issuer becomes provider
+        # nuonuo for the config's seller, on its own port and store.
+        SELLER_TAX_ID="$("$BIN/python" -c 'import sys; from syncd.config import load_config; print(load_config(sys.argv[1]).seller.tax_id)' "$CONFIG")" \
+            || die "config $CONFIG does not load: run $SYNCD check-config -c $CONFIG"
+        export SYNCD_ISSUER__PROVIDER=nuonuo SYNCD_ISSUER__SELLER_TAX_ID="$SELLER_TAX_ID"
+        SYNCD_SANDBOX_PORT="${SYNCD_SANDBOX_PORT:-18701}"
+        SANDBOX_ARGS=(--dialect nuonuo); SANDBOX_NAME=sandbox-nuonuo ;;
+    *) die "SYNCD_DEMO_DIALECT must be sandbox or nuonuo, not '$DIALECT'" ;;
+esac
 if [[ -n "${SYNCD_SANDBOX_PORT:-}" ]]; then
     export SYNCD_ISSUER__BASE_URL="http://127.0.0.1:$SYNCD_SANDBOX_PORT"
 fi
@@ -77,17 +92,17 @@ fi
 mkdir -p "$RUN_DIR" "$LOG_DIR" "$STACK_DIR/sandbox"
 
 # 2. the sandbox platform (kept running between demos: it holds the issued invoices) ------------
-if pid_alive "$RUN_DIR/sandbox.pid"; then
-    say "sandbox already running (pid $(cat "$RUN_DIR/sandbox.pid")) on $SANDBOX_URL"
+if pid_alive "$RUN_DIR/$SANDBOX_NAME.pid"; then
+    say "sandbox ($DIALECT) already running (pid $(cat "$RUN_DIR/$SANDBOX_NAME.pid")) on $SANDBOX_URL"
 elif curl -fsS -o /dev/null "http://127.0.0.1:$SANDBOX_PORT/health" 2>/dev/null; then
     say "a sandbox not started by this script answers on 127.0.0.1:$SANDBOX_PORT; using it"
 else
-    say "starting the sandbox e-invoice platform on 127.0.0.1:$SANDBOX_PORT"
-    nohup "$SYNCD" sandbox --port "$SANDBOX_PORT" --store "$STACK_DIR/sandbox/sandbox.db" \
-        >>"$LOG_DIR/sandbox.log" 2>&1 </dev/null &
-    echo $! >"$RUN_DIR/sandbox.pid"
-    wait_http "http://127.0.0.1:$SANDBOX_PORT/health" 30 "$RUN_DIR/sandbox.pid" || {
-        tail -n 30 "$LOG_DIR/sandbox.log" >&2; die "the sandbox did not come up (log: $LOG_DIR/sandbox.log)"; }
+    say "starting the sandbox e-invoice platform ($DIALECT) on 127.0.0.1:$SANDBOX_PORT"
+    nohup "$SYNCD" sandbox --port "$SANDBOX_PORT" --store "$STACK_DIR/sandbox/$SANDBOX_NAME.db" \
+        "${SANDBOX_ARGS[@]}" >>"$LOG_DIR/$SANDBOX_NAME.log" 2>&1 </dev/null &
+    echo $! >"$RUN_DIR/$SANDBOX_NAME.pid"
+    wait_http "http://127.0.0.1:$SANDBOX_PORT/health" 30 "$RUN_DIR/$SANDBOX_NAME.pid" || {
+        tail -n 30 "$LOG_DIR/$SANDBOX_NAME.log" >&2; die "the sandbox did not come up (log: $LOG_DIR/$SANDBOX_NAME.log)"; }
 fi
 
 # 3. the ledger schema -------------------------------------------------------------------------
@@ -116,7 +131,7 @@ rc=0
 cat <<EOF
 
 [demo] what runs where:
-  sandbox platform  $SANDBOX_URL   (audit: $SANDBOX_URL/_sandbox/invoices)   log: $LOG_DIR/sandbox.log
+  sandbox platform  $SANDBOX_URL ($DIALECT)  (audit: $SANDBOX_URL/_sandbox/invoices)   log: $LOG_DIR/$SANDBOX_NAME.log
   syncd daemon      pid $(cat "$RUN_DIR/syncd.pid")   metrics: http://$METRICS_HOST:$METRICS_PORT/metrics   log: $LOG_DIR/syncd.log
   operator view     $SYNCD status -c $CONFIG
   more orders       DEMO_ORDERS=50 make demo   (or: $SYNCD demo generate -c $CONFIG --orders 50)

@@ -63,12 +63,17 @@ def run(args: argparse.Namespace) -> int:
     health = HealthServer(registry, host=config.metrics.host, port=config.metrics.port)
     health.add_readiness_check("config", lambda: True)
     health.start()
-    issuer = create_issuer(config.issuer.provider, issuer_settings(config, workers))
+    issuer = create_issuer(
+        config.issuer.provider,
+        issuer_settings(config, workers),
+        **issuer_dependencies(config, engine),
+    )
     retry = pipeline_cfg.retry
     policy = RetryPolicy(
         base_delay=retry.backoff_base_seconds,
         max_delay=retry.backoff_max_seconds,
         max_attempts=retry.max_attempts,
+        blocked_recheck=retry.blocked_recheck_seconds,
         poll_interval=pipeline_cfg.poll_interval_seconds,
         max_poll_interval=max(pipeline_cfg.poll_interval_seconds, 30.0),
     )
@@ -150,6 +155,21 @@ def issuer_settings(config: object, workers: int) -> dict[str, object]:
         if key not in explicit:
             settings[key] = max(int(settings[key]), workers)
     return settings
+
+
+def issuer_dependencies(config: object, engine: object) -> dict[str, object]:
+    """What a provider client needs besides its settings: Nuonuo's access token is cached
+    in the ledger so every replica shares one (docs/issuers.md)."""
+    from sqlalchemy import Engine
+
+    from syncd.config import SyncdConfig
+
+    assert isinstance(config, SyncdConfig) and isinstance(engine, Engine)
+    if config.issuer.provider != "nuonuo":
+        return {}
+    from syncd.ledger.tokens import LedgerTokenStore
+
+    return {"token_store": LedgerTokenStore(engine)}
 
 
 def _secrets(config: object) -> list[str]:

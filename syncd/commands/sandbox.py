@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 HELP = "run the sandbox e-invoice platform (signed, async, durable, faults on demand)"
 
@@ -53,9 +54,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dialect",
-        choices=("idempotent", "refuse-duplicates"),
+        choices=("idempotent", "refuse-duplicates", "nuonuo"),
         default="idempotent",
-        help="how a repeated serial is answered (default idempotent)",
+        help="how a repeated serial is answered (default idempotent); nuonuo: speak "
+        "Nuonuo's open-platform protocol instead (docs/sandbox.md)",
+    )
+    parser.add_argument(
+        "--token-limit",
+        type=int,
+        default=50,
+        help="nuonuo: token fetches allowed per app per 30 days (default 50)",
+    )
+    parser.add_argument(
+        "--token-ttl",
+        type=float,
+        default=86400.0,
+        help="nuonuo: seconds an access token lives (default 86400)",
     )
     parser.add_argument(
         "--faults",
@@ -81,7 +95,7 @@ INSTALL_HINT: Final = (
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here, used by _serve
 
         import syncd_sandbox.app  # noqa: F401 - its server stack (starlette) with it
     except ModuleNotFoundError as exc:
@@ -89,8 +103,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from pydantic import ValidationError
 
-    from syncd_sandbox.app import SandboxApp, SandboxConfig, parse_faults, quiet_deliberate_drops
-    from syncd_sandbox.http_protocol import OneWriteHttpToolsProtocol
+    from syncd_sandbox.app import SandboxApp, SandboxConfig, parse_faults
     from syncd_sandbox.store import Store
 
     if args.app_secret_file is not None:
@@ -113,6 +126,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"syncd sandbox: invalid --faults: {exc}", file=sys.stderr)
         return 2
 
+    if args.dialect == "nuonuo":
+        from syncd_sandbox.nuonuo.app import NuonuoApp, NuonuoConfig
+        from syncd_sandbox.nuonuo.store import NuonuoStore
+
+        nuonuo_store = NuonuoStore(args.store)
+        nuonuo = NuonuoApp(
+            nuonuo_store,
+            NuonuoConfig(
+                credentials={args.app_key: secret},
+                issue_delay=max(args.issue_delay, 0.0),
+                red_form_ttl=args.red_form_ttl,
+                token_ttl=args.token_ttl,
+                token_limit=args.token_limit,
+                strict=args.strict,
+                faults=faults,
+                seed=args.seed,
+            ),
+        )
+        print(
+            f"syncd sandbox (nuonuo) on http://{args.host}:{args.port}  store={args.store}\n"
+            f"  app key:    {args.app_key}\n  app secret: {shown}\n"
+            f"  issue_delay={args.issue_delay}s token_limit={args.token_limit}/30d "
+            f"control_plane={'off' if args.strict else 'on'} faults={faults.model_dump_json()}",
+            flush=True,
+        )
+        try:
+            return _serve(nuonuo, args)
+        finally:
+            nuonuo_store.close()
+
     store = Store(args.store)
     config = SandboxConfig(
         credentials={args.app_key: secret},
@@ -131,6 +174,18 @@ def run(args: argparse.Namespace) -> int:
         f"control_plane={'off' if args.strict else 'on'} faults={faults.model_dump_json()}",
         flush=True,
     )
+    try:
+        return _serve(app, args)
+    finally:
+        store.close()
+
+
+def _serve(app: Callable[..., Any], args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from syncd_sandbox.app import quiet_deliberate_drops
+    from syncd_sandbox.http_protocol import OneWriteHttpToolsProtocol
+
     quiet_deliberate_drops()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -146,8 +201,5 @@ def run(args: argparse.Namespace) -> int:
             server_header=False,
         )
     )
-    try:
-        server.run()
-    finally:
-        store.close()
+    server.run()
     return 0

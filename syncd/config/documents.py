@@ -202,6 +202,10 @@ class WriteBackColumns(StrictModel):
     error: str | None = None
     issued_at: str | None = None
     url: str | None = None
+    #: one link per file format, when the platform gives them (Nuonuo: PDF, OFD, XML)
+    pdf_url: str | None = None
+    ofd_url: str | None = None
+    xml_url: str | None = None
     red_invoice_no: str | None = None
 
     def mapped(self) -> dict[str, str]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import (
     Any,
     ClassVar,
+    Final,
     Literal,
 )
 from urllib.parse import unquote, urlsplit
@@ -218,16 +219,51 @@ def _secret_query_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key)) or key.lower() in ("sslpassword", "password")
 
 
-class IssuerSettings(StrictModel):
-    """The e-invoice platform. Only the sandbox provider exists so far.
+#: Settings only the Nuonuo provider reads (dropped for the sandbox).
+NUONUO_FIELDS: Final = (
+    "seller_tax_id",
+    "token_url",
+    "token_refresh_margin",
+    "token_refusal_hold",
+    "account_probe_interval",
+)
 
-    The fields mirror `syncd.issuers.sandbox.SandboxIssuerSettings` (same names,
-    same meaning) so `syncd.issuers.registry.create_issuer(provider, settings)`
-    accepts this model; when real providers arrive this becomes a union of the
-    providers' settings models discriminated by `provider`.
+
+class IssuerSettings(StrictModel):
+    """The e-invoice platform: `sandbox` (syncd's stand-in) or `nuonuo` (docs/issuers.md).
+
+    The fields mirror the providers' own settings models (`SandboxIssuerSettings`,
+    `NuonuoIssuerSettings`: same names, same meaning) so
+    `syncd.issuers.registry.create_issuer(provider, provider_settings())` accepts them;
+    the Nuonuo-only fields are refused for the sandbox and required where Nuonuo needs them.
     """
 
-    provider: Literal["sandbox"] = "sandbox"
+    provider: Literal["sandbox", "nuonuo"] = "sandbox"
+    seller_tax_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9A-Z]{15,20}$",
+        description="nuonuo: the seller's taxpayer ID this app issues for (the userTax header)",
+    )
+    token_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="nuonuo: the token endpoint (default https://open.nuonuo.com/accessToken)",
+    )
+    token_refresh_margin: float = Field(
+        default=3600.0, ge=0, description="nuonuo: refresh the shared token this early (s)"
+    )
+    account_probe_interval: float = Field(
+        default=60.0,
+        ge=0,
+        description="nuonuo: after an account-level refusal (bureau session, credit, "
+        "credentials) submissions pause; one probe is sent this often (s)",
+    )
+    token_refusal_hold: float = Field(
+        default=900.0,
+        ge=0,
+        description="nuonuo: after the app's credentials were refused, ask again only this "
+        "much later (s): the platform allows 50 token fetches a month",
+    )
     # Before base_url: its validator reads this.
     allow_insecure_http: bool = Field(
         default=False, description="allow plain http:// to a host other than loopback"
@@ -256,11 +292,15 @@ class IssuerSettings(StrictModel):
     def provider_settings(self) -> dict[str, Any]:
         """Settings for the provider's own model (secret resolved, file key dropped; the
         real values, not the printable dump: `base_url` keeps its userinfo)."""
-        return {
-            name: getattr(self, name)
-            for name in type(self).model_fields
-            if name != "app_secret_file"
+        skip = {"app_secret_file"}
+        if self.provider == "sandbox":
+            skip.update(NUONUO_FIELDS)
+        settings = {
+            name: getattr(self, name) for name in type(self).model_fields if name not in skip
         }
+        if self.provider == "nuonuo" and settings["token_url"] is None:
+            del settings["token_url"]  # the provider's own default
+        return settings
 
     @field_validator("base_url")
     @classmethod
@@ -279,6 +319,14 @@ class IssuerSettings(StrictModel):
             self.app_secret, self.app_secret_file, "app_secret", required=True
         )
         check_issuer_tls(self.base_url, self.ca_file, self.client_cert_file, self.client_key_file)
+        if self.provider == "nuonuo" and self.seller_tax_id is None:
+            raise ValueError("issuer.provider nuonuo needs issuer.seller_tax_id (the userTax)")
+        if self.provider == "sandbox":
+            given = sorted(set(NUONUO_FIELDS) & self.model_fields_set)
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for issuer.provider nuonuo")
+        if self.token_url is not None:
+            check_issuer_url(self.token_url, allow_insecure_http=self.allow_insecure_http)
         return self
 
     def secret_values(self) -> list[str]:
@@ -358,6 +406,13 @@ class RetrySettings(StrictModel):
     backoff_base_seconds: float = Field(default=1.0, gt=0)
     backoff_max_seconds: float = Field(default=300.0, gt=0)
     jitter: float = Field(default=0.2, ge=0, le=1, description="fraction of the delay, random +/-")
+    blocked_recheck_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="a document blocked by an account-level refusal is tried again this "
+        "much later (a paused Nuonuo account answers it without a request until its probe "
+        "succeeds)",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> RetrySettings:

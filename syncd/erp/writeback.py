@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -48,6 +48,8 @@ class WriteBack:
     url: str | None = None
     error: str | None = None
     red_invoice_no: str | None = None
+    #: file links by format (`pdf`, `ofd`, `xml`, ...) for the `*_url` columns
+    files: Mapping[str, str] = field(default_factory=dict)
 
 
 class WriteBackError(SyncdError, RuntimeError):
@@ -71,6 +73,9 @@ def writeback_values(doc: DocumentConfig, result: WriteBack) -> dict[str, Any]:
             values[cols.issued_at] = result.issued_at
         if cols.url:
             values[cols.url] = result.url
+        for fmt, column in (("pdf", cols.pdf_url), ("ofd", cols.ofd_url), ("xml", cols.xml_url)):
+            if column:
+                values[column] = result.files.get(fmt)
     if result.status is ResultStatus.REVERSED and cols.red_invoice_no:
         values[cols.red_invoice_no] = result.red_invoice_no
     return values

@@ -150,6 +150,9 @@ class ReversalRequest:
     serial: str
     original_invoice_no: str
     reason: ReversalReason
+    #: the frozen red invoice (canonical JSON) when the caller has it: providers whose
+    #: reversal form names the buyer and seller (Nuonuo's red-confirmation form) read it
+    invoice: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 @runtime_checkable

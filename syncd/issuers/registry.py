@@ -27,6 +27,7 @@ class ProviderSpec:
 
 PROVIDERS: Final[Mapping[str, ProviderSpec]] = {
     "sandbox": ProviderSpec("syncd.issuers.sandbox", "SandboxIssuerSettings", "SandboxIssuer"),
+    "nuonuo": ProviderSpec("syncd.issuers.nuonuo", "NuonuoIssuerSettings", "NuonuoIssuer"),
 }
 
 
@@ -49,8 +50,11 @@ def settings_model(name: str) -> type[BaseModel]:
     return cast(type[BaseModel], getattr(importlib.import_module(spec.module), spec.settings_class))
 
 
-def create_issuer(name: str, settings: BaseModel | Mapping[str, Any]) -> Issuer:
-    """A ready client for provider `name`; `settings` may be raw config data."""
+def create_issuer(
+    name: str, settings: BaseModel | Mapping[str, Any], **dependencies: Any
+) -> Issuer:
+    """A ready client for provider `name`; `settings` may be raw config data.
+    `dependencies` go to the client as keywords (e.g. Nuonuo's shared `token_store`)."""
     spec = _spec(name)
     module = importlib.import_module(spec.module)
     model = cast(type[BaseModel], getattr(module, spec.settings_class))
@@ -61,4 +65,4 @@ def create_issuer(name: str, settings: BaseModel | Mapping[str, Any]) -> Issuer:
             settings.model_dump() if isinstance(settings, BaseModel) else dict(settings)
         )
     )
-    return cast(Issuer, getattr(module, spec.issuer_class)(parsed))
+    return cast(Issuer, getattr(module, spec.issuer_class)(parsed, **dependencies))

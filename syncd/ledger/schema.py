@@ -138,6 +138,24 @@ partition_leases = Table(
     PrimaryKeyConstraint("consumer_group", "topic", "partition", name="pk_partition_leases"),
 )
 
+#: Provider access tokens shared by the fleet (`syncd.ledger.tokens`): one row per app.
+#: `access_token` is a credential: readable only by the ledger's role, never logged.
+issuer_tokens = Table(
+    "issuer_tokens",
+    metadata,
+    Column("app_key", Text, primary_key=True),
+    Column("access_token", Text, nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("fetched_at", DateTime(timezone=True), nullable=True),
+    Column("fetches", BigInteger, nullable=False, server_default="0"),
+    Column("period_start", DateTime(timezone=True), nullable=True),
+    Column("period_fetches", Integer, nullable=False, server_default="0"),
+    Column("refused_reason", Text, nullable=True),
+    Column("refused_at", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("fetches >= 0", name="fetches"),
+)
+
 audit = Table(
     "audit",
     metadata,

@@ -43,6 +43,8 @@ from syncd import __version__
 from syncd.lifecycle import DocumentState
 
 #: HTTP calls to the provider: 5 ms .. 2 min (timeouts are tens of seconds).
+#: The `account` label until issuer accounts are named in the config: one account per app.
+DEFAULT_ACCOUNT: Final = "default"
 HTTP_BUCKETS: Final = (
     0.005,
     0.01,
@@ -225,6 +227,14 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.issuer_account_up = Gauge(
+            "syncd_issuer_account_up",
+            "1 while the platform account accepts submissions, 0 while it is paused after an "
+            "account-level refusal (bureau session, credit, credentials).",
+            ["account"],
+            registry=r,
+        )
+        self.issuer_account_up.labels(account=DEFAULT_ACCOUNT).set(1)
         # -- write-back
         self.writeback_duration = Histogram(
             "syncd_writeback_duration_seconds",
@@ -257,6 +267,9 @@ class Metrics:
 
     def document_settled(self, document: str, outcome: DocumentOutcome) -> None:
         self.documents.labels(document=document, outcome=outcome.value).inc()
+
+    def account_up(self, up: bool, account: str = DEFAULT_ACCOUNT) -> None:
+        self.issuer_account_up.labels(account=account).set(1 if up else 0)
 
     def issuer_request(self, operation: str, status: int | None, seconds: float) -> None:
         self.issuer_requests.labels(operation=operation, status_class=status_class(status)).inc()

@@ -272,6 +272,9 @@ class Driver:
         result = call()
         status = status_of(result)
         self._metrics.issuer_request(operation, status, time.perf_counter() - start)
+        gate = getattr(self._issuer, "gate", None)  # providers that pause a refused account
+        if gate is not None and operation in ("issue", "reverse"):
+            self._metrics.account_up(bool(gate.up))
         return result
 
     def _call(self, row: DocumentRow) -> tuple[IssueResult, bool]:
@@ -431,7 +434,10 @@ def _reversal_request(row: DocumentRow) -> ReversalRequest:
     if reason not in get_args(ReversalReason):
         raise ValueError(f"reversal {row.serial}: unknown reversal reason {reason!r}")
     return ReversalRequest(
-        serial=row.serial, original_invoice_no=original, reason=cast(ReversalReason, reason)
+        serial=row.serial,
+        original_invoice_no=original,
+        reason=cast(ReversalReason, reason),
+        invoice=payload,
     )
 
 

@@ -208,6 +208,7 @@ def decide(
                 invoice_no=result.invoice_no,
                 issued_at=fields["issued_at"] or now,
                 url=fields["invoice_url"],
+                files=dict(result.files),
             )
             outcome = DocumentOutcome.ISSUED
         else:

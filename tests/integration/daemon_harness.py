@@ -45,6 +45,14 @@ IT_PREFIX = "it"
 IT_CONNECTOR = "syncd-it"
 ORDER_TOPIC = f"{IT_PREFIX}.{IT_SCHEMA}.sales_order"
 BUYER_TAX_ID = "91110108MA01ABCD2H"
+NUONUO_ISSUE = "nuonuo.OpeMplatform.requestBillingNew"
+#: The contract suite's dialects: sandbox arguments that make the sandbox speak each one.
+DIALECTS: dict[str, dict[str, Any]] = {"sandbox": {}, "nuonuo": {"dialect": "nuonuo"}}
+#: The same, where the sandbox's own dialect must refuse repeated serials.
+REFUSING_DIALECTS: dict[str, dict[str, Any]] = {
+    "sandbox": {"dialect": "refuse-duplicates"},
+    "nuonuo": {"dialect": "nuonuo"},
+}
 
 
 def it_config_data(stack: Stack) -> dict[str, Any]:
@@ -236,6 +244,21 @@ class World:
     prefix: str = field(default_factory=lambda: f"T{uuid.uuid4().hex[:6].upper()}")
     _seq: int = 0
 
+    @property
+    def provider(self) -> str:
+        """The protocol the sandbox speaks: its own (`sandbox`) or Nuonuo's."""
+        return "nuonuo" if self.sandbox.dialect == "nuonuo" else "sandbox"
+
+    def issue_calls(self) -> list[dict[str, Any]]:
+        """The issue requests the sandbox received, in either dialect."""
+        if self.provider == "nuonuo":
+            return [r for r in self.sandbox.requests() if r["method"] == NUONUO_ISSUE]
+        return [
+            r
+            for r in self.sandbox.requests()
+            if r["method"] == "POST" and r["path"] == "/v1/invoices"
+        ]
+
     def prepare(self) -> None:
         upgrade(self.stack.dsn, self.schema)
         highs = high_watermarks(self.stack.bootstrap, ORDER_TOPIC)
@@ -250,7 +273,12 @@ class World:
         finally:
             engine.dispose()
 
-    def config_file(self, sections: dict[str, Any] | None = None, **pipeline: Any) -> Path:
+    def config_file(
+        self,
+        sections: dict[str, Any] | None = None,
+        issuer: dict[str, Any] | None = None,
+        **pipeline: Any,
+    ) -> Path:
         data = it_config_data(self.stack)
         data["kafka"]["group_id"] = self.group
         data["kafka"]["dead_letter_topic"] = f"it.dead-letter.{self.group}"
@@ -259,6 +287,9 @@ class World:
         data["database"]["schema_name"] = self.schema
         data["issuer"]["base_url"] = self.sandbox.url
         data["issuer"]["read_timeout"] = 3.0
+        if self.provider == "nuonuo":
+            data["issuer"]["provider"] = "nuonuo"
+            data["issuer"]["seller_tax_id"] = data["seller"]["tax_id"]
         data["metrics"]["port"] = free_port()
         data["pipeline"]["migrate_on_start"] = False
         data["pipeline"].setdefault("retry", {}).update(
@@ -266,13 +297,19 @@ class World:
         )
         data["pipeline"]["drain_deadline_seconds"] = 10
         data["pipeline"].update(pipeline)
+        data["issuer"].update(issuer or {})
         data.update(sections or {})
         path = self.tmp / f"config-{len(self.daemons)}-{uuid.uuid4().hex[:4]}.yaml"
         path.write_text(yaml.safe_dump(data))
         return path
 
-    def daemon(self, sections: dict[str, Any] | None = None, **pipeline: Any) -> Daemon:
-        path = self.config_file(sections, **pipeline)
+    def daemon(
+        self,
+        sections: dict[str, Any] | None = None,
+        issuer: dict[str, Any] | None = None,
+        **pipeline: Any,
+    ) -> Daemon:
+        path = self.config_file(sections, issuer, **pipeline)
         port = yaml.safe_load(path.read_text())["metrics"]["port"]
         d = Daemon(path, self.tmp / f"syncd-{len(self.daemons)}.log", port)
         self.daemons.append(d)

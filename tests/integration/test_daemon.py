@@ -12,10 +12,11 @@ import json
 import time
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Producer
 
 from tests.chart.expected_metrics import EXPORTED
-from tests.integration.daemon_harness import ORDER_TOPIC, world
+from tests.integration.daemon_harness import DIALECTS, ORDER_TOPIC, world
 from tests.integration.stack import Stack, payload, read_topic
 
 
@@ -109,8 +110,11 @@ def test_1_duplicate_delivery_and_2_repeated_updates_give_one_invoice(
         assert 'outcome="duplicate"' in outcomes
 
 
-def test_13_cancel_after_invoicing_reverses_exactly_once(it_erp: Stack, tmp_path: Path):
-    with world(it_erp, tmp_path) as w:
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_13_cancel_after_invoicing_reverses_exactly_once(
+    it_erp: Stack, tmp_path: Path, dialect: str
+):
+    with world(it_erp, tmp_path, **DIALECTS[dialect]) as w:
         d = w.daemon().start()
         d.wait_ready()
         ids = [w.create_order() for _ in range(3)]

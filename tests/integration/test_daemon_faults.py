@@ -16,7 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.daemon_harness import restart_failed_connector_tasks, world
+from tests.integration.daemon_harness import (
+    DIALECTS,
+    REFUSING_DIALECTS,
+    restart_failed_connector_tasks,
+    world,
+)
 from tests.integration.stack import REPO_DIR, Stack
 
 
@@ -29,9 +34,12 @@ def _wait(cond, timeout: float = 60, what: str = "condition") -> None:  # type: 
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_3_kill_9_after_the_provider_accepted_recovers_by_query(it_erp: Stack, tmp_path: Path):
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_3_kill_9_after_the_provider_accepted_recovers_by_query(
+    it_erp: Stack, tmp_path: Path, dialect: str
+):
     # The sandbox issues 3 s after accepting: documents sit SUBMITTED when the daemon dies.
-    with world(it_erp, tmp_path, issue_delay=3.0) as w:
+    with world(it_erp, tmp_path, issue_delay=3.0, **DIALECTS[dialect]) as w:
         d = w.daemon().start()
         d.wait_ready()
         ids = [w.create_order() for _ in range(6)]
@@ -45,14 +53,13 @@ def test_3_kill_9_after_the_provider_accepted_recovers_by_query(it_erp: Stack, t
         d2.wait_ready()
         w.wait_issued(ids)
         w.verdict(issued=ids)
-        posts = [
-            r for r in w.sandbox.requests() if r["method"] == "POST" and r["path"] == "/v1/invoices"
-        ]
+        posts = w.issue_calls()
         assert len(posts) >= len(ids)  # resumed documents were queried, not re-minted
 
 
-def test_4_lost_responses_are_resolved_by_query(it_erp: Stack, tmp_path: Path):
-    with world(it_erp, tmp_path) as w:
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_4_lost_responses_are_resolved_by_query(it_erp: Stack, tmp_path: Path, dialect: str):
+    with world(it_erp, tmp_path, **DIALECTS[dialect]) as w:
         w.sandbox.set_faults(drop_response_after_commit_rate=1.0, drop_mode="reset")
         d = w.daemon().start()
         d.wait_ready()
@@ -62,8 +69,9 @@ def test_4_lost_responses_are_resolved_by_query(it_erp: Stack, tmp_path: Path):
         assert "syncd_retries_total" in d.metrics()
 
 
-def test_5_refused_duplicates_are_resolved_by_query(it_erp: Stack, tmp_path: Path):
-    with world(it_erp, tmp_path, dialect="refuse-duplicates") as w:
+@pytest.mark.parametrize("dialect", sorted(REFUSING_DIALECTS))
+def test_5_refused_duplicates_are_resolved_by_query(it_erp: Stack, tmp_path: Path, dialect: str):
+    with world(it_erp, tmp_path, **REFUSING_DIALECTS[dialect]) as w:
         # half the answers are lost after commit, so re-sends meet "duplicate serial"
         w.sandbox.set_faults(drop_response_after_commit_rate=0.5, drop_mode="reset")
         d = w.daemon().start()
@@ -73,10 +81,11 @@ def test_5_refused_duplicates_are_resolved_by_query(it_erp: Stack, tmp_path: Pat
         w.verdict(issued=ids)
 
 
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
 def test_6_server_errors_and_rate_limits_back_off_without_losing_anything(
-    it_erp: Stack, tmp_path: Path
+    it_erp: Stack, tmp_path: Path, dialect: str
 ):
-    with world(it_erp, tmp_path) as w:
+    with world(it_erp, tmp_path, **DIALECTS[dialect]) as w:
         # random 5xx on every route, and certainly 3 on issue calls (the assertion below)
         w.sandbox.set_faults(
             error_rate=0.3, error_mode="http_500", rate_limit_rps=4, fail_next_issue_calls=3
@@ -92,14 +101,21 @@ def test_6_server_errors_and_rate_limits_back_off_without_losing_anything(
         assert httpx.get(f"http://127.0.0.1:{d.metrics_port}/healthz").status_code == 200
 
 
-def test_7_rejection_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack, tmp_path: Path):
-    with world(it_erp, tmp_path) as w:
+#: How each dialect says "the buyer is not registered with the tax bureau".
+NOT_REGISTERED = {"sandbox": "BUYER_NOT_REGISTERED", "nuonuo": "购方税号未在税局登记"}
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_7_rejection_is_written_back_and_a_corrected_row_is_issued(
+    it_erp: Stack, tmp_path: Path, dialect: str
+):
+    with world(it_erp, tmp_path, **DIALECTS[dialect]) as w:
         w.sandbox.set_faults(rejection_rate=1.0)
         d = w.daemon().start()
         d.wait_ready()
         order = w.create_order()
         rows = w.wait_for([order], lambda r: r["invoice_status"] == "REJECTED")
-        assert "BUYER_NOT_REGISTERED" in rows[order]["invoice_error"]
+        assert NOT_REGISTERED[dialect] in rows[order]["invoice_error"]
         requests_before = len(w.sandbox.requests())
         time.sleep(2)
         assert len(w.sandbox.requests()) - requests_before < 3  # no retry storm
@@ -110,6 +126,47 @@ def test_7_rejection_is_written_back_and_a_corrected_row_is_issued(it_erp: Stack
         w.verdict(issued=[order])
         revisions = [r["revision"] for r in w.ledger_rows() if r["kind"] == "issue"]
         assert sorted(revisions) == [0, 1]
+
+
+def test_a_paused_nuonuo_account_blocks_without_a_storm_and_recovers(it_erp: Stack, tmp_path: Path):
+    """The drawer's bureau session expires: documents wait BLOCKED, the account gauge
+    drops, submissions stop after the first refusal except one probe per interval, and
+    everything is issued once the session is back."""
+    probe = 2.0
+    with world(it_erp, tmp_path, **DIALECTS["nuonuo"]) as w:
+        w.sandbox.set_faults(session_expired=True)
+        d = w.daemon(
+            issuer={"account_probe_interval": probe},
+            retry={
+                "backoff_base_seconds": 0.2,
+                "backoff_max_seconds": 2.0,
+                "max_attempts": 30,
+                "blocked_recheck_seconds": 0.5,
+            },
+        ).start()
+        d.wait_ready()
+        started = time.monotonic()
+        ids = [w.create_order() for _ in range(5)]
+        _wait(
+            lambda: sum(r["state"] == "BLOCKED" for r in w.ledger_rows()) >= len(ids),
+            what="documents blocked by the refused account",
+        )
+        first = time.monotonic()
+        # Submissions already in flight when the first refusal came back were refused too:
+        # at most one per document (never a second round), plus the probes since.
+        refused = len(w.issue_calls())
+        assert 1 <= refused <= len(ids) + 1 + (first - started) / probe
+        assert 'syncd_issuer_account_up{account="default"} 0.0' in d.metrics()
+        # Rechecks keep running (every 0.5 s per document); wait until a probe went out.
+        _wait(lambda: len(w.issue_calls()) > refused, what="a probe of the paused account")
+        elapsed = time.monotonic() - first
+        # 5 documents rechecked every 0.5 s would send ~10 submissions a second; the gate
+        # lets through at most one probe per interval.
+        assert len(w.issue_calls()) <= refused + 1 + elapsed / probe, w.issue_calls()
+        w.sandbox.reset_faults()
+        w.wait_issued(ids)
+        w.verdict(issued=ids)
+        assert 'syncd_issuer_account_up{account="default"} 1.0' in d.metrics()
 
 
 def test_11_two_replicas_one_killed_the_survivor_finishes(it_erp: Stack, tmp_path: Path):
@@ -256,7 +313,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(900)
-def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: Path):
+@pytest.mark.parametrize("dialect", sorted(DIALECTS))
+def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: Path, dialect: str):
     """The acceptance run: N orders, K kill -9s, injected faults, random cancellations.
 
     SYNCD_CHAOS_ORDERS / SYNCD_CHAOS_KILLS / SYNCD_CHAOS_SEED scale it up for a long run.
@@ -264,7 +322,7 @@ def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: 
     orders = int(os.environ.get("SYNCD_CHAOS_ORDERS", "60"))
     kills = int(os.environ.get("SYNCD_CHAOS_KILLS", "4"))
     rng = random.Random(int(os.environ.get("SYNCD_CHAOS_SEED", "7")))
-    with world(it_erp, tmp_path, issue_delay=0.3) as w:
+    with world(it_erp, tmp_path, issue_delay=0.3, **DIALECTS[dialect]) as w:
         w.sandbox.set_faults(error_rate=0.05, drop_response_after_commit_rate=0.1, latency_ms=20)
         d = w.daemon().start()
         d.wait_ready()
@@ -296,6 +354,6 @@ def test_randomized_kills_and_faults_keep_exactly_once(it_erp: Stack, tmp_path: 
         w.wait_for(cancelled, lambda r: r["invoice_status"] == "REVERSED", timeout=240)
         w.verdict(issued=kept, reversed_=cancelled)
         print(
-            f"\nchaos: orders={len(ids)} kills={kills} cancelled={len(cancelled)} "
+            f"\nchaos[{dialect}]: orders={len(ids)} kills={kills} cancelled={len(cancelled)} "
             f"invoices={len(w.sandbox.issued())} duplicates=0 missing=0"
         )

@@ -142,6 +142,7 @@ def test_upgrade_twice_is_idempotent_and_matches_the_declared_tables(database: s
             "offsets",
             "partition_leases",
             "approvals",
+            "issuer_tokens",
         }
         for table in metadata.sorted_tables:
             declared = {c.name for c in table.columns}

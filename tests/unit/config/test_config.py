@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from syncd.config import ConfigError, SnapshotPolicy, load_config, parse_config
+from syncd.config.settings import NUONUO_FIELDS
 from syncd.pipeline.classify import decode_options
 from tests.unit.config_helpers import DEMO, demo_config
 
@@ -421,7 +422,48 @@ def test_issuer_section_feeds_the_provider_settings_model():
     assert settings.app_secret.get_secret_value() == "syncd-dev-secret-do-not-use-in-production"
     assert settings.base_url.rstrip("/") == "http://127.0.0.1:18700"
     ours = set(type(config.issuer).model_fields)
-    assert ours <= set(model.model_fields)
+    assert ours - set(NUONUO_FIELDS) <= set(model.model_fields)
+    assert set(config.issuer.provider_settings()) <= set(model.model_fields)
+    # Every field of the section is known to the Nuonuo provider's model too.
+    assert ours <= set(settings_model("nuonuo").model_fields)
+
+
+def test_nuonuo_issuer_section_feeds_its_provider_model(tmp_path):
+    from syncd.config.settings import IssuerSettings
+    from syncd.issuers.registry import settings_model
+
+    secret = tmp_path / "nuonuo-secret"
+    secret.write_text("app-secret-from-file\n", encoding="utf-8")
+    issuer = IssuerSettings.model_validate(
+        {
+            "provider": "nuonuo",
+            "base_url": "https://sdk.nuonuo.com",
+            "app_key": "SD63236305",
+            "app_secret_file": str(secret),
+            "seller_tax_id": "91310115MA1K4PLN89",
+        }
+    )
+    settings = settings_model("nuonuo").model_validate(issuer.provider_settings())
+    assert settings.app_secret.get_secret_value() == "app-secret-from-file"
+    assert settings.token_endpoint() == "https://open.nuonuo.com/accessToken"
+    with pytest.raises(ValueError, match="seller_tax_id"):
+        IssuerSettings.model_validate(
+            {
+                "provider": "nuonuo",
+                "base_url": "https://x.example",
+                "app_key": "k",
+                "app_secret": "s",
+            }
+        )
+    with pytest.raises(ValueError, match=r"only for issuer\.provider nuonuo"):
+        IssuerSettings.model_validate(
+            {
+                "base_url": "https://x.example",
+                "app_key": "k",
+                "app_secret": "s",
+                "seller_tax_id": "91310115MA1K4PLN89",
+            }
+        )
 
 
 def _model_keys_of_demo() -> list[tuple[tuple, int, int]]:

@@ -268,7 +268,7 @@ def test_registry_builds_the_sandbox_client_from_raw_config():
         issuer.close()
     assert registry.settings_model("sandbox") is SandboxIssuerSettings
     with pytest.raises(registry.UnknownProviderError):
-        registry.create_issuer("nuonuo", {})
+        registry.create_issuer("baiwang", {})
 
 
 def test_async_client_classifies_the_same_way():

@@ -180,3 +180,14 @@ def test_outcome_label_values_are_a_closed_set() -> None:
         "duplicate",
         "dead",
     }
+
+
+def test_issuer_account_up_starts_up_and_follows_the_gate(m: Metrics) -> None:
+    def value() -> float | None:
+        return m.registry.get_sample_value("syncd_issuer_account_up", {"account": "default"})
+
+    assert value() == 1.0
+    m.account_up(False)
+    assert value() == 0.0
+    m.account_up(True)
+    assert value() == 1.0

@@ -245,6 +245,37 @@ def test_issued_records_the_invoice_and_writes_it_back() -> None:
     assert c.error is None
 
 
+def test_issued_files_reach_the_per_format_write_back_columns() -> None:
+    from syncd.config.documents import WriteBackColumns
+    from syncd.erp.writeback import writeback_values
+    from tests.unit.config_helpers import demo_config
+
+    files = {"pdf": "https://x/a.pdf", "ofd": "https://x/a.ofd", "xml": "https://x/a.xml"}
+    c = change(run(row(S.SUBMITTED), issued(files=files)))
+    assert c.writeback is not None and dict(c.writeback.files) == files
+    doc = demo_config().documents["sales_order"]
+    columns = doc.write_back.columns.model_dump() | {
+        "url": "invoice_url",
+        "pdf_url": "pdf_link",
+        "ofd_url": "ofd_link",
+        "xml_url": "xml_link",
+    }
+    doc = doc.model_copy(
+        update={
+            "write_back": doc.write_back.model_copy(
+                update={"columns": WriteBackColumns.model_validate(columns)}
+            )
+        }
+    )
+    values = writeback_values(doc, c.writeback)
+    assert values["invoice_url"] == "https://x/a.pdf"
+    assert (values["pdf_link"], values["ofd_link"], values["xml_link"]) == (
+        files["pdf"],
+        files["ofd"],
+        files["xml"],
+    )
+
+
 def test_issued_without_a_readable_time_or_files() -> None:
     c = change(run(row(S.SUBMITTED), issued(issued_at="yesterday", files={})))
     assert c.fields["issued_at"] is None and c.fields["invoice_url"] is None

@@ -1,0 +1,1 @@
+"""The sandbox platform speaking Nuonuo's open-platform protocol (`--dialect nuonuo`)."""

@@ -1,0 +1,607 @@
+"""`syncd sandbox --dialect nuonuo`: the sandbox speaking Nuonuo's open-platform protocol.
+
+Same role as `syncd_sandbox.app` (a platform to test against, with faults on demand), a
+different wire: `POST /accessToken` (form-encoded, counted against a monthly limit) and
+`POST /open/v1/services` (signed query parameters, `accessToken`/`userTax`/`method`
+headers, `{code, describe, result}` envelopes). Issuance is asynchronous as on the real
+platform: `requestBillingNew` answers a platform serial at once, the invoice appears on a
+later `queryInvoiceResult`. A repeated order number is refused (`E9106`). Reversal goes
+through red-confirmation forms; a form on a 数电专票 waits for the buyer (the control
+plane confirms or rejects for them).
+
+Every request's effect is committed before its answer is sent, so the "lost answer"
+faults lose only the answer. docs/sandbox.md ("Nuonuo dialect") lists every deviation
+from the real platform that we know of.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final
+from urllib.parse import parse_qs
+
+from pydantic import ValidationError
+
+from syncd_sandbox.app import DropConnection
+from syncd_sandbox.faults import Dice, Faults, TokenBucket
+from syncd_sandbox.nuonuo import protocol as p
+from syncd_sandbox.nuonuo.store import NuonuoStore
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+log = logging.getLogger("syncd_sandbox.nuonuo")
+
+SERVICES: Final = "/open/v1/services"
+SENDS: Final = frozenset(
+    {"nuonuo.OpeMplatform.requestBillingNew", "nuonuo.OpeMplatform.saveInvoiceRedConfirm"}
+)
+RED_REASONS: Final = frozenset({"1", "2", "3", "4"})
+MONTH: Final = 30 * 86400.0
+
+
+@dataclass
+class NuonuoConfig:
+    credentials: dict[str, str]
+    issue_delay: float = 1.0
+    red_form_ttl: float = 72 * 3600.0
+    token_ttl: float = 86400.0
+    token_limit: int = 50
+    strict: bool = False
+    faults: Faults = field(default_factory=Faults)
+    seed: int | None = None
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    code: str | None = None
+    committed: bool = False
+
+
+def answer(status: int, payload: Mapping[str, Any], *, committed: bool = False) -> Answer:
+    code = payload.get("code")
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return Answer(status, body, code=str(code) if code is not None else None, committed=committed)
+
+
+def env(code: str, describe: str = "", result: object = None, *, committed: bool = False) -> Answer:
+    return answer(200, p.envelope(code, describe, result), committed=committed)
+
+
+class NuonuoApp:
+    def __init__(self, store: NuonuoStore, config: NuonuoConfig) -> None:
+        self.store = store
+        self.config = config
+        self.faults = config.faults
+        self.dice = Dice(config.seed)
+        self.issue_failures_left = config.faults.fail_next_issue_calls
+        self.buckets: dict[str, TokenBucket] = {}
+        self._worker: asyncio.Task[None] | None = None
+
+    # --- ASGI -----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        body = await _read_body(receive)
+        if path == "/health":
+            await _send(send, answer(200, {"status": "ok", "dialect": "nuonuo"}))
+            return
+        if path.startswith("/_sandbox/"):
+            with self.store.unit():
+                reply = self._control(method, path, scope, body)
+            await _send(send, reply)
+            return
+        faults = self.faults
+        if faults.latency_ms:
+            await asyncio.sleep(faults.latency_ms / 1000)
+        headers = _headers(scope)
+        fault: str | None = None
+        with self.store.unit():
+            if method == "POST" and path == "/accessToken":
+                reply, app_key, serial = self._token(body), None, None
+            elif method == "POST" and path == SERVICES:
+                reply, app_key, serial, fault = self._services(scope, headers, body, faults)
+            else:
+                reply, app_key, serial = (
+                    answer(404, {"code": "404", "describe": "no route"}),
+                    None,
+                    None,
+                )
+            self.store.log_request(
+                ts=time.time(),
+                method=headers.get("method"),
+                path=path,
+                app_key=app_key,
+                status=reply.status,
+                code=reply.code,
+                serial=serial,
+                fault=fault,
+            )
+        # committed: from here on a broken answer is a lost answer
+        if fault in ("drop:reset", "drop:hang", "error:reset", "error:hang"):
+            await self._break(send, reply, fault or "")
+        await _send(send, reply)
+
+    async def _break(self, send: Send, reply: Answer, fault: str) -> None:
+        if fault.endswith(":hang"):
+            await asyncio.sleep(self.faults.hang_ms / 1000)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": reply.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(reply.body)).encode()),
+                ],
+            }
+        )
+        raise DropConnection(fault)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._worker = asyncio.create_task(self._background())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._worker is not None:
+                    self._worker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._worker
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _background(self) -> None:
+        """The platform's queue: issue accepted orders, move red forms along."""
+        while True:
+            try:
+                with self.store.unit():
+                    self._advance(time.time())
+            except Exception:  # one bad row must not stop the others
+                log.exception("background issuance failed")
+            await asyncio.sleep(min(0.25, max(self.config.issue_delay / 4, 0.02)))
+
+    def _advance(self, now: float) -> None:
+        for order_no in self.store.due_orders(now):
+            self._finish(order_no, now)
+        for form in self.store.due_red_forms(now):
+            self._advance_form(form, now)
+
+    def _finish(self, order_no: str, now: float) -> None:
+        row = self.store.order(order_no)
+        if row is None or row["status"] != "20":
+            return
+        payload = json.loads(row["payload"])
+        if payload.get("_fate") == "22":
+            self.store.finish_order(
+                order_no, now, "22", "购方税号未在税局登记 (buyer not registered)"
+            )
+        elif self.dice.hit(self.faults.issue_failure_rate):
+            self.store.finish_order(order_no, now, "24", "签章失败 (seal failed)")
+        else:
+            self.store.finish_order(order_no, now, "2", None)
+
+    def _advance_form(self, form: dict[str, Any], now: float) -> None:
+        status = form["status"]
+        if status == "15":  # the bureau answers the application
+            payload = json.loads(form["payload"])
+            needs_buyer = payload.get("blueInvoiceLine") == "bs"
+            if needs_buyer:
+                self.store.set_red_form(
+                    form["bill_id"], status="02", due_at=now + self.config.red_form_ttl
+                )
+            else:
+                self.store.set_red_form(form["bill_id"], status="01", due_at=now)
+        elif status == "02":  # nobody confirmed in time
+            self.store.set_red_form(form["bill_id"], status="07", due_at=now)
+        elif status in ("01", "04"):  # the bureau issues the red invoice itself
+            self._issue_red(form, now)
+
+    def _issue_red(self, form: dict[str, Any], now: float) -> None:
+        blue = self.store.order_by_invoice_no(form["blue_no"])
+        if blue is None:
+            return
+        order = json.loads(blue["payload"])
+        red_order_no = "RED" + form["bill_id"]
+        red = {**order, "orderNo": red_order_no, "invoiceType": "2"}
+        totals = (-Decimal(blue["net"]), -Decimal(blue["tax"]), -Decimal(blue["gross"]))
+        self.store.accept_order(
+            red,
+            app_key=blue["app_key"],
+            now=now,
+            due_at=now,
+            totals=totals,
+            kind="RED",
+            original_invoice_no=blue["invoice_no"],
+        )
+        self.store.finish_order(red_order_no, now, "2", None)
+        self.store.set_red_form(form["bill_id"], red_order_no=red_order_no)
+
+    # --- the token endpoint -----------------------------------------------------------
+
+    def _token(self, body: bytes) -> Answer:
+        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
+        app_key = form.get("client_id", "")
+        now = time.time()
+        if form.get("grant_type") != "client_credentials":
+            return answer(400, {"error": "unsupported_grant_type", "error_description": ""})
+        secret = self.config.credentials.get(app_key)
+        if secret is None or not secrets.compare_digest(secret, form.get("client_secret", "")):
+            self.store.record_fetch(app_key, now, None, 0)
+            return answer(
+                400, {"error": "invalid_client", "error_description": "appKey or appSecret wrong"}
+            )
+        if self.store.fetches_since(app_key, now - MONTH) >= self.config.token_limit:
+            self.store.record_fetch(app_key, now, None, 0)
+            return answer(
+                400,
+                {
+                    "error": "070306",
+                    "error_description": f"at most {self.config.token_limit} token fetches "
+                    "per 30 days",
+                },
+            )
+        token = secrets.token_hex(16)
+        self.store.record_fetch(app_key, now, token, now + self.config.token_ttl)
+        return answer(200, {"access_token": token, "expires_in": int(self.config.token_ttl)})
+
+    # --- the business gateway ----------------------------------------------------------
+
+    def _services(
+        self, scope: Scope, headers: Mapping[str, str], body: bytes, faults: Faults
+    ) -> tuple[Answer, str | None, str | None, str | None]:
+        params = {k: v[0] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
+        now = time.time()
+        method = headers.get("method", "")
+        refused = p.check_signature(params, headers, body, self.config.credentials)
+        if refused is not None:
+            return env(*refused), params.get("appkey"), None, None
+        app_key = params["appkey"]
+        if self.store.token_owner(headers.get("accesstoken", ""), now) != app_key:
+            return env(p.TOKEN_INVALID, "accessToken invalid or expired"), app_key, None, None
+        wait = self._rate_limit(app_key, faults)
+        if wait > 0:
+            reply = answer(429, p.envelope("429", "too many requests"))
+            reply.headers.append((b"retry-after", str(max(1, int(wait + 0.999))).encode()))
+            return reply, app_key, None, None
+        if method == "nuonuo.OpeMplatform.requestBillingNew" and self.issue_failures_left > 0:
+            self.issue_failures_left -= 1
+            return answer(500, p.envelope("500", "internal error")), app_key, None, "error:http_500"
+        if self.dice.hit(faults.error_rate):
+            kind = self.dice.error_kind(faults)
+            reply = answer(500, p.envelope("500", "internal error"))
+            return reply, app_key, None, f"error:{kind.value}"
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return env(p.VALIDATION, "the body is not JSON"), app_key, None, None
+        if not isinstance(data, dict):
+            return env(p.VALIDATION, "the body is not a JSON object"), app_key, None, None
+        if method in SENDS and faults.session_expired:
+            reply = env(
+                p.SESSION_EXPIRED, "开票员税局登录已失效 (the drawer's bureau session expired)"
+            )
+            return reply, app_key, None, None
+        if method == "nuonuo.OpeMplatform.requestBillingNew" and faults.credit_exhausted:
+            return env(p.CREDIT_EXHAUSTED, "授信额度不足 (credit exhausted)"), app_key, None, None
+        user_tax = headers.get("usertax", "")
+        if not user_tax:
+            return env(p.MISSING_USER_TAX, "userTax is required"), app_key, None, None
+        handler = _METHODS.get(method)
+        if handler is None:
+            return env(p.VALIDATION, f"unknown method {method!r}"), app_key, None, None
+        reply, serial = handler(self, data, app_key, user_tax, now)
+        fault = None
+        if reply.committed and self.dice.hit(faults.drop_response_after_commit_rate):
+            fault = f"drop:{faults.drop_mode}"
+        return reply, app_key, serial, fault
+
+    def _rate_limit(self, app_key: str, faults: Faults) -> float:
+        if faults.rate_limit_rps is None:
+            return 0.0
+        bucket = self.buckets.get(app_key)
+        if bucket is None or bucket.rate != faults.rate_limit_rps:
+            bucket = self.buckets[app_key] = TokenBucket.full(faults.rate_limit_rps)
+        return bucket.take()
+
+    def _issue(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        order = data.get("order")
+        serial = order.get("orderNo") if isinstance(order, dict) else None
+        serial = serial if isinstance(serial, str) else None
+        problems = p.check_order(order, user_tax)
+        if problems:
+            return env(p.VALIDATION, "; ".join(problems)), serial
+        assert isinstance(order, dict) and serial is not None
+        if self.store.order(serial) is not None:
+            return env(
+                p.DUPLICATE_ORDER, "订单编号或流水号不能重复 (order number repeated)"
+            ), serial
+        stored = dict(order)
+        if self.dice.hit(self.faults.rejection_rate):
+            stored["_fate"] = "22"
+        serial_no = self.store.accept_order(
+            stored,
+            app_key=app_key,
+            now=now,
+            due_at=now + self.config.issue_delay,
+            totals=p.order_totals(order),
+        )
+        result = {"invoiceSerialNum": serial_no}
+        return env(p.SUCCESS, "开票提交成功", result, committed=True), serial
+
+    def _query(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        serials, orders = data.get("serialNos"), data.get("orderNos")
+        keys = serials if serials else orders
+        if not isinstance(keys, list) or not 1 <= len(keys) <= 50 or (serials and orders):
+            return env(p.VALIDATION, "serialNos or orderNos: 1 to 50 values"), None
+        rows = []
+        for key in keys:
+            key = str(key)
+            row = self.store.order_by_serial(key) if serials else self.store.order(key)
+            if row is not None and row["status"] == "20" and row["due_at"] <= now:
+                self._finish(row["order_no"], now)
+                row = self.store.order(row["order_no"])
+            if row is not None:
+                rows.append(_item(row))
+        if not rows:
+            return env(p.NOT_FOUND, "发票不存在 (no invoice)"), None
+        return env(p.SUCCESS, "", rows), str(keys[0])
+
+    def _reinvoice(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        order_no = str(data.get("orderno") or "")
+        row = self.store.order(order_no)
+        if row is None or (data.get("fpqqlsh") and data["fpqqlsh"] != row["serial_no"]):
+            return env(p.NOT_FOUND, "发票不存在 (no invoice)"), order_no
+        if row["status"] in ("22", "24"):
+            if row["reinvoices"] >= 20:
+                return env(p.RETRY_LIMIT, "同一流水号单日最多重试20次"), order_no
+            payload = json.loads(row["payload"])
+            if payload.get("_fate") == "22" and row["status"] == "22":
+                return env(p.SUCCESS, "重试开票中"), order_no  # fails the same way again
+            self.store.requeue(order_no, now + self.config.issue_delay)
+        return env(p.SUCCESS, "重试开票中"), order_no
+
+    def _save_red_form(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        bill_id = data.get("billId")
+        if not isinstance(bill_id, str) or not bill_id:
+            return env(p.VALIDATION, "billId is required"), None
+        problems = []
+        if data.get("applySource") != "0":
+            problems.append("applySource: 0 (seller)")
+        if data.get("redReason") not in RED_REASONS:
+            problems.append("redReason: 1, 2, 3 or 4")
+        if data.get("sellerTaxNo") != user_tax:
+            problems.append("sellerTaxNo must equal the userTax header")
+        if not data.get("buyerName"):
+            problems.append("buyerName is required")
+        if problems:
+            return env(p.VALIDATION, "; ".join(problems)), bill_id
+        if self.store.red_form(bill_id) is not None:
+            return env(p.RED_FORM_EXISTS, "红字确认单申请号不能重复 (billId repeated)"), bill_id
+        blue_no = str(data.get("blueElecInvoiceNumber") or "")
+        blue = self.store.order_by_invoice_no(blue_no)
+        if blue is None or blue["kind"] != "BLUE" or blue["status"] != "2":
+            return env(p.VALIDATION, "蓝字发票不存在 (no such issued blue invoice)"), bill_id
+        existing = self.store.red_form_for_blue(blue_no)
+        if existing is not None:
+            return env(
+                p.VALIDATION,
+                f"该蓝票已有红字确认单 (already reversed by {existing['bill_id']})",
+            ), bill_id
+        self.store.add_red_form(
+            bill_id, blue_no, dict(data), "15", now, now + self.config.issue_delay
+        )
+        return env(p.SUCCESS, "", bill_id, committed=True), bill_id
+
+    def _query_red_forms(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        bill_id = data.get("billId")
+        if data.get("identity") not in ("0", "1") or not isinstance(bill_id, str):
+            return env(p.VALIDATION, "identity and billId are required here"), None
+        form = self.store.red_form(bill_id)
+        if form is not None and form["due_at"] <= now and form["red_order_no"] is None:
+            self._advance_form(form, now)
+            form = self.store.red_form(bill_id)
+            if form is not None and form["status"] in ("01", "04") and not form["red_order_no"]:
+                self._advance_form(form, now)
+                form = self.store.red_form(bill_id)
+        forms = [] if form is None else [self._form_view(form)]
+        return env(p.SUCCESS, "", {"total": len(forms), "list": forms}), bill_id
+
+    def _form_view(self, form: dict[str, Any]) -> dict[str, Any]:
+        payload = json.loads(form["payload"])
+        blue = self.store.order_by_invoice_no(form["blue_no"])
+        red = self.store.order(form["red_order_no"]) if form["red_order_no"] else None
+        view: dict[str, Any] = {
+            "billId": form["bill_id"],
+            "billNo": form["bill_no"],
+            "billUuid": "sandbox" + form["bill_id"].lower(),
+            "billStatus": form["status"],
+            "requestStatus": "2",
+            "openStatus": 1 if red is not None else 0,
+            "applySource": 0,
+            "blueInvoiceLine": payload.get("blueInvoiceLine"),
+            "blueElecInvoiceNumber": form["blue_no"],
+            "sellerTaxNo": payload.get("sellerTaxNo"),
+            "buyerName": payload.get("buyerName"),
+            "redReason": payload.get("redReason"),
+            "taxExcludedAmount": str(-Decimal(blue["net"])) if blue else None,
+            "taxAmount": str(-Decimal(blue["tax"])) if blue else None,
+        }
+        if red is not None and red["status"] == "2":
+            view["redInvoiceNumber"] = red["invoice_no"]
+            view["invoiceSerialNum"] = red["serial_no"]
+        if form["status"] in ("05", "07"):
+            view["billMessage"] = (
+                "购方已拒绝 (the buyer refused)"
+                if form["status"] == "05"
+                else "超72小时未确认 (not confirmed within 72 h)"
+            )
+        return view
+
+    # --- control plane ----------------------------------------------------------------
+
+    def _control(self, method: str, path: str, scope: Scope, body: bytes) -> Answer:
+        if self.config.strict:
+            return answer(404, {"code": "NOT_FOUND", "message": "control plane disabled"})
+        if path == "/_sandbox/faults":
+            if method == "GET":
+                return answer(200, self.faults.model_dump())
+            if method == "DELETE":
+                self.faults = self.config.faults
+                return answer(200, self.faults.model_dump())
+            if method == "POST":
+                try:
+                    update = json.loads(body or b"{}")
+                    if not isinstance(update, dict):
+                        raise ValueError("not an object")
+                    self.faults = Faults.model_validate({**self.faults.model_dump(), **update})
+                except (ValueError, ValidationError) as exc:
+                    return answer(422, {"code": "INVALID_FAULTS", "message": str(exc)})
+                if "fail_next_issue_calls" in update:
+                    self.issue_failures_left = self.faults.fail_next_issue_calls
+                return answer(200, self.faults.model_dump())
+        if path == "/_sandbox/invoices" and method == "GET":
+            invoices = self.store.issued()
+            return answer(200, {"count": len(invoices), "invoices": invoices})
+        if path == "/_sandbox/requests" and method == "GET":
+            q = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+            since = int(q.get("since_id", "0") or 0)
+            limit = min(int(q.get("limit", "1000") or 1000), 10_000)
+            return answer(200, {"requests": self.store.requests(since, limit)})
+        if path == "/_sandbox/tokens" and method == "GET":
+            return answer(200, {"apps": self.store.token_stats(), "limit": self.config.token_limit})
+        if path == "/_sandbox/tokens/expire" and method == "POST":
+            self.store.expire_tokens()
+            return answer(200, {"expired": True})
+        m = re.fullmatch(r"/_sandbox/red-forms/(?P<bill>[^/]+)/(?P<d>confirm|reject)", path)
+        if m is not None and method == "POST":
+            form = self.store.red_form(m["bill"])
+            if form is None:
+                return answer(404, {"code": "NOT_FOUND", "message": "no such red form"})
+            if form["status"] == "15":  # the bureau has not answered the application yet
+                return answer(
+                    409, {"code": "NOT_YET_PENDING", "message": "the form is still applying (15)"}
+                )
+            if form["status"] == "02":
+                confirmed = m["d"] == "confirm"
+                self.store.set_red_form(
+                    form["bill_id"], status="04" if confirmed else "05", due_at=time.time()
+                )
+                if confirmed:
+                    self._issue_red(self.store.red_form(form["bill_id"]) or form, time.time())
+            return answer(200, self._form_view(self.store.red_form(form["bill_id"]) or form))
+        return answer(404, {"code": "NOT_FOUND", "message": f"no route {method} {path}"})
+
+
+_Handler = Callable[[NuonuoApp, dict[str, Any], str, str, float], tuple[Answer, str | None]]
+_METHODS: Final[dict[str, _Handler]] = {
+    "nuonuo.OpeMplatform.requestBillingNew": NuonuoApp._issue,
+    "nuonuo.OpeMplatform.queryInvoiceResult": NuonuoApp._query,
+    "nuonuo.OpeMplatform.reInvoice": NuonuoApp._reinvoice,
+    "nuonuo.OpeMplatform.saveInvoiceRedConfirm": NuonuoApp._save_red_form,
+    "nuonuo.OpeMplatform.queryInvoiceRedConfirm": NuonuoApp._query_red_forms,
+}
+
+_STATUS_TEXT: Final = {
+    "2": "开票完成（最终状态）",
+    "20": "开票中",
+    "21": "开票成功签章中",
+    "22": "开票失败",
+    "24": "开票成功签章失败",
+}
+
+
+def _item(row: Mapping[str, Any]) -> dict[str, Any]:
+    """One `queryInvoiceResult` item."""
+    item: dict[str, Any] = {
+        "serialNo": row["serial_no"],
+        "orderNo": row["order_no"],
+        "status": row["status"],
+        "statusMsg": _STATUS_TEXT.get(row["status"], ""),
+        "failCause": row["fail_cause"] or "",
+        "invoiceType": 2 if row["kind"] == "RED" else 1,
+        "exTaxAmount": row["net"],
+        "taxAmount": row["tax"],
+        "orderAmount": row["gross"],
+    }
+    if row["status"] == "2":
+        number = row["invoice_no"]
+        base = f"https://sandbox.invalid/fp/{number}"
+        item.update(
+            invoiceNo=number,
+            invoiceCode="",
+            allElectronicInvoiceNumber=number,
+            invoiceTime=row["invoice_time"],
+            checkCode=number[-6:],
+            qrCode=f"01,32,,{number},{row['gross']},,",
+            pdfUrl=f"{base}.pdf",
+            ofdUrl=f"{base}.ofd",
+            xmlUrl=f"{base}.xml",
+        )
+        if row["original_invoice_no"]:
+            item["oldEleInvoiceNumber"] = row["original_invoice_no"]
+    return item
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        name = key.decode("latin-1").lower()
+        out.setdefault(name, value.decode("utf-8", "replace"))
+    return out
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            return b"".join(chunks)
+
+
+async def _send(send: Send, reply: Answer) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [
+                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-length", str(len(reply.body)).encode()),
+                *reply.headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": reply.body})
