@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "status": "status",
     "retry": "retry",
     "dlq": "dlq",
+    "audit": "audit",
     "demo": "demo",
 }
 

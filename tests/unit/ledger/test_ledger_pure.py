@@ -30,7 +30,7 @@ def test_migrations_know_every_state_and_kind() -> None:
     first = load_revision("0001_ledger")
     assert set(first.STATES) == set(STATE_VALUES) == {s.value for s in DocumentState}
     assert set(first.KINDS) == set(KIND_VALUES)
-    assert head_revision() == "0001_ledger"
+    assert head_revision() == "0002_audit_chain"
 
 
 def test_identity_key_is_canonical() -> None:
