@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "reject": "approve",
     "dlq": "dlq",
     "grants": "grants",
+    "audit": "audit",
     "demo": "demo",
 }
 

@@ -18,11 +18,12 @@ SyncdError                      root: an error syncd raises on purpose (never a 
 │   │                           -> drop the batch; the owner reads it again
 │   ├── DocumentNotFoundError, IdentityConflictError, FrozenPayloadError,
 │   │   NotReversibleError      ledger/errors: an operator asked for the impossible
-│   └── InvalidSchemaNameError  ledger/engine: `database.schema_name` is not an identifier
+│   ├── InvalidSchemaNameError  ledger/engine: `database.schema_name` is not an identifier
+│   └── ChainBrokenError        ledger/audit: pruning refused, an audit chain is broken
 ├── WriteBackError              erp/writeback: the ERP row is gone or not writable
 │                               -> the ledger keeps the result; logged
-└── OperatorError               an operator command's input (redrive, migrate, demo)
-                                -> exit 2 with one line
+└── OperatorError               an operator command's input (redrive, migrate, demo,
+                                the period of the finance commands) -> exit 2 with one line
 ```
 
 Not in the tree, on purpose: a *dependency* failing (SQLAlchemy's OperationalError,

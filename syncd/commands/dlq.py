@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from syncd.commands._operator import add_reason_argument
 from syncd.safetext import printable
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="one JSON object at the end: counts and every record (replayed or skipped)",
     )
+    add_reason_argument(rp, required=False)
 
 
 def replay_group(config: SyncdConfig) -> str:
@@ -282,7 +284,29 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
 
     topic = config.kafka.dead_letter_topic
     group = replay_group(config)
+    if not args.dry_run and not str(args.reason or "").strip():
+        from syncd.commands import EXIT_USAGE, fail
+
+        return fail(
+            "dlq replay",
+            EXIT_USAGE,
+            "--reason TEXT is required for a replay (it is recorded in the audit trail)",
+            as_json=bool(args.json),
+            details={"reason": "usage"},
+        )
     consumer = _consumer(config, group, args.timeout)
+    audited = None
+    if not args.dry_run:
+        try:
+            # Kafka first: an unreachable broker is answered before the ledger is touched.
+            consumer.list_topics(topic, timeout=args.timeout)
+            audited = _ReplayAudit(config, args)
+        except BaseException:
+            consumer.close()
+            raise
+        if audited.failed is not None:
+            consumer.close()
+            return audited.failed
     producer = Producer(
         operator_config(
             config.kafka,
@@ -352,6 +376,8 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
     finally:
         producer.flush(args.timeout)
         consumer.close()
+        if audited is not None:
+            audited.done(replayed, skipped, records)
     verb = "would replay" if args.dry_run else "replayed"
     if args.json:
         from syncd.commands import emit_json
@@ -369,3 +395,80 @@ def _replay(config: SyncdConfig, args: argparse.Namespace) -> int:
     else:
         print(f"{verb} {replayed} record(s), skipped {skipped} (group {group})")
     return 0
+
+
+class _ReplayAudit:
+    """The audit rows of a replay: one before anything is re-produced (no replay without
+    its audit row: an unreachable ledger stops the replay), one with what was done."""
+
+    def __init__(self, config: SyncdConfig, args: argparse.Namespace) -> None:
+        from syncd.commands._operator import actor, operator_from
+
+        self._config = config
+        self.failed: int | None = None
+        self._actor = actor()
+        self._operator = operator_from(args)
+        self._write(
+            "dlq replay requested",
+            {"topic": config.kafka.dead_letter_topic, "limit": args.limit},
+            json_errors=bool(args.json),
+            consequence="nothing replayed",
+        )
+
+    def done(self, replayed: int, skipped: int, records: list[dict[str, Any]]) -> None:
+        self._write(
+            "dlq replay done",
+            {
+                "topic": self._config.kafka.dead_letter_topic,
+                "replayed": replayed,
+                "skipped": skipped,
+                "records": [
+                    {k: r.get(k) for k in ("dlq_partition", "dlq_offset", "action", "source")}
+                    for r in records[:1000]
+                ],
+            },
+            json_errors=False,
+            consequence="the replay happened; its outcome is not in the audit trail",
+        )
+
+    def _write(
+        self, what: str, details: dict[str, Any], *, json_errors: bool, consequence: str
+    ) -> None:
+        from sqlalchemy.exc import DBAPIError
+
+        from syncd.commands import (
+            EXIT_DATABASE,
+            EXIT_FAILED,
+            database_reason,
+            database_unreachable,
+            fail,
+            is_connection_error,
+        )
+        from syncd.ledger.audit import record_action
+        from syncd.ledger.engine import ledger_engine
+
+        engine = ledger_engine(
+            self._config.database.dsn_value(),
+            self._config.database.schema_name,
+            pool_size=1,
+            max_overflow=0,
+        )
+        try:
+            with engine.begin() as conn:
+                record_action(
+                    conn, what, actor=self._actor, operator=self._operator, details=details
+                )
+        except DBAPIError as exc:
+            if is_connection_error(exc):
+                code, message = EXIT_DATABASE, database_unreachable(self._config, exc)
+            else:
+                code, message = EXIT_FAILED, f"database error: {database_reason(exc)}"
+            self.failed = fail(
+                "dlq replay",
+                code,
+                f"cannot write the audit row ({message}); {consequence}",
+                as_json=json_errors,
+                details={"reason": "audit"},
+            )
+        finally:
+            engine.dispose()

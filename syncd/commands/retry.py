@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import socket
 from typing import Any
+
+from syncd.commands._operator import actor as operator_actor
+from syncd.commands._operator import add_reason_argument, operator_from
 
 HELP = "re-drive a DEAD/BLOCKED (or waiting) document: the daemon queries it by serial first"
 
@@ -18,6 +19,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help='ledger id, serial, or <document_type>:<json key> such as sales_order:{"id":42}',
     )
+    add_reason_argument(parser)
     parser.add_argument(
         "--json",
         action="store_true",
@@ -61,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
         ref = parse_document_ref(args.document)
     except DocumentRefError as exc:
         return fail("retry", EXIT_USAGE, str(exc), as_json=as_json, details={"reason": "usage"})
-    actor = f"operator:{_user()}@{socket.gethostname()}"
+    try:
+        operator = operator_from(args)
+    except ValueError as exc:
+        return fail("retry", EXIT_USAGE, str(exc), as_json=as_json, details={"reason": "usage"})
+    actor = operator_actor()
     engine = ledger_engine(
         config.database.dsn_value(), config.database.schema_name, pool_size=1, max_overflow=0
     )
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
                         "documents": [{"id": r.id, "state": r.state.value} for r in rows],
                     },
                 )
-            done = [redrive(conn, config, row, actor=actor) for row in targets]
+            done = [redrive(conn, config, row, actor=actor, operator=operator) for row in targets]
             tps = {
                 TopicPartition(r.source_topic, r.source_partition)
                 for r in targets
@@ -163,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             f"document {b.id} {b.identity.document_type} {b.identity.source_key} "
             f"{b.kind.value} r{b.identity.revision} serial {b.serial}: "
             f"{b.state.value} -> {a.state.value}, attempts {b.attempts} -> {a.attempts}, "
-            f'due now (audit: {actor}, "operator retry")'
+            f'due now (audit: {actor}, "operator retry", why: {operator.why!r})'
         )
         if b.last_error:
             print(f"  last error was: [{b.last_error_code}] {b.last_error}")
@@ -178,10 +184,3 @@ def run(args: argparse.Namespace) -> int:
     if as_json:
         emit_json({"ok": True, "exit_code": 0, "actor": actor, "retried": retried})
     return 0
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

@@ -53,6 +53,7 @@ from syncd.config.documents import (
 )
 from syncd.config.secrets import normalise, redact, scrub
 from syncd.config.settings import (
+    AuditSettings,
     ConnectorSettings,
     DatabaseSettings,
     IssuerSettings,
@@ -84,6 +85,7 @@ class SyncdConfig(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     seller: SellerIdentity | None = Field(
         default=None, description="default seller of every document type"
     )
@@ -196,6 +198,7 @@ class SyncdConfig(BaseSettings):
                 *self.issuer.secret_values(),
                 *self.database.secret_values(),
                 *self.kafka.secret_values(),
+                *self.audit.secret_values(),
             ]
         )
 

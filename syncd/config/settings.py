@@ -506,6 +506,39 @@ class MetricsSettings(StrictModel):
     port: int = Field(default=9464, ge=1, le=65535)
 
 
+class AuditSettings(StrictModel):
+    """The audit trail: how long rows are kept, and the key that signs pruning checkpoints."""
+
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="`syncd audit prune` removes rows older than this (unset: keep all)",
+    )
+    checkpoint_key_file: Path | None = Field(
+        default=None,
+        description="file holding the HMAC key that signs (and verifies) pruning checkpoints",
+    )
+    checkpoint_key: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> AuditSettings:
+        self.checkpoint_key = _secret_from_file(
+            self.checkpoint_key, self.checkpoint_key_file, "checkpoint_key", required=False
+        )
+        if self.checkpoint_key is not None and len(self.checkpoint_key.get_secret_value()) < 16:
+            raise ValueError("checkpoint_key must be at least 16 characters")
+        return self
+
+    def key_bytes(self) -> bytes | None:
+        """The HMAC key, or None when checkpoints are not signed."""
+        if self.checkpoint_key is None:
+            return None
+        return self.checkpoint_key.get_secret_value().encode()
+
+    def secret_values(self) -> list[str]:
+        return [self.checkpoint_key.get_secret_value()] if self.checkpoint_key else []
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     json_format: bool = Field(default=True, alias="json")
@@ -570,6 +603,7 @@ class ConnectorSettings(StrictModel):
 
 
 __all__ = [
+    "AuditSettings",
     "ConnectorDatabase",
     "ConnectorSettings",
     "DatabaseSettings",

@@ -20,8 +20,10 @@ from syncd.lifecycle import DocumentState
 
 __all__ = [
     "Approval",
+    "AuditEntry",
     "DocumentIdentity",
     "DocumentRow",
+    "Operator",
     "TopicPartition",
     "canonical_json",
     "fast_json",
@@ -122,15 +124,59 @@ class DocumentRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Operator:
+    """A person acting through a command: their OS user and the reason they gave.
+
+    Passed (as `operator=`) to the repository functions that write audit rows; the rows
+    then carry `os_user` and `why` besides the database roles every row records."""
+
+    os_user: str
+    why: str
+
+    def __post_init__(self) -> None:
+        if not self.why.strip():
+            raise ValueError("an operator action needs a reason")
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
+    """One audit row: what happened to which document, who did it, when and why."""
+
     id: int
-    document_id: int
+    document_id: int | None
     from_state: DocumentState | None
-    to_state: DocumentState
+    to_state: DocumentState | None
     reason: str
     actor: str
     at: datetime
     details: Mapping[str, Any] | None
+    db_user: str | None = None
+    db_session_user: str | None = None
+    os_user: str | None = None
+    why: str | None = None
+    chain: int = 0
+    seq: int = 0
+    hash: str = ""
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[Any, Any]) -> AuditEntry:
+        return cls(
+            id=m["id"],
+            document_id=m["document_id"],
+            from_state=None if m["from_state"] is None else DocumentState(m["from_state"]),
+            to_state=None if m["to_state"] is None else DocumentState(m["to_state"]),
+            reason=m["reason"],
+            actor=m["actor"],
+            at=m["at"],
+            details=m["details"],
+            db_user=m["db_user"],
+            db_session_user=m["db_session_user"],
+            os_user=m["os_user"],
+            why=m["why"],
+            chain=m["chain"],
+            seq=m["seq"],
+            hash=m["hash"],
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,12 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     "partition_leases": ("SELECT", "INSERT", "UPDATE"),
     # append-only: the trail is evidence
     "audit": ("SELECT", "INSERT"),
+    # the heads of the audit chains: each append moves one forward
+    "audit_chains": ("SELECT", "UPDATE"),
+    # written by `syncd audit prune` (the owner) only
+    "audit_checkpoints": ("SELECT",),
+    # the fleet's shared provider access token (refreshed under a row lock)
+    "issuer_tokens": ("SELECT", "INSERT", "UPDATE"),
     # written by the approver role only
     "approvals": ("SELECT",),
     "alembic_version": ("SELECT",),
@@ -165,6 +171,7 @@ def plan(config: SyncdConfig, names: RoleNames, *, people: bool) -> list[RoleGra
         operator_ledger = readonly_ledger() | {
             "documents": ("SELECT", "UPDATE"),
             "audit": ("SELECT", "INSERT"),
+            "audit_chains": ("SELECT", "UPDATE"),
         }
         roles += [
             RoleGrants(

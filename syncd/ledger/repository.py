@@ -18,7 +18,7 @@ Concurrency rules the functions rely on (PostgreSQL, READ COMMITTED):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, NoReturn
@@ -27,23 +27,24 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Integer,
-    Table,
-    Text,
     and_,
     bindparam,
     cast,
-    column,
     func,
     or_,
     select,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from syncd.changes import RecordPosition
 from syncd.identity import DocumentKind
+from syncd.ledger.audit import append as _append_audit
+from syncd.ledger.bulk import json_insert as _json_insert
+from syncd.ledger.bulk import json_rows as _json_rows
+from syncd.ledger.bulk import statement as _statement
 from syncd.ledger.errors import (
     DocumentNotFoundError,
     FencedError,
@@ -57,8 +58,8 @@ from syncd.ledger.models import (
     AuditEntry,
     DocumentIdentity,
     DocumentRow,
+    Operator,
     TopicPartition,
-    fast_json,
     payload_hash,
 )
 from syncd.ledger.schema import approvals, audit, documents, offsets, partition_leases
@@ -199,6 +200,7 @@ def ensure_document(
     lease_epoch: int | None = None,
     reason: str = "recorded",
     details: Mapping[str, Any] | None = None,
+    operator: Operator | None = None,
 ) -> tuple[DocumentRow, bool]:
     """Return the ledger row of `identity`, creating it if it does not exist yet.
 
@@ -219,22 +221,14 @@ def ensure_document(
         details=details,
     )
     return ensure_documents(
-        conn, [doc], actor=actor, lease_owner=lease_owner, lease_epoch=lease_epoch, reason=reason
+        conn,
+        [doc],
+        actor=actor,
+        lease_owner=lease_owner,
+        lease_epoch=lease_epoch,
+        reason=reason,
+        operator=operator,
     )[0]
-
-
-# Statements built once per shape and executed with parameters: building a large Core
-# statement and computing its cache key costs more than executing it, while a reused
-# statement object keeps its cache key, so SQLAlchemy only looks up the compiled form.
-# Shapes are few (a handful of column sets and states). Figures: docs/performance.md.
-_STATEMENTS: dict[tuple[Any, ...], Any] = {}
-
-
-def _statement(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
-    stmt = _STATEMENTS.get(key)
-    if stmt is None:
-        stmt = _STATEMENTS[key] = build()
-    return stmt
 
 
 def ensure_documents(
@@ -245,6 +239,7 @@ def ensure_documents(
     lease_owner: str | None = None,
     lease_epoch: int | None = None,
     reason: str = "recorded",
+    operator: Operator | None = None,
 ) -> list[tuple[DocumentRow, bool]]:
     """Batch `ensure_document`: one INSERT, one SELECT, one audit INSERT for the batch.
 
@@ -296,7 +291,7 @@ def ensure_documents(
                 str(d.identity), d.serial, f"its recorded serial {row_or_none.serial}"
             )
     if created:
-        _write_audit(
+        _append_audit(
             conn,
             [
                 {
@@ -309,6 +304,7 @@ def ensure_documents(
                 }
                 for i, row in created.items()
             ],
+            operator=operator,
         )
     seen: set[DocumentIdentity] = set()
     out: list[tuple[DocumentRow, bool]] = []
@@ -345,6 +341,7 @@ def transition(
     actor: str = "syncd",
     details: Mapping[str, Any] | None = None,
     expected_version: int | None = None,
+    operator: Operator | None = None,
     **fields: Any,
 ) -> DocumentRow:
     """Move a document from `expected_state` to `new_state`, writing the audit row.
@@ -355,11 +352,15 @@ def transition(
     Raises `InvalidTransitionError` for a move the state machine forbids (checked against
     the row's kind inside the UPDATE), `StaleStateError` when the row is no longer in
     `expected_state`, `DocumentNotFoundError`, or `FrozenPayloadError`.
+
+    `operator`: the person this is done for (OS user, reason given), recorded on the
+    audit row besides `actor` and the database roles.
     """
     return transition_many(
         conn,
         [Transition(doc_id, expected_state, new_state, reason, fields, details, expected_version)],
         actor=actor,
+        operator=operator,
     )[0]
 
 
@@ -369,6 +370,7 @@ def transition_many(
     *,
     actor: str = "syncd",
     payloads: Mapping[int, Mapping[str, Any] | None] | None = None,
+    operator: Operator | None = None,
 ) -> list[DocumentRow]:
     """Several conditional updates and one audit INSERT; results in input order.
 
@@ -395,7 +397,7 @@ def transition_many(
         for group in groups.values():
             by_id.update(_transition_group(conn, group, payloads))
         out = [by_id[i] for i in ids]
-    _write_audit(
+    _append_audit(
         conn,
         [
             {
@@ -408,6 +410,7 @@ def transition_many(
             }
             for ch in changes
         ],
+        operator=operator,
     )
     return out
 
@@ -536,35 +539,6 @@ def _raise_for(conn: Connection, ch: Transition) -> NoReturn:
             ch.document_id, ch.expected, actual, ch.expected_version, int(found.version)
         )
     raise InvalidTransitionError(ch.document_id, ch.expected, ch.new, DocumentKind(found.kind))
-
-
-def _write_audit(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        names = tuple(rows[0])
-        conn.execute(
-            _statement(("audit", names), lambda: _json_insert(audit, names)), _json_rows(rows)
-        )
-
-
-def _json_insert(table: Table, names: Sequence[str]) -> Any:
-    """`INSERT INTO table (...) SELECT ... FROM jsonb_to_recordset(:rows) AS r(col type, ...)`
-    (rows from `_json_rows`): the whole batch is ONE JSON text (written by orjson in C) and
-    the statement text is the same for any batch size. A multi-row VALUES list changes with
-    every batch size and is too long for the driver's query cache (re-parsed each time);
-    arrays of text escape every frozen payload in Python. Both cost a tenth of the daemon's
-    CPU."""
-    columns = [column(n, table.c[n].type) for n in names]
-    r = (
-        func.jsonb_to_recordset(cast(bindparam("rows", type_=Text), JSONB))
-        .table_valued(*columns)
-        .render_derived(name="r", with_types=True)
-    )
-    return pg_insert(table).from_select(list(names), select(*[r.c[n] for n in names]))
-
-
-def _json_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """The parameters of a `_json_insert` statement (every row has the same keys)."""
-    return {"rows": fast_json(list(rows))}
 
 
 def ensure_reversal(
@@ -807,20 +781,9 @@ def documents_in_states(
 
 
 def audit_trail(conn: Connection, doc_id: int) -> list[AuditEntry]:
+    """A document's audit rows in the order they were written."""
     q = select(audit).where(audit.c.document_id == doc_id).order_by(audit.c.id)
-    return [
-        AuditEntry(
-            id=m["id"],
-            document_id=m["document_id"],
-            from_state=None if m["from_state"] is None else DocumentState(m["from_state"]),
-            to_state=DocumentState(m["to_state"]),
-            reason=m["reason"],
-            actor=m["actor"],
-            at=m["at"],
-            details=m["details"],
-        )
-        for m in conn.execute(q).mappings()
-    ]
+    return [AuditEntry.from_mapping(m) for m in conn.execute(q).mappings()]
 
 
 # --------------------------------------------------------------------------------------
@@ -907,7 +870,7 @@ def prune_payloads(conn: Connection, older_than: timedelta, *, actor: str, limit
     )
     pruned = conn.execute(stmt).all()
     days = older_than.total_seconds() / 86400
-    _write_audit(
+    _append_audit(
         conn,
         [
             {

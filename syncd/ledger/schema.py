@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -160,14 +161,56 @@ audit = Table(
     "audit",
     metadata,
     Column("id", BigInteger, Identity(always=False), primary_key=True),
-    Column("document_id", BigInteger, ForeignKey(f"{SCHEMA}.documents.id"), nullable=False),
+    # NULL: an operator action that concerns no one document (`dlq replay`)
+    Column("document_id", BigInteger, ForeignKey(f"{SCHEMA}.documents.id"), nullable=True),
     Column("from_state", Text, nullable=True),  # NULL: the row was created
-    Column("to_state", Text, nullable=False),
+    Column("to_state", Text, nullable=True),  # NULL: not a state change
     Column("reason", Text, nullable=False),
     Column("actor", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("details", JSONB(none_as_null=True), nullable=True),
+    # who: the database roles (current_user, session_user) and, for a person, the OS user
+    Column("db_user", Text, nullable=True),
+    Column("db_session_user", Text, nullable=True),
+    Column("os_user", Text, nullable=True),
+    # why: the reason an operator gave (`--reason`)
+    Column("why", Text, nullable=True),
+    # the hash chain (syncd.ledger.chain)
+    Column("chain", SmallInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    UniqueConstraint("chain", "seq", name="uq_audit_chain_seq"),
     Index("ix_audit_document_id", "document_id", "id"),
+    Index("ix_audit_at", "at"),
+)
+
+#: The head of each audit chain: the last position and hash, locked by the appender.
+audit_chains = Table(
+    "audit_chains",
+    metadata,
+    Column("chain", SmallInteger, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("last_hash", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+#: What pruning removed from the start of a chain (append-only, like the trail).
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("chain", SmallInteger, nullable=False),
+    Column("through_seq", BigInteger, nullable=False),
+    Column("last_hash", Text, nullable=False),
+    Column("pruned_rows", BigInteger, nullable=False),
+    Column("pruned_before", DateTime(timezone=True), nullable=False),
+    Column("signature", Text, nullable=True),
+    Column("db_user", Text, nullable=True),
+    Column("os_user", Text, nullable=True),
+    Column("why", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("chain", "through_seq", name="uq_audit_checkpoints_chain_through_seq"),
 )
 
 #: The decisions of the approver role (`syncd approve` / `syncd reject`): only that role may

@@ -26,7 +26,7 @@ from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_w
 from syncd.errors import OperatorError
 from syncd.identity import DocumentKind
 from syncd.ledger import repository as repo
-from syncd.ledger.models import DocumentRow, canonical_json
+from syncd.ledger.models import DocumentRow, Operator, canonical_json
 from syncd.ledger.schema import documents
 from syncd.lifecycle import DocumentState
 
@@ -127,6 +127,7 @@ def redrive(
     row: DocumentRow,
     *,
     actor: str,
+    operator: Operator | None = None,
     now: datetime | None = None,
 ) -> Redriven:
     """Move `row` to OUTCOME_UNKNOWN, due now, attempts reset (in the caller's transaction).
@@ -144,6 +145,7 @@ def redrive(
         S.OUTCOME_UNKNOWN,
         reason=REASON,
         actor=actor,
+        operator=operator,
         details={
             "previous_attempts": row.attempts,
             "previous_error_code": row.last_error_code,

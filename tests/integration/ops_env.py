@@ -107,7 +107,7 @@ def create_env(stack: Stack, directory: Path, **overrides: Any) -> OpsEnv:
         max_attempts=3, backoff_base_seconds=0.2, backoff_max_seconds=1
     )
     for key, value in overrides.items():
-        data[key].update(value)
+        data.setdefault(key, {}).update(value)
     path = directory / f"{slug}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     env = OpsEnv(slug, stack, path, sandbox_port, metrics_port)

@@ -168,7 +168,13 @@ def test_a_parked_document_is_retried_by_the_daemon_and_issued_once(
         assert serial not in {i["serial"] for i in sandbox.issued()}
 
         result = env.syncd(
-            "retry", "-c", str(env.config_path), "--document", f'sales_order:{{"id":{order_id}}}'
+            "retry",
+            "-c",
+            str(env.config_path),
+            "--document",
+            f'sales_order:{{"id":{order_id}}}',
+            "--reason",
+            "provider back",
         )
         assert result.returncode == 0, result.stderr
         assert f"{parked} -> OUTCOME_UNKNOWN" in result.stdout

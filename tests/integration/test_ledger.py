@@ -139,6 +139,8 @@ def test_upgrade_twice_is_idempotent_and_matches_the_declared_tables(database: s
             "alembic_version",
             "documents",
             "audit",
+            "audit_chains",
+            "audit_checkpoints",
             "offsets",
             "partition_leases",
             "approvals",
@@ -761,6 +763,7 @@ def test_racing_random_transitions_leave_a_legal_audit_chain(engine: Engine, ide
             assert trail[0].from_state is None
             for prev, nxt in itertools.pairwise(trail):
                 assert nxt.from_state is prev.to_state
+                assert prev.to_state is not None and nxt.to_state is not None
                 assert is_allowed(row.kind, prev.to_state, nxt.to_state)
             assert trail[-1].to_state is row.state
             # with expected_version no increment is lost, even across A-B-A cycles

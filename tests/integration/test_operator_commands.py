@@ -155,7 +155,13 @@ def test_retry_moves_a_dead_row_to_outcome_unknown_due_now_and_tells_the_erp(
     row = _ledger_row(env, order_id, S.DEAD, attempts=10)
     before = datetime.now(UTC)
     result = env.syncd(
-        "retry", "-c", str(env.config_path), "--document", f'sales_order:{{"id": {order_id}}}'
+        "retry",
+        "-c",
+        str(env.config_path),
+        "--document",
+        f'sales_order:{{"id": {order_id}}}',
+        "--reason",
+        "provider outage over (ticket 42)",
     )
     assert result.returncode == 0, result.stderr
     assert "DEAD -> OUTCOME_UNKNOWN" in result.stdout and row.serial in result.stdout
@@ -170,6 +176,8 @@ def test_retry_moves_a_dead_row_to_outcome_unknown_due_now_and_tells_the_erp(
     assert after.next_attempt_at >= before - timedelta(seconds=5)  # database vs local clock
     assert trail[-1].reason == "operator retry" and trail[-1].from_state is S.DEAD
     assert trail[-1].actor.startswith("operator:")
+    assert trail[-1].why == "provider outage over (ticket 42)"
+    assert trail[-1].os_user and trail[-1].db_user and trail[-1].db_session_user
     assert trail[-1].details and trail[-1].details["previous_attempts"] == 10
     erp = env.erp()
     with erp.connect() as c:
@@ -182,19 +190,27 @@ def test_retry_moves_a_dead_row_to_outcome_unknown_due_now_and_tells_the_erp(
 
 def test_retry_by_id_and_serial_and_refusals(env: OpsEnv) -> None:
     blocked = _ledger_row(env, _erp_order(env), S.BLOCKED)
-    r = env.syncd("retry", "-c", str(env.config_path), "--document", str(blocked.id))
+    r = env.syncd(
+        "retry", "-c", str(env.config_path), "--document", str(blocked.id), "--reason", "r"
+    )
     assert r.returncode == 0, r.stderr
     # now OUTCOME_UNKNOWN: "retry now" is allowed again, by serial
-    r = env.syncd("retry", "-c", str(env.config_path), "--document", blocked.serial)
+    r = env.syncd(
+        "retry", "-c", str(env.config_path), "--document", blocked.serial, "--reason", "r"
+    )
     assert r.returncode == 0 and "OUTCOME_UNKNOWN -> OUTCOME_UNKNOWN" in r.stdout
     issued = _ledger_row(env, _erp_order(env), S.ISSUED)
-    r = env.syncd("retry", "-c", str(env.config_path), "--document", str(issued.id))
+    r = env.syncd(
+        "retry", "-c", str(env.config_path), "--document", str(issued.id), "--reason", "r"
+    )
     assert r.returncode == 1 and "ISSUED" in r.stderr
-    r = env.syncd("retry", "-c", str(env.config_path), "--document", "999999999")
+    r = env.syncd("retry", "-c", str(env.config_path), "--document", "999999999", "--reason", "r")
     assert r.returncode == 3 and "no ledger document" in r.stderr  # not found
-    r = env.syncd("retry", "-c", str(env.config_path), "--document", 'nope:{"id":1}')
+    r = env.syncd(
+        "retry", "-c", str(env.config_path), "--document", 'nope:{"id":1}', "--reason", "r"
+    )
     assert r.returncode == 2 and "no document type" in r.stderr
-    r = env.syncd("retry", "-c", str(env.config_path), "--document", "what?")
+    r = env.syncd("retry", "-c", str(env.config_path), "--document", "what?", "--reason", "r")
     assert r.returncode == 2
 
 
@@ -258,7 +274,9 @@ def test_dlq_replay_reproduces_original_bytes_to_the_source_partition_once(
     assert dry.returncode == 0 and "would replay 1 record(s), skipped 1" in dry.stdout
     assert _read_partition(stack.bootstrap, source, 2) == []
 
-    done = env.syncd("dlq", "replay", "-c", str(cfg))
+    refused = env.syncd("dlq", "replay", "-c", str(cfg))
+    assert refused.returncode == 2 and "--reason" in refused.stderr
+    done = env.syncd("dlq", "replay", "-c", str(cfg), "--reason", "decoder fixed")
     assert done.returncode == 0, done.stderr
     assert "replayed 1 record(s), skipped 1" in done.stdout
     replayed = _read_partition(stack.bootstrap, source, 2)
@@ -267,6 +285,6 @@ def test_dlq_replay_reproduces_original_bytes_to_the_source_partition_once(
     assert list(replayed[0].headers() or []) == original
     assert _read_partition(stack.bootstrap, source, 0) == []
 
-    again = env.syncd("dlq", "replay", "-c", str(cfg))
+    again = env.syncd("dlq", "replay", "-c", str(cfg), "--reason", "once more")
     assert again.returncode == 0 and "replayed 0 record(s)" in again.stdout
     assert len(_read_partition(stack.bootstrap, source, 2)) == 1

@@ -88,7 +88,8 @@ def test_check_config_live(tmp_path: Path, capfd: pytest.CaptureFixture[str]) ->
 
 @pytest.mark.parametrize("action", ["list", "replay"])
 def test_dlq(action: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    code = main(["dlq", action, "-c", config(tmp_path), "--timeout", "1"])
+    reason = ["--reason", "fixed the mapping"] if action == "replay" else []
+    code = main(["dlq", action, "-c", config(tmp_path), "--timeout", "1", *reason])
     out, err = capfd.readouterr()
     assert code == EXIT_KAFKA
     (line,) = stderr_lines(err)
@@ -97,7 +98,9 @@ def test_dlq(action: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> 
 
 
 def test_dlq_replay_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
-    code = main(["dlq", "replay", "-c", config(tmp_path), "--timeout", "1", "--json"])
+    code = main(
+        ["dlq", "replay", "-c", config(tmp_path), "--timeout", "1", "--json", "--reason", "r"]
+    )
     out, err = capfd.readouterr()
     assert code == EXIT_KAFKA
     assert json.loads(out)["exit_code"] == EXIT_KAFKA
@@ -107,7 +110,7 @@ def test_dlq_replay_json(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> N
 @pytest.mark.parametrize(
     "argv",
     [
-        ["retry", "--document", "1"],
+        ["retry", "--document", "1", "--reason", "provider fixed"],
         ["migrate", "--check"],
         ["migrate"],
     ],
@@ -123,7 +126,9 @@ def test_database_commands(
     assert out == ""
 
 
-@pytest.mark.parametrize("argv", [["retry", "--document", "1"], ["migrate", "--check"]])
+@pytest.mark.parametrize(
+    "argv", [["retry", "--document", "1", "--reason", "provider fixed"], ["migrate", "--check"]]
+)
 def test_database_commands_json(
     argv: list[str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -137,7 +142,7 @@ def test_database_commands_json(
 def test_retry_malformed_reference_is_a_usage_error_before_any_connection(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["retry", "-c", config(tmp_path), "--document", "what?", "--json"])
+    code = main(["retry", "-c", config(tmp_path), "--document", "what?", "--json", "--reason", "r"])
     out, _err = capfd.readouterr()
     assert code == 2 and json.loads(out)["reason"] == "usage"
 
