@@ -235,6 +235,11 @@ class DocumentConfig(StrictModel):
     key_columns: list[str] = Field(default_factory=lambda: ["id"], min_length=1)
     qualifies: Condition
     reverses: Condition | None = None
+    reissues: Condition | None = Field(
+        default=None,
+        description="after a full reversal, the change that issues the next revision "
+        "(a new blue invoice under its own serial); never a second blue invoice otherwise",
+    )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
     header: HeaderMapping
     seller: SellerIdentity | None = None
@@ -280,6 +285,8 @@ class DocumentConfig(StrictModel):
         cols = set(self.key_columns) | self.qualifies.columns()
         if self.reverses is not None:
             cols |= self.reverses.columns()
+        if self.reissues is not None:
+            cols |= self.reissues.columns()
         for src in self.header.sources().values():
             cols |= src.columns()
         if self.lines.references:

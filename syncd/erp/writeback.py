@@ -48,6 +48,9 @@ class WriteBack:
     url: str | None = None
     error: str | None = None
     red_invoice_no: str | None = None
+    #: an ISSUED result of a re-issued revision: the red number of the previous revision
+    #: no longer describes the row's current invoice, so it is cleared
+    clear_red_invoice_no: bool = False
 
 
 class WriteBackError(SyncdError, RuntimeError):
@@ -71,6 +74,8 @@ def writeback_values(doc: DocumentConfig, result: WriteBack) -> dict[str, Any]:
             values[cols.issued_at] = result.issued_at
         if cols.url:
             values[cols.url] = result.url
+        if result.clear_red_invoice_no and cols.red_invoice_no:
+            values[cols.red_invoice_no] = None
     if result.status is ResultStatus.REVERSED and cols.red_invoice_no:
         values[cols.red_invoice_no] = result.red_invoice_no
     return values

@@ -687,6 +687,23 @@ def latest_revision(
     return None if m is None else DocumentRow.from_mapping(m)
 
 
+def document_history(
+    conn: Connection, document_type: str, source_table: str, source_key: str
+) -> list[DocumentRow]:
+    """Every ledger row of one source document: each revision's issue row, then its
+    reversal, oldest revision first (`syncd status --document`)."""
+    q = (
+        select(documents)
+        .where(
+            documents.c.document_type == document_type,
+            documents.c.source_table == source_table,
+            documents.c.source_key == source_key,
+        )
+        .order_by(documents.c.revision, documents.c.kind, documents.c.id)
+    )
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
 def _latest_revisions_statement() -> Any:
     cols = (documents.c.document_type, documents.c.source_table, documents.c.source_key)
     return (

@@ -240,5 +240,7 @@ def _probe_columns(doc: DocumentConfig) -> tuple[str, ...]:
     columns = set(doc.qualifies.columns()) | set(doc.key_columns)
     if doc.reverses is not None:
         columns |= doc.reverses.columns()
+    if doc.reissues is not None:
+        columns |= doc.reissues.columns()
     columns.add(doc.write_back.columns.invoice_no)
     return tuple(sorted(columns))

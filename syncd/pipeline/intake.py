@@ -7,6 +7,10 @@ transaction per batch:
 * a "reverse" of an ISSUED document becomes a reversal row (REVERSAL_PENDING, red payload
   frozen); a reverse of a document still in flight is *deferred*: its offset is not
   committed until the invoice settles, so it cannot be lost by a crash;
+* a "re-issue" (the `reissues` condition) of a document whose current revision is fully
+  REVERSED becomes the next revision (its own serial); one whose reversal is still on its
+  way (recorded, or itself deferred) is deferred the same way; any other is a plain issue,
+  so a re-confirmation without a reversal is never a second blue invoice;
 * redelivered or repeated events find their row already there and change nothing;
 * the partitions' next offsets are stored, fenced by the partition lease epoch.
 After commit the pipeline hands new rows to the driver. Nothing here calls the provider.
@@ -15,7 +19,7 @@ After commit the pipeline hands new rows to the driver. Nothing here calls the p
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,7 +39,12 @@ from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
-from syncd.lifecycle import INVOICE_MAY_STILL_COME, ISSUE_EXISTS, DocumentState
+from syncd.lifecycle import (
+    INVOICE_MAY_STILL_COME,
+    ISSUE_EXISTS,
+    REVERSAL_MAY_STILL_COME,
+    DocumentState,
+)
 from syncd.observability.metrics import DocumentOutcome
 from syncd.pipeline.classify import Classified, Kind
 from syncd.rules.decide import identity_of, key_of
@@ -103,15 +112,24 @@ class Intake:
         self._config = config
         self._group = group
         self._owner = owner
+        self._waiting: Container[int] = ()
 
     def run(
-        self, conn: Connection, records: Sequence[Classified], partitions: PartitionLookup
+        self,
+        conn: Connection,
+        records: Sequence[Classified],
+        partitions: PartitionLookup,
+        waiting: Container[int] = (),
     ) -> IntakeResult:
         """Record intent for `records` and store their partitions' next offsets, in the
         caller's transaction. The intake is the one owner of stored offsets: an offset is
         stored exactly when the records before it are recorded, under the partition's
-        lease epoch (a partition this replica has not claimed stores nothing)."""
+        lease epoch (a partition this replica has not claimed stores nothing).
+
+        `waiting`: ids of documents that deferred records wait for (a re-issue behind a
+        deferred reversal of the same document must wait too)."""
         result = IntakeResult()
+        self._waiting = waiting
         prefetched = self._prefetch(conn, records)
         pending: list[tuple[Classified, NewDocument]] = []
         for record in records:
@@ -199,7 +217,13 @@ class Intake:
                 conn, base.document_type, base.source_table, base.source_key
             )
         revision = 0
-        if latest is not None:
+        reissue = record.decision is not None and record.decision.reissue
+        if reissue:
+            outcome = self._reissue(conn, record, latest, result)
+            if outcome is None:
+                return  # deferred, a duplicate or ignored: nothing to record now
+            revision, latest = outcome
+        elif latest is not None:
             if latest.state in ISSUE_EXISTS:
                 result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
                 result.finish(record.position)
@@ -317,6 +341,68 @@ class Intake:
             )
         result.finish(record.position)
 
+    # ------------------------------------------------------------------ re-issue
+
+    def _reissue(
+        self,
+        conn: Connection,
+        record: Classified,
+        latest: DocumentRow | None,
+        result: IntakeResult,
+    ) -> tuple[int, DocumentRow | None] | None:
+        """What a re-issue change leads to: (revision to issue, the row it continues), or
+        None when it is settled here (deferred, duplicate, ignored).
+
+        Only a fully reversed current revision opens the next one, and only for a change
+        newer than the reversal (a connector re-emitting an old confirmation after a later
+        cancellation must not mint a revision). A reversal on its way -- recorded, or a
+        record deferred in memory -- holds the re-issue back until it settles."""
+        assert record.event is not None and record.doc is not None
+        event, doc = record.event, record.doc
+        if latest is None:
+            if doc.writes_back_to_source:
+                invoice_no = (event.after or {}).get(doc.write_back.columns.invoice_no)
+                if invoice_no is not None:
+                    # invoiced outside this ledger: the plain rule ("already invoiced") holds
+                    result.outcomes.append((doc.name, DocumentOutcome.IGNORED))
+                    result.finish(record.position)
+                    return None
+            return 0, None
+        if latest.state is S.REVERSED:
+            reversal = repo.find_document(conn, latest.identity.for_reversal())
+            if reversal is not None and _not_newer(event, reversal):
+                result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+                result.finish(record.position)
+                return None
+            return latest.identity.revision + 1, None
+        if latest.state is S.ISSUED:
+            reversal = repo.find_document(conn, latest.identity.for_reversal())
+            if reversal is not None and reversal.state in REVERSAL_MAY_STILL_COME:
+                result.deferred.append((reversal.id, record))
+                result.to_drive.append(reversal.id)
+                return None
+        if latest.state in ISSUE_EXISTS and self._waits_for(latest.id, result):
+            result.deferred.append((latest.id, record))
+            result.to_drive.append(latest.id)
+            return None
+        if latest.state in ISSUE_EXISTS:
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+            result.finish(record.position)
+            if latest.state in INVOICE_MAY_STILL_COME:
+                result.to_drive.append(latest.id)
+            return None
+        if latest.state is S.REJECTED:
+            if _not_newer(event, latest):
+                result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+                result.finish(record.position)
+                return None
+            return latest.identity.revision + 1, latest
+        return latest.identity.revision, latest  # INVALID: corrected in place
+
+    def _waits_for(self, doc_id: int, result: IntakeResult) -> bool:
+        """A record of this batch or an earlier one is deferred behind `doc_id`."""
+        return doc_id in self._waiting or any(i == doc_id for i, _ in result.deferred)
+
     # ------------------------------------------------------------------ reverse
 
     def _reverse(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
@@ -324,6 +410,12 @@ class Intake:
         event, doc = record.event, record.doc
         base = identity_of(doc, event, DocumentKind.ISSUE, 0)
         issue = repo.latest_revision(conn, base.document_type, base.source_table, base.source_key)
+        if issue is not None and issue.identity.revision > 0 and _not_newer(event, issue):
+            # older than the change that opened this revision (a re-emitted cancellation
+            # of an earlier revision): it must not reverse the current invoice
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+            result.finish(record.position)
+            return
         if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
             result.outcomes.append((doc.name, DocumentOutcome.IGNORED))
             result.finish(record.position)

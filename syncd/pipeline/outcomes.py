@@ -171,6 +171,7 @@ def decide(
                 invoice_no=result.invoice_no,
                 issued_at=fields["issued_at"] or now,
                 url=fields["invoice_url"],
+                clear_red_invoice_no=row.identity.revision > 0,
             )
             outcome = DocumentOutcome.ISSUED
         else:

@@ -6,6 +6,9 @@ the ledger ("status became CONFIRMED", "own write-back: only write-back columns
 changed"), because "why was this order (not) invoiced?" is the first question
 finance asks.
 
+A document type with a `reissues` condition decides it after `reverses` and before
+`qualifies`: a change it matches is an ISSUE marked `reissue` (see `Decision`).
+
 Safety rules encoded here:
 - syncd's own write-back, captured by Debezium, never re-triggers anything;
 - snapshot rows (`op=r`, the connector reading history) never reverse, and never
@@ -67,12 +70,17 @@ class Decision:
     `identity` (set for issue and reverse) is the ledger's unique key and the
     input of the deterministic serial; its revision is 0 -- the ledger raises it
     when a corrected document is re-issued.
+
+    `reissue` marks an ISSUE decided by the document's `reissues` condition: the
+    intake issues the next revision if (and only if) the current one was fully
+    reversed; otherwise it is a plain issue (a second blue invoice never comes of it).
     """
 
     action: Action
     reason: str
     document: str | None = None
     identity: DocumentIdentity | None = None
+    reissue: bool = False
 
     @property
     def acts(self) -> bool:
@@ -101,6 +109,7 @@ class DocumentRules:
     #: the document's conditions, compiled (`evaluate` of `doc.qualifies`/`doc.reverses`)
     qualifies: Check
     reverses: Check | None
+    reissues: Check | None
     #: "not a qualifying change (...)" decisions by reason: most events are ignored for
     #: one of a few reasons, and a Decision is immutable
     _ignored: dict[str, Decision] = field(default_factory=dict, compare=False, repr=False)
@@ -124,6 +133,7 @@ class DocumentRules:
             invoice_no_column=doc.write_back.columns.invoice_no,
             qualifies=compile_condition(doc.qualifies),
             reverses=None if doc.reverses is None else compile_condition(doc.reverses),
+            reissues=None if doc.reissues is None else compile_condition(doc.reissues),
         )
 
 
@@ -166,14 +176,14 @@ def _changed_columns(before: Row, after: Row) -> set[str]:
 
 
 def _with_identity(
-    action: Action, reason: str, event: ChangeEvent, rules: DocumentRules
+    action: Action, reason: str, event: ChangeEvent, rules: DocumentRules, reissue: bool = False
 ) -> Decision:
     kind = _REVERSAL_KIND if action is _REVERSE else _ISSUE_KIND
     try:
         ident = _identity(event, rules.name, rules.table, rules.key_columns, kind)
     except IdentityError as exc:
         return Decision(_UNDECIDED, str(exc), rules.name)
-    return Decision(action, reason, rules.name, ident)
+    return Decision(action, reason, rules.name, ident, reissue)
 
 
 def _invoice_no(row: Row | None, rules: DocumentRules) -> ColumnValue:
@@ -225,6 +235,16 @@ def decide(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRules | None 
             return _with_identity(_REVERSE, rev.reason, event, rules)
         if rev.is_unknown:
             return _undecided(rev, "the change reverses an invoice", event, rules)
+
+    if rules.reissues is not None:
+        # Decided before `qualifies` and without the invoice-number guard: the row of a
+        # reversed document still shows the old number. The ledger decides whether the
+        # current revision was reversed (next revision) or not (never a second blue).
+        again = rules.reissues(event)
+        if again.is_true:
+            return _with_identity(_ISSUE, f"re-issue: {again.reason}", event, rules, True)
+        if again.is_unknown:
+            return _undecided(again, "the change re-issues a reversed invoice", event, rules)
 
     qual = rules.qualifies(event)
     if qual.is_unknown:
