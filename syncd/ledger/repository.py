@@ -687,6 +687,12 @@ def latest_revision(
     return None if m is None else DocumentRow.from_mapping(m)
 
 
+def reversals_of(conn: Connection, issue_id: int) -> list[DocumentRow]:
+    """The reversal rows (full and partial) of one issue row, oldest first."""
+    q = select(documents).where(documents.c.reverses_id == issue_id).order_by(documents.c.id)
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
 def document_history(
     conn: Connection, document_type: str, source_table: str, source_key: str
 ) -> list[DocumentRow]:

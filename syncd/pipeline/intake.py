@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection
@@ -32,9 +33,16 @@ from syncd.changes import (
 from syncd.config import DocumentConfig, SyncdConfig
 from syncd.erp.lines import load_lines, load_lines_many
 from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
-from syncd.identity import DocumentIdentity, DocumentKind, serial_for
-from syncd.invoice.from_erp import build_blue, build_red
+from syncd.identity import DocumentIdentity, DocumentKind, serial_for, source_key_of
+from syncd.invoice.from_erp import (
+    MappingProblem,
+    MappingResult,
+    build_blue,
+    build_red,
+    build_return_red,
+)
 from syncd.invoice.model import Invoice
+from syncd.invoice.partial import returned_so_far
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
@@ -137,6 +145,8 @@ class Intake:
                 self._issue(conn, record, result, prefetched, pending)
             elif record.kind is Kind.REVERSE:
                 self._reverse(conn, record, result)
+            elif record.kind is Kind.RETURN:
+                self._return(conn, record, result)
             else:
                 result.finish(record.position)
         self._record_new(conn, pending, result)
@@ -436,6 +446,21 @@ class Intake:
         blue = Invoice.model_validate(dict(issue.payload))
         red_identity = identity_of(doc, event, DocumentKind.REVERSAL, issue.identity.revision)
         mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, red_identity)
+        if doc.returns is not None and mapped.invoice is not None:
+            partial = _live_reds(repo.reversals_of(conn, issue.id))
+            if partial:
+                # the red invoices together may never exceed the blue one
+                mapped = MappingResult(
+                    None,
+                    (
+                        MappingProblem(
+                            "RETURN",
+                            "returns",
+                            f"{len(partial)} partial return(s) exist against invoice "
+                            f"{issue.invoice_no}; return the remaining lines instead",
+                        ),
+                    ),
+                )
         if mapped.invoice is None:
             # A reversal reason that cannot be mapped is a config/data error: keep the
             # invoice, tell the ERP, and let a corrected cancellation come through later.
@@ -468,6 +493,108 @@ class Intake:
         _write_back(conn, doc, dict(key_of(doc, event)), WriteBack(ResultStatus.REVERSAL_PENDING))
         result.to_drive.append(reversal.id)
         result.finish(record.position)
+
+    # ------------------------------------------------------------------ return (partial red)
+
+    def _return(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
+        """A return row: a partial red invoice against its document's current blue invoice.
+
+        The issue row is locked (`FOR UPDATE`) before the earlier reds are summed, so two
+        returns of the same line -- on other partitions, or other replicas -- are checked
+        one after the other and can never exceed the line together."""
+        assert record.event is not None and record.doc is not None
+        assert record.decision is not None and record.decision.identity is not None
+        event, doc, identity = record.event, record.doc, record.decision.identity
+        returns = doc.returns
+        assert returns is not None
+        view = doc.returns_view()
+        row = event.after or {}
+        key = dict(identity.key)
+        existing = repo.find_document(conn, identity)
+        if existing is not None:
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+            if existing.state not in (S.REVERSED, S.REJECTED, S.DEAD):
+                result.to_drive.append(existing.id)
+            result.finish(record.position)
+            return
+        original: Any = row.get(returns.document_key)
+        if isinstance(original, Decimal) and original == original.to_integral_value():
+            original = int(original)
+        issue = None
+        if type(original) is int or type(original) is str:
+            issue = repo.latest_revision(
+                conn, doc.name, doc.table, source_key_of(((doc.key_columns[0], original),))
+            )
+        if issue is not None and issue.state in INVOICE_MAY_STILL_COME:
+            result.deferred.append((issue.id, record))
+            result.to_drive.append(issue.id)
+            return
+        if issue is None or issue.state is not S.ISSUED:
+            why = (
+                f"the invoice of {doc.name} {original} was reversed in full"
+                if issue is not None and issue.state is S.REVERSED
+                else f"{doc.name} {original} has no issued invoice to return against"
+            )
+            self._refuse_return(conn, view, key, record, result, why)
+            return
+        issue = repo.get_document(conn, issue.id, for_update=True)
+        if issue.state is not S.ISSUED or issue.payload is None or issue.invoice_no is None:
+            self._refuse_return(
+                conn, view, key, record, result, f"{doc.name} {original} is no longer issued"
+            )
+            return
+        blue = Invoice.model_validate(dict(issue.payload))
+        before = returned_so_far(_live_reds(repo.reversals_of(conn, issue.id)))
+        mapped = build_return_red(doc, row, blue, issue.invoice_no, identity, before)
+        if mapped.invoice is None or not mapped.ok:
+            summary = mapped.summary() or "the return cannot become a red invoice"
+            self._refuse_return(conn, view, key, record, result, summary)
+            return
+        reversal, _ = repo.ensure_document(
+            conn,
+            identity,
+            serial_for(identity),
+            actor=self._owner,
+            state=S.REVERSAL_PENDING,
+            payload=_payload(mapped.invoice),
+            position=event.position,
+            source_ts_ms=event.source_ts_ms,
+            reverses_id=issue.id,
+            reason=record.reason,
+        )
+        _write_back(conn, view, key, WriteBack(ResultStatus.REVERSAL_PENDING))
+        result.to_drive.append(reversal.id)
+        result.finish(record.position)
+
+    def _refuse_return(
+        self,
+        conn: Connection,
+        view: DocumentConfig,
+        key: dict[str, Any],
+        record: Classified,
+        result: IntakeResult,
+        why: str,
+    ) -> None:
+        """Nothing is sent: the reason goes to the return row (a corrected row, changed
+        again so that it qualifies, is decided anew)."""
+        _write_back(conn, view, key, WriteBack(ResultStatus.INVALID, error=why))
+        result.outcomes.append((view.name, DocumentOutcome.INVALID))
+        log.info("return refused: %s", why, extra={"key": str(key)})
+        result.finish(record.position)
+
+
+# --------------------------------------------------------------------------- returns
+
+#: Reversal rows whose red invoice exists or may still come (they count against the blue).
+_LIVE_REVERSAL_STATES = frozenset(DocumentState) - {S.REJECTED, S.DEAD}
+
+
+def _live_reds(reversals: Sequence[DocumentRow]) -> list[Invoice]:
+    return [
+        Invoice.model_validate(dict(r.payload))
+        for r in reversals
+        if r.state in _LIVE_REVERSAL_STATES and r.payload is not None
+    ]
 
 
 def _payload(invoice: Invoice) -> dict[str, Any]:

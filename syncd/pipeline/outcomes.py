@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -96,6 +97,16 @@ class Change:
     reversal_issued: bool = False
     #: count a retry of this operation in `syncd_retries_total` (None: no retry)
     retry: RetryOperation | None = None
+
+
+def is_partial_reversal(row: DocumentRow) -> bool:
+    """A reversal row of a return (a partial red invoice): recorded under the return
+    table, while its frozen red payload keeps the blue invoice's source. Its issue row
+    stays ISSUED when it is issued; a full reversal (same table) reverses it."""
+    if row.kind is not DocumentKind.REVERSAL or row.payload is None:
+        return False
+    source = row.payload.get("source")
+    return isinstance(source, Mapping) and source.get("table") != row.identity.source_table
 
 
 def outcome_class(result: IssueResult) -> IssuerOutcome:
@@ -217,7 +228,9 @@ def decide(
         writeback=writeback,
         outcome=outcome,
         error=error,
-        reversal_issued=isinstance(result, Issued) and row.kind is DocumentKind.REVERSAL,
+        reversal_issued=isinstance(result, Issued)
+        and row.kind is DocumentKind.REVERSAL
+        and not is_partial_reversal(row),
         retry=retry,
     )
 

@@ -37,6 +37,7 @@ class Action(enum.StrEnum):
     REVERSE = "reverse"
     IGNORE = "ignore"
     UNDECIDED = "undecided"  # a condition read a value that is not known
+    RETURN = "return"  # a row of a return table: a partial red invoice
 
 
 # The hot path compares module constants: enum member access is an attribute lookup through
@@ -297,6 +298,43 @@ def _decide_snapshot(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRul
     )
 
 
+def decide_return(event: ChangeEvent, doc: DocumentConfig) -> Decision:
+    """Decide one change of `doc.returns.table`: RETURN when the row satisfies
+    `returns.qualifies` and carries no red number yet. Snapshot rows never return (a
+    return present before the connector started is confirmed again to be returned)."""
+    returns = doc.returns
+    if returns is None:
+        raise ValueError(f"document type {doc.name} has no returns")
+    if event.op in (_DELETE, _TRUNCATE, _MESSAGE):
+        return Decision(_IGNORE, f"{event.op.value} of a return row: ignored", doc.name)
+    if event.after is None:
+        return Decision(_UNDECIDED, f"op {event.op.value} without an after image", doc.name)
+    if event.op is _READ:
+        return Decision(_IGNORE, "snapshot row of a return table: not returned", doc.name)
+    if event.op is _UPDATE and event.before is not None:
+        changed = _changed_columns(event.before, event.after)
+        if not changed:
+            return Decision(_IGNORE, NOTHING_CHANGED, doc.name)
+        if changed <= returns.own_columns():
+            return Decision(_IGNORE, OWN_WRITE_BACK, doc.name)
+    qual = compile_condition(returns.qualifies)(event)
+    if qual.is_unknown:
+        return Decision(
+            _UNDECIDED, f"cannot tell whether the return qualifies: {qual.reason}", doc.name
+        )
+    if qual.truth is _FALSE:
+        return Decision(_IGNORE, f"not a qualifying return ({qual.reason})", doc.name)
+    red_no = event.after.get(returns.write_back.red_invoice_no)
+    if red_no is not None and red_no is not UNAVAILABLE:
+        return Decision(_IGNORE, f"{qual.reason}, but already returned ({red_no!s})", doc.name)
+    try:
+        key = read_key(event.after, event.key, returns.key_columns, event.table)
+    except IdentityError as exc:
+        return Decision(_UNDECIDED, str(exc), doc.name)
+    ident = DocumentIdentity.of(doc.name, returns.table, key, _REVERSAL_KIND)
+    return Decision(Action.RETURN, qual.reason, doc.name, ident)
+
+
 def route(config: SyncdConfig, table: str) -> DocumentConfig | None:
     """The document type fed by `schema.table`; None for line tables and strangers."""
     return config.route(table)
@@ -307,6 +345,9 @@ def decide_event(event: ChangeEvent, config: SyncdConfig) -> Decision:
     doc = config.route(event.table)
     if doc is not None:
         return decide(event, doc)
+    returned = config.return_tables().get(event.table)
+    if returned is not None:
+        return decide_return(event, returned)
     owner = config.line_tables().get(event.table)
     if owner is not None:
         return Decision(
