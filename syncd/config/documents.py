@@ -282,6 +282,12 @@ class DocumentConfig(StrictModel):
         description="after a full reversal, the change that issues the next revision "
         "(a new blue invoice under its own serial); never a second blue invoice otherwise",
     )
+    max_reissues_per_day: int | None = Field(
+        default=None,
+        ge=0,
+        description="re-issues (revisions after a full reversal) of one document allowed "
+        "within 24 h, as platforms limit them; more are refused with the reason written back",
+    )
     returns: ReturnsConfig | None = Field(
         default=None, description="partial red-letter invoices from a return table"
     )

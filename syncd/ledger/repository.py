@@ -693,6 +693,26 @@ def reversals_of(conn: Connection, issue_id: int) -> list[DocumentRow]:
     return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
 
 
+def count_revisions_since(
+    conn: Connection, document_type: str, source_table: str, source_key: str, within: timedelta
+) -> int:
+    """Issue rows of revision > 0 (re-issues) of one source document created in the last
+    `within` (database clock)."""
+    q = (
+        select(func.count())
+        .select_from(documents)
+        .where(
+            documents.c.document_type == document_type,
+            documents.c.source_table == source_table,
+            documents.c.source_key == source_key,
+            documents.c.kind == DocumentKind.ISSUE.value,
+            documents.c.revision > 0,
+            documents.c.created_at >= func.now() - within,
+        )
+    )
+    return int(conn.execute(q).scalar_one())
+
+
 def document_history(
     conn: Connection, document_type: str, source_table: str, source_key: str
 ) -> list[DocumentRow]:

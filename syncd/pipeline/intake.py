@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -384,6 +385,33 @@ class Intake:
                 result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
                 result.finish(record.position)
                 return None
+            limit = doc.max_reissues_per_day
+            if limit is not None:
+                ident = latest.identity
+                done = repo.count_revisions_since(
+                    conn, ident.document_type, ident.source_table, ident.source_key, _DAY
+                )
+                if done >= limit:
+                    # validated before anything is sent: the ERP row says why; a later
+                    # re-confirmation (after the window) is decided anew
+                    why = (
+                        f"re-issue refused: {done} re-issue(s) of this document in the last "
+                        f"24 h (max_reissues_per_day: {limit}); confirm it again later"
+                    )
+                    _write_back(
+                        conn,
+                        doc,
+                        dict(key_of(doc, event)),
+                        WriteBack(
+                            ResultStatus.REVERSED,
+                            red_invoice_no=reversal.invoice_no if reversal else None,
+                            error=why,
+                        ),
+                    )
+                    result.outcomes.append((doc.name, DocumentOutcome.INVALID))
+                    log.info("%s", why, extra={"key": str(dict(key_of(doc, event)))})
+                    result.finish(record.position)
+                    return None
             return latest.identity.revision + 1, None
         if latest.state is S.ISSUED:
             reversal = repo.find_document(conn, latest.identity.for_reversal())
@@ -582,6 +610,9 @@ class Intake:
         log.info("return refused: %s", why, extra={"key": str(key)})
         result.finish(record.position)
 
+
+#: The window of `max_reissues_per_day`.
+_DAY = timedelta(days=1)
 
 # --------------------------------------------------------------------------- returns
 

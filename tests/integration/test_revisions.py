@@ -166,3 +166,33 @@ def test_fast_cancel_and_reconfirm_wait_for_each_other_across_kill_9(it_erp: Sta
         _wait(lambda: all(_reissued(w, o) for o in orders), timeout=120, what="re-issues")
         time.sleep(1.0)
         _verdict(w, reissued=orders)
+
+
+def test_reissues_beyond_the_daily_limit_are_refused_with_the_reason(it_erp: Stack, tmp_path: Path):
+    with world(it_erp, tmp_path) as w:
+        sections = _sections(w)
+        sections["documents"]["sales_order"]["max_reissues_per_day"] = 1
+        d = w.daemon(sections).start()
+        d.wait_ready()
+        order = w.create_order()
+        w.wait_issued([order])
+        w.set_status(order, "CANCELLED", cancel_reason="ERROR")
+        w.wait_for([order], lambda r: r["invoice_status"] == "REVERSED", what="reversal r0")
+        w.set_status(order, "CONFIRMED")
+        _wait(lambda: _reissued(w, order), what="re-issue r1")
+        w.set_status(order, "CANCELLED", cancel_reason="ERROR")
+        w.wait_for([order], lambda r: r["invoice_status"] == "REVERSED", what="reversal r1")
+        w.set_status(order, "CONFIRMED")
+        row = w.wait_for(
+            [order],
+            lambda r: "re-issue refused" in (r["invoice_error"] or ""),
+            what="the refused second re-issue",
+        )[order]
+        assert "max_reissues_per_day: 1" in row["invoice_error"]
+        assert row["invoice_status"] == "REVERSED"
+        time.sleep(1.0)
+        shape = sorted((r["kind"], r["revision"]) for r in _ledger_by_key(w, order))
+        assert shape == [("issue", 0), ("issue", 1), ("reversal", 0), ("reversal", 1)]
+        serials = {r["serial"] for r in _ledger_by_key(w, order)}
+        kinds = sorted(i["kind"] for i in w.sandbox.issued() if i["serial"] in serials)
+        assert kinds == ["BLUE", "BLUE", "RED", "RED"]
