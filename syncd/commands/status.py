@@ -535,6 +535,8 @@ class RevisionLine:
     revision: int
     blue: InvoiceLine | None = None
     red: InvoiceLine | None = None
+    #: partial red invoices (rows of the return table) against this revision's blue one
+    returns: list[InvoiceLine] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -559,8 +561,23 @@ class DocumentHistory:
         return data
 
 
-def history_of(rows: list[DocumentRow]) -> DocumentHistory:
-    """The ledger rows of one source document, grouped by revision."""
+def _invoice_line(row: DocumentRow) -> InvoiceLine:
+    return InvoiceLine(
+        id=row.id,
+        kind=row.kind.value,
+        serial=row.serial,
+        state=row.state.value,
+        invoice_no=row.invoice_no,
+        issued_at=_iso(row.issued_at) if row.issued_at else None,
+        last_error=row.last_error,
+    )
+
+
+def history_of(
+    rows: list[DocumentRow], returns: dict[int, list[DocumentRow]] | None = None
+) -> DocumentHistory:
+    """The ledger rows of one source document, grouped by revision; `returns`: issue row
+    id -> its partial reversal rows (returns)."""
     first = rows[0].identity
     out = DocumentHistory(first.document_type, first.source_key)
     by_revision: dict[int, RevisionLine] = {}
@@ -569,17 +586,10 @@ def history_of(rows: list[DocumentRow]) -> DocumentHistory:
         if rev is None:
             rev = by_revision[row.identity.revision] = RevisionLine(row.identity.revision)
             out.revisions.append(rev)
-        line = InvoiceLine(
-            id=row.id,
-            kind=row.kind.value,
-            serial=row.serial,
-            state=row.state.value,
-            invoice_no=row.invoice_no,
-            issued_at=_iso(row.issued_at) if row.issued_at else None,
-            last_error=row.last_error,
-        )
+        line = _invoice_line(row)
         if row.kind.value == "issue":
             rev.blue = line
+            rev.returns = [_invoice_line(r) for r in (returns or {}).get(row.id, [])]
         else:
             rev.red = line
     return out
@@ -631,6 +641,15 @@ def run_document(config: SyncdConfig, ref_text: str, *, as_json: bool) -> int:
             rows = repo.document_history(
                 conn, ident.document_type, ident.source_table, ident.source_key
             )
+            returns = {
+                r.id: [
+                    p
+                    for p in repo.reversals_of(conn, r.id)
+                    if p.identity.source_table != ident.source_table
+                ]
+                for r in rows
+                if r.kind.value == "issue"
+            }
     except DBAPIError as exc:
         if is_connection_error(exc):
             from syncd.commands import EXIT_DATABASE
@@ -639,7 +658,7 @@ def run_document(config: SyncdConfig, ref_text: str, *, as_json: bool) -> int:
         return fail("status", EXIT_FAILED, f"ledger: {database_reason(exc)}", as_json=as_json)
     finally:
         engine.dispose()
-    history = history_of(rows)
+    history = history_of(rows, returns)
     if as_json:
         emit_json(history.to_json())
     else:
@@ -653,13 +672,14 @@ def render_history(history: DocumentHistory) -> str:
     out.append(f", current invoice {current}\n" if current else ", no invoice yet\n")
     rows: list[list[str]] = []
     for rev in history.revisions:
-        for line in (rev.blue, rev.red):
+        labelled = [("blue", rev.blue), *(("return", r) for r in rev.returns), ("red", rev.red)]
+        for label, line in labelled:
             if line is None:
                 continue
             rows.append(
                 [
                     f"r{rev.revision}",
-                    "blue" if line.kind == "issue" else "red",
+                    label,
                     str(line.id),
                     line.serial,
                     line.state,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -290,3 +292,14 @@ def test_partial_returns_up_to_the_line_and_not_one_unit_more(
             what="the refused full reversal",
         )
         assert json.dumps(w.orders([order])[order]["invoice_status"]) == '"ISSUED"'
+
+        # `syncd status --document` lists the returns under the revision they return against
+        out = subprocess.run(
+            [sys.executable, "-m", "syncd", "status", "-c", str(w.config_file(sections)),
+             "--document", f'sales_order:{{"id":{order}}}', "--json"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        (revision,) = json.loads(out.stdout)["revisions"]
+        assert len(revision["returns"]) == 3
+        assert {r["state"] for r in revision["returns"]} == {"REVERSED"}

@@ -156,5 +156,8 @@ def test_document_history_groups_revisions_with_their_invoices() -> None:
     text = render_history(history)
     assert "2 revision(s), current invoice 26310000000000000003" in text
     assert text.count("blue") == 2 and text.count("red") == 1
+    with_return = history_of(rows, {3: [_history_row(9, "reversal", 0, "REVERSED", "2631")]})
+    assert [r.id for r in with_return.revisions[1].returns] == [9]
+    assert "return" in render_history(with_return)
     pending = history_of([_history_row(4, "issue", 0, "READY", None)])
     assert "no invoice yet" in render_history(pending)
