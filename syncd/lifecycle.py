@@ -180,6 +180,11 @@ INVOICE_MAY_STILL_COME: Final = frozenset(
     }
 )
 
+#: Reversal rows whose red invoice may still come: a re-issue of their document waits.
+REVERSAL_MAY_STILL_COME: Final = frozenset(
+    {_S.REVERSAL_PENDING, _S.REVERSAL_SUBMITTED, _S.OUTCOME_UNKNOWN, _S.RETRY_WAIT, _S.BLOCKED}
+)
+
 
 def is_terminal(state: DocumentState) -> bool:
     return state in TERMINAL_STATES

@@ -465,6 +465,17 @@ class SandboxApp:
                 errors=[p.as_json() for p in problems],
             ), serial
         assert serial is not None
+        lines = None
+        if "lines" in payload:  # a partial form (returns); see rules.check_red_form_lines
+            line_problems, lines = rules.check_red_form_lines(payload["lines"])
+            if line_problems:
+                return error(
+                    422,
+                    "VALIDATION_FAILED",
+                    "the red-letter form is not valid",
+                    serial=serial,
+                    errors=[p.as_json() for p in line_problems],
+                ), serial
         outcome, row = self.store.submit_red_form(
             serial,
             payload["original_invoice_no"],
@@ -474,7 +485,16 @@ class SandboxApp:
             delay=self.config.issue_delay,
             ttl=self.config.red_form_ttl,
             refuse_duplicates=self.config.dialect == "refuse-duplicates",
+            lines=lines,
         )
+        if outcome == "EXCEEDS_ORIGINAL":
+            return error(
+                422,
+                "EXCEEDS_ORIGINAL",
+                "the red invoices would exceed the original invoice",
+                serial=serial,
+                errors=[v.as_json() for v in row["violations"]],
+            ), serial
         refusals = {
             "CONFLICT": (409, "SERIAL_CONFLICT", "this serial was already used differently"),
             "DUPLICATE": (409, "DUPLICATE_SERIAL", "the serial must not repeat; query it"),
@@ -617,7 +637,7 @@ def _check_red_form(payload: object) -> list[rules.Violation]:
         return [rules.Violation("INVALID_TYPE", "$", "must be a JSON object")]
     out = [
         rules.Violation("UNKNOWN_FIELD", k, "not a red-letter form field")
-        for k in sorted(set(payload) - RED_FORM_FIELDS)
+        for k in sorted(set(payload) - RED_FORM_FIELDS - {"lines"})
     ]
     out += [
         rules.Violation("MISSING_FIELD", k, "field is required")

@@ -593,3 +593,127 @@ def negate_amount(value: str) -> str:
     """The red invoice's amount for a blue amount: exact negation, 2 decimals."""
     negated = round_half_up(-Decimal(value))
     return str(negated if negated != 0 else abs(negated))
+
+
+# --- partial red-letter forms (returns) ----------------------------------------------
+#
+# The platform's own rule, independent of any client: the red invoices of one blue line
+# together never return more units than the line has. A partial form names the lines
+# and units; its red amounts are the line's pro rata, and the form that completes a line
+# takes exactly what is left of it.
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnedUnits:
+    """Units and amounts already returned of one blue line (positive numbers)."""
+
+    quantity: Decimal = Decimal(0)
+    net: Decimal = Decimal(0)
+    tax: Decimal = Decimal(0)
+    gross: Decimal = Decimal(0)
+
+
+def check_red_form_lines(value: object) -> tuple[list[Violation], list[tuple[int, Decimal]]]:
+    """Violations of a form's `lines` ([{line_no, quantity}]) and the parsed lines."""
+    if not isinstance(value, list) or not value:
+        return [Violation("INVALID_VALUE", "lines", "a non-empty list of lines")], []
+    out: list[Violation] = []
+    parsed: list[tuple[int, Decimal]] = []
+    seen: set[int] = set()
+    for i, raw in enumerate(value):
+        path = f"lines[{i}]"
+        if not isinstance(raw, dict) or set(raw) != {"line_no", "quantity"}:
+            out.append(Violation("INVALID_VALUE", path, "an object {line_no, quantity}"))
+            continue
+        line_no, quantity = raw["line_no"], raw["quantity"]
+        if isinstance(line_no, bool) or not isinstance(line_no, int) or line_no < 1:
+            out.append(Violation("INVALID_VALUE", f"{path}.line_no", "a line number >= 1"))
+            continue
+        try:
+            units = Decimal(str(quantity)) if isinstance(quantity, str | int) else Decimal("NaN")
+        except ArithmeticError:
+            units = Decimal("NaN")
+        if not units.is_finite() or units <= 0 or units.as_tuple().exponent < -8:  # type: ignore[operator]
+            out.append(
+                Violation("INVALID_VALUE", f"{path}.quantity", "a positive number, <= 8 decimals")
+            )
+            continue
+        if line_no in seen:
+            out.append(Violation("DUPLICATE_LINE", f"{path}.line_no", "each line once"))
+            continue
+        seen.add(line_no)
+        parsed.append((line_no, units))
+    return out, parsed
+
+
+def check_returnable(
+    blue: Mapping[str, Any],
+    lines: list[tuple[int, Decimal]],
+    before: Mapping[int, Decimal],
+) -> list[Violation]:
+    """Why these returned units cannot be reversed from `blue` (empty: they can).
+    `before`: units of each line already on live red forms."""
+    out: list[Violation] = []
+    by_no = {int(line["line_no"]): (i, line) for i, line in enumerate(blue["lines"])}
+    for line_no, units in lines:
+        found = by_no.get(line_no)
+        if found is None:
+            out.append(Violation("UNKNOWN_LINE", "lines", f"the invoice has no line {line_no}"))
+            continue
+        i, line = found
+        following = blue["lines"][i + 1] if i + 1 < len(blue["lines"]) else None
+        if line.get("nature") != "NORMAL" or (
+            following is not None and following.get("nature") == "DISCOUNT"
+        ):
+            out.append(Violation("NOT_RETURNABLE", "lines", f"line {line_no} carries a discount"))
+            continue
+        total = Decimal(str(line.get("quantity") or 0))
+        already = before.get(line_no, Decimal(0))
+        if already + units > total:
+            out.append(
+                Violation(
+                    "EXCEEDS_ORIGINAL",
+                    "lines",
+                    f"line {line_no}: {already} of {total} returned already, {units} more "
+                    "would exceed the original",
+                )
+            )
+    return out
+
+
+def partial_red_lines(
+    blue: Mapping[str, Any],
+    lines: list[tuple[int, Decimal]],
+    before: Mapping[int, ReturnedUnits],
+) -> list[dict[str, str | int]]:
+    """The red lines of a partial form: per returned line its (negative) quantity and
+    amounts, pro rata; the form completing a line takes what is left of it."""
+    by_no = {int(line["line_no"]): line for line in blue["lines"]}
+    out: list[dict[str, str | int]] = []
+    inclusive = blue.get("price_basis") == "TAX_INCLUSIVE"
+    for line_no, units in lines:
+        line = by_no[line_no]
+        total = Decimal(str(line["quantity"]))
+        net_all, tax_all = Decimal(str(line["net_amount"])), Decimal(str(line["tax_amount"]))
+        gross_all = Decimal(str(line["gross_amount"]))
+        prior = before.get(line_no, ReturnedUnits())
+        if prior.quantity + units == total:
+            net, tax, gross = net_all - prior.net, tax_all - prior.tax, gross_all - prior.gross
+        else:
+            tax = round_half_up(tax_all * units / total)
+            if inclusive:
+                gross = round_half_up(gross_all * units / total)
+                net = gross - tax
+            else:
+                net = round_half_up(net_all * units / total)
+                gross = net + tax
+        out.append(
+            {
+                "line_no": line_no,
+                "quantity": str(-units),
+                "net_amount": str(round_half_up(-net)),
+                "tax_amount": str(round_half_up(-tax)),
+                "gross_amount": str(round_half_up(-gross)),
+            }
+        )
+    return out

@@ -19,11 +19,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from syncd_sandbox import fastjson
-from syncd_sandbox.rules import negate_amount, totals_of
+from syncd_sandbox.rules import (
+    ReturnedUnits,
+    Violation,
+    check_returnable,
+    negate_amount,
+    partial_red_lines,
+    totals_of,
+)
 
 BEIJING: Final = timezone(timedelta(hours=8), "CST")
 
@@ -69,9 +77,8 @@ CREATE TABLE IF NOT EXISTS red_forms (
     failure_code TEXT,
     failure_reason TEXT
 );
--- one live reversal per blue invoice, enforced by the database itself
-CREATE UNIQUE INDEX IF NOT EXISTS red_forms_once
-    ON red_forms (original_invoice_no) WHERE status != 'FAILED';
+-- one live full reversal per blue invoice, enforced by the database itself (partial
+-- forms, `lines` set, are checked against the blue lines by `submit_red_form`)
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY,              -- never deleted, so ids only grow
     ts REAL NOT NULL,
@@ -129,6 +136,19 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        self._migrate_red_form_lines()
+
+    def _migrate_red_form_lines(self) -> None:
+        """Partial red forms: the `lines` column, and the one-live-reversal index limited
+        to full forms (a store written before partial forms existed is upgraded)."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(red_forms)")}
+        if "lines" not in columns:
+            self._db.execute("ALTER TABLE red_forms ADD COLUMN lines TEXT")
+        self._db.execute("DROP INDEX IF EXISTS red_forms_once")
+        self._db.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS red_forms_full_once ON red_forms "
+            "(original_invoice_no) WHERE status != 'FAILED' AND lines IS NULL"
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -372,12 +392,25 @@ class Store:
         delay: float,
         ttl: float,
         refuse_duplicates: bool,
+        lines: list[tuple[int, Decimal]] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """(outcome, row) where outcome is ACCEPTED, SAME, CONFLICT, DUPLICATE,
-        ORIGINAL_NOT_FOUND, NOT_REVERSIBLE or ALREADY_REVERSED."""
-        digest = payload_digest(
-            {"serial": serial, "original_invoice_no": original_invoice_no, "reason": reason}
-        )
+        ORIGINAL_NOT_FOUND, NOT_REVERSIBLE, ALREADY_REVERSED or EXCEEDS_ORIGINAL (the
+        row then carries `violations`).
+
+        `lines`: a partial form returning those units of those blue lines; the units of
+        all live forms of a line never exceed it, and a full form is refused once any
+        partial one is live."""
+        form: dict[str, Any] = {
+            "serial": serial,
+            "original_invoice_no": original_invoice_no,
+            "reason": reason,
+        }
+        lines_json = None
+        if lines:
+            lines_json = json.dumps([[n, str(q)] for n, q in lines])
+            form["lines"] = [{"line_no": n, "quantity": str(q)} for n, q in lines]
+        digest = payload_digest(form)
         with self._tx() as db:
             row = db.execute("SELECT * FROM red_forms WHERE serial = ?", (serial,)).fetchone()
             if row is not None:
@@ -395,17 +428,38 @@ class Store:
             if blue["kind"] != "BLUE" or blue["status"] != "ISSUED":
                 return "NOT_REVERSIBLE", {"serial": serial}
             self._expire_red_forms(db, now)
-            live = db.execute(
+            live_forms = db.execute(
                 "SELECT * FROM red_forms WHERE original_invoice_no = ? AND status != 'FAILED'",
                 (original_invoice_no,),
-            ).fetchone()
-            if live is not None:
-                return "ALREADY_REVERSED", dict(live)
+            ).fetchall()
+            full = [dict(f) for f in live_forms if f["lines"] is None]
+            if full:
+                return "ALREADY_REVERSED", full[0]
+            if live_forms and not lines:
+                return "EXCEEDS_ORIGINAL", {
+                    "serial": serial,
+                    "violations": [
+                        Violation(
+                            "EXCEEDS_ORIGINAL",
+                            "original_invoice_no",
+                            f"{len(live_forms)} partial red form(s) exist; a full reversal "
+                            "would exceed the original",
+                        )
+                    ],
+                }
+            if lines:
+                before: dict[int, Decimal] = {}
+                for f in live_forms:
+                    for n, q in json.loads(f["lines"]):
+                        before[int(n)] = before.get(int(n), Decimal(0)) + Decimal(q)
+                problems = check_returnable(json.loads(blue["payload"]), lines, before)
+                if problems:
+                    return "EXCEEDS_ORIGINAL", {"serial": serial, "violations": problems}
             needs_confirmation = blue["invoice_type"] == "SPECIAL"
             db.execute(
                 "INSERT INTO red_forms (serial, original_invoice_no, reason, payload_hash, status,"
-                " app_key, created_at, expires_at, confirmed_at, due_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " app_key, created_at, expires_at, confirmed_at, due_at, lines)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     serial,
                     original_invoice_no,
@@ -417,6 +471,7 @@ class Store:
                     now + ttl,
                     None if needs_confirmation else now,
                     None if needs_confirmation else now + delay,
+                    lines_json,
                 ),
             )
             return "ACCEPTED", self._red(db, serial)
@@ -486,13 +541,29 @@ class Store:
             blue = db.execute(
                 "SELECT * FROM invoices WHERE invoice_no = ?", (form["original_invoice_no"],)
             ).fetchone()
-            red_payload = {
+            blue_payload = json.loads(blue["payload"])
+            red_payload: dict[str, Any] = {
                 "serial": form["serial"],
                 "kind": "RED",
                 "original_invoice_no": form["original_invoice_no"],
                 "reversal_reason": form["reason"],
-                "blue": json.loads(blue["payload"]),
+                "blue": blue_payload,
             }
+            amounts = (
+                negate_amount(blue["net_amount"]),
+                negate_amount(blue["tax_amount"]),
+                negate_amount(blue["gross_amount"]),
+            )
+            if form["lines"] is not None:
+                returned = [(int(n), Decimal(q)) for n, q in json.loads(form["lines"])]
+                red_lines = partial_red_lines(
+                    blue_payload, returned, self._returned_amounts(db, blue["invoice_no"])
+                )
+                red_payload["lines"] = red_lines
+                amounts = tuple(  # type: ignore[assignment]
+                    str(sum((Decimal(str(x[k])) for x in red_lines), Decimal(0)))
+                    for k in ("net_amount", "tax_amount", "gross_amount")
+                )
             db.execute(
                 "INSERT INTO invoices (serial, kind, invoice_type, payload, payload_hash, status,"
                 " app_key, accepted_at, due_at, net_amount, tax_amount, gross_amount,"
@@ -506,9 +577,7 @@ class Store:
                     form["app_key"],
                     form["created_at"],
                     now,
-                    negate_amount(blue["net_amount"]),
-                    negate_amount(blue["tax_amount"]),
-                    negate_amount(blue["gross_amount"]),
+                    *amounts,
                     form["original_invoice_no"],
                 ),
             )
@@ -518,12 +587,33 @@ class Store:
                 "UPDATE red_forms SET status = 'ISSUED', red_invoice_no = ? WHERE serial = ?",
                 (red_no, form["serial"]),
             )
-            db.execute(
-                "UPDATE invoices SET red_invoice_no = ? WHERE invoice_no = ?",
-                (red_no, form["original_invoice_no"]),
-            )
+            if form["lines"] is None:  # a partial red leaves the blue invoice standing
+                db.execute(
+                    "UPDATE invoices SET red_invoice_no = ? WHERE invoice_no = ?",
+                    (red_no, form["original_invoice_no"]),
+                )
             done += 1
         return done
+
+    @staticmethod
+    def _returned_amounts(db: sqlite3.Connection, blue_no: str) -> dict[int, ReturnedUnits]:
+        """What the issued partial reds of `blue_no` returned, per blue line."""
+        out: dict[int, ReturnedUnits] = {}
+        for row in db.execute(
+            "SELECT payload FROM invoices WHERE kind = 'RED' AND original_invoice_no = ?"
+            " AND status = 'ISSUED'",
+            (blue_no,),
+        ):
+            for line in json.loads(row["payload"]).get("lines") or ():
+                n = int(line["line_no"])
+                prior = out.get(n, ReturnedUnits())
+                out[n] = ReturnedUnits(
+                    prior.quantity - Decimal(line["quantity"]),
+                    prior.net - Decimal(line["net_amount"]),
+                    prior.tax - Decimal(line["tax_amount"]),
+                    prior.gross - Decimal(line["gross_amount"]),
+                )
+        return out
 
     # --- audit ----------------------------------------------------------------------
 

@@ -73,6 +73,26 @@ CREATE TABLE IF NOT EXISTS erp.sales_order_line (
 
 CREATE INDEX IF NOT EXISTS sales_order_line_order_idx ON erp.sales_order_line (order_id);
 
+-- Returns: each row returns `quantity` units of one line of an order's invoice. syncd
+-- issues a partial red invoice for it once `status` becomes CONFIRMED (documents.
+-- sales_order.returns in the config) and writes the red number back here.
+CREATE TABLE IF NOT EXISTS erp.sales_return_line (
+    id              bigserial PRIMARY KEY,
+    order_id        bigint        NOT NULL REFERENCES erp.sales_order(id),
+    line_no         integer       NOT NULL,     -- the order line returned (its line_no)
+    quantity        numeric(20,8) NOT NULL,     -- units returned (positive)
+    reason          varchar(40),                -- RETURN | ALLOWANCE | ...
+    status          varchar(20)   NOT NULL DEFAULT 'DRAFT',  -- DRAFT | CONFIRMED
+    created_at      timestamptz   NOT NULL DEFAULT now(),
+    -- write-back columns, owned by syncd
+    red_invoice_no  varchar(20),
+    invoice_status  varchar(20),
+    invoice_error   text
+);
+
+CREATE INDEX IF NOT EXISTS sales_return_line_order_idx ON erp.sales_return_line (order_id);
+
 ALTER TABLE erp.customer REPLICA IDENTITY FULL;
 ALTER TABLE erp.sales_order REPLICA IDENTITY FULL;
 ALTER TABLE erp.sales_order_line REPLICA IDENTITY FULL;
+ALTER TABLE erp.sales_return_line REPLICA IDENTITY FULL;

@@ -1,5 +1,8 @@
 """`syncd status -c CONFIG [--json]`: what the ledger, the partitions and the dead letters say.
 
+`syncd status -c CONFIG --document REF [--json]`: the history of one source document --
+every revision with its blue invoice and, when reversed, its red one (REF as for `retry`).
+
 Read-only and safe while the daemon runs: plain SELECTs on the ledger, watermark and
 committed-offset look-ups in Kafka (the consumer never subscribes, so it never joins the
 daemon's group).
@@ -123,6 +126,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
+        "--document",
+        metavar="REF",
+        help="show one document's revisions and invoices instead: ledger id, serial, or "
+        '<document_type>:<json key> such as sales_order:{"id":42}',
+    )
+    parser.add_argument(
         "--kafka-timeout",
         type=float,
         default=5.0,
@@ -135,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     from syncd.commands import load_config_or_exit, say
 
     config = load_config_or_exit(args.config, "status")
+    if getattr(args, "document", None):
+        return run_document(config, args.document, as_json=bool(args.json))
     report = collect(config, stuck_after=args.stuck_after, kafka_timeout=args.kafka_timeout)
     for line in report.unreachable.values():
         say("status", line)
@@ -513,3 +524,182 @@ def render_text(report: StatusReport) -> str:
 
 def _opt(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- one document
+
+
+@dataclass(slots=True)
+class InvoiceLine:
+    """One ledger row of a document's history: a blue invoice or the red one reversing it."""
+
+    id: int
+    kind: str
+    serial: str
+    state: str
+    invoice_no: str | None
+    issued_at: str | None
+    last_error: str | None
+
+
+@dataclass(slots=True)
+class RevisionLine:
+    revision: int
+    blue: InvoiceLine | None = None
+    red: InvoiceLine | None = None
+    #: partial red invoices (rows of the return table) against this revision's blue one
+    returns: list[InvoiceLine] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DocumentHistory:
+    document: str
+    key: str
+    revisions: list[RevisionLine] = field(default_factory=list)
+
+    @property
+    def current_invoice_no(self) -> str | None:
+        """The number the ERP row carries: the newest revision's blue invoice."""
+        for rev in reversed(self.revisions):
+            if rev.blue is not None and rev.blue.invoice_no is not None:
+                return rev.blue.invoice_no
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["current_invoice_no"] = self.current_invoice_no
+        data["ok"] = True
+        data["exit_code"] = 0
+        return data
+
+
+def _invoice_line(row: DocumentRow) -> InvoiceLine:
+    return InvoiceLine(
+        id=row.id,
+        kind=row.kind.value,
+        serial=row.serial,
+        state=row.state.value,
+        invoice_no=row.invoice_no,
+        issued_at=_iso(row.issued_at) if row.issued_at else None,
+        last_error=row.last_error,
+    )
+
+
+def history_of(
+    rows: list[DocumentRow], returns: dict[int, list[DocumentRow]] | None = None
+) -> DocumentHistory:
+    """The ledger rows of one source document, grouped by revision; `returns`: issue row
+    id -> its partial reversal rows (returns)."""
+    first = rows[0].identity
+    out = DocumentHistory(first.document_type, first.source_key)
+    by_revision: dict[int, RevisionLine] = {}
+    for row in rows:
+        rev = by_revision.get(row.identity.revision)
+        if rev is None:
+            rev = by_revision[row.identity.revision] = RevisionLine(row.identity.revision)
+            out.revisions.append(rev)
+        line = _invoice_line(row)
+        if row.kind.value == "issue":
+            rev.blue = line
+            rev.returns = [_invoice_line(r) for r in (returns or {}).get(row.id, [])]
+        else:
+            rev.red = line
+    return out
+
+
+def run_document(config: SyncdConfig, ref_text: str, *, as_json: bool) -> int:
+    """`status --document`: 0 shown, 2 a malformed reference, 3 no such document, 4 the
+    database unreachable, 7 another database error."""
+    from sqlalchemy.exc import DBAPIError
+
+    from syncd.commands import (
+        EXIT_FAILED,
+        EXIT_NOT_FOUND,
+        EXIT_USAGE,
+        database_reason,
+        database_unreachable,
+        emit_json,
+        fail,
+        is_connection_error,
+    )
+    from syncd.ledger import repository as repo
+    from syncd.ledger.engine import ledger_engine
+    from syncd.pipeline.redrive import DocumentRefError, find, parse_document_ref
+
+    try:
+        ref = parse_document_ref(ref_text)
+    except DocumentRefError as exc:
+        return fail("status", EXIT_USAGE, str(exc), as_json=as_json, details={"reason": "usage"})
+    engine = ledger_engine(
+        config.database.dsn_value(), config.database.schema_name, pool_size=1, max_overflow=0
+    )
+    try:
+        with engine.connect() as conn:
+            try:
+                found = find(conn, config, ref)
+            except DocumentRefError as exc:
+                return fail(
+                    "status", EXIT_USAGE, str(exc), as_json=as_json, details={"reason": "usage"}
+                )
+            if not found:
+                return fail(
+                    "status",
+                    EXIT_NOT_FOUND,
+                    f"no ledger document matches {ref_text}",
+                    as_json=as_json,
+                    details={"reason": "not_found"},
+                )
+            ident = found[0].identity
+            rows = repo.document_history(
+                conn, ident.document_type, ident.source_table, ident.source_key
+            )
+            returns = {
+                r.id: [
+                    p
+                    for p in repo.reversals_of(conn, r.id)
+                    if p.identity.source_table != ident.source_table
+                ]
+                for r in rows
+                if r.kind.value == "issue"
+            }
+    except DBAPIError as exc:
+        if is_connection_error(exc):
+            from syncd.commands import EXIT_DATABASE
+
+            return fail("status", EXIT_DATABASE, database_unreachable(config, exc), as_json=as_json)
+        return fail("status", EXIT_FAILED, f"ledger: {database_reason(exc)}", as_json=as_json)
+    finally:
+        engine.dispose()
+    history = history_of(rows, returns)
+    if as_json:
+        emit_json(history.to_json())
+    else:
+        sys.stdout.write(render_history(history))
+    return 0
+
+
+def render_history(history: DocumentHistory) -> str:
+    out = [f"{history.document} {history.key}: {len(history.revisions)} revision(s)"]
+    current = history.current_invoice_no
+    out.append(f", current invoice {current}\n" if current else ", no invoice yet\n")
+    rows: list[list[str]] = []
+    for rev in history.revisions:
+        labelled = [("blue", rev.blue), *(("return", r) for r in rev.returns), ("red", rev.red)]
+        for label, line in labelled:
+            if line is None:
+                continue
+            rows.append(
+                [
+                    f"r{rev.revision}",
+                    label,
+                    str(line.id),
+                    line.serial,
+                    line.state,
+                    line.invoice_no or "-",
+                    line.issued_at or "-",
+                    _short(line.last_error, 50),
+                ]
+            )
+    headers = ["REV", "INVOICE", "ID", "SERIAL", "STATE", "NUMBER", "ISSUED", "LAST ERROR"]
+    out.append(_table(headers, rows))
+    return "".join(out)

@@ -226,6 +226,48 @@ class WriteBackConfig(StrictModel):
     )
 
 
+class ReturnWriteBackColumns(StrictModel):
+    red_invoice_no: str = Field(description="the partial red invoice's number")
+    status: str | None = None
+    error: str | None = None
+
+
+class ReturnsConfig(StrictModel):
+    """Partial red-letter invoices (returns): each row of `table` is one return document.
+
+    A row that satisfies `qualifies` returns `quantity` units of one line of the
+    document's current blue invoice: a red invoice for just that line and quantity,
+    referencing the original, under the row's own serial. The returned quantities of a
+    line never add up to more than the blue invoice's.
+    """
+
+    table: str = Field(pattern=_QUALIFIED_TABLE.pattern, description="schema.table")
+    topic: str | None = Field(default=None, description="default: <topic_prefix>.<schema>.<table>")
+    key_columns: list[str] = Field(default_factory=lambda: ["id"], min_length=1)
+    document_key: str = Field(
+        description="column holding the key of the document whose invoice is returned against"
+    )
+    line: str = Field(
+        description="column holding the returned line's `lines.order_by` value (e.g. line_no)"
+    )
+    quantity: str = Field(description="column holding the returned quantity (positive)")
+    qualifies: Condition
+    reversal_reason: FieldSource = Field(
+        default_factory=lambda: FieldSource.constant("SALES_RETURN"),
+        description="SALES_RETURN | INVOICING_ERROR | SERVICE_STOPPED | ALLOWANCE",
+    )
+    write_back: ReturnWriteBackColumns
+    status_values: StatusValues = Field(default_factory=StatusValues)
+
+    def own_columns(self) -> set[str]:
+        cols = self.write_back
+        return {c for c in (cols.red_invoice_no, cols.status, cols.error) if c is not None}
+
+    def source_columns(self) -> set[str]:
+        cols = {*self.key_columns, self.document_key, self.line, self.quantity}
+        return cols | self.qualifies.columns() | self.reversal_reason.columns()
+
+
 class SnapshotPolicy(enum.StrEnum):
     """What to do with `op=r` rows (the connector's initial snapshot of history)."""
 
@@ -244,6 +286,20 @@ class DocumentConfig(StrictModel):
         description="documents matching it wait in AWAITING_APPROVAL for `syncd approve` "
         "(may read invoice.gross, invoice.net, invoice.tax, invoice.type, invoice.lines)",
     )
+    reissues: Condition | None = Field(
+        default=None,
+        description="after a full reversal, the change that issues the next revision "
+        "(a new blue invoice under its own serial); never a second blue invoice otherwise",
+    )
+    max_reissues_per_day: int | None = Field(
+        default=None,
+        ge=0,
+        description="re-issues (revisions after a full reversal) of one document allowed "
+        "within 24 h, as platforms limit them; more are refused with the reason written back",
+    )
+    returns: ReturnsConfig | None = Field(
+        default=None, description="partial red-letter invoices from a return table"
+    )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
     header: HeaderMapping
     seller: SellerIdentity | None = None
@@ -251,6 +307,7 @@ class DocumentConfig(StrictModel):
     write_back: WriteBackConfig
 
     _name: str = PrivateAttr(default="")
+    _returns_view: DocumentConfig | None = PrivateAttr(default=None)
 
     @property
     def name(self) -> str:
@@ -262,6 +319,47 @@ class DocumentConfig(StrictModel):
         """
         private = self.__pydantic_private__
         return str(private["_name"]) if private is not None else self._name
+
+    def for_table(self, table: str) -> DocumentConfig:
+        """The config a ledger row of `table` is written back with: this one, or for a
+        row of the return table the returns view (`returns_view`)."""
+        if self.returns is not None and table == self.returns.table:
+            return self.returns_view()
+        return self
+
+    def returns_view(self) -> DocumentConfig:
+        """This document type as seen from its return table: same name, the return table
+        as source and write-back target (the red number in `returns.write_back`)."""
+        assert self.returns is not None
+        private = self.__pydantic_private__ or {}
+        view = private.get("_returns_view")
+        if view is None:
+            r = self.returns
+            write_back = WriteBackConfig(
+                table=r.table,
+                key_columns=list(r.key_columns),
+                columns=WriteBackColumns(
+                    invoice_no=r.write_back.red_invoice_no,
+                    red_invoice_no=r.write_back.red_invoice_no,
+                    status=r.write_back.status,
+                    error=r.write_back.error,
+                ),
+                status_values=r.status_values,
+            )
+            view = self.model_copy(
+                update={
+                    "table": r.table,
+                    "topic": r.topic,
+                    "key_columns": list(r.key_columns),
+                    "write_back": write_back,
+                    "reverses": None,
+                    "reissues": None,
+                    "returns": None,
+                }
+            )
+            view._name = self.name
+            self._returns_view = view
+        return view
 
     @property
     def write_back_table(self) -> str:
@@ -291,6 +389,8 @@ class DocumentConfig(StrictModel):
             cols |= self.reverses.columns()
         if self.approval is not None:
             cols |= {c for c in self.approval.columns() if not c.startswith(INVOICE_PREFIX)}
+        if self.reissues is not None:
+            cols |= self.reissues.columns()
         for src in self.header.sources().values():
             cols |= src.columns()
         if self.lines.references:
@@ -326,6 +426,11 @@ class DocumentConfig(StrictModel):
             self.lines.references = self.key_columns[0]
         if self.lines.table == self.table:
             raise ValueError("lines.table must differ from the document table")
+        if self.returns is not None:
+            if self.returns.table in (self.table, self.lines.table):
+                raise ValueError("returns.table must differ from the document and line tables")
+            if len(self.key_columns) != 1:
+                raise ValueError("returns needs a document with a one-column key")
         keys = self.write_back.key_columns
         if keys is not None and self.write_back_table == self.table and keys != self.key_columns:
             raise ValueError("write_back.key_columns must equal key_columns on the source table")
@@ -344,6 +449,8 @@ __all__ = [
     "HeaderMapping",
     "LineColumns",
     "LinesConfig",
+    "ReturnWriteBackColumns",
+    "ReturnsConfig",
     "Scalar",
     "SellerIdentity",
     "SnapshotPolicy",

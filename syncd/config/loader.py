@@ -146,6 +146,15 @@ class SyncdConfig(BaseSettings):
             seen[doc.table] = name
             if doc.topic is None:
                 doc.topic = f"{prefix}.{doc.table}"
+            if doc.returns is not None:
+                if doc.returns.table in seen:
+                    raise ValueError(
+                        f"documents.{name}.returns: table {doc.returns.table} is already "
+                        f"used by {seen[doc.returns.table]}"
+                    )
+                seen[doc.returns.table] = f"{name}.returns"
+                if doc.returns.topic is None:
+                    doc.returns.topic = f"{prefix}.{doc.returns.table}"
             if doc.seller is None:
                 if self.seller is None:
                     raise ValueError(
@@ -174,14 +183,27 @@ class SyncdConfig(BaseSettings):
         return {doc.lines.table: doc for doc in self.documents.values()}
 
     def topics(self) -> list[str]:
-        """Topics syncd subscribes to: the document tables' topics."""
-        return [doc.topic for doc in self.documents.values() if doc.topic is not None]
+        """Topics syncd subscribes to: the document tables' topics (and return tables')."""
+        out = [doc.topic for doc in self.documents.values() if doc.topic is not None]
+        out += [
+            doc.returns.topic
+            for doc in self.documents.values()
+            if doc.returns is not None and doc.returns.topic is not None
+        ]
+        return out
+
+    def return_tables(self) -> dict[str, DocumentConfig]:
+        """Return table -> the document type whose invoices its rows return against."""
+        return {d.returns.table: d for d in self.documents.values() if d.returns is not None}
 
     def captured_tables(self) -> list[str]:
         """Tables the connector must capture: documents and their line tables."""
         out: list[str] = []
         for doc in self.documents.values():
-            for t in (doc.table, doc.lines.table):
+            tables = [doc.table, doc.lines.table]
+            if doc.returns is not None:
+                tables.append(doc.returns.table)
+            for t in tables:
                 if t not in out:
                     out.append(t)
         return out

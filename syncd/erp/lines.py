@@ -126,11 +126,13 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
     """Per table, the columns the document reads or writes and the types that fit."""
     text = (_TEXT,)
     src: list[_Need] = [_Need(c, (), f"documents.{doc.name}.key_columns") for c in doc.key_columns]
-    for cond_name, cond in (
+    conditions = (
         ("qualifies", doc.qualifies),
         ("reverses", doc.reverses),
+        ("reissues", doc.reissues),
         ("approval", doc.approval),
-    ):
+    )
+    for cond_name, cond in conditions:
         if cond is not None:
             what = f"documents.{doc.name}.{cond_name}"
             # invoice.* of `approval` are the built invoice's, not columns

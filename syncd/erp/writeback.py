@@ -50,6 +50,9 @@ class WriteBack:
     red_invoice_no: str | None = None
     #: file links by format (`pdf`, `ofd`, `xml`, ...) for the `*_url` columns
     files: Mapping[str, str] = field(default_factory=dict)
+    #: an ISSUED result of a re-issued revision: the red number of the previous revision
+    #: no longer describes the row's current invoice, so it is cleared
+    clear_red_invoice_no: bool = False
 
 
 class WriteBackError(SyncdError, RuntimeError):
@@ -76,6 +79,8 @@ def writeback_values(doc: DocumentConfig, result: WriteBack) -> dict[str, Any]:
         for fmt, column in (("pdf", cols.pdf_url), ("ofd", cols.ofd_url), ("xml", cols.xml_url)):
             if column:
                 values[column] = result.files.get(fmt)
+        if result.clear_red_invoice_no and cols.red_invoice_no:
+            values[cols.red_invoice_no] = None
     if result.status is ResultStatus.REVERSED and cols.red_invoice_no:
         values[cols.red_invoice_no] = result.red_invoice_no
     return values

@@ -32,6 +32,7 @@ from syncd.invoice.model import (
     SourceRef,
     TaxPolicy,
 )
+from syncd.invoice.partial import Returned, ReturnRefusedError, build_partial_red
 from syncd.invoice.taxmath import LineInput, TaxMathError, build_invoice, build_red_invoice
 from syncd.invoice.validation import validate
 from syncd.safetext import printable
@@ -536,3 +537,44 @@ def _validated(invoice: Invoice) -> MappingResult:
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def build_return_red(
+    doc: DocumentConfig,
+    row: Mapping[str, Any],
+    blue: Invoice,
+    original_invoice_no: str,
+    identity: DocumentIdentity,
+    before: Mapping[int, Returned],
+) -> MappingResult:
+    """The partial RED invoice of one return row (`doc.returns`): `returns.quantity` units
+    of the blue invoice's line `returns.line`, given what earlier reds returned of each
+    line (`before`, see `syncd.invoice.partial.returned_so_far`)."""
+    returns = doc.returns
+    if returns is None:
+        raise ValueError(f"document type {doc.name} has no returns")
+    if identity.kind is not DocumentKind.REVERSAL:
+        raise ValueError("a red invoice needs a REVERSAL identity")
+    r = _Reader(row, "returns.")
+    reason = r.enum(ReversalReason, returns.reversal_reason, "reversal_reason", required=True)
+    line = r.decimal(FieldSource(column=returns.line), "line", required=True)
+    quantity = r.decimal(FieldSource(column=returns.quantity), "quantity", required=True)
+    if reason is None or line is None or quantity is None or r.problems:
+        return MappingResult(None, tuple(r.problems))
+    if line != line.to_integral_value() or line < 1:
+        return MappingResult(
+            None, (MappingProblem("VALUE", "returns.line", f"line {line} is not a line number"),)
+        )
+    try:
+        red = build_partial_red(
+            blue,
+            line_no=int(line),
+            quantity=quantity,
+            before=before.get(int(line), Returned()),
+            serial=serial_for(identity),
+            original_invoice_no=original_invoice_no,
+            reason=reason,
+        )
+    except ReturnRefusedError as exc:
+        return MappingResult(None, (MappingProblem("RETURN", "returns", str(exc)),))
+    return _validated(red)

@@ -381,7 +381,18 @@ class _Validator:
         at = f"lines[{index}]"
         who = f"line {index + 1}"
         add = self.add
-        if line.line_no != index + 1:
+        if self.inv.kind is InvoiceKind.RED:
+            # a red line carries the number of the blue line it reverses (a partial red
+            # invoice reverses some lines only): ascending, each blue line at most once
+            previous = self.inv.lines[index - 1].line_no if index else 0
+            if line.line_no <= previous:
+                add(
+                    "LINE_NO",
+                    f"{at}.line_no",
+                    f"{who}: line number is {line.line_no}, expected more than {previous} "
+                    "(the blue invoice's line it reverses, ascending)",
+                )
+        elif line.line_no != index + 1:
             add(
                 "LINE_NO",
                 f"{at}.line_no",

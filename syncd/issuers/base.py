@@ -144,8 +144,20 @@ frozen bytes from the ledger (sent unchanged, so the payload hash stays meaningf
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnedLine:
+    """Part of a line of the blue invoice to reverse: its line number and the units."""
+
+    line_no: int
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class ReversalRequest:
-    """Reverse a whole blue invoice; `serial` is the reversal's own idempotency key."""
+    """Reverse a blue invoice; `serial` is the reversal's own idempotency key.
+
+    `lines` empty: the whole invoice. Otherwise a partial red invoice for just those
+    units of those lines (returns); the platform checks that the red invoices of a line
+    never exceed it."""
 
     serial: str
     original_invoice_no: str
@@ -153,6 +165,7 @@ class ReversalRequest:
     #: the frozen red invoice (canonical JSON) when the caller has it: providers whose
     #: reversal form names the buyer and seller (Nuonuo's red-confirmation form) read it
     invoice: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
+    lines: tuple[ReturnedLine, ...] = ()
 
 
 @runtime_checkable

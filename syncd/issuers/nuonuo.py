@@ -831,6 +831,19 @@ class NuonuoIssuer:
 
     def _reverse(self, request: ReversalRequest) -> IssueResult:
         serial = request.serial
+        if request.lines:
+            # The red form below reverses the whole invoice; a partial return sent through
+            # it would reverse more than was returned.
+            return Rejected(
+                serial,
+                (
+                    Reason(
+                        "PARTIAL_RED_UNSUPPORTED",
+                        "partial red invoices are not supported "
+                        "by the nuonuo provider yet; reverse the whole invoice or by hand",
+                    ),
+                ),
+            )
         answer = self.call(
             "reverse", serial, RED_SAVE, red_form_payload(request, self.settings.seller_tax_id)
         )

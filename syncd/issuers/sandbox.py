@@ -330,13 +330,17 @@ class _Requests:
 
     @staticmethod
     def reversal_body(request: ReversalRequest) -> bytes:
-        return json.dumps(
-            {
-                "serial": request.serial,
-                "original_invoice_no": request.original_invoice_no,
-                "reason": request.reason,
-            }
-        ).encode()
+        body: dict[str, Any] = {
+            "serial": request.serial,
+            "original_invoice_no": request.original_invoice_no,
+            "reason": request.reason,
+        }
+        if request.lines:  # a partial red invoice (a full one's body stays as it was)
+            body["lines"] = [
+                {"line_no": line.line_no, "quantity": format(line.quantity, "f")}
+                for line in request.lines
+            ]
+        return json.dumps(body).encode()
 
 
 _USER_AGENT: Final = "syncd-issuer/sandbox"

@@ -664,6 +664,49 @@ def latest_revision(
     return None if m is None else DocumentRow.from_mapping(m)
 
 
+def reversals_of(conn: Connection, issue_id: int) -> list[DocumentRow]:
+    """The reversal rows (full and partial) of one issue row, oldest first."""
+    q = select(documents).where(documents.c.reverses_id == issue_id).order_by(documents.c.id)
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
+def count_revisions_since(
+    conn: Connection, document_type: str, source_table: str, source_key: str, within: timedelta
+) -> int:
+    """Issue rows of revision > 0 (re-issues) of one source document created in the last
+    `within` (database clock)."""
+    q = (
+        select(func.count())
+        .select_from(documents)
+        .where(
+            documents.c.document_type == document_type,
+            documents.c.source_table == source_table,
+            documents.c.source_key == source_key,
+            documents.c.kind == DocumentKind.ISSUE.value,
+            documents.c.revision > 0,
+            documents.c.created_at >= func.now() - within,
+        )
+    )
+    return int(conn.execute(q).scalar_one())
+
+
+def document_history(
+    conn: Connection, document_type: str, source_table: str, source_key: str
+) -> list[DocumentRow]:
+    """Every ledger row of one source document: each revision's issue row, then its
+    reversal, oldest revision first (`syncd status --document`)."""
+    q = (
+        select(documents)
+        .where(
+            documents.c.document_type == document_type,
+            documents.c.source_table == source_table,
+            documents.c.source_key == source_key,
+        )
+        .order_by(documents.c.revision, documents.c.kind, documents.c.id)
+    )
+    return [DocumentRow.from_mapping(m) for m in conn.execute(q).mappings()]
+
+
 def _latest_revisions_statement() -> Any:
     cols = (documents.c.document_type, documents.c.source_table, documents.c.source_key)
     return (

@@ -35,6 +35,7 @@ from syncd.rules.decide import (
     Decision,
     DocumentRules,
     decide,
+    decide_return,
 )
 from syncd.safetext import printable, reason_of
 
@@ -44,6 +45,7 @@ class Kind(enum.StrEnum):
 
     ISSUE = "issue"
     REVERSE = "reverse"
+    RETURN = "return"  # a partial red invoice from a return table
     IGNORE = "ignore"
     HEARTBEAT = "heartbeat"
     DEAD_LETTER = "dead_letter"
@@ -57,6 +59,7 @@ _KIND_OF_ACTION: dict[Action, Kind] = {
     Action.ISSUE: Kind.ISSUE,
     Action.REVERSE: Kind.REVERSE,
     Action.IGNORE: Kind.IGNORE,
+    Action.RETURN: Kind.RETURN,
 }
 
 
@@ -92,6 +95,11 @@ class Classifier:
         # (every write-back echoes as one) is ignored by `decide` whatever else it holds:
         # the decoder recognises it from the wire values, without converting its rows.
         quiet = {table: r.own_columns for table, r in self._rules.items() if r.own_columns}
+        # rows of return tables: decided by `decide_return` against their document type
+        self._returns: dict[str, DocumentConfig] = config.return_tables()
+        for table, owner in self._returns.items():
+            assert owner.returns is not None
+            quiet[table] = frozenset(owner.returns.own_columns())
         # A new row (insert, snapshot read) is decided from the few columns the rules
         # read; only one they act on is decoded in full (see `_classify_probed`).
         probe = {d.table: _probe_columns(d) for d in config.documents.values()}
@@ -176,6 +184,9 @@ class Classifier:
         position = event.position
         doc = self._by_table.get(event.table)
         if doc is None:
+            owner = self._returns.get(event.table)
+            if owner is not None:
+                return self._classify_return(event, owner, key, value)
             if event.table in self._line_tables:
                 return Classified(
                     position,
@@ -222,6 +233,46 @@ class Classifier:
             position, kind, decision.reason, key, value, event=event, doc=doc, decision=decision
         )
 
+    def _classify_return(
+        self, event: ChangeEvent, doc: DocumentConfig, key: bytes | None, value: bytes | None
+    ) -> Classified:
+        try:
+            decision = decide_return(event, doc)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            return Classified(
+                event.position,
+                Kind.DEAD_LETTER,
+                printable(str(exc)),
+                key,
+                value,
+                event=event,
+                doc=doc,
+                code="undecidable",
+            )
+        kind = _KIND_OF_ACTION.get(decision.action)
+        if kind is None:
+            return Classified(
+                event.position,
+                Kind.DEAD_LETTER,
+                decision.reason,
+                key,
+                value,
+                event=event,
+                doc=doc,
+                decision=decision,
+                code="undecided",
+            )
+        return Classified(
+            event.position,
+            kind,
+            decision.reason,
+            key,
+            value,
+            event=event,
+            doc=doc,
+            decision=decision,
+        )
+
 
 def decode_options(config: SyncdConfig) -> DecodeOptions:
     """Decoder settings from the config: scales of schemaless precise decimals, and the
@@ -240,5 +291,7 @@ def _probe_columns(doc: DocumentConfig) -> tuple[str, ...]:
     columns = set(doc.qualifies.columns()) | set(doc.key_columns)
     if doc.reverses is not None:
         columns |= doc.reverses.columns()
+    if doc.reissues is not None:
+        columns |= doc.reissues.columns()
     columns.add(doc.write_back.columns.invoice_no)
     return tuple(sorted(columns))

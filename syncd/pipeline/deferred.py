@@ -2,6 +2,9 @@
 
 The intake cannot record a reversal whose invoice is still on its way to the provider; it
 hands the record back with the id of the invoice's document, and the record waits here.
+A re-issue waits the same way behind a reversal still on its way (the reversal row's id,
+or the invoice's id while the reversal record itself waits here), so the records of one
+document are recorded in their order.
 
 Invariant: a waiting record's offset is not finished, so its partition's stored position
 stays below it; holding it in memory only is safe, because a restart or the partition's

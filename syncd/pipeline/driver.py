@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import cast, get_args
 
 from sqlalchemy import Engine
@@ -35,6 +36,7 @@ from syncd.issuers.base import (
     NotFound,
     OutcomeUnknown,
     Retryable,
+    ReturnedLine,
     ReversalReason,
     ReversalRequest,
     resolve_after_submit,
@@ -54,6 +56,7 @@ from syncd.pipeline.outcomes import (
     decide,
     delay_until,
     failure_delay,
+    is_partial_reversal,
     status_of,
 )
 from syncd.pipeline.scheduler import Scheduled, Scheduler
@@ -216,6 +219,8 @@ class Driver:
                 self._remember(row)
                 return wait
         doc = self._config.documents.get(row.identity.document_type)
+        if doc is not None:
+            doc = doc.for_table(row.identity.source_table)  # a return row: its own table
         with bind(
             document=row.identity.document_type,
             key=row.identity.source_key,
@@ -433,11 +438,18 @@ def _reversal_request(row: DocumentRow) -> ReversalRequest:
         raise ValueError(f"reversal {row.serial}: frozen payload has no original_invoice_no")
     if reason not in get_args(ReversalReason):
         raise ValueError(f"reversal {row.serial}: unknown reversal reason {reason!r}")
+    lines: tuple[ReturnedLine, ...] = ()
+    if is_partial_reversal(row):
+        lines = tuple(
+            ReturnedLine(int(line["line_no"]), -Decimal(str(line["quantity"])))
+            for line in payload.get("lines") or ()
+        )
     return ReversalRequest(
         serial=row.serial,
         original_invoice_no=original,
         reason=cast(ReversalReason, reason),
         invoice=payload,
+        lines=lines,
     )
 
 

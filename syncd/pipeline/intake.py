@@ -7,6 +7,10 @@ transaction per batch:
 * a "reverse" of an ISSUED document becomes a reversal row (REVERSAL_PENDING, red payload
   frozen); a reverse of a document still in flight is *deferred*: its offset is not
   committed until the invoice settles, so it cannot be lost by a crash;
+* a "re-issue" (the `reissues` condition) of a document whose current revision is fully
+  REVERSED becomes the next revision (its own serial); one whose reversal is still on its
+  way (recorded, or itself deferred) is deferred the same way; any other is a plain issue,
+  so a re-confirmation without a reversal is never a second blue invoice;
 * redelivered or repeated events find their row already there and change nothing;
 * the partitions' next offsets are stored, fenced by the partition lease epoch.
 After commit the pipeline hands new rows to the driver. Nothing here calls the provider.
@@ -15,8 +19,10 @@ After commit the pipeline hands new rows to the driver. Nothing here calls the p
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection
@@ -28,14 +34,26 @@ from syncd.changes import (
 from syncd.config import DocumentConfig, SyncdConfig
 from syncd.erp.lines import load_lines, load_lines_many
 from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
-from syncd.identity import DocumentIdentity, DocumentKind, serial_for
-from syncd.invoice.from_erp import build_blue, build_red
+from syncd.identity import DocumentIdentity, DocumentKind, serial_for, source_key_of
+from syncd.invoice.from_erp import (
+    MappingProblem,
+    MappingResult,
+    build_blue,
+    build_red,
+    build_return_red,
+)
 from syncd.invoice.model import Invoice
+from syncd.invoice.partial import returned_so_far
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
-from syncd.lifecycle import INVOICE_MAY_STILL_COME, ISSUE_EXISTS, DocumentState
+from syncd.lifecycle import (
+    INVOICE_MAY_STILL_COME,
+    ISSUE_EXISTS,
+    REVERSAL_MAY_STILL_COME,
+    DocumentState,
+)
 from syncd.observability.metrics import DocumentOutcome
 from syncd.pipeline.classify import Classified, Kind
 from syncd.rules.approval import approval_needed
@@ -104,15 +122,24 @@ class Intake:
         self._config = config
         self._group = group
         self._owner = owner
+        self._waiting: Container[int] = ()
 
     def run(
-        self, conn: Connection, records: Sequence[Classified], partitions: PartitionLookup
+        self,
+        conn: Connection,
+        records: Sequence[Classified],
+        partitions: PartitionLookup,
+        waiting: Container[int] = (),
     ) -> IntakeResult:
         """Record intent for `records` and store their partitions' next offsets, in the
         caller's transaction. The intake is the one owner of stored offsets: an offset is
         stored exactly when the records before it are recorded, under the partition's
-        lease epoch (a partition this replica has not claimed stores nothing)."""
+        lease epoch (a partition this replica has not claimed stores nothing).
+
+        `waiting`: ids of documents that deferred records wait for (a re-issue behind a
+        deferred reversal of the same document must wait too)."""
         result = IntakeResult()
+        self._waiting = waiting
         prefetched = self._prefetch(conn, records)
         pending: list[tuple[Classified, NewDocument]] = []
         for record in records:
@@ -120,6 +147,8 @@ class Intake:
                 self._issue(conn, record, result, prefetched, pending)
             elif record.kind is Kind.REVERSE:
                 self._reverse(conn, record, result)
+            elif record.kind is Kind.RETURN:
+                self._return(conn, record, result)
             else:
                 result.finish(record.position)
         self._record_new(conn, pending, result)
@@ -200,7 +229,13 @@ class Intake:
                 conn, base.document_type, base.source_table, base.source_key
             )
         revision = 0
-        if latest is not None:
+        reissue = record.decision is not None and record.decision.reissue
+        if reissue:
+            outcome = self._reissue(conn, record, latest, result)
+            if outcome is None:
+                return  # deferred, a duplicate or ignored: nothing to record now
+            revision, latest = outcome
+        elif latest is not None:
             if latest.state in ISSUE_EXISTS:
                 result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
                 result.finish(record.position)
@@ -328,6 +363,95 @@ class Intake:
             )
         result.finish(record.position)
 
+    # ------------------------------------------------------------------ re-issue
+
+    def _reissue(
+        self,
+        conn: Connection,
+        record: Classified,
+        latest: DocumentRow | None,
+        result: IntakeResult,
+    ) -> tuple[int, DocumentRow | None] | None:
+        """What a re-issue change leads to: (revision to issue, the row it continues), or
+        None when it is settled here (deferred, duplicate, ignored).
+
+        Only a fully reversed current revision opens the next one, and only for a change
+        newer than the reversal (a connector re-emitting an old confirmation after a later
+        cancellation must not mint a revision). A reversal on its way -- recorded, or a
+        record deferred in memory -- holds the re-issue back until it settles."""
+        assert record.event is not None and record.doc is not None
+        event, doc = record.event, record.doc
+        if latest is None:
+            if doc.writes_back_to_source:
+                invoice_no = (event.after or {}).get(doc.write_back.columns.invoice_no)
+                if invoice_no is not None:
+                    # invoiced outside this ledger: the plain rule ("already invoiced") holds
+                    result.outcomes.append((doc.name, DocumentOutcome.IGNORED))
+                    result.finish(record.position)
+                    return None
+            return 0, None
+        if latest.state is S.REVERSED:
+            reversal = repo.find_document(conn, latest.identity.for_reversal())
+            if reversal is not None and _not_newer(event, reversal):
+                result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+                result.finish(record.position)
+                return None
+            limit = doc.max_reissues_per_day
+            if limit is not None:
+                ident = latest.identity
+                done = repo.count_revisions_since(
+                    conn, ident.document_type, ident.source_table, ident.source_key, _DAY
+                )
+                if done >= limit:
+                    # validated before anything is sent: the ERP row says why; a later
+                    # re-confirmation (after the window) is decided anew
+                    why = (
+                        f"re-issue refused: {done} re-issue(s) of this document in the last "
+                        f"24 h (max_reissues_per_day: {limit}); confirm it again later"
+                    )
+                    _write_back(
+                        conn,
+                        doc,
+                        dict(key_of(doc, event)),
+                        WriteBack(
+                            ResultStatus.REVERSED,
+                            red_invoice_no=reversal.invoice_no if reversal else None,
+                            error=why,
+                        ),
+                    )
+                    result.outcomes.append((doc.name, DocumentOutcome.INVALID))
+                    log.info("%s", why, extra={"key": str(dict(key_of(doc, event)))})
+                    result.finish(record.position)
+                    return None
+            return latest.identity.revision + 1, None
+        if latest.state is S.ISSUED:
+            reversal = repo.find_document(conn, latest.identity.for_reversal())
+            if reversal is not None and reversal.state in REVERSAL_MAY_STILL_COME:
+                result.deferred.append((reversal.id, record))
+                result.to_drive.append(reversal.id)
+                return None
+        if latest.state in ISSUE_EXISTS and self._waits_for(latest.id, result):
+            result.deferred.append((latest.id, record))
+            result.to_drive.append(latest.id)
+            return None
+        if latest.state in ISSUE_EXISTS:
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+            result.finish(record.position)
+            if latest.state in INVOICE_MAY_STILL_COME:
+                result.to_drive.append(latest.id)
+            return None
+        if latest.state is S.REJECTED:
+            if _not_newer(event, latest):
+                result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+                result.finish(record.position)
+                return None
+            return latest.identity.revision + 1, latest
+        return latest.identity.revision, latest  # INVALID: corrected in place
+
+    def _waits_for(self, doc_id: int, result: IntakeResult) -> bool:
+        """A record of this batch or an earlier one is deferred behind `doc_id`."""
+        return doc_id in self._waiting or any(i == doc_id for i, _ in result.deferred)
+
     # ------------------------------------------------------------------ reverse
 
     def _reverse(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
@@ -335,6 +459,12 @@ class Intake:
         event, doc = record.event, record.doc
         base = identity_of(doc, event, DocumentKind.ISSUE, 0)
         issue = repo.latest_revision(conn, base.document_type, base.source_table, base.source_key)
+        if issue is not None and issue.identity.revision > 0 and _not_newer(event, issue):
+            # older than the change that opened this revision (a re-emitted cancellation
+            # of an earlier revision): it must not reverse the current invoice
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+            result.finish(record.position)
+            return
         if issue is None or issue.state in (S.INVALID, S.REJECTED, S.DEAD):
             result.outcomes.append((doc.name, DocumentOutcome.IGNORED))
             result.finish(record.position)
@@ -376,6 +506,21 @@ class Intake:
         blue = Invoice.model_validate(dict(issue.payload))
         red_identity = identity_of(doc, event, DocumentKind.REVERSAL, issue.identity.revision)
         mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, red_identity)
+        if doc.returns is not None and mapped.invoice is not None:
+            partial = _live_reds(repo.reversals_of(conn, issue.id))
+            if partial:
+                # the red invoices together may never exceed the blue one
+                mapped = MappingResult(
+                    None,
+                    (
+                        MappingProblem(
+                            "RETURN",
+                            "returns",
+                            f"{len(partial)} partial return(s) exist against invoice "
+                            f"{issue.invoice_no}; return the remaining lines instead",
+                        ),
+                    ),
+                )
         if mapped.invoice is None:
             # A reversal reason that cannot be mapped is a config/data error: keep the
             # invoice, tell the ERP, and let a corrected cancellation come through later.
@@ -408,6 +553,111 @@ class Intake:
         _write_back(conn, doc, dict(key_of(doc, event)), WriteBack(ResultStatus.REVERSAL_PENDING))
         result.to_drive.append(reversal.id)
         result.finish(record.position)
+
+    # ------------------------------------------------------------------ return (partial red)
+
+    def _return(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
+        """A return row: a partial red invoice against its document's current blue invoice.
+
+        The issue row is locked (`FOR UPDATE`) before the earlier reds are summed, so two
+        returns of the same line -- on other partitions, or other replicas -- are checked
+        one after the other and can never exceed the line together."""
+        assert record.event is not None and record.doc is not None
+        assert record.decision is not None and record.decision.identity is not None
+        event, doc, identity = record.event, record.doc, record.decision.identity
+        returns = doc.returns
+        assert returns is not None
+        view = doc.returns_view()
+        row = event.after or {}
+        key = dict(identity.key)
+        existing = repo.find_document(conn, identity)
+        if existing is not None:
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+            if existing.state not in (S.REVERSED, S.REJECTED, S.DEAD):
+                result.to_drive.append(existing.id)
+            result.finish(record.position)
+            return
+        original: Any = row.get(returns.document_key)
+        if isinstance(original, Decimal) and original == original.to_integral_value():
+            original = int(original)
+        issue = None
+        if type(original) is int or type(original) is str:
+            issue = repo.latest_revision(
+                conn, doc.name, doc.table, source_key_of(((doc.key_columns[0], original),))
+            )
+        if issue is not None and issue.state in INVOICE_MAY_STILL_COME:
+            result.deferred.append((issue.id, record))
+            result.to_drive.append(issue.id)
+            return
+        if issue is None or issue.state is not S.ISSUED:
+            why = (
+                f"the invoice of {doc.name} {original} was reversed in full"
+                if issue is not None and issue.state is S.REVERSED
+                else f"{doc.name} {original} has no issued invoice to return against"
+            )
+            self._refuse_return(conn, view, key, record, result, why)
+            return
+        issue = repo.get_document(conn, issue.id, for_update=True)
+        if issue.state is not S.ISSUED or issue.payload is None or issue.invoice_no is None:
+            self._refuse_return(
+                conn, view, key, record, result, f"{doc.name} {original} is no longer issued"
+            )
+            return
+        blue = Invoice.model_validate(dict(issue.payload))
+        before = returned_so_far(_live_reds(repo.reversals_of(conn, issue.id)))
+        mapped = build_return_red(doc, row, blue, issue.invoice_no, identity, before)
+        if mapped.invoice is None or not mapped.ok:
+            summary = mapped.summary() or "the return cannot become a red invoice"
+            self._refuse_return(conn, view, key, record, result, summary)
+            return
+        reversal, _ = repo.ensure_document(
+            conn,
+            identity,
+            serial_for(identity),
+            actor=self._owner,
+            state=S.REVERSAL_PENDING,
+            payload=_payload(mapped.invoice),
+            position=event.position,
+            source_ts_ms=event.source_ts_ms,
+            reverses_id=issue.id,
+            reason=record.reason,
+        )
+        _write_back(conn, view, key, WriteBack(ResultStatus.REVERSAL_PENDING))
+        result.to_drive.append(reversal.id)
+        result.finish(record.position)
+
+    def _refuse_return(
+        self,
+        conn: Connection,
+        view: DocumentConfig,
+        key: dict[str, Any],
+        record: Classified,
+        result: IntakeResult,
+        why: str,
+    ) -> None:
+        """Nothing is sent: the reason goes to the return row (a corrected row, changed
+        again so that it qualifies, is decided anew)."""
+        _write_back(conn, view, key, WriteBack(ResultStatus.INVALID, error=why))
+        result.outcomes.append((view.name, DocumentOutcome.INVALID))
+        log.info("return refused: %s", why, extra={"key": str(key)})
+        result.finish(record.position)
+
+
+#: The window of `max_reissues_per_day`.
+_DAY = timedelta(days=1)
+
+# --------------------------------------------------------------------------- returns
+
+#: Reversal rows whose red invoice exists or may still come (they count against the blue).
+_LIVE_REVERSAL_STATES = frozenset(DocumentState) - {S.REJECTED, S.DEAD}
+
+
+def _live_reds(reversals: Sequence[DocumentRow]) -> list[Invoice]:
+    return [
+        Invoice.model_validate(dict(r.payload))
+        for r in reversals
+        if r.state in _LIVE_REVERSAL_STATES and r.payload is not None
+    ]
 
 
 def _payload(invoice: Invoice) -> dict[str, Any]:

@@ -315,7 +315,7 @@ class Pipeline:
     ) -> tuple[IntakeResult, dict[LedgerTP, tuple[int, int]]]:
         """Intake + offsets in one transaction (the intake stores them)."""
         with self._engine.begin() as conn:
-            result = self._intake.run(conn, records, self._partitions)
+            result = self._intake.run(conn, records, self._partitions, self._deferred)
         return result, result.positions
 
     def _isolate(self, records: list[Classified]) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -135,6 +136,16 @@ def approval_change(row: DocumentRow, approval: Approval) -> Change:
     )
 
 
+def is_partial_reversal(row: DocumentRow) -> bool:
+    """A reversal row of a return (a partial red invoice): recorded under the return
+    table, while its frozen red payload keeps the blue invoice's source. Its issue row
+    stays ISSUED when it is issued; a full reversal (same table) reverses it."""
+    if row.kind is not DocumentKind.REVERSAL or row.payload is None:
+        return False
+    source = row.payload.get("source")
+    return isinstance(source, Mapping) and source.get("table") != row.identity.source_table
+
+
 def outcome_class(result: IssueResult) -> IssuerOutcome:
     """The state machine's view of a result: its class, and the provider's Retry-After."""
     retry_after = result.retry_after if isinstance(result, Retryable) else None
@@ -209,6 +220,7 @@ def decide(
                 issued_at=fields["issued_at"] or now,
                 url=fields["invoice_url"],
                 files=dict(result.files),
+                clear_red_invoice_no=row.identity.revision > 0,
             )
             outcome = DocumentOutcome.ISSUED
         else:
@@ -254,7 +266,9 @@ def decide(
         writeback=writeback,
         outcome=outcome,
         error=error,
-        reversal_issued=isinstance(result, Issued) and row.kind is DocumentKind.REVERSAL,
+        reversal_issued=isinstance(result, Issued)
+        and row.kind is DocumentKind.REVERSAL
+        and not is_partial_reversal(row),
         retry=retry,
     )
 

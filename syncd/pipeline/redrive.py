@@ -166,7 +166,7 @@ def redrive(
         )
         key = json.loads(row.identity.source_key)
         try:
-            apply_writeback(conn, doc, key, WriteBack(status))
+            apply_writeback(conn, doc.for_table(row.identity.source_table), key, WriteBack(status))
         except WriteBackError as exc:
             problem = str(exc)
     return Redriven(row, after, problem)

@@ -6,6 +6,9 @@ the ledger ("status became CONFIRMED", "own write-back: only write-back columns
 changed"), because "why was this order (not) invoiced?" is the first question
 finance asks.
 
+A document type with a `reissues` condition decides it after `reverses` and before
+`qualifies`: a change it matches is an ISSUE marked `reissue` (see `Decision`).
+
 Safety rules encoded here:
 - syncd's own write-back, captured by Debezium, never re-triggers anything;
 - snapshot rows (`op=r`, the connector reading history) never reverse, and never
@@ -34,6 +37,7 @@ class Action(enum.StrEnum):
     REVERSE = "reverse"
     IGNORE = "ignore"
     UNDECIDED = "undecided"  # a condition read a value that is not known
+    RETURN = "return"  # a row of a return table: a partial red invoice
 
 
 # The hot path compares module constants: enum member access is an attribute lookup through
@@ -67,12 +71,17 @@ class Decision:
     `identity` (set for issue and reverse) is the ledger's unique key and the
     input of the deterministic serial; its revision is 0 -- the ledger raises it
     when a corrected document is re-issued.
+
+    `reissue` marks an ISSUE decided by the document's `reissues` condition: the
+    intake issues the next revision if (and only if) the current one was fully
+    reversed; otherwise it is a plain issue (a second blue invoice never comes of it).
     """
 
     action: Action
     reason: str
     document: str | None = None
     identity: DocumentIdentity | None = None
+    reissue: bool = False
 
     @property
     def acts(self) -> bool:
@@ -101,6 +110,7 @@ class DocumentRules:
     #: the document's conditions, compiled (`evaluate` of `doc.qualifies`/`doc.reverses`)
     qualifies: Check
     reverses: Check | None
+    reissues: Check | None
     #: "not a qualifying change (...)" decisions by reason: most events are ignored for
     #: one of a few reasons, and a Decision is immutable
     _ignored: dict[str, Decision] = field(default_factory=dict, compare=False, repr=False)
@@ -124,6 +134,7 @@ class DocumentRules:
             invoice_no_column=doc.write_back.columns.invoice_no,
             qualifies=compile_condition(doc.qualifies),
             reverses=None if doc.reverses is None else compile_condition(doc.reverses),
+            reissues=None if doc.reissues is None else compile_condition(doc.reissues),
         )
 
 
@@ -166,14 +177,14 @@ def _changed_columns(before: Row, after: Row) -> set[str]:
 
 
 def _with_identity(
-    action: Action, reason: str, event: ChangeEvent, rules: DocumentRules
+    action: Action, reason: str, event: ChangeEvent, rules: DocumentRules, reissue: bool = False
 ) -> Decision:
     kind = _REVERSAL_KIND if action is _REVERSE else _ISSUE_KIND
     try:
         ident = _identity(event, rules.name, rules.table, rules.key_columns, kind)
     except IdentityError as exc:
         return Decision(_UNDECIDED, str(exc), rules.name)
-    return Decision(action, reason, rules.name, ident)
+    return Decision(action, reason, rules.name, ident, reissue)
 
 
 def _invoice_no(row: Row | None, rules: DocumentRules) -> ColumnValue:
@@ -226,6 +237,16 @@ def decide(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRules | None 
         if rev.is_unknown:
             return _undecided(rev, "the change reverses an invoice", event, rules)
 
+    if rules.reissues is not None:
+        # Decided before `qualifies` and without the invoice-number guard: the row of a
+        # reversed document still shows the old number. The ledger decides whether the
+        # current revision was reversed (next revision) or not (never a second blue).
+        again = rules.reissues(event)
+        if again.is_true:
+            return _with_identity(_ISSUE, f"re-issue: {again.reason}", event, rules, True)
+        if again.is_unknown:
+            return _undecided(again, "the change re-issues a reversed invoice", event, rules)
+
     qual = rules.qualifies(event)
     if qual.is_unknown:
         return _undecided(qual, "the change qualifies", event, rules)
@@ -277,6 +298,43 @@ def _decide_snapshot(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRul
     )
 
 
+def decide_return(event: ChangeEvent, doc: DocumentConfig) -> Decision:
+    """Decide one change of `doc.returns.table`: RETURN when the row satisfies
+    `returns.qualifies` and carries no red number yet. Snapshot rows never return (a
+    return present before the connector started is confirmed again to be returned)."""
+    returns = doc.returns
+    if returns is None:
+        raise ValueError(f"document type {doc.name} has no returns")
+    if event.op in (_DELETE, _TRUNCATE, _MESSAGE):
+        return Decision(_IGNORE, f"{event.op.value} of a return row: ignored", doc.name)
+    if event.after is None:
+        return Decision(_UNDECIDED, f"op {event.op.value} without an after image", doc.name)
+    if event.op is _READ:
+        return Decision(_IGNORE, "snapshot row of a return table: not returned", doc.name)
+    if event.op is _UPDATE and event.before is not None:
+        changed = _changed_columns(event.before, event.after)
+        if not changed:
+            return Decision(_IGNORE, NOTHING_CHANGED, doc.name)
+        if changed <= returns.own_columns():
+            return Decision(_IGNORE, OWN_WRITE_BACK, doc.name)
+    qual = compile_condition(returns.qualifies)(event)
+    if qual.is_unknown:
+        return Decision(
+            _UNDECIDED, f"cannot tell whether the return qualifies: {qual.reason}", doc.name
+        )
+    if qual.truth is _FALSE:
+        return Decision(_IGNORE, f"not a qualifying return ({qual.reason})", doc.name)
+    red_no = event.after.get(returns.write_back.red_invoice_no)
+    if red_no is not None and red_no is not UNAVAILABLE:
+        return Decision(_IGNORE, f"{qual.reason}, but already returned ({red_no!s})", doc.name)
+    try:
+        key = read_key(event.after, event.key, returns.key_columns, event.table)
+    except IdentityError as exc:
+        return Decision(_UNDECIDED, str(exc), doc.name)
+    ident = DocumentIdentity.of(doc.name, returns.table, key, _REVERSAL_KIND)
+    return Decision(Action.RETURN, qual.reason, doc.name, ident)
+
+
 def route(config: SyncdConfig, table: str) -> DocumentConfig | None:
     """The document type fed by `schema.table`; None for line tables and strangers."""
     return config.route(table)
@@ -287,6 +345,9 @@ def decide_event(event: ChangeEvent, config: SyncdConfig) -> Decision:
     doc = config.route(event.table)
     if doc is not None:
         return decide(event, doc)
+    returned = config.return_tables().get(event.table)
+    if returned is not None:
+        return decide_return(event, returned)
     owner = config.line_tables().get(event.table)
     if owner is not None:
         return Decision(

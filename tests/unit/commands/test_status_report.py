@@ -117,3 +117,47 @@ def test_line_of_needs_a_key_boundary() -> None:
     assert line_of("kafka.group_id_x", {"kafka.group_id": 3, "kafka": 1}) == 1
     assert line_of("documents.a[2].b", {"documents.a": 7}) == 7
     assert line_of("nothing", {}) is None
+
+
+def _history_row(i: int, kind: str, revision: int, state: str, number: str | None):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from syncd.identity import DocumentIdentity, DocumentKind
+    from syncd.ledger.models import DocumentRow
+    from syncd.lifecycle import DocumentState
+
+    now = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    ident = DocumentIdentity.stored(
+        "sales_order", "erp.sales_order", '{"id":42}', DocumentKind(kind), revision
+    )
+    return DocumentRow(
+        i, ident, DocumentState(state), f"S{i:025d}", None, None, 0, 1, None, None, None,
+        number, now if number else None, None, None, None, None, None, None, None, None, None,
+        now, now,
+    )  # fmt: skip
+
+
+def test_document_history_groups_revisions_with_their_invoices() -> None:
+    from syncd.commands.status import history_of, render_history
+
+    rows = [
+        _history_row(1, "issue", 0, "REVERSED", "26310000000000000001"),
+        _history_row(2, "reversal", 0, "REVERSED", "26310000000000000002"),
+        _history_row(3, "issue", 1, "ISSUED", "26310000000000000003"),
+    ]
+    history = history_of(rows)
+    assert [r.revision for r in history.revisions] == [0, 1]
+    assert history.revisions[0].blue is not None and history.revisions[0].blue.id == 1
+    assert history.revisions[0].red is not None and history.revisions[0].red.id == 2
+    assert history.revisions[1].red is None
+    assert history.current_invoice_no == "26310000000000000003"
+    data = history.to_json()
+    assert data["revisions"][1]["blue"]["invoice_no"] == "26310000000000000003"
+    text = render_history(history)
+    assert "2 revision(s), current invoice 26310000000000000003" in text
+    assert text.count("blue") == 2 and text.count("red") == 1
+    with_return = history_of(rows, {3: [_history_row(9, "reversal", 0, "REVERSED", "2631")]})
+    assert [r.id for r in with_return.revisions[1].returns] == [9]
+    assert "return" in render_history(with_return)
+    pending = history_of([_history_row(4, "issue", 0, "READY", None)])
+    assert "no invoice yet" in render_history(pending)

@@ -286,6 +286,17 @@ def test_issued_without_a_readable_time_or_files() -> None:
     assert other.fields["invoice_url"] == "https://x/a.zip"
 
 
+def test_reissued_revision_clears_the_previous_red_number() -> None:
+    first = change(run(row(S.SUBMITTED), issued())).writeback
+    assert first is not None and not first.clear_red_invoice_no
+    base = row(S.SUBMITTED)
+    ident = base.identity
+    r1 = replace(base, identity=replace(ident, revision=1))
+    c = change(run(r1, issued()))
+    assert c.writeback is not None and c.writeback.clear_red_invoice_no
+    assert c.writeback.invoice_no == "INV-1"
+
+
 def test_reversal_issued_writes_the_red_invoice_number() -> None:
     c = change(run(row(S.REVERSAL_SUBMITTED, K.REVERSAL), issued(kind="RED", invoice_no="R-9")))
     assert c.writeback is not None and c.writeback.red_invoice_no == "R-9"

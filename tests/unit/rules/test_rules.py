@@ -216,3 +216,46 @@ def test_routing(config):
     other = decide_event(event("c", None, {"id": 1}, table="erp.customer"), config)
     assert other.reason == "table erp.customer is not configured"
     assert decide_event(update(order_row(), status="CONFIRMED"), config).action is Action.ISSUE
+
+
+# ------------------------------------------------------------------ re-issue after a reversal
+
+
+@pytest.fixture(scope="module")
+def reissuing(doc):
+    rule = Condition.model_validate({"column": "status", "becomes": "CONFIRMED"})
+    return doc.model_copy(update={"reissues": rule})
+
+
+def test_reconfirmation_of_a_reversed_row_is_a_reissue(reissuing):
+    before = order_row(status="CANCELLED", invoice_no=BLUE_NO, invoice_status="REVERSED")
+    d = decide(update(before, status="CONFIRMED"), reissuing)
+    assert d.action is Action.ISSUE
+    assert d.reissue
+    assert d.reason == "re-issue: status became CONFIRMED"
+    assert d.identity is not None and d.identity.revision == 0  # the ledger picks it
+
+
+def test_reissue_condition_is_not_an_issue_without_it(doc):
+    before = order_row(status="CANCELLED", invoice_no=BLUE_NO)
+    d = decide(update(before, status="CONFIRMED"), doc)
+    assert d.action is Action.IGNORE
+    assert not d.reissue
+
+
+def test_reversal_wins_over_reissue(reissuing):
+    before = order_row(status="CONFIRMED", invoice_no=BLUE_NO)
+    d = decide(update(before, status="CANCELLED"), reissuing)
+    assert d.action is Action.REVERSE
+    assert not d.reissue
+
+
+def test_reissue_condition_unknown_is_undecided(reissuing):
+    ev = event("u", None, order_row(status="CONFIRMED", invoice_no=BLUE_NO))
+    d = decide(ev, reissuing)
+    assert d.action is Action.UNDECIDED
+    assert "re-issues" in d.reason
+
+
+def test_reissues_columns_are_source_columns(reissuing):
+    assert "status" in reissuing.source_columns()

@@ -152,3 +152,57 @@ def test_token_bucket_allows_bursts_then_asks_to_wait(rate: int):
     wait = bucket.take(now=0.0)
     assert wait == pytest.approx(1 / rate)
     assert bucket.take(now=wait) == 0.0
+
+
+# --- partial red-letter forms (the sandbox's own rule) -------------------------------
+
+
+def _blue_payload() -> dict:  # type: ignore[type-arg]
+    return {
+        "price_basis": "TAX_EXCLUSIVE",
+        "lines": [
+            {"line_no": 1, "nature": "NORMAL", "quantity": "2", "net_amount": "165.14",
+             "tax_amount": "14.86", "gross_amount": "180.00"},
+            {"line_no": 2, "nature": "NORMAL", "quantity": "3", "net_amount": "100.00",
+             "tax_amount": "13.00", "gross_amount": "113.00"},
+        ],
+    }  # fmt: skip
+
+
+def test_partial_form_lines_are_checked() -> None:
+    from decimal import Decimal
+
+    from syncd_sandbox.rules import check_red_form_lines
+
+    problems, parsed = check_red_form_lines([{"line_no": 2, "quantity": "1"}])
+    assert not problems and parsed == [(2, Decimal(1))]
+    twice = [{"line_no": 1, "quantity": "1"}, {"line_no": 1, "quantity": "1"}]
+    bad_lines: tuple[object, ...] = (
+        [],
+        [{"line_no": 0, "quantity": "1"}],
+        [{"line_no": 1, "quantity": "-1"}],
+        twice,
+    )
+    for bad in (*bad_lines, "x"):
+        assert check_red_form_lines(bad)[0], bad
+
+
+def test_returned_units_never_exceed_the_blue_line() -> None:
+    from decimal import Decimal
+
+    from syncd_sandbox.rules import ReturnedUnits, check_returnable, partial_red_lines
+
+    blue = _blue_payload()
+    assert check_returnable(blue, [(2, Decimal(3))], {}) == []
+    assert check_returnable(blue, [(2, Decimal(1))], {2: Decimal(2)}) == []
+    (v,) = check_returnable(blue, [(2, Decimal(1))], {2: Decimal(3)})
+    assert v.code == "EXCEEDS_ORIGINAL"
+    assert check_returnable(blue, [(9, Decimal(1))], {})[0].code == "UNKNOWN_LINE"
+    first = partial_red_lines(blue, [(2, Decimal(1))], {})
+    assert first == [{"line_no": 2, "quantity": "-1", "net_amount": "-33.33",
+                      "tax_amount": "-4.33", "gross_amount": "-37.66"}]  # fmt: skip
+    prior = ReturnedUnits(Decimal(2), Decimal("66.66"), Decimal("8.66"), Decimal("75.32"))
+    (last,) = partial_red_lines(blue, [(2, Decimal(1))], {2: prior})
+    assert (last["net_amount"], last["tax_amount"], last["gross_amount"]) == (
+        "-33.34", "-4.34", "-37.68",
+    )  # fmt: skip
