@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test chart-readme clean
+.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test chart-readme clean tryton
 
 install: $(STAMP)
 
@@ -59,6 +59,11 @@ stack-status:
 
 demo: install
 	bash dev/demo.sh
+
+# Tryton (a packaged ERP) in its own virtualenv, database `tryton` on the stack's PostgreSQL
+# with a Chinese company (docs/packaged-erp.md).
+tryton: stack-up
+	bash dev/tryton.sh setup
 
 # Never part of `make test` (tests/integration/test_bench_smoke.py runs a tiny version).
 bench: install stack-up
