@@ -95,6 +95,15 @@ def company(config: Any) -> Any:
     return result
 
 
+def allow_cancel(company: Any) -> None:
+    """Let clerks cancel posted customer invoices (a company setting, off by default): the
+    cancellation syncd reverses with a red invoice."""
+    if not company.cancel_invoice_out:
+        company.cancel_invoice_out = True
+        company.save()
+        step("posted customer invoices may be cancelled")
+
+
 def fiscal_year(config: Any, company: Any) -> None:
     today = dt.date.today()
     years = Model.get("account.fiscalyear", config=config)
@@ -240,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     config = proteus_config.set_trytond(database=args.database, config_file=args.config)
     activate(config)
     created = company(config)
+    allow_cancel(created)
     fiscal_year(config, created)
     found = accounts(config, created)
     vat = taxes(config, created, found)
