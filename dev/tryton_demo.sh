@@ -54,8 +54,8 @@ if ! curl -fsS -o /dev/null "http://127.0.0.1:$SANDBOX_PORT/health" 2>/dev/null;
     say "starting the sandbox e-invoice platform on 127.0.0.1:$SANDBOX_PORT"
     nohup "$SYNCD" sandbox --port "$SANDBOX_PORT" --store "$STACK_DIR/sandbox/sandbox.db" \
         >>"$LOG_DIR/sandbox.log" 2>&1 </dev/null &
-    echo $! >"$RUN_DIR/sandbox.pid"
-    wait_http "http://127.0.0.1:$SANDBOX_PORT/health" 30 "$RUN_DIR/sandbox.pid" \
+    echo $! >"$RUN_DIR/sandbox-$SANDBOX_PORT.pid"
+    wait_http "http://127.0.0.1:$SANDBOX_PORT/health" 30 "$RUN_DIR/sandbox-$SANDBOX_PORT.pid" \
         || die "the sandbox did not come up (log: $LOG_DIR/sandbox.log)"
 fi
 
