@@ -6,7 +6,7 @@
 # (dev/tryton_invoices.py): post invoices, cancel some, credit one; ends with the exactly-once
 # summary read from Tryton's tables, the side table and the sandbox (dev/tryton_summary.py).
 #
-# Knobs: DEMO_INVOICES (default 6), SYNCD_SANDBOX_PORT (default 18700), SYNCD_METRICS_PORT
+# Knobs: DEMO_INVOICES (default 6), DEMO_KILL9=1 (kill -9 the daemon after posting, restart), SYNCD_SANDBOX_PORT (default 18700), SYNCD_METRICS_PORT
 # (default 9465), and the stack's SYNCD_PG_PORT / SYNCD_KAFKA_PORT / SYNCD_CONNECT_PORT.
 # `make stack-down` stops everything (pid files in .stack/run).
 set -Eeuo pipefail
@@ -70,15 +70,18 @@ printf '%s' "$body" | "$REPO_DIR/.venv/bin/python" -c 'import json,sys; print(js
 say "connector $name registered"
 
 # 4. the daemon ----------------------------------------------------------------------------------
+start_daemon() {
+    nohup "$SYNCD" run -c "$CONFIG" >>"$LOG_DIR/syncd-tryton.log" 2>&1 </dev/null &
+    echo $! >"$RUN_DIR/syncd-tryton.pid"
+    wait_http "http://127.0.0.1:$METRICS_PORT/readyz" 120 "$RUN_DIR/syncd-tryton.pid" \
+        || die "the daemon did not become ready (log: $LOG_DIR/syncd-tryton.log)"
+    say "daemon ready (log: $LOG_DIR/syncd-tryton.log)"
+}
 if pid_alive "$RUN_DIR/syncd-tryton.pid"; then
     kill -TERM "$(cat "$RUN_DIR/syncd-tryton.pid")" 2>/dev/null || true
     sleep 3
 fi
-nohup "$SYNCD" run -c "$CONFIG" >>"$LOG_DIR/syncd-tryton.log" 2>&1 </dev/null &
-echo $! >"$RUN_DIR/syncd-tryton.pid"
-wait_http "http://127.0.0.1:$METRICS_PORT/readyz" 120 "$RUN_DIR/syncd-tryton.pid" \
-    || die "the daemon did not become ready (log: $LOG_DIR/syncd-tryton.log)"
-say "daemon ready (log: $LOG_DIR/syncd-tryton.log)"
+start_daemon
 
 # 5. Tryton's workflow through proteus -------------------------------------------------------------
 tryton() { "$TRYTON_PY" "$REPO_DIR/dev/tryton_invoices.py" --config "$TRYTON_CONF" --database tryton "$@"; }
@@ -89,6 +92,11 @@ posted="$(tryton post --customer 0 --line "Laptop computer:1" --line "IT consult
 IFS=, read -r -a list <<<"$posted"
 cancelled="${list[0]}"
 credited="${list[1]:-}"
+if [[ "${DEMO_KILL9:-0}" == 1 ]]; then  # a crash mid-run: nothing lost, nothing doubled
+    say "kill -9 of the daemon (pid $(cat "$RUN_DIR/syncd-tryton.pid")), then a restart"
+    kill -KILL "$(cat "$RUN_DIR/syncd-tryton.pid")" 2>/dev/null || true
+    start_daemon
+fi
 say "cancelling invoice $cancelled, crediting invoice ${credited:-none}"
 tryton cancel "$cancelled" >/dev/null
 [[ -n "$credited" ]] && tryton credit "$credited" >/dev/null

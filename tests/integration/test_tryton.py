@@ -1,6 +1,7 @@
 """Tryton end to end, through Tryton itself: invoices posted, cancelled and credited with
-proteus while the real daemon runs (dev/tryton_demo.sh), checked for exactly-once issuance,
-reversal and side-table write-back (dev/tryton_summary.py: `result: OK`).
+proteus while the real daemon runs and is killed with SIGKILL once after the posting
+(dev/tryton_demo.sh, DEMO_KILL9=1), checked for exactly-once issuance, reversal and
+side-table write-back (dev/tryton_summary.py: `result: OK`).
 
 Installing Tryton and building its database takes several minutes on a clean machine
 (docs/packaged-erp.md), so this runs only with SYNCD_TRYTON=1; the same config features are
@@ -50,6 +51,7 @@ def test_tryton_invoices_are_issued_reversed_and_written_back_once(stack: Stack)
         SYNCD_SANDBOX_PORT=str(sandbox),
         SYNCD_METRICS_PORT=str(metrics),
         DEMO_INVOICES="4",
+        DEMO_KILL9="1",
     )
     run_dir = Path(env.get("SYNCD_STACK_DIR", ROOT / ".stack")) / "run"
     try:
