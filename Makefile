@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test chart-readme clean
+.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test chart-readme clean tryton demo-tryton
 
 install: $(STAMP)
 
@@ -58,7 +58,16 @@ stack-status:
 	bash dev/stack.sh status
 
 demo: install
-	bash dev/demo.sh
+	if [ "$${SYNCD_DEMO_ERP:-}" = tryton ]; then bash dev/tryton_demo.sh; else bash dev/demo.sh; fi
+
+# syncd against Tryton 8.2 (docs/packaged-erp.md): post, cancel, credit; ends with `result: OK`.
+demo-tryton: install
+	bash dev/tryton_demo.sh
+
+# Tryton (a packaged ERP) in its own virtualenv, database `tryton` on the stack's PostgreSQL
+# with a Chinese company (docs/packaged-erp.md).
+tryton: stack-up
+	bash dev/tryton.sh setup
 
 # Never part of `make test` (tests/integration/test_bench_smoke.py runs a tiny version).
 bench: install stack-up

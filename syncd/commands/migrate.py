@@ -157,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
                 )
             return code
         at = upgrade(dsn, schema, args.revision)
+        side_tables = _migrate_side_tables(args.config, dsn)
+    except MigrateConfigError as exc:
+        return fail("migrate", EXIT_USAGE, str(exc), as_json=as_json)
     except InvalidSchemaNameError as exc:
         return fail("migrate", EXIT_USAGE, str(exc), as_json=as_json)
     except DBAPIError as exc:
@@ -188,7 +191,39 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"ledger schema {schema!r} is at revision {at}" + (" (head)" if at == head else ""))
+        for table in side_tables:
+            print(f"write-back side table {table}: migration applied")
     return EXIT_OK
+
+
+def _migrate_side_tables(config: Path | None, dsn: str) -> list[str]:
+    """Run the config's `write_back.migration` SQL (side tables of syncd's own). Only a
+    config that has one is loaded in full (and must then be valid)."""
+    if config is None:
+        return []
+    documents = _read_yaml(config).get("documents") or {}
+    if not isinstance(documents, Mapping) or not any(
+        isinstance(d, Mapping)
+        and isinstance(d.get("write_back"), Mapping)
+        and d["write_back"].get("migration")
+        for d in documents.values()
+    ):
+        return []
+    import sqlalchemy as sa
+
+    from syncd.config import ConfigError, load_config
+    from syncd.erp.writeback import apply_side_table_migrations
+
+    try:
+        full = load_config(config)
+    except ConfigError as exc:
+        raise MigrateConfigError(f"{config}: {exc}".splitlines()[0]) from None
+    engine = sa.create_engine(dsn, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            return apply_side_table_migrations(conn, full)
+    finally:
+        engine.dispose()
 
 
 def _masked(dsn: str) -> str:

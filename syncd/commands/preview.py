@@ -107,16 +107,21 @@ def _number(value: Any) -> Any:
 
 
 def _lines_from_db(
-    config: SyncdConfig, doc: DocumentConfig, key: Any, max_lines: int
+    config: SyncdConfig, doc: DocumentConfig, row: dict[str, Any], key: Any, max_lines: int
 ) -> list[dict[str, Any]]:
+    """The lines, as the intake reads them; `row` gets its related values (in place)."""
     import sqlalchemy as sa
 
     from syncd.erp.lines import load_lines
+    from syncd.erp.related import resolve_document
 
     engine = sa.create_engine(config.database.dsn_value(), poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as connection:
-            return load_lines(connection, doc, key, limit=max_lines + 1)
+            lines = load_lines(connection, doc, key, limit=max_lines + 1)
+            if len(lines) <= max_lines:
+                row.update(resolve_document(connection, doc, row, lines))
+            return lines
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise _InputError(
@@ -199,7 +204,7 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
         out["decision"]["key"] = {k: v for k, v in ident.key}
         out["decision"]["serial"] = serial_for(ident)
     doc = config.documents.get(decision.document or "")
-    row = record.after
+    row = dict(record.after) if record.after is not None else None
     result: MappingResult | None = None
     if decision.action is Action.ISSUE and doc is not None and row is not None and ident:
         assert doc.lines.references is not None
@@ -208,7 +213,7 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
         lines = (
             _lines_from_file(args.lines, max_lines)
             if args.lines
-            else _lines_from_db(config, doc, key, max_lines)
+            else _lines_from_db(config, doc, row, key, max_lines)
         )
         result = build_blue(doc, row, lines, ident, max_lines=max_lines)
     elif decision.action is Action.REVERSE and doc is not None and row is not None and ident:

@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from syncd.commands import load_config_or_exit
 
     config = load_config_or_exit(args.config, "run")
+    from syncd.erp.writeback import apply_side_table_migrations
     from syncd.issuers.registry import create_issuer
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.migrate import upgrade
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if pipeline_cfg.migrate_on_start:
         log.info("migrating syncd schema %s", config.database.schema_name)
         upgrade(engine, config.database.schema_name)
+        with engine.begin() as conn:
+            for table in apply_side_table_migrations(conn, config):
+                log.info("write-back side table %s migrated", table)
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     health = HealthServer(registry, host=config.metrics.host, port=config.metrics.port)

@@ -26,9 +26,17 @@ from syncd.config.base import (
     StrictModel,
 )
 from syncd.config.conditions import INVOICE_COLUMNS, INVOICE_PREFIX, Condition, compact_dump
+from syncd.config.related import (
+    Relations,
+    WhereValue,
+    check_columns,
+    check_field_references,
+    check_relations,
+)
 
 Scalar: TypeAlias = str | bool | int | float | Decimal | None
-_TEMPLATE_REF = re.compile(r"\{(" + _IDENT + r")\}")
+#: `{order_no}`, or `{party.name}`: a column of a related row (syncd.config.related)
+_TEMPLATE_REF = re.compile(r"\{(" + _IDENT + r"(?:\." + _IDENT + r")?)\}")
 
 
 class FieldSource(StrictModel):
@@ -181,6 +189,18 @@ class LinesConfig(StrictModel):
     order_by: str = Field(description="column giving the line order (e.g. line_no)")
     tax_rate_unit: TaxRateUnit = TaxRateUnit.FRACTION
     columns: LineColumns
+    # --- packaged-ERP schemas (syncd.config.related) ---
+    where: dict[str, WhereValue] = Field(
+        default_factory=dict,
+        description="only line rows whose columns hold these values (e.g. {type: line})",
+    )
+    related: Relations = Field(
+        default_factory=dict, description="rows reached from each line: <name>.<column>"
+    )
+
+    def reads(self) -> set[str]:
+        """Every column (or <relation>.<column>) the line fields read."""
+        return {c for src in self.columns.sources().values() for c in src.columns()}
 
 
 class StatusValues(StrictModel):
@@ -223,6 +243,17 @@ class WriteBackConfig(StrictModel):
         default_factory=list,
         description="columns the ERP changes along with syncd's write-back "
         "(e.g. a trigger-maintained updated_at); they do not make a change count as new",
+    )
+    # --- side tables owned by the integration (packaged ERPs whose tables stay unaltered) ---
+    upsert: bool = Field(
+        default=False,
+        description="insert the row when the key has none yet (a side table of syncd's own; "
+        "needs a unique constraint on key_columns)",
+    )
+    migration: str | None = Field(
+        default=None,
+        description="idempotent SQL that creates the side table; `syncd migrate` (and "
+        "pipeline.migrate_on_start) runs it after the ledger's migrations",
     )
 
 
@@ -305,6 +336,11 @@ class DocumentConfig(StrictModel):
     seller: SellerIdentity | None = None
     lines: LinesConfig
     write_back: WriteBackConfig
+    # --- packaged-ERP schemas (syncd.config.related) ---
+    related: Relations = Field(
+        default_factory=dict,
+        description="rows reached from the document row by foreign key: <name>.<column>",
+    )
 
     _name: str = PrivateAttr(default="")
     _returns_view: DocumentConfig | None = PrivateAttr(default=None)
@@ -382,8 +418,12 @@ class DocumentConfig(StrictModel):
             self.write_back.incidental_columns
         )
 
+    def header_reads(self) -> set[str]:
+        """Every column (or <relation>.<column>) the header fields read."""
+        return {c for src in self.header.sources().values() for c in src.columns()}
+
     def source_columns(self) -> set[str]:
-        """Every source-table column the config reads."""
+        """Every source-table column the config reads (not those of related rows)."""
         cols = set(self.key_columns) | self.qualifies.columns()
         if self.reverses is not None:
             cols |= self.reverses.columns()
@@ -391,8 +431,10 @@ class DocumentConfig(StrictModel):
             cols |= {c for c in self.approval.columns() if not c.startswith(INVOICE_PREFIX)}
         if self.reissues is not None:
             cols |= self.reissues.columns()
-        for src in self.header.sources().values():
-            cols |= src.columns()
+        reads = self.header_reads()
+        for relation in self.related.values():
+            reads.update(relation.references())
+        cols |= {c for c in reads if "." not in c}
         if self.lines.references:
             cols.add(self.lines.references)
         return cols
@@ -431,9 +473,22 @@ class DocumentConfig(StrictModel):
                 raise ValueError("returns.table must differ from the document and line tables")
             if len(self.key_columns) != 1:
                 raise ValueError("returns needs a document with a one-column key")
+        check_relations(self.related, "related")
+        check_field_references(self.header_reads(), self.related, "header")
+        check_relations(self.lines.related, "lines.related")
+        check_field_references(self.lines.reads(), self.lines.related, "lines.columns")
+        check_columns(list(self.lines.where), "lines.where")
         keys = self.write_back.key_columns
         if keys is not None and self.write_back_table == self.table and keys != self.key_columns:
             raise ValueError("write_back.key_columns must equal key_columns on the source table")
+        if self.write_back.upsert or self.write_back.migration:
+            if self.write_back_table in (self.table, self.lines.table):
+                raise ValueError(
+                    "write_back.upsert and write_back.migration are for a side table of "
+                    "syncd's own: write_back.table must differ from table and lines.table"
+                )
+            if self.write_back.migration is not None and not self.write_back.migration.strip():
+                raise ValueError("write_back.migration is empty")
         if self.snapshot is SnapshotPolicy.ISSUE_IF_UNINVOICED and not self.writes_back_to_source:
             raise ValueError(
                 "snapshot: issue_if_uninvoiced needs the invoice number in the source row "

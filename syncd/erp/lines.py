@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection
 
 from syncd.changes import ColumnValue
 from syncd.config import DocumentConfig, FieldSource, SyncdConfig
+from syncd.config.related import Relations, split_reference
+from syncd.erp.related import where_sql
 
 
 def _split(table: str) -> tuple[str, str]:
@@ -40,12 +42,13 @@ def load_lines(
     """
     q = connection.dialect.identifier_preparer.quote
     lines = doc.lines
+    clauses, params, expanding = where_sql(connection, "", lines.where, "w")
     sql = sa.text(
         f"SELECT * FROM {quote_table(connection, lines.table)} "  # noqa: S608 -- quoted identifiers
-        f"WHERE {q(lines.foreign_key)} = :key ORDER BY {q(lines.order_by)}"
-        + (" LIMIT :limit" if limit is not None else "")
-    )
-    params: dict[str, Any] = {"key": key}
+        f"WHERE {' AND '.join([f'{q(lines.foreign_key)} = :key', *clauses])} "
+        f"ORDER BY {q(lines.order_by)}" + (" LIMIT :limit" if limit is not None else "")
+    ).bindparams(*expanding)
+    params["key"] = key
     if limit is not None:
         params["limit"] = limit
     result = connection.execute(sql, params)
@@ -63,11 +66,13 @@ def load_lines_many(
     q = connection.dialect.identifier_preparer.quote
     lines = doc.lines
     fk = q(lines.foreign_key)
+    clauses, params, expanding = where_sql(connection, "", lines.where, "w")
     sql = sa.text(
         f"SELECT * FROM {quote_table(connection, lines.table)} "  # noqa: S608 -- quoted identifiers
-        f"WHERE {fk} IN :keys ORDER BY {fk}, {q(lines.order_by)}"
-    ).bindparams(sa.bindparam("keys", expanding=True))
-    for row in connection.execute(sql, {"keys": list(out)}).mappings():
+        f"WHERE {' AND '.join([f'{fk} IN :keys', *clauses])} ORDER BY {fk}, {q(lines.order_by)}"
+    ).bindparams(sa.bindparam("keys", expanding=True), *expanding)
+    params["keys"] = list(out)
+    for row in connection.execute(sql, params).mappings():
         found = out.get(row[lines.foreign_key])
         if found is not None:
             found.append(dict(row))
@@ -90,7 +95,8 @@ def type_kind(column_type: sa.types.TypeEngine[Any]) -> str:
         return _BOOL
     if isinstance(column_type, sa.String):  # VARCHAR, TEXT, CHAR, ENUM
         return _TEXT
-    if isinstance(column_type, sa.Numeric | sa.Integer):
+    # Float is not a Numeric subclass in SQLAlchemy 2.1 (DOUBLE PRECISION: Tryton's quantity)
+    if isinstance(column_type, sa.Numeric | sa.Float | sa.Integer):
         return _NUMBER
     if isinstance(column_type, sa.DateTime):
         return _TIMESTAMP
@@ -182,9 +188,58 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         k, length = wb_kinds[name]
         wb.append(_Need(column, k, f"documents.{doc.name}.write_back.columns.{name}", length))
 
+    lines += [_Need(c, (), f"documents.{doc.name}.lines.where") for c in doc.lines.where]
+
     out: dict[str, list[_Need]] = {}
-    for table, needs in ((doc.table, src), (doc.lines.table, lines), (doc.write_back_table, wb)):
+    header_related = _relation_needs(doc.related, doc.table, f"documents.{doc.name}.related", src)
+    line_related = _relation_needs(
+        doc.lines.related, doc.lines.table, f"documents.{doc.name}.lines.related", lines
+    )
+    for table, needs in (
+        *header_related,
+        *line_related,
+        (doc.write_back_table, wb),
+    ):
         out.setdefault(table, []).extend(needs)
+    return out
+
+
+def _relation_needs(
+    relations: Relations, base_table: str, where: str, base: list[_Need]
+) -> list[tuple[str, list[_Need]]]:
+    """Needs of the base table (plain columns) and of each related table: the columns
+    fields read as `<relation>.<column>` (moved out of `base`), keys, filters, link tables."""
+    per: dict[str, list[_Need]] = {name: [] for name in relations}
+    plain: list[_Need] = []
+    for need in base:
+        alias, dot, column = need.column.partition(".")
+        if dot and alias in per:
+            per[alias].append(_Need(column, need.kinds, need.what, need.min_length))
+        else:
+            plain.append(need)
+    out: list[tuple[str, list[_Need]]] = [(base_table, plain)]
+    for name, relation in relations.items():
+        what = f"{where}.{name}"
+        needs = per[name]  # later relations add their keys to it (same list)
+        needs += [_Need(c, (), f"{what}.where") for c in relation.where]
+        for reference in relation.references():
+            ref_alias, ref_column = split_reference(reference)
+            target = plain if ref_alias is None else per[ref_alias]
+            target.append(_Need(ref_column, (), f"{what}.join"))
+        if relation.through is not None:
+            link = relation.through
+            out.append(
+                (
+                    link.table,
+                    [_Need(c, (), f"{what}.through.join") for c in link.join]
+                    + [_Need(c, (), f"{what}.through.key") for c in link.key.values()],
+                )
+            )
+            needs += [_Need(c, (), f"{what}.through.key") for c in link.key]
+        else:
+            assert relation.join is not None
+            needs += [_Need(c, (), f"{what}.join") for c in relation.join]
+        out.append((relation.table, needs))
     return out
 
 
@@ -196,7 +251,12 @@ def check_schema(connection: Connection, config: SyncdConfig) -> SchemaReport:
         for table, needs in _doc_needs(doc).items():
             schema, name = _split(table)
             if not inspector.has_table(name, schema=schema):
-                report.errors.append(f"documents.{doc.name}: table {table} does not exist")
+                hint = (
+                    " (write_back.migration creates it: run `syncd migrate -c <config>`)"
+                    if table == doc.write_back_table and doc.write_back.migration
+                    else ""
+                )
+                report.errors.append(f"documents.{doc.name}: table {table} does not exist{hint}")
                 continue
             columns = {c["name"]: c["type"] for c in inspector.get_columns(name, schema=schema)}
             for need in needs:

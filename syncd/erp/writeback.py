@@ -5,6 +5,11 @@ The values are computed purely from the document config and the outcome
 same transaction that advances the ledger, so the ERP never shows a result the ledger does
 not hold, nor the other way round. The UPDATE only touches rows whose values differ, so
 re-applying a result is a no-op and creates no change event.
+
+For an ERP whose tables must not be altered, the result goes to a side table of syncd's own
+(`write_back.upsert`): INSERT .. ON CONFLICT (key) DO UPDATE, in the same transaction, with
+the same rule (a changed value or nothing). The side table is never captured by the
+connector, so writing it causes no change event at all.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy import Connection
 
-from syncd.config import DocumentConfig
+from syncd.config import DocumentConfig, SyncdConfig
 from syncd.erp.lines import quote_table
 from syncd.errors import SyncdError
 
@@ -106,6 +111,20 @@ def _statements(conn: Connection, doc: DocumentConfig, columns: Sequence[str]) -
     sets = [f"{q(c)} = :v{i}" for i, c in enumerate(columns)]
     differs = [f"{q(c)} IS DISTINCT FROM :v{i}" for i, c in enumerate(columns)]
     where = " AND ".join(f"{q(c)} = :k{i}" for i, c in enumerate(doc.write_back_keys))
+    if doc.write_back.upsert:
+        # A side table: the row appears with the first result; later results update it,
+        # and only when a value differs (re-applying a result changes nothing).
+        keys = [q(c) for c in doc.write_back_keys]
+        cols = [q(c) for c in columns]
+        values = [f":k{i}" for i in range(len(keys))] + [f":v{i}" for i in range(len(cols))]
+        changed = " OR ".join(f"{table}.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in cols)
+        return _Statement(
+            update=f"INSERT INTO {table} ({', '.join(keys + cols)}) "  # noqa: S608
+            f"VALUES ({', '.join(values)}) ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in cols)
+            + f" WHERE {changed}",
+            exists=f"SELECT 1 FROM {table} WHERE {where}",  # noqa: S608 -- quoted identifiers
+        )
     return _Statement(
         update=f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608 -- quoted identifiers
         f"WHERE {where} AND ({' OR '.join(differs)})",
@@ -180,6 +199,25 @@ def apply_writebacks(
             if not _exists(conn, stmt, p)
         )
     return problems
+
+
+def apply_side_table_migrations(conn: Connection, config: SyncdConfig) -> list[str]:
+    """Run each document's `write_back.migration` (idempotent SQL creating its side table)
+    in the caller's transaction; returns the tables it ran for."""
+    done: list[str] = []
+    for doc in config.documents.values():
+        sql = doc.write_back.migration
+        if sql is None:
+            continue
+        # Straight to the driver without parameters: the SQL is the DBA's, several
+        # statements, and a `%` in it is a percent sign, not a placeholder.
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+        done.append(doc.write_back_table)
+    return done
 
 
 def _exists(conn: Connection, stmt: _Statement, params: Mapping[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from syncd.changes import UNAVAILABLE
 from syncd.config import DocumentConfig, FieldSource, Scalar, SellerIdentity, TaxRateUnit
+from syncd.config.related import Unresolved
 from syncd.identity import DocumentIdentity, DocumentKind, key_text, serial_for
 from syncd.invoice.model import (
     Buyer,
@@ -38,7 +39,7 @@ from syncd.invoice.validation import validate
 from syncd.safetext import printable
 
 E = TypeVar("E", bound=StrEnum)
-_TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_$]*)\}")
+_TEMPLATE_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?)\}")
 _HUNDRED = Decimal(100)
 #: Longest message of one mapping problem (the ERP's error column and the log get it).
 PROBLEM_LIMIT = 500
@@ -53,7 +54,7 @@ _NUMBER_CEILING = 10**_MAX_INTEGER_DIGITS
 class MappingProblem:
     """One reason the document cannot become an invoice. `code` is stable."""
 
-    code: str  # MISSING | NULL | TYPE | VALUE | TAX_MATH | a syncd.invoice.validation code
+    code: str  # MISSING | NULL | TYPE | VALUE | RELATED | TAX_MATH | a validation code
     path: str  # config path or invoice path
     message: str
 
@@ -105,6 +106,9 @@ class _Reader:
             self.problem(
                 "MISSING", path, f"column {name} was not sent by Debezium (unchanged TOAST value)"
             )
+            raise _MissingError
+        if type(value) is Unresolved:  # a related row missing or ambiguous
+            self.problem("RELATED", path, str(value))
             raise _MissingError
         return value
 

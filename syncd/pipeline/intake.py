@@ -33,6 +33,7 @@ from syncd.changes import (
 )
 from syncd.config import DocumentConfig, SyncdConfig
 from syncd.erp.lines import load_lines, load_lines_many
+from syncd.erp.related import resolve_document
 from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
 from syncd.identity import DocumentIdentity, DocumentKind, serial_for, source_key_of
 from syncd.invoice.from_erp import (
@@ -258,6 +259,8 @@ class Intake:
         max_lines = self._config.limits.max_lines_per_document
         if not lines:  # not prefetched, or none found: read them the plain way
             lines = load_lines(conn, doc, ref, limit=max_lines + 1)
+        if len(lines) <= max_lines:  # related rows, read in this transaction, frozen below
+            row = resolve_document(conn, doc, row, lines)
         mapped = build_blue(doc, row, lines, identity, max_lines=max_lines)
         # build_blue put serial_for(identity) in the invoice; only a document that did not map
         # needs it computed again (a SHA-256 and an encoding per document saved).
