@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit integration test demo bench stack-up stack-down stack-clean stack-status chart-test chart-readme clean tryton demo-tryton
+.PHONY: install lint typecheck unit integration test demo bench stack-up stack-up-secure stack-down stack-clean stack-status chart-test chart-readme clean tryton demo-tryton
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ chart-readme: install
 
 stack-up: install
 	bash dev/stack.sh up
+
+# The same stack plus the secured transports (also: make stack-up SYNCD_STACK_SECURE=1):
+# SASL_SSL + mTLS listeners, PostgreSQL TLS, a throwaway CA in .stack/tls (docs/security.md).
+stack-up-secure: install
+	SYNCD_STACK_SECURE=1 bash dev/stack.sh up
 
 stack-down:
 	bash dev/stack.sh down

@@ -8,6 +8,14 @@
 #
 # Everything binds to 127.0.0.1 and all state lives under $SYNCD_STACK_DIR (default: .stack/ in
 # the repository, git-ignored). A second `up` while everything runs is a no-op.
+#
+# SYNCD_STACK_SECURE=1 adds the secured transports next to the plain ones (docs/security.md,
+# "Transport"): a throwaway CA ($STACK_DIR/tls, made once with openssl), a SASL_SSL listener
+# (SCRAM-SHA-512 user `syncd`) on $SYNCD_KAFKA_SASL_PORT, an mTLS listener (client certificate
+# required) on $SYNCD_KAFKA_MTLS_PORT, PostgreSQL with ssl=on and `hostssl`-only rules for the
+# members of role `syncd_tls`, and the demo connector reading PostgreSQL with verify-full.
+# The plain listener stays: the Connect worker, the change-flow probe and the plain tests use
+# it (what syncd must prove is its own client side; the worker's broker link is Kafka's own).
 set -Eeuo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +24,9 @@ PG_PORT="${SYNCD_PG_PORT:-15432}"
 KAFKA_PORT="${SYNCD_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${SYNCD_KAFKA_CONTROLLER_PORT:-19093}"
 CONNECT_PORT="${SYNCD_CONNECT_PORT:-18083}"
+KAFKA_SASL_PORT="${SYNCD_KAFKA_SASL_PORT:-$((KAFKA_PORT + 2))}"
+KAFKA_MTLS_PORT="${SYNCD_KAFKA_MTLS_PORT:-$((KAFKA_PORT + 3))}"
+SECURE="${SYNCD_STACK_SECURE:-0}"
 PG_MAJOR="${SYNCD_PG_MAJOR:-15}"
 DEBEZIUM_VERSION="3.6.1.Final"
 CONNECTOR_FILE="${SYNCD_CONNECTOR_FILE:-$REPO_DIR/connectors/erp-demo.json}"
@@ -25,6 +36,7 @@ PYTHON="${SYNCD_PYTHON:-$REPO_DIR/.venv/bin/python}"
 JVM_FLAGS="${SYNCD_JVM_FLAGS:--XX:+UseSerialGC}"
 
 LOG_DIR="$STACK_DIR/logs"
+TLS_DIR="$STACK_DIR/tls"
 KAFKA_STARTED=0
 RUN_DIR="$STACK_DIR/run"
 JVM_DIR="$STACK_DIR/jvm"
@@ -53,6 +65,41 @@ wait_for() {  # $1 = seconds, $2 = description, rest = command
         sleep 0.5
     done
     return 0
+}
+
+# --------------------------------------------------------------------------- TLS material
+secure() { [[ "$SECURE" == "1" ]]; }
+
+make_tls() {
+    # A throwaway CA, one server certificate (127.0.0.1 and localhost) for the broker and
+    # PostgreSQL, one client certificate, the SCRAM password. Made once, kept with the state.
+    [[ -f "$TLS_DIR/.complete" ]] && return 0
+    command -v openssl >/dev/null || die "openssl not found (apt-get install openssl)"
+    say "making a throwaway CA and certificates in $TLS_DIR"
+    rm -rf "$TLS_DIR"; mkdir -p "$TLS_DIR"; chmod 755 "$TLS_DIR"
+    local log="$LOG_DIR/tls.log"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+            -subj "/CN=syncd local stack CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        sign() {  # $1 = name, $2 = subject, $3 = extensions
+            openssl req -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2"
+            printf '%s\n' "$3" "basicConstraints=critical,CA:FALSE" \
+                "keyUsage=critical,digitalSignature,keyEncipherment" \
+                "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >"$1.ext"
+            openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
+                -out "$1.pem" -extfile "$1.ext"
+            rm -f "$1.csr" "$1.ext"
+        }
+        sign server "/CN=localhost" $'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth'
+        sign client "/CN=syncd-client" "extendedKeyUsage=clientAuth"
+        cat server.key server.pem >kafka-keystore.pem  # Kafka's PEM key store: key + chain
+        openssl rand -hex 24 >scram-syncd.password
+        chmod 600 ./*.key kafka-keystore.pem scram-syncd.password
+        chmod 644 ca.pem server.pem client.pem
+    ) >"$log" 2>&1 || fail_with_log "openssl (TLS material)" "$log"
+    touch "$TLS_DIR/.complete"
 }
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -167,6 +214,36 @@ EOF
     fi
     psql_erp -d erp <"$REPO_DIR/config/demo/erp.sql" >/dev/null 2>>"$LOG_DIR/erp-schema.log" \
         || fail_with_log "loading config/demo/erp.sql" "$LOG_DIR/erp-schema.log"
+    if secure; then secure_postgres; fi
+}
+
+secure_postgres() {
+    # ssl=on with the stack's server certificate; members of `syncd_tls` may log in only over
+    # TLS and with a password (the plain `trust` lines stay for the tooling and the plain tests).
+    local data; data="$(pg_dir)/data"
+    cmp -s "$TLS_DIR/server.pem" "$data/server.crt" || install -o postgres -m 600 "$TLS_DIR/server.pem" "$data/server.crt"
+    cmp -s "$TLS_DIR/server.key" "$data/server.key" || install -o postgres -m 600 "$TLS_DIR/server.key" "$data/server.key"
+    cat >"$data/pg_hba.conf" <<EOF
+# syncd local development stack: trust on loopback, except for the TLS roles (SYNCD_STACK_SECURE).
+local     all          all                        trust
+hostssl   all          +syncd_tls  127.0.0.1/32   scram-sha-256
+host      all          +syncd_tls  127.0.0.1/32   reject
+host      all          all         127.0.0.1/32   trust
+host      replication  all         127.0.0.1/32   trust
+EOF
+    psql_erp -d postgres >/dev/null 2>>"$LOG_DIR/pg-tls.log" <<'EOF' || fail_with_log "PostgreSQL TLS settings" "$LOG_DIR/pg-tls.log"
+ALTER SYSTEM SET ssl = on;
+ALTER SYSTEM SET ssl_cert_file = 'server.crt';
+ALTER SYSTEM SET ssl_key_file = 'server.key';
+SELECT pg_reload_conf();
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'syncd_tls') THEN
+        CREATE ROLE syncd_tls NOLOGIN;
+    END IF;
+END $$;
+EOF
+    ssl_on() { [[ "$(psql_erp -d postgres -tAc 'SHOW ssl')" == "on" ]]; }
+    wait_for 15 "postgres ssl" ssl_on || fail_with_log "PostgreSQL ssl=on (see the server log)" "$LOG_DIR/postgres.log"
 }
 
 stop_postgres() {
@@ -203,9 +280,18 @@ prepare_jvm() {
 jvm_classpath() { printf '%s/lib/*' "$JVM_DIR"; }
 
 render() {  # $1 = template, $2 = output
+    local listeners="" protocols=""
+    if secure; then
+        listeners=",SASL_SSL://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_MTLS_PORT"
+        protocols=",SASL_SSL:SASL_SSL,SSL:SSL"
+    fi
     sed -e "s#@STACK_DIR@#$STACK_DIR#g" -e "s#@KAFKA_PORT@#$KAFKA_PORT#g" \
         -e "s#@KAFKA_CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" -e "s#@CONNECT_PORT@#$CONNECT_PORT#g" \
+        -e "s#@SECURE_LISTENERS@#$listeners#g" -e "s#@SECURE_PROTOCOLS@#$protocols#g" \
         "$1" >"$2"
+    if secure && [[ "$1" == *server.properties.in ]]; then
+        sed -e "s#@TLS_DIR@#$TLS_DIR#g" "$REPO_DIR/dev/conf/server-secure.properties.in" >>"$2"
+    fi
 }
 
 start_java() {  # $1 = name, $2 = heap, rest = main class + args; pid in $RUN_DIR/$1.pid
@@ -227,7 +313,34 @@ sys.exit(0 if md.brokers else 1)
 EOF
 }
 
+create_scram_user() {
+    # The SCRAM-SHA-512 credential of user `syncd` (the Admin API kafka-configs uses; an upsert,
+    # so a changed password file or a cluster formatted before the secured mode both work).
+    "$PYTHON" - "$KAFKA_PORT" "$TLS_DIR/scram-syncd.password" <<'EOF' >>"$LOG_DIR/kafka-scram.log" 2>&1
+import sys
+from confluent_kafka.admin import (
+    AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion,
+)
+password = open(sys.argv[2], encoding="utf-8").read().strip().encode()
+admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"})
+info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+upsert = UserScramCredentialUpsertion("syncd", info, password)
+for future in admin.alter_user_scram_credentials([upsert]).values():
+    future.result(30)
+EOF
+}
+
 start_kafka() {
+    if pid_alive "$RUN_DIR/kafka.pid"; then
+        local wanted="$STACK_DIR/kafka/server.properties.next"
+        render "$REPO_DIR/dev/conf/server.properties.in" "$wanted"
+        if ! cmp -s "$wanted" "$STACK_DIR/kafka/server.properties"; then
+            # Another mode (SYNCD_STACK_SECURE) than the running broker's: restart it.
+            say "restarting Kafka (its listeners change)"
+            stop_pidfile kafka
+        fi
+        rm -f "$wanted"
+    fi
     if pid_alive "$RUN_DIR/kafka.pid"; then
         # Ours and running (maybe still starting): wait for it rather than start another.
         wait_for 120 "kafka" kafka_ready || fail_with_log "Kafka" "$LOG_DIR/kafka.log"
@@ -250,6 +363,12 @@ start_kafka() {
     KAFKA_STARTED=1
     start_java kafka 768m kafka.Kafka "$STACK_DIR/kafka/server.properties"
     wait_for 120 "kafka" kafka_ready || fail_with_log "Kafka" "$LOG_DIR/kafka.log"
+}
+
+secure_kafka() {
+    wait_for 60 "SCRAM user" create_scram_user || fail_with_log "Kafka SCRAM user" "$LOG_DIR/kafka-scram.log"
+    port_open "$KAFKA_SASL_PORT" || fail_with_log "Kafka SASL_SSL listener" "$LOG_DIR/kafka.log"
+    port_open "$KAFKA_MTLS_PORT" || fail_with_log "Kafka mTLS listener" "$LOG_DIR/kafka.log"
 }
 
 connect_ready() {
@@ -284,7 +403,9 @@ register_connector() {
 import json, sys
 config = json.load(open(sys.argv[1]))["config"]
 config["database.port"] = sys.argv[2]
-print(json.dumps(config))' "$CONNECTOR_FILE" "$PG_PORT")"
+if sys.argv[3]:  # secured mode: read PostgreSQL over TLS, verifying its certificate and name
+    config.update({"database.sslmode": "verify-full", "database.sslrootcert": sys.argv[3]})
+print(json.dumps(config))' "$CONNECTOR_FILE" "$PG_PORT" "$(secure && printf '%s' "$TLS_DIR/ca.pem")")"
     put_config() {
         curl -fsS -X PUT -H 'Content-Type: application/json' --data "$body" \
             "http://127.0.0.1:$CONNECT_PORT/connectors/$name/config" >"$LOG_DIR/connector-register.json" 2>&1
@@ -345,9 +466,11 @@ cmd_up() {
     local t0=$SECONDS
     mkdir -p "$LOG_DIR" "$RUN_DIR"
     [[ -x "$PYTHON" ]] || die "$PYTHON not found: run 'make install' first"
+    if secure; then make_tls; fi
     start_postgres
     prepare_jvm
     start_kafka
+    if secure; then secure_kafka; fi
     start_connect
     register_connector
     probe_change_flow
@@ -391,6 +514,9 @@ cmd_status() {
     fi
     if pid_alive "$RUN_DIR/kafka.pid"; then
         say "Kafka          up    127.0.0.1:$KAFKA_PORT (KRaft controller :$KAFKA_CONTROLLER_PORT)   log: $LOG_DIR/kafka.log"
+        if grep -q '^listeners=.*SASL_SSL' "$STACK_DIR/kafka/server.properties" 2>/dev/null; then
+            say "  secured      SASL_SSL 127.0.0.1:$KAFKA_SASL_PORT (SCRAM-SHA-512 user syncd), mTLS 127.0.0.1:$KAFKA_MTLS_PORT, CA $TLS_DIR/ca.pem"
+        fi
     else
         say "Kafka          down"; rc=1
     fi

@@ -6,6 +6,9 @@
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BIN=.venv/bin
+# The secured listeners (SASL_SSL, mTLS, PostgreSQL TLS) come on top of the plain ones:
+# tests/integration/test_tls_stack.py runs syncd through them.
+export SYNCD_STACK_SECURE="${SYNCD_STACK_SECURE:-1}"
 
 stack_was_running=0
 if bash dev/stack.sh status >/dev/null 2>&1; then stack_was_running=1; fi

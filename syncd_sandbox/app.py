@@ -87,6 +87,8 @@ class SandboxConfig:
     strict: bool = False
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None
+    #: a longer request body is refused with 413 (an invoice of 2000 lines is ~1 MB)
+    max_body_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass
@@ -145,7 +147,16 @@ class SandboxApp:
         if path == "/health":
             await _send(send, json_reply(200, {"status": "ok"}))
             return
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive, scope, self.config.max_body_bytes)
+        except BodyTooLarge:
+            limit = self.config.max_body_bytes
+            await _send(
+                send,
+                error(413, "BODY_TOO_LARGE", f"the body is larger than {limit} bytes"),
+                close=True,
+            )
+            return
         if path.startswith("/_sandbox/"):
             with self.store.unit():
                 reply = self._control(method, path, Request(scope, receive), body)
@@ -370,7 +381,9 @@ class SandboxApp:
 
     def _issue(self, ctx: _Ctx) -> tuple[Reply, str | None]:
         try:
-            payload = fastjson.loads(ctx.body)
+            payload = fastjson.loads_request(ctx.body)
+        except fastjson.NestingTooDeepError as exc:
+            return error(422, "NESTING_TOO_DEEP", str(exc)), None
         except (ValueError, UnicodeDecodeError):
             return error(400, "INVALID_JSON", "the body is not JSON"), None
         serial = payload.get("serial") if isinstance(payload, dict) else None
@@ -450,7 +463,9 @@ class SandboxApp:
 
     def _reverse(self, ctx: _Ctx) -> tuple[Reply, str | None]:
         try:
-            payload = fastjson.loads(ctx.body)
+            payload = fastjson.loads_request(ctx.body)
+        except fastjson.NestingTooDeepError as exc:
+            return error(422, "NESTING_TOO_DEEP", str(exc)), None
         except (ValueError, UnicodeDecodeError):
             return error(400, "INVALID_JSON", "the body is not JSON"), None
         problems = _check_red_form(payload)
@@ -601,7 +616,7 @@ class SandboxApp:
             return json_reply(200, self.faults.model_dump())
         if route == "set_faults":
             try:
-                update = json.loads(body or b"{}")
+                update = fastjson.loads_request(body or b"{}")
                 if not isinstance(update, dict):
                     raise ValueError("not an object")
                 self.faults = Faults.model_validate({**self.faults.model_dump(), **update})
@@ -694,14 +709,32 @@ def _headers(scope: Scope) -> dict[str, str]:
     return out
 
 
-async def _read_body(receive: Receive) -> bytes:
+class BodyTooLarge(Exception):  # noqa: N818 - answered with 413
+    """The request body is (or announces to be) longer than the configured limit."""
+
+
+async def _read_body(receive: Receive, scope: Scope, limit: int) -> bytes:
     """The whole request body, exactly as Starlette's `Request.body()` reads it (and
-    `ClientDisconnect` if the client goes away first), without its async generator."""
+    `ClientDisconnect` if the client goes away first), without its async generator.
+
+    `BodyTooLarge` as soon as the body is known to exceed `limit`: from its
+    Content-Length before reading a byte, or while reading a chunked one -- so a huge
+    body is never held in memory."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and (len(value) > 18 or int(value) > limit):
+                raise BodyTooLarge()
+            break
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.request":
-            chunks.append(message.get("body", b""))
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge()
+            chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
         elif message["type"] == "http.disconnect":
@@ -716,7 +749,7 @@ def _base_url(scope: Mapping[str, Any], headers: Mapping[str, str]) -> str:
     return f"{scope.get('scheme', 'http')}://{host}"
 
 
-async def _send(send: Send, reply: Reply) -> None:
+async def _send(send: Send, reply: Reply, *, close: bool = False) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -724,6 +757,7 @@ async def _send(send: Send, reply: Reply) -> None:
             "headers": [
                 (b"content-type", reply.content_type.encode()),
                 (b"content-length", str(len(reply.body)).encode()),
+                *([(b"connection", b"close")] if close else []),
                 *reply.headers,
             ],
         }

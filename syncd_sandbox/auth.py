@@ -63,7 +63,9 @@ def check_request(
     secret = credentials.get(key)
     if secret is None:
         return AuthFailure("UNKNOWN_APP_KEY", "the app key is not known to the platform")
-    if not timestamp.isdigit():
+    # ASCII digits only ("²" is a digit to str.isdigit) and a sane length (int() of a
+    # 5000-digit string raises): a malformed header is a 401, never a crash.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
         return AuthFailure("INVALID_TIMESTAMP", "X-Timestamp is unix seconds")
     if abs(now - int(timestamp)) > MAX_SKEW_SECONDS:
         return AuthFailure("TIMESTAMP_SKEW", f"X-Timestamp is more than {MAX_SKEW_SECONDS}s off")

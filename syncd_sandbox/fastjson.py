@@ -53,6 +53,82 @@ def is_plain(value: object) -> bool:
     return True
 
 
+#: Levels of nested objects/arrays a request body may have (an invoice needs 3).
+MAX_NESTING: Final = 32
+
+
+class NestingTooDeepError(ValueError):
+    """The body nests objects/arrays beyond `MAX_NESTING` (refused with 422, not parsed by
+    the recursive stdlib parser, which would exhaust the stack)."""
+
+
+def loads_request(body: bytes) -> Any:
+    """A request body: what `loads` gives, but `NestingTooDeepError` for one nested beyond
+    `MAX_NESTING` levels, before the recursive stdlib parser could see it.
+
+    The usual body costs one walk of the parsed value, as `loads` does (depth and
+    plainness in the same walk); the byte scan runs only when orjson refused the text."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        if nesting_depth(body) > MAX_NESTING:
+            raise NestingTooDeepError(_TOO_DEEP) from None
+        return json.loads(body)
+    plain, depth = _plain_depth(value)
+    if depth > MAX_NESTING:
+        raise NestingTooDeepError(_TOO_DEEP)
+    return value if plain else json.loads(body)
+
+
+_TOO_DEEP: Final = f"the body nests objects/arrays beyond {MAX_NESTING} levels"
+
+
+def _plain_depth(value: object) -> tuple[bool, int]:
+    """(`is_plain(value)`, deepest nesting of dicts/lists), iteratively."""
+    plain, deepest = True, 0
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is dict or kind is list:
+            depth += 1
+            deepest = max(deepest, depth)
+            if kind is dict:
+                for key, child in item.items():  # type: ignore[attr-defined]
+                    plain = plain and type(key) is str
+                    stack.append((child, depth))
+            else:
+                stack.extend((child, depth) for child in item)  # type: ignore[attr-defined]
+        elif kind not in _SCALARS:
+            plain = False
+    return plain, deepest
+
+
+def nesting_depth(body: bytes) -> int:
+    """The deepest `{`/`[` nesting of a JSON text, brackets inside strings not counted.
+
+    A linear scan without parsing, so an absurdly nested body is refused before any
+    recursive parser sees it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return deepest
+
+
 def loads(body: bytes) -> Any:
     """`json.loads(body)`: the same value, or the same exception.
 

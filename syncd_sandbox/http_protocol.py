@@ -15,6 +15,12 @@ uvicorn's; only their grouping into system calls changes. Nothing is held
 outside a response (a `100 Continue`, uvicorn's own 400 replies go out at
 once), and a started response whose app then fails still gets its head out
 before the close, as before (the sandbox's "lost answer" faults rely on that).
+
+It also bounds how long a connection may take to deliver a request: a client that opens
+a connection and sends nothing, or dribbles its head or body, is closed after
+`request_timeout` seconds (uvicorn's own keep-alive timeout only runs between a reply
+and the next request's first byte). The clock runs from the connection's start or the
+previous reply, and stops while a received request is being answered.
 """
 
 from __future__ import annotations
@@ -30,16 +36,57 @@ MAX_HELD_BYTES: Final = 256 * 1024
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
-    """`HttpToolsProtocol` whose responses reach the socket in one write each."""
+    """`HttpToolsProtocol` whose responses reach the socket in one write each, and whose
+    connections must deliver each request within `request_timeout` seconds."""
+
+    #: seconds a connection may take to deliver one whole request (None: unbounded)
+    request_timeout: float | None = 15.0
+
+    _request_timer: asyncio.TimerHandle | None = None
+    #: requests received in full and not yet answered (more than one when pipelined)
+    _unanswered = 0
+
+    @classmethod
+    def with_request_timeout(cls, seconds: float | None) -> type[OneWriteHttpToolsProtocol]:
+        """This protocol with another `request_timeout` (uvicorn takes a class)."""
+        return type(cls.__name__, (cls,), {"request_timeout": seconds})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_HoldingTransport(transport, self))
+        self._arm_request_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_request_timer()
+        super().connection_lost(exc)
+
+    def on_message_complete(self) -> None:
+        self._unanswered += 1
+        self._disarm_request_timer()
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         transport = self.transport
         if isinstance(transport, _HoldingTransport):
             transport.flush()
+        self._unanswered = max(0, self._unanswered - 1)
         super().on_response_complete()
+        if self._unanswered == 0:
+            self._arm_request_timer()
+
+    def _arm_request_timer(self) -> None:
+        self._disarm_request_timer()
+        if self.request_timeout is not None:
+            self._request_timer = self.loop.call_later(self.request_timeout, self._request_late)
+
+    def _disarm_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_late(self) -> None:
+        self._request_timer = None
+        if self._unanswered == 0 and not self.transport.is_closing():
+            self.transport.close()
 
     def in_response(self) -> bool:
         """True between a response's start and its end (uvicorn's per-request cycle)."""

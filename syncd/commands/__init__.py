@@ -83,9 +83,11 @@ def database_unreachable(config: SyncdConfig, exc: BaseException) -> str:
     return f"database {config.database.masked_dsn()} unreachable: {database_reason(exc)}"
 
 
-def kafka_unreachable(config: SyncdConfig, exc: BaseException) -> str:
-    """`Kafka <bootstrap servers> unreachable: <librdkafka's reason>`."""
-    return f"Kafka {config.kafka.bootstrap_servers} unreachable: {kafka_reason(exc)}"
+def kafka_unreachable(config: SyncdConfig, exc: BaseException, cause: str | None = None) -> str:
+    """`Kafka <bootstrap servers> unreachable: <librdkafka's reason>`, and the failed
+    connection's own reason when the client reported one (`kafka.client.BrokerErrors`)."""
+    line = f"Kafka {config.kafka.bootstrap_servers} unreachable: {kafka_reason(exc)}"
+    return f"{line} ({cause})" if cause else line
 
 
 def database_reason(exc: BaseException) -> str:

@@ -8,13 +8,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from syncd.commands import load_config_or_exit
 from syncd.config import SyncdConfig
 
-HELP = "validate the config (--live: also the ERP schema and the Kafka topics)"
+HELP = "validate the config (--live: also the ERP schema, the Kafka topics, the issuer's TLS)"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--live",
         action="store_true",
-        help="also check tables/columns/types in the ERP database and that the topics exist",
+        help="also check tables/columns/types in the ERP database, that the topics exist, "
+        "and the TLS handshake with the issuer",
     )
     parser.add_argument(
         "--format", choices=("yaml", "json"), default="yaml", help="resolved config output format"
@@ -97,14 +99,15 @@ def check_topics(config: SyncdConfig, timeout: float) -> LiveCheck:
     from syncd.commands import KAFKA, is_kafka_unreachable, kafka_reason, kafka_unreachable
     from syncd.kafka.client import operator_config
 
-    admin = AdminClient(
-        operator_config(config.kafka, client_id="syncd-check-config", timeout=timeout)
-    )
+    conf = operator_config(config.kafka, client_id="syncd-check-config", timeout=timeout)
+    admin = AdminClient(conf)
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         if is_kafka_unreachable(exc):
-            return LiveCheck(unreachable={KAFKA: kafka_unreachable(config, exc)})
+            admin.poll(0)  # serves the queued error callbacks: the connection's reason
+            cause = conf["error_cb"].reason
+            return LiveCheck(unreachable={KAFKA: kafka_unreachable(config, exc, cause)})
         return LiveCheck([f"kafka.bootstrap_servers: cannot list topics: {kafka_reason(exc)}"])
     existing = set(metadata.topics)
     errors = [
@@ -119,6 +122,51 @@ def check_topics(config: SyncdConfig, timeout: float) -> LiveCheck:
             f"kafka.dead_letter_topic: topic {config.kafka.dead_letter_topic} does not exist yet"
         )
     return LiveCheck(errors, warnings)
+
+
+def check_issuer(config: SyncdConfig, timeout: float) -> LiveCheck:
+    """A TCP and (for https://) TLS handshake with the issuer, with exactly the trust
+    settings the daemon uses (`issuer.ca_file`, the client certificate). A handshake the
+    verification refuses is a problem of the config (exit 2: wrong CA, wrong host name).
+    A platform that does not answer at all is not reported: this checks the trust
+    settings, not the platform's uptime (which the daemon's retries are for)."""
+    import socket
+    import ssl
+
+    from syncd.issuers.transport import client_ssl_context
+
+    url = urlsplit(config.issuer.base_url)
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        issuer = config.issuer
+        context = client_ssl_context(
+            issuer.base_url, issuer.ca_file, issuer.client_cert_file, issuer.client_key_file
+        )
+    except (OSError, ssl.SSLError) as exc:
+        return LiveCheck([f"issuer.client_cert_file: cannot load the client certificate: {exc}"])
+    where = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if context is not None:
+                sock.settimeout(timeout)
+                with context.wrap_socket(sock, server_hostname=host):
+                    pass
+    except ssl.SSLCertVerificationError as exc:
+        trusted = (
+            f"issuer.ca_file {config.issuer.ca_file}"
+            if config.issuer.ca_file is not None
+            else "the system CAs (set issuer.ca_file for a private CA)"
+        )
+        reason = exc.verify_message or exc.reason or "certificate verify failed"
+        return LiveCheck(
+            [f"issuer.base_url: TLS to {where} not trusted: {reason} (trusted: {trusted})"]
+        )
+    except ssl.SSLError as exc:
+        return LiveCheck([f"issuer.base_url: TLS handshake with {where} failed: {exc.reason}"])
+    except OSError:
+        return LiveCheck()
+    return LiveCheck()
 
 
 def located(file: str, problem: str, lines: Mapping[str, int]) -> str:
@@ -146,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     unreachable: dict[str, str] = {}
     if args.live:
-        for check in (check_database, check_topics):
+        for check in (check_database, check_topics, check_issuer):
             found = check(config, args.timeout)
             errors += found.errors
             warnings += found.warnings

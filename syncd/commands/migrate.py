@@ -72,37 +72,37 @@ def _read_yaml(path: Path) -> Mapping[str, Any]:
     return data
 
 
-def database_settings(
-    config: Path | None,
-    dsn: str | None,
-    schema: str | None,
-    environ: Mapping[str, str] = os.environ,
-) -> tuple[str, str]:
-    """(dsn, schema) from flags > environment > config file.
+def database_settings(config: Path | None, dsn: str | None, schema: str | None) -> tuple[str, str]:
+    """(dsn, schema): the flags, else the database settings exactly as `check-config` and
+    the daemon resolve them (`syncd.config.load_database`: the YAML, `SYNCD_DATABASE__*`
+    variables incl. `SYNCD_DATABASE__DSN_FILE`, `secrets_dir` files such as
+    `database__dsn`), so a config `check-config` accepts is one `migrate` can use."""
+    from syncd.config import ConfigError, load_database
 
-    A deliberately small reader of the `database` section; the daemon's full config
-    loader (`syncd.config`) replaces it once merged.
-    """
-    section: Mapping[str, Any] = {}
-    if config is not None:
-        raw = _read_yaml(config).get("database") or {}
-        if not isinstance(raw, Mapping):
+    if config is not None:  # the shape first, with the messages an operator can act on
+        raw = _read_yaml(config).get("database")
+        if raw is not None and not isinstance(raw, Mapping):
             raise MigrateConfigError(f"{config}: `database` must be a mapping")
-        section = raw
-    resolved_dsn = dsn or environ.get(ENV_DSN) or section.get("dsn")
-    if not resolved_dsn and section.get("dsn_file"):
-        secret = Path(str(section["dsn_file"]))
-        try:
-            resolved_dsn = secret.read_text(encoding="utf-8").strip()
-        except OSError as exc:
+    if dsn:
+        resolved_schema = schema or os.environ.get(ENV_SCHEMA)
+        if not resolved_schema and config is not None:
+            section = _read_yaml(config).get("database") or {}
+            resolved_schema = section.get("schema_name")
+        return dsn, str(resolved_schema or "syncd")
+    try:
+        settings = load_database(config)
+    except ConfigError as exc:
+        if all(_no_dsn(p.path, p.message) for p in exc.problems):
+            where = f"{config}: database.dsn (or database.dsn_file)" if config else "a config"
             raise MigrateConfigError(
-                f"{config}: database.dsn_file {secret}: cannot read ({exc.strerror})"
+                f"no database DSN: pass --dsn, set {ENV_DSN}, or set {where}"
             ) from None
-    if not resolved_dsn:
-        where = f"{config}: database.dsn (or database.dsn_file)" if config else "a config"
-        raise MigrateConfigError(f"no database DSN: pass --dsn, set {ENV_DSN}, or set {where}")
-    resolved_schema = schema or environ.get(ENV_SCHEMA) or section.get("schema_name") or "syncd"
-    return str(resolved_dsn), str(resolved_schema)
+        raise MigrateConfigError(str(exc)) from None
+    return settings.dsn_value(), schema or settings.schema_name
+
+
+def _no_dsn(path: str, message: str) -> bool:
+    return path == "database" and ("dsn is required" in message or "required" in message)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -84,6 +84,29 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
     )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (chain); needs --tls-key",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, default=None, metavar="FILE", help="PEM key of --tls-cert"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="a longer request body is refused with 413 (default 4 MiB)",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=15.0,
+        help="seconds a connection may take to deliver a request before it is closed "
+        "(idle or slow clients; default 15)",
+    )
 
 
 #: What to run when the sandbox's server stack is not installed (the production image).
@@ -119,6 +142,16 @@ def run(args: argparse.Namespace) -> int:
         secret, shown = DEV_APP_SECRET, DEV_APP_SECRET
     if not secret:
         print("syncd sandbox: the app secret is empty", file=sys.stderr)
+        return 2
+    tls_problem = _tls_problem(args.tls_cert, args.tls_key)
+    if tls_problem:
+        print(f"syncd sandbox: {tls_problem}", file=sys.stderr)
+        return 2
+    if args.max_body_bytes < 1024 or args.request_timeout <= 0:
+        print(
+            "syncd sandbox: --max-body-bytes must be >= 1024 and --request-timeout > 0",
+            file=sys.stderr,
+        )
         return 2
     try:
         faults = parse_faults(args.faults or "{}")
@@ -165,10 +198,12 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         faults=faults,
         seed=args.seed,
+        max_body_bytes=args.max_body_bytes,
     )
     app = SandboxApp(store, config)
+    scheme = "https" if args.tls_cert is not None else "http"
     print(
-        f"syncd sandbox on http://{args.host}:{args.port}  store={args.store}\n"
+        f"syncd sandbox on {scheme}://{args.host}:{args.port}  store={args.store}\n"
         f"  app key:    {args.app_key}\n  app secret: {shown}\n"
         f"  dialect={args.dialect} issue_delay={config.issue_delay}s "
         f"control_plane={'off' if args.strict else 'on'} faults={faults.model_dump_json()}",
@@ -194,7 +229,11 @@ def _serve(app: Callable[..., Any], args: argparse.Namespace) -> int:
             port=args.port,
             log_level=args.log_level,
             access_log=False,
-            http=OneWriteHttpToolsProtocol,  # one socket write per reply (see its docstring)
+            # one socket write per reply, and a bound on slow or idle clients (its docstring)
+            http=OneWriteHttpToolsProtocol.with_request_timeout(args.request_timeout),
+            timeout_keep_alive=max(1, int(min(args.request_timeout, 5))),
+            ssl_certfile=str(args.tls_cert) if args.tls_cert is not None else None,
+            ssl_keyfile=str(args.tls_key) if args.tls_key is not None else None,
             lifespan="on",
             timeout_graceful_shutdown=2,
             proxy_headers=False,
@@ -203,3 +242,21 @@ def _serve(app: Callable[..., Any], args: argparse.Namespace) -> int:
     )
     server.run()
     return 0
+
+
+def _tls_problem(cert: Path | None, key: Path | None) -> str | None:
+    """Why the TLS flags cannot work (checked before the server starts, one line)."""
+    if (cert is None) != (key is None):
+        return "--tls-cert and --tls-key go together"
+    if cert is None or key is None:
+        return None
+    import ssl
+
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not path.is_file():
+            return f"{flag} {path}: not a readable file"
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except ssl.SSLError as exc:
+        return f"--tls-cert/--tls-key: not a matching PEM certificate and key ({exc.reason})"
+    return None

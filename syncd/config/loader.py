@@ -24,6 +24,7 @@ from typing import (
     Annotated,
     Any,
     TypeAlias,
+    TypeVar,
     Union,
     get_args,
     get_origin,
@@ -479,7 +480,60 @@ def load_config(path: str | Path) -> SyncdConfig:
     return parse_config(text, file)
 
 
+class DatabaseOnly(BaseSettings):
+    """The `database` section alone, read exactly as `SyncdConfig` reads it (YAML,
+    `SYNCD_DATABASE__*` variables, `secrets_dir` files like `database__dsn`), the other
+    sections ignored: what `syncd migrate` needs, so it resolves the DSN the same way
+    `check-config` and the daemon do."""
+
+    model_config = SettingsConfigDict(
+        extra="ignore",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        case_sensitive=False,
+        populate_by_name=True,
+    )
+
+    database: DatabaseSettings
+    secrets_dir: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return SyncdConfig.settings_customise_sources(
+            settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+        )
+
+
+def load_database(path: str | Path | None) -> DatabaseSettings:
+    """The database settings of the config at `path` (or of the environment and
+    `SYNCD_SECRETS_DIR` alone, for None); one `ConfigError` listing the problems."""
+    if path is None:
+        return _parse("{}", "<environment>", DatabaseOnly).database
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigProblem("", f"cannot read config: {exc.strerror}", file)]
+        ) from None
+    return _parse(text, file, DatabaseOnly).database
+
+
 def parse_config(text: str, file: str = "<config>") -> SyncdConfig:
+    return _parse(text, file, SyncdConfig)
+
+
+_Model = TypeVar("_Model", SyncdConfig, DatabaseOnly)
+
+
+def _parse(text: str, file: str, model: type[_Model]) -> _Model:
     try:
         data, index, problems = _parse_yaml(text, file)
     except yaml.MarkedYAMLError as exc:
@@ -512,7 +566,7 @@ def parse_config(text: str, file: str = "<config>") -> SyncdConfig:
         kwargs: dict[str, Any] = dict(data)
         if secrets_dir is not None:
             kwargs["_secrets_dir"] = str(secrets_dir)
-        return SyncdConfig(**kwargs)
+        return model(**kwargs)
     except ValidationError as exc:
         found = []
         for err in exc.errors():
@@ -540,5 +594,6 @@ __all__ = [
     "key_lines",
     "line_of",
     "load_config",
+    "load_database",
     "parse_config",
 ]

@@ -549,13 +549,48 @@ class LoggingSettings(StrictModel):
         return value.upper() if isinstance(value, str) else value
 
 
+#: libpq's sslmode values, which Debezium's `database.sslmode` takes too.
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
 class ConnectorDatabase(StrictModel):
-    """Where the connector reaches the ERP database, if not where syncd does."""
+    """Where and how the connector reaches the ERP database, if not as syncd does.
+
+    The TLS settings default to the DSN's query parameters (`sslmode`, `sslrootcert`,
+    `sslcert`, `sslkey`); give them here when the files sit at other paths on the
+    Kafka Connect workers than in syncd's pods. The key's password is never taken from
+    the DSN: `sslpassword` takes a config-provider reference only."""
 
     hostname: str | None = None
     port: int | None = None
     user: str | None = None
     dbname: str | None = None
+    sslmode: SslMode | None = Field(default=None, description="default: the DSN's sslmode")
+    sslrootcert: str | None = Field(
+        default=None, description="CA file on the Connect workers (default: the DSN's)"
+    )
+    sslcert: str | None = Field(
+        default=None, description="client certificate on the Connect workers (default: the DSN's)"
+    )
+    sslkey: str | None = Field(
+        default=None,
+        description="client key on the Connect workers, PKCS-8 DER or PKCS-12 for the JDBC "
+        "driver (default: the DSN's)",
+    )
+    sslpassword: str | None = Field(
+        default=None, description="the client key's password: a config-provider reference"
+    )
+
+    @field_validator("sslpassword")
+    @classmethod
+    def _reference_only(cls, value: str | None) -> str | None:
+        if value is not None and not is_placeholder(value):
+            raise ValueError(
+                "must be a config-provider reference such as "
+                "${file:/opt/kafka/external-secrets/erp-db.properties:sslpassword}; a literal "
+                "password in the connector config is readable through the Connect REST API"
+            )
+        return value
 
 
 class ConnectorSettings(StrictModel):

@@ -10,6 +10,12 @@ provider reference (`${file:...}`, `${env:...}`) that the Connect worker resolve
 so the secret does not show up in the REST API or in git. The config refuses a
 literal password (`connector.password`) or any literal secret in `connector.extra`;
 the password of syncd's own DSN is never carried over.
+
+TLS to PostgreSQL is carried over: the DSN's `sslmode`, `sslrootcert`, `sslcert` and
+`sslkey` become `database.sslmode` & co. (`connector.database.*` overrides each, for
+files at other paths on the Connect workers), so the connector reads the ERP with the
+same verification syncd uses -- a `verify-full` deployment does not get a connector
+that silently falls back to plain text. The key's password is only ever a reference.
 """
 
 from __future__ import annotations
@@ -55,5 +61,32 @@ def render(config: SyncdConfig, name: str | None = None) -> dict[str, Any]:
         "value.converter.replace.null.with.default": "false",
         "key.converter.replace.null.with.default": "false",
     }
+    props.update(tls_properties(config))
     props.update(conn.extra)
     return {"name": name or conn.name, "config": props}
+
+
+#: DSN query parameter -> the connector property it becomes.
+_TLS_FROM_DSN = {
+    "sslmode": "database.sslmode",
+    "sslrootcert": "database.sslrootcert",
+    "sslcert": "database.sslcert",
+    "sslkey": "database.sslkey",
+}
+
+
+def tls_properties(config: SyncdConfig) -> dict[str, str]:
+    """`database.ssl*` of the connector: `connector.database.*`, else the DSN's."""
+    query = make_url(config.database.dsn_value()).query
+    override = config.connector.database
+    props: dict[str, str] = {}
+    for param, prop in _TLS_FROM_DSN.items():
+        value = getattr(override, param)
+        if value is None:
+            given = query.get(param)
+            value = given if isinstance(given, str) or given is None else given[-1]
+        if value:
+            props[prop] = value
+    if override.sslpassword is not None:
+        props["database.sslpassword"] = override.sslpassword
+    return props

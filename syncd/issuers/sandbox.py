@@ -53,6 +53,7 @@ from syncd.issuers.transport import (
     Origin,
     Reply,
     Wire,
+    client_ssl_context,
     response_too_large,
 )
 
@@ -138,17 +139,9 @@ class SandboxIssuerSettings(BaseModel):
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for an https:// platform: the system CAs, or only `ca_file`
         (a private CA); a client certificate for mutual TLS. None for plain http."""
-        if httpx.URL(self.base_url).scheme != "https":
-            return None
-        context = ssl.create_default_context(
-            cafile=str(self.ca_file) if self.ca_file is not None else None
+        return client_ssl_context(
+            self.base_url, self.ca_file, self.client_cert_file, self.client_key_file
         )
-        if self.client_cert_file is not None:
-            context.load_cert_chain(
-                str(self.client_cert_file),
-                str(self.client_key_file) if self.client_key_file is not None else None,
-            )
-        return context
 
     @field_validator("app_secret")
     @classmethod

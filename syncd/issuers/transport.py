@@ -25,6 +25,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Protocol
 
 import httptools
@@ -36,6 +37,25 @@ _READ_SIZE: Final = 65536
 #: Default bound of a response body; the status line and headers get `_HEAD_ALLOWANCE` more.
 MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 _HEAD_ALLOWANCE: Final = 64 * 1024
+
+
+def client_ssl_context(
+    base_url: str,
+    ca_file: Path | None = None,
+    client_cert_file: Path | None = None,
+    client_key_file: Path | None = None,
+) -> ssl.SSLContext | None:
+    """The TLS context towards an https:// platform: the system CAs, or only `ca_file` (a
+    private CA), host name checked; a client certificate for mutual TLS. None for http://.
+    The one place the issuer's trust is built: the client and `check-config --live` agree."""
+    if not base_url.lower().startswith("https://"):
+        return None
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    if client_cert_file is not None:
+        context.load_cert_chain(
+            str(client_cert_file), str(client_key_file) if client_key_file is not None else None
+        )
+    return context
 
 
 def response_too_large(limit: int) -> str:

@@ -95,6 +95,27 @@ def end_offsets_config(kafka: KafkaSettings, *, owner: str) -> dict[str, Any]:
     return {**shared_config(kafka), "client.id": f"syncd-lag-{owner}"}
 
 
+class BrokerErrors:
+    """librdkafka's `error_cb`: keeps the reason a connection failed, so an operator command
+    can say *why* the brokers are unreachable (an untrusted certificate, refused SCRAM
+    credentials) rather than only "transport failure". A TLS or authentication error wins
+    over a plain transport error, because it names what to fix."""
+
+    _TELLING: Final = ("_SSL", "_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED")
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._telling = False
+
+    def __call__(self, error: Any) -> None:
+        name = str(getattr(error, "name", lambda: "")())
+        telling = name in self._TELLING
+        if telling or not self._telling:
+            text = str(error.str() if hasattr(error, "str") else error).strip()
+            self.reason = text.splitlines()[0] if text else name
+            self._telling = self._telling or telling
+
+
 def operator_config(
     kafka: KafkaSettings,
     *,
@@ -116,4 +137,6 @@ def operator_config(
         **(overrides or {}),
         "client.id": client_id,
         "logger": kafka_logger(),
+        # `conf["error_cb"].reason` says why, when the brokers turn out unreachable.
+        "error_cb": BrokerErrors(),
     }

@@ -6,12 +6,19 @@ loop must refresh on every iteration, empty polls included. Readiness is a set o
 named checks the pipeline registers (config loaded, group joined, database reachable)
 and turns 503 the moment shutdown begins, so traffic and scalers stop counting on the
 replica before it drains.
+
+The server faces the network, so it is bounded: each connection gets a socket timeout
+(a half-open or dribbling client is dropped after `socket_timeout` seconds), at most
+`max_connections` are served at once (more are closed at once rather than each holding a
+thread), and a failed request -- a probe that hung up mid-reply, a broken pipe -- is one
+line through syncd's JSON logger (and its redaction), never a raw traceback on stderr.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +41,10 @@ log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], bool | tuple[bool, str]]
 
 DEFAULT_HEARTBEAT_TIMEOUT: Final = 60.0
+#: Seconds a connection may take to send its request (and to take the reply).
+DEFAULT_SOCKET_TIMEOUT: Final = 10.0
+#: Connections served at once (probes and a scraper need a handful).
+DEFAULT_MAX_CONNECTIONS: Final = 16
 
 
 class Heartbeat:
@@ -68,9 +79,15 @@ class HealthServer:
         heartbeat: Heartbeat | None = None,
         heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT,
         on_beat: Callable[[], None] | None = None,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         if heartbeat_timeout <= 0:
             raise ValueError("heartbeat_timeout must be positive")
+        if socket_timeout <= 0 or max_connections < 1:
+            raise ValueError("socket_timeout must be positive and max_connections at least 1")
+        self.socket_timeout = socket_timeout
+        self.max_connections = max_connections
         self.registry = registry
         self.host = host
         self._port = port
@@ -165,7 +182,9 @@ class HealthServer:
     def start(self) -> None:
         if self._server is not None:
             return
-        server = ThreadingHTTPServer((self.host, self._port), _handler_for(self))
+        server = _BoundedServer(
+            (self.host, self._port), _handler_for(self), max_connections=self.max_connections
+        )
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(
@@ -216,10 +235,58 @@ def database_check(engine: Engine, statement_timeout_ms: int = 2000) -> Readines
     return check
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once; errors logged, quietly."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        *,
+        max_connections: int,
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._refused = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._refused += 1
+            if self._refused == 1 or self._refused % 100 == 0:
+                log.warning(
+                    "health server busy: connection closed",
+                    extra={"refused_total": self._refused},
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr."""
+        error = sys.exc_info()[1]
+        gone = isinstance(error, ConnectionError | TimeoutError)
+        log.log(
+            logging.DEBUG if gone else logging.WARNING,
+            "health request failed",
+            extra={"error": type(error).__name__ if error else "unknown"},
+        )
+
+
 def _handler_for(owner: HealthServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "syncd"
         sys_version = ""
+        timeout = owner.socket_timeout  # socketserver sets it on the connection
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]

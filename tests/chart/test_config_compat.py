@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from syncd.config import parse_config
-from tests.chart.conftest import CI_VALUES, Render, find
+from tests.chart.conftest import CHART, CI_VALUES, Render, find
 
 pytestmark = pytest.mark.chart
 
@@ -39,7 +39,9 @@ def test_rendered_config_loads(
     # Secret files as the pod sees them, under a temporary directory.
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    for name in ("database-dsn", "issuer-app-secret", "kafka-sasl-password", "kafka-ca.crt"):
+    # Every key the chart's Secret may hold (the TLS files: the config checks they exist).
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for name in chart_values["secretKeys"].values():
         content = "postgresql+psycopg://syncd:x@db:5432/erp" if name == "database-dsn" else "x"
         (secrets / name).write_text(content + "\n")
     config = yaml.safe_load(text.replace(SECRETS, f"{secrets}/"))

@@ -401,3 +401,41 @@ def test_tools_are_the_pinned_versions() -> None:
     assert pinned, "tools/go.mod must pin github.com/prometheus/prometheus"
     out = subprocess.run([str(tool("promtool")), "--version"], capture_output=True, text=True)
     assert f"version {pinned.group(1)} " in out.stdout + out.stderr
+
+
+def test_tls_files_are_secret_keys_mounted_where_the_config_points(render: Render) -> None:
+    """The database CA and the issuer CA / client certificate are Secret keys, mounted as
+    files under secretsMountPath for the daemon and the migration job alike, at the paths
+    the config's issuer.ca_file & co. and the DSN's sslrootcert name."""
+    docs = render([CI / "full-values.yaml"])
+    secret = next(
+        d
+        for d in docs
+        if d["kind"] == "Secret" and "helm.sh/hook" not in d["metadata"].get("annotations", {})
+    )
+    tls_keys = {"database-ca.crt", "issuer-ca.crt", "issuer-client.crt", "issuer-client.key"}
+    assert tls_keys <= set(secret["data"])
+    config = yaml.safe_load(find(docs, "ConfigMap", "syncd")["data"]["config.yaml"])
+    issuer = config["issuer"]
+    assert (issuer["ca_file"], issuer["client_cert_file"], issuer["client_key_file"]) == (
+        "/etc/syncd/secrets/issuer-ca.crt",
+        "/etc/syncd/secrets/issuer-client.crt",
+        "/etc/syncd/secrets/issuer-client.key",
+    )
+    job = find(docs, "Job")["spec"]["template"]["spec"]
+    for pod in (_pod_spec(docs), job):
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["secrets"]["mountPath"] == "/etc/syncd/secrets"
+        assert mounts["secrets"]["readOnly"] is True
+        volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
+        assert volume["secret"]["defaultMode"] == 0o440  # libpq accepts a root-owned 0440 key
+
+
+def test_tls_secret_keys_are_renamable(render: Render) -> None:
+    docs = render(
+        [CI / "full-values.yaml"],
+        ["secretKeys.databaseCaCert=rds-ca.pem", "secretKeys.issuerCaCert=platform-ca.pem"],
+    )
+    for secret in (d for d in docs if d["kind"] == "Secret"):  # the release's and the hook's
+        assert {"rds-ca.pem", "platform-ca.pem"} <= set(secret["data"])
+        assert "database-ca.crt" not in secret["data"]

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,10 +40,19 @@ class SandboxProcess:
     extra_args: Sequence[str] = ()
     log: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    #: serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`), trusted by
+    #: the control-plane client through `tls_ca`
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_cert is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
 
     def start(self) -> SandboxProcess:
         cmd = [
@@ -60,6 +70,8 @@ class SandboxProcess:
             self.dialect,
             *self.extra_args,
         ]
+        if self.tls_cert is not None and self.tls_key is not None:
+            cmd += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
         self.log = self.store.with_suffix(".log")
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
@@ -71,7 +83,8 @@ class SandboxProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sandbox exited: {self.output()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                health = httpx.get(f"{self.url}/health", timeout=0.5, verify=self._verify())
+                if health.status_code == 200:
                     return self
             time.sleep(0.05)
         raise RuntimeError(f"sandbox did not come up: {self.output()}")
@@ -98,7 +111,9 @@ class SandboxProcess:
     # --- the unsigned control plane -------------------------------------------------
 
     def control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, f"{self.url}{path}", timeout=5, **kwargs)
+        return httpx.request(
+            method, f"{self.url}{path}", timeout=5, verify=self._verify(), **kwargs
+        )
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         response = self.control("POST", "/_sandbox/faults", json=faults)

@@ -26,6 +26,20 @@ class Stack:
     pg_port: int
     kafka_port: int
     connect_port: int
+    #: the secured listeners (SYNCD_STACK_SECURE=1): SASL_SSL with SCRAM, and mutual TLS
+    sasl_port: int = 0
+    mtls_port: int = 0
+    #: the stack's state directory; its tls/ holds the throwaway CA, certificates and
+    #: the SCRAM password of user `syncd`
+    state_dir: Path = REPO_DIR / ".stack"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    @property
+    def scram_password(self) -> str:
+        return (self.tls_dir / "scram-syncd.password").read_text(encoding="utf-8").strip()
 
     @property
     def dsn(self) -> str:
@@ -44,10 +58,15 @@ class Stack:
 
 
 def stack_from_env() -> Stack:
+    """The stack's ports and state directory, with dev/stack.sh's defaults."""
+    kafka_port = int(os.environ.get("SYNCD_KAFKA_PORT", "19092"))
     return Stack(
         pg_port=int(os.environ.get("SYNCD_PG_PORT", "15432")),
-        kafka_port=int(os.environ.get("SYNCD_KAFKA_PORT", "19092")),
+        kafka_port=kafka_port,
         connect_port=int(os.environ.get("SYNCD_CONNECT_PORT", "18083")),
+        sasl_port=int(os.environ.get("SYNCD_KAFKA_SASL_PORT", str(kafka_port + 2))),
+        mtls_port=int(os.environ.get("SYNCD_KAFKA_MTLS_PORT", str(kafka_port + 3))),
+        state_dir=Path(os.environ.get("SYNCD_STACK_DIR", str(REPO_DIR / ".stack"))),
     )
 
 
@@ -63,8 +82,13 @@ def ensure_stack_up() -> Stack:
             with socket.create_connection(("127.0.0.1", port), timeout=5):
                 pass
         return stack
+    # Always with the secured listeners (they come on top of the plain ones): the TLS
+    # tests need them, and a test run must not depend on how the stack was started before.
     result = subprocess.run(
-        ["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"], capture_output=True, text=True
+        ["bash", str(REPO_DIR / "dev" / "stack.sh"), "up"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SYNCD_STACK_SECURE": "1"},
     )
     if result.returncode != 0:
         raise RuntimeError(f"dev/stack.sh up failed:\n{result.stdout}\n{result.stderr}")

@@ -123,3 +123,55 @@ def test_render_passes_config_provider_references_through():
     conf = render(parse_config(text))["config"]
     assert conf["database.sslpassword"] == "${env:ERP_DB_SSLPASSWORD}"
     assert conf["database.password"] == ""  # the demo's loopback trust
+
+
+def _with_dsn(dsn: str, connector_database: str = "") -> str:
+    text = DEMO.read_text().replace("postgresql+psycopg://postgres@127.0.0.1:15432/erp", dsn)
+    if connector_database:
+        text = text.replace("\nconnector:\n", f"\nconnector:\n  database: {connector_database}\n")
+    return text
+
+
+def test_postgres_tls_of_the_dsn_is_carried_into_the_connector():
+    """A verify-full DSN gives a connector that verifies the same way (not a silent
+    plain-text fallback), and the key's password never leaves the DSN."""
+    dsn = (
+        "postgresql+psycopg://syncd:pw@db.prod:5432/erp?sslmode=verify-full"
+        "&sslrootcert=/etc/syncd/tls/db-ca.pem&sslcert=/etc/syncd/tls/db.crt"
+        "&sslkey=/etc/syncd/tls/db.key&sslpassword=keysecret"
+    )
+    conf = render(parse_config(_with_dsn(dsn)))["config"]
+    assert conf["database.sslmode"] == "verify-full"
+    assert conf["database.sslrootcert"] == "/etc/syncd/tls/db-ca.pem"
+    assert conf["database.sslcert"] == "/etc/syncd/tls/db.crt"
+    assert conf["database.sslkey"] == "/etc/syncd/tls/db.key"
+    assert "database.sslpassword" not in conf
+    assert "keysecret" not in json.dumps(conf)
+
+
+def test_connector_tls_overrides_for_the_connect_workers_paths():
+    dsn = "postgresql+psycopg://syncd@db/erp?sslmode=verify-full&sslrootcert=/etc/syncd/ca.pem"
+    override = (
+        "{sslrootcert: /opt/kafka/tls/db-ca.pem, sslkey: /opt/kafka/tls/db.pk8, "
+        "sslcert: /opt/kafka/tls/db.crt, "
+        "sslpassword: '${file:/opt/kafka/external-secrets/erp-db.properties:sslpassword}'}"
+    )
+    conf = render(parse_config(_with_dsn(dsn, override)))["config"]
+    assert conf["database.sslmode"] == "verify-full"
+    assert conf["database.sslrootcert"] == "/opt/kafka/tls/db-ca.pem"
+    assert conf["database.sslkey"] == "/opt/kafka/tls/db.pk8"
+    assert conf["database.sslpassword"].startswith("${file:")
+
+
+def test_no_tls_parameters_no_tls_properties():
+    conf = render(demo_config())["config"]
+    assert not [k for k in conf if k.startswith("database.ssl")]
+
+
+def test_a_literal_key_password_for_the_connector_is_refused(capsys):
+    from syncd.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with_dsn("postgresql+psycopg://syncd@db/erp", "{sslpassword: hunter22}"))
+    assert "connector.database.sslpassword" in str(err.value)
+    assert "hunter22" not in str(err.value)

@@ -134,3 +134,86 @@ def test_stop_and_restart_are_safe() -> None:
 def test_invalid_threshold() -> None:
     with pytest.raises(ValueError):
         HealthServer(CollectorRegistry(), heartbeat_timeout=0)
+
+
+def _bounded(**kwargs: Any) -> HealthServer:
+    srv = HealthServer(CollectorRegistry(), host="127.0.0.1", port=0, **kwargs)
+    srv.start()
+    return srv
+
+
+def test_half_open_clients_time_out_and_hold_no_more_than_the_thread_bound() -> None:
+    """50 connections that never finish their request: at most `max_connections` threads
+    serve them, each is dropped after `socket_timeout`, and probes are answered again."""
+    import socket
+    import threading
+    import time
+
+    srv = _bounded(socket_timeout=0.5, max_connections=4)
+    before = threading.active_count()
+    socks = []
+    try:
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"GET /heal")  # never the rest of the request line
+            socks.append(s)
+        time.sleep(0.2)
+        assert threading.active_count() - before <= 4
+        deadline = time.monotonic() + 20
+        while True:  # the held slots free themselves after the socket timeout
+            try:
+                if get(f"{srv.url}/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "health server never answered again"
+            time.sleep(0.1)
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
+
+
+def test_a_client_gone_mid_reply_is_a_log_line_not_a_traceback(
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    # Only pytest's capture handlers: a handler an earlier test left on a stream that is
+    # closed by now would print its own "Logging error" traceback to stderr.
+    for name in ("", "syncd", "syncd.observability", "syncd.observability.health"):
+        logger = logging.getLogger(name)
+        kept = [h for h in logger.handlers if type(h).__module__.startswith("_pytest")]
+        monkeypatch.setattr(logger, "handlers", kept)
+
+    srv = _bounded()
+    try:
+        server = srv._server
+        assert server is not None
+        caplog.set_level(logging.DEBUG, logger="syncd.observability.health")
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            server.handle_error(None, ("127.0.0.1", 1))  # type: ignore[arg-type]
+        try:
+            raise RuntimeError("unexpected")
+        except RuntimeError:
+            server.handle_error(None, ("127.0.0.1", 1))  # type: ignore[arg-type]
+    finally:
+        srv.stop()
+    assert "Traceback" not in capfd.readouterr().err
+    records = [r for r in caplog.records if r.getMessage() == "health request failed"]
+    assert [(r.levelname, r.__dict__["error"]) for r in records] == [
+        ("DEBUG", "BrokenPipeError"),
+        ("WARNING", "RuntimeError"),
+    ]
+    assert all(r.exc_info is None for r in records)
+
+
+def test_invalid_bounds() -> None:
+    with pytest.raises(ValueError, match="socket_timeout"):
+        HealthServer(CollectorRegistry(), socket_timeout=0)
+    with pytest.raises(ValueError, match="max_connections"):
+        HealthServer(CollectorRegistry(), max_connections=0)

@@ -122,3 +122,22 @@ def test_plain_means_exact_json_types_without_floats() -> None:
     for _ in range(5000):
         deep = [deep]
     assert fastjson.is_plain(deep)  # iterative: no RecursionError
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 33 + b"]" * 33, b'{"a":' * 40 + b"1" + b"}" * 40, b"[" * 200000 + b"]" * 200000],
+)
+def test_request_bodies_nested_too_deep_are_refused_before_parsing(body: bytes) -> None:
+    with pytest.raises(fastjson.NestingTooDeepError):
+        fastjson.loads_request(body)
+
+
+def test_request_bodies_within_the_nesting_limit_parse_as_loads_does() -> None:
+    for body in (
+        b"[" * 32 + b"]" * 32,
+        b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}',
+        b"[1.5]",
+    ):
+        assert fastjson.loads_request(body) == fastjson.loads(body)
+    assert fastjson.nesting_depth(b'{"x": "{{{{", "y": [[1]]}') == 3
