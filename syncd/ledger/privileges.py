@@ -105,10 +105,22 @@ def erp_grants(config: SyncdConfig, *, reading: bool, writing: bool) -> list[Gra
     for doc in config.documents.values():
         key = f"documents.{doc.name}"
         if reading:
-            for table, because in (
+            read_tables = [
                 (doc.table, f"{key}.table"),
                 (doc.lines.table, f"{key}.lines.table"),
+            ]
+            for where, relations in (
+                ("related", doc.related),
+                ("lines.related", doc.lines.related),
             ):
+                for rel_name, relation in relations.items():
+                    because = f"{key}.{where}.{rel_name}"
+                    read_tables.append((relation.table, because))
+                    if relation.through is not None:
+                        read_tables.append((relation.through.table, f"{because}.through"))
+            if doc.returns is not None:
+                read_tables.append((doc.returns.table, f"{key}.returns.table"))
+            for table, because in read_tables:
                 schema, name = _split(table)
                 schemas.setdefault(schema, because)
                 out.append(Grant("SELECT", "TABLE", schema, name, because=because))
@@ -126,6 +138,25 @@ def erp_grants(config: SyncdConfig, *, reading: bool, writing: bool) -> list[Gra
                         because=f"{key}.write_back.columns.{field_name}",
                     )
                 )
+            if doc.write_back.upsert:
+                out.append(
+                    Grant("INSERT", "TABLE", schema, name, because=f"{key}.write_back.upsert")
+                )
+            if doc.returns is not None:
+                r_schema, r_name = _split(doc.returns.table)
+                schemas.setdefault(r_schema, f"{key}.returns")
+                for field_name, column in doc.returns.write_back.model_dump().items():
+                    if column:
+                        out.append(
+                            Grant(
+                                "UPDATE",
+                                "TABLE",
+                                r_schema,
+                                r_name,
+                                (column,),
+                                because=f"{key}.returns.write_back.{field_name}",
+                            )
+                        )
             if not reading or not doc.writes_back_to_source:
                 # UPDATE ... WHERE key = ... AND col IS DISTINCT FROM ... reads these
                 cols = tuple(

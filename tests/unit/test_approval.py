@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from syncd.config import ConfigError, parse_config
 from syncd.config.conditions import Condition
+from syncd.config.documents import ReturnsConfig
 from syncd.erp.writeback import ResultStatus
 from syncd.identity import DocumentKind
 from syncd.invoice.from_erp import build_blue
@@ -295,3 +296,22 @@ def test_grants_json_names_every_privilege_and_its_reason() -> None:
     assert {"privilege": "INSERT", "on": "table", "object": "syncd.audit"}.items() <= next(
         g for g in runtime["grants"] if g["object"] == "syncd.audit" and g["privilege"] == "INSERT"
     ).items()
+
+
+def test_runtime_grants_cover_returns_related_rows_and_side_tables() -> None:
+    config = demo_config()
+    doc = config.documents["sales_order"]
+    returns = ReturnsConfig.model_validate(
+        {
+            "table": "erp.sales_return_line",
+            "document_key": "order_id",
+            "line": "line_no",
+            "quantity": "quantity",
+            "qualifies": {"column": "status", "becomes": "CONFIRMED"},
+            "write_back": {"red_invoice_no": "red_invoice_no", "error": "invoice_error"},
+        }
+    )
+    config.documents["sales_order"] = doc.model_copy(update={"returns": returns})
+    sql = "\n".join(grant_statements("rt", runtime_grants(config)))
+    assert 'GRANT SELECT ON "erp"."sales_return_line" TO "rt";' in sql
+    assert 'GRANT UPDATE ("red_invoice_no", "invoice_error") ON "erp"."sales_return_line"' in sql
