@@ -268,6 +268,8 @@ class IssuerOutcome:
     cls: ProviderOutcome
     #: Seconds the provider asked us to wait (HTTP Retry-After), if any.
     retry_after: float | None = None
+    #: The provider metered us (HTTP 429): retry later, but it is not a failed attempt.
+    throttled: bool = False
 
     @classmethod
     def retryable(cls, retry_after: float | None = None) -> IssuerOutcome:
@@ -279,8 +281,10 @@ class RetryPolicy:
     """Backoff for transient failures: exponential with full jitter, capped.
 
     `max_attempts` counts failed attempts (retryable or unknown outcomes); reaching it
-    moves the row to DEAD, which alerts. The serial stays frozen, so an operator retry
-    of a DEAD row is still exactly-once.
+    moves the row to DEAD, which alerts. A throttled answer (HTTP 429) is not a failure
+    of the document: a busy platform must slow syncd down, not kill documents; a
+    platform that meters forever shows as stuck documents instead. The serial stays
+    frozen, so an operator retry of a DEAD row is still exactly-once.
     """
 
     base_delay: float = 1.0
@@ -394,11 +398,12 @@ def next_step(
         case (
             ProviderOutcome.RETRYABLE | ProviderOutcome.OUTCOME_UNKNOWN | ProviderOutcome.NOT_FOUND
         ):
-            failed = attempts + 1
-            if failed >= policy.max_attempts:
+            throttled = outcome.throttled and outcome.cls is ProviderOutcome.RETRYABLE
+            failed = attempts if throttled else attempts + 1
+            if not throttled and failed >= policy.max_attempts:
                 step = NextStep(_S.DEAD, failed, None, exhausted=True)
             else:
-                delay = policy.backoff(failed, rng, outcome.retry_after)
+                delay = policy.backoff(attempts + 1, rng, outcome.retry_after)
                 retryable = outcome.cls is ProviderOutcome.RETRYABLE
                 target = _S.RETRY_WAIT if retryable else _S.OUTCOME_UNKNOWN
                 # A row that may have been accepted stays "unknown" even when the query

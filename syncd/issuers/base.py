@@ -90,6 +90,8 @@ class Retryable:
     `resubmit` False: repeat the same call. True: the provider confirmed there is
     no live document for this serial -- send the issue/reverse request again with
     the same serial. `retry_after` is the provider's own hint in seconds.
+    `throttled`: the provider metered us (HTTP 429); nothing is wrong with this
+    document, so the answer does not use up its attempts.
     """
 
     outcome: ClassVar[ProviderOutcome] = ProviderOutcome.RETRYABLE
@@ -97,6 +99,7 @@ class Retryable:
     reason: Reason
     retry_after: float | None = None
     resubmit: bool = False
+    throttled: bool = False
 
 
 @dataclass(frozen=True, slots=True)

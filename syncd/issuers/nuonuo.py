@@ -367,7 +367,7 @@ def classify_http(
     sends = op in ("issue", "reverse")
     if status == 429:
         reason = Reason("RATE_LIMITED", "HTTP 429: too many requests")
-        return Retryable(serial, reason, retry_after=_after(headers))
+        return Retryable(serial, reason, retry_after=_after(headers), throttled=True)
     if status >= 500:
         reason = Reason(f"HTTP_{status}", "the platform failed")
         if sends and status == 504:
@@ -913,7 +913,9 @@ class NuonuoIssuer:
 def _for(serial: str, result: IssueResult) -> IssueResult:
     """A batch-wide failure, restated for one serial of the batch."""
     if isinstance(result, Retryable):
-        return Retryable(serial, result.reason, result.retry_after, result.resubmit)
+        return Retryable(
+            serial, result.reason, result.retry_after, result.resubmit, result.throttled
+        )
     if isinstance(result, NeedsHuman):
         return NeedsHuman(serial, result.reason)
     if isinstance(result, OutcomeUnknown):

@@ -191,7 +191,7 @@ def classify_response(
     if status in (200, 202):
         return _from_view(op, serial, data)
     if status == 429:
-        return Retryable(serial, reason, retry_after=_retry_after(headers, data))
+        return Retryable(serial, reason, retry_after=_retry_after(headers, data), throttled=True)
     if status >= 500:
         if sends and status == 504:  # a gateway gave up; the platform may have committed
             return OutcomeUnknown(serial, reason)

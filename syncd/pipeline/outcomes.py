@@ -148,8 +148,9 @@ def is_partial_reversal(row: DocumentRow) -> bool:
 
 def outcome_class(result: IssueResult) -> IssuerOutcome:
     """The state machine's view of a result: its class, and the provider's Retry-After."""
-    retry_after = result.retry_after if isinstance(result, Retryable) else None
-    return IssuerOutcome(result.outcome, retry_after)
+    if isinstance(result, Retryable):
+        return IssuerOutcome(result.outcome, result.retry_after, result.throttled)
+    return IssuerOutcome(result.outcome)
 
 
 def decide(
@@ -237,7 +238,10 @@ def decide(
     elif step.state is S.BLOCKED and row.state is not S.BLOCKED:
         writeback = WriteBack(ResultStatus.BLOCKED, error=error)
     retry: RetryOperation | None = None
-    if step.state in (S.RETRY_WAIT, S.OUTCOME_UNKNOWN) and step.attempts > row.attempts:
+    throttled = isinstance(result, Retryable) and result.throttled
+    if step.state in (S.RETRY_WAIT, S.OUTCOME_UNKNOWN) and (
+        step.attempts > row.attempts or throttled
+    ):
         retry = "issue" if row.kind is DocumentKind.ISSUE else "reverse"
     if (
         step.state is row.state

@@ -352,3 +352,34 @@ def test_processing_polls_back_off() -> None:
     assert first.next_attempt_at is not None and late.next_attempt_at is not None
     assert first.next_attempt_at - NOW <= timedelta(seconds=4)
     assert late.next_attempt_at - NOW >= timedelta(seconds=30)
+
+
+@pytest.mark.parametrize("current", [S.READY, S.RETRY_WAIT, S.OUTCOME_UNKNOWN])
+def test_a_throttled_answer_waits_but_never_uses_up_attempts(current: S) -> None:
+    # A platform metering us (HTTP 429) is not failing this document: even on its last
+    # permitted attempt the row waits (honouring Retry-After) instead of going DEAD.
+    p = RetryPolicy(max_attempts=3)
+    step = next_step(
+        document=1,
+        kind=K.ISSUE,
+        current=current,
+        outcome=IssuerOutcome(ProviderOutcome.RETRYABLE, retry_after=5.0, throttled=True),
+        attempts=2,
+        policy=p,
+        now=NOW,
+        rng=random.Random(1),
+    )
+    assert step.state is (S.RETRY_WAIT if current is not S.OUTCOME_UNKNOWN else current)
+    assert step.attempts == 2 and not step.exhausted
+    assert step.next_attempt_at is not None and step.next_attempt_at >= NOW + timedelta(seconds=5)
+    failed = next_step(
+        document=1,
+        kind=K.ISSUE,
+        current=current,
+        outcome=IssuerOutcome(ProviderOutcome.RETRYABLE, retry_after=5.0),
+        attempts=2,
+        policy=p,
+        now=NOW,
+        rng=random.Random(1),
+    )
+    assert failed.state is S.DEAD

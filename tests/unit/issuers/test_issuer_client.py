@@ -144,6 +144,8 @@ def test_retry_after_comes_from_the_header_or_the_body():
     assert isinstance(hinted, Retryable) and hinted.retry_after == 0.25
     dated = classify("issue", 503, {}, {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"})
     assert isinstance(dated, Retryable) and dated.retry_after == 0.0
+    # only the 429 is the platform metering us (it does not use up the document's attempts)
+    assert limited.throttled and hinted.throttled and not dated.throttled
 
 
 def test_garbled_answer_to_a_submit_is_unknown():

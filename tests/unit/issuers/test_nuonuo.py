@@ -266,7 +266,8 @@ def test_red_form_states(status: str, red_no: str | None, expected: type, waitin
 
 
 def test_http_layer() -> None:
-    assert isinstance(classify_http("issue", "S", 429, {"retry-after": "3"}, b""), Retryable)
+    limited = classify_http("issue", "S", 429, {"retry-after": "3"}, b"")
+    assert isinstance(limited, Retryable) and limited.throttled
     assert isinstance(classify_http("issue", "S", 504, {}, b""), OutcomeUnknown)
     assert isinstance(classify_http("query", "S", 503, {}, b""), Retryable)
     assert isinstance(classify_http("issue", "S", 200, {}, b"<html>"), OutcomeUnknown)
