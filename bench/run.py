@@ -262,7 +262,7 @@ def ensure_bench_erp(stack: Stack, engine: Engine, partitions: int) -> None:
         conn.exec_driver_sql(STAMP_SQL)
         # Each run brings its own orders; an empty table keeps a re-registered connector's
         # snapshot (if any) trivial and the run's numbers independent of earlier runs.
-        conn.exec_driver_sql(f"TRUNCATE {SCHEMA}.sales_order, {SCHEMA}.sales_order_line")
+        conn.exec_driver_sql(f"TRUNCATE {SCHEMA}.sales_order, {SCHEMA}.sales_order_line CASCADE")
     connector = render(parse_config(yaml.safe_dump(config_data(stack))))
     body = dict(connector["config"])
     body["database.port"] = str(stack.pg_port)
