@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     health.add_readiness_check("config", lambda: True)
     health.start()
     issuer = create_issuer(config.issuer.provider, issuer_settings(config, workers))
+    proxy = getattr(issuer, "proxy", None)
+    if proxy is not None:
+        log.info("reaching the e-invoice platform through proxy %s", proxy.display)
     retry = pipeline_cfg.retry
     policy = RetryPolicy(
         base_delay=retry.backoff_base_seconds,
