@@ -36,7 +36,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 ARG SYNCD_UID=10001
 LABEL org.opencontainers.image.title="syncd" \
       org.opencontainers.image.description="Exactly-once bridge: Debezium CDC in Kafka -> e-invoice platform -> ERP write-back" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/syncd-einvoice/syncd"
 RUN groupadd --system --gid ${SYNCD_UID} syncd \
     && useradd --system --uid ${SYNCD_UID} --gid ${SYNCD_UID} --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin syncd
