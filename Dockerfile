@@ -9,9 +9,16 @@
 # pip cache, no wheels. Runs as the numeric user 10001, works with a read-only root
 # filesystem (bytecode is precompiled, PYTHONDONTWRITEBYTECODE stops writes at run time,
 # HOME/TMPDIR point at /tmp, which Kubernetes mounts as an emptyDir).
-# tests/integration/test_packaging.py repeats the wheel -> venv -> smoke-check steps offline.
+# tests/integration/test_packaging.py repeats the lock -> wheel -> venv -> smoke-check steps.
+#
+# Reproducible: the dependencies come from requirements/runtime.txt, every file pinned by
+# its sha256 (pip --require-hashes; refresh with `make lock`), and the base image is pinned
+# by digest with its tag alongside for the reader (the digest alone decides what is pulled).
+# To move to a newer base, look up the digest of the tag and replace both:
+#   docker buildx imagetools inspect python:3.11-slim-bookworm   (the "Digest:" line)
+# or override for one build: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -21,14 +28,18 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
+# 1. the locked dependencies, each file checked against its recorded sha256 (a layer that
+#    is rebuilt only when the lock changes)
+COPY requirements/runtime.txt ./requirements/runtime.txt
+RUN python -m venv /opt/syncd \
+    && /opt/syncd/bin/pip install --require-hashes --no-deps -r requirements/runtime.txt
+# 2. syncd itself, as a wheel, without dependencies: all of them came from the lock
 COPY pyproject.toml README.md ./
 COPY syncd ./syncd
 COPY syncd_sandbox ./syncd_sandbox
-# 1. wheels for syncd and all of its dependencies
-RUN pip wheel --wheel-dir /wheels .
-# 2. a virtualenv holding exactly those wheels, nothing fetched at this step
-RUN python -m venv /opt/syncd \
-    && /opt/syncd/bin/pip install --no-index --find-links /wheels syncd \
+RUN pip wheel --no-deps --wheel-dir /wheels . \
+    && /opt/syncd/bin/pip install --no-index --no-deps /wheels/syncd-*.whl \
+    && /opt/syncd/bin/pip check \
     && /opt/syncd/bin/pip uninstall -y pip setuptools \
     && python -m compileall -q /opt/syncd/lib
 
@@ -36,7 +47,8 @@ FROM ${PYTHON_IMAGE} AS runtime
 ARG SYNCD_UID=10001
 LABEL org.opencontainers.image.title="syncd" \
       org.opencontainers.image.description="Exactly-once bridge: Debezium CDC in Kafka -> e-invoice platform -> ERP write-back" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/syncd-einvoice/syncd"
 RUN groupadd --system --gid ${SYNCD_UID} syncd \
     && useradd --system --uid ${SYNCD_UID} --gid ${SYNCD_UID} --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin syncd

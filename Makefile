@@ -7,15 +7,26 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint typecheck unit integration test demo bench stack-up stack-up-secure stack-down stack-clean stack-status chart-test chart-readme clean tryton demo-tryton
+.PHONY: install lock lint typecheck unit integration test demo bench stack-up stack-up-secure stack-down stack-clean stack-status chart-test chart-readme clean tryton demo-tryton
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# From the lock (requirements/dev.txt, every file hash-checked), then syncd itself without
+# dependencies: CI and every developer get the same versions. `make lock` refreshes it.
+$(STAMP): pyproject.toml requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip check
 	@touch $(STAMP)
+
+# Re-resolves requirements/runtime.txt (the image) and requirements/dev.txt (CI) from
+# pyproject.toml's ranges; LOCK_ARGS=--upgrade moves every pin to the newest allowed.
+# Needs no `make install` (that installs from the lock, which may be the stale part).
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/pip-compile || $(BIN)/python -m pip install -q 'pip-tools>=7.4'
+	bash dev/lock.sh $(LOCK_ARGS)
 
 # The same checks as .pre-commit-config.yaml: lint, format, layers (import-linter).
 LINTED := syncd syncd_sandbox tests dev bench

@@ -66,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics(registry)
     health = HealthServer(registry, host=config.metrics.host, port=config.metrics.port)
     health.add_readiness_check("config", lambda: True)
-    health.start()
     issuer = create_issuer(
         config.issuer.provider,
         issuer_settings(config, workers),
         **issuer_dependencies(config, engine),
     )
+    proxy = getattr(issuer, "proxy", None)
+    if proxy is not None:
+        log.info("reaching the e-invoice platform through proxy %s", proxy.display)
     retry = pipeline_cfg.retry
     policy = RetryPolicy(
         base_delay=retry.backoff_base_seconds,
@@ -103,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
         health=health,
         owner=owner,
     )
+    # Served only now: the pipeline has registered its checks (group, database), so /readyz
+    # can never answer "ready" on the config check alone while the daemon is starting.
+    health.start()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping", signal.Signals(signum).name)

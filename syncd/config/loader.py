@@ -387,7 +387,7 @@ def _suggest(word: str, options: Iterable[str]) -> str:
 
 #: Keys whose values are never echoed in an error: they may carry credentials without a
 #: secret-looking name (a URL's userinfo, a PEM or an OAuth config in a passthrough map).
-_UNECHOED_KEYS = frozenset({"dsn", "base_url", "properties", "extra"})
+_UNECHOED_KEYS = frozenset({"dsn", "base_url", "proxy", "properties", "extra"})
 
 
 def _is_secret_path(loc: Loc) -> bool:

@@ -4,7 +4,9 @@ Masking by key name alone misses secrets under innocent names (a PEM pasted into
 `kafka.properties`, `clientSecret=` inside `sasl.oauthbearer.config`, a password in a DSN
 query parameter or in the userinfo of a URL). `SyncdConfig.secret_values()` collects them
 all -- issuer secret, database password and secret DSN parameters, SASL and key passwords,
-secret passthrough properties, URL userinfo -- and every printer uses it:
+secret passthrough properties, URL userinfo (the issuer's base URL, `issuer.proxy` and the
+`HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` variables the issuer may use) -- and every printer
+uses it:
 
 * the daemon registers each value for log redaction at start (`syncd run`);
 * `SyncdConfig.masked_dump()` (what `check-config` prints) scrubs them from every string;

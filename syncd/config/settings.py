@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import (
     Any,
@@ -288,6 +290,12 @@ class IssuerSettings(StrictModel):
     max_response_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="a longer response body is refused"
     )
+    proxy: str | None = Field(
+        default=None,
+        description="http://[user:password@]host:port of an HTTP proxy (CONNECT) to reach the "
+        "platform through; wins over HTTPS_PROXY/HTTP_PROXY/ALL_PROXY and NO_PROXY "
+        "(unset: those decide)",
+    )
 
     def provider_settings(self) -> dict[str, Any]:
         """Settings for the provider's own model (secret resolved, file key dropped; the
@@ -309,9 +317,18 @@ class IssuerSettings(StrictModel):
             value, allow_insecure_http=bool(info.data.get("allow_insecure_http"))
         )
 
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return check_proxy_url(value) if value is not None else None
+
     @field_serializer("base_url")
     def _mask_url(self, value: str) -> str:
         return mask_url_userinfo(value)
+
+    @field_serializer("proxy")
+    def _mask_proxy(self, value: str | None) -> str | None:
+        return mask_url_userinfo(value) if value is not None else None
 
     @model_validator(mode="after")
     def _resolve(self) -> IssuerSettings:
@@ -330,9 +347,13 @@ class IssuerSettings(StrictModel):
         return self
 
     def secret_values(self) -> list[str]:
-        """The application secret and credentials in the base URL's userinfo."""
+        """The application secret and the credentials in the userinfo of the base URL, of
+        `proxy` and of the proxy environment variables (which the issuer may use)."""
         out = [self.app_secret.get_secret_value()] if self.app_secret is not None else []
-        return out + url_userinfo_secrets(self.base_url)
+        out += url_userinfo_secrets(self.base_url)
+        if self.proxy is not None:
+            out += url_userinfo_secrets(self.proxy)
+        return out + environment_proxy_secrets(os.environ)
 
 
 def is_loopback_host(host: str) -> bool:
@@ -390,6 +411,36 @@ def url_userinfo_secrets(url: str) -> list[str]:
     if parts.username and "@" in parts.netloc:
         return [parts.username, unquote(parts.username)]
     return []
+
+
+#: The environment variables naming a proxy (either spelling is honoured; lower case wins).
+PROXY_ENVIRONMENT: Final = tuple(
+    spelling
+    for name in ("https_proxy", "http_proxy", "all_proxy")
+    for spelling in (name, name.upper())
+)
+
+
+def check_proxy_url(value: str) -> str:
+    """An `http://[user:password@]host[:port]` proxy URL (CONNECT is spoken to it in
+    plain HTTP). The message quotes the URL with its userinfo masked."""
+    value = value.strip()
+    parts = urlsplit(value)
+    shown = mask_url_userinfo(value)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"proxy {shown}: need http://[user:password@]host:port")
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        raise ValueError(f"proxy {shown}: the port is not a number up to 65535") from None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"proxy {shown}: a proxy URL has no path, query or fragment")
+    return value
+
+
+def environment_proxy_secrets(env: Mapping[str, str]) -> list[str]:
+    """The credentials in the userinfo of every proxy variable of `env`."""
+    return [s for name in PROXY_ENVIRONMENT for s in url_userinfo_secrets(env.get(name) or "")]
 
 
 def mask_url_userinfo(url: str) -> str:

@@ -38,7 +38,12 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from syncd.config.settings import check_issuer_tls, check_issuer_url, mask_url_userinfo
+from syncd.config.settings import (
+    check_issuer_tls,
+    check_issuer_url,
+    check_proxy_url,
+    mask_url_userinfo,
+)
 from syncd.issuers.base import (
     Duplicate,
     InvoicePayload,
@@ -154,6 +159,14 @@ class NuonuoIssuerSettings(BaseModel):
     client_key_file: Path | None = None
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     allow_insecure_http: bool = False
+    proxy: str | None = Field(
+        None, description="http://[user:password@]host:port; unset: the proxy environment"
+    )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        return check_proxy_url(value) if value is not None else None
 
     @model_validator(mode="before")
     @classmethod
@@ -636,6 +649,8 @@ class NuonuoIssuer:
                 max_keepalive_connections=settings.max_keepalive_connections,
             ),
             transport=transport,
+            # None: httpx's trust_env reads HTTPS_PROXY/HTTP_PROXY/NO_PROXY
+            proxy=settings.proxy,
             verify=settings.ssl_context() or True,
             headers={"User-Agent": _USER_AGENT},
         )

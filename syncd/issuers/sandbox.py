@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import queue
 import ssl
 import threading
@@ -29,7 +30,12 @@ import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from syncd.config.settings import check_issuer_tls, check_issuer_url, mask_url_userinfo
+from syncd.config.settings import (
+    check_issuer_tls,
+    check_issuer_url,
+    check_proxy_url,
+    mask_url_userinfo,
+)
 from syncd.issuers import signing
 from syncd.issuers.base import (
     Duplicate,
@@ -48,6 +54,7 @@ from syncd.issuers.base import (
     resolve_after_submit,
     serial_of,
 )
+from syncd.issuers.proxy import resolve_proxy
 from syncd.issuers.transport import (
     KeepAliveConnection,
     Origin,
@@ -85,7 +92,8 @@ class SandboxIssuerSettings(BaseModel):
     it never shows in reprs, logs or config dumps.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a rejected URL may carry credentials in its userinfo
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     provider: Literal["sandbox"] = "sandbox"
     base_url: str = "http://127.0.0.1:18700"
@@ -103,6 +111,9 @@ class SandboxIssuerSettings(BaseModel):
     client_key_file: Path | None = None
     max_response_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     allow_insecure_http: bool = False
+    proxy: str | None = Field(
+        None, description="http://[user:password@]host:port; unset: the proxy environment"
+    )
     callback_url: None = Field(
         None, description="the sandbox has no result callbacks; results are polled by serial"
     )
@@ -128,6 +139,11 @@ class SandboxIssuerSettings(BaseModel):
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("base_url must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        return check_proxy_url(value) if value is not None else None
 
     @model_validator(mode="after")
     def _transport(self) -> SandboxIssuerSettings:
@@ -351,10 +367,24 @@ class SandboxIssuer:
 
     provider = "sandbox"
 
-    def __init__(self, settings: SandboxIssuerSettings, *, wire: Wire | None = None) -> None:
+    def __init__(
+        self,
+        settings: SandboxIssuerSettings,
+        *,
+        wire: Wire | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self._requests = _Requests(settings)
-        self._origin = Origin.parse(settings.base_url)
+        self._origin = origin = Origin.parse(settings.base_url)
+        #: `issuer.proxy`, else HTTPS_PROXY/HTTP_PROXY/ALL_PROXY unless NO_PROXY says direct.
+        self.proxy = resolve_proxy(
+            settings.proxy,
+            origin.scheme,
+            origin.host,
+            origin.port,
+            os.environ if environ is None else environ,
+        )
         self._ssl = settings.ssl_context()
         self._wire = wire
         self._local = threading.local()
@@ -377,6 +407,7 @@ class SandboxIssuer:
                 self.settings.timeout(),
                 verify=self._ssl,
                 max_response_bytes=self.settings.max_response_bytes,
+                proxy=self.proxy,
             )
             self._local.wire = wire
             with self._wires_lock:
@@ -384,9 +415,10 @@ class SandboxIssuer:
         return wire
 
     def __repr__(self) -> str:
+        via = f", proxy={self.proxy.display!r}" if self.proxy is not None else ""
         return (
             f"SandboxIssuer(base_url={mask_url_userinfo(self.settings.base_url)!r}, "
-            f"app_key={self.settings.app_key!r})"
+            f"app_key={self.settings.app_key!r}{via})"
         )
 
     def __enter__(self) -> SandboxIssuer:
@@ -515,6 +547,7 @@ class AsyncSandboxIssuer:
             transport=transport,
             headers={"User-Agent": _USER_AGENT},
             verify=settings.ssl_context() or True,
+            proxy=settings.proxy,  # None: httpx's trust_env reads the proxy environment
         )
 
     def __repr__(self) -> str:

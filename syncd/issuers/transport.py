@@ -15,6 +15,13 @@ What callers rely on -- the exactly-once rules classify by these types:
 A kept-alive connection the server closed while idle is noticed before reuse (a
 zero-timeout poll, only after `_IDLE_CHECK_SECONDS` of idleness) and replaced, so an idle
 server timeout does not turn into an "outcome unknown".
+
+Through a proxy (`syncd.issuers.proxy`) the connection is a CONNECT tunnel, for http://
+and https:// platforms alike: the TCP connection to the proxy, the CONNECT exchange and the
+TLS handshake through the tunnel are all "connecting", so the rule above holds unchanged.
+A forwarding proxy (`POST http://host/...` sent to the proxy) would break it: its own
+502 after failing to reach the platform could not be told from the platform's answer.
+Every proxy failure names the proxy with its credentials masked (`Proxy.display`).
 """
 
 from __future__ import annotations
@@ -31,12 +38,16 @@ from typing import Final, Protocol
 import httptools
 import httpx
 
+from syncd.issuers.proxy import Proxy
+
 #: Idle time after which a kept-alive connection is checked for a server-side close.
 _IDLE_CHECK_SECONDS: Final = 0.5
 _READ_SIZE: Final = 65536
 #: Default bound of a response body; the status line and headers get `_HEAD_ALLOWANCE` more.
 MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
 _HEAD_ALLOWANCE: Final = 64 * 1024
+#: Bound of a proxy's answer to CONNECT (status line and headers).
+_CONNECT_HEAD_LIMIT: Final = 16 * 1024
 
 
 def client_ssl_context(
@@ -146,8 +157,10 @@ class KeepAliveConnection:
         *,
         verify: ssl.SSLContext | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        proxy: Proxy | None = None,
     ) -> None:
         self._origin = origin
+        self._proxy = proxy
         self._timeout = timeout
         self._ssl = verify
         self._max_response_bytes = max_response_bytes
@@ -225,12 +238,7 @@ class KeepAliveConnection:
             return sock
         self._drop()
         host, port = self._origin.host, self._origin.port
-        try:
-            sock = socket.create_connection((host, port), timeout=self._timeout.connect)
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        sock = self._proxied() if self._proxy is not None else _connect(host, port, self._timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._origin.scheme == "https":
             context = self._ssl or ssl.create_default_context()
@@ -243,6 +251,44 @@ class KeepAliveConnection:
                 sock.close()
                 raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
         self._sock = sock
+        return sock
+
+    def _proxied(self) -> socket.socket:
+        """A CONNECT tunnel through the proxy to the origin (nothing of a request sent)."""
+        proxy = self._proxy
+        assert proxy is not None
+        origin = self._origin
+        try:
+            sock = _connect(proxy.host, proxy.port, self._timeout)
+        except httpx.ConnectTimeout as exc:
+            raise httpx.ConnectTimeout(f"proxy {proxy.display} did not answer: {exc}") from exc
+        except httpx.ConnectError as exc:
+            raise httpx.ConnectError(f"proxy {proxy.display} unreachable: {exc}") from exc
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        authority = f"{host}:{origin.port}"
+        lines = [f"CONNECT {authority} HTTP/1.1\r\n", f"Host: {authority}\r\n"]
+        if proxy.authorization is not None:
+            lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
+        lines.append("\r\n")
+        try:
+            sock.settimeout(self._timeout.connect)
+            sock.sendall("".join(lines).encode("latin-1"))
+            status = _connect_status(sock)
+        except TimeoutError as exc:
+            sock.close()
+            raise httpx.ConnectTimeout(
+                f"proxy {proxy.display} did not answer CONNECT {authority} in time"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            sock.close()
+            raise httpx.ConnectError(
+                f"proxy {proxy.display} failed CONNECT {authority}: {exc or type(exc).__name__}"
+            ) from exc
+        if not 200 <= status[0] < 300:
+            sock.close()
+            raise httpx.ConnectError(
+                f"proxy {proxy.display} refused CONNECT {authority}: {status[0]} {status[1]}"
+            )
         return sock
 
     def _closed_by_peer(self, sock: socket.socket) -> bool:
@@ -262,6 +308,36 @@ class KeepAliveConnection:
 
     def close(self) -> None:
         self._drop()
+
+
+def _connect(host: str, port: int, timeout: httpx.Timeout) -> socket.socket:
+    try:
+        return socket.create_connection((host, port), timeout=timeout.connect)
+    except TimeoutError as exc:
+        raise httpx.ConnectTimeout(str(exc) or "connect timed out") from exc
+    except OSError as exc:
+        raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+
+
+def _connect_status(sock: socket.socket) -> tuple[int, str]:
+    """The proxy's answer to CONNECT: (status, reason). Read up to the blank line that ends
+    its head and no further: what follows belongs to the tunnel. ValueError if malformed."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        # One byte at a time: the head is short, read once per connection, and must not be
+        # over-read into the tunnel.
+        data = sock.recv(1)
+        if not data:
+            raise ValueError("the proxy closed the connection")
+        head += data
+        if len(head) > _CONNECT_HEAD_LIMIT:
+            raise ValueError("the proxy's answer to CONNECT is too long")
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    version, _, rest = status_line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/") or not code.isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+    return int(code), reason.strip()
 
 
 def _announced(reader: _Reader) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -100,5 +102,19 @@ def test_chart_metadata() -> None:
     assert chart["home"].startswith("https://")
     assert chart["sources"] and all(s.startswith("https://") for s in chart["sources"])
     assert chart["icon"].startswith(("https://", "data:image/svg+xml;base64,"))
+    assert "example." not in chart["home"] + " ".join(chart["sources"])  # no placeholder host
     ignored = (CHART / ".helmignore").read_text(encoding="utf-8").split()
     assert "README.md.gotmpl" in ignored  # the packaged chart carries the README only
+
+
+def test_chart_pyproject_and_image_name_the_same_project_address() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]
+    assert chart["home"] == urls["Homepage"]
+    assert chart["sources"][0] == urls["Source"]
+    assert all(s.startswith(urls["Source"]) for s in chart["sources"])
+    label = re.search(
+        r'org\.opencontainers\.image\.source="([^"]+)"',
+        (ROOT / "Dockerfile").read_text(encoding="utf-8"),
+    )
+    assert label and label.group(1) == urls["Source"]

@@ -21,6 +21,7 @@ from syncd.ledger import repository as repo
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.lifecycle import DocumentState
 from tests.integration.ops_env import OpsEnv, create_env, create_topic, drop_env
+from tests.integration.sandbox_process import free_port
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -212,6 +213,89 @@ def test_retry_by_id_and_serial_and_refusals(env: OpsEnv) -> None:
     assert r.returncode == 2 and "no document type" in r.stderr
     r = env.syncd("retry", "-c", str(env.config_path), "--document", "what?", "--reason", "r")
     assert r.returncode == 2
+
+
+def test_retry_json_found_not_found_and_not_retryable(env: OpsEnv) -> None:
+    cfg = str(env.config_path)
+    dead = _ledger_row(env, _erp_order(env, invoice_status="DEAD"), S.DEAD, attempts=4)
+    r = env.syncd("retry", "-c", cfg, "--document", dead.serial, "--json")
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert answer["ok"] is True and answer["exit_code"] == 0
+    assert answer["actor"].startswith("operator:")
+    [one] = answer["retried"]
+    assert (one["id"], one["serial"], one["kind"]) == (dead.id, dead.serial, "issue")
+    assert (one["from_state"], one["to_state"]) == ("DEAD", "OUTCOME_UNKNOWN")
+    assert (one["attempts_before"], one["attempts_after"]) == (4, 0)
+    assert one["last_error_code"] == "HTTP_503" and one["last_error"] == "platform unavailable"
+    assert one["writeback_problem"] is None
+
+    r = env.syncd("retry", "-c", cfg, "--document", "999999999", "--json")
+    assert r.returncode == 3, r.stderr
+    assert json.loads(r.stdout) == {
+        "ok": False,
+        "exit_code": 3,
+        "error": "no ledger document matches 999999999",
+        "reason": "not_found",
+    }
+    assert r.stderr.count("\n") == 1 and "no ledger document" in r.stderr
+
+    issued = _ledger_row(env, _erp_order(env), S.ISSUED)
+    r = env.syncd("retry", "-c", cfg, "--document", str(issued.id), "--json")
+    assert r.returncode == 1, r.stderr
+    refused = json.loads(r.stdout)
+    assert refused["ok"] is False and refused["exit_code"] == 1
+    assert refused["reason"] == "not_retryable"
+    assert refused["documents"] == [{"id": issued.id, "state": "ISSUED"}]
+    assert "only DEAD, BLOCKED, RETRY_WAIT and OUTCOME_UNKNOWN" in refused["error"]
+
+
+# --------------------------------------------------------------------------- migrate
+
+
+def test_migrate_json_and_check_json_on_the_real_ledger(env: OpsEnv) -> None:
+    schema = f"syncd_mig_{uuid.uuid4().hex[:6]}"
+    base = ["migrate", "--dsn", env.dsn, "--schema", schema, "--json"]
+    before = env.syncd(*base, "--check")
+    assert before.returncode == 1, before.stderr  # not at head: exit 1, not 4
+    report = json.loads(before.stdout)
+    assert report["ok"] is False and report["exit_code"] == 1
+    assert report["schema"] == schema and report["current"] is None
+    assert report["at_head"] is False and report["head"]
+
+    done = env.syncd(*base)
+    assert done.returncode == 0, done.stderr
+    migrated = json.loads(done.stdout)
+    assert migrated == {
+        "ok": True,
+        "exit_code": 0,
+        "schema": schema,
+        "current": report["head"],
+        "head": report["head"],
+        "at_head": True,
+    }
+
+    after = env.syncd(*base, "--check")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout) == {**migrated}
+
+    by_config = env.syncd("migrate", "-c", str(env.config_path), "--check", "--json")
+    assert by_config.returncode == 0, by_config.stderr
+    assert json.loads(by_config.stdout)["schema"] == "syncd_ops"
+
+    dead_dsn = env.dsn.replace(f":{env.stack.pg_port}/", f":{free_port()}/")
+    assert dead_dsn != env.dsn
+    down = env.syncd("migrate", "--dsn", dead_dsn, "--schema", schema, "--check", "--json")
+    assert down.returncode == 4, down.stderr  # unreachable: distinct from "not at head"
+    failed = json.loads(down.stdout)
+    assert failed["ok"] is False and failed["exit_code"] == 4
+    assert "unreachable" in failed["error"]
+    assert down.stderr.count("\n") == 1
+
+    engine = env.erp()
+    with engine.begin() as c:
+        c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------- dead letters

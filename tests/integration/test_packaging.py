@@ -1,9 +1,11 @@
 """The container image's build steps, without a container engine.
 
-The Dockerfile builds a wheel, installs it into a fresh virtualenv and smoke-checks
+The Dockerfile installs the locked dependencies (requirements/runtime.txt, hash-checked)
+into a fresh virtualenv, then syncd's wheel without dependencies, and smoke-checks
 `syncd --version` and `syncd check-config` on the example config. This test does the same on
 the host, so a broken package (missing module, bad entry point, undeclared dependency) fails
-here instead of in an image build. Dependencies come from pip's cache or the package index.
+here instead of in an image build. Dependencies come from pip's cache or the package index,
+exactly the files the lock names.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = ROOT / "config" / "example.yaml"
+LOCK = ROOT / "requirements" / "runtime.txt"
 
 
 def _run(
@@ -44,17 +47,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = work / "venv"
     venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
     bin_dir = env_dir / "bin"
-    _run(
-        [
-            str(bin_dir / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            str(built[0]),
-        ]
-    )
+    pip = [str(bin_dir / "python"), "-m", "pip", "--disable-pip-version-check"]
+    # As the Dockerfile: the locked dependencies, hash-checked, then syncd without deps;
+    # `pip check` fails if the lock lacks something the wheel requires.
+    _run([*pip, "install", "--quiet", "--require-hashes", "--no-deps", "-r", str(LOCK)])
+    _run([*pip, "install", "--quiet", "--no-index", "--no-deps", str(built[0])])
+    _run([*pip, "check"])
     return bin_dir
 
 

@@ -245,3 +245,31 @@ def test_check_config_output_holds_no_registered_secret(tmp_path, capsys):
         for secret in ("dsn-pw-1", "dsn-ssl-pw-2", "leakpemline", "syncd-dev-secret"):
             assert secret not in out + err
     assert yaml.safe_load(out)["kafka"]["properties"]["ssl.key.pem"] == "**********"
+
+
+def test_proxy_userinfo_is_masked_registered_and_checked_with_its_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://env-user:env-proxy-pw@proxy.corp:3128")
+    path, _ = write(
+        tmp_path,
+        (
+            "  base_url: http://127.0.0.1:18700\n",
+            "  base_url: http://127.0.0.1:18700\n"
+            "  proxy: http://egress:cfg-proxy-pw@proxy.corp:3128\n",
+        ),
+    )
+    config = load_config(path)
+    assert config.masked_dump()["issuer"]["proxy"] == "http://***@proxy.corp:3128"
+    assert {"cfg-proxy-pw", "env-proxy-pw"} <= set(config.secret_values())
+    assert "proxy-pw" not in json.dumps(config.masked_dump())
+    assert "cfg-proxy-pw" in config.issuer.provider_settings()["proxy"]  # the real value
+
+    path, text = write(
+        tmp_path,
+        (
+            "  base_url: http://127.0.0.1:18700\n",
+            "  base_url: http://127.0.0.1:18700\n  proxy: socks5://u:sock-pw-9@proxy:1080\n",
+        ),
+    )
+    [problem] = problems(path)
+    assert f":{line_of(text, 'proxy:')}" in problem and "need http://" in problem
+    assert "sock-pw-9" not in problem and "socks5://***@proxy:1080" in problem
