@@ -70,6 +70,7 @@ def check_database(config: SyncdConfig, timeout: float) -> LiveCheck:
             privileges = live_report(connection, config)
             found.errors += privileges.missing
             found.warnings += [_excess(line) for line in privileges.excess]
+            found.warnings += privileges.unchecked
         with engine.connect() as connection:
             report = check_schema(connection, config)
             found.errors += report.errors
