@@ -227,22 +227,22 @@ def _migrate_side_tables(config: Path | None, dsn: str) -> list[str]:
 
 
 def _masked(dsn: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """The DSN for printing: password and secret query parameters (`?sslpassword=`) masked."""
+    from syncd.config.settings import DatabaseSettings
 
     try:
-        return make_url(dsn).render_as_string(hide_password=True)
-    except ArgumentError:
+        return DatabaseSettings(dsn=dsn).masked_dsn()
+    except ValueError:
         return "(unparsable DSN)"
 
 
 def _register_password(dsn: str, register: Callable[[str | None], None]) -> None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
+    """Register the DSN's password and secret query parameters for redaction."""
+    from syncd.config.settings import DatabaseSettings
 
     try:
-        password = make_url(dsn).password
-    except ArgumentError:
+        secrets = DatabaseSettings(dsn=dsn).secret_values()
+    except ValueError:
         return
-    if password:
-        register(str(password))
+    for secret in secrets:
+        register(secret)

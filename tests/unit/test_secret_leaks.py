@@ -5,8 +5,12 @@ passwords, an inline PEM key and an OAuth client secret in Kafka `properties` --
 every offline command (check-config incl. --live against refused connections, connectors
 render, preview with a failing database) in-process, and a real `syncd run` subprocess
 pointed at closed loopback ports (refused connections) until it has logged its failures;
-its /metrics page is scraped, then it is stopped. All output, logs and metrics are
-searched for the secret strings: zero hits."""
+its /metrics page is scraped, then it is stopped. Every operator command (status, dlq,
+retry, approve/reject, migrate, grants, audit, decode) runs against the same refused
+connections. All output, logs and metrics are searched for the secret strings: zero hits.
+(The issuer secret is one key for every provider: nuonuo's app secret is
+`issuer.app_secret` too.) The daemon on the real stack, with a dead letter written, is
+tests/integration/test_secret_leaks_live.py."""
 
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from tests.unit.config_helpers import DATA, DEMO, ROOT
 SECRETS = {
     "issuer app_secret (app_secret_file)": "LeakAppSecret7c1e",
     "issuer base_url userinfo": "LeakUrlPassword41d",
+    "issuer proxy userinfo": "LeakProxyPassword0c7",
     "database dsn password (secrets_dir)": "LeakDbPassword9a2",
     "database dsn ?password=": "LeakDbQueryPw5b8",
     "database dsn ?sslpassword=": "LeakDbSslPw3e6",
@@ -37,6 +42,7 @@ SECRETS = {
     "kafka ssl_key_password_file": "LeakKeyPw8d3",
     "kafka properties ssl.key.pem": "LeakPemBodyMIIEvQIBADANBgkqhkiG9w0BAQEFAASC0123456789",
     "kafka properties sasl.oauthbearer.config": "LeakOauthSecret6a9",
+    "audit checkpoint_key_file": "LeakCheckpointKey0f5e2d",
 }
 PEM = (
     "-----BEGIN PRIVATE KEY-----\n"
@@ -76,6 +82,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[
     )
     (tmp_path / "app-secret").write_text(SECRETS["issuer app_secret (app_secret_file)"] + "\n")
     (tmp_path / "key-password").write_text(SECRETS["kafka ssl_key_password_file"] + "\n")
+    (tmp_path / "checkpoint-key").write_text(SECRETS["audit checkpoint_key_file"] + "\n")
     oauth = f"clientId=syncd clientSecret={SECRETS['kafka properties sasl.oauthbearer.config']}"
     text = DEMO.read_text(encoding="utf-8")
     edits = {
@@ -93,6 +100,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[
         "  base_url: http://127.0.0.1:18700\n": (
             f"  base_url: http://syncd:{SECRETS['issuer base_url userinfo']}"
             f"@127.0.0.1:{issuer_port}\n"
+            f"  proxy: http://egress:{SECRETS['issuer proxy userinfo']}@127.0.0.1:{_free_port()}\n"
         ),
         "  app_secret: syncd-dev-secret-do-not-use-in-production\n": (
             f"  app_secret_file: {tmp_path / 'app-secret'}\n"
@@ -106,6 +114,7 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[
         assert old in text, old
         text = text.replace(old, new, 1)
     text = f"secrets_dir: {secrets_dir}\n" + text
+    text += f"\naudit:\n  checkpoint_key_file: {tmp_path / 'checkpoint-key'}\n"
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
     env = {"SYNCD_KAFKA__SASL_PASSWORD": SECRETS["kafka sasl_password (environment)"]}
@@ -164,6 +173,78 @@ def test_offline_commands_print_no_secret(seeded, capfd, caplog, tmp_path):
     assert "database" in live and ("unreachable" in live or "cannot inspect" in live)
     preview = next(text for argv, _c, text in seen if argv[0] == "preview")
     assert "cannot read lines" in preview
+
+
+def _operator_commands(path: Path) -> list[list[str]]:
+    """Every operator command of `syncd --help`, each with --json where it has it."""
+    c = ["-c", str(path)]
+    doc, why = ["--document", "1"], ["--reason", "r"]
+    runs = [
+        ["status", *c, "--kafka-timeout", "1"],
+        ["status", *c, "--kafka-timeout", "1", "--json"],
+        ["status", *c, "--document", "1"],
+        ["status", *c, "--document", "1", "--json"],
+        ["dlq", "list", *c, "--timeout", "1"],
+        ["dlq", "list", *c, "--timeout", "1", "--json"],
+        ["dlq", "replay", *c, "--timeout", "1", *why],
+        ["dlq", "replay", *c, "--timeout", "1", *why, "--json"],
+        ["dlq", "replay", *c, "--timeout", "1", *why, "--dry-run"],
+        ["retry", *c, *doc, *why],
+        ["retry", *c, *doc, *why, "--json"],
+        ["approve", *c, *doc, *why],
+        ["approve", *c, *doc, *why, "--json"],
+        ["reject", *c, *doc, *why, "--json"],
+        ["migrate", *c],
+        ["migrate", *c, "--json"],
+        ["migrate", *c, "--check"],
+        ["migrate", *c, "--check", "--json"],
+        ["grants", *c],
+        ["grants", *c, "--json"],
+        ["grants", *c, "--people"],
+        ["grants", *c, "--people", "--json"],
+        ["audit", "show", *c, *doc],
+        ["audit", "show", *c, *doc, "--json"],
+        ["audit", "verify", *c],
+        ["audit", "verify", *c, "--json"],
+        ["audit", "export", *c, "--from", "2026-01-01", "--to", "2026-01-02"],
+        ["audit", "export", *c, "--from", "2026-01-01", "--to", "2026-01-02", "--json"],
+        ["audit", "prune", *c, "--before", "2026-01-01", *why, "--dry-run", "--json"],
+        ["audit", "prune", *c, "--before", "2026-01-01", *why, "--json"],
+        ["connectors", "render", *c],
+        ["decode", "--event", str(DATA / "sales_order_confirmed.json")],
+    ]
+    return runs
+
+
+def test_every_operator_command_against_refused_connections_prints_no_secret(
+    seeded, capfd, caplog, tmp_path
+):
+    """Each command fails (or answers) with its one-line message; no secret, no traceback."""
+    path, _env = seeded
+    caplog.set_level(logging.DEBUG)
+    seen = []
+    for argv in _operator_commands(path):
+        started = time.monotonic()
+        code = main(argv)
+        out, err = capfd.readouterr()
+        seen.append((argv, code, out + err, time.monotonic() - started))
+    logs = caplog.text + "".join(str(r.__dict__) for r in caplog.records)
+    leaks = {" ".join(argv): hits(text) for argv, _code, text, _t in seen if hits(text)}
+    assert leaks == {}
+    assert hits(logs) == []
+    tracebacks = [" ".join(argv) for argv, _c, text, _t in seen if "Traceback" in text]
+    assert tracebacks == []
+    # The connection failures really happened: every command that needs the database or
+    # Kafka failed (non-zero), and each said something.
+    offline = {"grants", "connectors", "decode"}
+    failed_online = [
+        " ".join(argv) for argv, code, _text, _t in seen if argv[0] not in offline and code == 0
+    ]
+    assert failed_online == []
+    silent = [" ".join(argv) for argv, _c, text, _t in seen if not text.strip()]
+    assert silent == []
+    slow = [(" ".join(argv), round(t, 1)) for argv, _c, _text, t in seen if t > 15]
+    assert slow == []
 
 
 def test_daemon_logs_and_metrics_hold_no_secret(seeded, tmp_path):
