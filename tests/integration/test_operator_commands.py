@@ -218,7 +218,7 @@ def test_retry_by_id_and_serial_and_refusals(env: OpsEnv) -> None:
 def test_retry_json_found_not_found_and_not_retryable(env: OpsEnv) -> None:
     cfg = str(env.config_path)
     dead = _ledger_row(env, _erp_order(env, invoice_status="DEAD"), S.DEAD, attempts=4)
-    r = env.syncd("retry", "-c", cfg, "--document", dead.serial, "--json")
+    r = env.syncd("retry", "-c", cfg, "--document", dead.serial, "--json", "--reason", "r")
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
     assert answer["ok"] is True and answer["exit_code"] == 0
@@ -230,7 +230,7 @@ def test_retry_json_found_not_found_and_not_retryable(env: OpsEnv) -> None:
     assert one["last_error_code"] == "HTTP_503" and one["last_error"] == "platform unavailable"
     assert one["writeback_problem"] is None
 
-    r = env.syncd("retry", "-c", cfg, "--document", "999999999", "--json")
+    r = env.syncd("retry", "-c", cfg, "--document", "999999999", "--json", "--reason", "r")
     assert r.returncode == 3, r.stderr
     assert json.loads(r.stdout) == {
         "ok": False,
@@ -241,7 +241,7 @@ def test_retry_json_found_not_found_and_not_retryable(env: OpsEnv) -> None:
     assert r.stderr.count("\n") == 1 and "no ledger document" in r.stderr
 
     issued = _ledger_row(env, _erp_order(env), S.ISSUED)
-    r = env.syncd("retry", "-c", cfg, "--document", str(issued.id), "--json")
+    r = env.syncd("retry", "-c", cfg, "--document", str(issued.id), "--json", "--reason", "r")
     assert r.returncode == 1, r.stderr
     refused = json.loads(r.stdout)
     assert refused["ok"] is False and refused["exit_code"] == 1
