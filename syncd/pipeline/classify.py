@@ -10,6 +10,7 @@ the consumer loop.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -203,75 +204,14 @@ class Classifier:
                 event=event,
                 code="unroutable",
             )
-        try:
-            decision = decide(event, doc, self._rules[event.table])
-        except (ValueError, TypeError, ArithmeticError) as exc:  # e.g. a key column missing
-            return Classified(
-                position,
-                Kind.DEAD_LETTER,
-                printable(str(exc)),
-                key,
-                value,
-                event=event,
-                doc=doc,
-                code="undecidable",
-            )
-        kind = _KIND_OF_ACTION.get(decision.action)
-        if kind is None:
-            return Classified(
-                position,
-                Kind.DEAD_LETTER,
-                decision.reason,
-                key,
-                value,
-                event=event,
-                doc=doc,
-                decision=decision,
-                code="undecided",
-            )
-        return Classified(
-            position, kind, decision.reason, key, value, event=event, doc=doc, decision=decision
+        return _verdict(
+            event, doc, key, value, lambda: decide(event, doc, self._rules[event.table])
         )
 
     def _classify_return(
         self, event: ChangeEvent, doc: DocumentConfig, key: bytes | None, value: bytes | None
     ) -> Classified:
-        try:
-            decision = decide_return(event, doc)
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            return Classified(
-                event.position,
-                Kind.DEAD_LETTER,
-                printable(str(exc)),
-                key,
-                value,
-                event=event,
-                doc=doc,
-                code="undecidable",
-            )
-        kind = _KIND_OF_ACTION.get(decision.action)
-        if kind is None:
-            return Classified(
-                event.position,
-                Kind.DEAD_LETTER,
-                decision.reason,
-                key,
-                value,
-                event=event,
-                doc=doc,
-                decision=decision,
-                code="undecided",
-            )
-        return Classified(
-            event.position,
-            kind,
-            decision.reason,
-            key,
-            value,
-            event=event,
-            doc=doc,
-            decision=decision,
-        )
+        return _verdict(event, doc, key, value, lambda: decide_return(event, doc))
 
 
 def decode_options(config: SyncdConfig) -> DecodeOptions:
@@ -295,3 +235,44 @@ def _probe_columns(doc: DocumentConfig) -> tuple[str, ...]:
         columns |= doc.reissues.columns()
     columns.add(doc.write_back.columns.invoice_no)
     return tuple(sorted(columns))
+
+
+def _verdict(
+    event: ChangeEvent,
+    doc: DocumentConfig,
+    key: bytes | None,
+    value: bytes | None,
+    decide_now: Callable[[], Decision],
+) -> Classified:
+    """The record's kind from a decision: a decision that raises (e.g. a key column
+    missing) or names no action the pipeline acts on is a dead letter (`undecidable` /
+    `undecided`), never an exception."""
+    try:
+        decision = decide_now()
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        return Classified(
+            event.position,
+            Kind.DEAD_LETTER,
+            printable(str(exc)),
+            key,
+            value,
+            event=event,
+            doc=doc,
+            code="undecidable",
+        )
+    kind = _KIND_OF_ACTION.get(decision.action)
+    if kind is None:
+        return Classified(
+            event.position,
+            Kind.DEAD_LETTER,
+            decision.reason,
+            key,
+            value,
+            event=event,
+            doc=doc,
+            decision=decision,
+            code="undecided",
+        )
+    return Classified(
+        event.position, kind, decision.reason, key, value, event=event, doc=doc, decision=decision
+    )
