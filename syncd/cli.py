@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "dlq",
     "grants": "grants",
     "audit": "audit",
+    "red-forms": "red_forms",
     "demo": "demo",
 }
 

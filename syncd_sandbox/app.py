@@ -47,6 +47,12 @@ _ROUTES: Final = [
     ("GET", re.compile(rf"/v1/invoices/{_SERIAL}/(?P<fmt>xml|html)"), "document"),
     ("POST", re.compile(r"/v1/red-forms"), "reverse"),
     ("GET", re.compile(rf"/v1/red-forms/{_SERIAL}"), "query_red"),
+    ("GET", re.compile(r"/v1/buyer-red-forms"), "list_buyer_forms"),
+    (
+        "POST",
+        re.compile(rf"/v1/buyer-red-forms/{_SERIAL}/(?P<decision>confirm|reject)"),
+        "decide_buyer_form",
+    ),
 ]
 _CONTROL: Final = [
     ("GET", re.compile(r"/_sandbox/faults"), "get_faults"),
@@ -59,6 +65,7 @@ _CONTROL: Final = [
         re.compile(rf"/_sandbox/red-forms/{_SERIAL}/(?P<decision>confirm|reject)"),
         "decide_red",
     ),
+    ("POST", re.compile(r"/_sandbox/buyer-red-forms"), "raise_buyer_form"),
 ]
 RED_FORM_FIELDS: Final = frozenset({"serial", "original_invoice_no", "reason"})
 
@@ -364,6 +371,10 @@ class SandboxApp:
             reply = self._document(params, None)
         elif route == "reverse":
             reply, serial = self._reverse(ctx)
+        elif route == "list_buyer_forms":
+            reply = self._list_buyer_forms(ctx)
+        elif route == "decide_buyer_form":
+            reply = self._decide_buyer_form(ctx)
         else:
             reply = self._query_red(ctx)
         fault = None
@@ -545,6 +556,43 @@ class SandboxApp:
             assert row is not None
         return json_reply(200, self._red_view(row, ctx.now, ctx.base_url))
 
+    def _list_buyer_forms(self, ctx: _Ctx) -> Reply:
+        forms = self.store.buyer_forms(ctx.app_key, ctx.now)
+        views = [self._red_view(f, ctx.now, ctx.base_url) for f in forms]
+        return json_reply(200, {"count": len(views), "forms": views})
+
+    def _decide_buyer_form(self, ctx: _Ctx) -> Reply:
+        """The seller confirms or rejects a form its buyer raised: `{"reason": "..."}`."""
+        try:
+            payload = fastjson.loads_request(ctx.body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "INVALID_JSON", "the body is not JSON")
+        reason = payload.get("reason") if isinstance(payload, dict) else None
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 200:
+            return error(
+                422,
+                "VALIDATION_FAILED",
+                "the decision needs a reason",
+                errors=[{"code": "INVALID_VALUE", "path": "reason", "message": "1 to 200 chars"}],
+            )
+        form_id = ctx.params["serial"]
+        outcome, row = self.store.decide_buyer_form(
+            form_id,
+            ctx.app_key,
+            confirm=ctx.params["decision"] == "confirm",
+            reason=reason.strip(),
+            now=ctx.now,
+            delay=self.config.issue_delay,
+        )
+        if row is None:
+            return error(404, "NOT_FOUND", "no red-letter form raised by a buyer with this id")
+        view = self._red_view(row, ctx.now, ctx.base_url)
+        if outcome == "EXPIRED":
+            return error(409, "FORM_EXPIRED", "the form expired before it was decided", form=view)
+        if outcome == "DECIDED_OTHERWISE":
+            return error(409, "FORM_DECIDED", "the form was already decided otherwise", form=view)
+        return json_reply(200, {**view, "unchanged": outcome == "SAME"}, committed=True)
+
     # --- views ------------------------------------------------------------------------
 
     def _invoice_view(self, row: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -584,6 +632,12 @@ class SandboxApp:
             "status": row["status"],
             "original_invoice_no": row["original_invoice_no"],
             "reason": row["reason"],
+            "raised_by": row.get("raised_by") or "SELLER",
+            "created_at": datetime.fromtimestamp(row["created_at"], UTC).isoformat(
+                timespec="seconds"
+            ),
+            "decision_reason": row.get("decision_reason"),
+            "totals_of_original": self._original_totals(row["original_invoice_no"]),
             "red_invoice_no": row["red_invoice_no"],
             "issued_at": red["issued_at"] if red else None,
             "check_code": red["check_code"] if red else None,
@@ -600,6 +654,12 @@ class SandboxApp:
             "failure_code": row["failure_code"],
             "failure_reason": row["failure_reason"],
         }
+
+    def _original_totals(self, invoice_no: str) -> dict[str, str] | None:
+        blue = self.store.invoice_by_no(invoice_no)
+        if blue is None:
+            return None
+        return {k: blue[k] for k in ("net_amount", "tax_amount", "gross_amount")}
 
     # --- the unsigned test control plane ----------------------------------------------
 
@@ -634,6 +694,8 @@ class SandboxApp:
             since = int(q.get("since_id", "0") or 0)
             limit = min(int(q.get("limit", "1000") or 1000), 10_000)
             return json_reply(200, {"requests": self.store.requests(since, limit)})
+        if route == "raise_buyer_form":
+            return self._raise_buyer_form(request, body)
         # decide_red
         now = time.time()
         row = self.store.decide_red_form(
@@ -645,6 +707,40 @@ class SandboxApp:
         if row is None:
             return error(404, "NOT_FOUND", "no red-letter form with this serial")
         return json_reply(200, self._red_view(row, now, _base_url(request.scope, request.headers)))
+
+    def _raise_buyer_form(self, request: Request, body: bytes) -> Reply:
+        """A buyer raises a red-letter form against one of our invoices (tests, demo):
+        `{"original_invoice_no": "...", "reason": "SALES_RETURN", "ttl_seconds": 259200}`."""
+        try:
+            payload = fastjson.loads_request(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "INVALID_JSON", "the body is not JSON")
+        if not isinstance(payload, dict):
+            return error(422, "VALIDATION_FAILED", "the body must be a JSON object")
+        number, reason = payload.get("original_invoice_no"), payload.get("reason", "SALES_RETURN")
+        ttl = payload.get("ttl_seconds", self.config.red_form_ttl)
+        if not isinstance(number, str) or not rules.INVOICE_NO_RE.fullmatch(number):
+            return error(422, "VALIDATION_FAILED", "original_invoice_no: 20 digits")
+        if reason not in rules.REVERSAL_REASONS:
+            allowed = ", ".join(sorted(rules.REVERSAL_REASONS))
+            return error(422, "VALIDATION_FAILED", f"reason: one of {allowed}")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+            return error(422, "VALIDATION_FAILED", "ttl_seconds: a positive number")
+        now = time.time()
+        outcome, row = self.store.raise_buyer_form(number, reason, now=now, ttl=float(ttl))
+        if outcome == "ORIGINAL_NOT_FOUND":
+            return error(404, "ORIGINAL_NOT_FOUND", "no issued invoice has that number")
+        if outcome == "NOT_REVERSIBLE":
+            return error(422, "NOT_REVERSIBLE", "only an issued blue invoice is reversed")
+        if outcome == "ALREADY_REVERSED":
+            return error(
+                409,
+                "ALREADY_REVERSED",
+                "this invoice already has a red-letter form",
+                existing_serial=row["serial"],
+            )
+        base_url = _base_url(request.scope, request.headers)
+        return json_reply(201, self._red_view(row, now, base_url))
 
 
 def _check_red_form(payload: object) -> list[rules.Violation]:

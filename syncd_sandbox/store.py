@@ -104,6 +104,9 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 # Failure codes after which re-submitting the same serial re-queues the invoice.
 RETRYABLE_ISSUE_FAILURES: Final = frozenset({"SEAL_FAILED"})
 
+#: A form waits for the buyer (raised by the seller) or for the seller (raised by the buyer).
+WAITING_STATUSES: Final = frozenset({"PENDING_CONFIRMATION", "PENDING_SELLER"})
+
 SubmitKind = Literal["ACCEPTED", "SAME", "REQUEUED", "CONFLICT", "DUPLICATE"]
 
 
@@ -137,6 +140,7 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._migrate_red_form_lines()
+        self._migrate_buyer_forms()
 
     def _migrate_red_form_lines(self) -> None:
         """Partial red forms: the `lines` column, and the one-live-reversal index limited
@@ -149,6 +153,16 @@ class Store:
             "CREATE UNIQUE INDEX IF NOT EXISTS red_forms_full_once ON red_forms "
             "(original_invoice_no) WHERE status != 'FAILED' AND lines IS NULL"
         )
+
+    def _migrate_buyer_forms(self) -> None:
+        """Forms raised by the buyer: who raised a form, and why the seller decided so."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(red_forms)")}
+        if "raised_by" not in columns:
+            self._db.execute(
+                "ALTER TABLE red_forms ADD COLUMN raised_by TEXT NOT NULL DEFAULT 'SELLER'"
+            )
+        if "decision_reason" not in columns:
+            self._db.execute("ALTER TABLE red_forms ADD COLUMN decision_reason TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -511,7 +525,7 @@ class Store:
 
     @staticmethod
     def _red_view(db: sqlite3.Connection, row: dict[str, Any], now: float) -> dict[str, Any]:
-        if row["status"] == "PENDING_CONFIRMATION" and row["expires_at"] <= now:
+        if row["status"] in WAITING_STATUSES and row["expires_at"] <= now:
             row = {
                 **row,
                 "status": "FAILED",
@@ -525,7 +539,7 @@ class Store:
         db.execute(
             "UPDATE red_forms SET status = 'FAILED', failure_code = 'CONFIRMATION_EXPIRED',"
             " failure_reason = 'the buyer did not confirm the red-letter form in time'"
-            " WHERE status = 'PENDING_CONFIRMATION' AND expires_at <= ?",
+            " WHERE status IN ('PENDING_CONFIRMATION', 'PENDING_SELLER') AND expires_at <= ?",
             (now,),
         )
 
@@ -614,6 +628,105 @@ class Store:
                     prior.gross - Decimal(line["gross_amount"]),
                 )
         return out
+
+    # --- red-letter forms raised by the buyer -----------------------------------------
+
+    def raise_buyer_form(
+        self, original_invoice_no: str, reason: str, *, now: float, ttl: float
+    ) -> tuple[str, dict[str, Any]]:
+        """The buyer raises a red-confirmation form against an issued blue invoice (the
+        control plane simulates the buyer). (outcome, row): ACCEPTED, ORIGINAL_NOT_FOUND,
+        NOT_REVERSIBLE or ALREADY_REVERSED (the row is then the live form)."""
+        with self._tx() as db:
+            blue = db.execute(
+                "SELECT * FROM invoices WHERE invoice_no = ?", (original_invoice_no,)
+            ).fetchone()
+            if blue is None:
+                return "ORIGINAL_NOT_FOUND", {}
+            if blue["kind"] != "BLUE" or blue["status"] != "ISSUED":
+                return "NOT_REVERSIBLE", {}
+            self._expire_red_forms(db, now)
+            live = db.execute(
+                "SELECT * FROM red_forms WHERE original_invoice_no = ? AND status != 'FAILED'",
+                (original_invoice_no,),
+            ).fetchone()
+            if live is not None:
+                return "ALREADY_REVERSED", dict(live)
+            ((seq,),) = db.execute(
+                "INSERT INTO counters (name, value) VALUES ('buyer_form', 1)"
+                " ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value"
+            ).fetchall()
+            form_id = f"BF{seq:014d}"
+            form = {
+                "form_id": form_id,
+                "original_invoice_no": original_invoice_no,
+                "reason": reason,
+            }
+            db.execute(
+                "INSERT INTO red_forms (serial, original_invoice_no, reason, payload_hash, status,"
+                " app_key, created_at, expires_at, raised_by)"
+                " VALUES (?, ?, ?, ?, 'PENDING_SELLER', ?, ?, ?, 'BUYER')",
+                (
+                    form_id,
+                    original_invoice_no,
+                    reason,
+                    payload_digest(form),
+                    blue["app_key"],
+                    now,
+                    now + ttl,
+                ),
+            )
+            return "ACCEPTED", self._red(db, form_id)
+
+    def buyer_forms(self, app_key: str, now: float) -> list[dict[str, Any]]:
+        """The forms buyers raised against `app_key`'s invoices that wait for the seller."""
+        with self._tx() as db:
+            self._expire_red_forms(db, now)
+            rows = db.execute(
+                "SELECT * FROM red_forms WHERE raised_by = 'BUYER' AND app_key = ?"
+                " AND status = 'PENDING_SELLER' ORDER BY created_at, serial",
+                (app_key,),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
+    def decide_buyer_form(
+        self, form_id: str, app_key: str, *, confirm: bool, reason: str, now: float, delay: float
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The seller's answer to a buyer's form. (outcome, row): DECIDED, SAME (the same
+        answer was given before: nothing changes), NOT_FOUND, DECIDED_OTHERWISE (the
+        opposite answer was given before) or EXPIRED. A confirmed form becomes a red
+        invoice like a seller's form does (`_issue_due_red_forms`)."""
+        with self._tx() as db:
+            self._expire_red_forms(db, now)
+            row = db.execute(
+                "SELECT * FROM red_forms WHERE serial = ? AND raised_by = 'BUYER' AND app_key = ?",
+                (form_id, app_key),
+            ).fetchone()
+            if row is None:
+                return "NOT_FOUND", None
+            status, code = row["status"], row["failure_code"]
+            if status == "PENDING_SELLER":
+                if confirm:
+                    db.execute(
+                        "UPDATE red_forms SET status = 'PROCESSING', confirmed_at = ?, due_at = ?,"
+                        " decision_reason = ? WHERE serial = ?",
+                        (now, now + delay, reason, form_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE red_forms SET status = 'FAILED', failure_code = 'SELLER_REJECTED',"
+                        " failure_reason = 'the seller rejected the red-letter form',"
+                        " decision_reason = ? WHERE serial = ?",
+                        (reason, form_id),
+                    )
+                return "DECIDED", self._red(db, form_id)
+            if code == "CONFIRMATION_EXPIRED":
+                return "EXPIRED", dict(row)
+            confirmed = status in ("PROCESSING", "ISSUED")
+            rejected = code == "SELLER_REJECTED"
+            if (confirm and confirmed) or (not confirm and rejected):
+                return "SAME", dict(row)
+            return "DECIDED_OTHERWISE", dict(row)
 
     # --- audit ----------------------------------------------------------------------
 

@@ -37,6 +37,8 @@ EXIT_DATABASE_AND_KAFKA: Final = 6
 #: A dependency was reached but answered with an error: a statement refused (permission
 #: denied, the ledger schema not migrated), a Kafka error other than "unreachable".
 EXIT_FAILED: Final = 7
+#: The e-invoice platform could not be reached or did not take the call (`red-forms`).
+EXIT_PLATFORM: Final = 8
 
 DATABASE: Final = "database"
 KAFKA: Final = "kafka"

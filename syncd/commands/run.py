@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from syncd.observability.metrics import Metrics
     from syncd.pipeline.driver import Driver
     from syncd.pipeline.loop import Pipeline
+    from syncd.pipeline.redforms import start_poller
 
     configure_logging(config.logging.level, json_lines=config.logging.json_format)
     for secret in _secrets(config):
@@ -117,10 +118,13 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("syncd started as %s; metrics on %s:%d", owner, config.metrics.host, health.port)
+    red_forms = start_poller(engine, issuer, config, metrics)
     settle_garbage_collector()
     try:
         pipeline.run()
     finally:
+        if red_forms is not None:
+            red_forms.stop()
         issuer.close()
         engine.dispose()
         health.stop()

@@ -52,6 +52,7 @@ from syncd.config.documents import (
     DocumentConfig,
     SellerIdentity,
 )
+from syncd.config.redforms import RedFormsSettings
 from syncd.config.secrets import normalise, redact, scrub
 from syncd.config.settings import (
     AuditSettings,
@@ -87,6 +88,9 @@ class SyncdConfig(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    red_forms: RedFormsSettings = Field(
+        default_factory=RedFormsSettings, description="red-letter forms raised by buyers"
+    )
     seller: SellerIdentity | None = Field(
         default=None, description="default seller of every document type"
     )

@@ -264,6 +264,10 @@ def check_schema(connection: Connection, config: SyncdConfig) -> SchemaReport:
         if connection.dialect.name == "postgresql":
             _check_replica_identity(connection, report, doc)
     _check_decimal_scales(inspector, report, config)
+    if config.red_forms.write_back is not None:
+        from syncd.erp.redforms import check_outcome_table
+
+        report.errors += check_outcome_table(inspector, config.red_forms.write_back)
     return report
 
 

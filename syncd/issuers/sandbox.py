@@ -55,6 +55,16 @@ from syncd.issuers.base import (
     serial_of,
 )
 from syncd.issuers.proxy import resolve_proxy
+from syncd.issuers.redforms import (
+    BuyerRedForm,
+    DecideAnswer,
+    FormAnswer,
+    FormDecided,
+    FormRefused,
+    FormStatus,
+    FormsUnavailable,
+    ListAnswer,
+)
 from syncd.issuers.transport import (
     KeepAliveConnection,
     Origin,
@@ -311,6 +321,92 @@ def classify_exception(op: Operation, serial: str, exc: httpx.HTTPError) -> Issu
     return Retryable(serial, reason)  # reads are safe to repeat
 
 
+# --- buyer-raised red-letter forms (pure) ----------------------------------------------
+
+
+def buyer_form_of(view: Mapping[str, Any]) -> BuyerRedForm | None:
+    """One `/v1/buyer-red-forms` (or `/v1/red-forms/{id}`) view -> a form; None if malformed."""
+    form_id, number = view.get("serial"), view.get("original_invoice_no")
+    if not isinstance(form_id, str) or not isinstance(number, str):
+        return None
+    status = view.get("status")
+    code = view.get("failure_code")
+    mapped: FormStatus
+    if status == "PENDING_SELLER":
+        mapped = "PENDING"
+    elif status == "PROCESSING":
+        mapped = "CONFIRMED"
+    elif status == "ISSUED":
+        mapped = "ISSUED"
+    elif status == "FAILED" and code == "CONFIRMATION_EXPIRED":
+        mapped = "EXPIRED"
+    elif status == "FAILED":
+        mapped = "REJECTED"
+    else:
+        return None
+    totals = view.get("totals_of_original")
+    gross = None
+    if isinstance(totals, Mapping):
+        try:
+            gross = Decimal(str(totals.get("gross_amount")))
+        except InvalidOperation:
+            gross = None
+    return BuyerRedForm(
+        form_id=form_id,
+        original_invoice_no=number,
+        reason=str(view.get("reason") or ""),
+        status=mapped,
+        raised_at=str(view.get("created_at") or ""),
+        deadline=str(view.get("expires_at") or ""),
+        gross_amount=gross,
+        red_invoice_no=view.get("red_invoice_no") or None,
+        red_issued_at=view.get("issued_at") or None,
+        message=view.get("failure_reason") or None,
+    )
+
+
+def _forms_trouble(status: int, data: Mapping[str, Any] | None) -> FormsUnavailable:
+    code = str((data or {}).get("code") or f"HTTP_{status}")
+    reason = Reason(code, str((data or {}).get("message") or f"HTTP {status}"))
+    needs_human = status in (401, 403) and code not in ("NONCE_REUSED",)
+    return FormsUnavailable(reason, needs_human=needs_human)
+
+
+def classify_forms_reply(status: int, body: bytes) -> ListAnswer:
+    """A `GET /v1/buyer-red-forms` answer -> the forms waiting for the seller."""
+    try:
+        data = orjson.loads(body) if body else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return FormsUnavailable(Reason("GARBLED_RESPONSE", f"HTTP {status}: not a JSON object"))
+    if status != 200:
+        return _forms_trouble(status, data)
+    forms = [buyer_form_of(v) for v in data.get("forms") or () if isinstance(v, Mapping)]
+    return tuple(f for f in forms if f is not None)
+
+
+def classify_form_reply(form_id: str, status: int, body: bytes, *, deciding: bool) -> DecideAnswer:
+    """A form read or decision answer -> decided / refused / unavailable."""
+    try:
+        data = orjson.loads(body) if body else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return FormsUnavailable(Reason("GARBLED_RESPONSE", f"HTTP {status}: not a JSON object"))
+    if status == 200:
+        form = buyer_form_of(data)
+        if form is None:
+            return FormsUnavailable(Reason("GARBLED_RESPONSE", "the form view is malformed"))
+        return FormDecided(form, already=bool(data.get("unchanged")) if deciding else False)
+    code = str(data.get("code") or f"HTTP_{status}")
+    if status in (404, 409, 422):
+        inner = data.get("form")
+        form = buyer_form_of(inner) if isinstance(inner, Mapping) else None
+        return FormRefused(code, str(data.get("message") or ""), form)
+    return _forms_trouble(status, data)
+
+
 # --- the clients -----------------------------------------------------------------------
 
 
@@ -499,6 +595,40 @@ class SandboxIssuer:
         if isinstance(submitted, (Duplicate, OutcomeUnknown)):
             return resolve_after_submit(submitted, self.query_reversal(request.serial))
         return submitted
+
+    # --- buyer-raised red-letter forms (syncd.issuers.redforms) ---------------------------
+
+    def _forms_exchange(
+        self, method: str, path: str, body: bytes = b""
+    ) -> Reply | FormsUnavailable:
+        reply = self._exchange("query", "FORMS", method, path, body)
+        if isinstance(reply, Reply):
+            return reply
+        reason = getattr(reply, "reason", Reason("UNAVAILABLE", "the platform did not answer"))
+        return FormsUnavailable(reason, needs_human=isinstance(reply, NeedsHuman))
+
+    def list_buyer_red_forms(self) -> ListAnswer:
+        reply = self._forms_exchange("GET", "/v1/buyer-red-forms")
+        if isinstance(reply, FormsUnavailable):
+            return reply
+        return classify_forms_reply(reply.status, reply.content)
+
+    def buyer_red_form(self, form_id: str) -> FormAnswer:
+        reply = self._forms_exchange("GET", f"/v1/red-forms/{quote(form_id, safe='')}")
+        if isinstance(reply, FormsUnavailable):
+            return reply
+        answer = classify_form_reply(form_id, reply.status, reply.content, deciding=False)
+        return answer.form if isinstance(answer, FormDecided) else answer
+
+    def decide_buyer_red_form(self, form_id: str, *, confirm: bool, reason: str) -> DecideAnswer:
+        verb = "confirm" if confirm else "reject"
+        body = orjson.dumps({"reason": reason})
+        reply = self._forms_exchange(
+            "POST", f"/v1/buyer-red-forms/{quote(form_id, safe='')}/{verb}", body
+        )
+        if isinstance(reply, FormsUnavailable):
+            return reply
+        return classify_form_reply(form_id, reply.status, reply.content, deciding=True)
 
     def document(self, serial: str, fmt: Literal["xml", "html"] = "xml") -> bytes | IssueResult:
         """The issued document's bytes, or the result explaining why there are none."""

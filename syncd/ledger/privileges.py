@@ -44,6 +44,8 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     "issuer_tokens": ("SELECT", "INSERT", "UPDATE"),
     # written by the approver role only
     "approvals": ("SELECT",),
+    # buyer-raised red-letter forms: discovered by the daemon, decided by `syncd red-forms`
+    "buyer_red_forms": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
 }
 #: Every table privilege PostgreSQL knows (for "excess" checks).
@@ -165,6 +167,16 @@ def erp_grants(config: SyncdConfig, *, reading: bool, writing: bool) -> list[Gra
                 out.append(
                     Grant("SELECT", "TABLE", schema, name, cols, because=f"{key}.write_back")
                 )
+    red_wb = config.red_forms.write_back
+    if writing and red_wb is not None:
+        # one row per buyer-raised form, upserted by its key (syncd.erp.redforms)
+        schema, name = _split(red_wb.table)
+        because = "red_forms.write_back"
+        schemas.setdefault(schema, because)
+        cols = (red_wb.key_column, *red_wb.columns.mapped().values())
+        out.append(Grant("SELECT", "TABLE", schema, name, cols, because=because))
+        out.append(Grant("INSERT", "TABLE", schema, name, because=because))
+        out.append(Grant("UPDATE", "TABLE", schema, name, cols, because=because))
     usage = [Grant("USAGE", "SCHEMA", s, because=b) for s, b in schemas.items()]
     return usage + _dedupe(out)
 

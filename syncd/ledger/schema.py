@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     PrimaryKeyConstraint,
     SmallInteger,
     Table,
@@ -232,4 +233,38 @@ approvals = Table(
     UniqueConstraint("document_id", name="uq_approvals_document_id"),
     CheckConstraint("decision IN ('approve', 'reject')", name="decision"),
     CheckConstraint("length(btrim(reason)) > 0", name="reason"),
+)
+
+
+#: Red-letter forms raised by buyers against our invoices (`syncd red-forms`,
+#: `syncd.pipeline.redforms`). One row per platform form: discovery is idempotent by
+#: (provider, form_id), and a red invoice number is recorded against one form only.
+BUYER_FORM_STATUSES: Final = ["PENDING", "CONFIRMED", "ISSUED", "REJECTED", "EXPIRED"]
+
+buyer_red_forms = Table(
+    "buyer_red_forms",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("provider", Text, nullable=False),
+    Column("form_id", Text, nullable=False),
+    Column("original_invoice_no", Text, nullable=False),
+    # the ledger's issue row of the original invoice (NULL: not issued through syncd)
+    Column("document_id", BigInteger, ForeignKey(f"{SCHEMA}.documents.id"), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("gross_amount", Numeric(18, 2), nullable=True),
+    Column("raised_at", DateTime(timezone=True), nullable=True),
+    Column("deadline", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    Column("decided_by", Text, nullable=True),
+    Column("decision_reason", Text, nullable=True),
+    Column("red_invoice_no", Text, nullable=True),
+    Column("red_issued_at", DateTime(timezone=True), nullable=True),
+    Column("discovered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("provider", "form_id", name="uq_buyer_red_forms_provider_form_id"),
+    UniqueConstraint("red_invoice_no", name="uq_buyer_red_forms_red_invoice_no"),
+    CheckConstraint(_in("status", BUYER_FORM_STATUSES), name="status"),
+    Index("ix_buyer_red_forms_status_deadline", "status", "deadline"),
+    Index("ix_buyer_red_forms_document_id", "document_id"),
 )

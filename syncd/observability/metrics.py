@@ -235,6 +235,25 @@ class Metrics:
             registry=r,
         )
         self.issuer_account_up.labels(account=DEFAULT_ACCOUNT).set(1)
+        # -- red-letter forms raised by buyers (syncd.pipeline.redforms)
+        self.red_forms_pending = Gauge(
+            "syncd_red_forms_pending",
+            "Red-letter forms buyers raised against our invoices that wait for our decision "
+            "(the whole fleet's, from the ledger).",
+            registry=r,
+        )
+        self.red_forms_next_deadline = Gauge(
+            "syncd_red_forms_next_deadline_timestamp_seconds",
+            "Deadline of the pending red-letter form that expires first; 0 when none waits.",
+            registry=r,
+        )
+        self.red_forms = Counter(
+            "syncd_red_forms",
+            "Buyer-raised red-letter forms by what happened to them in this replica "
+            "(discovered, issued, expired, decided_elsewhere).",
+            ["outcome"],
+            registry=r,
+        )
         # -- write-back
         self.writeback_duration = Histogram(
             "syncd_writeback_duration_seconds",

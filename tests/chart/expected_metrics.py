@@ -32,6 +32,8 @@ EXPORTED: Final[dict[str, str]] = {
     "syncd_build_info": "gauge",
     "syncd_retries_total": "counter",
     "syncd_assigned_partitions": "gauge",
+    "syncd_red_forms_pending": "gauge",
+    "syncd_red_forms_next_deadline_timestamp_seconds": "gauge",
 }
 
 #: Series Prometheus itself attaches to every scrape target (not exported by syncd).
