@@ -60,6 +60,8 @@ from syncd.issuers.base import (
     Totals,
     resolve_after_submit,
 )
+from syncd.issuers.nuonuo_forms import NuonuoForms
+from syncd.issuers.redforms import DecideAnswer, FormAnswer, ListAnswer
 from syncd.issuers.tokens import (
     Grant,
     MemoryTokenStore,
@@ -923,6 +925,26 @@ class NuonuoIssuer:
         if isinstance(submitted, (Duplicate, OutcomeUnknown)):
             return resolve_after_submit(submitted, self.query(submitted.serial))
         return submitted
+
+    # --- red-confirmation forms raised by the buyer (syncd.issuers.nuonuo_forms) ----------
+
+    def _forms(self) -> NuonuoForms:
+        def call(method: str, payload: Mapping[str, Any]) -> object:
+            answer = self.call("query", "FORMS", method, payload)
+            if isinstance(answer, Envelope):
+                return (answer.code, answer.describe, answer.result)
+            return answer
+
+        return NuonuoForms(call, is_credential_code, lambda: datetime.now(UTC))
+
+    def list_buyer_red_forms(self) -> ListAnswer:
+        return self._forms().list()
+
+    def buyer_red_form(self, form_id: str) -> FormAnswer:
+        return self._forms().get(form_id)
+
+    def decide_buyer_red_form(self, form_id: str, *, confirm: bool, reason: str) -> DecideAnswer:
+        return self._forms().decide(form_id, confirm=confirm, reason=reason)
 
 
 def _for(serial: str, result: IssueResult) -> IssueResult:

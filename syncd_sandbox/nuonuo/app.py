@@ -44,8 +44,19 @@ log = logging.getLogger("syncd_sandbox.nuonuo")
 
 SERVICES: Final = "/open/v1/services"
 SENDS: Final = frozenset(
-    {"nuonuo.OpeMplatform.requestBillingNew", "nuonuo.OpeMplatform.saveInvoiceRedConfirm"}
+    {
+        "nuonuo.OpeMplatform.requestBillingNew",
+        "nuonuo.OpeMplatform.saveInvoiceRedConfirm",
+        "nuonuo.OpeMplatform.confirm",
+    }
 )
+#: the sandbox's reasons (control plane) -> Nuonuo's redReason
+RED_REASON_CODES: Final = {
+    "SALES_RETURN": "1",
+    "INVOICING_ERROR": "2",
+    "SERVICE_STOPPED": "3",
+    "ALLOWANCE": "4",
+}
 RED_REASONS: Final = frozenset({"1", "2", "3", "4"})
 MONTH: Final = 30 * 86400.0
 
@@ -211,7 +222,7 @@ class NuonuoApp:
                 )
             else:
                 self.store.set_red_form(form["bill_id"], status="01", due_at=now)
-        elif status == "02":  # nobody confirmed in time
+        elif status in ("02", "03"):  # nobody confirmed in time
             self.store.set_red_form(form["bill_id"], status="07", due_at=now)
         elif status in ("01", "04"):  # the bureau issues the red invoice itself
             self._issue_red(form, now)
@@ -420,21 +431,97 @@ class NuonuoApp:
         )
         return env(p.SUCCESS, "", bill_id, committed=True), bill_id
 
+    def _find_form(self, data: Mapping[str, Any]) -> dict[str, Any] | str | None:
+        """The form named by billUuid > billId > billNo (the platform's priority); None when
+        no such form; a problem text when none of the three is given."""
+        uuid, bill_id, bill_no = (data.get(k) for k in ("billUuid", "billId", "billNo"))
+        if isinstance(uuid, str) and uuid:
+            if not uuid.startswith("sandbox"):
+                return None
+            return self.store.red_form(uuid.removeprefix("sandbox").upper())
+        if isinstance(bill_id, str) and bill_id:
+            return self.store.red_form(bill_id)
+        if isinstance(bill_no, str) and bill_no:
+            return self.store.red_form_by_no(bill_no)
+        return "billUuid, billId or billNo is required"
+
+    def _fresh_form(self, form: dict[str, Any], now: float) -> dict[str, Any]:
+        if form["due_at"] <= now and form["red_order_no"] is None:
+            self._advance_form(form, now)
+            form = self.store.red_form(form["bill_id"]) or form
+            if form["status"] in ("01", "04") and not form["red_order_no"]:
+                self._advance_form(form, now)
+                form = self.store.red_form(form["bill_id"]) or form
+        return form
+
     def _query_red_forms(
         self, data: dict[str, Any], app_key: str, user_tax: str, now: float
     ) -> tuple[Answer, str | None]:
-        bill_id = data.get("billId")
-        if data.get("identity") not in ("0", "1") or not isinstance(bill_id, str):
-            return env(p.VALIDATION, "identity and billId are required here"), None
-        form = self.store.red_form(bill_id)
-        if form is not None and form["due_at"] <= now and form["red_order_no"] is None:
-            self._advance_form(form, now)
-            form = self.store.red_form(bill_id)
-            if form is not None and form["status"] in ("01", "04") and not form["red_order_no"]:
-                self._advance_form(form, now)
-                form = self.store.red_form(bill_id)
-        forms = [] if form is None else [self._form_view(form)]
-        return env(p.SUCCESS, "", {"total": len(forms), "list": forms}), bill_id
+        identity = data.get("identity")
+        if identity not in ("0", "1"):
+            return env(p.VALIDATION, "identity: 0 (seller) or 1 (buyer)"), None
+        if any(data.get(k) for k in ("billUuid", "billId", "billNo")):
+            found = self._find_form(data)
+            assert not isinstance(found, str)
+            form = None if found is None else self._fresh_form(found, now)
+            forms = [] if form is None else [self._form_view(form)]
+            key = str(data.get("billId") or data.get("billUuid") or data.get("billNo"))
+            return env(p.SUCCESS, "", {"total": len(forms), "list": forms}), key
+        start, end = p.day_range(data.get("billTimeStart"), data.get("billTimeEnd"))
+        if start is None or end is None:
+            return env(
+                p.VALIDATION,
+                "billTimeStart and billTimeEnd (yyyy-MM-dd, at most 90 days) are required "
+                "without billUuid, billId or billNo",
+            ), None
+        status = data.get("billStatus") or None
+        try:
+            size = min(int(data.get("pageSize") or 10), 50)
+            page = max(int(data.get("pageNo") or 1), 1)
+        except (TypeError, ValueError):
+            return env(p.VALIDATION, "pageSize and pageNo are numbers"), None
+        forms = []
+        for form in self.store.red_forms_since(start, end):
+            form = self._fresh_form(form, now)
+            payload = json.loads(form["payload"])
+            mine = payload.get("sellerTaxNo" if identity == "0" else "buyerTaxNo") == user_tax
+            if mine and (status is None or form["status"] == status):
+                forms.append(self._form_view(form))
+        chunk = forms[(page - 1) * size : page * size]
+        return env(p.SUCCESS, "", {"total": len(forms), "list": chunk}), None
+
+    def _confirm(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        """`nuonuo.OpeMplatform.confirm`: the other side's answer to a form; here the seller
+        (identity 0) answers a form its buyer entered (status 03)."""
+        found = self._find_form(data)
+        if isinstance(found, str):
+            return env(p.VALIDATION, found), None
+        agreement, reason = data.get("confirmAgreement"), data.get("confirmReason")
+        if data.get("identity") != "0" or agreement not in ("0", "1"):
+            return env(p.VALIDATION, "identity: 0 (seller); confirmAgreement: 0 or 1"), None
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 200):
+            return env(p.VALIDATION, "confirmReason: at most 200 characters"), None
+        if found is None:
+            return env(p.NOT_FOUND, "红字确认单不存在 (no such form)"), None
+        form = self._fresh_form(found, now)
+        payload = json.loads(form["payload"])
+        if payload.get("sellerTaxNo") != user_tax:
+            return env(p.NOT_FOUND, "红字确认单不存在 (no such form)"), form["bill_id"]
+        if form["status"] != "03":
+            return env(
+                p.FORM_NOT_PENDING,
+                f"红字确认单状态为{form['status']}，不可确认 (the form is not waiting for you)",
+            ), form["bill_id"]
+        agreed = agreement == "1"
+        self.store.set_red_form(
+            form["bill_id"],
+            status="04" if agreed else "06",
+            due_at=now + self.config.issue_delay,
+            payload={**payload, "confirmReason": reason, "confirmTime": now},
+        )
+        return env(p.SUCCESS, "", None, committed=True), form["bill_id"]
 
     def _form_view(self, form: dict[str, Any]) -> dict[str, Any]:
         payload = json.loads(form["payload"])
@@ -447,7 +534,11 @@ class NuonuoApp:
             "billStatus": form["status"],
             "requestStatus": "2",
             "openStatus": 1 if red is not None else 0,
-            "applySource": 0,
+            "applySource": int(payload.get("applySource") or 0),
+            "billTime": p.beijing_time(form["created_at"]),
+            "confirmTime": p.beijing_time(payload["confirmTime"])
+            if payload.get("confirmTime")
+            else None,
             "blueInvoiceLine": payload.get("blueInvoiceLine"),
             "blueElecInvoiceNumber": form["blue_no"],
             "sellerTaxNo": payload.get("sellerTaxNo"),
@@ -459,15 +550,19 @@ class NuonuoApp:
         if red is not None and red["status"] == "2":
             view["redInvoiceNumber"] = red["invoice_no"]
             view["invoiceSerialNum"] = red["serial_no"]
-        if form["status"] in ("05", "07"):
-            view["billMessage"] = (
-                "购方已拒绝 (the buyer refused)"
-                if form["status"] == "05"
-                else "超72小时未确认 (not confirmed within 72 h)"
-            )
+        messages = {
+            "05": "购方已拒绝 (the buyer refused)",
+            "06": "销方已拒绝 (the seller refused)",
+            "07": "超72小时未确认 (not confirmed within 72 h)",
+        }
+        if form["status"] in messages:
+            view["billMessage"] = messages[form["status"]]
         return view
 
     # --- control plane ----------------------------------------------------------------
+
+    def _raise_buyer_form(self, body: bytes) -> Answer:
+        return _raise_buyer_form_reply(self, body)
 
     def _control(self, method: str, path: str, scope: Scope, body: bytes) -> Answer:
         if self.config.strict:
@@ -502,6 +597,8 @@ class NuonuoApp:
         if path == "/_sandbox/tokens/expire" and method == "POST":
             self.store.expire_tokens()
             return answer(200, {"expired": True})
+        if path == "/_sandbox/buyer-red-forms" and method == "POST":
+            return self._raise_buyer_form(body)
         m = re.fullmatch(r"/_sandbox/red-forms/(?P<bill>[^/]+)/(?P<d>confirm|reject)", path)
         if m is not None and method == "POST":
             form = self.store.red_form(m["bill"])
@@ -522,6 +619,46 @@ class NuonuoApp:
         return answer(404, {"code": "NOT_FOUND", "message": f"no route {method} {path}"})
 
 
+def _raise_buyer_form_reply(app: NuonuoApp, body: bytes) -> Answer:
+    """The buyer enters a form against one of the seller's invoices (status 03):
+    `{"original_invoice_no": "...", "reason": "SALES_RETURN", "ttl_seconds": 259200}`."""
+    try:
+        data = json.loads(body or b"{}")
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return answer(422, {"code": "VALIDATION_FAILED", "message": "a JSON object"})
+    number = data.get("original_invoice_no")
+    reason = RED_REASON_CODES.get(str(data.get("reason", "SALES_RETURN")))
+    ttl = data.get("ttl_seconds", app.config.red_form_ttl)
+    if reason is None or isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+        return answer(422, {"code": "VALIDATION_FAILED", "message": "reason or ttl_seconds"})
+    blue = app.store.order_by_invoice_no(str(number))
+    if blue is None or blue["kind"] != "BLUE" or blue["status"] != "2":
+        return answer(404, {"code": "ORIGINAL_NOT_FOUND", "message": "no issued blue invoice"})
+    existing = app.store.red_form_for_blue(blue["invoice_no"])
+    if existing is not None:
+        return answer(409, {"code": "ALREADY_REVERSED", "existing_bill_id": existing["bill_id"]})
+    order = json.loads(blue["payload"])
+    now = time.time()
+    bill_id = app.store.next_buyer_bill_id()
+    payload = {
+        "billId": bill_id,
+        "applySource": "1",
+        "blueInvoiceLine": order.get("invoiceLine"),
+        "blueElecInvoiceNumber": blue["invoice_no"],
+        "sellerTaxNo": order.get("salerTaxNum"),
+        "sellerName": order.get("salerName"),
+        "buyerTaxNo": order.get("buyerTaxNum"),
+        "buyerName": order.get("buyerName"),
+        "redReason": reason,
+    }
+    app.store.add_red_form(bill_id, blue["invoice_no"], payload, "03", now, now + float(ttl))
+    form = app.store.red_form(bill_id)
+    assert form is not None
+    return answer(201, app._form_view(form))
+
+
 _Handler = Callable[[NuonuoApp, dict[str, Any], str, str, float], tuple[Answer, str | None]]
 _METHODS: Final[dict[str, _Handler]] = {
     "nuonuo.OpeMplatform.requestBillingNew": NuonuoApp._issue,
@@ -529,6 +666,7 @@ _METHODS: Final[dict[str, _Handler]] = {
     "nuonuo.OpeMplatform.reInvoice": NuonuoApp._reinvoice,
     "nuonuo.OpeMplatform.saveInvoiceRedConfirm": NuonuoApp._save_red_form,
     "nuonuo.OpeMplatform.queryInvoiceRedConfirm": NuonuoApp._query_red_forms,
+    "nuonuo.OpeMplatform.confirm": NuonuoApp._confirm,
 }
 
 _STATUS_TEXT: Final = {

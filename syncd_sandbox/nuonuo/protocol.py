@@ -13,8 +13,11 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
+
+BEIJING: Final = timezone(timedelta(hours=8))
 
 SUCCESS: Final = "E0000"
 DUPLICATE_ORDER: Final = "E9106"
@@ -28,6 +31,7 @@ SESSION_EXPIRED: Final = "E9301"  # assumed: the drawer's tax-bureau login expir
 CREDIT_EXHAUSTED: Final = "E9302"  # assumed: the credit line (授信额度) is used up
 MISSING_USER_TAX: Final = "E9104"  # assumed
 RED_FORM_EXISTS: Final = "E9107"  # assumed: a repeated billId
+FORM_NOT_PENDING: Final = "E9108"  # assumed: confirm on a form not waiting for this side
 
 RATES: Final = frozenset(Decimal(r) for r in ("0.13", "0.09", "0.06", "0.05", "0.03", "0.01", "0"))
 _CENT: Final = Decimal("0.01")
@@ -145,6 +149,24 @@ def order_totals(order: Mapping[str, Any]) -> tuple[Decimal, Decimal, Decimal]:
         net += Decimal(str(d["taxExcludedAmount"]))
         tax += Decimal(str(d["tax"]))
     return net, tax, net + tax
+
+
+def beijing_time(ts: float) -> str:
+    """`yyyy-MM-dd HH:mm:ss` in Beijing time, as the platform writes `billTime`."""
+    return datetime.fromtimestamp(ts, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def day_range(start: object, end: object) -> tuple[float | None, float | None]:
+    """`billTimeStart`/`billTimeEnd` (yyyy-MM-dd, Beijing days, both included, at most 90
+    days apart) as [since, until) timestamps; (None, None) when missing or invalid."""
+    try:
+        first = datetime.strptime(str(start), "%Y-%m-%d").replace(tzinfo=BEIJING)
+        last = datetime.strptime(str(end), "%Y-%m-%d").replace(tzinfo=BEIJING)
+    except ValueError:
+        return None, None
+    if last < first or (last - first).days > 90:
+        return None, None
+    return first.timestamp(), (last + timedelta(days=1)).timestamp()
 
 
 def envelope(code: str, describe: str = "", result: object = None) -> dict[str, Any]:

@@ -250,7 +250,7 @@ class NuonuoStore:
 
     def red_form_for_blue(self, blue_no: str) -> dict[str, Any] | None:
         row = self._db.execute(
-            "SELECT * FROM red_forms WHERE blue_no = ? AND status IN ('01','02','04','15')",
+            "SELECT * FROM red_forms WHERE blue_no = ? AND status IN ('01','02','03','04','15')",
             (blue_no,),
         ).fetchone()
         return None if row is None else dict(row)
@@ -278,7 +278,7 @@ class NuonuoStore:
             ),
         )
 
-    _RED_FORM_COLUMNS: Final = frozenset({"status", "due_at", "red_order_no"})
+    _RED_FORM_COLUMNS: Final = frozenset({"status", "due_at", "red_order_no", "payload"})
 
     def set_red_form(self, bill_id: str, **values: object) -> None:
         for name, value in values.items():
@@ -289,17 +289,33 @@ class NuonuoStore:
                     "status": "UPDATE red_forms SET status = ? WHERE bill_id = ?",
                     "due_at": "UPDATE red_forms SET due_at = ? WHERE bill_id = ?",
                     "red_order_no": "UPDATE red_forms SET red_order_no = ? WHERE bill_id = ?",
+                    "payload": "UPDATE red_forms SET payload = ? WHERE bill_id = ?",
                 }[name],
-                (value, bill_id),
+                (json.dumps(value, ensure_ascii=False) if name == "payload" else value, bill_id),
             )
 
     def due_red_forms(self, now: float) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT * FROM red_forms WHERE due_at <= ? AND red_order_no IS NULL"
-            " AND status IN ('15', '01', '04', '02')",
+            " AND status IN ('15', '01', '04', '02', '03')",
             (now,),
         ).fetchall()
         return [dict(r) for r in rows]
+
+    def red_form_by_no(self, bill_no: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM red_forms WHERE bill_no = ?", (bill_no,)).fetchone()
+        return None if row is None else dict(row)
+
+    def red_forms_since(self, since: float, until: float) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT * FROM red_forms WHERE created_at >= ? AND created_at < ?"
+            " ORDER BY created_at, bill_id",
+            (since, until),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def next_buyer_bill_id(self) -> str:
+        return f"B{self._next('buyer_bill'):017d}"
 
     # --- request log --------------------------------------------------------------------
 
