@@ -1,4 +1,6 @@
-"""`red_forms:` -- red-letter forms raised by buyers (docs/corrections.md).
+"""`red_forms:` -- red-letter forms raised by buyers.
+
+See docs/configuration.md, "Red-letter forms raised by the buyer".
 
 How often the daemon asks the platform for forms waiting for us, and where the outcome of
 each form goes in the ERP: one row per form in a table the DBA names, keyed by the form id,

@@ -1,4 +1,6 @@
-"""Red-letter forms the *buyer* raised against our invoices (docs/corrections.md).
+"""Red-letter forms the *buyer* raised against our invoices.
+
+See docs/configuration.md, "Red-letter forms raised by the buyer".
 
 Under the 数电 rules the buyer may raise a red-confirmation form (红字确认单) against an
 invoice we issued; the seller confirms or rejects it before its deadline (72 h), and a
