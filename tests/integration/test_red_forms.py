@@ -263,3 +263,36 @@ def test_expired_form_unknown_form_and_platform_down_answer_in_one_line(
         sandbox.start()
     code, ok = _cli(env, "confirm", pending, "--reason", "platform back")
     assert code == 0, ok
+
+
+def test_live_schema_check_covers_the_outcome_table(env: OpsEnv) -> None:
+    from syncd.erp.lines import check_schema
+
+    config = env.config
+    engine = env.erp()
+    try:
+        with engine.connect() as c:
+            assert not [e for e in check_schema(c, config).errors if "red_forms" in e]
+            wb = config.red_forms.write_back
+            assert wb is not None
+            bad = config.model_copy(
+                update={
+                    "red_forms": config.red_forms.model_copy(
+                        update={
+                            "write_back": wb.model_copy(
+                                update={
+                                    "key_column": "blue_invoice_no",
+                                    "columns": wb.columns.model_copy(
+                                        update={"reason": "no_such_column"}
+                                    ),
+                                }
+                            )
+                        }
+                    )
+                }
+            )
+            errors = [e for e in check_schema(c, bad).errors if "red_forms" in e]
+    finally:
+        engine.dispose()
+    assert any("columns.reason: column no_such_column does not exist" in e for e in errors)
+    assert any("needs a primary key or unique constraint" in e for e in errors)

@@ -210,6 +210,11 @@ def _operator_commands(path: Path) -> list[list[str]]:
         ["audit", "export", *c, "--from", "2026-01-01", "--to", "2026-01-02", "--json"],
         ["audit", "prune", *c, "--before", "2026-01-01", *why, "--dry-run", "--json"],
         ["audit", "prune", *c, "--before", "2026-01-01", *why, "--json"],
+        ["red-forms", "list", *c],
+        ["red-forms", "list", *c, "--json"],
+        ["red-forms", "list", *c, "--refresh", "--json"],
+        ["red-forms", "confirm", "BF00000000000001", *c, *why],
+        ["red-forms", "reject", "BF00000000000001", *c, *why, "--json"],
         ["connectors", "render", *c],
         ["decode", "--event", str(DATA / "sales_order_confirmed.json")],
     ]
