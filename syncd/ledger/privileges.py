@@ -215,6 +215,8 @@ def plan(config: SyncdConfig, names: RoleNames, *, people: bool) -> list[RoleGra
             "documents": ("SELECT", "UPDATE"),
             "audit": ("SELECT", "INSERT"),
             "audit_chains": ("SELECT", "UPDATE"),
+            # `syncd red-forms confirm|reject` decides a buyer's form
+            "buyer_red_forms": ("SELECT", "UPDATE"),
         }
         roles += [
             RoleGrants(
@@ -226,8 +228,8 @@ def plan(config: SyncdConfig, names: RoleNames, *, people: bool) -> list[RoleGra
             RoleGrants(
                 names.operator,
                 False,
-                "people: `syncd retry` (moves a parked document, writes its ERP status); "
-                "`syncd dlq` needs Kafka only",
+                "people: `syncd retry` (moves a parked document, writes its ERP status), "
+                "`syncd red-forms confirm|reject`; `syncd dlq` needs Kafka only",
                 erp_grants(config, reading=False, writing=True)
                 + ledger_grants(schema, operator_ledger),
             ),
