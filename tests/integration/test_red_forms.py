@@ -296,3 +296,46 @@ def test_live_schema_check_covers_the_outcome_table(env: OpsEnv) -> None:
         engine.dispose()
     assert any("columns.reason: column no_such_column does not exist" in e for e in errors)
     assert any("needs a primary key or unique constraint" in e for e in errors)
+
+
+def test_a_lost_confirm_answer_is_finished_by_confirming_again_once(
+    env: OpsEnv, sandbox: SandboxProcess
+) -> None:
+    """The platform takes the decision but the answer is lost: nothing is recorded, the
+    operator confirms again, the platform answers "unchanged", the ledger records one
+    decision and one red invoice."""
+    from syncd.ledger.models import Operator
+
+    _, blue = _issued_order(env, sandbox, 105)
+    form_id = _raise(sandbox, blue.invoice_no)["serial"]
+    desk = _desk(env, sandbox)
+    desk.poll_once()
+    who = Operator(os_user="tester", why="returned")
+    sandbox.set_faults(drop_response_after_commit_rate=1.0)
+    try:
+        lost = desk.decide(form_id, confirm=True, operator=who, actor="operator:tester@test")
+    finally:
+        sandbox.reset_faults()
+    assert lost.kind == "unavailable" and lost.row is not None and lost.row.status == "PENDING"
+    again = desk.decide(form_id, confirm=True, operator=who, actor="operator:tester@test")
+    assert again.kind == "decided", again
+    _poll_until(desk, lambda: (_outcome(env, form_id) or {}).get("form_status") == "ISSUED")
+    reds = [i for i in sandbox.issued() if i["original_invoice_no"] == blue.invoice_no]
+    assert len(reds) == 1
+    confirms = [
+        r
+        for r in sandbox.requests()
+        if r["path"] == f"/v1/buyer-red-forms/{form_id}/confirm" and r["status"] == 200
+    ]
+    assert [r["fault"] for r in confirms] == ["drop:reset", None]
+    engine = env.ledger()
+    with engine.begin() as c:
+        decided = c.execute(
+            text(
+                "SELECT details->>'platform_already' FROM syncd_ops.audit"
+                " WHERE details->>'form_id' = :f AND reason = 'buyer red-letter form confirmed'"
+            ),
+            {"f": form_id},
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in decided] == [("true",)]
