@@ -339,3 +339,45 @@ def test_a_lost_confirm_answer_is_finished_by_confirming_again_once(
         ).all()
     engine.dispose()
     assert [tuple(r) for r in decided] == [("true",)]
+
+
+def test_the_daemon_discovers_forms_and_records_the_red_invoice(
+    env: OpsEnv, sandbox: SandboxProcess, stack: Stack, tmp_path: Path
+) -> None:
+    """`syncd run` polls on its own thread (red_forms.poll_interval_seconds: 1): a new form
+    appears in the ledger, the ERP and /metrics without anyone running a command; after the
+    operator's confirm the daemon records the red invoice and writes it back."""
+    import httpx
+
+    from tests.integration.ops_env import Daemon, create_topic, wait_until
+
+    topic = env.config.documents["sales_order"].topic
+    assert topic is not None
+    create_topic(stack.bootstrap, topic, 1)
+    _, blue = _issued_order(env, sandbox, 106)
+    daemon = Daemon(env, tmp_path / "syncd.log").start()
+    try:
+        form_id = _raise(sandbox, blue.invoice_no)["serial"]
+        wait_until(lambda: _outcome(env, form_id), 60, "the daemon to discover the form")
+        metrics_url = f"http://127.0.0.1:{env.metrics_port}/metrics"
+        wait_until(
+            lambda: "syncd_red_forms_pending 1.0" in httpx.get(metrics_url, timeout=5).text,
+            30,
+            "the pending gauge",
+        )
+        code, done = _cli(env, "confirm", form_id, "--reason", "daemon test")
+        assert code == 0, done
+        wait_until(
+            lambda: (_outcome(env, form_id) or {}).get("form_status") == "ISSUED",
+            60,
+            "the daemon to record the red invoice",
+        )
+        wait_until(
+            lambda: "syncd_red_forms_pending 0.0" in httpx.get(metrics_url, timeout=5).text,
+            30,
+            "the pending gauge back to 0",
+        )
+    finally:
+        daemon.stop()
+    log = (tmp_path / "syncd.log").read_text()
+    assert "buyer raised red-letter form" in log and "Traceback" not in log
