@@ -10,7 +10,12 @@ from syncd.commands._operator import actor as operator_actor
 from syncd.commands._operator import add_reason_argument, operator_from
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from syncd.config import SyncdConfig
+    from syncd.ledger.models import Operator
     from syncd.ledger.redforms import FormRow
+    from syncd.pipeline.redforms import RedFormDesk
 
 HELP = "list, confirm or reject red-letter forms buyers raised against our invoices"
 
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _desk(config: Any, engine: Any) -> Any:
+def _desk(config: SyncdConfig, engine: Engine) -> RedFormDesk | None:
     """The desk over the configured provider; None when the provider has no buyer forms."""
     from syncd.commands.run import issuer_dependencies
     from syncd.issuers.redforms import BuyerRedForms
@@ -151,7 +156,7 @@ def _desk(config: Any, engine: Any) -> Any:
     return RedFormDesk(engine, issuer, config)
 
 
-def _list(args: argparse.Namespace, config: Any, engine: Any) -> int:
+def _list(args: argparse.Namespace, config: SyncdConfig, engine: Engine) -> int:
     from syncd.commands import EXIT_PLATFORM, emit_json, fail
     from syncd.ledger import redforms as ledger
 
@@ -217,7 +222,7 @@ def _list(args: argparse.Namespace, config: Any, engine: Any) -> int:
     return 0
 
 
-def _unsupported(config: Any, as_json: bool) -> int:
+def _unsupported(config: SyncdConfig, as_json: bool) -> int:
     from syncd.commands import EXIT_USAGE, fail
 
     return fail(
@@ -230,7 +235,12 @@ def _unsupported(config: Any, as_json: bool) -> int:
 
 
 def _decide(
-    args: argparse.Namespace, config: Any, engine: Any, *, confirm: bool, operator: Any
+    args: argparse.Namespace,
+    config: SyncdConfig,
+    engine: Engine,
+    *,
+    confirm: bool,
+    operator: Operator,
 ) -> int:
     from syncd.commands import EXIT_NO, EXIT_NOT_FOUND, EXIT_PLATFORM, emit_json, fail
 

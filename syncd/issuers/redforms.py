@@ -88,6 +88,8 @@ class BuyerRedForms(Protocol):
         self, form_id: str, *, confirm: bool, reason: str
     ) -> DecideAnswer: ...
 
+    def close(self) -> None: ...
+
 
 def supports_buyer_red_forms(issuer: object) -> bool:
     return isinstance(issuer, BuyerRedForms)
