@@ -3,8 +3,10 @@
 #
 # Local stack + Tryton (dev/tryton.sh) + sandbox platform + the Debezium connector for Tryton's
 # invoice table + `syncd run -c config/tryton.yaml`; then Tryton's own workflow through proteus
-# (dev/tryton_invoices.py): post invoices, cancel some, credit one; ends with the exactly-once
-# summary read from Tryton's tables, the side table and the sandbox (dev/tryton_summary.py).
+# (dev/tryton_invoices.py): post invoices, cancel one, credit one through Tryton's credit wizard
+# (the posted credit note becomes a red invoice referencing the credited invoice); ends with the
+# exactly-once summary read from Tryton's tables, the side table and the sandbox
+# (dev/tryton_summary.py).
 #
 # Knobs: DEMO_INVOICES (default 6), DEMO_KILL9=1 (kill -9 the daemon after posting, restart), SYNCD_SANDBOX_PORT (default 18700), SYNCD_METRICS_PORT
 # (default 9465), and the stack's SYNCD_PG_PORT / SYNCD_KAFKA_PORT / SYNCD_CONNECT_PORT.

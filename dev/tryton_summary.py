@@ -6,7 +6,9 @@ syncd's ledger and the sandbox platform; waits (up to --deadline seconds) for it
 
 Expected: every posted customer invoice has exactly one blue invoice (side table ISSUED, or
 REVERSED with a red number when it was cancelled); every cancelled one exactly one red
-invoice; credit notes issue nothing; no serial twice at the platform. Prints the counts and
+invoice; every posted credit note exactly one red invoice of its own, referencing the blue
+invoice of the invoice it credits (its side-table row holds the red number; the credited
+invoice stays ISSUED); no serial twice at the platform. Prints the counts and
 `result: OK` (exit 0) or `result: FAIL` with what differs (exit 1).
 """
 
@@ -45,11 +47,19 @@ def _check(
                 "WHERE document_type = 'customer_invoice'"
             )
         ).all()
+        # each posted credit note and the invoice its lines credit (origin: 'model,id')
         notes = conn.execute(
-            sa.text("SELECT id FROM account_invoice WHERE sequence_type_cache = 'credit_note'")
+            sa.text(
+                "SELECT DISTINCT n.id, o.invoice FROM account_invoice n "
+                "JOIN account_invoice_line l ON l.invoice = n.id "
+                "JOIN account_invoice_line o ON l.origin = 'account.invoice.line,' || o.id "
+                "WHERE n.sequence_type_cache = 'credit_note' AND n.type = 'out' "
+                "AND n.state IN ('posted', 'paid')"
+            )
         ).all()
     with urllib.request.urlopen(f"{args.sandbox}/_sandbox/invoices", timeout=10) as reply:  # noqa: S310
         platform = json.load(reply)["invoices"]
+    ours = {s for _k, _kind, _state, s in ledger}
     serials = Counter(i["serial"] for i in platform)
     problems = [f"serial {s} issued {n} times" for s, n in serials.items() if n > 1]
     for ident in sorted(posted):
@@ -59,20 +69,38 @@ def _check(
             problems.append(f"invoice {ident}: side table {got}, expected {want}")
         elif want == "REVERSED" and got[2] is None:
             problems.append(f"invoice {ident}: reversed without a red invoice number")
-    for (note,) in notes:
-        if note in side:
-            problems.append(f"credit note {note} was issued as a blue invoice")
+    reds_of = Counter(
+        i["original_invoice_no"] for i in platform if i["kind"] == "RED" and i["serial"] in ours
+    )
+    credited_notes = 0
+    for note, original in notes:
+        got = side.get(note)
+        blue_no = (side.get(original) or (None, None, None))[1]
+        if got is None or got[2] is None:
+            problems.append(f"credit note {note}: side table {got}, expected a red invoice number")
+        elif got[1] is not None and got[1] != got[2]:
+            problems.append(f"credit note {note} was issued as a blue invoice ({got[1]})")
+        elif original not in cancelled and reds_of[blue_no] != 1:
+            problems.append(
+                f"credit note {note}: {reds_of[blue_no]} red invoices reference invoice "
+                f"{original} ({blue_no}), expected 1"
+            )
+        elif original in credited:  # this run's (the database keeps earlier runs')
+            credited_notes += 1
+    ours_notes = sum(1 for _note, original in notes if original in credited)
+    if ours_notes < len(credited):
+        problems.append(f"{ours_notes} posted credit notes of {len(credited)} credited invoices")
     keys = Counter(
         (json.loads(k)["id"], kind) for k, kind, _state, _serial in ledger if k.startswith("{")
     )
     problems += [f"ledger: {k} twice" for k, n in keys.items() if n > 1]
-    ours = {s for _k, _kind, _state, s in ledger}
     counts = {
         "posted": len(posted),
         "cancelled": len(cancelled),
         "credited": len(credited),
         "blue issued": sum(1 for i in posted if side.get(i, ("",))[0] in ("ISSUED", "REVERSED")),
         "red issued": sum(1 for i in cancelled if (side.get(i) or ("", None, None))[2]),
+        "credit notes as red invoices": credited_notes,
         "platform invoices, all runs": sum(1 for i in platform if i["serial"] in ours),
     }
     return problems, counts

@@ -237,6 +237,11 @@ def preview(args: argparse.Namespace, config: SyncdConfig) -> tuple[dict[str, An
                 ident = replace(ident, revision=revision)
                 out["decision"]["serial"] = serial_for(ident)
                 result = build_red(doc, row, blue, original, ident)
+    elif decision.action is Action.CREDIT:
+        out["note"] = (
+            "a credit note: the daemon reads its lines, finds the credited invoice in the "
+            "ledger and sends one red invoice for the credited lines (credit_notes)"
+        )
     if decision.action is Action.UNDECIDED:
         return out, 2  # the daemon dead-letters such a record
     if result is not None:

@@ -32,6 +32,7 @@ from syncd.config.related import (
     check_columns,
     check_field_references,
     check_relations,
+    split_reference,
 )
 
 Scalar: TypeAlias = str | bool | int | float | Decimal | None
@@ -299,6 +300,44 @@ class ReturnsConfig(StrictModel):
         return cols | self.qualifies.columns() | self.reversal_reason.columns()
 
 
+class CreditNotesConfig(StrictModel):
+    """Credit notes kept in the document table itself: the row's kind decides.
+
+    A packaged ERP keeps invoices and credit notes in one table (Tryton: `account_invoice`,
+    a posted credit note has `sequence_type_cache = credit_note`). A row that satisfies
+    `qualifies` is a credit note, never a blue invoice: one red invoice, under the credit
+    note's own serial, referencing the invoice of the document it credits. Which document
+    and which of its lines, and how many units, is read from the credit note's lines
+    (`lines:` of this document, with their `lines.related`): `original` is the credited
+    document's key, `line` the credited line's `lines.order_by` value, `quantity` the
+    credited units (the sign is ignored: a credit note's are negative). All lines must credit
+    the same document; the red amounts come from the frozen blue invoice, as for `returns`.
+    """
+
+    qualifies: Condition
+    original: str = Field(
+        description="per credit-note line: the credited document's key "
+        "(a line column or <lines.related relation>.<column>)"
+    )
+    line: str = Field(
+        description="per credit-note line: the credited line's lines.order_by value "
+        "(a line column or <lines.related relation>.<column>)"
+    )
+    quantity: str = Field(description="per credit-note line: the credited units (a line column)")
+    reversal_reason: FieldSource = Field(
+        default_factory=lambda: FieldSource.constant("SALES_RETURN"),
+        description="SALES_RETURN | INVOICING_ERROR | SERVICE_STOPPED | ALLOWANCE "
+        "(read from the credit note row)",
+    )
+
+    def line_reads(self) -> set[str]:
+        """The line columns (or `<relation>.<column>`) read per credit-note line."""
+        return {self.original, self.line, self.quantity}
+
+    def source_columns(self) -> set[str]:
+        return self.qualifies.columns() | self.reversal_reason.columns()
+
+
 class SnapshotPolicy(enum.StrEnum):
     """What to do with `op=r` rows (the connector's initial snapshot of history)."""
 
@@ -330,6 +369,11 @@ class DocumentConfig(StrictModel):
     )
     returns: ReturnsConfig | None = Field(
         default=None, description="partial red-letter invoices from a return table"
+    )
+    credit_notes: CreditNotesConfig | None = Field(
+        default=None,
+        description="rows of this table that are credit notes: a red invoice each, "
+        "referencing the credited document's invoice",
     )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
     header: HeaderMapping
@@ -431,6 +475,8 @@ class DocumentConfig(StrictModel):
             cols |= {c for c in self.approval.columns() if not c.startswith(INVOICE_PREFIX)}
         if self.reissues is not None:
             cols |= self.reissues.columns()
+        if self.credit_notes is not None:
+            cols |= self.credit_notes.source_columns()
         reads = self.header_reads()
         for relation in self.related.values():
             reads.update(relation.references())
@@ -438,6 +484,14 @@ class DocumentConfig(StrictModel):
         if self.lines.references:
             cols.add(self.lines.references)
         return cols
+
+    def line_reads(self) -> set[str]:
+        """Every line column (or <relation>.<column>) read: the invoice lines' and the
+        credit notes' (`credited.invoice`)."""
+        reads = self.lines.reads()
+        if self.credit_notes is not None:
+            reads |= self.credit_notes.line_reads()
+        return reads
 
     @field_validator("qualifies", "reverses")
     @classmethod
@@ -478,6 +532,20 @@ class DocumentConfig(StrictModel):
         check_relations(self.lines.related, "lines.related")
         check_field_references(self.lines.reads(), self.lines.related, "lines.columns")
         check_columns(list(self.lines.where), "lines.where")
+        if self.credit_notes is not None:
+            credit = self.credit_notes
+            if len(self.key_columns) != 1 or self.lines.references != self.key_columns[0]:
+                raise ValueError(
+                    "credit_notes needs a one-column key that the lines refer to "
+                    "(lines.references = the key column)"
+                )
+            check_columns([credit.quantity], "credit_notes.quantity")
+            for what, ref in (("original", credit.original), ("line", credit.line)):
+                try:
+                    split_reference(ref)
+                except ValueError as exc:
+                    raise ValueError(f"credit_notes.{what}: {exc}") from None
+            check_field_references(credit.line_reads(), self.lines.related, "credit_notes")
         keys = self.write_back.key_columns
         if keys is not None and self.write_back_table == self.table and keys != self.key_columns:
             raise ValueError("write_back.key_columns must equal key_columns on the source table")
@@ -499,6 +567,7 @@ class DocumentConfig(StrictModel):
 
 __all__ = [
     "BuyerMapping",
+    "CreditNotesConfig",
     "DocumentConfig",
     "FieldSource",
     "HeaderMapping",

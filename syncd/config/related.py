@@ -13,10 +13,12 @@ as `<name>.<column>` in any field:
                           join: {line: id}, key: {id: tax}}}
 
 `join` pairs a column of the related table with a column of the row (or `<earlier>.<column>`
-of a relation named before it); `where` adds constant filters (a list means "one of", null
-means IS NULL); `through` reaches the related table over a link table. This is data, never
-code: identifiers are checked here and quoted by the dialect where the SQL is built
-(`syncd.erp.related`), values are bound parameters.
+of a relation named before it); `reference: <model>` says the row's value is a reference
+`<model>,<id>` (Tryton's and Odoo's `Reference` fields, e.g. a credit note line's `origin` =
+`account.invoice.line,42`): only values of that model are followed, by their id; `where`
+adds constant filters (a list means "one of", null means IS NULL); `through` reaches the
+related table over a link table. This is data, never code: identifiers are checked here and
+quoted by the dialect where the SQL is built (`syncd.erp.related`), values are bound parameters.
 
 Cardinality is part of the meaning, and a violation is a readable problem on the document,
 never a guess: a direct relation yields at most one row (none: its columns read as NULL);
@@ -91,6 +93,12 @@ class RelatedTable(StrictModel):
     where: dict[str, WhereValue] = Field(
         default_factory=dict, description="constant filters: value, [values] or null"
     )
+    reference: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*$",
+        description="the row's join value is a reference `<model>,<id>`: follow those of "
+        "this model by their integer id (others have no related row)",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> RelatedTable:
@@ -102,8 +110,20 @@ class RelatedTable(StrictModel):
             check_columns(list(self.join), "join")
             for reference in self.join.values():
                 split_reference(reference)
+        if self.reference is not None and (self.join is None or len(self.join) != 1):
+            raise ValueError("reference needs a join of exactly one column")
         check_columns(list(self.where), "where")
         return self
+
+    def join_value(self, value: object) -> object:
+        """The value to join on: `value` itself, or for a `reference` relation the id of
+        `<model>,<id>` (None, i.e. no related row, for another model or a malformed one)."""
+        if self.reference is None or value is None or isinstance(value, Unresolved):
+            return value
+        model, comma, ident = str(value).partition(",")
+        if not comma or model != self.reference or not ident.isdigit():
+            return None
+        return int(ident)
 
     @property
     def exactly_one(self) -> bool:

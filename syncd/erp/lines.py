@@ -137,6 +137,7 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         ("reverses", doc.reverses),
         ("reissues", doc.reissues),
         ("approval", doc.approval),
+        ("credit_notes.qualifies", doc.credit_notes.qualifies if doc.credit_notes else None),
     )
     for cond_name, cond in conditions:
         if cond is not None:
@@ -189,6 +190,14 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         wb.append(_Need(column, k, f"documents.{doc.name}.write_back.columns.{name}", length))
 
     lines += [_Need(c, (), f"documents.{doc.name}.lines.where") for c in doc.lines.where]
+    if doc.credit_notes is not None:
+        credit, what = doc.credit_notes, f"documents.{doc.name}.credit_notes"
+        src += _field_needs(credit.reversal_reason, f"{what}.reversal_reason", text)
+        lines += [
+            _Need(credit.original, (), f"{what}.original"),
+            _Need(credit.line, (), f"{what}.line"),
+            _Need(credit.quantity, (_NUMBER,), f"{what}.quantity"),
+        ]
 
     out: dict[str, list[_Need]] = {}
     header_related = _relation_needs(doc.related, doc.table, f"documents.{doc.name}.related", src)

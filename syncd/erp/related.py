@@ -129,7 +129,7 @@ def resolve_related(
         references = relation.references()
         keyed: list[tuple[dict[str, Any], tuple[Any, ...] | Unresolved | None]] = []
         for row in rows:
-            values = tuple(_row_value(row, r) for r in references)
+            values = tuple(relation.join_value(_row_value(row, r)) for r in references)
             passed = next((v for v in values if isinstance(v, Unresolved)), None)
             if passed is not None:
                 keyed.append((row, passed))

@@ -33,7 +33,12 @@ from syncd.invoice.model import (
     SourceRef,
     TaxPolicy,
 )
-from syncd.invoice.partial import Returned, ReturnRefusedError, build_partial_red
+from syncd.invoice.partial import (
+    Returned,
+    ReturnRefusedError,
+    build_partial_red,
+    build_partial_red_lines,
+)
 from syncd.invoice.taxmath import LineInput, TaxMathError, build_invoice, build_red_invoice
 from syncd.invoice.validation import validate
 from syncd.safetext import printable
@@ -581,4 +586,38 @@ def build_return_red(
         )
     except ReturnRefusedError as exc:
         return MappingResult(None, (MappingProblem("RETURN", "returns", str(exc)),))
+    return _validated(red)
+
+
+def build_credit_red(
+    doc: DocumentConfig,
+    row: Mapping[str, Any],
+    blue: Invoice,
+    original_invoice_no: str,
+    identity: DocumentIdentity,
+    quantities: Mapping[int, Decimal],
+    before: Mapping[int, Returned],
+) -> MappingResult:
+    """The RED invoice of a credit note (`doc.credit_notes`): of each blue line (by its
+    number on the blue invoice) the credited units, given what earlier reds returned."""
+    credit = doc.credit_notes
+    if credit is None:
+        raise ValueError(f"document type {doc.name} has no credit_notes")
+    if identity.kind is not DocumentKind.REVERSAL:
+        raise ValueError("a red invoice needs a REVERSAL identity")
+    r = _Reader(row, "credit_notes.")
+    reason = r.enum(ReversalReason, credit.reversal_reason, "reversal_reason", required=True)
+    if reason is None or r.problems:
+        return MappingResult(None, tuple(r.problems))
+    try:
+        red = build_partial_red_lines(
+            blue,
+            quantities,
+            before=before,
+            serial=serial_for(identity),
+            original_invoice_no=original_invoice_no,
+            reason=reason,
+        )
+    except ReturnRefusedError as exc:
+        return MappingResult(None, (MappingProblem("RETURN", "credit_notes", str(exc)),))
     return _validated(red)

@@ -13,7 +13,7 @@ blue line to the cent. Pure: invoices in, invoice (or a `ReturnRefusedError`) ou
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -28,7 +28,13 @@ from syncd.invoice.model import (
 )
 from syncd.invoice.taxmath import round_money, tax_breakdown, totals
 
-__all__ = ["ReturnRefusedError", "Returned", "build_partial_red", "returned_so_far"]
+__all__ = [
+    "ReturnRefusedError",
+    "Returned",
+    "build_partial_red",
+    "build_partial_red_lines",
+    "returned_so_far",
+]
 
 
 class ReturnRefusedError(DocumentError, ValueError):
@@ -81,16 +87,70 @@ def build_partial_red(
     discount line or is followed by one, the quantity is not positive, or the running
     total would exceed the blue line.
     """
+    return build_partial_red_lines(
+        blue,
+        {line_no: quantity},
+        before={line_no: before},
+        serial=serial,
+        original_invoice_no=original_invoice_no,
+        reason=reason,
+    )
+
+
+def build_partial_red_lines(
+    blue: Invoice,
+    quantities: Mapping[int, Decimal],
+    *,
+    before: Mapping[int, Returned],
+    serial: str,
+    original_invoice_no: str,
+    reason: ReversalReason,
+) -> Invoice:
+    """One red invoice returning, of each blue line `line_no`, `quantities[line_no]`
+    units (a credit note of several lines), given what earlier reds returned of each line
+    (`before`). The same checks as `build_partial_red`, line by line; lines in blue order.
+    """
     if blue.kind is not InvoiceKind.BLUE:
         raise ReturnRefusedError(
             f"only a blue invoice can be returned against, not {blue.kind.value}"
         )
-    index = next((i for i, ln in enumerate(blue.lines) if ln.line_no == line_no), None)
-    if index is None:
-        raise ReturnRefusedError(
-            f"invoice {original_invoice_no} has no line {line_no} (lines 1..{len(blue.lines)})"
+    if not quantities:
+        raise ReturnRefusedError("nothing to return: no line given")
+    for line_no in quantities:
+        if not any(ln.line_no == line_no for ln in blue.lines):
+            raise ReturnRefusedError(
+                f"invoice {original_invoice_no} has no line {line_no} (lines 1..{len(blue.lines)})"
+            )
+    lines = tuple(
+        _red_line(
+            blue,
+            index,
+            quantities[line.line_no],
+            before.get(line.line_no, Returned()),
+            original_invoice_no,
         )
+        for index, line in enumerate(blue.lines)
+        if line.line_no in quantities
+    )
+    return blue.model_copy(
+        update={
+            "serial": serial,
+            "kind": InvoiceKind.RED,
+            "original_invoice_no": original_invoice_no,
+            "reversal_reason": reason,
+            "issue_date": None,
+            "lines": lines,
+            "tax_breakdown": tuple(tax_breakdown(lines)),
+            "totals": totals(lines),
+        }
+    )
+
+
+def _red_line(
+    blue: Invoice, index: int, quantity: Decimal, before: Returned, original_invoice_no: str
+) -> InvoiceLine:
     line = blue.lines[index]
+    line_no = line.line_no
     following = blue.lines[index + 1] if index + 1 < len(blue.lines) else None
     if line.nature is LineNature.DISCOUNT or (
         following is not None and following.nature is LineNature.DISCOUNT
@@ -124,25 +184,12 @@ def build_partial_red(
         else:
             net = round_money(line.net_amount * share)
             gross = net + tax
-    red_line = line.model_copy(
+    return line.model_copy(
         update={
             "quantity": -quantity,
             "net_amount": -net,
             "tax_amount": -tax,
             "gross_amount": -gross,
-        }
-    )
-    lines = (red_line,)
-    return blue.model_copy(
-        update={
-            "serial": serial,
-            "kind": InvoiceKind.RED,
-            "original_invoice_no": original_invoice_no,
-            "reversal_reason": reason,
-            "issue_date": None,
-            "lines": lines,
-            "tax_breakdown": tuple(tax_breakdown(lines)),
-            "totals": totals(lines),
         }
     )
 

@@ -47,6 +47,7 @@ class Kind(enum.StrEnum):
     ISSUE = "issue"
     REVERSE = "reverse"
     RETURN = "return"  # a partial red invoice from a return table
+    CREDIT = "credit"  # a credit note row: a red invoice for the document it credits
     IGNORE = "ignore"
     HEARTBEAT = "heartbeat"
     DEAD_LETTER = "dead_letter"
@@ -61,6 +62,7 @@ _KIND_OF_ACTION: dict[Action, Kind] = {
     Action.REVERSE: Kind.REVERSE,
     Action.IGNORE: Kind.IGNORE,
     Action.RETURN: Kind.RETURN,
+    Action.CREDIT: Kind.CREDIT,
 }
 
 

@@ -32,19 +32,21 @@ from syncd.changes import (
     RecordPosition,
 )
 from syncd.config import DocumentConfig, SyncdConfig
+from syncd.config.related import Unresolved
 from syncd.erp.lines import load_lines, load_lines_many
-from syncd.erp.related import resolve_document
+from syncd.erp.related import resolve_document, resolve_related
 from syncd.erp.writeback import ResultStatus, WriteBack, WriteBackError, apply_writeback
 from syncd.identity import DocumentIdentity, DocumentKind, serial_for, source_key_of
 from syncd.invoice.from_erp import (
     MappingProblem,
     MappingResult,
     build_blue,
+    build_credit_red,
     build_red,
     build_return_red,
 )
-from syncd.invoice.model import Invoice
-from syncd.invoice.partial import returned_so_far
+from syncd.invoice.model import Invoice, LineNature
+from syncd.invoice.partial import Returned, returned_so_far
 from syncd.ledger import repository as repo
 from syncd.ledger.models import DocumentRow
 from syncd.ledger.models import TopicPartition as LedgerTP
@@ -150,6 +152,8 @@ class Intake:
                 self._reverse(conn, record, result)
             elif record.kind is Kind.RETURN:
                 self._return(conn, record, result)
+            elif record.kind is Kind.CREDIT:
+                self._credit(conn, record, result)
             else:
                 result.finish(record.position)
         self._record_new(conn, pending, result)
@@ -509,8 +513,14 @@ class Intake:
         blue = Invoice.model_validate(dict(issue.payload))
         red_identity = identity_of(doc, event, DocumentKind.REVERSAL, issue.identity.revision)
         mapped = build_red(doc, event.after or {}, blue, issue.invoice_no, red_identity)
-        if doc.returns is not None and mapped.invoice is not None:
+        if (doc.returns is not None or doc.credit_notes is not None) and mapped.invoice is not None:
             partial = _live_reds(repo.reversals_of(conn, issue.id))
+            if partial and _fully_returned(blue, partial):
+                # credit notes (or returns) took all of it already: nothing is left to
+                # reverse (Tryton cancels an invoice it credits with a refund)
+                result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+                result.finish(record.position)
+                return
             if partial:
                 # the red invoices together may never exceed the blue one
                 mapped = MappingResult(
@@ -629,6 +639,81 @@ class Intake:
         result.to_drive.append(reversal.id)
         result.finish(record.position)
 
+    # ------------------------------------------------------------------ credit note (red)
+
+    def _credit(self, conn: Connection, record: Classified, result: IntakeResult) -> None:
+        """A credit note row of the document table: one red invoice, under the credit
+        note's own serial, for the units its lines credit of the document they credit.
+
+        As for returns, the credited document's issue row is locked before the earlier
+        reds are summed, so credit notes and returns of the same invoice are checked one
+        after the other and never exceed it together."""
+        assert record.event is not None and record.doc is not None
+        assert record.decision is not None and record.decision.identity is not None
+        event, doc, identity = record.event, record.doc, record.decision.identity
+        credit = doc.credit_notes
+        assert credit is not None
+        row = event.after or {}
+        key = dict(identity.key)
+        existing = repo.find_document(conn, identity)
+        if existing is not None:
+            result.outcomes.append((doc.name, DocumentOutcome.DUPLICATE))
+            if existing.state not in (S.REVERSED, S.REJECTED, S.DEAD):
+                result.to_drive.append(existing.id)
+            result.finish(record.position)
+            return
+        found = _credited(conn, doc, key[doc.key_columns[0]])
+        if isinstance(found, str):
+            self._refuse_return(conn, doc, key, record, result, f"credit note: {found}")
+            return
+        original, credited = found
+        issue = repo.latest_revision(
+            conn, doc.name, doc.table, source_key_of(((doc.key_columns[0], original),))
+        )
+        if issue is not None and issue.state in INVOICE_MAY_STILL_COME:
+            result.deferred.append((issue.id, record))
+            result.to_drive.append(issue.id)
+            return
+        if issue is None or issue.state is not S.ISSUED:
+            why = (
+                f"the invoice of {doc.name} {original} was reversed in full"
+                if issue is not None and issue.state is S.REVERSED
+                else f"{doc.name} {original} has no issued invoice to credit"
+            )
+            self._refuse_return(conn, doc, key, record, result, f"credit note: {why}")
+            return
+        issue = repo.get_document(conn, issue.id, for_update=True)
+        if issue.state is not S.ISSUED or issue.payload is None or issue.invoice_no is None:
+            why = f"credit note: {doc.name} {original} is no longer issued"
+            self._refuse_return(conn, doc, key, record, result, why)
+            return
+        blue = Invoice.model_validate(dict(issue.payload))
+        numbers = _blue_line_numbers(conn, doc, original, blue, credited, issue.invoice_no)
+        if isinstance(numbers, str):
+            self._refuse_return(conn, doc, key, record, result, f"credit note: {numbers}")
+            return
+        before = returned_so_far(_live_reds(repo.reversals_of(conn, issue.id)))
+        mapped = build_credit_red(doc, row, blue, issue.invoice_no, identity, numbers, before)
+        if mapped.invoice is None or not mapped.ok:
+            summary = mapped.summary() or "the credit note cannot become a red invoice"
+            self._refuse_return(conn, doc, key, record, result, f"credit note: {summary}")
+            return
+        reversal, _ = repo.ensure_document(
+            conn,
+            identity,
+            serial_for(identity),
+            actor=self._owner,
+            state=S.REVERSAL_PENDING,
+            payload=_payload(mapped.invoice),
+            position=event.position,
+            source_ts_ms=event.source_ts_ms,
+            reverses_id=issue.id,
+            reason=record.reason,
+        )
+        _write_back(conn, doc, key, WriteBack(ResultStatus.REVERSAL_PENDING))
+        result.to_drive.append(reversal.id)
+        result.finish(record.position)
+
     def _refuse_return(
         self,
         conn: Connection,
@@ -661,6 +746,85 @@ def _live_reds(reversals: Sequence[DocumentRow]) -> list[Invoice]:
         for r in reversals
         if r.state in _LIVE_REVERSAL_STATES and r.payload is not None
     ]
+
+
+def _fully_returned(blue: Invoice, reds: Sequence[Invoice]) -> bool:
+    """Every line of `blue` returned in full by `reds` (partial returns, credit notes)."""
+    returned = returned_so_far(reds)
+    return all(
+        returned.get(line.line_no, Returned()).quantity >= line.quantity
+        for line in blue.lines
+        if line.quantity is not None and line.nature is not LineNature.DISCOUNT
+    )
+
+
+def _plain(value: Any) -> Any:
+    """An integral Decimal key as int (numeric key columns arrive as Decimal)."""
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _credited(
+    conn: Connection, doc: DocumentConfig, credit_note: Any
+) -> tuple[Any, dict[Any, Decimal]] | str:
+    """The document a credit note credits and, per credited line (its `lines.order_by`
+    value), the credited units -- read from the credit note's lines and their related
+    rows; or why it cannot be told."""
+    credit = doc.credit_notes
+    assert credit is not None
+    lines = load_lines(conn, doc, credit_note)
+    if not lines:
+        return "it has no lines"
+    resolve_related(conn, doc.lines.related, doc.line_reads(), lines, "line")
+    originals: set[Any] = set()
+    credited: dict[Any, Decimal] = {}
+    for line in lines:
+        values = [line.get(c) for c in (credit.original, credit.line, credit.quantity)]
+        problem = next((v for v in values if isinstance(v, Unresolved)), None)
+        if problem is not None:
+            return str(problem)
+        original, credited_line, quantity = (_plain(v) for v in values)
+        if original is None or credited_line is None:
+            return (
+                f"line {line.get(doc.lines.order_by)} credits no line of a known document "
+                f"({credit.original} / {credit.line} empty)"
+            )
+        try:
+            units = abs(Decimal(str(quantity)))
+        except ArithmeticError:
+            return f"line {line.get(doc.lines.order_by)}: quantity {quantity!r} is not a number"
+        originals.add(original)
+        credited[credited_line] = credited.get(credited_line, Decimal(0)) + units
+    if len(originals) != 1:
+        listed = ", ".join(sorted(map(str, originals)))
+        return f"its lines credit {len(originals)} documents ({listed}); one expected"
+    return originals.pop(), credited
+
+
+def _blue_line_numbers(
+    conn: Connection,
+    doc: DocumentConfig,
+    original: Any,
+    blue: Invoice,
+    credited: dict[Any, Decimal],
+    invoice_no: str,
+) -> dict[int, Decimal] | str:
+    """Credited lines (`lines.order_by` values of the original document) as line numbers
+    of its blue invoice: the blue lines were built from these rows in this order."""
+    if any(line.nature is LineNature.DISCOUNT for line in blue.lines):
+        return f"invoice {invoice_no} has discount lines; cancel the document instead"
+    rows = load_lines(conn, doc, original)
+    position = {_plain(r.get(doc.lines.order_by)): n for n, r in enumerate(rows, start=1)}
+    if len(rows) != len(blue.lines):
+        return f"the lines of {doc.name} {original} changed since invoice {invoice_no}"
+    out: dict[int, Decimal] = {}
+    for value, units in credited.items():
+        number = position.get(value)
+        if number is None:
+            return f"{value} is not a line of {doc.name} {original}"
+        out[number] = out.get(number, Decimal(0)) + units
+    return out
 
 
 def _payload(invoice: Invoice) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any, Final, Literal
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from syncd.erp.writeback import ResultStatus, WriteBack
-from syncd.identity import DocumentKind
+from syncd.identity import DocumentKind, source_key_of
 from syncd.issuers.base import (
     Duplicate,
     Issued,
@@ -137,13 +137,21 @@ def approval_change(row: DocumentRow, approval: Approval) -> Change:
 
 
 def is_partial_reversal(row: DocumentRow) -> bool:
-    """A reversal row of a return (a partial red invoice): recorded under the return
-    table, while its frozen red payload keeps the blue invoice's source. Its issue row
-    stays ISSUED when it is issued; a full reversal (same table) reverses it."""
+    """A reversal row of a return or a credit note (a red invoice of its own): recorded
+    under the return table, or under the credit note's key, while its frozen red payload
+    keeps the blue invoice's source. Its issue row stays ISSUED when it is issued; a full
+    reversal (same table, same key) reverses it."""
     if row.kind is not DocumentKind.REVERSAL or row.payload is None:
         return False
     source = row.payload.get("source")
-    return isinstance(source, Mapping) and source.get("table") != row.identity.source_table
+    if not isinstance(source, Mapping):
+        return False
+    if source.get("table") != row.identity.source_table:
+        return True
+    key = source.get("key")
+    return isinstance(key, Mapping) and source_key_of(tuple(key.items())) != (
+        row.identity.source_key
+    )
 
 
 def outcome_class(result: IssueResult) -> IssuerOutcome:

@@ -38,6 +38,7 @@ class Action(enum.StrEnum):
     IGNORE = "ignore"
     UNDECIDED = "undecided"  # a condition read a value that is not known
     RETURN = "return"  # a row of a return table: a partial red invoice
+    CREDIT = "credit"  # a credit note in the document table: a red invoice of its own
 
 
 # The hot path compares module constants: enum member access is an attribute lookup through
@@ -46,6 +47,7 @@ _ISSUE: Final = Action.ISSUE
 _REVERSE: Final = Action.REVERSE
 _IGNORE: Final = Action.IGNORE
 _UNDECIDED: Final = Action.UNDECIDED
+_CREDIT: Final = Action.CREDIT
 _DELETE: Final = Op.DELETE
 _TRUNCATE: Final = Op.TRUNCATE
 _MESSAGE: Final = Op.MESSAGE
@@ -111,6 +113,8 @@ class DocumentRules:
     qualifies: Check
     reverses: Check | None
     reissues: Check | None
+    #: `doc.credit_notes.qualifies`: the row is a credit note
+    credits: Check | None
     #: "not a qualifying change (...)" decisions by reason: most events are ignored for
     #: one of a few reasons, and a Decision is immutable
     _ignored: dict[str, Decision] = field(default_factory=dict, compare=False, repr=False)
@@ -135,6 +139,9 @@ class DocumentRules:
             qualifies=compile_condition(doc.qualifies),
             reverses=None if doc.reverses is None else compile_condition(doc.reverses),
             reissues=None if doc.reissues is None else compile_condition(doc.reissues),
+            credits=None
+            if doc.credit_notes is None
+            else compile_condition(doc.credit_notes.qualifies),
         )
 
 
@@ -179,7 +186,7 @@ def _changed_columns(before: Row, after: Row) -> set[str]:
 def _with_identity(
     action: Action, reason: str, event: ChangeEvent, rules: DocumentRules, reissue: bool = False
 ) -> Decision:
-    kind = _REVERSAL_KIND if action is _REVERSE else _ISSUE_KIND
+    kind = _REVERSAL_KIND if action is _REVERSE or action is _CREDIT else _ISSUE_KIND
     try:
         ident = _identity(event, rules.name, rules.table, rules.key_columns, kind)
     except IdentityError as exc:
@@ -229,6 +236,15 @@ def decide(event: ChangeEvent, doc: DocumentConfig, rules: DocumentRules | None 
 
     if event.op is _READ:
         return _decide_snapshot(event, doc, rules)
+
+    if rules.credits is not None:
+        # Decided first: a credit note is never a blue invoice nor the reversal of one
+        # (the intake finds the document it credits through its lines).
+        credit = rules.credits(event)
+        if credit.is_true:
+            return _with_identity(_CREDIT, f"credit note: {credit.reason}", event, rules)
+        if credit.is_unknown:
+            return _undecided(credit, "the row is a credit note", event, rules)
 
     if rules.reverses is not None:
         rev = rules.reverses(event)

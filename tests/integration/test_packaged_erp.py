@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from syncd.ledger.migrate import upgrade
 from syncd.lifecycle import DocumentState
 from syncd.pipeline.classify import Classified, Kind
 from syncd.pipeline.intake import Intake
-from syncd.rules.decide import identity_of
+from syncd.rules.decide import Action, decide, identity_of
 from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,8 @@ CREATE TABLE account_invoice (id integer PRIMARY KEY, type varchar NOT NULL, sta
 CREATE TABLE account_invoice_line (id integer PRIMARY KEY, invoice integer
     REFERENCES account_invoice, type varchar NOT NULL, sequence integer,
     product integer REFERENCES product_product, description text,
-    quantity double precision, unit integer REFERENCES product_uom, unit_price numeric);
+    quantity double precision, unit integer REFERENCES product_uom, unit_price numeric,
+    origin varchar);
 CREATE TABLE "account_invoice_line-account_tax" (id integer PRIMARY KEY,
     line integer NOT NULL REFERENCES account_invoice_line,
     tax integer NOT NULL REFERENCES account_tax, UNIQUE (line, tax));
@@ -89,15 +91,26 @@ INSERT INTO account_tax VALUES (1, 'VAT 13%', 'percentage', 0.13),
 -- with none
 INSERT INTO account_invoice VALUES
     (3, 'out', 'posted', 'INV2026-00001', 4, 4, '2026-12-03', 'invoice'),
-    (6, 'out', 'posted', 'INV2026-00003', 4, 4, '2026-12-03', 'invoice');
+    (6, 'out', 'posted', 'INV2026-00003', 4, 4, '2026-12-03', 'invoice'),
+    (8, 'out', 'posted', 'INV2026-00004', 4, 4, '2026-12-03', 'credit_note'),
+    (11, 'out', 'posted', 'INV2026-00005', 4, 4, '2026-12-03', 'credit_note');
+-- credit note 8: all of line 9, one of the three units of line 10 (invoice 3), and the
+-- copied comment line; credit note 11: lines of invoices 3 and 6 at once
 INSERT INTO account_invoice_line VALUES
-    (9, 3, 'line', NULL, 1, NULL, 2, 1, 6000.00),
-    (10, 3, 'line', NULL, 4, NULL, 3, 1, 1500.00),
-    (12, 3, 'comment', NULL, NULL, 'Delivered to dock 4', NULL, NULL, NULL),
-    (20, 6, 'line', NULL, 1, NULL, 1, 1, 6000.00),
-    (21, 6, 'line', NULL, 4, NULL, 1, 1, 1500.00);
+    (9, 3, 'line', NULL, 1, NULL, 2, 1, 6000.00, 'sale.line,1'),
+    (10, 3, 'line', NULL, 4, NULL, 3, 1, 1500.00, NULL),
+    (12, 3, 'comment', NULL, NULL, 'Delivered to dock 4', NULL, NULL, NULL, NULL),
+    (20, 6, 'line', NULL, 1, NULL, 1, 1, 6000.00, NULL),
+    (21, 6, 'line', NULL, 4, NULL, 1, 1, 1500.00, NULL),
+    (30, 8, 'line', NULL, 1, NULL, -2, 1, 6000.00, 'account.invoice.line,9'),
+    (31, 8, 'line', NULL, 4, NULL, -1, 1, 1500.00, 'account.invoice.line,10'),
+    (32, 8, 'comment', NULL, NULL, 'Delivered to dock 4', NULL, NULL, NULL,
+        'account.invoice.line,12'),
+    (40, 11, 'line', NULL, 1, NULL, -1, 1, 6000.00, 'account.invoice.line,9'),
+    (41, 11, 'line', NULL, 1, NULL, -1, 1, 6000.00, 'account.invoice.line,20');
 INSERT INTO "account_invoice_line-account_tax" VALUES
-    (1, 9, 1), (2, 9, 9), (3, 10, 3), (4, 20, 1), (5, 20, 3);
+    (1, 9, 1), (2, 9, 9), (3, 10, 3), (4, 20, 1), (5, 20, 3), (6, 30, 1), (7, 31, 3),
+    (8, 40, 1), (9, 41, 1);
 """
 
 
@@ -287,6 +300,84 @@ def test_intake_freezes_related_values_and_writes_the_side_table(database, confi
     assert bad is not None and bad.state is DocumentState.INVALID
     assert "2 rows in public.account_tax" in (bad.last_error or "")
     assert side == {6: "INVALID"}
+
+
+def _credit_event(config: SyncdConfig, note: int, offset: int) -> Classified:
+    issue = _event(config, note, offset)
+    assert issue.event is not None and issue.doc is not None
+    decision = decide(issue.event, issue.doc)
+    assert decision.action is Action.CREDIT, decision
+    return Classified(
+        issue.position,
+        Kind.CREDIT,
+        decision.reason,
+        event=issue.event,
+        doc=issue.doc,
+        decision=decision,
+    )
+
+
+def test_a_credit_note_becomes_one_red_invoice_of_the_credited_invoice(database, config):
+    """Tryton's credit note 8 credits invoice 3 through its lines' `origin`: one red
+    invoice under its own key for all of line 9 and one unit of line 10, referencing invoice
+    3's blue number; again, nothing new; credit note 11 credits two invoices: refused with
+    the reason in its side-table row."""
+    upgrade(DSN, "syncd")
+    ledger = ledger_engine(DSN, "syncd")
+    intake = Intake(config, group="it-packaged", owner="it")
+    doc = config.documents["customer_invoice"]
+    blue_no = "26312000000000000001"
+    try:
+        with ledger.begin() as conn:
+            apply_side_table_migrations(conn, config)
+            intake.run(conn, [_event(config, 3, 10)], _NoPartitions())
+            issue = repo.latest_revision(
+                conn,
+                *_ledger_key(identity_of(doc, _event(config, 3, 10).event, DocumentKind.ISSUE, 0)),
+            )
+            assert issue is not None
+            if issue.state is DocumentState.READY:
+                repo.transition(conn, issue.id, DocumentState.READY, DocumentState.SUBMITTED)
+                repo.transition(
+                    conn,
+                    issue.id,
+                    DocumentState.SUBMITTED,
+                    DocumentState.ISSUED,
+                    invoice_no=blue_no,
+                )
+        with ledger.begin() as conn:
+            result = intake.run(
+                conn, [_credit_event(config, 8, 11), _credit_event(config, 11, 12)], _NoPartitions()
+            )
+        with ledger.begin() as conn:
+            again = intake.run(conn, [_credit_event(config, 8, 13)], _NoPartitions())
+        with ledger.connect() as conn:
+            note = _credit_event(config, 8, 11).decision
+            assert note is not None and note.identity is not None
+            red = repo.find_document(conn, note.identity)
+            blue = repo.get_document(conn, issue.id)
+            side = {
+                r[0]: (r[1], r[2])
+                for r in conn.execute(
+                    sa.text("SELECT id, status, error FROM syncd_tryton.invoice_result")
+                ).all()
+            }
+    finally:
+        ledger.dispose()
+    assert red is not None and red.state is DocumentState.REVERSAL_PENDING
+    assert red.reverses_id == issue.id and red.payload is not None
+    assert red.payload["kind"] == "RED"
+    assert red.payload["original_invoice_no"] == blue_no
+    assert [(ln["line_no"], Decimal(ln["quantity"])) for ln in red.payload["lines"]] == [
+        (1, Decimal(-2)),
+        (2, Decimal(-1)),
+    ]
+    assert blue.state is DocumentState.ISSUED  # a credit note does not reverse the blue
+    assert result.to_drive == [red.id]
+    assert again.to_drive == [red.id]  # the same credit note again: the same red, driven
+    assert side[8][0] == "REVERSAL_PENDING"
+    assert side[11][0] == "INVALID"
+    assert "its lines credit 2 documents (3, 6); one expected" in (side[11][1] or "")
 
 
 def _ledger_key(identity: Any) -> tuple[str, str, str]:
