@@ -155,6 +155,12 @@ class NuonuoIssuerSettings(BaseModel):
     account_probe_interval: float = Field(
         60.0, ge=0, description="after an account-level refusal, send one probe this often"
     )
+    query_horizon_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="how long the platform answers queries by serial; read by syncd's "
+        "driver (docs/issuers.md, 'The query horizon'), not by this client",
+    )
     connect_timeout: float = Field(3.0, gt=0)
     read_timeout: float = Field(10.0, gt=0)
     write_timeout: float = Field(10.0, gt=0)

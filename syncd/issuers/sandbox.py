@@ -123,6 +123,12 @@ class SandboxIssuerSettings(BaseModel):
     callback_url: None = Field(
         None, description="the sandbox has no result callbacks; results are polled by serial"
     )
+    query_horizon_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="how long the platform answers queries by serial; read by syncd's "
+        "driver (docs/issuers.md, 'The query horizon'), not by this client",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -391,6 +391,7 @@ class NuonuoApp:
         if problems:
             return env(p.VALIDATION, "; ".join(problems)), None
         assert page is not None and size is not None
+        self._advance(now)  # the list shows the platform as it is
         total, rows = self.store.list_orders(
             user_tax,
             int(window[0] * 1000),
