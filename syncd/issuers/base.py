@@ -12,10 +12,11 @@ may be sent again -- and even then with the *same* serial, never a new one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 
@@ -211,6 +212,17 @@ class InvoiceListQuery:
     def __post_init__(self) -> None:
         if self.issued_to < self.issued_from:
             raise ValueError("issued_to is before issued_from")
+
+    def windows(self, days: int) -> list[InvoiceListQuery]:
+        """The same query cut into consecutive ranges of at most `days` days, for
+        platforms that bound one list call's range."""
+        out: list[InvoiceListQuery] = []
+        start = self.issued_from
+        while start <= self.issued_to:
+            end = min(start + timedelta(days=days - 1), self.issued_to)
+            out.append(dataclasses.replace(self, issued_from=start, issued_to=end))
+            start = end + timedelta(days=1)
+        return out
 
     def matches(self, invoice: PlatformInvoice) -> bool:
         """The filter, for providers whose list cannot apply all of it (and for tests)."""

@@ -636,13 +636,7 @@ def is_account_refusal(code: str) -> bool:
 
 def list_windows(query: InvoiceListQuery) -> list[tuple[date, date]]:
     """The query's dates cut into windows of at most `LIST_WINDOW_DAYS` days (inclusive)."""
-    out: list[tuple[date, date]] = []
-    start = query.issued_from
-    while start <= query.issued_to:
-        end = min(start + timedelta(days=LIST_WINDOW_DAYS - 1), query.issued_to)
-        out.append((start, end))
-        start = end + timedelta(days=1)
-    return out
+    return [(w.issued_from, w.issued_to) for w in query.windows(LIST_WINDOW_DAYS)]
 
 
 def list_payload(

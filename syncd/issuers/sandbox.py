@@ -69,8 +69,10 @@ from syncd.issuers.transport import (
 )
 
 Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "document", "list"]
-#: invoices per page of `GET /v1/invoices` (the sandbox's largest page)
+#: invoices per page of `GET /v1/invoices` (the sandbox's largest page) and the longest
+#: range of dates one list call may cover (days)
 LIST_PAGE_SIZE: Final = 100
+LIST_WINDOW_DAYS: Final = 367
 
 # Provider failure codes after which the same serial may simply be submitted again.
 RESUBMITTABLE_FAILURES: Final = frozenset({"SEAL_FAILED"})
@@ -567,22 +569,23 @@ class SandboxIssuer:
     def list_invoices(self, query: InvoiceListQuery) -> Iterator[PlatformInvoice]:
         """Every issued invoice matching `query`, page by page (`GET /v1/invoices`);
         `ListingError` when a page cannot be read."""
-        page, seen = 1, 0
-        while True:
-            reply = self._exchange("list", "", "GET", list_path(query, page))
-            answer = (
-                reply
-                if not isinstance(reply, Reply)
-                else classify_list_page(reply.status, reply.headers, reply.content)
-            )
-            if not isinstance(answer, tuple):
-                raise listing_error(answer)
-            total, items = answer
-            yield from items
-            seen += len(items)
-            if not items or seen >= total:
-                return
-            page += 1
+        for window in query.windows(LIST_WINDOW_DAYS):
+            page, seen = 1, 0
+            while True:
+                reply = self._exchange("list", "", "GET", list_path(window, page))
+                answer = (
+                    reply
+                    if not isinstance(reply, Reply)
+                    else classify_list_page(reply.status, reply.headers, reply.content)
+                )
+                if not isinstance(answer, tuple):
+                    raise listing_error(answer)
+                total, items = answer
+                yield from items
+                seen += len(items)
+                if not items or seen >= total:
+                    break
+                page += 1
 
     def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
         """Issue; a lost answer or a refused duplicate is resolved by querying the serial."""

@@ -273,3 +273,14 @@ def test_nuonuo_refusals() -> None:
     assert isinstance(other, Retryable) and other.reason.code == "E9101"
     garbled = nuonuo.classify_list_page(nuonuo.Envelope("E0000", "", ["not", "an", "object"]))
     assert isinstance(garbled, Retryable) and garbled.reason.code == "GARBLED_LIST"
+
+
+def test_a_query_cuts_into_windows_keeping_its_filters() -> None:
+    query = InvoiceListQuery(SELLER, date(2025, 1, 1), date(2026, 12, 3), BUYER, Decimal("1"))
+    windows = query.windows(sandbox.LIST_WINDOW_DAYS)
+    assert [(w.issued_from, w.issued_to) for w in windows] == [
+        (date(2025, 1, 1), date(2026, 1, 2)),
+        (date(2026, 1, 3), date(2026, 12, 3)),
+    ]
+    assert all((w.buyer_tax_id, w.gross_amount) == (BUYER, Decimal("1")) for w in windows)
+    assert query.windows(1)[0].issued_to == date(2025, 1, 1)
