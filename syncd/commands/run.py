@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
             policy=policy,
             on_settled=on_settled,
             rng=random.Random(),  # noqa: S311 - jitter, not cryptography
+            query_horizon=config.issuer.query_horizon_seconds,
         )
 
     pipeline = Pipeline(

@@ -266,6 +266,14 @@ class IssuerSettings(StrictModel):
         description="nuonuo: after the app's credentials were refused, ask again only this "
         "much later (s): the platform allows 50 token fetches a month",
     )
+    query_horizon_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="how long the platform answers queries by serial (s); past it, a "
+        "document it answers 'not found' for is searched in its invoice list and adopted "
+        "on an exact unique match, else parked for a person -- never re-sent "
+        "(null: the platform never forgets)",
+    )
     # Before base_url: its validator reads this.
     allow_insecure_http: bool = Field(
         default=False, description="allow plain http:// to a host other than loopback"

@@ -641,6 +641,18 @@ def find_by_serial(conn: Connection, serial: str) -> DocumentRow | None:
     return None if m is None else DocumentRow.from_mapping(m)
 
 
+def serials_holding(conn: Connection, invoice_nos: Iterable[str]) -> dict[str, str]:
+    """Invoice number -> serial of the ledger document that recorded it (for the numbers
+    given; documents of either kind, any revision)."""
+    numbers = sorted(set(invoice_nos))
+    if not numbers:
+        return {}
+    q = select(documents.c.invoice_no, documents.c.serial).where(
+        documents.c.invoice_no.in_(numbers)
+    )
+    return {str(no): str(serial) for no, serial in conn.execute(q)}
+
+
 def latest_revision(
     conn: Connection,
     document_type: str,

@@ -17,6 +17,7 @@ Exactly-once rests on three rules kept here:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -29,12 +30,17 @@ from sqlalchemy import Engine
 
 from syncd.config import SyncdConfig
 from syncd.identity import DocumentKind
+from syncd.issuers import horizon
 from syncd.issuers.base import (
     Duplicate,
+    InvoiceLister,
     Issuer,
     IssueResult,
+    ListingError,
+    NeedsHuman,
     NotFound,
     OutcomeUnknown,
+    Reason,
     Retryable,
     ReturnedLine,
     ReversalReason,
@@ -49,6 +55,7 @@ from syncd.observability.metrics import Metrics
 from syncd.pipeline.committer import Committer, Write
 from syncd.pipeline.outcomes import (
     UNEXPECTED_RETRY_SECONDS,
+    Change,
     StepFailure,
     Wait,
     approval_change,
@@ -83,6 +90,7 @@ class Driver:
         policy: RetryPolicy,
         on_settled: SettledCallback | None = None,
         rng: random.Random | None = None,
+        query_horizon: float | None = None,
     ) -> None:
         self._engine = engine
         self._issuer = issuer
@@ -92,6 +100,10 @@ class Driver:
         self._policy = policy
         self._on_settled = on_settled
         self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
+        #: `issuer.query_horizon_seconds`: past it, "not found" is searched, never re-sent
+        self._horizon = query_horizon
+        #: what the horizon search of a document's current step found (for its audit row)
+        self._evidence: dict[int, dict[str, object]] = {}
         # Per-document memory beside the schedule, guarded by the scheduler's lock so it
         # changes atomically with the schedule (`_lock` below).
         self._polls: dict[int, int] = {}
@@ -256,6 +268,10 @@ class Driver:
                 return decision.delay
             if decision.retry is not None:
                 self._metrics.retries.labels(operation=decision.retry).inc()
+            with self._lock:
+                evidence = self._evidence.pop(row.id, None)
+            if evidence is not None:
+                decision = _with_evidence(decision, evidence)
             return Write(row, doc, decision, polls)
 
     def _approval_step(self, row: DocumentRow) -> Write | None:
@@ -315,6 +331,13 @@ class Driver:
         else:
             # It may have reached the provider before: ask first, re-send only on "not found".
             queried = query()
+            if (
+                isinstance(queried, NotFound)
+                and row.kind is DocumentKind.ISSUE
+                and horizon.passed(row.created_at, datetime.now(UTC), self._horizon)
+            ):
+                # The platform may have forgotten the serial: "not found" proves nothing.
+                return self._search(row), False
             if isinstance(queried, NotFound) or (
                 isinstance(queried, Retryable) and queried.resubmit
             ):
@@ -328,6 +351,48 @@ class Driver:
             self._metrics.retries.labels(operation="query").inc()
             return resolve_after_submit(submitted, query()), resent
         return submitted, resent
+
+    def _search(self, row: DocumentRow) -> IssueResult:
+        """Past the query horizon: find the document's invoice in the platform's list and
+        adopt it on an exact unique match, else park the document for a person (see
+        `syncd.issuers.horizon`). Never re-sends."""
+        issuer = self._issuer
+        if not isinstance(issuer, InvoiceLister):
+            reason = Reason(
+                horizon.NO_LIST,
+                f"the platform no longer answers for serial {row.serial} (query horizon) and "
+                f"provider {issuer.provider} cannot list its invoices; nothing re-sent",
+            )
+            return NeedsHuman(row.serial, reason)
+        now = datetime.now(UTC)
+        try:
+            wanted = horizon.search_for(row.payload or {}, row.created_at, now)
+        except ValueError as exc:
+            reason = Reason(horizon.NO_LIST, f"cannot search for serial {row.serial}: {exc}")
+            return NeedsHuman(row.serial, reason)
+        start = time.perf_counter()
+        try:
+            listed = list(issuer.list_invoices(wanted.query))
+        except ListingError as exc:
+            self._metrics.issuer_request("list", None, time.perf_counter() - start)
+            if exc.retryable:
+                return Retryable(row.serial, exc.reason)
+            return NeedsHuman(row.serial, exc.reason)
+        self._metrics.issuer_request("list", 200, time.perf_counter() - start)
+        with self._engine.connect() as conn:
+            held = repo.serials_holding(conn, (i.invoice_no for i in listed))
+        judgement = horizon.judge(wanted, row.serial, listed, held)
+        with self._lock:
+            self._evidence[row.id] = judgement.evidence
+        if judgement.invoice is not None:
+            log.warning(
+                "past the query horizon: adopted invoice %s found in the platform's list",
+                judgement.invoice.invoice_no,
+            )
+            return horizon.adopted(row.serial, judgement.invoice)
+        result = horizon.parked(row.serial, judgement)
+        log.warning("past the query horizon: %s", result.reason.message)
+        return result
 
     # ------------------------------------------------------------------ after the commit
 
@@ -428,6 +493,18 @@ def _retry_delay(doc_id: int, exc: Exception, where: str) -> float:
             exc_info=exc,
         )
     return delay
+
+
+def _with_evidence(decision: Change, evidence: dict[str, object]) -> Change:
+    """A decision reached through the horizon search, its evidence in the audit row."""
+    verdict = evidence.get("verdict")
+    reason = (
+        "adopted from the platform's invoice list after the query horizon"
+        if verdict == "ADOPTED"
+        else f"parked after the query horizon: {verdict}"
+    )
+    details = {**(decision.details or {}), "horizon": evidence}
+    return dataclasses.replace(decision, reason=reason, details=details)
 
 
 def _reversal_request(row: DocumentRow) -> ReversalRequest:

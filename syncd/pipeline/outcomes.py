@@ -243,7 +243,11 @@ def decide(
             ResultStatus.DEAD, error=f"gave up after {step.attempts} attempts: {error}"
         )
         outcome = DocumentOutcome.DEAD
-    elif step.state is S.BLOCKED and row.state is not S.BLOCKED:
+    elif step.state is S.BLOCKED and (
+        row.state is not S.BLOCKED or row.last_error_code not in (None, code)
+    ):
+        # blocked, or still blocked for another reason (e.g. parked after the query
+        # horizon): the ERP row shows the reason a person must act on now
         writeback = WriteBack(ResultStatus.BLOCKED, error=error)
     retry: RetryOperation | None = None
     throttled = isinstance(result, Retryable) and result.throttled
