@@ -44,6 +44,8 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     "issuer_tokens": ("SELECT", "INSERT", "UPDATE"),
     # written by the approver role only
     "approvals": ("SELECT",),
+    # `syncd backfill` runs with the daemon's role: it records intent as the daemon does
+    "backfill_runs": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
 }
 #: Every table privilege PostgreSQL knows (for "excess" checks).
