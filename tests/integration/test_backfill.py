@@ -244,3 +244,38 @@ def test_backfill_racing_cdc_under_kill_9_issues_each_order_once(
         assert set(historic) <= backfilled
         assert len(_audit(w, "backfill started")) == 1
         assert len(_audit(w, "backfill resumed")) == 1
+
+
+def test_a_cancellation_cdc_missed_is_reversed_once(it_erp: Stack, tmp_path: Path) -> None:
+    with world(it_erp, tmp_path) as w:
+        daemon = w.daemon()
+        daemon.start().wait_ready()
+        ids = [w.create_order(lines=1) for _ in range(3)]
+        w.wait_issued(ids)
+        daemon.terminate()
+        # cancelled while nobody consumed, then the offsets moved past the cancellations:
+        # the daemon will never see them
+        before = _order_events(it_erp)
+        for i in ids[:2]:
+            w.set_status(i, "CANCELLED")
+        _wait(lambda: _order_events(it_erp) >= before + 2, 60, "cancellation events")
+        w.prepare()
+        second = w.daemon()
+        second.start().wait_ready()
+        where = f"{{all: [{_id_range(ids)}, {{column: status, equals: CANCELLED}}]}}"
+
+        dry = _backfill(second.config_path, where, "--dry-run", "--json")
+        assert dry.returncode == 0, dry.stderr
+        report = json.loads(dry.stdout)
+        assert report["totals"]["counts"]["reverse"] == 2
+        assert Decimal(str(report["totals"]["amounts"]["reverse"]["gross"])) < 0
+
+        done = _backfill(second.config_path, where, "--format", "csv")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[0].startswith("key,action,serial")
+        assert sum(",reverse," in line for line in done.stdout.splitlines()) == 2
+        w.wait_for(ids[:2], lambda r: r["invoice_status"] == "REVERSED", what="reversal")
+        w.verdict(issued=ids[2:], reversed_=ids[:2])
+        # a second run finds the reversals recorded: nothing twice
+        again = _backfill(second.config_path, where, "--json")
+        assert json.loads(again.stdout)["totals"]["counts"]["reverse"] == 0
