@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 
 from tests.integration.daemon_harness import (
+    BUYER_TAX_ID,
     IT_SCHEMA,
     ORDER_TOPIC,
     World,
@@ -89,6 +91,40 @@ def _audit(w: World, reason: str) -> list[dict[str, Any]]:
                 {"r": reason},
             ).mappings()
         ]
+
+
+def _bulk_orders(w: World, n: int, status: str, other: str | None = None) -> list[int]:
+    """n orders of one line each, inserted in one transaction (one change event each);
+    with `other`, every second order (by id) has that status instead."""
+    with w.engine.begin() as conn:
+        ids = [
+            int(i)
+            for i in conn.execute(
+                text(
+                    f"INSERT INTO {IT_SCHEMA}.sales_order (order_no, buyer_name, buyer_tax_id, "
+                    "invoice_type, status) SELECT :p || '-' || g, 'Buyer Ltd.', :tax, 'ORDINARY', "
+                    f"CAST(CASE WHEN g % 2 = 0 THEN :o ELSE :s END AS {IT_SCHEMA}.order_status) "
+                    "FROM generate_series(1, :n) AS g ORDER BY g RETURNING id"
+                ),
+                {
+                    "p": f"{w.prefix}-{status[:1]}{uuid.uuid4().hex[:4]}",
+                    "tax": BUYER_TAX_ID,
+                    "s": status,
+                    "o": other or status,
+                    "n": n,
+                },
+            ).scalars()
+        ]
+        conn.execute(
+            text(
+                f"INSERT INTO {IT_SCHEMA}.sales_order_line (order_id, line_no, item_name, "
+                "tax_code, unit, quantity, unit_price, tax_rate, amount) SELECT o, 1, "
+                "'Service 1', '3040201000000000000', 'hour', 2, 10.50, 0.13, 21.00 "
+                "FROM unnest(CAST(:ids AS bigint[])) AS o"
+            ),
+            {"ids": ids},
+        )
+    return sorted(ids)
 
 
 def _order_events(stack: Stack) -> int:
@@ -177,22 +213,26 @@ def test_backfill_racing_cdc_under_kill_9_issues_each_order_once(
     it_erp: Stack, tmp_path: Path
 ) -> None:
     with world(it_erp, tmp_path) as w:
-        # 250 historic orders: confirmed while nobody consumed, then the group's offsets are
-        # moved past them -- CDC will never replay them; only the backfill can issue them.
+        t0 = time.monotonic()
+        # 500 orders, ids interleaved: 250 historic ones, confirmed while nobody consumed and
+        # then the group's offsets moved past them -- CDC will never replay them, only the
+        # backfill can issue them -- and 250 live ones, confirmed while the backfill runs
+        # over them, so the backfill and CDC race for the same rows
         before = _order_events(it_erp)
-        historic = [w.create_order(lines=1) for _ in range(250)]
-        _wait(lambda: _order_events(it_erp) >= before + 2 * len(historic), 120, "historic events")
+        everything = _bulk_orders(w, 500, "CONFIRMED", other="DRAFT")
+        status = {i: r["status"] for i, r in w.orders(everything).items()}
+        historic = [i for i in everything if status[i] == "CONFIRMED"]
+        live = [i for i in everything if status[i] == "DRAFT"]
+        _wait(lambda: _order_events(it_erp) >= before + len(everything), 120, "order events")
         w.prepare()
-        # 250 live orders: confirmed while the backfill runs, so both paths race over them
-        live = [w.create_order(lines=1, confirm=False) for _ in range(250)]
-        everything = historic + live
         daemon = w.daemon()
         daemon.start().wait_ready()
         where = _id_range(everything)
+        t1 = time.monotonic()
 
         log = (tmp_path / "backfill-1.log").open("w")
         proc = subprocess.Popen(
-            _cmd(daemon.config_path, where, "--rate", "60"),
+            _cmd(daemon.config_path, where, "--rate", "20"),
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -200,10 +240,8 @@ def test_backfill_racing_cdc_under_kill_9_issues_each_order_once(
         try:
             for n in range(0, 125, 25):  # half the live orders confirmed mid-backfill
                 with w.engine.begin() as conn:
-                    conn.execute(
-                        text(CONFIRM),
-                        {"ids": live[n : n + 25]},
-                    )
+                    conn.execute(text(CONFIRM), {"ids": live[n : n + 25]})
+                time.sleep(0.5)  # paces the load only; no verdict depends on it
             _wait(lambda: (_runs(w) or [{"pages": 0}])[0]["pages"] >= 3, 120, "backfill pages")
             proc.send_signal(signal.SIGKILL)  # kill -9 the backfill mid-run
             proc.wait(10)
@@ -216,19 +254,20 @@ def test_backfill_racing_cdc_under_kill_9_issues_each_order_once(
 
         _wait(lambda: sum(r["state"] == "ISSUED" for r in w.ledger_rows()) >= 40, 120, "issuing")
         daemon.kill()  # kill -9 the daemon mid-flight
-        with w.engine.begin() as conn:  # the rest of the live orders confirmed meanwhile
-            conn.execute(
-                text(CONFIRM),
-                {"ids": live[125:]},
-            )
-        second = w.daemon()
-        second.start().wait_ready()
-
+        # the rest of the live orders confirmed while no daemon runs, and the backfill
+        # resumed before the daemon is back: now the backfill records first and the
+        # confirmations' change events find the documents there
+        with w.engine.begin() as conn:
+            conn.execute(text(CONFIRM), {"ids": live[125:]})
+        t2 = time.monotonic()
         resumed = _backfill(daemon.config_path, where, "--rate", "200")
         assert resumed.returncode == 0, resumed.stderr + resumed.stdout
         assert f"resuming backfill run {killed_at['id']}" in resumed.stderr
-
+        second = w.daemon()
+        second.start().wait_ready()
+        t3 = time.monotonic()
         w.wait_issued(everything, timeout=300)
+        t4 = time.monotonic()
         w.verdict(issued=everything)
         invoices = w.sandbox.issued()
         assert len([i for i in invoices if i["kind"] == "BLUE"]) == len(everything)
@@ -242,6 +281,15 @@ def test_backfill_racing_cdc_under_kill_9_issues_each_order_once(
             json.loads(r["source_key"])["id"] for r in issue_rows if r["source_offset"] is None
         }
         assert set(historic) <= backfilled
+        late = {i for i in live[125:] if i > killed_at["last_key"][0]}
+        assert late <= backfilled  # nobody else could record them
+        print(
+            f"backfill race: {len(backfilled & set(live))} of {len(live)} live orders recorded "
+            f"by the backfill, {len(set(live) - backfilled)} by CDC; setup {t1 - t0:.0f} s, "
+            f"race and kills {t2 - t1:.0f} s, resumed run {t3 - t2:.0f} s, "
+            f"all issued after {t4 - t3:.0f} s more; run {runs[0]['pages']} pages, "
+            f"{runs[0]['issued']} issued, {runs[0]['skipped']} skipped"
+        )
         assert len(_audit(w, "backfill started")) == 1
         assert len(_audit(w, "backfill resumed")) == 1
 
