@@ -323,3 +323,64 @@ def test_progress_line_and_bar() -> None:
 
 def test_condition_model_is_the_configs() -> None:
     assert isinstance(parse_where("{column: id, equals: 1}"), Condition)
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, s: str) -> int:
+        self.text += s
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_is_a_bar_on_a_terminal_and_periodic_lines_otherwise() -> None:
+    from syncd.commands.backfill import PROGRESS_EVERY, _Progress
+
+    clock = _Clock()
+    totals = Totals()
+    totals.add([Planned({"id": 1}, "issue", "r")])
+    tty = _Stream(True)
+    bar_progress = _Progress(4, tty, clock)  # type: ignore[arg-type]
+    clock.now += 1
+    bar_progress.update(totals)
+    bar_progress.close(totals)
+    assert tty.text.startswith("\r[") and "1/4 rows (25%)" in tty.text and tty.text.endswith("\n")
+
+    pipe = _Stream(False)
+    lines = _Progress(4, pipe, clock)  # type: ignore[arg-type]
+    lines.update(totals)  # too soon: nothing
+    assert pipe.text == ""
+    clock.now += PROGRESS_EVERY
+    lines.update(totals)
+    assert pipe.text.startswith("syncd backfill: 1/4 rows") and pipe.text.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--document", "nope", "--where", "{column: id, equals: 1}"], "no document type 'nope'"),
+        (["--document", "sales_order", "--where", "{column: id}"], "--where"),
+        (
+            ["--document", "sales_order", "--where", "{column: id, equals: 1}", "--rate", "0"],
+            "--rate",
+        ),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    extra: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncd.cli import main
+    from tests.unit.config_helpers import DEMO
+
+    code = main(["backfill", "-c", str(DEMO), "--reason", "test", *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert words in err and err.count("\n") == 1
