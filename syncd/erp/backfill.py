@@ -231,7 +231,9 @@ def _selection(
     where: sa.ColumnElement[bool],
     after: Sequence[Any] | None,
 ) -> list[sa.ColumnElement[bool]]:
-    conds: list[sa.ColumnElement[bool]] = [where.is_(sa.true())]
+    # coalesce: only TRUE selects (NULL, "unknown", does not); a function call also keeps
+    # `NOT x IS TRUE` from parsing as `NOT (x IS TRUE)`
+    conds: list[sa.ColumnElement[bool]] = [sa.func.coalesce(where.self_group(), sa.false())]
     if after is not None:
         keys = _key_columns(table, key_columns)
         typed = [sa.literal(_cursor_value(k, v), k.type) for k, v in zip(keys, after, strict=True)]
