@@ -26,7 +26,7 @@ HELP = "issue (or reverse) existing ERP rows CDC will never replay, at a bounded
 _EPILOG = """\
 CONDITION is the config's condition language (what `qualifies` takes), as YAML, e.g.
   --where '{column: status, equals: CONFIRMED}'
-  --where '{all: [{column: id, at_least: 1000}, {column: created_at, below: 2026-07-01}]}'
+  --where '{all: [{column: id, at_least: 1000}, {column: currency, in: [CNY, USD]}]}'
 It is compiled to parameterised SQL over the table's own columns; `changed` and
 `row: before` (two images of a change) do not apply to rows as they are now.
 Rows the condition selects are then decided by the document type's own `reverses` and

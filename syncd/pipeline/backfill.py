@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Final
 
@@ -47,6 +47,7 @@ from syncd.ledger.models import DocumentRow, Operator
 from syncd.lifecycle import INVOICE_MAY_STILL_COME, DocumentState
 from syncd.pipeline.classify import Classified, Kind
 from syncd.pipeline.intake import Intake
+from syncd.rules.approval import approval_needed
 from syncd.rules.backfill import decide_current
 from syncd.rules.conditions import evaluate
 from syncd.rules.decide import Action, Decision, DocumentRules
@@ -363,7 +364,11 @@ class Backfill:
             return Planned(
                 dict(identity.key), INVALID, summary, serial_for(identity), S.INVALID.value
             )
-        return self._priced(r, ISSUE, None, mapped.invoice, 1, identity)
+        held = approval_needed(doc, r.event, mapped.invoice)
+        planned = self._priced(r, ISSUE, None, mapped.invoice, 1, identity)
+        if held is None:
+            return planned
+        return replace(planned, state=S.AWAITING_APPROVAL.value)
 
     def _priced(
         self,
