@@ -327,3 +327,40 @@ def test_a_cancellation_cdc_missed_is_reversed_once(it_erp: Stack, tmp_path: Pat
         # a second run finds the reversals recorded: nothing twice
         again = _backfill(second.config_path, where, "--json")
         assert json.loads(again.stdout)["totals"]["counts"]["reverse"] == 0
+
+
+def test_two_processes_on_one_run_cannot_both_move_it(it_erp: Stack, tmp_path: Path) -> None:
+    with world(it_erp, tmp_path) as w:
+        config = w.config_file()
+        ids = _bulk_orders(w, 20, "CONFIRMED")
+        where = _id_range(ids)
+        logs = [(tmp_path / f"backfill-{n}.log").open("w+") for n in (1, 2)]
+        # 2 documents/s: a page of 10 rows, then 5 s of pacing -- the second process starts
+        # (and resumes the same run) while the first one waits
+        procs = [
+            subprocess.Popen(_cmd(config, where, "--rate", "2"), stdout=logs[0], stderr=logs[0])
+        ]
+        try:
+            _wait(lambda: _runs(w) and _runs(w)[0]["pages"] >= 1, 60, "the first page")
+            procs.append(
+                subprocess.Popen(_cmd(config, where, "--rate", "2"), stdout=logs[1], stderr=logs[1])
+            )
+            codes = sorted(p.wait(120) for p in procs)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+        outputs = []
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read())
+            log.close()
+        rows = [r for r in w.ledger_rows() if r["kind"] == "issue"]
+        assert sorted(json.loads(r["source_key"])["id"] for r in rows) == ids  # each once
+        print(f"two processes on one run: exit codes {codes}")
+        if "resuming backfill run" in outputs[1]:
+            # both worked on one run: the one that came second to a page stopped
+            assert codes == [0, 1], outputs
+            assert any("by another process" in o for o in outputs), outputs
+        else:  # the first had finished before the second looked: a fresh run found all
+            assert codes == [0, 0], outputs
