@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "grants": "grants",
     "audit": "audit",
     "red-forms": "red_forms",
+    "backfill": "backfill",
     "demo": "demo",
 }
 

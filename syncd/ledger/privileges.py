@@ -46,6 +46,8 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     "approvals": ("SELECT",),
     # buyer-raised red-letter forms: discovered by the daemon, decided by `syncd red-forms`
     "buyer_red_forms": ("SELECT", "INSERT", "UPDATE"),
+    # `syncd backfill` runs with the daemon's role: it records intent as the daemon does
+    "backfill_runs": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
 }
 #: Every table privilege PostgreSQL knows (for "excess" checks).

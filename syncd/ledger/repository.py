@@ -172,7 +172,8 @@ class NewDocument:
             "reverses_id": self.reverses_id,
             "source_topic": pos.topic if pos else None,
             "source_partition": pos.partition if pos else None,
-            "source_offset": pos.offset if pos else None,
+            # a negative offset: not from a Kafka record (`syncd backfill`)
+            "source_offset": pos.offset if pos and pos.offset >= 0 else None,
             "source_ts_ms": self.source_ts_ms,
             "lease_owner": lease_owner,
             "lease_epoch": lease_epoch,
@@ -553,6 +554,7 @@ def ensure_reversal(
     lease_owner: str | None = None,
     lease_epoch: int | None = None,
     reason: str = "source cancelled",
+    operator: Operator | None = None,
 ) -> tuple[DocumentRow, bool]:
     """Record the intent to reverse an issued document (REVERSAL_PENDING, serial frozen).
 
@@ -584,6 +586,7 @@ def ensure_reversal(
         lease_owner=lease_owner,
         lease_epoch=lease_epoch,
         reason=reason,
+        operator=operator,
     )
 
 

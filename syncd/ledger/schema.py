@@ -268,3 +268,34 @@ buyer_red_forms = Table(
     Index("ix_buyer_red_forms_status_deadline", "status", "deadline"),
     Index("ix_buyer_red_forms_document_id", "document_id"),
 )
+
+#: `syncd backfill` runs: what was asked (document type, condition, why, who) and how far it
+#: got. The cursor (`last_key`) moves in the same transaction as the documents a page
+#: records, so a killed run resumes exactly after the last page it committed.
+backfill_runs = Table(
+    "backfill_runs",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("document_type", Text, nullable=False),
+    Column("source_table", Text, nullable=False),
+    # the --where condition, canonical JSON (a run resumes only for the same condition)
+    Column("condition", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default="running"),
+    # the key (JSON list, key column order) of the last row a committed page covered
+    Column("last_key", JSONB(none_as_null=True), nullable=True),
+    Column("pages", BigInteger, nullable=False, server_default="0"),
+    Column("scanned", BigInteger, nullable=False, server_default="0"),
+    Column("issued", BigInteger, nullable=False, server_default="0"),
+    Column("reversed", BigInteger, nullable=False, server_default="0"),
+    Column("skipped", BigInteger, nullable=False, server_default="0"),
+    Column("invalid", BigInteger, nullable=False, server_default="0"),
+    Column("actor", Text, nullable=False),
+    Column("os_user", Text, nullable=True),
+    Column("why", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("state IN ('running', 'finished')", name="state"),
+    CheckConstraint("length(btrim(why)) > 0", name="why"),
+    Index("ix_backfill_runs_document_type_state", "document_type", "state"),
+)

@@ -48,7 +48,7 @@ from syncd.invoice.from_erp import (
 from syncd.invoice.model import Invoice, LineNature
 from syncd.invoice.partial import Returned, returned_so_far
 from syncd.ledger import repository as repo
-from syncd.ledger.models import DocumentRow
+from syncd.ledger.models import DocumentRow, Operator
 from syncd.ledger.models import TopicPartition as LedgerTP
 from syncd.ledger.repository import NewDocument
 from syncd.lifecycle import (
@@ -121,10 +121,14 @@ class Intake:
     sees what the previous one recorded.
     """
 
-    def __init__(self, config: SyncdConfig, *, group: str, owner: str) -> None:
+    def __init__(
+        self, config: SyncdConfig, *, group: str, owner: str, operator: Operator | None = None
+    ) -> None:
         self._config = config
         self._group = group
         self._owner = owner
+        # the person the rows are recorded for (`syncd backfill`); None for the daemon
+        self._operator = operator
         self._waiting: Container[int] = ()
 
     def run(
@@ -205,7 +209,11 @@ class Intake:
             by_reason.setdefault(record.reason, []).append((record, new))
         for reason, group in by_reason.items():
             rows = repo.ensure_documents(
-                conn, [new for _, new in group], actor=self._owner, reason=reason
+                conn,
+                [new for _, new in group],
+                actor=self._owner,
+                operator=self._operator,
+                reason=reason,
             )
             for (record, _), (row, _created) in zip(group, rows, strict=True):
                 result.to_drive.append(row.id)
@@ -289,13 +297,15 @@ class Intake:
                     first,
                     reason=reason,
                     actor=self._owner,
+                    operator=self._operator,
                     payload=payload,
                     payload_hash=None,
                     last_error=None,
                     last_error_code=None,
                     source_topic=event.position.topic,
                     source_partition=event.position.partition,
-                    source_offset=event.position.offset,
+                    # a backfilled row (offset -1) came from no Kafka record
+                    source_offset=event.position.offset if event.position.offset >= 0 else None,
                     source_ts_ms=event.source_ts_ms,
                 )
                 _write_back(conn, doc, key, WriteBack(ResultStatus.PENDING))
@@ -322,6 +332,7 @@ class Intake:
                     identity,
                     serial,
                     actor=self._owner,
+                    operator=self._operator,
                     state=first,
                     payload=payload,
                     position=event.position,
@@ -339,6 +350,7 @@ class Intake:
                     S.INVALID,
                     reason=record.reason,
                     actor=self._owner,
+                    operator=self._operator,
                     last_error_code="INVALID",
                     last_error=summary,
                     source_ts_ms=event.source_ts_ms,
@@ -349,6 +361,7 @@ class Intake:
                     identity,
                     serial,
                     actor=self._owner,
+                    operator=self._operator,
                     state=S.INVALID,
                     position=event.position,
                     source_ts_ms=event.source_ts_ms,
@@ -488,6 +501,7 @@ class Intake:
                 S.REJECTED,
                 reason=why,
                 actor=self._owner,
+                operator=self._operator,
                 last_error_code="CANCELLED_BEFORE_APPROVAL",
                 last_error=why,
             )
@@ -559,6 +573,7 @@ class Intake:
             serial_for(red_identity),
             _payload(mapped.invoice),
             actor=self._owner,
+            operator=self._operator,
             position=event.position,
             source_ts_ms=event.source_ts_ms,
             reason=record.reason,
@@ -628,6 +643,7 @@ class Intake:
             identity,
             serial_for(identity),
             actor=self._owner,
+            operator=self._operator,
             state=S.REVERSAL_PENDING,
             payload=_payload(mapped.invoice),
             position=event.position,

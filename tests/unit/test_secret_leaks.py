@@ -6,7 +6,7 @@ every offline command (check-config incl. --live against refused connections, co
 render, preview with a failing database) in-process, and a real `syncd run` subprocess
 pointed at closed loopback ports (refused connections) until it has logged its failures;
 its /metrics page is scraped, then it is stopped. Every operator command (status, dlq,
-retry, approve/reject, migrate, grants, audit, decode) runs against the same refused
+retry, approve/reject, migrate, grants, audit, backfill, decode) runs against the same refused
 connections. All output, logs and metrics are searched for the secret strings: zero hits.
 (The issuer secret is one key for every provider: nuonuo's app secret is
 `issuer.app_secret` too.) The daemon on the real stack, with a dead letter written, is
@@ -179,6 +179,7 @@ def _operator_commands(path: Path) -> list[list[str]]:
     """Every operator command of `syncd --help`, each with --json where it has it."""
     c = ["-c", str(path)]
     doc, why = ["--document", "1"], ["--reason", "r"]
+    backfill = ["--document", "sales_order", "--where", "{column: id, above: 0}"]
     runs = [
         ["status", *c, "--kafka-timeout", "1"],
         ["status", *c, "--kafka-timeout", "1", "--json"],
@@ -215,6 +216,8 @@ def _operator_commands(path: Path) -> list[list[str]]:
         ["red-forms", "list", *c, "--refresh", "--json"],
         ["red-forms", "confirm", "BF00000000000001", *c, *why],
         ["red-forms", "reject", "BF00000000000001", *c, *why, "--json"],
+        ["backfill", *c, *backfill, *why],
+        ["backfill", *c, *backfill, *why, "--dry-run", "--json"],
         ["connectors", "render", *c],
         ["decode", "--event", str(DATA / "sales_order_confirmed.json")],
     ]
