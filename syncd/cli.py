@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "dlq": "dlq",
     "grants": "grants",
     "audit": "audit",
+    "reconcile": "reconcile",
     "demo": "demo",
 }
 

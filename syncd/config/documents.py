@@ -332,6 +332,12 @@ class DocumentConfig(StrictModel):
         default=None, description="partial red-letter invoices from a return table"
     )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
+    period_column: str | None = Field(
+        default=None,
+        pattern=r"^" + _IDENT + r"$",
+        description="column of the document table that dates a document (e.g. order_date): "
+        "`syncd reconcile --from/--to` selects ERP rows by it (default: every row)",
+    )
     header: HeaderMapping
     seller: SellerIdentity | None = None
     lines: LinesConfig

@@ -44,6 +44,9 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     "issuer_tokens": ("SELECT", "INSERT", "UPDATE"),
     # written by the approver role only
     "approvals": ("SELECT",),
+    # `syncd reconcile` (the CronJob runs with the daemon's role) appends a run; the
+    # daemon exports the newest one
+    "reconcile_runs": ("SELECT", "INSERT"),
     "alembic_version": ("SELECT",),
 }
 #: Every table privilege PostgreSQL knows (for "excess" checks).

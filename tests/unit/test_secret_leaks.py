@@ -210,6 +210,8 @@ def _operator_commands(path: Path) -> list[list[str]]:
         ["audit", "export", *c, "--from", "2026-01-01", "--to", "2026-01-02", "--json"],
         ["audit", "prune", *c, "--before", "2026-01-01", *why, "--dry-run", "--json"],
         ["audit", "prune", *c, "--before", "2026-01-01", *why, "--json"],
+        ["reconcile", *c, "--from", "2026-01-01", "--to", "2026-01-31"],
+        ["reconcile", *c, "--from", "2026-01-01", "--to", "2026-01-31", "--format", "json"],
         ["connectors", "render", *c],
         ["decode", "--event", str(DATA / "sales_order_confirmed.json")],
     ]

@@ -1,0 +1,121 @@
+"""`syncd reconcile`: compare the ERP, the ledger and the platform's list for a period.
+
+Exit 0 clean, 1 with exceptions, 2 on any error (usage, config, a dependency down or
+refusing): the contract finance scripts and the CronJob rely on. Every error is one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from syncd.commands._period import add_period_arguments
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from syncd.config import SyncdConfig
+    from syncd.reconcile.sources import PlatformList
+
+HELP = "compare ERP, ledger and the platform's invoices for a period; list the exceptions"
+
+EXIT_CLEAN = 0
+EXIT_EXCEPTIONS = 1
+EXIT_ERROR = 2
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Compare the ERP's qualifying rows (the config's own qualifies/reverses conditions), "
+        "syncd's ledger and the platform's list of issued invoices over a period, and list "
+        "every exception by class with its document key, serial, invoice number(s) and "
+        "amounts. Reads one repeatable-read snapshot; never writes to the ERP. "
+        "Exit 0 clean, 1 with exceptions, 2 on error."
+    )
+    parser.add_argument("-c", "--config", required=True, help="path of the YAML config file")
+    add_period_arguments(parser)
+    parser.add_argument("--document", metavar="TYPE", help="one document type (default: all)")
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    parser.add_argument("--output", metavar="FILE", help="write the report here, not stdout")
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="do not record the run in the ledger (for a read-only database role); the "
+        "daemon's syncd_reconcile_* metrics then do not see it",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from syncd.commands import load_config_or_exit
+
+    config = load_config_or_exit(args.config, "reconcile")
+    return _run(config, args)
+
+
+def _error(message: str) -> int:
+    from syncd.commands import say
+
+    say("reconcile", message)
+    return EXIT_ERROR
+
+
+def _run(config: SyncdConfig, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from syncd.commands import database_reason, database_unreachable, is_connection_error
+    from syncd.commands._operator import os_user
+    from syncd.commands._period import PeriodError, parse_period
+    from syncd.ledger.engine import ledger_engine
+    from syncd.reconcile.report import render
+    from syncd.reconcile.run import ReconcileUsageError, Request, now, reconcile, record
+
+    try:
+        period = parse_period(args.date_from, args.date_to, args.tz)
+    except PeriodError as exc:
+        return _error(str(exc))
+    request = Request(period.start, period.end, args.document, args.tz)
+    engine = ledger_engine(
+        config.database.dsn_value(), config.database.schema_name, pool_size=1, max_overflow=1
+    )
+    started = now()
+    try:
+        platform = _platform(config, engine)
+        report = reconcile(engine, config, request, platform)
+        if not args.no_record:
+            record(engine, report, request, started, os_user())
+    except ReconcileUsageError as exc:
+        return _error(str(exc))
+    except DBAPIError as exc:
+        if is_connection_error(exc):
+            return _error(database_unreachable(config, exc))
+        return _error(f"database error: {database_reason(exc)}")
+    except PlatformUnavailable as exc:
+        return _error(str(exc))
+    finally:
+        engine.dispose()
+    code = EXIT_CLEAN if report.clean else EXIT_EXCEPTIONS
+    text = render(report, args.format, exit_code=code)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as exc:
+            return _error(f"cannot write {args.output}: {exc.strerror or exc}")
+        summary = "clean" if report.clean else f"{len(report.exceptions)} exception(s)"
+        print(f"syncd reconcile: {summary}; report written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return code
+
+
+class PlatformUnavailable(Exception):  # noqa: N818 - a one-line condition, not a bug
+    """The platform's list could not be read (completely)."""
+
+
+def _platform(config: SyncdConfig, engine: Engine) -> PlatformList | None:
+    """The platform's list of issued invoices, or None when the provider cannot list."""
+    return None
+
+
+__all__ = ["HELP", "register", "run"]
