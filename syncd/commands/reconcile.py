@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from syncd.commands._period import add_period_arguments
@@ -15,6 +16,7 @@ from syncd.commands._period import add_period_arguments
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from syncd.commands._period import Period
     from syncd.config import SyncdConfig
     from syncd.reconcile.sources import PlatformList
 
@@ -34,7 +36,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         "Exit 0 clean, 1 with exceptions, 2 on error."
     )
     parser.add_argument("-c", "--config", required=True, help="path of the YAML config file")
-    add_period_arguments(parser)
+    add_period_arguments(parser, required=False)
+    parser.add_argument(
+        "--days",
+        type=int,
+        metavar="N",
+        help="instead of --from/--to: the N whole days before today (in --tz), as the "
+        "daily CronJob runs it",
+    )
     parser.add_argument("--document", metavar="TYPE", help="one document type (default: all)")
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
     parser.add_argument("--output", metavar="FILE", help="write the report here, not stdout")
@@ -65,13 +74,13 @@ def _run(config: SyncdConfig, args: argparse.Namespace) -> int:
 
     from syncd.commands import database_reason, database_unreachable, is_connection_error
     from syncd.commands._operator import os_user
-    from syncd.commands._period import PeriodError, parse_period
+    from syncd.commands._period import PeriodError
     from syncd.ledger.engine import ledger_engine
     from syncd.reconcile.report import render
     from syncd.reconcile.run import ReconcileUsageError, Request, now, reconcile, record
 
     try:
-        period = parse_period(args.date_from, args.date_to, args.tz)
+        period = _period_of(args)
     except PeriodError as exc:
         return _error(str(exc))
     request = Request(period.start, period.end, args.document, args.tz)
@@ -107,6 +116,22 @@ def _run(config: SyncdConfig, args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return code
+
+
+def _period_of(args: argparse.Namespace) -> Period:
+    from syncd.commands._period import PeriodError, parse_period, zone
+
+    if args.days is not None:
+        if args.date_from or args.date_to:
+            raise PeriodError("give either --days or --from/--to, not both")
+        if args.days < 1:
+            raise PeriodError(f"--days {args.days}: give 1 or more")
+        today = datetime.now(zone(args.tz)).date()
+        first = today - timedelta(days=args.days)
+        return parse_period(first.isoformat(), (today - timedelta(days=1)).isoformat(), args.tz)
+    if not (args.date_from and args.date_to):
+        raise PeriodError("give the period: --from DATE --to DATE, or --days N")
+    return parse_period(args.date_from, args.date_to, args.tz)
 
 
 class PlatformUnavailable(Exception):  # noqa: N818 - a one-line condition, not a bug
