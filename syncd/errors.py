@@ -22,6 +22,8 @@ SyncdError                      root: an error syncd raises on purpose (never a 
 │   └── ChainBrokenError        ledger/audit: pruning refused, an audit chain is broken
 ├── WriteBackError              erp/writeback: the ERP row is gone or not writable
 │                               -> the ledger keeps the result; logged
+├── ListingError                issuers/base: the platform's invoice list could not be read
+│                               -> the search or report is retried (or a person acts)
 └── OperatorError               an operator command's input (redrive, migrate, demo,
                                 the period of the finance commands) -> exit 2 with one line
 ```

@@ -21,7 +21,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final, Literal
 
 from pydantic import ValidationError
@@ -43,6 +44,7 @@ log = logging.getLogger("syncd_sandbox")
 _SERIAL: Final = r"(?P<serial>[A-Z0-9]{8,32})"
 _ROUTES: Final = [
     ("POST", re.compile(r"/v1/invoices"), "issue"),
+    ("GET", re.compile(r"/v1/invoices"), "list"),
     ("GET", re.compile(rf"/v1/invoices/{_SERIAL}"), "query"),
     ("GET", re.compile(rf"/v1/invoices/{_SERIAL}/(?P<fmt>xml|html)"), "document"),
     ("POST", re.compile(r"/v1/red-forms"), "reverse"),
@@ -54,6 +56,7 @@ _CONTROL: Final = [
     ("DELETE", re.compile(r"/_sandbox/faults"), "reset_faults"),
     ("GET", re.compile(r"/_sandbox/invoices"), "audit_invoices"),
     ("GET", re.compile(r"/_sandbox/requests"), "audit_requests"),
+    ("POST", re.compile(r"/_sandbox/portal-invoices"), "portal_invoice"),
     (
         "POST",
         re.compile(rf"/_sandbox/red-forms/{_SERIAL}/(?P<decision>confirm|reject)"),
@@ -61,6 +64,11 @@ _CONTROL: Final = [
     ),
 ]
 RED_FORM_FIELDS: Final = frozenset({"serial", "original_invoice_no", "reason"})
+#: the invoice list: one page's default and largest size, the longest range (days after
+#: the first) -- the real platforms page and bound the range too (docs/sandbox.md)
+LIST_PAGE_SIZE: Final = 50
+LIST_MAX_PAGE_SIZE: Final = 100
+LIST_MAX_DAYS: Final = 366
 
 
 class DropConnection(Exception):  # noqa: N818 - it is a deliberate action, not an error
@@ -129,6 +137,8 @@ class SandboxApp:
         self.dice = Dice(config.seed)
         #: issue calls still to fail (`fail_next_issue_calls`, counted down)
         self.issue_failures_left = 0
+        #: accepted submissions still to forget at once (`forget_next_serials`)
+        self.forget_left = 0
         self.buckets: dict[str, TokenBucket] = {}
         self._worker: asyncio.Task[None] | None = None
         self._commit: asyncio.Future[None] | None = None
@@ -360,6 +370,8 @@ class SandboxApp:
             reply, serial = self._issue(ctx)
         elif route == "query":
             reply = self._query(ctx)
+        elif route == "list":
+            reply = self._list(ctx, QueryParams(scope["query_string"]))
         elif route == "document":
             reply = self._document(params, None)
         elif route == "reverse":
@@ -433,6 +445,9 @@ class SandboxApp:
                 "the serial must not repeat; query it instead",
                 serial=serial,
             ), serial
+        if outcome.kind == "ACCEPTED" and self.forget_left > 0:
+            self.forget_left -= 1
+            self.store.forget(outcome.row["serial"])
         view = self._invoice_view(outcome.row, ctx.base_url)
         status = 202 if outcome.kind in ("ACCEPTED", "REQUEUED") else 200
         return json_reply(status, view, committed=True), serial
@@ -445,9 +460,87 @@ class SandboxApp:
 
     def _query(self, ctx: _Ctx) -> Reply:
         row = self._fresh_invoice(ctx.params["serial"], ctx.now)
-        if row is None:
+        if row is None or self._forgotten(row, ctx.now):
             return error(404, "NOT_FOUND", "no invoice with this serial")
         return json_reply(200, self._invoice_view(row, ctx.base_url))
+
+    def _forgotten(self, row: Mapping[str, Any], now: float) -> bool:
+        return self.store.is_forgotten(row, now, self.faults.forget_after_seconds)
+
+    def _list(self, ctx: _Ctx, query: QueryParams) -> Reply:
+        """`GET /v1/invoices?seller_tax_id=&issued_from=&issued_to=[&buyer_tax_id=]
+        [&gross_amount=][&page=1][&page_size=50]`: issued invoices, by invoice number."""
+        problems = []
+        seller = query.get("seller_tax_id") or ""
+        if not seller:
+            problems.append(("MISSING_FIELD", "seller_tax_id", "field is required"))
+        days = []
+        for name in ("issued_from", "issued_to"):
+            try:
+                days.append(date.fromisoformat(query.get(name) or ""))
+            except ValueError:
+                problems.append(("INVALID_VALUE", name, "an ISO date (YYYY-MM-DD)"))
+        if len(days) == 2 and days[1] < days[0]:
+            problems.append(("INVALID_VALUE", "issued_to", "before issued_from"))
+        elif len(days) == 2 and (days[1] - days[0]).days > LIST_MAX_DAYS:
+            problems.append(
+                ("RANGE_TOO_LONG", "issued_to", f"at most {LIST_MAX_DAYS + 1} days per list")
+            )
+        gross = None
+        if query.get("gross_amount"):
+            try:
+                gross = Decimal(query["gross_amount"])
+            except InvalidOperation:
+                problems.append(("INVALID_VALUE", "gross_amount", "a decimal amount"))
+        page = _int(query.get("page"), 1)
+        size = _int(query.get("page_size"), LIST_PAGE_SIZE)
+        if page is None or page < 1:
+            problems.append(("INVALID_VALUE", "page", "a whole number from 1"))
+        if size is None or not 1 <= size <= LIST_MAX_PAGE_SIZE:
+            problems.append(("INVALID_VALUE", "page_size", f"1 to {LIST_MAX_PAGE_SIZE}"))
+        if problems:
+            return error(
+                422,
+                "VALIDATION_FAILED",
+                "the list query is not valid",
+                errors=[{"code": c, "path": p, "message": m} for c, p, m in problems],
+            )
+        assert page is not None and size is not None
+        total, rows = self.store.list_invoices(
+            seller_tax_id=seller,
+            issued_from=days[0].isoformat(),
+            issued_to=days[1].isoformat(),
+            buyer_tax_id=query.get("buyer_tax_id") or None,
+            gross_amount=gross,
+            offset=(page - 1) * size,
+            limit=size,
+        )
+        items = [self._list_item(row, ctx.now) for row in rows]
+        return json_reply(200, {"page": page, "page_size": size, "total": total, "invoices": items})
+
+    def _list_item(self, row: Mapping[str, Any], now: float) -> dict[str, Any]:
+        payload = json.loads(row["payload"])
+        doc = payload.get("blue", payload) if row["kind"] == "RED" else payload
+        buyer = doc.get("buyer") or {}
+        known = not row["portal"] and not self._forgotten(row, now)
+        return {
+            "serial": row["serial"] if known else None,
+            "invoice_no": row["invoice_no"],
+            "kind": row["kind"],
+            "invoice_type": row["invoice_type"],
+            "status": "REVERSED" if row["red_invoice_no"] else "ISSUED",
+            "original_invoice_no": row["original_invoice_no"],
+            "red_invoice_no": row["red_invoice_no"],
+            "issued_at": row["issued_at"],
+            "seller_tax_id": (doc.get("seller") or {}).get("tax_id"),
+            "buyer_tax_id": buyer.get("tax_id"),
+            "buyer_name": buyer.get("name"),
+            "totals": {
+                "net_amount": row["net_amount"],
+                "tax_amount": row["tax_amount"],
+                "gross_amount": row["gross_amount"],
+            },
+        }
 
     def _document(self, params: dict[str, str], token: str | None) -> Reply:
         row = self.store.invoice(params["serial"])
@@ -624,11 +717,15 @@ class SandboxApp:
                 return error(422, "INVALID_FAULTS", str(exc))
             if "fail_next_issue_calls" in update:
                 self.issue_failures_left = self.faults.fail_next_issue_calls
+            if "forget_next_serials" in update:
+                self.forget_left = self.faults.forget_next_serials
             log.warning("faults now %s", self.faults.model_dump_json())
             return json_reply(200, self.faults.model_dump())
         if route == "audit_invoices":
             invoices = self.store.issued_invoices()
             return json_reply(200, {"count": len(invoices), "invoices": invoices})
+        if route == "portal_invoice":
+            return self._portal_invoice(body)
         if route == "audit_requests":
             q = request.query_params
             since = int(q.get("since_id", "0") or 0)
@@ -645,6 +742,56 @@ class SandboxApp:
         if row is None:
             return error(404, "NOT_FOUND", "no red-letter form with this serial")
         return json_reply(200, self._red_view(row, now, _base_url(request.scope, request.headers)))
+
+    def _portal_invoice(self, body: bytes) -> Reply:
+        """`POST /_sandbox/portal-invoices` `{"invoice": {...}, "issued_at": ISO?,
+        "app_key": ?}` (or a JSON list of those, all or none): invoices issued by hand in
+        the platform's portal. An invoice is the canonical shape without a serial, checked
+        by the platform's rules; it is issued at once (at `issued_at` when given) and
+        appears in the list only, without a serial."""
+        try:
+            data = fastjson.loads_request(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "INVALID_JSON", "the body is not JSON")
+        entries = data if isinstance(data, list) else [data]
+        now = time.time()
+        accepted: list[tuple[dict[str, Any], str, float]] = []
+        for n, entry in enumerate(entries):
+            invoice = entry.get("invoice") if isinstance(entry, dict) else None
+            if not isinstance(invoice, dict):
+                return error(422, "VALIDATION_FAILED", f"[{n}].invoice: a JSON object")
+            issued_at = now
+            if entry.get("issued_at"):
+                try:
+                    issued_at = datetime.fromisoformat(str(entry["issued_at"])).timestamp()
+                except ValueError:
+                    return error(422, "VALIDATION_FAILED", f"[{n}].issued_at: ISO date-time")
+            # the portal checks like the API; the serial is the platform's own
+            checked = {**invoice, "serial": "PORTAL000000"}
+            today = datetime.fromtimestamp(issued_at, BEIJING).date()
+            violations = rules.check_invoice(checked, today=today)
+            if violations:
+                return error(
+                    422,
+                    "VALIDATION_FAILED",
+                    f"[{n}]: the invoice breaks the platform's rules",
+                    errors=[v.as_json() for v in violations],
+                )
+            app_key = str(entry.get("app_key") or next(iter(self.config.credentials), ""))
+            accepted.append((invoice, app_key, issued_at))
+        items = [
+            self._list_item(
+                self.store.add_portal_invoice(invoice, app_key=key, now=now, issued_at=at), now
+            )
+            for invoice, key, at in accepted
+        ]
+        return json_reply(201, {"invoices": items} if isinstance(data, list) else items[0])
+
+
+def _int(value: str | None, default: int) -> int | None:
+    if value is None or value == "":
+        return default
+    return int(value) if value.isdigit() else None
 
 
 def _check_red_form(payload: object) -> list[rules.Violation]:

@@ -36,6 +36,12 @@ class Faults(BaseModel):
     # Deterministic: the next N issue calls answer 500 (counted down from the moment the
     # faults are set), so a test can assert on a failure instead of hoping for one.
     fail_next_issue_calls: int = Field(0, ge=0, le=100_000)
+    # The query horizon: the platform forgets request results. Queries by serial answer
+    # "not found" for invoices accepted more than `forget_after_seconds` ago, and for the
+    # next `forget_next_serials` accepted submissions (counted down from the moment the
+    # faults are set); the invoice list still shows those invoices, without their serial.
+    forget_after_seconds: float | None = Field(None, ge=0)
+    forget_next_serials: int = Field(0, ge=0, le=100_000)
 
 
 class ErrorKind(enum.Enum):

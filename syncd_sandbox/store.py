@@ -137,6 +137,7 @@ class Store:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
         self._migrate_red_form_lines()
+        self._migrate_listing()
 
     def _migrate_red_form_lines(self) -> None:
         """Partial red forms: the `lines` column, and the one-live-reversal index limited
@@ -148,6 +149,21 @@ class Store:
         self._db.execute(
             "CREATE UNIQUE INDEX IF NOT EXISTS red_forms_full_once ON red_forms "
             "(original_invoice_no) WHERE status != 'FAILED' AND lines IS NULL"
+        )
+
+    def _migrate_listing(self) -> None:
+        """The invoice list: `portal` (issued by hand, no serial of a client), `forgotten`
+        (the platform no longer answers for the serial: the horizon fault) and an index
+        by issue time (a store written before the list existed is upgraded)."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(invoices)")}
+        for name in ("portal", "forgotten"):
+            if name not in columns:
+                self._db.execute(
+                    f"ALTER TABLE invoices ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0"
+                )
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS invoices_issued ON invoices (issued_at)"
+            " WHERE status = 'ISSUED'"
         )
 
     def close(self) -> None:
@@ -615,6 +631,83 @@ class Store:
                 )
         return out
 
+    # --- the invoice list, the portal, forgetting -----------------------------------
+
+    def forget(self, serial: str) -> None:
+        """The platform no longer answers queries for `serial` (its request record aged out)."""
+        self._db.execute("UPDATE invoices SET forgotten = 1 WHERE serial = ?", (serial,))
+
+    def is_forgotten(self, row: Mapping[str, Any], now: float, after: float | None) -> bool:
+        return bool(row.get("forgotten")) or (
+            after is not None and float(row["accepted_at"]) <= now - after
+        )
+
+    def list_invoices(
+        self,
+        *,
+        seller_tax_id: str,
+        issued_from: str,
+        issued_to: str,
+        buyer_tax_id: str | None,
+        gross_amount: Decimal | None,
+        offset: int,
+        limit: int,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(total, one page) of issued invoices of one seller issued on the Beijing dates
+        `issued_from`..`issued_to` (inclusive), by invoice number (new numbers only grow,
+        so paging while invoices are issued never skips one)."""
+        seller = "coalesce(json_extract(payload, '$.seller.tax_id'),"
+        seller += " json_extract(payload, '$.blue.seller.tax_id'))"
+        buyer = "coalesce(json_extract(payload, '$.buyer.tax_id'),"
+        buyer += " json_extract(payload, '$.blue.buyer.tax_id'))"
+        where = f"status = 'ISSUED' AND issued_at >= ? AND issued_at < ? AND {seller} = ?"
+        args: list[Any] = [issued_from, _day_after(issued_to), seller_tax_id]
+        if buyer_tax_id is not None:
+            where += f" AND {buyer} = ?"
+            args.append(buyer_tax_id)
+        if gross_amount is not None:  # 2-decimal amounts: a REAL comparison is exact here
+            where += " AND abs(CAST(gross_amount AS REAL) - ?) < 0.001"
+            args.append(float(gross_amount))
+        ((total,),) = self._db.execute(f"SELECT count(*) FROM invoices WHERE {where}", args)  # noqa: S608 - fixed fragments
+        rows = self._db.execute(
+            f"SELECT * FROM invoices WHERE {where} ORDER BY invoice_no LIMIT ? OFFSET ?",  # noqa: S608
+            [*args, limit, offset],
+        ).fetchall()
+        return int(total), [dict(r) for r in rows]
+
+    def add_portal_invoice(
+        self, payload: Mapping[str, Any], *, app_key: str, now: float, issued_at: float
+    ) -> dict[str, Any]:
+        """An invoice issued by hand in the platform's portal: issued at once, under a
+        serial of the platform's own (never listed: no client asked for it)."""
+        with self._tx() as db:
+            ((seq,),) = db.execute(
+                "INSERT INTO counters (name, value) VALUES ('portal', 1)"
+                " ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value"
+            ).fetchall()
+            serial = f"PORTAL{seq:012d}"
+            doc = {**payload, "serial": serial}
+            canonical = canonical_json(doc)
+            net, tax, gross = totals_of(doc)
+            db.execute(
+                "INSERT INTO invoices (serial, kind, invoice_type, payload, payload_hash, status,"
+                " app_key, accepted_at, due_at, net_amount, tax_amount, gross_amount, portal)"
+                " VALUES (?, 'BLUE', ?, ?, ?, 'PROCESSING', ?, ?, ?, ?, ?, ?, 1)",
+                (
+                    serial,
+                    doc["invoice_type"],
+                    canonical,
+                    payload_digest(doc, canonical),
+                    app_key,
+                    now,
+                    now,
+                    net,
+                    tax,
+                    gross,
+                ),
+            )
+            return self._issue(db, serial, issued_at)
+
     # --- audit ----------------------------------------------------------------------
 
     def issued_invoices(self) -> list[dict[str, Any]]:
@@ -624,6 +717,11 @@ class Store:
             " ORDER BY invoice_no"
         ).fetchall()
         return [dict(r) for r in rows]
+
+
+def _day_after(day: str) -> str:
+    """The ISO date after `day` (a `YYYY-MM-DD` string), for a half-open range on `issued_at`."""
+    return (datetime.strptime(day, "%Y-%m-%d").date() + timedelta(days=1)).isoformat()
 
 
 def _iso(ts: float) -> str:

@@ -13,11 +13,13 @@ may be sent again -- and even then with the *same* serial, never a new one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal, Protocol, TypeAlias, runtime_checkable
 
+from syncd.errors import SyncdError
 from syncd.lifecycle import ProviderOutcome
 
 ReversalReason: TypeAlias = Literal[
@@ -187,6 +189,100 @@ class Issuer(Protocol):
     def query_reversal(self, serial: str) -> IssueResult: ...
 
     def close(self) -> None: ...
+
+
+# --- the platform's own list of invoices ------------------------------------------------
+
+PlatformState: TypeAlias = Literal["ISSUED", "REVERSED", "VOIDED"]
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceListQuery:
+    """Which invoices to list: one seller, the issue dates `issued_from`..`issued_to`
+    (both inclusive, the platform's calendar: Beijing time for Chinese platforms), and
+    optionally one buyer and one gross total (exact, `Decimal`)."""
+
+    seller_tax_id: str
+    issued_from: date
+    issued_to: date
+    buyer_tax_id: str | None = None
+    gross_amount: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        if self.issued_to < self.issued_from:
+            raise ValueError("issued_to is before issued_from")
+
+    def matches(self, invoice: PlatformInvoice) -> bool:
+        """The filter, for providers whose list cannot apply all of it (and for tests)."""
+        day = invoice.issued_at.date()
+        return (
+            self.issued_from <= day <= self.issued_to
+            and (invoice.seller_tax_id in (None, self.seller_tax_id))
+            and (self.buyer_tax_id is None or invoice.buyer_tax_id == self.buyer_tax_id)
+            and (self.gross_amount is None or invoice.totals.gross_amount == self.gross_amount)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformInvoice:
+    """One invoice as the platform lists it -- including invoices syncd never asked for
+    (issued by hand in the platform's portal: `serial` None).
+
+    `serial` is syncd's serial (the provider's order number / request id) when the
+    platform still knows it; `state` is the platform's word on the invoice now: `ISSUED`,
+    `REVERSED` (a red invoice cancels it in full; `red_invoice_no` names it when known)
+    or `VOIDED`. Amounts are the platform's, negative on a red invoice."""
+
+    invoice_no: str
+    kind: Literal["BLUE", "RED"]
+    issued_at: datetime
+    totals: Totals
+    state: PlatformState = "ISSUED"
+    serial: str | None = None
+    original_invoice_no: str | None = None
+    red_invoice_no: str | None = None
+    seller_tax_id: str | None = None
+    buyer_tax_id: str | None = None
+    buyer_name: str | None = None
+    invoice_type: Literal["SPECIAL", "ORDINARY"] | None = None
+
+
+class ListingError(SyncdError):
+    """The platform's invoice list could not be read (completely): a page failed.
+
+    Raised by `list_invoices` -- a partial list must never pass for the whole one, since
+    a missing invoice is exactly what reconciliation and the horizon search look for.
+    `retryable` False: a person must act (credentials, account); True: try again later."""
+
+    def __init__(self, reason: Reason, *, retryable: bool) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+        self.retryable = retryable
+
+
+@runtime_checkable
+class InvoiceLister(Protocol):
+    """A provider that can list the invoices it issued (docs/issuers.md, "Listing").
+
+    `list_invoices` pages through the platform's results lazily and yields every
+    invoice matching the query, each once; it raises `ListingError` when a page cannot
+    be read. Every provider module implements it next to `Issuer`."""
+
+    def list_invoices(self, query: InvoiceListQuery) -> Iterator[PlatformInvoice]: ...
+
+
+def result_reason(result: IssueResult) -> Reason:
+    """The reason a non-answer carries (for `ListingError`)."""
+    if isinstance(result, Rejected):
+        return result.reasons[0]
+    if isinstance(result, (Retryable, OutcomeUnknown, NeedsHuman, Duplicate)):
+        return result.reason
+    return Reason("UNEXPECTED_ANSWER", f"the platform answered {result.outcome.value}")
+
+
+def listing_error(result: IssueResult) -> ListingError:
+    """The error a failed list page means: a person must act only for `NeedsHuman`."""
+    return ListingError(result_reason(result), retryable=not isinstance(result, NeedsHuman))
 
 
 def resolve_after_submit(submitted: IssueResult, queried: IssueResult | None) -> IssueResult:

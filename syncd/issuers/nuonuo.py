@@ -27,7 +27,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -46,18 +46,21 @@ from syncd.config.settings import (
 )
 from syncd.issuers.base import (
     Duplicate,
+    InvoiceListQuery,
     InvoicePayload,
     Issued,
     IssueResult,
     NeedsHuman,
     NotFound,
     OutcomeUnknown,
+    PlatformInvoice,
     Processing,
     Reason,
     Rejected,
     Retryable,
     ReversalRequest,
     Totals,
+    listing_error,
     resolve_after_submit,
 )
 from syncd.issuers.tokens import (
@@ -77,6 +80,10 @@ QUERY: Final = "nuonuo.OpeMplatform.queryInvoiceResult"
 RED_SAVE: Final = "nuonuo.OpeMplatform.saveInvoiceRedConfirm"
 RED_QUERY: Final = "nuonuo.OpeMplatform.queryInvoiceRedConfirm"
 REINVOICE: Final = "nuonuo.OpeMplatform.reInvoice"
+LIST: Final = "nuonuo.OpeMplatform.queryInvoiceList"
+#: `queryInvoiceList`: the longest window the platform accepts (10 days) and our page size
+LIST_WINDOW_DAYS: Final = 10
+LIST_PAGE_SIZE: Final = 50
 #: The most order numbers one `queryInvoiceResult` accepts.
 QUERY_BATCH: Final = 50
 
@@ -112,7 +119,7 @@ RED_FORM_DONE: Final = frozenset({"01", "04"})
 RED_FORM_WAITING: Final = frozenset({"02", "03"})
 RED_FORM_APPLYING: Final = "15"
 
-Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "token"]
+Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "token", "list"]
 
 
 def is_credential_code(code: str) -> bool:
@@ -618,6 +625,87 @@ def is_account_refusal(code: str) -> bool:
     return code in ACCOUNT_CODES or code == "TOKEN_REFUSED" or is_credential_code(code)
 
 
+# --- the invoice list (queryInvoiceList) ----------------------------------------------
+
+
+def list_windows(query: InvoiceListQuery) -> list[tuple[date, date]]:
+    """The query's dates cut into windows of at most `LIST_WINDOW_DAYS` days (inclusive)."""
+    out: list[tuple[date, date]] = []
+    start = query.issued_from
+    while start <= query.issued_to:
+        end = min(start + timedelta(days=LIST_WINDOW_DAYS - 1), query.issued_to)
+        out.append((start, end))
+        start = end + timedelta(days=1)
+    return out
+
+
+def list_payload(
+    seller_tax_id: str, first: date, last: date, page: int, page_size: int = LIST_PAGE_SIZE
+) -> dict[str, Any]:
+    """One page of `queryInvoiceList` for the Beijing dates `first`..`last` (inclusive)."""
+    return {
+        "taxnum": seller_tax_id,
+        "requestType": "0",
+        "startTime": f"{first.isoformat()} 00:00:00",
+        "endTime": f"{last.isoformat()} 23:59:59",
+        "pageNo": str(page),
+        "pageSize": str(page_size),
+    }
+
+
+def platform_invoice(item: Mapping[str, Any]) -> PlatformInvoice | None:
+    """One `queryInvoiceList` item -> a listed invoice; None for an item that is not an
+    invoice (yet): issuing, failed. Raises `ValueError` on an issued item it cannot read."""
+    status = str(item.get("status") or "")
+    if status != ISSUED_STATUS and status not in VOID_STATUSES:
+        return None
+    net, tax, gross = (_money(item.get(k)) for k in ("exTaxAmount", "taxAmount", "orderAmount"))
+    number = _text(item.get("allElectronicInvoiceNumber")) or _text(item.get("invoiceNo"))
+    millis = str(item.get("invoiceTime") or "")
+    if net is None or tax is None or gross is None or number is None or not millis.isdigit():
+        raise ValueError(f"an issued invoice without number, time or amounts: {number!r}")
+    red = str(item.get("invoiceType") or "1") == "2"
+    invoice_types: dict[str, Literal["SPECIAL", "ORDINARY"]] = {
+        "bs": "SPECIAL",
+        "pc": "ORDINARY",
+    }
+    return PlatformInvoice(
+        invoice_no=number,
+        kind="RED" if red else "BLUE",
+        issued_at=datetime.fromtimestamp(int(millis) / 1000, BEIJING),
+        totals=Totals(net, tax, gross),
+        state="ISSUED" if status == ISSUED_STATUS else "VOIDED",
+        serial=_text(item.get("orderNo")),
+        original_invoice_no=_text(item.get("oldEleInvoiceNumber")) if red else None,
+        seller_tax_id=_text(item.get("salerTaxNum")),
+        buyer_tax_id=_text(item.get("payerTaxNo")) or _text(item.get("buyerTaxNum")),
+        buyer_name=_text(item.get("payerName")) or _text(item.get("buyerName")),
+        invoice_type=invoice_types.get(str(item.get("invoiceLine"))),
+    )
+
+
+def classify_list_page(envelope: Envelope) -> tuple[int, list[PlatformInvoice]] | IssueResult:
+    """A `queryInvoiceList` answer -> (total count, the page's invoices), or the result a
+    refusal means. A page the client cannot read is a failure, never a shorter list."""
+    reason = Reason(envelope.code, envelope.describe)
+    if envelope.code != SUCCESS:
+        if is_credential_code(envelope.code) or envelope.code in ACCOUNT_CODES:
+            return NeedsHuman("", reason)
+        return Retryable("", reason)
+    result = envelope.result
+    try:
+        if not isinstance(result, Mapping):
+            raise ValueError("result is not an object")
+        items = result.get("invoices") or []
+        if not isinstance(items, list):
+            raise ValueError("invoices is not a list")
+        total = int(str(result.get("totalCount") or 0))
+        listed = [platform_invoice(i) for i in items if isinstance(i, Mapping)]
+    except ValueError as exc:
+        return Retryable("", Reason("GARBLED_LIST", f"an unreadable invoice list page: {exc}"))
+    return total, [i for i in listed if i is not None]
+
+
 # --- the client -------------------------------------------------------------------------
 
 _USER_AGENT: Final = "syncd-issuer/nuonuo"
@@ -917,6 +1005,37 @@ class NuonuoIssuer:
         item = items[0] if items and isinstance(items[0], dict) else None
         result = classify_invoice(platform_serial, item, red=True) if item else None
         return result if isinstance(result, Issued) else None
+
+    def list_invoices(self, query: InvoiceListQuery) -> Iterator[PlatformInvoice]:
+        """The seller's invoices matching `query`: `queryInvoiceList` page by page over
+        windows of at most 10 days; buyer and total are filtered here (the platform's list
+        filters by seller and time only). `ListingError` when a page cannot be read."""
+        if query.seller_tax_id != self.settings.seller_tax_id:
+            raise listing_error(
+                Rejected(
+                    "",
+                    (
+                        Reason(
+                            "SELLER_MISMATCH",
+                            "this Nuonuo account lists the invoices of issuer.seller_tax_id only",
+                        ),
+                    ),
+                )
+            )
+        for first, last in list_windows(query):
+            page, seen = 1, 0
+            while True:
+                payload = list_payload(query.seller_tax_id, first, last, page)
+                answer = self.call("list", "", LIST, payload)
+                page_result = classify_list_page(answer) if isinstance(answer, Envelope) else answer
+                if not isinstance(page_result, tuple):
+                    raise listing_error(page_result)
+                total, invoices = page_result
+                yield from (i for i in invoices if query.matches(i))
+                seen += LIST_PAGE_SIZE
+                if seen >= total:
+                    break
+                page += 1
 
     def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
         submitted = self.issue(invoice)

@@ -19,12 +19,12 @@ import queue
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import orjson
@@ -39,18 +39,22 @@ from syncd.config.settings import (
 from syncd.issuers import signing
 from syncd.issuers.base import (
     Duplicate,
+    InvoiceListQuery,
     InvoicePayload,
     Issued,
     IssueResult,
     NeedsHuman,
     NotFound,
     OutcomeUnknown,
+    PlatformInvoice,
+    PlatformState,
     Processing,
     Reason,
     Rejected,
     Retryable,
     ReversalRequest,
     Totals,
+    listing_error,
     resolve_after_submit,
     serial_of,
 )
@@ -64,7 +68,9 @@ from syncd.issuers.transport import (
     response_too_large,
 )
 
-Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "document"]
+Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "document", "list"]
+#: invoices per page of `GET /v1/invoices` (the sandbox's largest page)
+LIST_PAGE_SIZE: Final = 100
 
 # Provider failure codes after which the same serial may simply be submitted again.
 RESUBMITTABLE_FAILURES: Final = frozenset({"SEAL_FAILED"})
@@ -299,6 +305,71 @@ def _retry_after(headers: Mapping[str, str], data: Mapping[str, Any]) -> float |
     return float(hint) if isinstance(hint, (int, float)) else None
 
 
+def list_path(query: InvoiceListQuery, page: int, page_size: int = LIST_PAGE_SIZE) -> str:
+    """The request target of one page of the invoice list."""
+    params = {
+        "seller_tax_id": query.seller_tax_id,
+        "issued_from": query.issued_from.isoformat(),
+        "issued_to": query.issued_to.isoformat(),
+    }
+    if query.buyer_tax_id is not None:
+        params["buyer_tax_id"] = query.buyer_tax_id
+    if query.gross_amount is not None:
+        params["gross_amount"] = format(query.gross_amount, "f")
+    params.update(page=str(page), page_size=str(page_size))
+    return "/v1/invoices?" + urlencode(params)
+
+
+def classify_list_page(
+    status: int, headers: Mapping[str, str], body: bytes
+) -> tuple[int, list[PlatformInvoice]] | IssueResult:
+    """One page of `GET /v1/invoices` -> (total, invoices), or the result a refusal means.
+
+    Pure. An item the client cannot read makes the whole page a failure (`Retryable`
+    with `GARBLED_LIST`): reconciliation must not silently miss an invoice."""
+    if status != 200:
+        return classify_response("list", "", status, headers, body)
+    try:
+        data = orjson.loads(body)
+        total = int(data["total"])
+        items = [platform_invoice(item) for item in data["invoices"]]
+    except (ValueError, KeyError, TypeError, InvalidOperation) as exc:
+        return Retryable("", Reason("GARBLED_LIST", f"an unreadable invoice list page: {exc}"))
+    return total, items
+
+
+def platform_invoice(item: Mapping[str, Any]) -> PlatformInvoice:
+    """One item of the sandbox's invoice list (raises on a malformed item)."""
+    totals = item["totals"]
+    kind = item["kind"]
+    if kind not in ("BLUE", "RED"):
+        raise ValueError(f"kind {kind!r}")
+    status = item.get("status") or "ISSUED"
+    states: dict[str, PlatformState] = {"ISSUED": "ISSUED", "REVERSED": "REVERSED"}
+    if status not in states:
+        raise ValueError(f"status {status!r}")
+    state = states[status]
+    invoice_type = item.get("invoice_type")
+    return PlatformInvoice(
+        invoice_no=str(item["invoice_no"]),
+        kind=kind,
+        issued_at=datetime.fromisoformat(str(item["issued_at"])),
+        totals=Totals(
+            Decimal(str(totals["net_amount"])),
+            Decimal(str(totals["tax_amount"])),
+            Decimal(str(totals["gross_amount"])),
+        ),
+        state=state,
+        serial=item.get("serial") or None,
+        original_invoice_no=item.get("original_invoice_no") or None,
+        red_invoice_no=item.get("red_invoice_no") or None,
+        seller_tax_id=item.get("seller_tax_id") or None,
+        buyer_tax_id=item.get("buyer_tax_id") or None,
+        buyer_name=item.get("buyer_name") or None,
+        invoice_type=invoice_type if invoice_type in ("SPECIAL", "ORDINARY") else None,
+    )
+
+
 def classify_exception(op: Operation, serial: str, exc: httpx.HTTPError) -> IssueResult:
     """A transport failure -> a result. Before sending: retryable. After: unknown."""
     reason = Reason(type(exc).__name__.upper(), str(exc) or type(exc).__name__)
@@ -486,6 +557,26 @@ class SandboxIssuer:
         return self._call(
             "query_reversal", serial, "GET", f"/v1/red-forms/{quote(serial, safe='')}"
         )
+
+    def list_invoices(self, query: InvoiceListQuery) -> Iterator[PlatformInvoice]:
+        """Every issued invoice matching `query`, page by page (`GET /v1/invoices`);
+        `ListingError` when a page cannot be read."""
+        page, seen = 1, 0
+        while True:
+            reply = self._exchange("list", "", "GET", list_path(query, page))
+            answer = (
+                reply
+                if not isinstance(reply, Reply)
+                else classify_list_page(reply.status, reply.headers, reply.content)
+            )
+            if not isinstance(answer, tuple):
+                raise listing_error(answer)
+            total, items = answer
+            yield from items
+            seen += len(items)
+            if not items or seen >= total:
+                return
+            page += 1
 
     def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
         """Issue; a lost answer or a refused duplicate is resolved by querying the serial."""

@@ -25,6 +25,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import parse_qs
@@ -34,7 +35,7 @@ from pydantic import ValidationError
 from syncd_sandbox.app import DropConnection
 from syncd_sandbox.faults import Dice, Faults, TokenBucket
 from syncd_sandbox.nuonuo import protocol as p
-from syncd_sandbox.nuonuo.store import NuonuoStore
+from syncd_sandbox.nuonuo.store import BEIJING, NuonuoStore
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -48,6 +49,11 @@ SENDS: Final = frozenset(
 )
 RED_REASONS: Final = frozenset({"1", "2", "3", "4"})
 MONTH: Final = 30 * 86400.0
+#: `queryInvoiceList`: the longest time window (10 days, published) and the largest page
+#: (not published: our assumption, docs/sandbox.md)
+LIST_MAX_SECONDS: Final = 10 * 86400
+LIST_MAX_PAGE_SIZE: Final = 100
+TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 
 
 @dataclass
@@ -88,6 +94,8 @@ class NuonuoApp:
         self.faults = config.faults
         self.dice = Dice(config.seed)
         self.issue_failures_left = config.faults.fail_next_issue_calls
+        #: accepted orders still to forget at once (`forget_next_serials`)
+        self.forget_left = config.faults.forget_next_serials
         self.buckets: dict[str, TokenBucket] = {}
         self._worker: asyncio.Task[None] | None = None
 
@@ -347,8 +355,66 @@ class NuonuoApp:
             due_at=now + self.config.issue_delay,
             totals=p.order_totals(order),
         )
+        if self.forget_left > 0:
+            self.forget_left -= 1
+            self.store.forget(serial)
         result = {"invoiceSerialNum": serial_no}
         return env(p.SUCCESS, "开票提交成功", result, committed=True), serial
+
+    def _forgotten(self, row: Mapping[str, Any], now: float) -> bool:
+        after = self.faults.forget_after_seconds
+        return bool(row["forgotten"]) or (
+            after is not None and float(row["created_at"]) <= now - after
+        )
+
+    def _list(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        """`queryInvoiceList`: the seller's issued invoices in a window of at most 10 days."""
+        problems = []
+        if data.get("taxnum") != user_tax:
+            problems.append("taxnum must equal the userTax header")
+        window = []
+        for name in ("startTime", "endTime"):
+            try:
+                moment = datetime.strptime(str(data.get(name) or ""), TIME_FORMAT)
+                window.append(moment.replace(tzinfo=BEIJING).timestamp())
+            except ValueError:
+                problems.append(f"{name}: yyyy-MM-dd HH:mm:ss")
+        if len(window) == 2 and not 0 <= window[1] - window[0] <= LIST_MAX_SECONDS:
+            problems.append("endTime must follow startTime by at most 10 days")
+        page, size = _whole(data.get("pageNo")), _whole(data.get("pageSize"))
+        if page is None or page < 1:
+            problems.append("pageNo: a whole number from 1")
+        if size is None or not 1 <= size <= LIST_MAX_PAGE_SIZE:
+            problems.append(f"pageSize: 1 to {LIST_MAX_PAGE_SIZE}")
+        if problems:
+            return env(p.VALIDATION, "; ".join(problems)), None
+        assert page is not None and size is not None
+        total, rows = self.store.list_orders(
+            user_tax,
+            int(window[0] * 1000),
+            int(window[1] * 1000) + 999,
+            (page - 1) * size,
+            size,
+        )
+        items = [self._list_item(row, now) for row in rows]
+        return env(p.SUCCESS, "", {"totalCount": total, "invoices": items}), None
+
+    def _list_item(self, row: Mapping[str, Any], now: float) -> dict[str, Any]:
+        order = json.loads(row["payload"])
+        item = _item(row)
+        item.update(
+            salerTaxNum=order.get("salerTaxNum"),
+            payerName=order.get("buyerName"),
+            payerTaxNo=order.get("buyerTaxNum") or "",
+            invoiceLine=order.get("invoiceLine"),
+        )
+        if row.get("red_bill_id"):
+            item["orderNo"] = row["red_bill_id"]
+        elif row["portal"] or self._forgotten(row, now):
+            del item["orderNo"]
+        return item
 
     def _query(
         self, data: dict[str, Any], app_key: str, user_tax: str, now: float
@@ -361,6 +427,8 @@ class NuonuoApp:
         for key in keys:
             key = str(key)
             row = self.store.order_by_serial(key) if serials else self.store.order(key)
+            if row is not None and self._forgotten(row, now):
+                row = None
             if row is not None and row["status"] == "20" and row["due_at"] <= now:
                 self._finish(row["order_no"], now)
                 row = self.store.order(row["order_no"])
@@ -469,6 +537,42 @@ class NuonuoApp:
 
     # --- control plane ----------------------------------------------------------------
 
+    def _portal_invoice(self, body: bytes) -> Answer:
+        """`POST /_sandbox/portal-invoices` `{"order": {...}, "issued_at": ISO?, "app_key": ?}`
+        (or a JSON list of those, all or none): invoices issued by hand in the portal (a
+        `requestBillingNew` order without an `orderNo`), issued at once; they appear in
+        `queryInvoiceList` without an order number."""
+        try:
+            data = json.loads(body or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            return answer(400, {"code": "INVALID_JSON", "message": "the body is not JSON"})
+        entries = data if isinstance(data, list) else [data]
+        now = time.time()
+        accepted: list[tuple[dict[str, Any], str, float]] = []
+        for n, entry in enumerate(entries):
+            order = entry.get("order") if isinstance(entry, dict) else None
+            if not isinstance(order, dict):
+                return answer(422, {"code": "VALIDATION_FAILED", "message": f"[{n}].order"})
+            issued_at = _portal_time(entry.get("issued_at"), now)
+            if issued_at is None:
+                return answer(422, {"code": "VALIDATION_FAILED", "message": f"[{n}].issued_at"})
+            order = {**order, "orderNo": "PORTAL"}
+            problems = p.check_order(order, str(order.get("salerTaxNum") or ""))
+            if problems:
+                message = f"[{n}]: " + "; ".join(problems)
+                return answer(422, {"code": "VALIDATION_FAILED", "message": message})
+            app_key = str(entry.get("app_key") or next(iter(self.config.credentials), ""))
+            accepted.append((order, app_key, issued_at))
+        items = []
+        for order, app_key, issued_at in accepted:
+            order_no = self.store.add_portal_order(
+                order, app_key=app_key, now=now, issued_at=issued_at, totals=p.order_totals(order)
+            )
+            row = self.store.order(order_no)
+            assert row is not None
+            items.append(self._list_item({**row, "red_bill_id": None}, now))
+        return answer(201, {"invoices": items} if isinstance(data, list) else items[0])
+
     def _control(self, method: str, path: str, scope: Scope, body: bytes) -> Answer:
         if self.config.strict:
             return answer(404, {"code": "NOT_FOUND", "message": "control plane disabled"})
@@ -488,6 +592,8 @@ class NuonuoApp:
                     return answer(422, {"code": "INVALID_FAULTS", "message": str(exc)})
                 if "fail_next_issue_calls" in update:
                     self.issue_failures_left = self.faults.fail_next_issue_calls
+                if "forget_next_serials" in update:
+                    self.forget_left = self.faults.forget_next_serials
                 return answer(200, self.faults.model_dump())
         if path == "/_sandbox/invoices" and method == "GET":
             invoices = self.store.issued()
@@ -497,6 +603,8 @@ class NuonuoApp:
             since = int(q.get("since_id", "0") or 0)
             limit = min(int(q.get("limit", "1000") or 1000), 10_000)
             return answer(200, {"requests": self.store.requests(since, limit)})
+        if path == "/_sandbox/portal-invoices" and method == "POST":
+            return self._portal_invoice(body)
         if path == "/_sandbox/tokens" and method == "GET":
             return answer(200, {"apps": self.store.token_stats(), "limit": self.config.token_limit})
         if path == "/_sandbox/tokens/expire" and method == "POST":
@@ -522,6 +630,20 @@ class NuonuoApp:
         return answer(404, {"code": "NOT_FOUND", "message": f"no route {method} {path}"})
 
 
+def _whole(value: object) -> int | None:
+    text = str(value) if isinstance(value, (int, str)) else ""
+    return int(text) if text.isdigit() else None
+
+
+def _portal_time(value: object, now: float) -> float | None:
+    if not value:
+        return now
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
 _Handler = Callable[[NuonuoApp, dict[str, Any], str, str, float], tuple[Answer, str | None]]
 _METHODS: Final[dict[str, _Handler]] = {
     "nuonuo.OpeMplatform.requestBillingNew": NuonuoApp._issue,
@@ -529,6 +651,7 @@ _METHODS: Final[dict[str, _Handler]] = {
     "nuonuo.OpeMplatform.reInvoice": NuonuoApp._reinvoice,
     "nuonuo.OpeMplatform.saveInvoiceRedConfirm": NuonuoApp._save_red_form,
     "nuonuo.OpeMplatform.queryInvoiceRedConfirm": NuonuoApp._query_red_forms,
+    "nuonuo.OpeMplatform.queryInvoiceList": NuonuoApp._list,
 }
 
 _STATUS_TEXT: Final = {

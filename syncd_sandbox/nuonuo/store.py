@@ -67,6 +67,10 @@ class NuonuoStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(orders)")}
+        for name in ("portal", "forgotten"):  # stores written before the list existed
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE orders ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -241,6 +245,59 @@ class NuonuoStore:
                 }
             )
         return out
+
+    # --- the invoice list, the portal, forgetting ----------------------------------------
+
+    def forget(self, order_no: str) -> None:
+        self._db.execute("UPDATE orders SET forgotten = 1 WHERE order_no = ?", (order_no,))
+
+    def list_orders(
+        self, seller_tax_id: str, start_ms: int, end_ms: int, offset: int, limit: int
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """(total, one page) of issued or voided invoices of one seller whose invoice time
+        is in [start_ms, end_ms], by invoice number; each row with `red_bill_id`, the red
+        form a red invoice came from."""
+        where = (
+            "o.status IN ('2', '3') AND o.invoice_time BETWEEN ? AND ?"
+            " AND json_extract(o.payload, '$.salerTaxNum') = ?"
+        )
+        args = (start_ms, end_ms, seller_tax_id)
+        count = f"SELECT count(*) FROM orders o WHERE {where}"  # noqa: S608 - fixed fragments
+        select = (
+            "SELECT o.*, f.bill_id AS red_bill_id FROM orders o"  # noqa: S608 - fixed fragments
+            f" LEFT JOIN red_forms f ON f.red_order_no = o.order_no WHERE {where}"
+            " ORDER BY o.invoice_no LIMIT ? OFFSET ?"
+        )
+        ((total,),) = self._db.execute(count, args)
+        rows = self._db.execute(select, (*args, limit, offset)).fetchall()
+        return int(total), [dict(r) for r in rows]
+
+    def reversed_by(self, invoice_no: str) -> str | None:
+        row = self._db.execute(
+            "SELECT invoice_no FROM orders WHERE kind = 'RED' AND original_invoice_no = ?"
+            " AND status = '2'",
+            (invoice_no,),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def add_portal_order(
+        self,
+        order: dict[str, Any],
+        *,
+        app_key: str,
+        now: float,
+        issued_at: float,
+        totals: tuple[Decimal, Decimal, Decimal],
+    ) -> str:
+        """An invoice issued by hand in the portal: issued at once, under an order number of
+        the platform's own (`PORTAL...`, never listed); returns that order number."""
+        order_no = f"PORTAL{self._next('portal'):012d}"
+        self.accept_order(
+            {**order, "orderNo": order_no}, app_key=app_key, now=now, due_at=now, totals=totals
+        )
+        self._db.execute("UPDATE orders SET portal = 1 WHERE order_no = ?", (order_no,))
+        self.finish_order(order_no, issued_at, "2", None)
+        return order_no
 
     # --- red-confirmation forms ---------------------------------------------------------
 
