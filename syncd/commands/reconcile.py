@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from syncd.commands._period import Period
     from syncd.config import SyncdConfig
+    from syncd.issuers.base import PlatformInvoice
     from syncd.reconcile.sources import PlatformList
 
 HELP = "compare ERP, ledger and the platform's invoices for a period; list the exceptions"
@@ -138,9 +139,52 @@ class PlatformUnavailable(Exception):  # noqa: N818 - a one-line condition, not 
     """The platform's list could not be read (completely)."""
 
 
-def _platform(config: SyncdConfig, engine: Engine) -> PlatformList | None:
-    """The platform's list of issued invoices, or None when the provider cannot list."""
-    return None
+#: The platform's calendar (`InvoiceListQuery` dates): Chinese platforms keep Beijing days.
+PLATFORM_ZONE = "Asia/Shanghai"
+
+
+def _platform(config: SyncdConfig, engine: Engine) -> PlatformList:
+    """The platform's own list of issued invoices, from the period's first day until today,
+    for every seller the config issues for (through the provider's `list_invoices`)."""
+    from zoneinfo import ZoneInfo
+
+    from syncd.commands.run import issuer_dependencies, issuer_settings
+    from syncd.issuers.base import InvoiceLister, InvoiceListQuery, ListingError
+    from syncd.issuers.registry import create_issuer
+
+    identities = [doc.seller or config.seller for doc in config.documents.values()]
+    sellers = sorted({s.tax_id for s in identities if s is not None})
+
+    def listed(since: datetime) -> list[PlatformInvoice]:
+        issuer = create_issuer(
+            config.issuer.provider,
+            issuer_settings(config, 1),
+            **issuer_dependencies(config, engine),
+        )
+        try:
+            if not isinstance(issuer, InvoiceLister):
+                raise PlatformUnavailable(
+                    f"provider {config.issuer.provider} cannot list its invoices"
+                )
+            tz = ZoneInfo(PLATFORM_ZONE)
+            first, today = since.astimezone(tz).date(), datetime.now(tz).date()
+            out: list[PlatformInvoice] = []
+            for seller in sellers:
+                query = InvoiceListQuery(
+                    seller, max(first, today - timedelta(days=LIST_DAYS)), today
+                )
+                out.extend(issuer.list_invoices(query))
+            return out
+        except ListingError as exc:
+            raise PlatformUnavailable(f"platform list unavailable: {exc}") from None
+        finally:
+            issuer.close()
+
+    return listed
+
+
+#: The longest listing asked for (the sandbox and real platforms bound a range to a year).
+LIST_DAYS = 365
 
 
 __all__ = ["HELP", "register", "run"]

@@ -25,9 +25,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import TypeAlias
 
 from syncd.identity import DocumentKind
+from syncd.issuers.base import PlatformInvoice
 from syncd.lifecycle import DocumentState
 
 ZERO = Decimal("0.00")
@@ -100,32 +101,8 @@ class LedgerDocument:
     reverses_id: int | None = None
 
 
-class PlatformTotals(Protocol):
-    @property
-    def net_amount(self) -> Decimal: ...
-    @property
-    def tax_amount(self) -> Decimal: ...
-    @property
-    def gross_amount(self) -> Decimal: ...
-
-
-class PlatformEntry(Protocol):
-    """What reconcile reads of one invoice in the platform's list."""
-
-    @property
-    def invoice_no(self) -> str: ...
-    @property
-    def kind(self) -> Literal["BLUE", "RED"]: ...
-    @property
-    def issued_at(self) -> datetime: ...
-    @property
-    def totals(self) -> PlatformTotals: ...
-    @property
-    def state(self) -> str: ...
-    @property
-    def serial(self) -> str | None: ...
-    @property
-    def original_invoice_no(self) -> str | None: ...
+#: One invoice of the platform's own list (`issuers.base.InvoiceLister.list_invoices`).
+PlatformEntry: TypeAlias = PlatformInvoice
 
 
 def platform_amounts(entry: PlatformEntry) -> Amounts:
@@ -254,6 +231,7 @@ def compare(inputs: Inputs) -> Report:
         elif row.reverses_id is not None:
             reversals_of[row.reverses_id].append(row)
     report.documents = len(set(erp_by_doc) | set(issues))
+    platform_state = {p.invoice_no: p.state for p in inputs.platform if p.kind == "BLUE"}
 
     for doc, erp in erp_by_doc.items():
         if doc not in issues and (erp.qualifies or erp.invoice_no):
@@ -314,6 +292,17 @@ def compare(inputs: Inputs) -> Report:
                         ExceptionClass.CANCELLED_NOT_REVERSED,
                         current,
                         "the ERP row is cancelled but its invoice is not reversed" + note,
+                        invoice_nos=[current.invoice_no],
+                    )
+                )
+            at_platform = platform_state.get(current.invoice_no or "")
+            if at_platform in ("REVERSED", "VOIDED") and not erp.cancelled:
+                found.append(
+                    _ex(
+                        ExceptionClass.REVERSED_NOT_CANCELLED,
+                        current,
+                        f"the platform holds the invoice as {at_platform} (done in its portal); "
+                        "the ledger as ISSUED and the ERP row is not cancelled",
                         invoice_nos=[current.invoice_no],
                     )
                 )

@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,15 @@ import pytest
 from sqlalchemy import Connection, text
 
 from syncd.identity import DocumentIdentity, DocumentKind, serial_for
+from syncd.issuers.base import Issued, IssueResult, Processing, ReversalRequest
+from syncd.issuers.sandbox import SandboxIssuer
 from syncd.ledger import reconcile as ledger_reconcile
 from syncd.ledger import repository as repo
 from syncd.lifecycle import DocumentState
 from tests.integration.ops_env import OpsEnv, create_env, drop_env
+from tests.integration.sandbox_process import SandboxProcess
 from tests.integration.stack import Stack
+from tests.sandbox_samples import invoice as sample_invoice
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +43,55 @@ def env(stack: Stack, tmp_path: Path) -> Iterator[OpsEnv]:
     drop_env(e)
 
 
+class Platform:
+    """The env's sandbox platform and syncd's client for it: invoices really issued,
+    reversed, and typed in by hand in its portal."""
+
+    def __init__(self, process: SandboxProcess) -> None:
+        self.process = process
+        self.client: SandboxIssuer = process.client()
+
+    def _settle(self, serial: str, *, reversal: bool = False) -> IssueResult:
+        query = self.client.query_reversal if reversal else self.client.query
+        deadline = time.monotonic() + 30
+        while True:
+            result = query(serial)
+            if not isinstance(result, Processing) or time.monotonic() > deadline:
+                return result
+            time.sleep(0.05)
+
+    def issue(self, serial: str) -> Issued:
+        self.client.issue(sample_invoice(serial))
+        result = self._settle(serial)
+        assert isinstance(result, Issued), result
+        return result
+
+    def reverse(self, serial: str, blue_no: str) -> Issued:
+        self.client.reverse(ReversalRequest(serial, blue_no, "INVOICING_ERROR"))
+        result = self._settle(serial, reversal=True)
+        assert isinstance(result, Issued), result
+        return result
+
+    def by_hand(self) -> str:
+        body = {k: v for k, v in sample_invoice().items() if k != "serial"}
+        response = self.process.control(
+            "POST", "/_sandbox/portal-invoices", json=[{"invoice": body}]
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["invoices"][0]["invoice_no"])
+
+
+@pytest.fixture
+def platform(env: OpsEnv, tmp_path: Path) -> Iterator[Platform]:
+    process = SandboxProcess(store=tmp_path / "platform.db", port=env.sandbox_port).start()
+    p = Platform(process)
+    try:
+        yield p
+    finally:
+        p.client.close()
+        process.stop()
+
+
 def _order(c: Connection, status: str, invoice_no: str | None = None) -> int:
     return int(
         c.execute(
@@ -49,70 +104,144 @@ def _order(c: Connection, status: str, invoice_no: str | None = None) -> int:
     )
 
 
-def _issued(c: Connection, order_id: int, number: str, *, revision: int = 0) -> int:
-    identity = DocumentIdentity.of("sales_order", TABLE, {"id": order_id}, revision=revision)
-    serial = serial_for(identity)
-    row, _ = repo.ensure_document(
-        c, identity, serial, actor="t", state=S.READY, payload={"serial": serial, "totals": TOTALS}
+def _set_number(c: Connection, order_id: int, number: str | None) -> None:
+    c.execute(
+        text("UPDATE erp.sales_order SET invoice_no = :n WHERE id = :id"),
+        {"n": number, "id": order_id},
     )
-    repo.transition(c, row.id, S.READY, S.SUBMITTED, actor="t")
-    now = datetime.now(UTC)
-    repo.transition(c, row.id, S.SUBMITTED, S.ISSUED, actor="t", invoice_no=number, issued_at=now)
-    return row.id
 
 
-def _reversed(c: Connection, order_id: int, blue_id: int, red_number: str) -> None:
-    identity = DocumentIdentity.of("sales_order", TABLE, {"id": order_id}, DocumentKind.REVERSAL)
+def _totals(result: Issued, *, off_by_a_cent: bool = False) -> dict[str, str]:
+    assert result.totals is not None
+    t = result.totals
+    gross = t.gross_amount + (Decimal("0.01") if off_by_a_cent else 0)
+    return {
+        "net_amount": str(t.net_amount),
+        "tax_amount": str(t.tax_amount),
+        "gross_amount": str(gross),
+    }
+
+
+def _ledger_row(
+    c: Connection,
+    identity: DocumentIdentity,
+    totals: dict[str, str],
+    *,
+    reverses_id: int | None = None,
+) -> int:
     serial = serial_for(identity)
-    red_totals = {k: "-" + v for k, v in TOTALS.items()}
+    state = S.READY if identity.kind is DocumentKind.ISSUE else S.REVERSAL_PENDING
     row, _ = repo.ensure_document(
         c,
         identity,
         serial,
         actor="t",
-        state=S.REVERSAL_PENDING,
-        payload={"serial": serial, "totals": red_totals},
-        reverses_id=blue_id,
+        state=state,
+        payload={"serial": serial, "totals": totals},
+        reverses_id=reverses_id,
     )
+    return row.id
+
+
+def _issued(
+    c: Connection,
+    platform: Platform | None,
+    order_id: int,
+    *,
+    revision: int = 0,
+    number: str | None = None,
+    off_by_a_cent: bool = False,
+) -> tuple[int, str]:
+    """An ISSUED blue ledger row of the order, issued at the platform (unless `number`
+    is given: an invoice the platform never issued)."""
+    identity = DocumentIdentity.of("sales_order", TABLE, {"id": order_id}, revision=revision)
+    if number is None:
+        assert platform is not None
+        result = platform.issue(serial_for(identity))
+        number, totals = result.invoice_no, _totals(result, off_by_a_cent=off_by_a_cent)
+    else:
+        totals = dict(TOTALS)
+    doc = _ledger_row(c, identity, totals)
+    repo.transition(c, doc, S.READY, S.SUBMITTED, actor="t")
     now = datetime.now(UTC)
-    repo.transition(c, row.id, S.REVERSAL_PENDING, S.REVERSAL_SUBMITTED, actor="t")
+    repo.transition(c, doc, S.SUBMITTED, S.ISSUED, actor="t", invoice_no=number, issued_at=now)
+    return doc, number
+
+
+def _reversed(c: Connection, platform: Platform, order_id: int, blue_id: int, blue_no: str) -> str:
+    identity = DocumentIdentity.of("sales_order", TABLE, {"id": order_id}, DocumentKind.REVERSAL)
+    red = platform.reverse(serial_for(identity), blue_no)
+    doc = _ledger_row(c, identity, _totals(red), reverses_id=blue_id)
+    now = datetime.now(UTC)
+    repo.transition(c, doc, S.REVERSAL_PENDING, S.REVERSAL_SUBMITTED, actor="t")
     repo.transition(
         c,
-        row.id,
+        doc,
         S.REVERSAL_SUBMITTED,
         S.REVERSED,
         actor="t",
-        invoice_no=red_number,
+        invoice_no=red.invoice_no,
         issued_at=now,
     )
     repo.transition(c, blue_id, S.ISSUED, S.REVERSED, actor="t")
+    return red.invoice_no
 
 
-def _seed_erp_and_ledger(env: OpsEnv) -> dict[str, int]:
-    """One document per ERP/ledger class, plus clean ones; returns order ids by name."""
+def _seed(env: OpsEnv, platform: Platform) -> dict[str, Any]:
+    """One document per exception class, plus clean ones; returns order ids (and the
+    invoice numbers of the platform-only classes) by class."""
     erp, ledger = env.erp(), env.ledger()
-    ids: dict[str, int] = {}
+    ids: dict[str, Any] = {}
     with erp.begin() as e:
-        ids["clean"] = _order(e, "CONFIRMED", "C0000001")
-        ids["clean_cancelled"] = _order(e, "CANCELLED", "C0000002")
-        ids["draft"] = _order(e, "DRAFT")
-        ids["missing_in_ledger"] = _order(e, "CONFIRMED")
-        ids["invoice_no_mismatch"] = _order(e, "CONFIRMED")
-        ids["cancelled_not_reversed"] = _order(e, "CANCELLED", "C0000005")
-        ids["reversed_not_cancelled"] = _order(e, "CONFIRMED", "C0000006")
-        ids["duplicate_blue"] = _order(e, "CONFIRMED", "C0000008")
-        ids["missing_in_erp"] = 10**9 + 7
+        for name, status in [
+            ("clean", "CONFIRMED"),
+            ("clean_cancelled", "CANCELLED"),
+            ("draft", "DRAFT"),
+            ("missing_in_ledger", "CONFIRMED"),
+            ("invoice_no_mismatch", "CONFIRMED"),
+            ("cancelled_not_reversed", "CANCELLED"),
+            ("reversed_not_cancelled", "CONFIRMED"),
+            ("duplicate_blue", "CONFIRMED"),
+            ("amount_mismatch", "CONFIRMED"),
+            ("unknown_to_platform", "CONFIRMED"),
+            ("duplicate_at_platform", "CONFIRMED"),
+        ]:
+            ids[name] = _order(e, status)
+    ids["missing_in_erp"] = 10**9 + 7
+    numbers: dict[str, str | None] = {}
     with ledger.begin() as c:
-        _issued(c, ids["clean"], "C0000001")
-        blue = _issued(c, ids["clean_cancelled"], "C0000002")
-        _reversed(c, ids["clean_cancelled"], blue, "R0000002")
-        _issued(c, ids["missing_in_erp"], "C0000003")
-        _issued(c, ids["invoice_no_mismatch"], "C0000004")
-        _issued(c, ids["cancelled_not_reversed"], "C0000005")
-        blue = _issued(c, ids["reversed_not_cancelled"], "C0000006")
-        _reversed(c, ids["reversed_not_cancelled"], blue, "R0000006")
-        _issued(c, ids["duplicate_blue"], "C0000007")
-        _issued(c, ids["duplicate_blue"], "C0000008", revision=1)
+        _, numbers["clean"] = _issued(c, platform, ids["clean"])
+        blue, no = _issued(c, platform, ids["clean_cancelled"])
+        numbers["clean_cancelled"] = no
+        _reversed(c, platform, ids["clean_cancelled"], blue, no)
+        _issued(c, platform, ids["missing_in_erp"])
+        _issued(c, platform, ids["invoice_no_mismatch"])
+        numbers["invoice_no_mismatch"] = None
+        _, numbers["cancelled_not_reversed"] = _issued(c, platform, ids["cancelled_not_reversed"])
+        blue, no = _issued(c, platform, ids["reversed_not_cancelled"])
+        numbers["reversed_not_cancelled"] = no
+        _reversed(c, platform, ids["reversed_not_cancelled"], blue, no)
+        _issued(c, platform, ids["duplicate_blue"])
+        _, numbers["duplicate_blue"] = _issued(c, platform, ids["duplicate_blue"], revision=1)
+        _, numbers["amount_mismatch"] = _issued(
+            c, platform, ids["amount_mismatch"], off_by_a_cent=True
+        )
+        _, numbers["unknown_to_platform"] = _issued(
+            c, None, ids["unknown_to_platform"], number="NEVERISSUED01"
+        )
+        # the platform issued a second blue invoice under the next revision's serial; the
+        # ledger still waits for that answer (SUBMITTED)
+        _, numbers["duplicate_at_platform"] = _issued(c, platform, ids["duplicate_at_platform"])
+        second = DocumentIdentity.of(
+            "sales_order", TABLE, {"id": ids["duplicate_at_platform"]}, revision=1
+        )
+        platform.issue(serial_for(second))
+        doc = _ledger_row(c, second, dict(TOTALS))
+        repo.transition(c, doc, S.READY, S.SUBMITTED, actor="t")
+    ids["unknown_to_ledger"] = platform.by_hand()
+    with erp.begin() as e:
+        for name, number in numbers.items():
+            _set_number(e, ids[name], number)
     erp.dispose()
     ledger.dispose()
     return ids
@@ -137,42 +266,49 @@ def _erp_snapshot(env: OpsEnv) -> list[Any]:
     return rows
 
 
-def test_every_erp_and_ledger_class_is_found_and_the_erp_is_untouched(env: OpsEnv) -> None:
-    ids = _seed_erp_and_ledger(env)
+def test_every_class_is_found_and_the_erp_is_untouched(env: OpsEnv, platform: Platform) -> None:
+    ids = _seed(env, platform)
     before = _erp_snapshot(env)
     code, out, _err = _reconcile(env, "--format", "json")
-    assert code == 1
+    assert code == 1, out
     report = json.loads(out)
-    found = {(e["class"], json.loads(e["key"])["id"]) for e in report["exceptions"]}
-    expected = {
-        (name, ids[name])
-        for name in (
-            "missing_in_ledger",
-            "missing_in_erp",
-            "invoice_no_mismatch",
-            "cancelled_not_reversed",
-            "reversed_not_cancelled",
-            "duplicate_blue",
-        )
+    found = {
+        (e["class"], json.loads(e["key"])["id"] if e["key"] else e["invoice_nos"][0])
+        for e in report["exceptions"]
     }
+    same_name = [
+        "missing_in_ledger",
+        "missing_in_erp",
+        "invoice_no_mismatch",
+        "cancelled_not_reversed",
+        "reversed_not_cancelled",
+        "duplicate_blue",
+        "amount_mismatch",
+        "unknown_to_platform",
+        "unknown_to_ledger",
+    ]
+    expected = {(name, ids[name]) for name in same_name}
+    expected.add(("duplicate_blue", ids["duplicate_at_platform"]))
     assert found == expected
-    by_class = {e["class"]: e for e in report["exceptions"]}
-    assert by_class["duplicate_blue"]["invoice_nos"] == ["C0000007", "C0000008"]
-    assert by_class["missing_in_erp"]["ledger"] == {
-        "net": "100.00",
-        "tax": "13.00",
-        "gross": "113.00",
-    }
-    assert by_class["invoice_no_mismatch"]["serial"]
-    assert report["classes"]["duplicate_blue"]["count"] == 1
-    # 6 blue rows ISSUED (two of one document); two reversed, each with a red row
-    assert report["states"]["issue/ISSUED"] == {
-        "count": 6,
-        "net": "600.00",
-        "tax": "78.00",
-        "gross": "678.00",
-    }
-    assert report["states"]["reversal/REVERSED"]["gross"] == "-226.00"
+    assert {c for c, _ in found} == set(report["classes"])  # every class seeded
+    by_key = {(e["class"], e["key"]): e for e in report["exceptions"]}
+
+    def one(name: str, key: int | None = None) -> dict[str, Any]:
+        return by_key[
+            (name, json.dumps({"id": ids[name] if key is None else key}, separators=(",", ":")))
+        ]
+
+    assert len(one("duplicate_blue")["invoice_nos"]) == 2
+    assert len(one("duplicate_blue", ids["duplicate_at_platform"])["invoice_nos"]) == 2
+    mismatch = one("amount_mismatch")
+    gross_ledger = Decimal(mismatch["ledger"]["gross"])
+    assert gross_ledger - Decimal(mismatch["platform"]["gross"]) == Decimal("0.01")
+    assert one("unknown_to_platform")["invoice_nos"] == ["NEVERISSUED01"]
+    hand = by_key[("unknown_to_ledger", None)]
+    assert hand["serial"] is None and hand["platform"]["gross"]
+    assert one("invoice_no_mismatch")["serial"]
+    assert report["classes"]["duplicate_blue"]["count"] == 2
+    assert report["classes"]["amount_mismatch"]["count"] == 1
     assert _erp_snapshot(env) == before  # never writes to the ERP
 
     # the run was recorded for the daemon's metrics
@@ -180,23 +316,27 @@ def test_every_erp_and_ledger_class_is_found_and_the_erp_is_untouched(env: OpsEn
     with eng.connect() as c:
         run = ledger_reconcile.latest_run(c)
     eng.dispose()
-    assert run is not None and run.exceptions == 6 and not run.clean
-    assert run.by_class["duplicate_blue"] == 1 and run.by_class["amount_mismatch"] == 0
+    assert run is not None and run.exceptions == 10 and not run.clean
+    assert run.by_class["duplicate_blue"] == 2 and run.by_class["unknown_to_ledger"] == 1
 
-    # CSV and table carry the same exceptions; --output writes the file
+    # CSV and table carry the same exceptions
     code, out, _ = _reconcile(env, "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert code == 1 and sorted(r["class"] for r in rows) == sorted(c for c, _ in expected)
     code, out, _ = _reconcile(env, "--document", "sales_order", "--no-record")
-    assert code == 1 and "6 exception(s)" in out and "reversed_not_cancelled" in out
+    assert code == 1 and "10 exception(s)" in out and "reversed_not_cancelled" in out
 
 
-def test_clean_period_exits_0_and_errors_exit_2_with_one_line(env: OpsEnv, tmp_path: Path) -> None:
+def test_clean_period_exits_0_and_errors_exit_2_with_one_line(
+    env: OpsEnv, platform: Platform, tmp_path: Path
+) -> None:
     erp, ledger = env.erp(), env.ledger()
     with erp.begin() as e:
-        order = _order(e, "CONFIRMED", "C0000001")
+        order = _order(e, "CONFIRMED")
     with ledger.begin() as c:
-        _issued(c, order, "C0000001")
+        _, number = _issued(c, platform, order)
+    with erp.begin() as e:
+        _set_number(e, order, number)
     erp.dispose()
     ledger.dispose()
     out_file = tmp_path / "report.txt"
@@ -206,6 +346,10 @@ def test_clean_period_exits_0_and_errors_exit_2_with_one_line(env: OpsEnv, tmp_p
 
     code, _out, err = _reconcile(env, "--document", "nope")
     assert code == 2 and err.count("\n") == 1 and "no such document type" in err
+    # the platform down: one line naming it, exit 2
+    platform.process.stop()
+    code, out, err = _reconcile(env)
+    assert code == 2 and err.count("\n") == 1 and "platform" in err and out == ""
     # the database down: one line naming it
     broken = env.config_path.read_text().replace(env.dsn, env.dsn.rsplit(":", 1)[0] + ":1/x")
     bad = tmp_path / "down.yaml"

@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
 from syncd.identity import DocumentKind
+from syncd.issuers.base import PlatformInvoice, Totals
 from syncd.lifecycle import DocumentState
 from syncd.reconcile.compare import (
     Amounts,
@@ -32,22 +32,25 @@ TABLE = "erp.sales_order"
 A = Amounts(Decimal("100.00"), Decimal("13.00"), Decimal("113.00"))
 
 
-@dataclass(frozen=True)
-class T:
-    net_amount: Decimal
-    tax_amount: Decimal
-    gross_amount: Decimal
+def P(
+    invoice_no: str,
+    serial: str | None,
+    kind: Literal["BLUE", "RED"] = "BLUE",
+    state: Literal["ISSUED", "REVERSED", "VOIDED"] = "ISSUED",
+    issued_at: datetime = DAY,
+    totals: Totals | None = None,
+) -> PlatformInvoice:
+    return PlatformInvoice(
+        invoice_no=invoice_no,
+        kind=kind,
+        issued_at=issued_at,
+        totals=totals or T(Decimal("100.00"), Decimal("13.00"), Decimal("113.00")),
+        state=state,
+        serial=serial,
+    )
 
 
-@dataclass(frozen=True)
-class P:
-    invoice_no: str
-    serial: str | None
-    kind: Literal["BLUE", "RED"] = "BLUE"
-    state: str = "ISSUED"
-    issued_at: datetime = DAY
-    totals: T = T(Decimal("100.00"), Decimal("13.00"), Decimal("113.00"))
-    original_invoice_no: str | None = None
+T = Totals
 
 
 def key(n: int) -> str:
@@ -219,6 +222,12 @@ def test_two_blue_invoices_for_one_document() -> None:
     )
     assert classes(report) == [C.DUPLICATE_BLUE]
     assert report.exceptions[0].invoice_nos == ("N3", "N3X")
+
+
+def test_blue_invoice_reversed_in_the_portal_of_a_live_order() -> None:
+    report = run([erp(1, no="N1")], [led(1, no="N1")], [P("N1", "S1i0", state="REVERSED")])
+    assert classes(report) == [C.REVERSED_NOT_CANCELLED]
+    assert "portal" in report.exceptions[0].detail
 
 
 def test_without_platform_list_its_classes_are_not_judged() -> None:
