@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from syncd.commands._period import add_period_arguments
+from syncd.errors import OperatorError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -100,7 +101,7 @@ def _run(config: SyncdConfig, args: argparse.Namespace) -> int:
         if is_connection_error(exc):
             return _error(database_unreachable(config, exc))
         return _error(f"database error: {database_reason(exc)}")
-    except PlatformUnavailable as exc:
+    except PlatformUnavailableError as exc:
         return _error(str(exc))
     finally:
         engine.dispose()
@@ -135,8 +136,8 @@ def _period_of(args: argparse.Namespace) -> Period:
     return parse_period(args.date_from, args.date_to, args.tz)
 
 
-class PlatformUnavailable(Exception):  # noqa: N818 - a one-line condition, not a bug
-    """The platform's list could not be read (completely)."""
+class PlatformUnavailableError(OperatorError):
+    """The platform's list could not be read (completely): one line, exit 2."""
 
 
 #: The platform's calendar (`InvoiceListQuery` dates): Chinese platforms keep Beijing days.
@@ -163,7 +164,7 @@ def _platform(config: SyncdConfig, engine: Engine) -> PlatformList:
         )
         try:
             if not isinstance(issuer, InvoiceLister):
-                raise PlatformUnavailable(
+                raise PlatformUnavailableError(
                     f"provider {config.issuer.provider} cannot list its invoices"
                 )
             tz = ZoneInfo(PLATFORM_ZONE)
@@ -176,7 +177,7 @@ def _platform(config: SyncdConfig, engine: Engine) -> PlatformList:
                 out.extend(issuer.list_invoices(query))
             return out
         except ListingError as exc:
-            raise PlatformUnavailable(f"platform list unavailable: {exc}") from None
+            raise PlatformUnavailableError(f"platform list unavailable: {exc}") from None
         finally:
             issuer.close()
 
