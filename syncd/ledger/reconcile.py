@@ -121,15 +121,26 @@ def documents_created_in(
 
 
 def documents_with_keys(
-    conn: Connection, document_type: str, keys: Sequence[str]
+    conn: Connection,
+    document_type: str,
+    source_table: str,
+    keys: Sequence[str],
+    *,
+    outside: tuple[datetime, datetime] | None = None,
 ) -> Iterator[RowMapping]:
-    """Every row (issue and reversal) of one document type with these source keys."""
+    """Every row (issue and reversal) of one document type and table with these source
+    keys (the identity's unique index answers each chunk); with `outside`, only the rows
+    created outside that period (the caller has the others)."""
     d = documents.c
     for i in range(0, len(keys), CHUNK):
         chunk = list(keys[i : i + CHUNK])
         q = select(*_document_columns()).where(
-            d.document_type == document_type, d.source_key.in_(chunk)
+            d.document_type == document_type,
+            d.source_table == source_table,
+            d.source_key.in_(chunk),
         )
+        if outside is not None:
+            q = q.where(or_(d.created_at < outside[0], d.created_at >= outside[1]))
         yield from conn.execute(q).mappings()
 
 
@@ -137,21 +148,20 @@ def known_invoices(
     conn: Connection, serials: Collection[str], invoice_nos: Collection[str]
 ) -> tuple[frozenset[str], frozenset[str]]:
     """Which of these serials and invoice numbers the ledger holds, in any state and any
-    period: a serial in the ledger is an invoice syncd asked for."""
+    period: a serial in the ledger is an invoice syncd asked for. Serials are looked up
+    by their unique index; pass only the numbers no serial explained (invoice numbers
+    have no index: they are few, the invoices typed in by hand)."""
     d = documents.c
     found_serials: set[str] = set()
     found_numbers: set[str] = set()
     wanted_s, wanted_n = sorted(serials), sorted(invoice_nos)
-    for i in range(0, max(len(wanted_s), len(wanted_n)), CHUNK):
-        s_chunk, n_chunk = wanted_s[i : i + CHUNK], wanted_n[i : i + CHUNK]
-        q = select(d.serial, d.invoice_no).where(
-            or_(d.serial.in_(s_chunk), d.invoice_no.in_(n_chunk))
-        )
-        for serial, number in conn.execute(q):
-            found_serials.add(serial)
-            if number:
-                found_numbers.add(number)
-    return frozenset(found_serials & set(serials)), frozenset(found_numbers & set(invoice_nos))
+    for i in range(0, len(wanted_s), CHUNK):
+        q = select(d.serial).where(d.serial.in_(wanted_s[i : i + CHUNK]))
+        found_serials.update(conn.execute(q).scalars())
+    for i in range(0, len(wanted_n), CHUNK):
+        q = select(d.invoice_no).where(d.invoice_no.in_(wanted_n[i : i + CHUNK]))
+        found_numbers.update(n for n in conn.execute(q).scalars() if n)
+    return frozenset(found_serials), frozenset(found_numbers)
 
 
 __all__ = [

@@ -20,7 +20,7 @@ from syncd.config import DocumentConfig, SyncdConfig
 from syncd.errors import OperatorError
 from syncd.ledger import reconcile as ledger_reconcile
 from syncd.reconcile.compare import PlatformEntry, Report, compare
-from syncd.reconcile.sources import PlatformList, inputs, read_snapshot
+from syncd.reconcile.sources import PlatformList, Snapshot, inputs, read_snapshot
 
 
 class ReconcileUsageError(OperatorError, ValueError):
@@ -63,13 +63,33 @@ def reconcile(
     known: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
     if platform is not None:
         listed = list(platform(request.start))
-        with engine.begin() as conn:
-            known = ledger_reconcile.known_invoices(
-                conn,
-                {p.serial for p in listed if p.serial},
-                {p.invoice_no for p in listed},
-            )
+        known = known_listed(engine, snapshot, listed)
     return compare(inputs(snapshot, listed, known, docs, request.start, request.end))
+
+
+def known_listed(
+    engine: Engine, snapshot: Snapshot, listed: Sequence[PlatformEntry]
+) -> tuple[frozenset[str], frozenset[str]]:
+    """The serials and numbers of the listed invoices the ledger holds: those the snapshot
+    has, and those looked up again after the listing (issued while reconcile ran, or of
+    another period)."""
+    serials = {r.serial for r in snapshot.ledger}
+    numbers = {r.invoice_no for r in snapshot.ledger if r.invoice_no}
+    ask_serials = {p.serial for p in listed if p.serial and p.serial not in serials}
+    with engine.begin() as conn:
+        found_serials, _ = ledger_reconcile.known_invoices(conn, ask_serials, ())
+        ask_numbers = {
+            p.invoice_no
+            for p in listed
+            if p.invoice_no not in numbers
+            and (p.serial is None or p.serial not in found_serials)
+            and p.serial not in serials
+        }
+        _, found_numbers = ledger_reconcile.known_invoices(conn, (), ask_numbers)
+    return (
+        frozenset(serials | found_serials) & {p.serial for p in listed if p.serial},
+        frozenset(numbers | found_numbers) & {p.invoice_no for p in listed},
+    )
 
 
 def record(
@@ -93,4 +113,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-__all__ = ["ReconcileUsageError", "Request", "documents", "now", "reconcile", "record"]
+__all__ = [
+    "ReconcileUsageError",
+    "Request",
+    "documents",
+    "known_listed",
+    "now",
+    "reconcile",
+    "record",
+]

@@ -162,7 +162,8 @@ def read_snapshot(
                 conn, doc.table, reader.columns, period_columns.get(doc.name), start, end
             )
         )
-        seen = {source_key_of(read_key(r, None, doc.key_columns, doc.table)) for r in raw}
+        documents = [e for e in (reader.erp_document(r) for r in raw) if e is not None]
+        seen = {e.key for e in documents}
         # rows of documents the ledger created in the period, dated outside it
         wanted = {
             r.key
@@ -171,8 +172,9 @@ def read_snapshot(
         }
         if wanted:
             key_values = [[json.loads(k)[c] for c in doc.key_columns] for k in sorted(wanted)]
-            raw += list(rows_by_key(conn, doc.table, reader.columns, doc.key_columns, key_values))
-        documents = [e for e in (reader.erp_document(r) for r in raw) if e is not None]
+            more = list(rows_by_key(conn, doc.table, reader.columns, doc.key_columns, key_values))
+            raw += more
+            documents += [e for e in (reader.erp_document(r) for r in more) if e is not None]
         if not doc.writes_back_to_source and documents:
             keys = [[r[c] for c in doc.key_columns] for r in raw]
             numbers = _side_table_numbers(conn, doc, keys)
@@ -183,7 +185,9 @@ def read_snapshot(
         for e in documents:
             erp[(e.document_type, e.key)] = e
         keys_in_erp = sorted({e.key for e in documents})
-        for m in ledger_reconcile.documents_with_keys(conn, doc.name, keys_in_erp):
+        for m in ledger_reconcile.documents_with_keys(
+            conn, doc.name, doc.table, keys_in_erp, outside=(start, end)
+        ):
             row = ledger_document(m)
             ledger[row.id] = row
     return Snapshot(list(erp.values()), list(ledger.values()))
