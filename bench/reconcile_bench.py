@@ -133,6 +133,7 @@ def main() -> None:
         docs = reconcile_run.documents(config, None)
         listed = _platform(args.n)
         phases: dict[str, float] = {}
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         with engine.execution_options(isolation_level="REPEATABLE READ").begin() as conn:
             conn.execute(text("SET TRANSACTION READ ONLY"))
@@ -150,6 +151,7 @@ def main() -> None:
         rendered = to_json(report, exit_code=1)
         phases["render_json_s"] = time.perf_counter() - t3
         total = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         # the same through the command's own entry (snapshot + lookup + compare)
         t4 = time.perf_counter()
         again = reconcile_run.reconcile(engine, config, request, lambda since: listed)
@@ -160,6 +162,10 @@ def main() -> None:
             "seed_s": round(seeded, 1),
             **{k: round(v, 2) for k, v in phases.items()},
             "total_s": round(total, 2),
+            # CPU of this process (the database's work is not in it): on a shared machine
+            # the wall-clock figures above include waiting for a core, this does not
+            "python_cpu_s": round(cpu, 2),
+            "load_average_1m": round(os.getloadavg()[0], 1),
             "reconcile_function_s": round(whole, 2),
             "exceptions": {c.value: t.count for c, t in report.by_class().items() if t.count},
             "same_result_twice": [e.cls for e in again.exceptions]
