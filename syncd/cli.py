@@ -45,6 +45,7 @@ COMMANDS: dict[str, str] = {
     "audit": "audit",
     "red-forms": "red_forms",
     "backfill": "backfill",
+    "reconcile": "reconcile",
     "demo": "demo",
 }
 

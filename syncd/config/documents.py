@@ -376,6 +376,12 @@ class DocumentConfig(StrictModel):
         "referencing the credited document's invoice",
     )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
+    period_column: str | None = Field(
+        default=None,
+        pattern=r"^" + _IDENT + r"$",
+        description="column of the document table that dates a document (e.g. order_date): "
+        "`syncd reconcile --from/--to` selects ERP rows by it (default: every row)",
+    )
     header: HeaderMapping
     seller: SellerIdentity | None = None
     lines: LinesConfig

@@ -152,6 +152,10 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         src += _field_needs(fs, f"documents.{doc.name}.header.{name}", kinds.get(name, text))
     if doc.lines.references:
         src.append(_Need(doc.lines.references, (), f"documents.{doc.name}.lines.references"))
+    if doc.period_column is not None:
+        src.append(
+            _Need(doc.period_column, (_DATE, _TIMESTAMP), f"documents.{doc.name}.period_column")
+        )
 
     line_kinds: dict[str, tuple[str, ...]] = {
         "quantity": (_NUMBER,),

@@ -48,6 +48,9 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     "buyer_red_forms": ("SELECT", "INSERT", "UPDATE"),
     # `syncd backfill` runs with the daemon's role: it records intent as the daemon does
     "backfill_runs": ("SELECT", "INSERT", "UPDATE"),
+    # `syncd reconcile` (the CronJob runs with the daemon's role) appends a run; the
+    # daemon exports the newest one
+    "reconcile_runs": ("SELECT", "INSERT"),
     "alembic_version": ("SELECT",),
 }
 #: Every table privilege PostgreSQL knows (for "excess" checks).

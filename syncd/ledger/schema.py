@@ -13,6 +13,7 @@ from typing import Final
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -298,4 +299,27 @@ backfill_runs = Table(
     CheckConstraint("state IN ('running', 'finished')", name="state"),
     CheckConstraint("length(btrim(why)) > 0", name="why"),
     Index("ix_backfill_runs_document_type_state", "document_type", "state"),
+)
+
+#: One row per finished `syncd reconcile` run (append-only): the period, the exception
+#: counts per class and when it finished. The daemon exports the newest row as
+#: `syncd_reconcile_exceptions{class}` and `syncd_reconcile_last_success_timestamp_seconds`,
+#: so a CronJob's result reaches Prometheus without a Pushgateway or a shared volume.
+reconcile_runs = Table(
+    "reconcile_runs",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("period_from", DateTime(timezone=True), nullable=False),
+    Column("period_to", DateTime(timezone=True), nullable=False),
+    Column("document_type", Text, nullable=True),  # NULL: every document type
+    Column("clean", Boolean, nullable=False),
+    Column("exceptions", BigInteger, nullable=False),
+    Column("by_class", JSONB, nullable=False),  # {class: count}, every class present
+    Column("documents", BigInteger, nullable=False),
+    Column("db_user", Text, nullable=False, server_default=text("CURRENT_USER")),
+    Column("os_user", Text, nullable=True),
+    CheckConstraint("exceptions >= 0", name="exceptions"),
+    Index("ix_reconcile_runs_finished_at", "finished_at"),
 )

@@ -202,6 +202,19 @@ class Metrics:
             "pipeline.stuck_after_seconds (refreshed periodically).",
             registry=r,
         )
+        # -- reconciliation (`syncd reconcile` records each run in the ledger; exported here
+        # because the job that ran it is gone by the next scrape)
+        self.reconcile_exceptions = Gauge(
+            "syncd_reconcile_exceptions",
+            "Exceptions of the newest `syncd reconcile` run, by class (refreshed periodically).",
+            ["class"],
+            registry=r,
+        )
+        self.reconcile_last_success = Gauge(
+            "syncd_reconcile_last_success_timestamp_seconds",
+            "When the newest `syncd reconcile` run finished (0 until one ran).",
+            registry=r,
+        )
         self.payloads_pruned = Counter(
             "syncd_ledger_payloads_pruned",
             "Stored payloads of settled documents deleted after ledger.payload_retention_days.",
@@ -310,6 +323,12 @@ class Metrics:
     def set_ledger_counts(self, counts: Mapping[DocumentState, int]) -> None:
         for state in DocumentState:
             self.ledger_documents.labels(state=state.value).set(counts.get(state, 0))
+
+    def set_reconcile(self, by_class: Mapping[str, int], finished_at: float) -> None:
+        """The newest reconciliation run: its exceptions per class and when it finished."""
+        for cls, count in by_class.items():
+            self.reconcile_exceptions.labels(**{"class": cls}).set(count)
+        self.reconcile_last_success.set(finished_at)
 
     def set_stuck_documents(self, count: int) -> None:
         self.ledger_stuck_documents.set(max(0, count))

@@ -45,6 +45,7 @@ from syncd.config import SyncdConfig
 from syncd.kafka import client
 from syncd.kafka.deadletter import DeadLetterProducer, headers_of
 from syncd.kafka.endoffsets import EndOffsets
+from syncd.ledger import reconcile as ledger_reconcile
 from syncd.ledger import repository as repo
 from syncd.ledger.errors import FencedError
 from syncd.ledger.models import DocumentRow
@@ -544,11 +545,14 @@ class Pipeline:
                 stuck = repo.count_stuck_documents(
                     conn, timedelta(seconds=self._config.pipeline.stuck_after_seconds)
                 )
+                reconciled = ledger_reconcile.latest_run(conn)
         except (OperationalError, DBAPIError):
             self._partitions.database_unreachable()
             return
         self._metrics.set_ledger_counts(counts)
         self._metrics.set_stuck_documents(stuck)
+        if reconciled is not None:
+            self._metrics.set_reconcile(reconciled.by_class, reconciled.finished_at.timestamp())
 
     # ------------------------------------------------------------------ retention
 

@@ -92,7 +92,8 @@ def test_every_alert_is_documented_in_the_runbook(render: Render) -> None:
         for match in re.finditer(r"^#{2,3} (\w+)\s*$", RUNBOOK.read_text(encoding="utf-8"), re.M)
     }
     base = "https://example.com/syncd/docs/runbook.md"
-    for rule in _alerts(_groups(render, f"prometheusRule.runbookBaseUrl={base}")):
+    sets = (f"prometheusRule.runbookBaseUrl={base}", "reconcile.enabled=true")
+    for rule in _alerts(_groups(render, *sets)):
         annotations = rule["annotations"]
         assert annotations["summary"] and annotations["description"]
         anchor = rule["alert"].lower()
@@ -120,3 +121,43 @@ def test_thresholds_come_from_values(render: Render) -> None:
     assert "> 999" in rules["SyncdFreshnessTooOld"]["expr"]
     assert "SyncdFrequentRebalances" not in rules
     assert 'app_kubernetes_io_instance="erp"' in rules["SyncdDown"]["expr"]
+
+
+RECONCILE_ALERTS = {"SyncdReconcileExceptions", "SyncdReconcileNotRun"}
+
+
+def test_reconcile_alerts_come_with_the_cronjob(render: Render) -> None:
+    """Off by default: with no CronJob nothing records runs, and "not run" would fire."""
+    assert not RECONCILE_ALERTS & {r["alert"] for r in _alerts(_groups(render))}
+    rules = {r["alert"]: r for r in _alerts(_groups(render, "reconcile.enabled=true"))}
+    assert set(rules) >= RECONCILE_ALERTS
+    assert "syncd_reconcile_exceptions" in rules["SyncdReconcileExceptions"]["expr"]
+    tuned = _groups(
+        render,
+        "reconcile.enabled=true",
+        "prometheusRule.alerts.reconcileNotRun.maxAgeSeconds=7200",
+        "prometheusRule.alerts.reconcileExceptions.enabled=false",
+    )
+    tuned_rules = {r["alert"]: r for r in _alerts(tuned)}
+    assert "> 7200" in tuned_rules["SyncdReconcileNotRun"]["expr"]
+    assert "SyncdReconcileExceptions" not in tuned_rules
+
+
+@pytest.mark.parametrize("release", RELEASES[:1])
+def test_promtool_unit_tests_of_the_reconcile_alerts(
+    render: Render, tmp_path: Path, release: str
+) -> None:
+    job = scraped_job(render(DEFAULT_VALUES, ENABLE, release))
+    groups = _groups(render, "reconcile.enabled=true", release=release)
+    for group in groups:
+        group["rules"] = [r for r in group["rules"] if r.get("alert") in RECONCILE_ALERTS]
+        for rule in group["rules"]:
+            rule.pop("annotations")
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    cases = (HERE / "alerts_reconcile_test.yaml").read_text(encoding="utf-8")
+    (tmp_path / "alerts_test.yaml").write_text(cases.replace("__JOB__", job), encoding="utf-8")
+    proc = _promtool("test", "rules", "alerts_test.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, f"job {job!r}:\n{proc.stdout}{proc.stderr}"
+    tests = yaml.safe_load(cases)["tests"]
+    tested = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])}
+    assert tested == RECONCILE_ALERTS

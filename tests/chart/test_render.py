@@ -336,6 +336,43 @@ def test_migration_job_is_a_hook_running_migrate(render: Render) -> None:
         assert int(obj["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
 
 
+def test_reconcile_cronjob_is_off_by_default_and_runs_reconcile(render: Render) -> None:
+    assert not [d for d in render(DEFAULT_VALUES) if d["kind"] == "CronJob"]
+    docs = render(
+        DEFAULT_VALUES,
+        (
+            "reconcile.enabled=true",
+            "reconcile.timeZone=Asia/Shanghai",
+            "reconcile.days=40",
+            "reconcile.document=sales_order",
+        ),
+    )
+    cron = find(docs, "CronJob")
+    assert cron["spec"]["timeZone"] == "Asia/Shanghai"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 0  # exit 1 means "exceptions": running again changes nothing
+    pod = job["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["syncd"]
+    assert container["args"] == [
+        "reconcile",
+        "-c",
+        "/etc/syncd/config.yaml",
+        "--days",
+        "40",
+        "--tz",
+        "Asia/Shanghai",
+        "--format",
+        "json",
+        "--document",
+        "sales_order",
+    ]
+    deployment = find(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["volumes"] == deployment["volumes"]  # the daemon's config and secrets
+    assert container["securityContext"] == deployment["containers"][0]["securityContext"]
+
+
 def test_pdb_min_available(render: Render) -> None:
     pdb = find(render([CI / "configfile-values.yaml"]), "PodDisruptionBudget")
     assert pdb["spec"] == {"minAvailable": "50%", "selector": pdb["spec"]["selector"]}

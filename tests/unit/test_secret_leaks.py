@@ -218,6 +218,8 @@ def _operator_commands(path: Path) -> list[list[str]]:
         ["red-forms", "reject", "BF00000000000001", *c, *why, "--json"],
         ["backfill", *c, *backfill, *why],
         ["backfill", *c, *backfill, *why, "--dry-run", "--json"],
+        ["reconcile", *c, "--from", "2026-01-01", "--to", "2026-01-31"],
+        ["reconcile", *c, "--from", "2026-01-01", "--to", "2026-01-31", "--format", "json"],
         ["connectors", "render", *c],
         ["decode", "--event", str(DATA / "sales_order_confirmed.json")],
     ]

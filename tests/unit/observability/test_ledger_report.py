@@ -9,7 +9,7 @@ alone and reports the outage.
 from __future__ import annotations
 
 from contextlib import nullcontext
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 
 from syncd.config.settings import PipelineSettings
+from syncd.ledger import reconcile as ledger_reconcile
 from syncd.ledger import repository
 from syncd.lifecycle import DocumentState
 from syncd.observability.metrics import Metrics
@@ -48,6 +49,7 @@ def test_report_sets_counts_and_stuck_documents(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(repository, "count_by_state", lambda conn: {DocumentState.RETRY_WAIT: 7})
     monkeypatch.setattr(repository, "count_stuck_documents", count_stuck)
+    monkeypatch.setattr(ledger_reconcile, "latest_run", lambda conn: None)
     metrics = Metrics(CollectorRegistry())
     engine = SimpleNamespace(connect=lambda: nullcontext(object()))
     pipeline = _pipeline(metrics, 600.0, engine)
@@ -58,6 +60,35 @@ def test_report_sets_counts_and_stuck_documents(monkeypatch: pytest.MonkeyPatch)
     assert _value(metrics, "syncd_ledger_stuck_documents") == 4
     assert _value(metrics, "syncd_ledger_documents", state="RETRY_WAIT") == 7
     assert pipeline.outages == []
+    # reconcile never ran: no timestamp, so an alert on its absence fires
+    assert _value(metrics, "syncd_reconcile_last_success_timestamp_seconds") == 0
+
+
+def test_report_exports_the_newest_reconcile_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    finished = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    run = ledger_reconcile.ReconcileRun(
+        id=3,
+        started_at=finished,
+        finished_at=finished,
+        period_from=finished,
+        period_to=finished,
+        document_type=None,
+        clean=False,
+        exceptions=2,
+        by_class={"missing_in_ledger": 2, "duplicate_blue": 0},
+        documents=10,
+    )
+    monkeypatch.setattr(repository, "count_by_state", lambda conn: {})
+    monkeypatch.setattr(repository, "count_stuck_documents", lambda conn, older_than: 0)
+    monkeypatch.setattr(ledger_reconcile, "latest_run", lambda conn: run)
+    metrics = Metrics(CollectorRegistry())
+    pipeline = _pipeline(metrics, 600.0, SimpleNamespace(connect=lambda: nullcontext(object())))
+
+    loop.Pipeline._report_ledger(pipeline)
+
+    assert _value(metrics, "syncd_reconcile_exceptions", **{"class": "missing_in_ledger"}) == 2
+    assert _value(metrics, "syncd_reconcile_exceptions", **{"class": "duplicate_blue"}) == 0
+    assert _value(metrics, "syncd_reconcile_last_success_timestamp_seconds") == finished.timestamp()
 
 
 def test_report_keeps_gauges_while_the_database_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
