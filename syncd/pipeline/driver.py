@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 
 from syncd.config import SyncdConfig
 from syncd.identity import DocumentKind
+from syncd.issuers.accounts import IssuerAccounts
 from syncd.issuers.base import (
     Duplicate,
     Issuer,
@@ -75,7 +76,7 @@ class Driver:
         self,
         *,
         engine: Engine,
-        issuer: Issuer,
+        issuer: Issuer | IssuerAccounts,
         config: SyncdConfig,
         metrics: Metrics,
         owner: str,
@@ -85,7 +86,10 @@ class Driver:
         rng: random.Random | None = None,
     ) -> None:
         self._engine = engine
-        self._issuer = issuer
+        #: the platform accounts (one, named `default`, for a plain issuer)
+        self._accounts = (
+            issuer if isinstance(issuer, IssuerAccounts) else IssuerAccounts.single(issuer)
+        )
         self._config = config
         self._metrics = metrics
         self._owner = owner
@@ -272,37 +276,52 @@ class Driver:
 
     # ------------------------------------------------------------------ provider calls
 
-    def _timed(self, operation: str, call: Callable[[], IssueResult]) -> IssueResult:
+    def _timed(
+        self, operation: str, account: str, issuer: Issuer, call: Callable[[], IssueResult]
+    ) -> IssueResult:
         start = time.perf_counter()
         result = call()
         status = status_of(result)
-        self._metrics.issuer_request(operation, status, time.perf_counter() - start)
-        gate = getattr(self._issuer, "gate", None)  # providers that pause a refused account
+        self._metrics.issuer_request(operation, status, time.perf_counter() - start, account)
+        gate = getattr(issuer, "gate", None)  # providers that pause a refused account
         if gate is not None and operation in ("issue", "reverse"):
-            self._metrics.account_up(bool(gate.up))
+            self._metrics.account_up(bool(gate.up), account)
+        credit = getattr(issuer, "credit_remaining", None)  # where the platform reports it
+        if credit is not None:
+            self._metrics.credit_remaining(account, credit)
         return result
 
     def _call(self, row: DocumentRow) -> tuple[IssueResult, bool]:
         """The provider's answer, and whether this step re-sent a document the provider
         had dropped (a re-send counts as an attempt, so a platform that keeps failing the
-        same serial ends in DEAD instead of looping forever)."""
-        issuer = self._issuer
+        same serial ends in DEAD instead of looping forever).
+
+        The document goes through the account of its seller (`IssuerAccounts.route`); one
+        no account issues for waits for a person instead of going out under another's."""
+        routed = self._accounts.route(row.payload)
+        if routed is None:
+            return IssuerAccounts.unrouted(row.serial, row.payload), False
+        account, issuer = routed
+
+        def timed(operation: str, call: Callable[[], IssueResult]) -> IssueResult:
+            return self._timed(operation, account, issuer, call)
+
         if row.kind is DocumentKind.ISSUE:
             payload = row.payload or {}
 
             def submit() -> IssueResult:
-                return self._timed("issue", lambda: issuer.issue(payload))
+                return timed("issue", lambda: issuer.issue(payload))
 
             def query() -> IssueResult:
-                return self._timed("query", lambda: issuer.query(row.serial))
+                return timed("query", lambda: issuer.query(row.serial))
         else:
             request = _reversal_request(row)
 
             def submit() -> IssueResult:
-                return self._timed("reverse", lambda: issuer.reverse(request))
+                return timed("reverse", lambda: issuer.reverse(request))
 
             def query() -> IssueResult:
-                return self._timed("query_reversal", lambda: issuer.query_reversal(row.serial))
+                return timed("query_reversal", lambda: issuer.query_reversal(row.serial))
 
         fresh = (
             row.state in (S.READY, S.REVERSAL_PENDING)
