@@ -135,6 +135,7 @@ class NuonuoApp:
                 code=reply.code,
                 serial=serial,
                 fault=fault,
+                user_tax=headers.get("usertax"),
             )
         # committed: from here on a broken answer is a lost answer
         if fault in ("drop:reset", "drop:hang", "error:reset", "error:hang"):
@@ -296,14 +297,16 @@ class NuonuoApp:
             return env(p.VALIDATION, "the body is not JSON"), app_key, None, None
         if not isinstance(data, dict):
             return env(p.VALIDATION, "the body is not a JSON object"), app_key, None, None
-        if method in SENDS and faults.session_expired:
+        user_tax = headers.get("usertax", "")
+        if method in SENDS and (faults.session_expired or user_tax in faults.session_expired_for):
             reply = env(
                 p.SESSION_EXPIRED, "开票员税局登录已失效 (the drawer's bureau session expired)"
             )
             return reply, app_key, None, None
-        if method == "nuonuo.OpeMplatform.requestBillingNew" and faults.credit_exhausted:
+        if method == "nuonuo.OpeMplatform.requestBillingNew" and (
+            faults.credit_exhausted or user_tax in faults.credit_exhausted_for
+        ):
             return env(p.CREDIT_EXHAUSTED, "授信额度不足 (credit exhausted)"), app_key, None, None
-        user_tax = headers.get("usertax", "")
         if not user_tax:
             return env(p.MISSING_USER_TAX, "userTax is required"), app_key, None, None
         handler = _METHODS.get(method)

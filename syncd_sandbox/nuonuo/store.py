@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS token_fetches (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, method TEXT, path TEXT NOT NULL,
-    app_key TEXT, status INTEGER NOT NULL, code TEXT, serial TEXT, fault TEXT
+    app_key TEXT, status INTEGER NOT NULL, code TEXT, serial TEXT, fault TEXT, user_tax TEXT
 );
 """
 
@@ -67,6 +67,9 @@ class NuonuoStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(requests)")}
+        if "user_tax" not in columns:  # a log file written before the column existed
+            self._db.execute("ALTER TABLE requests ADD COLUMN user_tax TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -314,11 +317,12 @@ class NuonuoStore:
         code: str | None,
         serial: str | None,
         fault: str | None,
+        user_tax: str | None = None,
     ) -> None:
         self._db.execute(
-            "INSERT INTO requests(ts, method, path, app_key, status, code, serial, fault)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (ts, method, path, app_key, status, code, serial, fault),
+            "INSERT INTO requests(ts, method, path, app_key, status, code, serial, fault,"
+            " user_tax) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ts, method, path, app_key, status, code, serial, fault, user_tax),
         )
 
     def requests(self, since_id: int, limit: int) -> list[dict[str, Any]]:
