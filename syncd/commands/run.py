@@ -129,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: How often a Nuonuo account asks for its remaining credit line (on the way to a submit).
+CREDIT_CHECK_SECONDS = 300.0
+
 #: Allocations (net) between young-generation collections; CPython's default is 700.
 GC_YOUNG_THRESHOLD = 20_000
 
@@ -212,7 +215,7 @@ def issuer_dependencies(config: object, engine: object) -> dict[str, object]:
         return {}
     from syncd.ledger.tokens import LedgerTokenStore
 
-    return {"token_store": LedgerTokenStore(engine)}
+    return {"token_store": LedgerTokenStore(engine), "credit_interval": CREDIT_CHECK_SECONDS}
 
 
 def _secrets(config: object) -> list[str]:

@@ -57,6 +57,8 @@ class NuonuoConfig:
     red_form_ttl: float = 72 * 3600.0
     token_ttl: float = 86400.0
     token_limit: int = 50
+    #: each company's invoicing credit line (授信额度) per period, CNY incl. tax
+    credit_limit: Decimal = Decimal("10000000.00")
     strict: bool = False
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None
@@ -353,6 +355,20 @@ class NuonuoApp:
         result = {"invoiceSerialNum": serial_no}
         return env(p.SUCCESS, "开票提交成功", result, committed=True), serial
 
+    def _credit(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        """The company's credit line: `bysxed` this period's line, `kysyed` what is left,
+        `ztsxbz` whether the bureau paused it (the bureau's own field names)."""
+        faults = self.faults
+        limit = self.config.credit_limit
+        used = self.store.issued_gross(user_tax)
+        left = max(Decimal(0), limit - used)
+        if faults.credit_exhausted or user_tax in faults.credit_exhausted_for:
+            left = Decimal(0)
+        result = {"bysxed": str(limit), "kysyed": str(left), "ztsxbz": "N"}
+        return env(p.SUCCESS, "查询成功", result), None
+
     def _query(
         self, data: dict[str, Any], app_key: str, user_tax: str, now: float
     ) -> tuple[Answer, str | None]:
@@ -529,6 +545,7 @@ _Handler = Callable[[NuonuoApp, dict[str, Any], str, str, float], tuple[Answer, 
 _METHODS: Final[dict[str, _Handler]] = {
     "nuonuo.OpeMplatform.requestBillingNew": NuonuoApp._issue,
     "nuonuo.OpeMplatform.queryInvoiceResult": NuonuoApp._query,
+    p.CREDIT_METHOD: NuonuoApp._credit,
     "nuonuo.OpeMplatform.reInvoice": NuonuoApp._reinvoice,
     "nuonuo.OpeMplatform.saveInvoiceRedConfirm": NuonuoApp._save_red_form,
     "nuonuo.OpeMplatform.queryInvoiceRedConfirm": NuonuoApp._query_red_forms,

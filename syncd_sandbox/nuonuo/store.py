@@ -304,6 +304,15 @@ class NuonuoStore:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def issued_gross(self, seller_tax: str) -> Decimal:
+        """Gross of the blue invoices accepted for `seller_tax` (what its credit covers)."""
+        rows = self._db.execute(
+            "SELECT gross FROM orders WHERE kind = 'BLUE' AND status != '22'"
+            " AND json_extract(payload, '$.salerTaxNum') = ?",
+            (seller_tax,),
+        ).fetchall()
+        return sum((Decimal(r[0]) for r in rows), Decimal(0))
+
     # --- request log --------------------------------------------------------------------
 
     def log_request(

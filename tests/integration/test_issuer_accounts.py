@@ -185,6 +185,8 @@ def test_one_account_losing_its_session_stops_only_its_own_documents(
         assert 'syncd_issuer_account_up{account="bj"} 0.0' in metrics
         assert 'syncd_issuer_account_up{account="sh"} 1.0' in metrics
         assert 'account="default"' not in metrics
+        # Shanghai's remaining credit line as the platform reported it before its submits.
+        assert 'syncd_issuer_credit_remaining{account="sh"}' in metrics
         # No storm: at most one refused submission per document in flight at the first
         # refusal, then one probe per interval (the documents are rechecked every 0.5 s).
         refused = len(_issue_calls(w, BJ_TAX))
