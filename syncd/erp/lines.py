@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from syncd.changes import ColumnValue
 from syncd.config import DocumentConfig, FieldSource, SyncdConfig
+from syncd.config.documents import AccountChoice
 from syncd.config.related import Relations, split_reference
 from syncd.erp.related import where_sql
 
@@ -151,6 +152,8 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         src += _field_needs(fs, f"documents.{doc.name}.header.{name}", kinds.get(name, text))
     if doc.lines.references:
         src.append(_Need(doc.lines.references, (), f"documents.{doc.name}.lines.references"))
+    if isinstance(doc.account, AccountChoice):
+        src.append(_Need(doc.account.column, (), f"documents.{doc.name}.account.column"))
 
     line_kinds: dict[str, tuple[str, ...]] = {
         "quantity": (_NUMBER,),
