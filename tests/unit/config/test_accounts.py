@@ -109,3 +109,26 @@ def test_an_unmapped_company_is_a_problem_of_the_document_not_a_crash() -> None:
     assert result.invoice is None
     codes = {p.code: p.message for p in result.problems}
     assert codes["NO_ACCOUNT"].startswith("company_id = 9 maps to no issuer account")
+
+
+def test_account_secrets_from_environment_and_files_stay_secret(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _data()
+    for account in data["issuers"].values():
+        del account["app_secret"]
+    secret = tmp_path / "bj-secret"
+    secret.write_text("bj-secret-value\n")
+    data["issuers"]["bj"]["app_secret_file"] = str(secret)
+    monkeypatch.setenv("SYNCD_ISSUERS__SH__APP_SECRET", "sh-secret-value")
+    config = parse_config(yaml.safe_dump(data, sort_keys=False))
+    accounts = config.accounts()
+    assert accounts["sh"].provider_settings()["app_secret"].get_secret_value() == (
+        "sh-secret-value"
+    )
+    assert accounts["bj"].provider_settings()["app_secret"].get_secret_value() == (
+        "bj-secret-value"
+    )
+    assert {"sh-secret-value", "bj-secret-value"} <= set(config.secret_values())
+    dumped = str(config.masked_dump())
+    assert "sh-secret-value" not in dumped and "bj-secret-value" not in dumped
