@@ -67,7 +67,8 @@ RUN set -eu; \
     s="$(mktemp -d)"; \
     printf 'postgresql+psycopg://smoke:smoke@localhost:5432/erp' > "$s/dsn"; \
     printf 'smoke' > "$s/secret"; \
-    SYNCD_DATABASE__DSN_FILE="$s/dsn" SYNCD_ISSUER__APP_SECRET_FILE="$s/secret" \
+    SYNCD_DATABASE__DSN_FILE="$s/dsn" SYNCD_ISSUERS__SH__APP_SECRET_FILE="$s/secret" \
+    SYNCD_ISSUERS__BJ__APP_SECRET_FILE="$s/secret" \
     SYNCD_KAFKA__SASL_PASSWORD_FILE="$s/secret" \
     syncd check-config -c /usr/share/syncd/example.yaml --quiet; \
     rm -rf "$s"

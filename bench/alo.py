@@ -337,7 +337,7 @@ def main() -> int:
     config = load_config(args.config)
     topic = config.topics()[0]
     workers = config.pipeline.workers
-    issuer = create_issuer(config.issuer.provider, issuer_settings(config, workers))
+    issuer = create_issuer(config.primary_issuer.provider, issuer_settings(config, workers))
     engine = create_engine(config.database.dsn_value(), pool_size=min(workers, 32) + 4)
     starts = {int(p): int(o) for p, o in json.loads(args.offsets).items()}
     consumer = Consumer(consumer_config(config.kafka, owner="alo"))

@@ -54,7 +54,9 @@ def main() -> int:
     doc = next(iter(config.documents.values()))
     topic = config.topics()[0]
     classifier = Classifier(config)
-    issuer = create_issuer(config.issuer.provider, config.issuer.provider_settings())
+    issuer = create_issuer(
+        config.primary_issuer.provider, config.primary_issuer.provider_settings()
+    )
     engine = create_engine(config.database.dsn_value(), pool_size=1)
     consumer = Consumer(
         {

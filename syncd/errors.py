@@ -26,7 +26,8 @@ SyncdError                      root: an error syncd raises on purpose (never a 
 │                               -> the search or report is retried (or a person acts)
 └── OperatorError               an operator command's input (redrive, migrate, demo,
                                 the period of the finance commands, reconcile's document
-                                type and its platform list) -> exit 2 with one line
+                                type and its platform list, red-forms' --account) -> exit 2
+                                with one line
 ```
 
 Not in the tree, on purpose: a *dependency* failing (SQLAlchemy's OperationalError,

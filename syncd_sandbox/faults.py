@@ -33,6 +33,10 @@ class Faults(BaseModel):
     # Share of submitted invoices refused for a reason only the platform knows (the buyer's
     # tax ID is not registered with the bureau): a 422 the client cannot foresee.
     rejection_rate: float = Field(0.0, ge=0.0, le=1.0)
+    # Per company (nuonuo dialect): the same two account faults for these userTax numbers
+    # only, so a test can take one of several accounts down and leave the others alone.
+    session_expired_for: list[str] = Field(default_factory=list, max_length=100)
+    credit_exhausted_for: list[str] = Field(default_factory=list, max_length=100)
     # Deterministic: the next N issue calls answer 500 (counted down from the moment the
     # faults are set), so a test can assert on a failure instead of hoping for one.
     fail_next_issue_calls: int = Field(0, ge=0, le=100_000)

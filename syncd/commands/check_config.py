@@ -14,6 +14,7 @@ import yaml
 
 from syncd.commands import load_config_or_exit
 from syncd.config import SyncdConfig
+from syncd.config.settings import IssuerSettings
 
 HELP = "validate the config (--live: also the ERP schema, the Kafka topics, the issuer's TLS)"
 
@@ -126,26 +127,33 @@ def check_topics(config: SyncdConfig, timeout: float) -> LiveCheck:
 
 
 def check_issuer(config: SyncdConfig, timeout: float) -> LiveCheck:
-    """A TCP and (for https://) TLS handshake with the issuer, with exactly the trust
-    settings the daemon uses (`issuer.ca_file`, the client certificate). A handshake the
-    verification refuses is a problem of the config (exit 2: wrong CA, wrong host name).
-    A platform that does not answer at all is not reported: this checks the trust
-    settings, not the platform's uptime (which the daemon's retries are for)."""
+    """A TCP and (for https://) TLS handshake with the issuer of every account, with
+    exactly the trust settings the daemon uses (`ca_file`, the client certificate). A
+    handshake the verification refuses is a problem of the config (exit 2: wrong CA, wrong
+    host name). A platform that does not answer at all is not reported: this checks the
+    trust settings, not the platform's uptime (which the daemon's retries are for)."""
+    errors: list[str] = []
+    for name, account in config.accounts().items():
+        prefix = "issuer" if config.issuer is not None else f"issuers.{name}"
+        errors += _check_account(account, prefix, timeout)
+    return LiveCheck(errors)
+
+
+def _check_account(issuer: IssuerSettings, prefix: str, timeout: float) -> list[str]:
     import socket
     import ssl
 
     from syncd.issuers.transport import client_ssl_context
 
-    url = urlsplit(config.issuer.base_url)
+    url = urlsplit(issuer.base_url)
     host = url.hostname or ""
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
-        issuer = config.issuer
         context = client_ssl_context(
             issuer.base_url, issuer.ca_file, issuer.client_cert_file, issuer.client_key_file
         )
     except (OSError, ssl.SSLError) as exc:
-        return LiveCheck([f"issuer.client_cert_file: cannot load the client certificate: {exc}"])
+        return [f"{prefix}.client_cert_file: cannot load the client certificate: {exc}"]
     where = f"{host}:{port}"
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
@@ -155,19 +163,17 @@ def check_issuer(config: SyncdConfig, timeout: float) -> LiveCheck:
                     pass
     except ssl.SSLCertVerificationError as exc:
         trusted = (
-            f"issuer.ca_file {config.issuer.ca_file}"
-            if config.issuer.ca_file is not None
-            else "the system CAs (set issuer.ca_file for a private CA)"
+            f"{prefix}.ca_file {issuer.ca_file}"
+            if issuer.ca_file is not None
+            else f"the system CAs (set {prefix}.ca_file for a private CA)"
         )
         reason = exc.verify_message or exc.reason or "certificate verify failed"
-        return LiveCheck(
-            [f"issuer.base_url: TLS to {where} not trusted: {reason} (trusted: {trusted})"]
-        )
+        return [f"{prefix}.base_url: TLS to {where} not trusted: {reason} (trusted: {trusted})"]
     except ssl.SSLError as exc:
-        return LiveCheck([f"issuer.base_url: TLS handshake with {where} failed: {exc.reason}"])
+        return [f"{prefix}.base_url: TLS handshake with {where} failed: {exc.reason}"]
     except OSError:
-        return LiveCheck()
-    return LiveCheck()
+        return []
+    return []
 
 
 def located(file: str, problem: str, lines: Mapping[str, int]) -> str:

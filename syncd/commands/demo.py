@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         f"[demo] {len(orders)} orders {order_prefix(seed)}* (seed {seed}): "
         f"{sum(o.invalid for o in orders)} with an invalid buyer tax ID, "
         f"{sum(o.cancel_reason is not None for o in orders)} to cancel once invoiced; "
-        f"platform {config.issuer.base_url}",
+        f"platform {config.primary_issuer.base_url}",
         file=progress,
     )
     try:

@@ -150,6 +150,7 @@ def _platform(config: SyncdConfig, engine: Engine) -> PlatformList:
     from zoneinfo import ZoneInfo
 
     from syncd.commands.run import issuer_dependencies, issuer_settings
+    from syncd.config.accounts import AccountSettings
     from syncd.issuers.base import InvoiceLister, InvoiceListQuery, ListingError
     from syncd.issuers.registry import create_issuer
 
@@ -157,29 +158,32 @@ def _platform(config: SyncdConfig, engine: Engine) -> PlatformList:
     sellers = sorted({s.tax_id for s in identities if s is not None})
 
     def listed(since: datetime) -> list[PlatformInvoice]:
-        issuer = create_issuer(
-            config.issuer.provider,
-            issuer_settings(config, 1),
-            **issuer_dependencies(config, engine),
-        )
-        try:
-            if not isinstance(issuer, InvoiceLister):
-                raise PlatformUnavailableError(
-                    f"provider {config.issuer.provider} cannot list its invoices"
-                )
-            tz = ZoneInfo(PLATFORM_ZONE)
-            first, today = since.astimezone(tz).date(), datetime.now(tz).date()
-            out: list[PlatformInvoice] = []
-            for seller in sellers:
-                query = InvoiceListQuery(
-                    seller, max(first, today - timedelta(days=LIST_DAYS)), today
-                )
-                out.extend(issuer.list_invoices(query))
-            return out
-        except ListingError as exc:
-            raise PlatformUnavailableError(f"platform list unavailable: {exc}") from None
-        finally:
-            issuer.close()
+        tz = ZoneInfo(PLATFORM_ZONE)
+        first, today = since.astimezone(tz).date(), datetime.now(tz).date()
+        start = max(first, today - timedelta(days=LIST_DAYS))
+        out: list[PlatformInvoice] = []
+        for name, account in config.accounts().items():
+            # an account of `issuers:` lists its own company; `issuer:` every seller
+            own = account.seller if isinstance(account, AccountSettings) else None
+            wanted = [own.tax_id] if own is not None else sellers
+            dependencies = (
+                issuer_dependencies(config, engine) if account.provider == "nuonuo" else {}
+            )
+            issuer = create_issuer(
+                account.provider, issuer_settings(config, 1, account=name), **dependencies
+            )
+            try:
+                if not isinstance(issuer, InvoiceLister):
+                    raise PlatformUnavailableError(
+                        f"provider {account.provider} cannot list its invoices"
+                    )
+                for seller in wanted:
+                    out.extend(issuer.list_invoices(InvoiceListQuery(seller, start, today)))
+            except ListingError as exc:
+                raise PlatformUnavailableError(f"platform list unavailable: {exc}") from None
+            finally:
+                issuer.close()
+        return out
 
     return listed
 

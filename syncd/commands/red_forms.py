@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncd.commands._operator import actor as operator_actor
 from syncd.commands._operator import add_reason_argument, operator_from
+from syncd.errors import OperatorError
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -20,6 +21,12 @@ if TYPE_CHECKING:
 HELP = "list, confirm or reject red-letter forms buyers raised against our invoices"
 
 COMMAND = "red-forms"
+
+
+ACCOUNT_HELP = (
+    "the issuer account (`issuers:` in the config) whose platform is asked; needed when "
+    "the config has several"
+)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +46,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="ask the e-invoice platform first (what the daemon does every poll interval)",
     )
     listing.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    listing.add_argument("--account", metavar="NAME", help=ACCOUNT_HELP)
     for verb, text in (
         ("confirm", "agree to the buyer's form: the platform issues the red invoice"),
         ("reject", "refuse the buyer's form: the invoice stands"),
@@ -46,6 +54,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ".")
         p.add_argument("-c", "--config", required=True, help="path of the YAML config file")
         p.add_argument("form_id", metavar="FORM_ID", help="the form's id (see `list`)")
+        p.add_argument("--account", metavar="NAME", help=ACCOUNT_HELP)
         add_reason_argument(p)
         p.add_argument(
             "--json",
@@ -118,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             return _list(args, config, engine)
         assert operator is not None
         return _decide(args, config, engine, confirm=verb == "confirm", operator=operator)
+    except AccountChoiceError as exc:
+        return fail(COMMAND, EXIT_USAGE, str(exc), as_json=as_json, details={"reason": "usage"})
     except DBAPIError as exc:
         if is_connection_error(exc):
             return fail(
@@ -138,18 +149,36 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def _desk(config: SyncdConfig, engine: Engine) -> RedFormDesk | None:
-    """The desk over the configured provider; None when the provider has no buyer forms."""
-    from syncd.commands.run import issuer_dependencies
+class AccountChoiceError(OperatorError):
+    """`--account` names no account, or is missing while the config has several."""
+
+
+def _account(config: SyncdConfig, account: str | None) -> str:
+    names = list(config.accounts())
+    if account is None and len(names) == 1:
+        return names[0]
+    if account is None:
+        raise AccountChoiceError(
+            f"the config has several issuer accounts ({', '.join(names)}): name one with --account"
+        )
+    if account not in names:
+        raise AccountChoiceError(
+            f"--account {account}: no such issuer account ({', '.join(names)})"
+        )
+    return account
+
+
+def _desk(config: SyncdConfig, engine: Engine, account: str | None) -> RedFormDesk | None:
+    """The desk over the chosen account's provider; None when it has no buyer forms."""
+    from syncd.commands.run import issuer_dependencies, issuer_settings
     from syncd.issuers.redforms import BuyerRedForms
     from syncd.issuers.registry import create_issuer
     from syncd.pipeline.redforms import RedFormDesk
 
-    issuer = create_issuer(
-        config.issuer.provider,
-        config.issuer.provider_settings(),
-        **issuer_dependencies(config, engine),
-    )
+    name = _account(config, account)
+    provider = config.accounts()[name].provider
+    dependencies = issuer_dependencies(config, engine) if provider == "nuonuo" else {}
+    issuer = create_issuer(provider, issuer_settings(config, 1, account=name), **dependencies)
     if not isinstance(issuer, BuyerRedForms):
         issuer.close()
         return None
@@ -163,7 +192,7 @@ def _list(args: argparse.Namespace, config: SyncdConfig, engine: Engine) -> int:
     as_json = bool(args.json)
     refreshed: dict[str, Any] | None = None
     if args.refresh:
-        desk = _desk(config, engine)
+        desk = _desk(config, engine, args.account)
         if desk is None:
             return _unsupported(config, as_json)
         try:
@@ -228,7 +257,7 @@ def _unsupported(config: SyncdConfig, as_json: bool) -> int:
     return fail(
         COMMAND,
         EXIT_USAGE,
-        f"issuer provider {config.issuer.provider} has no buyer-raised red-letter forms",
+        f"issuer provider {config.primary_issuer.provider} has no buyer-raised red-letter forms",
         as_json=as_json,
         details={"reason": "unsupported"},
     )
@@ -245,7 +274,7 @@ def _decide(
     from syncd.commands import EXIT_NO, EXIT_NOT_FOUND, EXIT_PLATFORM, emit_json, fail
 
     as_json = bool(args.json)
-    desk = _desk(config, engine)
+    desk = _desk(config, engine, args.account)
     if desk is None:
         return _unsupported(config, as_json)
     actor = operator_actor()

@@ -11,8 +11,13 @@ import signal
 import socket
 import uuid
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
+
+if TYPE_CHECKING:
+    from syncd.issuers.accounts import IssuerAccounts
+    from syncd.issuers.base import Issuer
 
 HELP = "run the daemon: consume Debezium topics, issue invoices, write results back"
 
@@ -31,7 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config_or_exit(args.config, "run")
     from syncd.erp.writeback import apply_side_table_migrations
-    from syncd.issuers.registry import create_issuer
     from syncd.ledger.engine import ledger_engine
     from syncd.ledger.migrate import upgrade
     from syncd.lifecycle import RetryPolicy
@@ -67,14 +71,12 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics(registry)
     health = HealthServer(registry, host=config.metrics.host, port=config.metrics.port)
     health.add_readiness_check("config", lambda: True)
-    issuer = create_issuer(
-        config.issuer.provider,
-        issuer_settings(config, workers),
-        **issuer_dependencies(config, engine),
-    )
-    proxy = getattr(issuer, "proxy", None)
-    if proxy is not None:
-        log.info("reaching the e-invoice platform through proxy %s", proxy.display)
+    issuer = create_accounts(config, engine, workers)
+    metrics.declare_accounts(issuer.names)
+    for name, account in issuer.items():
+        proxy = getattr(account, "proxy", None)
+        if proxy is not None:
+            log.info("reaching the e-invoice platform (%s) through proxy %s", name, proxy.display)
     retry = pipeline_cfg.retry
     policy = RetryPolicy(
         base_delay=retry.backoff_base_seconds,
@@ -96,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
             policy=policy,
             on_settled=on_settled,
             rng=random.Random(),  # noqa: S311 - jitter, not cryptography
-            query_horizon=config.issuer.query_horizon_seconds,
+            query_horizon={
+                name: account.query_horizon_seconds for name, account in config.accounts().items()
+            },
         )
 
     pipeline = Pipeline(
@@ -119,18 +123,26 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("syncd started as %s; metrics on %s:%d", owner, config.metrics.host, health.port)
-    red_forms = start_poller(engine, issuer, config, metrics)
+    # each account's company has its own buyers' forms: one poller per account
+    pollers = [
+        poller
+        for _, client in issuer.items()
+        if (poller := start_poller(engine, client, config, metrics)) is not None
+    ]
     settle_garbage_collector()
     try:
         pipeline.run()
     finally:
-        if red_forms is not None:
-            red_forms.stop()
+        for poller in pollers:
+            poller.stop()
         issuer.close()
         engine.dispose()
         health.stop()
     return 0
 
+
+#: How often a Nuonuo account asks for its remaining credit line (on the way to a submit).
+CREDIT_CHECK_SECONDS = 300.0
 
 #: Allocations (net) between young-generation collections; CPython's default is 700.
 GC_YOUNG_THRESHOLD = 20_000
@@ -153,8 +165,39 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
-def issuer_settings(config: object, workers: int) -> dict[str, object]:
-    """The provider settings with the HTTP pool sized to the worker pool.
+def create_accounts(config: object, engine: object, workers: int) -> IssuerAccounts:
+    """One provider client per platform account (`issuers:`, or `issuer:` as `default`),
+    routed by the seller each account issues for."""
+    from syncd.config import SyncdConfig
+    from syncd.config.accounts import AccountSettings
+    from syncd.issuers.accounts import IssuerAccounts
+    from syncd.issuers.registry import create_issuer
+
+    assert isinstance(config, SyncdConfig)
+    issuers: dict[str, Issuer] = {}
+    sellers: dict[str, str] = {}
+    dependencies = issuer_dependencies(config, engine)  # one token store for every account
+    try:
+        for name, account in config.accounts().items():
+            issuers[name] = create_issuer(
+                account.provider,
+                issuer_settings(config, workers, account=name),
+                **(dependencies if account.provider == "nuonuo" else {}),
+            )
+            if isinstance(account, AccountSettings) and account.seller is not None:
+                sellers[account.seller.tax_id] = name
+    except BaseException:
+        for made in issuers.values():
+            made.close()
+        raise
+    return IssuerAccounts(issuers, sellers)
+
+
+def issuer_settings(
+    config: object, workers: int, *, account: str | None = None
+) -> dict[str, object]:
+    """The provider settings of `account` (default: the first) with the HTTP pool sized
+    to the worker pool.
 
     Every worker may hold one provider call at a time; a smaller pool makes workers queue
     for a connection, and fewer keep-alive slots than workers means a new TCP (and TLS)
@@ -163,8 +206,9 @@ def issuer_settings(config: object, workers: int) -> dict[str, object]:
     from syncd.config import SyncdConfig
 
     assert isinstance(config, SyncdConfig)
-    settings = config.issuer.provider_settings()
-    explicit = config.issuer.model_fields_set
+    section = config.primary_issuer if account is None else config.accounts()[account]
+    settings = section.provider_settings()
+    explicit = section.model_fields_set
     for key in ("max_connections", "max_keepalive_connections"):
         if key not in explicit:
             settings[key] = max(int(settings[key]), workers)
@@ -179,11 +223,11 @@ def issuer_dependencies(config: object, engine: object) -> dict[str, object]:
     from syncd.config import SyncdConfig
 
     assert isinstance(config, SyncdConfig) and isinstance(engine, Engine)
-    if config.issuer.provider != "nuonuo":
+    if all(account.provider != "nuonuo" for account in config.accounts().values()):
         return {}
     from syncd.ledger.tokens import LedgerTokenStore
 
-    return {"token_store": LedgerTokenStore(engine)}
+    return {"token_store": LedgerTokenStore(engine), "credit_interval": CREDIT_CHECK_SECONDS}
 
 
 def _secrets(config: object) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import (
     Any,
@@ -113,6 +114,41 @@ class SellerIdentity(StrictModel):
                 "(18 characters, GB 32100-2015 check character)"
             )
         return str(uscc.compact(value))
+
+
+class AccountChoice(StrictModel):
+    """Which issuer account (legal entity) issues a row: the row's `column` looked up in
+    `map` (`{1: sh, 2: bj}`). The account also supplies the seller printed on the
+    invoice; a value missing from the map is refused per document (the reason written
+    back), never guessed."""
+
+    column: str = Field(pattern=r"^" + _IDENT + r"$", description="the row's company column")
+    map: dict[str | int, str] = Field(
+        min_length=1, description="column value -> issuer account name (a key of issuers:)"
+    )
+
+    @field_validator("map")
+    @classmethod
+    def _keys(cls, value: dict[str | int, str]) -> dict[str | int, str]:
+        # Row values arrive as int or str; compare by text so `1` and `"1"` are one key.
+        seen: dict[str, str | int] = {}
+        for key in value:
+            if isinstance(key, bool):
+                raise ValueError(f"{key}: map keys are company values (numbers or text)")
+            text = str(key)
+            if text in seen:
+                raise ValueError(f"{seen[text]!r} and {key!r} are the same company value")
+            seen[text] = key
+        return value
+
+    def account_of(self, value: object) -> str | None:
+        """The account name for the row's column value, or None when it is not mapped."""
+        if value is None or isinstance(value, bool):
+            return None
+        return self._by_text().get(str(value))
+
+    def _by_text(self) -> dict[str, str]:
+        return {str(k): v for k, v in self.map.items()}
 
 
 class BuyerMapping(StrictModel):
@@ -384,6 +420,11 @@ class DocumentConfig(StrictModel):
     )
     header: HeaderMapping
     seller: SellerIdentity | None = None
+    account: str | AccountChoice | None = Field(
+        default=None,
+        description="the issuer account (issuers: key) of every row, or {column, map} to "
+        "choose it per row; needed when several accounts are configured",
+    )
     lines: LinesConfig
     write_back: WriteBackConfig
     # --- packaged-ERP schemas (syncd.config.related) ---
@@ -394,6 +435,28 @@ class DocumentConfig(StrictModel):
 
     _name: str = PrivateAttr(default="")
     _returns_view: DocumentConfig | None = PrivateAttr(default=None)
+    #: account name -> the seller it issues as (set by SyncdConfig from `issuers:`)
+    _account_sellers: dict[str, SellerIdentity] = PrivateAttr(default_factory=dict)
+
+    def seller_for(self, row: Mapping[str, Any]) -> SellerIdentity | str:
+        """The seller of this row's invoice: its account's seller when `account` chooses
+        one per row, else `seller`. A text answer is the reason the row has no account."""
+        choice = self.account
+        if isinstance(choice, AccountChoice):
+            value = row.get(choice.column)
+            name = choice.account_of(value)
+            if name is None:
+                return (
+                    f"{choice.column} = {value!r} maps to no issuer account "
+                    f"(documents.{self.name}.account.map)"
+                )
+            seller = self._account_sellers.get(name)
+            if seller is not None:
+                return seller
+        elif choice is not None and choice in self._account_sellers:
+            return self._account_sellers[choice]
+        assert self.seller is not None  # resolved by SyncdConfig
+        return self.seller
 
     @property
     def name(self) -> str:
@@ -489,6 +552,8 @@ class DocumentConfig(StrictModel):
         cols |= {c for c in reads if "." not in c}
         if self.lines.references:
             cols.add(self.lines.references)
+        if isinstance(self.account, AccountChoice):
+            cols.add(self.account.column)
         return cols
 
     def line_reads(self) -> set[str]:

@@ -42,6 +42,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings.exceptions import SettingsError
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
+from syncd.config.accounts import (
+    ACCOUNT_NAME,
+    DEFAULT_ACCOUNT,
+    AccountSettings,
+    resolve_accounts,
+)
 from syncd.config.base import (
     _QUALIFIED_TABLE,
     _SECRET_KEY,
@@ -80,7 +86,13 @@ class SyncdConfig(BaseSettings):
 
     kafka: KafkaSettings
     database: DatabaseSettings
-    issuer: IssuerSettings
+    issuer: IssuerSettings | None = Field(
+        default=None, description="the one platform account (named `default`)"
+    )
+    issuers: dict[str, AccountSettings] = Field(
+        default_factory=dict,
+        description="named platform accounts, one per legal entity (instead of issuer:)",
+    )
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
@@ -138,8 +150,17 @@ class SyncdConfig(BaseSettings):
                     raise ValueError(f"{table}.{col}: scale {scale} is outside 0..38")
         return scales
 
+    @field_validator("issuers")
+    @classmethod
+    def _account_names(cls, accounts: dict[str, AccountSettings]) -> dict[str, AccountSettings]:
+        for name in accounts:
+            if not re.fullmatch(ACCOUNT_NAME, name):
+                raise ValueError(f"account name '{name}' must match {ACCOUNT_NAME}")
+        return accounts
+
     @model_validator(mode="after")
     def _resolve(self) -> SyncdConfig:
+        resolve_accounts(self.issuer, self.issuers, self.documents, self.seller)
         prefix = self.kafka.topic_prefix
         seen: dict[str, str] = {}
         for name, doc in self.documents.items():
@@ -160,7 +181,7 @@ class SyncdConfig(BaseSettings):
                 seen[doc.returns.table] = f"{name}.returns"
                 if doc.returns.topic is None:
                     doc.returns.topic = f"{prefix}.{doc.returns.table}"
-            if doc.seller is None:
+            if doc.seller is None and doc.account is None:
                 if self.seller is None:
                     raise ValueError(
                         f"documents.{name}: no seller (set seller: at the top or in the document)"
@@ -176,6 +197,17 @@ class SyncdConfig(BaseSettings):
         return self
 
     # Convenience accessors used by the pipeline and commands.
+
+    def accounts(self) -> dict[str, IssuerSettings]:
+        """Every platform account by name: `issuers:`, or `issuer:` as `default`."""
+        if self.issuer is not None:
+            return {DEFAULT_ACCOUNT: self.issuer}
+        return dict(self.issuers)
+
+    @property
+    def primary_issuer(self) -> IssuerSettings:
+        """The first account (the only one of a single-account config)."""
+        return next(iter(self.accounts().values()))
 
     def route(self, table: str) -> DocumentConfig | None:
         """The document type fed by `schema.table` (as the decoder spells it), if any."""
@@ -222,7 +254,7 @@ class SyncdConfig(BaseSettings):
         secret Kafka properties). Log redaction and every printer use it."""
         return normalise(
             [
-                *self.issuer.secret_values(),
+                *(s for account in self.accounts().values() for s in account.secret_values()),
                 *self.database.secret_values(),
                 *self.kafka.secret_values(),
                 *self.audit.secret_values(),
@@ -444,6 +476,21 @@ def _override_paths(names: Iterable[str], prefix: str) -> dict[Loc, str]:
     return out
 
 
+_LEADING_PATH = re.compile(r"([a-z_][a-z0-9_]*(?:\.[^\s.:]+)*): (.+)", re.DOTALL)
+
+
+def _leading_path(message: str, index: Mapping[Loc, int]) -> tuple[Loc, str]:
+    """`documents.x.account: unknown ...` -> the key path (when the file has it) and the
+    rest, so a problem found across sections still points at its line."""
+    match = _LEADING_PATH.fullmatch(message)
+    if match is None:
+        return (), message
+    loc: Loc = tuple(match.group(1).split("."))
+    if loc[:1] not in index:
+        return (), message
+    return loc, match.group(2)
+
+
 def _locate(loc: Loc, index: Mapping[Loc, int]) -> int | None:
     for n in range(len(loc), -1, -1):
         if loc[:n] in index:
@@ -575,10 +622,13 @@ def _parse(text: str, file: str, model: type[_Model]) -> _Model:
         found = []
         for err in exc.errors():
             loc = tuple(err["loc"])
+            message = _message(err, loc)
+            if not loc:  # a check across sections names its key path first
+                loc, message = _leading_path(message, index)
             found.append(
                 ConfigProblem(
                     _dotted(loc),
-                    _message(err, loc),
+                    message,
                     file,
                     _locate(loc, index),
                     _origin(loc, env_paths, secret_paths),

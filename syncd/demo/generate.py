@@ -703,7 +703,7 @@ class DemoRun:
         serial = self._serial(row.id, DocumentKind.REVERSAL, 0)
         try:
             response = httpx.post(
-                f"{self._config.issuer.base_url.rstrip('/')}/_sandbox/red-forms/{serial}/confirm",
+                f"{self._config.primary_issuer.base_url.rstrip('/')}/_sandbox/red-forms/{serial}/confirm",
                 timeout=5.0,
             )
         except httpx.HTTPError:
@@ -817,7 +817,7 @@ class DemoRun:
         return s
 
     def _audit_url(self) -> str:
-        return f"{self._config.issuer.base_url.rstrip('/')}/_sandbox/invoices"
+        return f"{self._config.primary_issuer.base_url.rstrip('/')}/_sandbox/invoices"
 
     def _platform_audit(self) -> list[dict[str, Any]]:
         response = httpx.get(self._audit_url(), timeout=30.0)

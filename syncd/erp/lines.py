@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from syncd.changes import ColumnValue
 from syncd.config import DocumentConfig, FieldSource, SyncdConfig
+from syncd.config.documents import AccountChoice
 from syncd.config.related import Relations, split_reference
 from syncd.erp.related import where_sql
 
@@ -156,6 +157,8 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         src.append(
             _Need(doc.period_column, (_DATE, _TIMESTAMP), f"documents.{doc.name}.period_column")
         )
+    if isinstance(doc.account, AccountChoice):
+        src.append(_Need(doc.account.column, (), f"documents.{doc.name}.account.column"))
 
     line_kinds: dict[str, tuple[str, ...]] = {
         "quantity": (_NUMBER,),

@@ -474,15 +474,23 @@ def build_blue(
         problems.append(
             MappingProblem("NO_LINES", "lines", f"no rows in {doc.lines.table} for this document")
         )
+    seller = doc.seller_for(row)
+    if isinstance(seller, str):  # the row's company has no issuer account
+        problems.append(MappingProblem("NO_ACCOUNT", "account", seller))
     inputs = _line_inputs(doc, lines, problems)
-    if problems or buyer_name is None or invoice_type is None or price_basis is None:
+    if (
+        problems
+        or buyer_name is None
+        or invoice_type is None
+        or price_basis is None
+        or isinstance(seller, str)
+    ):
         return MappingResult(None, tuple(problems))
-    assert doc.seller is not None  # resolved by SyncdConfig
     try:
         invoice = build_invoice(
             serial=serial_for(identity),
             invoice_type=invoice_type,
-            seller=_seller(doc.seller),
+            seller=_seller(seller),
             buyer=Buyer(name=buyer_name, natural_person=natural_person, **buyer),
             lines=inputs,
             price_basis=price_basis,

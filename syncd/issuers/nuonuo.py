@@ -86,6 +86,11 @@ LIST: Final = "nuonuo.OpeMplatform.queryInvoiceList"
 #: `queryInvoiceList`: the longest window the platform accepts (10 days) and our page size
 LIST_WINDOW_DAYS: Final = 10
 LIST_PAGE_SIZE: Final = 50
+#: The company's remaining credit line. Assumed: no public source names Nuonuo's method;
+#: the answer uses the bureau's own fields (`kysyed` left, `bysxed` this period's line).
+#: A platform that refuses the method is not asked again (the gauge stays absent).
+CREDIT: Final = "nuonuo.OpeMplatform.queryCreditLimit"
+CREDIT_EXHAUSTED: Final = "E9302"
 #: The most order numbers one `queryInvoiceResult` accepts.
 QUERY_BATCH: Final = 50
 
@@ -629,6 +634,48 @@ class AccountGate:
                 self._reason = None
 
 
+def credit_of(envelope: Envelope) -> Decimal | None:
+    """What `queryCreditLimit` says is left (`kysyed`); None when it says nothing usable."""
+    result = envelope.result
+    if envelope.code != SUCCESS or not isinstance(result, Mapping):
+        return None
+    left = _money(result.get("kysyed"))
+    return left if left is not None and left >= 0 else None
+
+
+class CreditWatch:
+    """The account's remaining credit as the platform last reported it, asked at most once
+    per `interval` (one caller at a time asks; the others go on). Thread-safe."""
+
+    def __init__(self, interval: float | None) -> None:
+        self._interval = interval or 0.0
+        self._lock = threading.Lock()
+        self._next = 0.0
+        self._asking = interval is not None
+        self.remaining: Decimal | None = None
+
+    def due(self, now: float) -> bool:
+        with self._lock:
+            if not self._asking or now < self._next:
+                return False
+            self._next = now + self._interval
+            return True
+
+    def record(self, answer: Envelope | IssueResult) -> None:
+        if isinstance(answer, Envelope):
+            left = credit_of(answer)
+            with self._lock:
+                if left is not None:
+                    self.remaining = left
+                elif answer.code != SUCCESS:
+                    self._asking = False  # the platform does not offer it: never ask again
+
+    def exhausted(self) -> None:
+        """The platform refused a submission for want of credit."""
+        with self._lock:
+            self.remaining = Decimal(0)
+
+
 def is_account_refusal(code: str) -> bool:
     return code in ACCOUNT_CODES or code == "TOKEN_REFUSED" or is_credential_code(code)
 
@@ -724,7 +771,10 @@ class NuonuoIssuer:
         *,
         token_store: TokenStore | None = None,
         transport: httpx.BaseTransport | None = None,
+        credit_interval: float | None = None,
     ) -> None:
+        """`credit_interval`: ask for the remaining credit line this often (seconds, on
+        the way to a submission); None: never ask."""
         self.settings = settings
         self.tokens: TokenStore = token_store if token_store is not None else MemoryTokenStore()
         self._client = httpx.Client(
@@ -747,6 +797,7 @@ class NuonuoIssuer:
         self._services = settings.base_url + SERVICES_PATH
         self._closed = threading.Event()
         self.gate = AccountGate(settings.account_probe_interval)
+        self.credit = CreditWatch(credit_interval)
 
     def __repr__(self) -> str:
         return (
@@ -886,10 +937,19 @@ class NuonuoIssuer:
         paused = self.gate.admit(time.monotonic())
         if paused is not None:
             return NeedsHuman(serial, paused)
+        if self.credit.due(time.monotonic()):
+            self.credit.record(self.call("query", serial, CREDIT, {}))
         answer = self.call("issue", serial, ISSUE, order_payload(doc, now=datetime.now(UTC)))
         result = answer if not isinstance(answer, Envelope) else classify_issue(serial, answer)
+        if isinstance(result, NeedsHuman) and result.reason.code == CREDIT_EXHAUSTED:
+            self.credit.exhausted()
         self.gate.record(result, time.monotonic())
         return result
+
+    @property
+    def credit_remaining(self) -> Decimal | None:
+        """The credit line left, as last reported (None: never reported)."""
+        return self.credit.remaining
 
     def query_many(self, serials: Iterable[str]) -> dict[str, IssueResult]:
         """Results for many order numbers, ≤ 50 per call. An invoice whose seal failed

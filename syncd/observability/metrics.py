@@ -23,6 +23,7 @@ import enum
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
+from decimal import Decimal
 from typing import Final
 
 from prometheus_client import (
@@ -43,7 +44,7 @@ from syncd import __version__
 from syncd.lifecycle import DocumentState
 
 #: HTTP calls to the provider: 5 ms .. 2 min (timeouts are tens of seconds).
-#: The `account` label until issuer accounts are named in the config: one account per app.
+#: The `account` label of a config with one `issuer:` section (named accounts: `issuers:`).
 DEFAULT_ACCOUNT: Final = "default"
 HTTP_BUCKETS: Final = (
     0.005,
@@ -128,6 +129,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY, version: str = __version__) -> None:
         self.registry = registry
+        self._accounts: list[str] = []
         r = registry
         disable_created_metrics()  # type: ignore[no-untyped-call]
         if registry is not REGISTRY:  # the default registry has them already
@@ -230,13 +232,13 @@ class Metrics:
         self.issuer_requests = Counter(
             "syncd_issuer_requests",
             "Requests to the e-invoice platform.",
-            ["operation", "status_class"],
+            ["operation", "status_class", "account"],
             registry=r,
         )
         self.issuer_request_duration = Histogram(
             "syncd_issuer_request_duration_seconds",
             "Latency of requests to the platform.",
-            ["operation"],
+            ["operation", "account"],
             buckets=HTTP_BUCKETS,
             registry=r,
         )
@@ -247,7 +249,14 @@ class Metrics:
             ["account"],
             registry=r,
         )
-        self.issuer_account_up.labels(account=DEFAULT_ACCOUNT).set(1)
+        self.issuer_credit_remaining = Gauge(
+            "syncd_issuer_credit_remaining",
+            "Invoicing credit (授信额度, CNY incl. tax) the platform last reported as left for "
+            "the account; absent where the platform does not report it.",
+            ["account"],
+            registry=r,
+        )
+        self.declare_accounts([DEFAULT_ACCOUNT])
         # -- red-letter forms raised by buyers (syncd.pipeline.redforms)
         self.red_forms_pending = Gauge(
             "syncd_red_forms_pending",
@@ -303,9 +312,27 @@ class Metrics:
     def account_up(self, up: bool, account: str = DEFAULT_ACCOUNT) -> None:
         self.issuer_account_up.labels(account=account).set(1 if up else 0)
 
-    def issuer_request(self, operation: str, status: int | None, seconds: float) -> None:
-        self.issuer_requests.labels(operation=operation, status_class=status_class(status)).inc()
-        self.issuer_request_duration.labels(operation=operation).observe(seconds)
+    def declare_accounts(self, names: list[str]) -> None:
+        """The configured platform accounts (the only `account` label values): each up
+        until the platform refuses it."""
+        for known in list(self._accounts):
+            if known not in names:
+                self.issuer_account_up.remove(known)
+        self._accounts = list(names)
+        for name in names:
+            self.issuer_account_up.labels(account=name).set(1)
+
+    def credit_remaining(self, account: str, amount: Decimal | None) -> None:
+        if amount is not None:
+            self.issuer_credit_remaining.labels(account=account).set(float(amount))
+
+    def issuer_request(
+        self, operation: str, status: int | None, seconds: float, account: str = DEFAULT_ACCOUNT
+    ) -> None:
+        self.issuer_requests.labels(
+            operation=operation, status_class=status_class(status), account=account
+        ).inc()
+        self.issuer_request_duration.labels(operation=operation, account=account).observe(seconds)
 
     @contextmanager
     def time_writeback(self, clock: Callable[[], float] = time.perf_counter) -> Iterator[None]:

@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast, get_args
@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from syncd.config import SyncdConfig
 from syncd.identity import DocumentKind
 from syncd.issuers import horizon
+from syncd.issuers.accounts import IssuerAccounts
 from syncd.issuers.base import (
     Duplicate,
     InvoiceLister,
@@ -82,7 +83,7 @@ class Driver:
         self,
         *,
         engine: Engine,
-        issuer: Issuer,
+        issuer: Issuer | IssuerAccounts,
         config: SyncdConfig,
         metrics: Metrics,
         owner: str,
@@ -90,10 +91,13 @@ class Driver:
         policy: RetryPolicy,
         on_settled: SettledCallback | None = None,
         rng: random.Random | None = None,
-        query_horizon: float | None = None,
+        query_horizon: float | Mapping[str, float | None] | None = None,
     ) -> None:
         self._engine = engine
-        self._issuer = issuer
+        #: the platform accounts (one, named `default`, for a plain issuer)
+        self._accounts = (
+            issuer if isinstance(issuer, IssuerAccounts) else IssuerAccounts.single(issuer)
+        )
         self._config = config
         self._metrics = metrics
         self._owner = owner
@@ -101,6 +105,7 @@ class Driver:
         self._on_settled = on_settled
         self._rng = rng or random.Random()  # noqa: S311 -- jitter, not security
         #: `issuer.query_horizon_seconds`: past it, "not found" is searched, never re-sent
+        #: per account (a single number: every account)
         self._horizon = query_horizon
         #: what the horizon search of a document's current step found (for its audit row)
         self._evidence: dict[int, dict[str, object]] = {}
@@ -288,37 +293,52 @@ class Driver:
 
     # ------------------------------------------------------------------ provider calls
 
-    def _timed(self, operation: str, call: Callable[[], IssueResult]) -> IssueResult:
+    def _timed(
+        self, operation: str, account: str, issuer: Issuer, call: Callable[[], IssueResult]
+    ) -> IssueResult:
         start = time.perf_counter()
         result = call()
         status = status_of(result)
-        self._metrics.issuer_request(operation, status, time.perf_counter() - start)
-        gate = getattr(self._issuer, "gate", None)  # providers that pause a refused account
+        self._metrics.issuer_request(operation, status, time.perf_counter() - start, account)
+        gate = getattr(issuer, "gate", None)  # providers that pause a refused account
         if gate is not None and operation in ("issue", "reverse"):
-            self._metrics.account_up(bool(gate.up))
+            self._metrics.account_up(bool(gate.up), account)
+        credit = getattr(issuer, "credit_remaining", None)  # where the platform reports it
+        if credit is not None:
+            self._metrics.credit_remaining(account, credit)
         return result
 
     def _call(self, row: DocumentRow) -> tuple[IssueResult, bool]:
         """The provider's answer, and whether this step re-sent a document the provider
         had dropped (a re-send counts as an attempt, so a platform that keeps failing the
-        same serial ends in DEAD instead of looping forever)."""
-        issuer = self._issuer
+        same serial ends in DEAD instead of looping forever).
+
+        The document goes through the account of its seller (`IssuerAccounts.route`); one
+        no account issues for waits for a person instead of going out under another's."""
+        routed = self._accounts.route(row.payload)
+        if routed is None:
+            return IssuerAccounts.unrouted(row.serial, row.payload), False
+        account, issuer = routed
+
+        def timed(operation: str, call: Callable[[], IssueResult]) -> IssueResult:
+            return self._timed(operation, account, issuer, call)
+
         if row.kind is DocumentKind.ISSUE:
             payload = row.payload or {}
 
             def submit() -> IssueResult:
-                return self._timed("issue", lambda: issuer.issue(payload))
+                return timed("issue", lambda: issuer.issue(payload))
 
             def query() -> IssueResult:
-                return self._timed("query", lambda: issuer.query(row.serial))
+                return timed("query", lambda: issuer.query(row.serial))
         else:
             request = _reversal_request(row)
 
             def submit() -> IssueResult:
-                return self._timed("reverse", lambda: issuer.reverse(request))
+                return timed("reverse", lambda: issuer.reverse(request))
 
             def query() -> IssueResult:
-                return self._timed("query_reversal", lambda: issuer.query_reversal(row.serial))
+                return timed("query_reversal", lambda: issuer.query_reversal(row.serial))
 
         fresh = (
             row.state in (S.READY, S.REVERSAL_PENDING)
@@ -334,10 +354,10 @@ class Driver:
             if (
                 isinstance(queried, NotFound)
                 and row.kind is DocumentKind.ISSUE
-                and horizon.passed(row.created_at, datetime.now(UTC), self._horizon)
+                and horizon.passed(row.created_at, datetime.now(UTC), self._horizon_of(account))
             ):
                 # The platform may have forgotten the serial: "not found" proves nothing.
-                return self._search(row), False
+                return self._search(row, account, issuer), False
             if isinstance(queried, NotFound) or (
                 isinstance(queried, Retryable) and queried.resubmit
             ):
@@ -352,11 +372,15 @@ class Driver:
             return resolve_after_submit(submitted, query()), resent
         return submitted, resent
 
-    def _search(self, row: DocumentRow) -> IssueResult:
+    def _horizon_of(self, account: str) -> float | None:
+        if isinstance(self._horizon, Mapping):
+            return self._horizon.get(account)
+        return self._horizon
+
+    def _search(self, row: DocumentRow, account: str, issuer: Issuer) -> IssueResult:
         """Past the query horizon: find the document's invoice in the platform's list and
         adopt it on an exact unique match, else park the document for a person (see
         `syncd.issuers.horizon`). Never re-sends."""
-        issuer = self._issuer
         if not isinstance(issuer, InvoiceLister):
             reason = Reason(
                 horizon.NO_LIST,
@@ -374,11 +398,11 @@ class Driver:
         try:
             listed = list(issuer.list_invoices(wanted.query))
         except ListingError as exc:
-            self._metrics.issuer_request("list", None, time.perf_counter() - start)
+            self._metrics.issuer_request("list", None, time.perf_counter() - start, account)
             if exc.retryable:
                 return Retryable(row.serial, exc.reason)
             return NeedsHuman(row.serial, exc.reason)
-        self._metrics.issuer_request("list", 200, time.perf_counter() - start)
+        self._metrics.issuer_request("list", 200, time.perf_counter() - start, account)
         with self._engine.connect() as conn:
             held = repo.serials_holding(conn, (i.invoice_no for i in listed))
         judgement = horizon.judge(wanted, row.serial, listed, held)

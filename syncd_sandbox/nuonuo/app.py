@@ -74,6 +74,8 @@ class NuonuoConfig:
     red_form_ttl: float = 72 * 3600.0
     token_ttl: float = 86400.0
     token_limit: int = 50
+    #: each company's invoicing credit line (授信额度) per period, CNY incl. tax
+    credit_limit: Decimal = Decimal("10000000.00")
     strict: bool = False
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None
@@ -154,6 +156,7 @@ class NuonuoApp:
                 code=reply.code,
                 serial=serial,
                 fault=fault,
+                user_tax=headers.get("usertax"),
             )
         # committed: from here on a broken answer is a lost answer
         if fault in ("drop:reset", "drop:hang", "error:reset", "error:hang"):
@@ -315,14 +318,16 @@ class NuonuoApp:
             return env(p.VALIDATION, "the body is not JSON"), app_key, None, None
         if not isinstance(data, dict):
             return env(p.VALIDATION, "the body is not a JSON object"), app_key, None, None
-        if method in SENDS and faults.session_expired:
+        user_tax = headers.get("usertax", "")
+        if method in SENDS and (faults.session_expired or user_tax in faults.session_expired_for):
             reply = env(
                 p.SESSION_EXPIRED, "开票员税局登录已失效 (the drawer's bureau session expired)"
             )
             return reply, app_key, None, None
-        if method == "nuonuo.OpeMplatform.requestBillingNew" and faults.credit_exhausted:
+        if method == "nuonuo.OpeMplatform.requestBillingNew" and (
+            faults.credit_exhausted or user_tax in faults.credit_exhausted_for
+        ):
             return env(p.CREDIT_EXHAUSTED, "授信额度不足 (credit exhausted)"), app_key, None, None
-        user_tax = headers.get("usertax", "")
         if not user_tax:
             return env(p.MISSING_USER_TAX, "userTax is required"), app_key, None, None
         handler = _METHODS.get(method)
@@ -427,6 +432,20 @@ class NuonuoApp:
         elif row["portal"] or self._forgotten(row, now):
             del item["orderNo"]
         return item
+
+    def _credit(
+        self, data: dict[str, Any], app_key: str, user_tax: str, now: float
+    ) -> tuple[Answer, str | None]:
+        """The company's credit line: `bysxed` this period's line, `kysyed` what is left,
+        `ztsxbz` whether the bureau paused it (the bureau's own field names)."""
+        faults = self.faults
+        limit = self.config.credit_limit
+        used = self.store.issued_gross(user_tax)
+        left = max(Decimal(0), limit - used)
+        if faults.credit_exhausted or user_tax in faults.credit_exhausted_for:
+            left = Decimal(0)
+        result = {"bysxed": str(limit), "kysyed": str(left), "ztsxbz": "N"}
+        return env(p.SUCCESS, "查询成功", result), None
 
     def _query(
         self, data: dict[str, Any], app_key: str, user_tax: str, now: float
@@ -786,6 +805,7 @@ _Handler = Callable[[NuonuoApp, dict[str, Any], str, str, float], tuple[Answer, 
 _METHODS: Final[dict[str, _Handler]] = {
     "nuonuo.OpeMplatform.requestBillingNew": NuonuoApp._issue,
     "nuonuo.OpeMplatform.queryInvoiceResult": NuonuoApp._query,
+    p.CREDIT_METHOD: NuonuoApp._credit,
     "nuonuo.OpeMplatform.reInvoice": NuonuoApp._reinvoice,
     "nuonuo.OpeMplatform.saveInvoiceRedConfirm": NuonuoApp._save_red_form,
     "nuonuo.OpeMplatform.queryInvoiceRedConfirm": NuonuoApp._query_red_forms,

@@ -28,6 +28,9 @@ BAD_APP_KEY: Final = "070101"
 TOKEN_INVALID: Final = "070302"  # noqa: S105 - assumed; a response code, not a secret
 BAD_SIGNATURE: Final = "070601"
 SESSION_EXPIRED: Final = "E9301"  # assumed: the drawer's tax-bureau login expired
+#: assumed (no public source names Nuonuo's method): the company's remaining credit line,
+#: answered with the bureau's own fields (bysxed, kysyed, ztsxbz)
+CREDIT_METHOD: Final = "nuonuo.OpeMplatform.queryCreditLimit"
 CREDIT_EXHAUSTED: Final = "E9302"  # assumed: the credit line (授信额度) is used up
 MISSING_USER_TAX: Final = "E9104"  # assumed
 RED_FORM_EXISTS: Final = "E9107"  # assumed: a repeated billId

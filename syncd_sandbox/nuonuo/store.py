@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS token_fetches (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, method TEXT, path TEXT NOT NULL,
-    app_key TEXT, status INTEGER NOT NULL, code TEXT, serial TEXT, fault TEXT
+    app_key TEXT, status INTEGER NOT NULL, code TEXT, serial TEXT, fault TEXT, user_tax TEXT
 );
 """
 
@@ -71,6 +71,9 @@ class NuonuoStore:
         for name in ("portal", "forgotten"):  # stores written before the list existed
             if name not in columns:
                 self._db.execute(f"ALTER TABLE orders ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(requests)")}
+        if "user_tax" not in columns:  # a log file written before the column existed
+            self._db.execute("ALTER TABLE requests ADD COLUMN user_tax TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -374,6 +377,15 @@ class NuonuoStore:
     def next_buyer_bill_id(self) -> str:
         return f"B{self._next('buyer_bill'):017d}"
 
+    def issued_gross(self, seller_tax: str) -> Decimal:
+        """Gross of the blue invoices accepted for `seller_tax` (what its credit covers)."""
+        rows = self._db.execute(
+            "SELECT gross FROM orders WHERE kind = 'BLUE' AND status != '22'"
+            " AND json_extract(payload, '$.salerTaxNum') = ?",
+            (seller_tax,),
+        ).fetchall()
+        return sum((Decimal(r[0]) for r in rows), Decimal(0))
+
     # --- request log --------------------------------------------------------------------
 
     def log_request(
@@ -387,11 +399,12 @@ class NuonuoStore:
         code: str | None,
         serial: str | None,
         fault: str | None,
+        user_tax: str | None = None,
     ) -> None:
         self._db.execute(
-            "INSERT INTO requests(ts, method, path, app_key, status, code, serial, fault)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (ts, method, path, app_key, status, code, serial, fault),
+            "INSERT INTO requests(ts, method, path, app_key, status, code, serial, fault,"
+            " user_tax) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (ts, method, path, app_key, status, code, serial, fault, user_tax),
         )
 
     def requests(self, since_id: int, limit: int) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ EXPORTED: Final[dict[str, str]] = {
     "syncd_issuer_requests_total": "counter",
     "syncd_issuer_request_duration_seconds": "histogram",
     "syncd_issuer_account_up": "gauge",
+    "syncd_issuer_credit_remaining": "gauge",
     "syncd_writeback_duration_seconds": "histogram",
     "syncd_freshness_seconds": "histogram",
     "syncd_consumer_lag_messages": "gauge",

@@ -7,6 +7,7 @@ itself is checked against what syncd's metrics registry serves over HTTP.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -138,6 +139,7 @@ def test_expected_metrics_are_what_the_daemon_serves() -> None:
     metrics.document_settled("sales_order", DocumentOutcome.ISSUED)
     metrics.issuer_request("issue", 200, 0.1)
     metrics.retries.labels(operation="issue").inc()
+    metrics.credit_remaining("default", Decimal("5000.00"))
     with metrics.time_writeback():
         pass
     metrics.observe_freshness(0, 1.0)

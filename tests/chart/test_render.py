@@ -187,6 +187,17 @@ def test_config_file_is_deployed_verbatim(render: Render) -> None:
     assert secret_volume["secret"]["secretName"] == "syncd-credentials"
 
 
+def test_the_two_company_example_renders_as_a_config_file(tmp_path: Path) -> None:
+    """config/example.yaml names its sellers under issuers: (one per company), not at the
+    top: the chart's config check accepts that."""
+    example = ROOT / "config" / "example.yaml"
+    proc = helm(*template_args(DEFAULT_VALUES), "--set-file", f"configFile={example}", check=False)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    deployed = yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"])
+    assert sorted(deployed["issuers"]) == ["bj", "sh"]
+
+
 def test_secrets_mount_path_is_configurable(render: Render) -> None:
     docs = render([CI / "default-values.yaml"], ["secretsMountPath=/var/run/secrets/syncd"])
     mounts = {m["name"]: m["mountPath"] for m in _pod_spec(docs)["containers"][0]["volumeMounts"]}

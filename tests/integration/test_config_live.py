@@ -135,6 +135,23 @@ def test_live_check_reports_missing_columns_and_misfit_types(own_db, tmp_path, c
     assert "invoice_ulr does not exist -- did you mean 'invoice_url'?" in err
 
 
+def test_live_check_reports_a_missing_account_column(own_db, tmp_path):
+    import yaml
+
+    data = yaml.safe_load(_own_db_text())
+    data["documents"]["sales_order"]["account"] = {"column": "company_idd", "map": {1: "default"}}
+    config = parse_config(yaml.safe_dump(data, sort_keys=False), "c.yaml")
+    engine = _engine(config.database.dsn_value())
+    with engine.connect() as conn:
+        report = check_schema(conn, config)
+    engine.dispose()
+    assert any(
+        e.startswith("documents.sales_order.account.column: column erp.sales_order.company_idd")
+        and "does not exist" in e
+        for e in report.errors
+    ), report.errors
+
+
 def test_live_check_reports_short_columns_missing_tables_and_replica_identity(own_db, tmp_path):
     engine = _engine(f"postgresql+psycopg://postgres@127.0.0.1:{PG_PORT}/{OWN_DB}")
     with engine.begin() as conn:

@@ -96,7 +96,10 @@ def test_6_server_errors_and_rate_limits_back_off_without_losing_anything(
         w.wait_issued(ids, timeout=120)
         w.verdict(issued=ids)
         metrics = d.metrics()
-        assert 'syncd_issuer_requests_total{operation="issue",status_class="5xx"}' in metrics
+        assert (
+            'syncd_issuer_requests_total{account="default",operation="issue",status_class="5xx"}'
+            in metrics
+        )
         # liveness stayed green throughout: the loop never blocked on the provider
         assert httpx.get(f"http://127.0.0.1:{d.metrics_port}/healthz").status_code == 200
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,29 @@ def test_a_refused_account_pauses_then_resumes_after_a_probe(sandbox: SandboxPro
             time.sleep(0.1)
         assert issuer.gate.up
         assert submits(sandbox) == 2  # one probe, accepted
+
+
+def test_remaining_credit_is_reported_and_exhaustion_pauses_the_account(
+    sandbox: SandboxProcess,
+) -> None:
+    """The sandbox's credit line (10,000,000.00 a company) shrinks by what was issued; an
+    exhausted line refuses the submission (E9302), which pauses the account like a dropped
+    session, and the credit reads 0 until the platform reports more."""
+    with make_client(sandbox, probe_interval=60.0) as plain:
+        settings = plain.settings
+    with NuonuoIssuer(settings, credit_interval=0.0) as issuer:
+        first = issuer.issue(invoice(1))
+        assert isinstance(first, Processing)
+        assert issuer.credit_remaining == Decimal("10000000.00")  # asked before the submit
+        assert isinstance(issuer.issue(invoice(2)), Processing)
+        gross = Decimal(str(invoice(1)["totals"]["gross_amount"]))
+        assert issuer.credit_remaining == Decimal("10000000.00") - gross
+        sandbox.set_faults(credit_exhausted_for=[samples.SELLER_TAX_ID])
+        refused = [issuer.issue(invoice(10 + i)) for i in range(10)]
+        assert all(isinstance(r, NeedsHuman) and r.reason.code == "E9302" for r in refused)
+        assert not issuer.gate.up
+        assert issuer.credit_remaining == Decimal(0)
+        assert submits(sandbox) == 3  # two accepted, one refused; the other 9 never left
 
 
 def invoice(order: int) -> dict[str, Any]:

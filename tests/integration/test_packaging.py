@@ -89,7 +89,9 @@ def test_installed_check_config_accepts_the_example(installed: Path, tmp_path: P
             "database-dsn",
             "postgresql+psycopg://syncd:db-pw@erp-db:5432/erp",
         ),
-        "SYNCD_ISSUER__APP_SECRET_FILE": ("issuer-app-secret", "issuer-secret"),
+        # the example's two companies (issuers sh and bj) share one Nuonuo app
+        "SYNCD_ISSUERS__SH__APP_SECRET_FILE": ("issuer-app-secret", "issuer-secret"),
+        "SYNCD_ISSUERS__BJ__APP_SECRET_FILE": ("issuer-app-secret", "issuer-secret"),
     }
     env = _clean_env(installed)
     for var, (name, value) in files.items():

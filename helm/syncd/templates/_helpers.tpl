@@ -165,10 +165,12 @@ install would only crash-loop. The content of an existingConfigMap is not visibl
 {{- end }}
 {{- end }}
 {{- $missing := list }}
-{{- range $key := list "seller" "documents" }}
-{{- if not (get $config $key) }}
-{{- $missing = append $missing $key }}
+{{- /* with issuers: (one account per company) each account carries its seller */}}
+{{- if not (or (get $config "seller") (get $config "issuers")) }}
+{{- $missing = append $missing "seller" }}
 {{- end }}
+{{- if not (get $config "documents") }}
+{{- $missing = append $missing "documents" }}
 {{- end }}
 {{- if $missing }}
 {{- include "syncd.fail" (printf "the syncd config (values: %s) has no %s: syncd would refuse to start and the pods would crash-loop. Give the DBAs' document config: config.seller and config.documents (docs/configuration.md, config/example.yaml), their reviewed file with --set-file configFile=<file>, or existingConfigMap" $source (join " and no " $missing)) }}

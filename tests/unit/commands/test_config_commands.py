@@ -162,3 +162,28 @@ def test_preview_reversal_needs_the_invoice_number_with_blue_file(tmp_path, caps
     )
     assert code == 2
     assert "not an invoice" in capsys.readouterr().err
+
+
+def test_the_production_example_passes_check_config(tmp_path, capsys):
+    """config/example.yaml (two companies on Nuonuo, secrets from files) validates as
+    shipped, with only the secret volume pointed at a test directory."""
+    from tests.unit.config_helpers import EXAMPLE
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "kafka-sasl-password").write_text("kafka-pass\n")
+    (secrets / "database-dsn").write_text("postgresql+psycopg://syncd:pw@erp-db:5432/erp\n")
+    (secrets / "issuer-app-secret").write_text("nuonuo-app-secret\n")
+    config = tmp_path / "example.yaml"
+    config.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace("/var/run/secrets/syncd", str(secrets))
+    )
+    assert main(["check-config", "-c", str(config), "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert "nuonuo-app-secret" not in out
+    data = json.loads(out)
+    accounts = data["issuers"]
+    assert sorted(accounts) == ["bj", "sh"]
+    assert {a["provider"] for a in accounts.values()} == {"nuonuo"}
+    assert accounts["bj"]["seller_tax_id"] == accounts["bj"]["seller"]["tax_id"]
+    assert data["documents"]["billing"]["account"]["column"] == "company_code"

@@ -1,4 +1,5 @@
 import re
+from decimal import Decimal
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -27,8 +28,9 @@ def families(m: Metrics) -> dict[str, set[str]]:
 REQUIRED = {
     "syncd_events_consumed": {"topic"},
     "syncd_documents": {"document", "outcome"},
-    "syncd_issuer_requests": {"operation", "status_class"},
-    "syncd_issuer_request_duration_seconds": {"operation"},
+    "syncd_issuer_requests": {"operation", "status_class", "account"},
+    "syncd_issuer_request_duration_seconds": {"operation", "account"},
+    "syncd_issuer_credit_remaining": {"account"},
     "syncd_writeback_duration_seconds": set(),
     "syncd_freshness_seconds": set(),
     "syncd_consumer_lag_messages": {"topic", "partition"},
@@ -51,6 +53,7 @@ def exercise(m: Metrics) -> None:
     m.events_consumed.labels(topic="erp.public.sales_order").inc()
     m.document_settled("sales_invoice", DocumentOutcome.ISSUED)
     m.issuer_request("submit", 201, 0.12)
+    m.credit_remaining("default", Decimal("5000.00"))
     with m.time_writeback():
         pass
     m.observe_freshness(1_700_000_000_000, 1_700_000_002.5)
@@ -85,7 +88,7 @@ def test_exposition_names(m: Metrics) -> None:
     for line in (
         'syncd_events_consumed_total{topic="erp.public.sales_order"} 1.0',
         'syncd_documents_total{document="sales_invoice",outcome="issued"} 1.0',
-        'syncd_issuer_requests_total{operation="submit",status_class="2xx"} 1.0',
+        'syncd_issuer_requests_total{account="default",operation="submit",status_class="2xx"} 1.0',
         f'syncd_build_info{{version="{__version__}"}} 1.0',
         'syncd_consumer_lag_messages{partition="0",topic="erp.public.sales_order"} 5.0',
         "syncd_loop_heartbeat_timestamp_seconds 1.700000004e+09",
@@ -93,7 +96,10 @@ def test_exposition_names(m: Metrics) -> None:
     ):
         assert line in text, line
     assert 'syncd_freshness_seconds_bucket{le="3600.0"}' in text
-    assert 'syncd_issuer_request_duration_seconds_bucket{le="120.0",operation="submit"}' in text
+    assert (
+        'syncd_issuer_request_duration_seconds_bucket{account="default",le="120.0",operation="submit"}'
+        in text
+    )
 
 
 def test_all_names_are_prefixed_and_units_are_base(m: Metrics) -> None:
@@ -191,3 +197,27 @@ def test_issuer_account_up_starts_up_and_follows_the_gate(m: Metrics) -> None:
     assert value() == 0.0
     m.account_up(True)
     assert value() == 1.0
+
+
+def test_named_accounts_replace_the_default_and_are_up_until_refused(m: Metrics) -> None:
+    m.declare_accounts(["sh", "bj"])
+
+    def value(account: str) -> float | None:
+        return m.registry.get_sample_value("syncd_issuer_account_up", {"account": account})
+
+    assert (value("default"), value("sh"), value("bj")) == (None, 1.0, 1.0)
+    m.account_up(False, "bj")
+    assert (value("sh"), value("bj")) == (1.0, 0.0)
+    m.issuer_request("issue", 200, 0.1, "bj")
+    labels = {"account": "bj", "operation": "issue", "status_class": "2xx"}
+    assert m.registry.get_sample_value("syncd_issuer_requests_total", labels) == 1.0
+
+
+def test_credit_remaining_is_exported_only_where_reported(m: Metrics) -> None:
+    def value() -> float | None:
+        return m.registry.get_sample_value("syncd_issuer_credit_remaining", {"account": "sh"})
+
+    m.credit_remaining("sh", None)
+    assert value() is None
+    m.credit_remaining("sh", Decimal("1234.50"))
+    assert value() == 1234.5
