@@ -43,6 +43,8 @@ COMMANDS: dict[str, str] = {
     "dlq": "dlq",
     "grants": "grants",
     "audit": "audit",
+    "export": "export",
+    "files": "files",
     "demo": "demo",
 }
 
