@@ -36,6 +36,9 @@ class Faults(BaseModel):
     # Deterministic: the next N issue calls answer 500 (counted down from the moment the
     # faults are set), so a test can assert on a failure instead of hoping for one.
     fail_next_issue_calls: int = Field(0, ge=0, le=100_000)
+    # Deterministic slow downloads: an invoice file (pdf/xml/html) is sent in ten pieces
+    # with this pause before each, so a test can interrupt a download half-way.
+    file_delay_ms: int = Field(0, ge=0, le=60_000)
 
 
 class ErrorKind(enum.Enum):

@@ -57,6 +57,7 @@ from syncd.config.settings import (
     AuditSettings,
     ConnectorSettings,
     DatabaseSettings,
+    FilesSettings,
     IssuerSettings,
     KafkaSettings,
     LedgerSettings,
@@ -87,6 +88,7 @@ class SyncdConfig(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
     seller: SellerIdentity | None = Field(
         default=None, description="default seller of every document type"
     )

@@ -44,6 +44,8 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     "issuer_tokens": ("SELECT", "INSERT", "UPDATE"),
     # written by the approver role only
     "approvals": ("SELECT",),
+    # the archive of invoice files: queued, claimed and completed by the daemon
+    "invoice_files": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
 }
 #: Every table privilege PostgreSQL knows (for "excess" checks).

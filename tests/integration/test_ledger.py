@@ -145,6 +145,7 @@ def test_upgrade_twice_is_idempotent_and_matches_the_declared_tables(database: s
             "partition_leases",
             "approvals",
             "issuer_tokens",
+            "invoice_files",
         }
         for table in metadata.sorted_tables:
             declared = {c.name for c in table.columns}

@@ -33,7 +33,7 @@ def test_migrations_know_every_state_and_kind() -> None:
     migrated = set(first.STATES) | set(approval.NEW_STATES)
     assert migrated == set(STATE_VALUES) == {s.value for s in DocumentState}
     assert set(first.KINDS) == set(KIND_VALUES)
-    assert head_revision() == "0005_audit_chain"
+    assert head_revision() == "0006_files"
 
 
 def test_identity_key_is_canonical() -> None:
