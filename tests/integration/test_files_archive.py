@@ -279,3 +279,23 @@ def test_a_file_the_platform_refuses_is_retried_then_failed(
     assert rows["pdf"]["state"] == "FAILED" and rows["pdf"]["attempts"] == 5
     root = Path(str(env.config.files.directory))
     assert not [p for p in root.rglob("*") if p.is_file()], "no file, not even a partial one"
+
+
+def test_the_daemon_archives_the_files_of_what_it_issues(it_erp: Any, tmp_path: Path) -> None:
+    from tests.integration.daemon_harness import world
+
+    archive = tmp_path / "daemon-archive"
+    files = {"archive": "directory", "directory": str(archive), "poll_seconds": 0.2}
+    with world(it_erp, tmp_path) as w:
+        d = w.daemon(sections={"files": files}).start()
+        d.wait_ready()
+        ids = [w.create_order() for _ in range(2)]
+        numbers = [r["invoice_no"] for r in w.wait_issued(ids).values()]
+        end = time.monotonic() + 90
+        while len(list(archive.glob("[0-9]*/*/*.pdf"))) < 2:
+            assert time.monotonic() < end, d.output()[-3000:]
+            time.sleep(0.2)
+        pdfs = sorted(p.name for p in archive.glob("[0-9]*/*/*.pdf"))
+        assert pdfs == sorted(f"{n}.pdf" for n in numbers)
+        _wait(lambda: 'syncd_invoice_files{state="pending"} 0.0' in d.metrics(), 60, "metric")
+        assert d.terminate() == 0
