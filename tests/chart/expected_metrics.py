@@ -25,6 +25,7 @@ EXPORTED: Final[dict[str, str]] = {
     "syncd_inflight_documents": "gauge",
     "syncd_ledger_documents": "gauge",
     "syncd_ledger_stuck_documents": "gauge",
+    "syncd_invoice_files": "gauge",
     "syncd_partitions_paused": "gauge",
     "syncd_offset_commit_timestamp_seconds": "gauge",
     "syncd_rebalances_total": "counter",
