@@ -154,8 +154,11 @@ def _export(conn: Connection, args: argparse.Namespace) -> int:
     skipped = 0
     with _target(args.output) as out:
         if ubl:
-            with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as scratch:
-                zipped = UblZipWriter(out, scratch, tz=zone(args.tz))
+            with (
+                tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as scratch,
+                tempfile.TemporaryFile("w+b") as directory,
+            ):
+                zipped = UblZipWriter(out, scratch, directory, tz=zone(args.tz))
                 for record in invoices(conn, period.start, period.end, with_payload=True):
                     zipped.add(record)
                 zipped.close()

@@ -9,9 +9,10 @@ Public API:
 Invariant: every writer holds one invoice at a time, never the list. CSV and JSON write
 each row as it comes (JSON as one array whose elements are written one by one); the UBL
 zip writes each XML as its own member as it comes and keeps the manifest's lines in a
-temporary file (`manifest.csv`, added last), so a million invoices cost the memory of
-one. Money stays `Decimal` from the ledger's JSON text to the output text: no float in
-between. Nothing here does I/O beyond the streams and the scratch file it is given.
+temporary file (`manifest.csv`, added last) and the zip's directory in another, so a
+million invoices cost the memory of one. Money stays `Decimal` from the ledger's JSON
+text to the output text: no float in between. Nothing here does I/O beyond the streams
+and the scratch files it is given.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import hashlib
 import io
 import json
 import re
-import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
@@ -30,6 +30,7 @@ from typing import IO, Any, Final
 
 from syncd.invoice.model import Invoice, format_amount
 from syncd.invoice.ubl import UblError, to_ubl
+from syncd.invoice.zipstream import StreamingZip
 
 __all__ = [
     "FIELDS",
@@ -172,12 +173,22 @@ class UblZipWriter:
     """A zip of one UBL 2.1 XML per invoice (Invoice or CreditNote) and `manifest.csv`.
 
     `scratch` is a writable text file (a temporary file) holding the manifest's lines until
-    `close` adds it as the last member. An invoice whose payload was pruned cannot be
-    rendered: it gets a manifest line with status `payload pruned` and no XML (`skipped`).
+    `close` adds it as the last member; `directory` a binary one for the zip's directory
+    (`syncd.invoice.zipstream`: the standard `zipfile` would keep it in memory). An invoice
+    whose payload was pruned cannot be rendered: it gets a manifest line with status
+    `payload pruned` and no XML (`skipped`).
     """
 
-    def __init__(self, out: IO[bytes], scratch: IO[str], *, tz: tzinfo = UTC) -> None:
-        self._zip = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED)
+    def __init__(
+        self,
+        out: IO[bytes],
+        scratch: IO[str],
+        directory: IO[bytes],
+        *,
+        tz: tzinfo = UTC,
+        when: datetime | None = None,
+    ) -> None:
+        self._zip = StreamingZip(out, directory, when=when or datetime.now(UTC))
         self._scratch = scratch
         self._manifest = csv.DictWriter(scratch, fieldnames=MANIFEST_FIELDS, lineterminator="\r\n")
         self._manifest.writeheader()
@@ -200,8 +211,7 @@ class UblZipWriter:
             return
         xml = self.render(record)
         name = member_name(record)
-        with self._zip.open(name, "w") as member:
-            member.write(xml)
+        self._zip.add(name, xml)
         digest = hashlib.sha256(xml).hexdigest()
         self._manifest.writerow({**line, "file": name, "sha256": digest, "status": "ok"})
         self.count += 1
@@ -217,10 +227,13 @@ class UblZipWriter:
     def close(self) -> None:
         self._scratch.flush()
         self._scratch.seek(0)
-        with self._zip.open("manifest.csv", "w") as member:
-            while chunk := self._scratch.read(1 << 16):
-                member.write(chunk.encode("utf-8"))
+        self._zip.add_chunks("manifest.csv", _encoded(self._scratch))
         self._zip.close()
+
+
+def _encoded(text: IO[str]) -> Iterator[bytes]:
+    while chunk := text.read(1 << 16):
+        yield chunk.encode("utf-8")
 
 
 def text_stream(binary: IO[bytes]) -> io.TextIOWrapper:

@@ -82,7 +82,7 @@ def test_csv_has_a_header_and_one_line_per_invoice() -> None:
 def test_ubl_zip_has_each_invoice_and_a_manifest_with_hashes() -> None:
     buffer = io.BytesIO()
     scratch = io.StringIO()
-    writer = UblZipWriter(buffer, scratch)
+    writer = UblZipWriter(buffer, scratch, io.BytesIO())
     writer.add(record())
     writer.add(record("RED", number="26312000000000000043"))
     writer.add(record(pruned=True, number="../../etc/passwd"))
@@ -96,3 +96,21 @@ def test_ubl_zip_has_each_invoice_and_a_manifest_with_hashes() -> None:
         assert manifest[1]["file"].startswith("CreditNote/")
         assert b"<cbc:ID>26312000000000000043</cbc:ID>" in z.read(manifest[1]["file"])
     assert member_name(record(number="../../x y")) == "Invoice/.._.._x_y.xml"
+
+
+def test_streaming_zip_opens_with_zipfile_beyond_65535_members() -> None:
+    from syncd.invoice.zipstream import StreamingZip
+
+    buffer = io.BytesIO()
+    z = StreamingZip(buffer, io.BytesIO(), when=AT)
+    for i in range(70_000):
+        z.add(f"m/{i}.xml", b"<x>%d</x>" % i)
+    z.add_chunks("big.csv", (b"a,b\r\n" for _ in range(10_000)))
+    z.close()
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as read:
+        assert read.testzip() is None
+        names = read.namelist()
+        assert len(names) == 70_001 and names[69_999] == "m/69999.xml"
+        assert read.read("m/123.xml") == b"<x>123</x>"
+        assert read.read("big.csv") == b"a,b\r\n" * 10_000
+        assert read.getinfo("m/1.xml").date_time == (2026, 11, 27, 1, 2, 2)
