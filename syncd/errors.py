@@ -22,6 +22,9 @@ SyncdError                      root: an error syncd raises on purpose (never a 
 │   └── ChainBrokenError        ledger/audit: pruning refused, an audit chain is broken
 ├── WriteBackError              erp/writeback: the ERP row is gone or not writable
 │                               -> the ledger keeps the result; logged
+├── FileArchiveError            an invoice file not archived this time -> retried, then FAILED
+│   ├── FileDownloadError       issuers/files: an error status, a broken or slow download
+│   └── TooLargeError           ledger/archive: larger than files.max_bytes
 └── OperatorError               an operator command's input (redrive, migrate, demo,
                                 the period of the finance commands) -> exit 2 with one line
 ```
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 __all__ = [
     "DocumentError",
+    "FileArchiveError",
     "LedgerError",
     "OperatorError",
     "RecordError",
@@ -64,6 +68,10 @@ class DocumentError(SyncdError):
 
 class LedgerError(SyncdError):
     """The ledger refused a change."""
+
+
+class FileArchiveError(SyncdError):
+    """An invoice file was not archived this time: retried later, then FAILED."""
 
 
 class OperatorError(SyncdError):

@@ -16,10 +16,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from syncd.errors import FileArchiveError
+
 __all__ = ["FileDownloadError", "download", "link_for_humans"]
 
 
-class FileDownloadError(Exception):
+class FileDownloadError(FileArchiveError):
     """The file could not be downloaded this time (HTTP error status, connection lost)."""
 
 

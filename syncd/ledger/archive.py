@@ -24,13 +24,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from syncd.errors import FileArchiveError
+
 __all__ = ["DirectoryArchive", "Stored", "TooLargeError", "safe_name"]
 
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
 PARTIAL_DIR: Final = ".partial"
 
 
-class TooLargeError(ValueError):
+class TooLargeError(FileArchiveError, ValueError):
     """The file is larger than the configured limit."""
 
 
