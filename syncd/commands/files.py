@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from syncd.config import SyncdConfig
 
 HELP = "get an archived invoice file (PDF, OFD, XML), or fetch the pending ones"
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(command, EXIT_FAILED, f"database error: {database_reason(exc)}")
 
 
-def _engine(config: SyncdConfig):  # type: ignore[no-untyped-def]
+def _engine(config: SyncdConfig) -> Engine:
     from syncd.ledger.engine import ledger_engine
 
     return ledger_engine(

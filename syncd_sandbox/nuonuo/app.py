@@ -578,7 +578,7 @@ def _item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
             checkCode=number[-6:],
             qrCode=f"01,32,,{number},{row['gross']},,",
             pdfUrl=f"{base}.pdf",  # served: a real PDF
-            ofdUrl=f"{base}.ofd",  # not served: the sandbox renders no OFD (404)
+            ofdUrl="",  # empty, as for an invoice without OFD: the sandbox renders none
             xmlUrl=f"{base}.xml",  # served
         )
         if row["original_invoice_no"]:
