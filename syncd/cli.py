@@ -46,6 +46,8 @@ COMMANDS: dict[str, str] = {
     "red-forms": "red_forms",
     "backfill": "backfill",
     "reconcile": "reconcile",
+    "export": "export",
+    "files": "files",
     "demo": "demo",
 }
 

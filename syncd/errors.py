@@ -24,6 +24,9 @@ SyncdError                      root: an error syncd raises on purpose (never a 
 │                               -> the ledger keeps the result; logged
 ├── ListingError                issuers/base: the platform's invoice list could not be read
 │                               -> the search or report is retried (or a person acts)
+├── FileArchiveError            an invoice file not archived this time -> retried, then FAILED
+│   ├── FileDownloadError       issuers/files: an error status, a broken or slow download
+│   └── TooLargeError           ledger/archive: larger than files.max_bytes
 └── OperatorError               an operator command's input (redrive, migrate, demo,
                                 the period of the finance commands, reconcile's document
                                 type and its platform list, red-forms' --account) -> exit 2
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 __all__ = [
     "DocumentError",
+    "FileArchiveError",
     "LedgerError",
     "OperatorError",
     "RecordError",
@@ -68,6 +72,10 @@ class DocumentError(SyncdError):
 
 class LedgerError(SyncdError):
     """The ledger refused a change."""
+
+
+class FileArchiveError(SyncdError):
+    """An invoice file was not archived this time: retried later, then FAILED."""
 
 
 class OperatorError(SyncdError):

@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from syncd_sandbox import auth, fastjson, rules
 from syncd_sandbox.faults import Dice, Faults, TokenBucket
-from syncd_sandbox.render import render_html, render_xml
+from syncd_sandbox.render import render_html, render_pdf, render_xml
 from syncd_sandbox.store import BEIJING, Store
 
 Scope = dict[str, Any]
@@ -46,7 +46,7 @@ _ROUTES: Final = [
     ("POST", re.compile(r"/v1/invoices"), "issue"),
     ("GET", re.compile(r"/v1/invoices"), "list"),
     ("GET", re.compile(rf"/v1/invoices/{_SERIAL}"), "query"),
-    ("GET", re.compile(rf"/v1/invoices/{_SERIAL}/(?P<fmt>xml|html)"), "document"),
+    ("GET", re.compile(rf"/v1/invoices/{_SERIAL}/(?P<fmt>xml|html|pdf)"), "document"),
     ("POST", re.compile(r"/v1/red-forms"), "reverse"),
     ("GET", re.compile(rf"/v1/red-forms/{_SERIAL}"), "query_red"),
     ("GET", re.compile(r"/v1/buyer-red-forms"), "list_buyer_forms"),
@@ -192,6 +192,9 @@ class SandboxApp:
         # committed: from here on, a broken answer is a *lost* answer
         if fault in ("drop:reset", "drop:hang", "error:reset", "error:hang"):
             await self._break(send, reply, fault or "")
+        if faults.file_delay_ms and reply.status == 200 and _FILE_PATH.match(path):
+            await _send_slowly(send, reply, faults.file_delay_ms / 1000)
+            return
         await _send(send, reply)
 
     async def _committed(self) -> None:
@@ -564,6 +567,8 @@ class SandboxApp:
                 return error(401, "BAD_TOKEN", "the file link token is not valid")
         if params["fmt"] == "xml":
             return Reply(200, render_xml(row), content_type="application/xml")
+        if params["fmt"] == "pdf":
+            return Reply(200, render_pdf(row), content_type="application/pdf")
         return Reply(200, render_html(row).encode(), content_type="text/html; charset=utf-8")
 
     def _reverse(self, ctx: _Ctx) -> tuple[Reply, str | None]:
@@ -695,7 +700,7 @@ class SandboxApp:
             token = auth.file_token(self.config.credentials.get(row["app_key"], ""), row["serial"])
             files = {
                 fmt: f"{base_url}/v1/invoices/{row['serial']}/{fmt}?token={token}"
-                for fmt in ("xml", "html")
+                for fmt in ("pdf", "xml", "html")
             }
         return {
             "serial": row["serial"],
@@ -1007,6 +1012,33 @@ async def _send(send: Send, reply: Reply, *, close: bool = False) -> None:
         }
     )
     await send({"type": "http.response.body", "body": reply.body})
+
+
+#: The path of an invoice file (`file_delay_ms` slows these down).
+_FILE_PATH = re.compile(r"/v1/invoices/[^/]+/(?:xml|html|pdf)$")
+#: How many pieces a slowed-down file is sent in.
+FILE_PIECES = 10
+
+
+async def _send_slowly(send: Send, reply: Reply, pause: float) -> None:
+    """The reply's body in `FILE_PIECES` pieces with `pause` seconds before each: a slow
+    download a test can interrupt at a known point."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": reply.status,
+            "headers": [
+                (b"content-type", reply.content_type.encode()),
+                (b"content-length", str(len(reply.body)).encode()),
+                *reply.headers,
+            ],
+        }
+    )
+    size = -(-len(reply.body) // FILE_PIECES)
+    for i in range(FILE_PIECES):
+        await asyncio.sleep(pause)
+        piece = reply.body[i * size : (i + 1) * size]
+        await send({"type": "http.response.body", "body": piece, "more_body": i < FILE_PIECES - 1})
 
 
 def parse_faults(value: str | Mapping[str, Any]) -> Faults:

@@ -46,6 +46,9 @@ class Faults(BaseModel):
     # faults are set); the invoice list still shows those invoices, without their serial.
     forget_after_seconds: float | None = Field(None, ge=0)
     forget_next_serials: int = Field(0, ge=0, le=100_000)
+    # Deterministic slow downloads: an invoice file (pdf/xml/html) is sent in ten pieces
+    # with this pause before each, so a test can interrupt a download half-way.
+    file_delay_ms: int = Field(0, ge=0, le=60_000)
 
 
 class ErrorKind(enum.Enum):

@@ -33,6 +33,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # A response larger than this is passed on as it comes (the sandbox never sends one;
 # this only bounds what a streamed reply could keep back).
 MAX_HELD_BYTES: Final = 256 * 1024
+# A reply is a head and one body write; a third write inside one response means the body
+# is streamed in pieces (a slowed-down file download): from then on pieces go out as
+# they come, so the client sees the download progress.
+HELD_WRITES: Final = 2
 
 
 class OneWriteHttpToolsProtocol(HttpToolsProtocol):
@@ -111,7 +115,11 @@ class _HoldingTransport(asyncio.Transport):
         self._held_size = 0
 
     def write(self, data: bytes | bytearray | memoryview[Any]) -> None:
-        if self._protocol.in_response() and self._held_size + len(data) <= MAX_HELD_BYTES:
+        if (
+            self._protocol.in_response()
+            and len(self._held) < HELD_WRITES
+            and self._held_size + len(data) <= MAX_HELD_BYTES
+        ):
             self._held.append(bytes(data))
             self._held_size += len(data)
             return

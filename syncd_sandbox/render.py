@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import html
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 from xml.etree import ElementTree as ET
+
+from fpdf import FPDF  # imported with the sandbox, not on its first PDF
 
 from syncd_sandbox.rules import negate_amount
 
@@ -138,3 +141,60 @@ def render_html(row: dict[str, Any]) -> str:
         f"<p>Net {e(row['net_amount'])} &middot; Tax {e(row['tax_amount'])} &middot; "
         f"Total {e(row['gross_amount'])} CNY</p></body></html>"
     )
+
+
+def _latin(text: object) -> str:
+    """The PDF's core font covers Latin-1 only: other characters print as '?'."""
+    return str(text).encode("latin-1", "replace").decode("latin-1")
+
+
+def pdf_sheet(
+    title: str, issued: str | None, header: list[str], lines: list[str], total: str
+) -> bytes:
+    """A one-page PDF (fpdf2) of an issued invoice, the same bytes for the same invoice: its
+    dates come from the invoice (`issued`, ISO 8601), never from the clock, so a
+    re-download is identical."""
+    try:
+        created = datetime.fromisoformat(issued or "")
+    except ValueError:
+        created = datetime(1970, 1, 1, tzinfo=UTC)
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    pdf = FPDF()
+    pdf.set_creation_date(created)
+    pdf.set_title(_latin(title))
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 10, _latin(title), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", size=10)
+    for text in header:
+        pdf.cell(0, 6, _latin(text), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(4)
+    for text in lines:
+        pdf.cell(0, 6, _latin(text), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "B", 10)
+    pdf.cell(0, 6, _latin(total), new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
+
+
+def render_pdf(row: dict[str, Any]) -> bytes:
+    """The invoice as the platform's PDF."""
+    doc = _blue_payload(row)
+    issued = row["issued_at"]
+    header = [
+        f"No. {row['invoice_no'] or ''}  issued {issued or ''}  "
+        f"check code {row['check_code'] or ''}",
+        f"Seller: {doc['seller']['name']} ({doc['seller']['tax_id']})",
+        f"Buyer: {doc['buyer']['name']} ({doc['buyer'].get('tax_id') or '-'})",
+    ]
+    if row["kind"] == "RED":
+        header.append(f"Reverses invoice {row['original_invoice_no']}")
+    lines = [
+        f"{ln['line_no']}. {ln['name']}  qty {ln.get('quantity') or '-'}  "
+        f"net {ln['net_amount']}  rate {ln['tax_rate']}  tax {ln['tax_amount']}"
+        for ln in _lines(row)
+    ]
+    title = "Credit note (red invoice)" if row["kind"] == "RED" else "E-invoice"
+    total = f"Net {row['net_amount']}  Tax {row['tax_amount']}  Total {row['gross_amount']} CNY"
+    return pdf_sheet(title, issued, header, lines, total)

@@ -111,6 +111,13 @@ def run(args: argparse.Namespace) -> int:
         health=health,
         owner=owner,
     )
+    archiver = None
+    if config.files.archive is not None:
+        from syncd.pipeline.files import FileArchiver
+
+        # Beside the pipeline, never in its way: files are fetched from the ledger's queue.
+        archiver = FileArchiver(config, engine=engine, issuer=issuer, owner=owner, metrics=metrics)
+        archiver.start()
     # Served only now: the pipeline has registered its checks (group, database), so /readyz
     # can never answer "ready" on the config check alone while the daemon is starting.
     health.start()
@@ -135,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for poller in pollers:
             poller.stop()
+        if archiver is not None:
+            archiver.stop()
         issuer.close()
         engine.dispose()
         health.stop()

@@ -64,6 +64,7 @@ from syncd.config.settings import (
     AuditSettings,
     ConnectorSettings,
     DatabaseSettings,
+    FilesSettings,
     IssuerSettings,
     KafkaSettings,
     LedgerSettings,
@@ -103,6 +104,7 @@ class SyncdConfig(BaseSettings):
     red_forms: RedFormsSettings = Field(
         default_factory=RedFormsSettings, description="red-letter forms raised by buyers"
     )
+    files: FilesSettings = Field(default_factory=FilesSettings)
     seller: SellerIdentity | None = Field(
         default=None, description="default seller of every document type"
     )

@@ -598,6 +598,53 @@ class AuditSettings(StrictModel):
         return [self.checkpoint_key.get_secret_value()] if self.checkpoint_key else []
 
 
+class FilesSettings(StrictModel):
+    """The archive of issued invoices' files (PDF, OFD, XML): where, which, how long.
+
+    Off unless `archive` is set. Chinese rules keep accounting records (invoices among
+    them) for 30 years, hence the default retention.
+    """
+
+    archive: Literal["directory", "database"] | None = Field(
+        default=None,
+        description="where fetched files are kept: a directory (a mounted volume) or the "
+        "ledger's database (unset: files are not archived)",
+    )
+    directory: Path | None = Field(
+        default=None, description="root of the archive when `archive: directory`"
+    )
+    formats: tuple[Literal["pdf", "ofd", "xml"], ...] = Field(
+        default=("pdf", "ofd", "xml"),
+        min_length=1,
+        description="the files fetched per invoice (a format the platform does not offer is "
+        "recorded UNAVAILABLE)",
+    )
+    retention_years: int = Field(
+        default=30,
+        ge=1,
+        le=100,
+        description="years an archived file is kept (recorded as its keep_until)",
+    )
+    max_attempts: int = Field(
+        default=8, ge=1, le=1000, description="downloads tried per file before it is FAILED"
+    )
+    poll_seconds: float = Field(
+        default=2.0, gt=0, le=3600, description="how often the worker looks for work"
+    )
+    timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="one download's time limit"
+    )
+    max_bytes: int = Field(
+        default=50 * 2**20, ge=1024, description="a larger file is refused (FAILED)"
+    )
+
+    @model_validator(mode="after")
+    def _directory_given(self) -> FilesSettings:
+        if self.archive == "directory" and self.directory is None:
+            raise ValueError("archive: directory needs files.directory")
+        return self
+
+
 class LoggingSettings(StrictModel):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     json_format: bool = Field(default=True, alias="json")

@@ -51,6 +51,8 @@ RUNTIME_LEDGER: Final[dict[str, tuple[str, ...]]] = {
     # `syncd reconcile` (the CronJob runs with the daemon's role) appends a run; the
     # daemon exports the newest one
     "reconcile_runs": ("SELECT", "INSERT"),
+    # the archive of invoice files: queued, claimed and completed by the daemon
+    "invoice_files": ("SELECT", "INSERT", "UPDATE"),
     "alembic_version": ("SELECT",),
 }
 #: Every table privilege PostgreSQL knows (for "excess" checks).

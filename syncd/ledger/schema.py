@@ -21,6 +21,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     PrimaryKeyConstraint,
@@ -322,4 +323,40 @@ reconcile_runs = Table(
     Column("os_user", Text, nullable=True),
     CheckConstraint("exceptions >= 0", name="exceptions"),
     Index("ix_reconcile_runs_finished_at", "finished_at"),
+)
+
+#: Values of `invoice_files.state` (`syncd.ledger.files`).
+FILE_STATES: Final = ["PENDING", "DONE", "FAILED", "UNAVAILABLE"]
+
+#: The files of issued invoices (PDF, OFD, XML) and where they are archived: one row per
+#: (invoice number, format), created PENDING when the document is issued and made DONE
+#: (with the SHA-256 of the stored bytes) only after the file is durably in the archive.
+#: `content` holds the bytes when the archive is the database; NULL with a directory.
+invoice_files = Table(
+    "invoice_files",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("document_id", BigInteger, ForeignKey(f"{SCHEMA}.documents.id"), nullable=False),
+    Column("invoice_no", Text, nullable=False),
+    Column("format", Text, nullable=False),
+    Column("state", Text, nullable=False, server_default="PENDING"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("claimed_by", Text, nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("sha256", Text, nullable=True),
+    Column("size", BigInteger, nullable=True),
+    Column("location", Text, nullable=True),
+    Column("content", LargeBinary, nullable=True),
+    Column("keep_until", DateTime(timezone=True), nullable=True),
+    Column("archived_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("invoice_no", "format", name="uq_invoice_files_invoice_no_format"),
+    CheckConstraint(_in("state", FILE_STATES), name="state"),
+    CheckConstraint("format IN ('pdf', 'ofd', 'xml')", name="format"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    Index("ix_invoice_files_state_next_attempt_at", "state", "next_attempt_at"),
+    Index("ix_invoice_files_document_id", "document_id"),
 )

@@ -222,6 +222,20 @@ class Metrics:
             "Stored payloads of settled documents deleted after ledger.payload_retention_days.",
             registry=r,
         )
+        # -- the archive of invoice files (syncd.pipeline.files)
+        self.invoice_files = Gauge(
+            "syncd_invoice_files",
+            "Invoice files (PDF/OFD/XML) waiting to be archived (state=pending) or given "
+            "up on after files.max_attempts (state=failed), in the whole ledger.",
+            ["state"],
+            registry=r,
+        )
+        self.invoice_files_archived = Counter(
+            "syncd_invoice_files_archived",
+            "Invoice files this replica stored in the archive, by format.",
+            ["format"],
+            registry=r,
+        )
         self.retries = Counter(
             "syncd_retries",
             "Retries scheduled after a transient failure.",

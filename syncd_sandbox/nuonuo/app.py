@@ -25,10 +25,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 from urllib.parse import parse_qs
+from xml.etree import ElementTree as ET
 
 from pydantic import ValidationError
 
@@ -36,6 +37,7 @@ from syncd_sandbox.app import DropConnection
 from syncd_sandbox.faults import Dice, Faults, TokenBucket
 from syncd_sandbox.nuonuo import protocol as p
 from syncd_sandbox.nuonuo.store import BEIJING, NuonuoStore
+from syncd_sandbox.render import pdf_sheet
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -88,6 +90,7 @@ class Answer:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     code: str | None = None
     committed: bool = False
+    content_type: bytes = b"application/json; charset=utf-8"
 
 
 def answer(status: int, payload: Mapping[str, Any], *, committed: bool = False) -> Answer:
@@ -105,6 +108,7 @@ class NuonuoApp:
         self.store = store
         self.config = config
         self.faults = config.faults
+        self.base_url = "http://sandbox.invalid"  # of the request being answered
         self.dice = Dice(config.seed)
         self.issue_failures_left = config.faults.fail_next_issue_calls
         #: accepted orders still to forget at once (`forget_next_serials`)
@@ -136,8 +140,11 @@ class NuonuoApp:
             await asyncio.sleep(faults.latency_ms / 1000)
         headers = _headers(scope)
         fault: str | None = None
+        self.base_url = f"{scope.get('scheme', 'http')}://{headers.get('host', 'sandbox.invalid')}"
         with self.store.unit():
-            if method == "POST" and path == "/accessToken":
+            if method == "GET" and (found := _FILE.fullmatch(path)):
+                reply, app_key, serial = self._file(found["no"], found["fmt"]), None, None
+            elif method == "POST" and path == "/accessToken":
                 reply, app_key, serial = self._token(body), None, None
             elif method == "POST" and path == SERVICES:
                 reply, app_key, serial, fault = self._services(scope, headers, body, faults)
@@ -259,6 +266,12 @@ class NuonuoApp:
         self.store.set_red_form(form["bill_id"], red_order_no=red_order_no)
 
     # --- the token endpoint -----------------------------------------------------------
+
+    def _file(self, number: str, fmt: str) -> Answer:
+        row = self.store.order_by_invoice_no(number)
+        if row is None or row["status"] != "2" or fmt == "ofd":
+            return answer(404, {"code": "404", "describe": "no such file"})
+        return _file_answer(row, fmt)
 
     def _token(self, body: bytes) -> Answer:
         form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
@@ -420,7 +433,7 @@ class NuonuoApp:
 
     def _list_item(self, row: Mapping[str, Any], now: float) -> dict[str, Any]:
         order = json.loads(row["payload"])
-        item = _item(row)
+        item = _item(row, self.base_url)
         item.update(
             salerTaxNum=order.get("salerTaxNum"),
             payerName=order.get("buyerName"),
@@ -464,7 +477,7 @@ class NuonuoApp:
                 self._finish(row["order_no"], now)
                 row = self.store.order(row["order_no"])
             if row is not None:
-                rows.append(_item(row))
+                rows.append(_item(row, self.base_url))
         if not rows:
             return env(p.NOT_FOUND, "发票不存在 (no invoice)"), None
         return env(p.SUCCESS, "", rows), str(keys[0])
@@ -822,7 +835,7 @@ _STATUS_TEXT: Final = {
 }
 
 
-def _item(row: Mapping[str, Any]) -> dict[str, Any]:
+def _item(row: Mapping[str, Any], base_url: str) -> dict[str, Any]:
     """One `queryInvoiceResult` item."""
     item: dict[str, Any] = {
         "serialNo": row["serial_no"],
@@ -837,7 +850,7 @@ def _item(row: Mapping[str, Any]) -> dict[str, Any]:
     }
     if row["status"] == "2":
         number = row["invoice_no"]
-        base = f"https://sandbox.invalid/fp/{number}"
+        base = f"{base_url}/fp/{number}"
         item.update(
             invoiceNo=number,
             invoiceCode="",
@@ -845,13 +858,60 @@ def _item(row: Mapping[str, Any]) -> dict[str, Any]:
             invoiceTime=row["invoice_time"],
             checkCode=number[-6:],
             qrCode=f"01,32,,{number},{row['gross']},,",
-            pdfUrl=f"{base}.pdf",
-            ofdUrl=f"{base}.ofd",
-            xmlUrl=f"{base}.xml",
+            pdfUrl=f"{base}.pdf",  # served: a real PDF
+            ofdUrl="",  # empty, as for an invoice without OFD: the sandbox renders none
+            xmlUrl=f"{base}.xml",  # served
         )
         if row["original_invoice_no"]:
             item["oldEleInvoiceNumber"] = row["original_invoice_no"]
     return item
+
+
+#: An issued invoice's file link (`pdfUrl`, `ofdUrl`, `xmlUrl`).
+_FILE: Final = re.compile(r"/fp/(?P<no>[0-9]{1,40})\.(?P<fmt>pdf|ofd|xml)")
+
+
+def _file_answer(row: Mapping[str, Any], fmt: str) -> Answer:
+    """The PDF or XML of an issued order (the sandbox renders no OFD)."""
+    payload: dict[str, Any] = json.loads(row["payload"])
+    issued = (
+        None
+        if row["invoice_time"] is None
+        else datetime.fromtimestamp(row["invoice_time"] / 1000, UTC).isoformat()
+    )
+    if fmt == "pdf":
+        title = "Credit note (red invoice)" if row["kind"] == "RED" else "E-invoice"
+        header = [
+            f"No. {row['invoice_no']}  issued {issued or ''}",
+            f"Seller: {payload.get('salerName', '')} ({payload.get('salerTaxNum', '')})",
+            f"Buyer: {payload.get('buyerName', '')} ({payload.get('buyerTaxNum') or '-'})",
+        ]
+        if row["original_invoice_no"]:
+            header.append(f"Reverses invoice {row['original_invoice_no']}")
+        lines = [
+            f"{i}. {d.get('goodsName', '')}  qty {d.get('num') or '-'}  "
+            f"net {d.get('taxExcludedAmount', '')}  rate {d.get('taxRate', '')}  "
+            f"tax {d.get('tax', '')}"
+            for i, d in enumerate(payload.get("invoiceDetail") or [], start=1)
+            if isinstance(d, dict)
+        ]
+        total = f"Net {row['net']}  Tax {row['tax']}  Total {row['gross']} CNY"
+        body = pdf_sheet(title, issued, header, lines, total)
+        return Answer(200, body, content_type=b"application/pdf")
+    root = ET.Element("invoice", {"number": str(row["invoice_no"]), "kind": str(row["kind"])})
+    for tag, value in (
+        ("serialNo", row["serial_no"]),
+        ("issuedAt", issued),
+        ("originalNumber", row["original_invoice_no"]),
+        ("buyerName", payload.get("buyerName")),
+        ("net", row["net"]),
+        ("tax", row["tax"]),
+        ("gross", row["gross"]),
+    ):
+        if value is not None:
+            ET.SubElement(root, tag).text = str(value)
+    body = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return Answer(200, body, content_type=b"application/xml")
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -880,7 +940,7 @@ async def _send(send: Send, reply: Answer) -> None:
             "type": "http.response.start",
             "status": reply.status,
             "headers": [
-                (b"content-type", b"application/json; charset=utf-8"),
+                (b"content-type", reply.content_type),
                 (b"content-length", str(len(reply.body)).encode()),
                 *reply.headers,
             ],

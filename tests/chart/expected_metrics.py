@@ -28,6 +28,7 @@ EXPORTED: Final[dict[str, str]] = {
     "syncd_ledger_stuck_documents": "gauge",
     "syncd_reconcile_exceptions": "gauge",
     "syncd_reconcile_last_success_timestamp_seconds": "gauge",
+    "syncd_invoice_files": "gauge",
     "syncd_partitions_paused": "gauge",
     "syncd_offset_commit_timestamp_seconds": "gauge",
     "syncd_rebalances_total": "counter",

@@ -150,6 +150,7 @@ def test_expected_metrics_are_what_the_daemon_serves() -> None:
     metrics.dead_letters.labels(topic="erp.erp.sales_order", reason="undecodable").inc()
     metrics.rebalances.labels(event="assigned").inc()
     metrics.set_reconcile({"missing_in_ledger": 0}, 1.0)
+    metrics.invoice_files.labels(state="failed").set(0)
 
     server = HealthServer(metrics.registry, host="127.0.0.1", port=0)
     server.start()

@@ -487,3 +487,25 @@ def test_tls_secret_keys_are_renamable(render: Render) -> None:
     for secret in (d for d in docs if d["kind"] == "Secret"):  # the release's and the hook's
         assert {"rds-ca.pem", "platform-ca.pem"} <= set(secret["data"])
         assert "database-ca.crt" not in secret["data"]
+
+
+def test_files_archive_mounts_its_claim_and_sets_the_config(render: Render) -> None:
+    plain = _pod_spec(render([CI / "default-values.yaml"]))
+    assert "files-archive" not in {v["name"] for v in plain["volumes"]}
+    docs = render(
+        [CI / "default-values.yaml"],
+        ["filesArchive.enabled=true", "filesArchive.existingClaim=invoice-files"],
+    )
+    spec = _pod_spec(docs)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["files-archive"]["persistentVolumeClaim"] == {"claimName": "invoice-files"}
+    container = spec["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["files-archive"] == "/var/lib/syncd/archive"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SYNCD_FILES__ARCHIVE"] == "directory"
+    assert env["SYNCD_FILES__DIRECTORY"] == "/var/lib/syncd/archive"
+    failed = helm(
+        *template_args([CI / "default-values.yaml"], ["filesArchive.enabled=true"]), check=False
+    )
+    assert failed.returncode != 0 and "existingClaim is required" in failed.stderr

@@ -148,6 +148,7 @@ def test_upgrade_twice_is_idempotent_and_matches_the_declared_tables(database: s
             "buyer_red_forms",
             "backfill_runs",
             "reconcile_runs",
+            "invoice_files",
         }
         for table in metadata.sorted_tables:
             declared = {c.name for c in table.columns}

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from syncd.commands.sandbox import DEV_APP_KEY, DEV_APP_SECRET
@@ -141,6 +142,11 @@ def test_a_seal_failure_is_retried_under_the_same_order_number(
     sandbox.reset_faults()
     result = settle(client, serial)
     assert isinstance(result, Issued)
+    # the file links are served: a real PDF and the XML; no OFD rendered by the sandbox
+    pdf = httpx.get(result.files["pdf"], timeout=30)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
+    assert result.invoice_no.encode() in httpx.get(result.files["xml"], timeout=30).content
+    assert "ofd" not in result.files
     calls = [r["method"] for r in sandbox.requests()]
     assert calls.count("nuonuo.OpeMplatform.requestBillingNew") == 1
     assert "nuonuo.OpeMplatform.reInvoice" in calls

@@ -33,7 +33,7 @@ def test_migrations_know_every_state_and_kind() -> None:
     migrated = set(first.STATES) | set(approval.NEW_STATES)
     assert migrated == set(STATE_VALUES) == {s.value for s in DocumentState}
     assert set(first.KINDS) == set(KIND_VALUES)
-    assert head_revision() == "0008_reconcile"
+    assert head_revision() == "0009_files"
 
 
 def test_identity_key_is_canonical() -> None:
