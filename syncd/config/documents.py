@@ -299,6 +299,36 @@ class ReturnsConfig(StrictModel):
         return cols | self.qualifies.columns() | self.reversal_reason.columns()
 
 
+class TaxPeriod(enum.StrEnum):
+    """A tax period a red invoice must stay within (`red_limits.same_period`)."""
+
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class RedLimits(StrictModel):
+    """Time and count limits on red-letter invoices (full and partial) against one blue
+    invoice, checked before anything is sent (`syncd.rules.limits`); a red invoice that
+    breaks one is refused with the reason written back. Dates are the platform's (UTC+8)."""
+
+    within_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="red invoices only until N days after the blue invoice's issue date",
+    )
+    same_period: TaxPeriod | None = Field(
+        default=None,
+        description="month | quarter | year: red invoices only within the blue invoice's "
+        "tax period",
+    )
+    max_reds_per_invoice: int | None = Field(
+        default=None,
+        ge=1,
+        description="red invoices (full and partial together) allowed against one blue invoice",
+    )
+
+
 class SnapshotPolicy(enum.StrEnum):
     """What to do with `op=r` rows (the connector's initial snapshot of history)."""
 
@@ -330,6 +360,10 @@ class DocumentConfig(StrictModel):
     )
     returns: ReturnsConfig | None = Field(
         default=None, description="partial red-letter invoices from a return table"
+    )
+    red_limits: RedLimits = Field(
+        default_factory=RedLimits,
+        description="time and count limits on red invoices, checked before sending",
     )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
     header: HeaderMapping
