@@ -248,12 +248,14 @@ class NuonuoStore:
         row = self._db.execute("SELECT * FROM red_forms WHERE bill_id = ?", (bill_id,)).fetchone()
         return None if row is None else dict(row)
 
-    def red_form_for_blue(self, blue_no: str) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT * FROM red_forms WHERE blue_no = ? AND status IN ('01','02','04','15')",
+    def red_forms_for_blue(self, blue_no: str) -> list[dict[str, Any]]:
+        """Every live form (applied for, pending, confirmed or issued) of a blue invoice."""
+        rows = self._db.execute(
+            "SELECT * FROM red_forms WHERE blue_no = ? AND status IN ('01','02','04','15')"
+            " ORDER BY created_at, bill_id",
             (blue_no,),
-        ).fetchone()
-        return None if row is None else dict(row)
+        ).fetchall()
+        return [dict(r) for r in rows]
 
     def add_red_form(
         self,
