@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 
 from syncd.config import parse_config
 from syncd.debezium.connector import render
+from syncd.erp.writeback import ResultStatus, WriteBack, apply_writebacks
 from syncd.issuers.base import Rejected, ReturnedLine, ReversalRequest
 from syncd.ledger import repository as repo
 from syncd.ledger.engine import ledger_engine
@@ -421,3 +422,44 @@ def test_red_limits_are_refused_by_syncd_and_by_the_sandbox(
         assert codes == {"RED_COUNT_EXCEEDED", "RED_DEADLINE_PASSED"}
         time.sleep(1.0)  # a red invoice on its way would be there by now
         assert not any(i["original_invoice_no"] == late_no for i in w.sandbox.issued())
+
+
+def test_one_write_back_batch_keeps_order_and_return_results_apart(
+    returns_connector: Stack, tmp_path: Path
+) -> None:
+    # A full reversal of an order and a return's red invoice, settled in one committer
+    # batch, have the same document type and result columns: each must land in its own
+    # table (a return row's result once went to the order with the return row's id).
+    with world(returns_connector, tmp_path) as w:
+        doc = parse_config(yaml.safe_dump(_config_data(w.stack))).documents["sales_order"]
+        view = doc.returns_view()
+        orders = [w.create_order(confirm=False) for _ in range(2)]
+        with w.engine.begin() as conn:
+            return_id = int(
+                conn.execute(
+                    text(
+                        f"INSERT INTO {RETURN_TABLE} (order_id, line_no, quantity, reason) "
+                        "VALUES (:o, 1, 1, 'RETURN') RETURNING id"
+                    ),
+                    {"o": orders[0]},
+                ).scalar_one()
+            )
+        before = w.orders(orders)
+        with w.engine.begin() as conn:
+            skipped = apply_writebacks(
+                conn,
+                [
+                    (doc, {"id": orders[0]}, WriteBack(ResultStatus.REVERSED, red_invoice_no="R0")),
+                    (
+                        view,
+                        {"id": return_id},
+                        WriteBack(ResultStatus.REVERSED, red_invoice_no="R1"),
+                    ),
+                ],
+            )
+        assert skipped == []
+        after = w.orders(orders)
+        assert after[orders[0]]["red_invoice_no"] == "R0"
+        assert after[orders[1]] == before[orders[1]]
+        row = _returns(w, [return_id])[return_id]
+        assert (row["red_invoice_no"], row["invoice_status"]) == ("R1", "REVERSED")
