@@ -6,6 +6,8 @@
 #
 # Knobs (environment):
 #   DEMO_ORDERS            orders to generate (default 200); DEMO_ARGS: more `syncd demo generate` flags
+#   DEMO_RETURN_RATIO      share of orders returned in part: partial red invoices (default 0.05)
+#   DEMO_REISSUE_RATIO     share of orders cancelled and confirmed again: re-issues (default 0.05)
 #   SYNCD_DEMO_CONFIG      syncd config (default config/demo.yaml)
 #   SYNCD_SANDBOX_PORT     sandbox port (default: the port of the config's issuer.base_url)
 #   SYNCD_METRICS_PORT     daemon metrics/health port (default: metrics.port of the config)
@@ -108,6 +110,27 @@ fi
 # 3. the ledger schema -------------------------------------------------------------------------
 "$SYNCD" migrate -c "$CONFIG"
 
+# 3b. the config's topics: Debezium creates a topic at a table's first change, and a daemon
+# subscribed before that notices it only minutes later (the return table changes only once
+# the demo runs), so the missing ones are created up front.
+"$BIN/python" - "$CONFIG" <<'PY' || die "could not create the config's topics"
+import sys
+from confluent_kafka.admin import AdminClient, NewTopic
+from syncd.config import load_config
+from syncd.kafka.client import operator_config
+config = load_config(sys.argv[1])
+admin = AdminClient(operator_config(config.kafka, client_id="syncd-demo", timeout=10))
+existing = admin.list_topics(timeout=10).topics
+wanted = [t for t in config.topics() if t not in existing]
+for topic, future in admin.create_topics([NewTopic(t, 1, 1) for t in wanted]).items() if wanted else ():
+    try:
+        future.result(30)
+        print(f"[demo] created topic {topic}")
+    except Exception as exc:  # created meanwhile by the connector: fine
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+PY
+
 # 4. the daemon (restarted: the config may have changed) ----------------------------------------
 if pid_alive "$RUN_DIR/syncd.pid"; then
     say "restarting the syncd daemon (pid $(cat "$RUN_DIR/syncd.pid"))"
@@ -126,7 +149,9 @@ say "daemon ready"
 # 5. the demo load -------------------------------------------------------------------------------
 rc=0
 # shellcheck disable=SC2086  # DEMO_ARGS is a list of flags on purpose
-"$SYNCD" demo generate -c "$CONFIG" --orders "$ORDERS" ${DEMO_ARGS:-} || rc=$?
+"$SYNCD" demo generate -c "$CONFIG" --orders "$ORDERS" \
+    --return-ratio "${DEMO_RETURN_RATIO:-0.05}" --reissue-ratio "${DEMO_REISSUE_RATIO:-0.05}" \
+    ${DEMO_ARGS:-} || rc=$?
 
 cat <<EOF
 

@@ -104,6 +104,8 @@ class SandboxConfig:
     seed: int | None = None
     #: a longer request body is refused with 413 (an invoice of 2000 lines is ~1 MB)
     max_body_bytes: int = 4 * 1024 * 1024
+    #: the platform's deadline and count limits on red-letter forms (rules.RedFormLimits)
+    red_limits: rules.RedFormLimits = field(default_factory=rules.RedFormLimits)
 
 
 @dataclass
@@ -611,12 +613,21 @@ class SandboxApp:
             ttl=self.config.red_form_ttl,
             refuse_duplicates=self.config.dialect == "refuse-duplicates",
             lines=lines,
+            limits=self.config.red_limits,
         )
         if outcome == "EXCEEDS_ORIGINAL":
             return error(
                 422,
                 "EXCEEDS_ORIGINAL",
                 "the red invoices would exceed the original invoice",
+                serial=serial,
+                errors=[v.as_json() for v in row["violations"]],
+            ), serial
+        if outcome == "LIMIT_EXCEEDED":
+            return error(
+                422,
+                row["violations"][0].code,
+                "the rules allow no more red-letter forms against this invoice",
                 serial=serial,
                 errors=[v.as_json() for v in row["violations"]],
             ), serial

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -716,4 +716,52 @@ def partial_red_lines(
                 "gross_amount": str(round_half_up(-gross)),
             }
         )
+    return out
+
+
+# --- limits on red-letter forms --------------------------------------------------------
+#
+# The platform's own deadlines and counts, checked when a form is raised (never taken
+# from the client): a form only until `within_days` days after the blue invoice's issue
+# date (the platform's calendar, UTC+8), and at most `max_forms` live forms (full and
+# partial together) against one blue invoice.
+
+PLATFORM_TZ: Final = timezone(timedelta(hours=8))
+
+
+@dataclass(frozen=True, slots=True)
+class RedFormLimits:
+    """The sandbox operator's limits (`syncd sandbox --red-within-days/--red-max-per-invoice`);
+    None: no limit."""
+
+    within_days: int | None = None
+    max_forms: int | None = None
+
+
+def check_red_form_limits(
+    limits: RedFormLimits, *, issued_at: datetime | None, live_forms: int, now: datetime
+) -> list[Violation]:
+    """Why one more red-letter form against a blue invoice issued at `issued_at`, with
+    `live_forms` forms already, is refused at `now` (empty: it is not)."""
+    out: list[Violation] = []
+    if limits.max_forms is not None and live_forms >= limits.max_forms:
+        out.append(
+            Violation(
+                "RED_LIMIT_EXCEEDED",
+                "original_invoice_no",
+                f"{live_forms} red-letter form(s) exist; at most {limits.max_forms} per invoice",
+            )
+        )
+    if limits.within_days is not None and issued_at is not None:
+        issued = issued_at.astimezone(PLATFORM_TZ).date()
+        today = now.astimezone(PLATFORM_TZ).date()
+        if (today - issued).days > limits.within_days:
+            out.append(
+                Violation(
+                    "RED_DEADLINE_PASSED",
+                    "original_invoice_no",
+                    f"issued on {issued.isoformat()}; red-letter forms only within "
+                    f"{limits.within_days} days",
+                )
+            )
     return out

@@ -25,8 +25,10 @@ from typing import Any, Final, Literal
 
 from syncd_sandbox import fastjson
 from syncd_sandbox.rules import (
+    RedFormLimits,
     ReturnedUnits,
     Violation,
+    check_red_form_limits,
     check_returnable,
     negate_amount,
     partial_red_lines,
@@ -423,10 +425,11 @@ class Store:
         ttl: float,
         refuse_duplicates: bool,
         lines: list[tuple[int, Decimal]] | None = None,
+        limits: RedFormLimits | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """(outcome, row) where outcome is ACCEPTED, SAME, CONFLICT, DUPLICATE,
-        ORIGINAL_NOT_FOUND, NOT_REVERSIBLE, ALREADY_REVERSED or EXCEEDS_ORIGINAL (the
-        row then carries `violations`).
+        ORIGINAL_NOT_FOUND, NOT_REVERSIBLE, ALREADY_REVERSED, EXCEEDS_ORIGINAL or
+        LIMIT_EXCEEDED (the last two: the row carries `violations`).
 
         `lines`: a partial form returning those units of those blue lines; the units of
         all live forms of a line never exceed it, and a full form is refused once any
@@ -465,6 +468,16 @@ class Store:
             full = [dict(f) for f in live_forms if f["lines"] is None]
             if full:
                 return "ALREADY_REVERSED", full[0]
+            if limits is not None:
+                issued_at = datetime.fromisoformat(blue["issued_at"]) if blue["issued_at"] else None
+                over = check_red_form_limits(
+                    limits,
+                    issued_at=issued_at,
+                    live_forms=len(live_forms),
+                    now=datetime.fromtimestamp(now, UTC),
+                )
+                if over:
+                    return "LIMIT_EXCEEDED", {"serial": serial, "violations": over}
             if live_forms and not lines:
                 return "EXCEEDS_ORIGINAL", {
                     "serial": serial,

@@ -118,7 +118,14 @@ def check_topics(config: SyncdConfig, timeout: float) -> LiveCheck:
         for doc in config.documents.values()
         if doc.topic not in existing
     ]
-    warnings = []
+    # A return table's topic appears at its first change; a daemon started before then
+    # notices it only at its next metadata refresh (minutes): create it up front.
+    warnings = [
+        f"documents.{doc.name}.returns.topic: topic {doc.returns.topic} does not exist yet; "
+        "create it before starting the daemon, or returns wait for its metadata refresh"
+        for doc in config.documents.values()
+        if doc.returns is not None and doc.returns.topic not in existing
+    ]
     if config.kafka.dead_letter_topic not in existing:
         warnings.append(
             f"kafka.dead_letter_topic: topic {config.kafka.dead_letter_topic} does not exist yet"

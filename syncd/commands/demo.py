@@ -16,8 +16,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "generate",
         help="create demo orders in the ERP and wait until they are invoiced",
         description="Create demo sales orders (DRAFT, then CONFIRMED), cancel a share once "
-        "invoiced, then check the ERP and the sandbox audit: exit 1 if an invoice is missing "
-        "or issued twice after --timeout. Needs the demo schema (config/demo/erp.sql).",
+        "invoiced, re-issue and return a share, then check the ERP and the sandbox audit: "
+        "exit 1 if an invoice is missing or issued twice after --timeout. Needs the demo "
+        "schema (config/demo/erp.sql).",
     )
     g.add_argument("-c", "--config", required=True, help="path of the YAML config file")
     g.add_argument("--orders", type=int, required=True, metavar="N", help="orders to create")
@@ -27,6 +28,22 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         metavar="R",
         help="share of the invoiced orders to cancel (default 0.1)",
+    )
+    g.add_argument(
+        "--return-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of the valid orders whose first line is returned in parts, each part a "
+        "partial red invoice (needs returns in the config; default 0)",
+    )
+    g.add_argument(
+        "--reissue-ratio",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="share of the valid orders cancelled and confirmed again: a red invoice, then a "
+        "second blue one (needs reissues in the config; default 0)",
     )
     g.add_argument(
         "--invalid-ratio",
@@ -70,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else int(time.time()) % 1_000_000
     try:
         orders = build_orders(
-            args.orders, seed=seed, invalid_ratio=args.invalid_ratio, cancel_ratio=args.cancel_ratio
+            args.orders,
+            seed=seed,
+            invalid_ratio=args.invalid_ratio,
+            cancel_ratio=args.cancel_ratio,
+            return_ratio=args.return_ratio,
+            reissue_ratio=args.reissue_ratio,
         )
     except ValueError as exc:
         print(f"syncd demo: {exc}", file=sys.stderr)
@@ -79,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"[demo] {len(orders)} orders {order_prefix(seed)}* (seed {seed}): "
         f"{sum(o.invalid for o in orders)} with an invalid buyer tax ID, "
-        f"{sum(o.cancel_reason is not None for o in orders)} to cancel once invoiced; "
+        f"{sum(o.cancel_reason is not None and not o.reissue for o in orders)} to cancel "
+        f"once invoiced, {sum(o.reissue for o in orders)} to re-issue, "
+        f"{sum(bool(o.returns) for o in orders)} to return in part; "
         f"platform {config.primary_issuer.base_url}",
         file=progress,
     )

@@ -53,6 +53,22 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="seconds an unconfirmed red-letter form lives (default 72 h)",
     )
     parser.add_argument(
+        "--red-within-days",
+        type=int,
+        default=None,
+        metavar="DAYS",
+        help="refuse red-letter forms later than DAYS after the blue invoice's issue date "
+        "(default: no deadline)",
+    )
+    parser.add_argument(
+        "--red-max-per-invoice",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse more than N live red-letter forms against one blue invoice "
+        "(default: no limit)",
+    )
+    parser.add_argument(
         "--dialect",
         choices=("idempotent", "refuse-duplicates", "nuonuo"),
         default="idempotent",
@@ -159,6 +175,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"syncd sandbox: invalid --faults: {exc}", file=sys.stderr)
         return 2
 
+    if (args.red_within_days is not None and args.red_within_days < 0) or (
+        args.red_max_per_invoice is not None and args.red_max_per_invoice < 1
+    ):
+        print(
+            "syncd sandbox: --red-within-days must be >= 0 and --red-max-per-invoice >= 1",
+            file=sys.stderr,
+        )
+        return 2
+    from syncd_sandbox.rules import RedFormLimits
+
+    red_limits = RedFormLimits(args.red_within_days, args.red_max_per_invoice)
+
     if args.dialect == "nuonuo":
         from syncd_sandbox.nuonuo.app import NuonuoApp, NuonuoConfig
         from syncd_sandbox.nuonuo.store import NuonuoStore
@@ -175,6 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 strict=args.strict,
                 faults=faults,
                 seed=args.seed,
+                red_limits=red_limits,
             ),
         )
         print(
@@ -199,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
         faults=faults,
         seed=args.seed,
         max_body_bytes=args.max_body_bytes,
+        red_limits=red_limits,
     )
     app = SandboxApp(store, config)
     scheme = "https" if args.tls_cert is not None else "http"

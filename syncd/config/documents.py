@@ -374,6 +374,36 @@ class CreditNotesConfig(StrictModel):
         return self.qualifies.columns() | self.reversal_reason.columns()
 
 
+class TaxPeriod(enum.StrEnum):
+    """A tax period a red invoice must stay within (`red_limits.same_period`)."""
+
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class RedLimits(StrictModel):
+    """Time and count limits on red-letter invoices (full and partial) against one blue
+    invoice, checked before anything is sent (`syncd.rules.limits`); a red invoice that
+    breaks one is refused with the reason written back. Dates are the platform's (UTC+8)."""
+
+    within_days: int | None = Field(
+        default=None,
+        ge=0,
+        description="red invoices only until N days after the blue invoice's issue date",
+    )
+    same_period: TaxPeriod | None = Field(
+        default=None,
+        description="month | quarter | year: red invoices only within the blue invoice's "
+        "tax period",
+    )
+    max_reds_per_invoice: int | None = Field(
+        default=None,
+        ge=1,
+        description="red invoices (full and partial together) allowed against one blue invoice",
+    )
+
+
 class SnapshotPolicy(enum.StrEnum):
     """What to do with `op=r` rows (the connector's initial snapshot of history)."""
 
@@ -410,6 +440,10 @@ class DocumentConfig(StrictModel):
         default=None,
         description="rows of this table that are credit notes: a red invoice each, "
         "referencing the credited document's invoice",
+    )
+    red_limits: RedLimits = Field(
+        default_factory=RedLimits,
+        description="time and count limits on red invoices, checked before sending",
     )
     snapshot: SnapshotPolicy = SnapshotPolicy.ISSUE_IF_UNINVOICED
     period_column: str | None = Field(

@@ -2,12 +2,16 @@
 
 `build_orders` (pure, seeded) plans realistic sales orders: 1-4 lines of real-looking goods
 and services with 19-digit tax classification codes, rates 13/9/6 %, both price bases, some
-discounted lines, a share with an invalid buyer tax ID on a SPECIAL invoice, and a share to
-be cancelled once invoiced. `DemoRun` (I/O) writes them into the ERP exactly as a user
-would -- DRAFT first, CONFIRMED in a separate transaction -- cancels the chosen ones once
-their invoice is written back, confirms the buyer side of red-letter forms on the sandbox,
-and finally checks the result against the ERP *and* the sandbox platform's audit: every
-expected invoice exists exactly once, nothing is issued twice, nothing is missing.
+discounted lines, a share with an invalid buyer tax ID on a SPECIAL invoice, a share to be
+cancelled once invoiced, a share to be cancelled and confirmed again (a re-issue: a red
+invoice, then a second blue one) and a share whose first line is returned in parts that add
+up to the whole line (partial red invoices). `DemoRun` (I/O) writes them into the ERP
+exactly as a user would -- DRAFT first, CONFIRMED in a separate transaction -- cancels the
+chosen ones once their invoice is written back (and confirms the re-issued ones again once
+the reversal is), records the planned returns, confirms the buyer side of red-letter forms
+on the sandbox, and finally checks the result against the ERP *and* the sandbox platform's
+audit: every expected invoice exists exactly once, nothing is issued twice, nothing is
+missing.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final, TextIO
@@ -277,6 +281,10 @@ class DemoOrder:
     invalid: bool
     #: cancel once invoiced, with this reason
     cancel_reason: str | None
+    #: confirm again once the reversal is written back: a second blue invoice (revision 1)
+    reissue: bool = False
+    #: units of line 1 returned once invoiced, one return row each (they add up to the line)
+    returns: tuple[Decimal, ...] = ()
 
 
 def order_prefix(seed: int) -> str:
@@ -346,12 +354,27 @@ def _line(rng: random.Random, line_no: int, item: Item, discounted: bool) -> Dem
 
 
 def build_orders(
-    count: int, *, seed: int, invalid_ratio: float = 0.05, cancel_ratio: float = 0.1
+    count: int,
+    *,
+    seed: int,
+    invalid_ratio: float = 0.05,
+    cancel_ratio: float = 0.1,
+    return_ratio: float = 0.0,
+    reissue_ratio: float = 0.0,
 ) -> list[DemoOrder]:
-    """The orders of one demo run; the same arguments always give the same orders."""
+    """The orders of one demo run; the same arguments always give the same orders.
+
+    `reissue_ratio` and `return_ratio` are shares of the valid orders, taken from those not
+    cancelled; returns go to ORDINARY orders whose first line has no discount (a discounted
+    line is returned by cancelling the whole document)."""
     if count < 0:
         raise ValueError("count must be >= 0")
-    for name, ratio in (("invalid_ratio", invalid_ratio), ("cancel_ratio", cancel_ratio)):
+    for name, ratio in (
+        ("invalid_ratio", invalid_ratio),
+        ("cancel_ratio", cancel_ratio),
+        ("return_ratio", return_ratio),
+        ("reissue_ratio", reissue_ratio),
+    ):
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"{name} must be within 0..1, got {ratio}")
     rng = random.Random(seed)  # noqa: S311 -- demo data, not security
@@ -389,7 +412,38 @@ def build_orders(
                 cancel_reason=rng.choice(CANCEL_REASONS) if i in cancel else None,
             )
         )
+    if return_ratio or reissue_ratio:
+        orders = _plan_corrections(orders, len(valid), seed, return_ratio, reissue_ratio)
     return orders
+
+
+def _plan_corrections(
+    orders: list[DemoOrder], valid: int, seed: int, return_ratio: float, reissue_ratio: float
+) -> list[DemoOrder]:
+    """Re-issues and returns, drawn from their own seeded dice (so that the rest of the
+    plan stays what the same seed gave before)."""
+    rng = random.Random(f"{seed}:corrections")  # noqa: S311 -- demo data, not security
+    plain = [o.index for o in orders if not o.invalid and o.cancel_reason is None]
+    reissue = set(rng.sample(plain, min(round(valid * reissue_ratio), len(plain))))
+    eligible = [
+        o.index
+        for o in orders
+        if o.index in plain
+        and o.index not in reissue
+        and o.invoice_type == "ORDINARY"
+        and o.lines[0].discount_amount == 0
+    ]
+    returned = set(rng.sample(eligible, min(round(valid * return_ratio), len(eligible))))
+    out: list[DemoOrder] = []
+    for o in orders:
+        if o.index in reissue:
+            o = replace(o, reissue=True, cancel_reason=rng.choice(CANCEL_REASONS))
+        elif o.index in returned:
+            units = o.lines[0].quantity
+            parts = (Decimal(1), units - 1) if units >= 2 else (units,)
+            o = replace(o, returns=parts)
+        out.append(o)
+    return out
 
 
 # --------------------------------------------------------------------------- the run
@@ -403,12 +457,16 @@ class Progress:
     invalid: int = 0
     rejected: int = 0
     cancelled: int = 0
+    returned: int = 0
+    reissued: int = 0
 
     def line(self, total: int, elapsed: float) -> str:
         return (
             f"[demo] {elapsed:5.0f} s  created {self.created}/{total}  issued {self.issued}"
             f"  reversed {self.reversed}/{self.cancelled} cancelled  invalid "
             f"{self.invalid}  rejected {self.rejected}"
+            + (f"  returns {self.returned}" if self.returned else "")
+            + (f"  re-issued {self.reissued}" if self.reissued else "")
         )
 
 
@@ -422,6 +480,11 @@ class Summary:
     rejected: int = 0
     dead: int = 0
     cancelled: int = 0
+    #: partial red invoices (return rows reversed), of `returns` return rows recorded
+    partial_reversals: int = 0
+    returns: int = 0
+    #: orders cancelled, reversed and confirmed again with a second blue invoice
+    reissued: int = 0
     #: order_no -> what is missing (no write-back, or not at the platform)
     missing: dict[str, str] = field(default_factory=dict)
     #: serials / orders the platform issued more than once
@@ -453,7 +516,9 @@ class Summary:
         )
         out = [
             f"[demo] summary for {self.orders} orders {self.prefix}*",
-            f"  issued {self.issued}  reversed {self.reversed} (of {self.cancelled} cancelled)"
+            f"  issued {self.issued}  full reversals {self.reversed} (of {self.cancelled} "
+            f"cancelled)  partial reversals {self.partial_reversals} (of {self.returns} "
+            f"returns)  re-issues {self.reissued}",
             f"  invalid {self.invalid}  rejected {self.rejected}  dead {self.dead}",
             f"  duplicates at the platform: {len(self.duplicates)}"
             + (f" ({', '.join(self.duplicates[:5])})" if self.duplicates else ""),
@@ -482,6 +547,14 @@ def demo_document(config: SyncdConfig) -> DocumentConfig:
         f"no document type of the config reads {ORDER_TABLE} with lines {LINE_TABLE}: "
         "`syncd demo` needs the demo schema (config/demo/erp.sql, config/demo.yaml)"
     )
+
+
+@dataclass(slots=True)
+class _ReturnRow:
+    id: int
+    order_no: str
+    invoice_status: str | None
+    red_invoice_no: str | None
 
 
 @dataclass(slots=True)
@@ -526,6 +599,18 @@ class DemoRun:
         self._ids: dict[str, int] = {}
         self._cancelled: set[str] = set()
         self._confirmed_red: set[str] = set()
+        self._reconfirmed: set[str] = set()
+        self._returned: set[str] = set()
+        if any(o.returns for o in self._orders) and self._doc.returns is None:
+            raise DemoSetupError(
+                f"--return-ratio needs documents.{self._doc.name}.returns in the config "
+                "(config/demo.yaml has it)"
+            )
+        if any(o.reissue for o in self._orders) and self._doc.reissues is None:
+            raise DemoSetupError(
+                f"--reissue-ratio needs documents.{self._doc.name}.reissues in the config "
+                "(config/demo.yaml has it)"
+            )
         self._progress = Progress()
         self._started = 0.0
         self._last_print = 0.0
@@ -662,6 +747,24 @@ class DemoRun:
         for r in to_cancel:
             self._cancel(r)
         for r in rows:
+            plan = self._planned(r.order_no)
+            if plan.returns and r.invoice_status == sv.issued and r.order_no not in self._returned:
+                self._return(r, plan.returns)
+            elif (
+                plan.reissue
+                and r.order_no in self._cancelled
+                and r.order_no not in self._reconfirmed
+                and r.status == "CANCELLED"
+                and r.invoice_status == sv.reversed
+            ):
+                self._reconfirm(r)
+        returns = self._return_rows()
+        rsv = self._doc.returns.status_values if self._doc.returns is not None else sv
+        p.returned = sum(1 for rr in returns if rr.invoice_status == rsv.reversed)
+        p.reissued = sum(
+            1 for r in rows if r.order_no in self._reconfirmed and r.invoice_status == sv.issued
+        )
+        for r in rows:
             if (
                 r.status == "CANCELLED"
                 and r.invoice_type == "SPECIAL"
@@ -674,11 +777,26 @@ class DemoRun:
         if p.created < len(self._orders):
             return False
         settled = {sv.invalid, sv.rejected, sv.dead, sv.reversed}
+        failed = {sv.invalid, sv.rejected, sv.dead}
+        open_returns = {
+            rr.order_no
+            for rr in returns
+            if rr.invoice_status not in (rsv.reversed, rsv.invalid, rsv.rejected, rsv.dead)
+        }
         for r in rows:
             plan = self._planned(r.order_no)
-            done = r.invoice_status in settled or (
-                r.invoice_status == sv.issued and plan.cancel_reason is None
-            )
+            if plan.reissue:
+                done = r.invoice_status in failed or (
+                    r.order_no in self._reconfirmed and r.invoice_status == sv.issued
+                )
+            elif plan.returns:
+                done = r.invoice_status in failed or (
+                    r.order_no in self._returned and r.order_no not in open_returns
+                )
+            else:
+                done = r.invoice_status in settled or (
+                    r.invoice_status == sv.issued and plan.cancel_reason is None
+                )
             if not done:
                 return False
         return len(rows) == len(self._orders)
@@ -697,6 +815,71 @@ class DemoRun:
                 {"id": row.id, "reason": reason},
             )
         self._cancelled.add(row.order_no)
+
+    def _reconfirm(self, row: _Row) -> None:
+        """The corrected order is confirmed again: the next revision, a second blue invoice."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"UPDATE {ORDER_TABLE} SET status = 'CONFIRMED',"  # noqa: S608
+                    " remark = 'syncd demo order, corrected',"
+                    " updated_at = localtimestamp WHERE id = :id AND status = 'CANCELLED'"
+                ),
+                {"id": row.id},
+            )
+        self._reconfirmed.add(row.order_no)
+
+    def _return(self, row: _Row, parts: tuple[Decimal, ...]) -> None:
+        """The buyer sends units of line 1 back: one return row per part, each saved as a
+        draft and confirmed (each its own document, a partial red invoice)."""
+        returns = self._doc.returns
+        assert returns is not None
+        for quantity in parts:
+            with self._engine.begin() as conn:
+                return_id = conn.execute(
+                    text(
+                        f"INSERT INTO {returns.table} (order_id, line_no, quantity, reason)"  # noqa: S608
+                        " VALUES (:o, 1, :q, 'RETURN') RETURNING id"
+                    ),
+                    {"o": row.id, "q": quantity},
+                ).scalar_one()
+            with self._engine.begin() as conn:
+                conn.execute(
+                    text(
+                        f"UPDATE {returns.table} SET status = 'CONFIRMED'"  # noqa: S608
+                        " WHERE id = :id AND status = 'DRAFT'"
+                    ),
+                    {"id": return_id},
+                )
+        self._returned.add(row.order_no)
+
+    def _return_rows(self) -> list[_ReturnRow]:
+        returns = self._doc.returns
+        if returns is None or not self._returned:
+            return []
+        with self._engine.connect() as conn:
+            result = conn.execute(
+                text(
+                    "SELECT r.id, o.order_no, r.invoice_status, r.red_invoice_no"  # noqa: S608
+                    f" FROM {returns.table} r JOIN {ORDER_TABLE} o ON o.id = r.order_id"
+                    " WHERE o.order_no LIKE :p ORDER BY r.id"
+                ),
+                {"p": self._prefix + "%"},
+            )
+            return [_ReturnRow(*r) for r in result]
+
+    def _return_serial(self, return_id: int) -> str:
+        returns = self._doc.returns
+        assert returns is not None
+        return serial_for(
+            DocumentIdentity.of(
+                self._doc.name,
+                returns.table,
+                [(returns.key_columns[0], return_id)],
+                DocumentKind.REVERSAL,
+                0,
+            )
+        )
 
     def _confirm_red_form(self, row: _Row) -> None:
         # A SPECIAL invoice's red-letter form waits for the buyer; the demo plays the buyer.
@@ -738,6 +921,10 @@ class DemoRun:
         sv = self._status
         rows = {r.order_no: r for r in self._rows()}
         s = Summary(orders=len(self._orders), prefix=self._prefix, cancelled=len(self._cancelled))
+        return_rows: dict[str, list[_ReturnRow]] = {}
+        for rr in self._return_rows():
+            return_rows.setdefault(rr.order_no, []).append(rr)
+        s.returns = sum(len(v) for v in return_rows.values())
         try:
             audit = self._platform_audit()
         except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -761,6 +948,14 @@ class DemoRun:
                 for rev in range(MAX_REVISION + 1)
                 for inv in by_serial.get(self._serial(r.id, DocumentKind.REVERSAL, rev), [])
             ]
+            for kind, k in ((DocumentKind.ISSUE, "blue"), (DocumentKind.REVERSAL, "red")):
+                for rev in range(MAX_REVISION + 1):
+                    n = len(by_serial.get(self._serial(r.id, kind, rev), []))
+                    if n > 1:
+                        s.duplicates.append(f"{order.order_no}: {n} {k} invoices of revision {rev}")
+            if order.reissue:
+                self._check_reissue(s, order, r, blue, red)
+                continue
             if len(blue) > 1:
                 s.duplicates.append(
                     f"{order.order_no}: {len(blue)} blue invoices "
@@ -801,6 +996,10 @@ class DemoRun:
                 s.unexpected[order.order_no] = "reversed although never cancelled"
             elif order.cancel_reason is not None and r.invoice_no is not None:
                 s.missing[order.order_no] = "invoiced but the demo never cancelled it"
+            if order.returns:
+                self._check_returns(s, order, r, return_rows.get(order.order_no, []), by_serial)
+            elif return_rows.get(order.order_no):
+                s.unexpected[order.order_no] = "returns recorded although none was planned"
         counts = Counter(inv["serial"] for inv in audit)
         ours = {
             self._serial(r.id, kind, rev)
@@ -808,6 +1007,7 @@ class DemoRun:
             for kind in DocumentKind
             for rev in range(MAX_REVISION + 1)
         }
+        ours |= {self._return_serial(rr.id) for v in return_rows.values() for rr in v}
         s.duplicates += [
             f"serial {serial} issued {n} times"
             for serial, n in counts.items()
@@ -815,6 +1015,75 @@ class DemoRun:
         ]
         self._throughput(s, [r.id for r in rows.values()])
         return s
+
+    def _check_reissue(
+        self,
+        s: Summary,
+        order: DemoOrder,
+        r: _Row,
+        blue: list[dict[str, Any]],
+        red: list[dict[str, Any]],
+    ) -> None:
+        """Cancelled, reversed, confirmed again: exactly one red invoice (of revision 0)
+        and exactly two blue ones, the ERP showing the second."""
+        s.issued += r.invoice_no is not None
+        if len(blue) > 2:
+            s.duplicates.append(f"{order.order_no}: {len(blue)} blue invoices")
+        if order.order_no not in self._reconfirmed:
+            s.missing[order.order_no] = f"never re-confirmed (ERP status {r.invoice_status})"
+        elif r.invoice_status != self._status.issued or r.invoice_no is None:
+            s.missing[order.order_no] = f"re-issue not written back (ERP {r.invoice_status})"
+        elif len(blue) < 2:
+            s.missing[order.order_no] = "no second blue invoice at the platform"
+        elif not red:
+            s.missing[order.order_no] = "the first invoice's red invoice is unknown to the platform"
+        elif blue[-1]["invoice_no"] != r.invoice_no:
+            s.unexpected[order.order_no] = (
+                f"ERP shows {r.invoice_no}, the platform's latest blue is {blue[-1]['invoice_no']}"
+            )
+        elif red[0]["original_invoice_no"] != blue[0]["invoice_no"]:
+            s.unexpected[order.order_no] = "the red invoice reverses another invoice"
+        else:
+            s.reversed += 1
+            s.reissued += 1
+
+    def _check_returns(
+        self,
+        s: Summary,
+        order: DemoOrder,
+        r: _Row,
+        rows: list[_ReturnRow],
+        by_serial: dict[str, list[dict[str, Any]]],
+    ) -> None:
+        """Each planned return: exactly one partial red invoice against the order's blue
+        invoice, its number written back to the return row."""
+        if r.invoice_no is None:
+            return  # the order itself is reported above
+        if order.order_no not in self._returned or len(rows) != len(order.returns):
+            s.missing[order.order_no] = (
+                f"{len(rows)} of {len(order.returns)} planned returns recorded"
+            )
+            return
+        returns = self._doc.returns
+        assert returns is not None
+        rsv = returns.status_values
+        for rr in rows:
+            reds = by_serial.get(self._return_serial(rr.id), [])
+            what = f"{order.order_no} return {rr.id}"
+            if len(reds) > 1:
+                s.duplicates.append(f"{what}: {len(reds)} red invoices")
+            if rr.invoice_status != rsv.reversed or rr.red_invoice_no is None:
+                s.missing[what] = f"partial red invoice not written back ({rr.invoice_status})"
+            elif not reds:
+                s.missing[what] = f"red invoice {rr.red_invoice_no} unknown to the platform"
+            elif reds[0]["invoice_no"] != rr.red_invoice_no:
+                s.unexpected[what] = (
+                    f"return shows {rr.red_invoice_no}, the platform issued {reds[0]['invoice_no']}"
+                )
+            elif reds[0]["original_invoice_no"] != r.invoice_no:
+                s.unexpected[what] = "the partial red invoice reverses another invoice"
+            else:
+                s.partial_reversals += 1
 
     def _audit_url(self) -> str:
         return f"{self._config.primary_issuer.base_url.rstrip('/')}/_sandbox/invoices"

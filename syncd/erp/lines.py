@@ -205,6 +205,7 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
             _Need(credit.line, (), f"{what}.line"),
             _Need(credit.quantity, (_NUMBER,), f"{what}.quantity"),
         ]
+    returns = _returns_needs(doc, wb_kinds)
 
     out: dict[str, list[_Need]] = {}
     header_related = _relation_needs(doc.related, doc.table, f"documents.{doc.name}.related", src)
@@ -215,9 +216,41 @@ def _doc_needs(doc: DocumentConfig) -> dict[str, list[_Need]]:
         *header_related,
         *line_related,
         (doc.write_back_table, wb),
+        *returns,
     ):
         out.setdefault(table, []).extend(needs)
     return out
+
+
+def _returns_needs(
+    doc: DocumentConfig, wb_kinds: dict[str, tuple[tuple[str, ...], int | None]]
+) -> list[tuple[str, list[_Need]]]:
+    """The return table's columns (`returns`): key, the returned document's key, line and
+    quantity (numbers), the condition's and the reason's columns, the result columns."""
+    r = doc.returns
+    if r is None:
+        return []
+    where = f"documents.{doc.name}.returns"
+    needs = [_Need(c, (), f"{where}.key_columns") for c in r.key_columns]
+    needs += [
+        _Need(r.document_key, (), f"{where}.document_key"),
+        _Need(r.line, (_NUMBER,), f"{where}.line"),
+        _Need(r.quantity, (_NUMBER,), f"{where}.quantity"),
+    ]
+    needs += [_Need(c, (), f"{where}.qualifies") for c in sorted(r.qualifies.columns())]
+    needs += _field_needs(r.reversal_reason, f"{where}.reversal_reason", (_TEXT,))
+    statuses = r.status_values.model_dump().values()
+    for name, column in (
+        ("red_invoice_no", r.write_back.red_invoice_no),
+        ("status", r.write_back.status),
+        ("error", r.write_back.error),
+    ):
+        if column is not None:
+            kinds, length = wb_kinds[name]
+            if name == "status":
+                length = max(len(v) for v in statuses)
+            needs.append(_Need(column, kinds, f"{where}.write_back.{name}", length))
+    return [(r.table, needs)]
 
 
 def _relation_needs(

@@ -170,7 +170,10 @@ def apply_writebacks(
     Returns the rows it could not write (gone from the ERP, key incomplete) instead of
     raising: the other documents of the batch are written all the same.
     """
-    groups: dict[tuple[str, tuple[str, ...]], tuple[DocumentConfig, list[dict[str, Any]]]] = {}
+    # Grouped by the table written, not only the document type: a return row's result
+    # (the returns view of the same type) goes to the return table, never the order table.
+    groups: dict[tuple[str, str, tuple[str, ...]], tuple[DocumentConfig, list[dict[str, Any]]]]
+    groups = {}
     problems: list[WriteBackError] = []
     for doc, key, result in items:
         values = writeback_values(doc, result)
@@ -181,8 +184,9 @@ def apply_writebacks(
         except WriteBackError as exc:
             problems.append(exc)
             continue
-        groups.setdefault((doc.name, tuple(values)), (doc, []))[1].append(params)
-    for (_name, columns), (doc, rows) in groups.items():
+        group = (doc.write_back_table, doc.name, tuple(values))
+        groups.setdefault(group, (doc, []))[1].append(params)
+    for (_table, _name, columns), (doc, rows) in groups.items():
         stmt = _statements(conn, doc, columns)
         # Key order: concurrent batches lock ERP rows in the same order (no deadlock).
         rows.sort(key=lambda p: tuple(str(p[f"k{i}"]) for i in range(len(doc.write_back_keys))))

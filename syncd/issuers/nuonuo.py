@@ -350,12 +350,14 @@ def order_payload(invoice: Mapping[str, Any], *, now: datetime) -> dict[str, Any
 
 
 def red_form_payload(request: ReversalRequest, seller_tax_id: str) -> dict[str, Any]:
-    """The `saveInvoiceRedConfirm` body: a whole reversal (no lines) of a 数电 invoice,
-    applied for by the seller; `billId` is the reversal's serial."""
+    """The `saveInvoiceRedConfirm` body of a 数电 invoice, applied for by the seller;
+    `billId` is the reversal's serial. A whole reversal has no `detail`; a partial one
+    (部分冲红) lists the returned lines by their position on the blue invoice
+    (`blueDetailIndex`, in the blue invoice's order) with negative units and amounts."""
     red: Mapping[str, Any] = request.invoice or {}
     seller: Mapping[str, Any] = red.get("seller") or {}
     buyer: Mapping[str, Any] = red.get("buyer") or {}
-    return _compact(
+    body: dict[str, Any] = _compact(
         {
             "billId": request.serial,
             "blueInvoiceLine": INVOICE_LINES.get(str(red.get("invoice_type")), "pc"),
@@ -368,6 +370,34 @@ def red_form_payload(request: ReversalRequest, seller_tax_id: str) -> dict[str, 
             "redReason": RED_REASONS[request.reason],
         }
     )
+    if request.lines:
+        frozen = {int(ln["line_no"]): ln for ln in red.get("lines") or []}
+        body["detail"] = [
+            _red_detail(line.line_no, line.quantity, frozen.get(line.line_no))
+            for line in sorted(request.lines, key=lambda ln: ln.line_no)
+        ]
+    return body
+
+
+def _red_detail(
+    line_no: int, quantity: Decimal, frozen: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """One returned line of a partial red form: the blue line's position and the returned
+    units (negative); the frozen red line's goods and amounts when the caller has them."""
+    detail = {"blueDetailIndex": str(line_no), "goodsNum": str(-abs(quantity))}
+    if frozen is not None:
+        detail.update(
+            _compact(
+                {
+                    "goodsName": _text(frozen.get("name")),
+                    "goodsCode": _text(frozen.get("tax_code")),
+                    "taxRate": _text(frozen.get("tax_rate")),
+                    "taxExcludedAmount": _text(frozen.get("net_amount")),
+                    "taxAmount": _text(frozen.get("tax_amount")),
+                }
+            )
+        )
+    return detail
 
 
 def query_payload(order_nos: Sequence[str]) -> dict[str, Any]:
@@ -996,19 +1026,6 @@ class NuonuoIssuer:
 
     def _reverse(self, request: ReversalRequest) -> IssueResult:
         serial = request.serial
-        if request.lines:
-            # The red form below reverses the whole invoice; a partial return sent through
-            # it would reverse more than was returned.
-            return Rejected(
-                serial,
-                (
-                    Reason(
-                        "PARTIAL_RED_UNSUPPORTED",
-                        "partial red invoices are not supported "
-                        "by the nuonuo provider yet; reverse the whole invoice or by hand",
-                    ),
-                ),
-            )
         answer = self.call(
             "reverse", serial, RED_SAVE, red_form_payload(request, self.settings.seller_tax_id)
         )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -61,6 +61,7 @@ from syncd.observability.metrics import DocumentOutcome
 from syncd.pipeline.classify import Classified, Kind
 from syncd.rules.approval import approval_needed
 from syncd.rules.decide import identity_of, key_of
+from syncd.rules.limits import CorrectionLimitError, check_red_limits, check_reissue_limit
 
 if TYPE_CHECKING:
     from syncd.pipeline.partitions import PartitionState
@@ -422,13 +423,12 @@ class Intake:
                 done = repo.count_revisions_since(
                     conn, ident.document_type, ident.source_table, ident.source_key, _DAY
                 )
-                if done >= limit:
+                try:
+                    check_reissue_limit(limit, done)
+                except CorrectionLimitError as exc:
                     # validated before anything is sent: the ERP row says why; a later
                     # re-confirmation (after the window) is decided anew
-                    why = (
-                        f"re-issue refused: {done} re-issue(s) of this document in the last "
-                        f"24 h (max_reissues_per_day: {limit}); confirm it again later"
-                    )
+                    why = str(exc)
                     _write_back(
                         conn,
                         doc,
@@ -567,6 +567,7 @@ class Intake:
             result.outcomes.append((doc.name, DocumentOutcome.INVALID))
             result.finish(record.position)
             return
+        refusal = self._red_refusal(conn, doc, issue)
         reversal, _ = repo.ensure_reversal(
             conn,
             issue.id,
@@ -578,6 +579,25 @@ class Intake:
             source_ts_ms=event.source_ts_ms,
             reason=record.reason,
         )
+        if refusal is not None:
+            # a limit of the rules: recorded, refused (REJECTED) and never sent; the blue
+            # invoice stays valid, so the ERP row keeps it, with the reason beside it
+            self._park_refused(conn, reversal, refusal)
+            _write_back(
+                conn,
+                doc,
+                dict(key_of(doc, event)),
+                WriteBack(
+                    ResultStatus.ISSUED,
+                    invoice_no=issue.invoice_no,
+                    issued_at=issue.issued_at,
+                    url=issue.invoice_url,
+                    error=f"reversal refused: {refusal}",
+                ),
+            )
+            result.outcomes.append((doc.name, DocumentOutcome.REJECTED))
+            result.finish(record.position)
+            return
         _write_back(conn, doc, dict(key_of(doc, event)), WriteBack(ResultStatus.REVERSAL_PENDING))
         result.to_drive.append(reversal.id)
         result.finish(record.position)
@@ -632,12 +652,14 @@ class Intake:
             )
             return
         blue = Invoice.model_validate(dict(issue.payload))
-        before = returned_so_far(_live_reds(repo.reversals_of(conn, issue.id)))
+        live = _live_reds(repo.reversals_of(conn, issue.id))
+        before = returned_so_far(live)
         mapped = build_return_red(doc, row, blue, issue.invoice_no, identity, before)
         if mapped.invoice is None or not mapped.ok:
             summary = mapped.summary() or "the return cannot become a red invoice"
             self._refuse_return(conn, view, key, record, result, summary)
             return
+        refusal = self._red_refusal(conn, doc, issue, reds_before=len(live))
         reversal, _ = repo.ensure_document(
             conn,
             identity,
@@ -651,6 +673,13 @@ class Intake:
             reverses_id=issue.id,
             reason=record.reason,
         )
+        if refusal is not None:
+            self._park_refused(conn, reversal, refusal)
+            _write_back(conn, view, key, WriteBack(ResultStatus.REJECTED, error=str(refusal)))
+            result.outcomes.append((view.name, DocumentOutcome.REJECTED))
+            log.info("return refused: %s", refusal, extra={"key": str(key)})
+            result.finish(record.position)
+            return
         _write_back(conn, view, key, WriteBack(ResultStatus.REVERSAL_PENDING))
         result.to_drive.append(reversal.id)
         result.finish(record.position)
@@ -708,12 +737,14 @@ class Intake:
         if isinstance(numbers, str):
             self._refuse_return(conn, doc, key, record, result, f"credit note: {numbers}")
             return
-        before = returned_so_far(_live_reds(repo.reversals_of(conn, issue.id)))
+        live = _live_reds(repo.reversals_of(conn, issue.id))
+        before = returned_so_far(live)
         mapped = build_credit_red(doc, row, blue, issue.invoice_no, identity, numbers, before)
         if mapped.invoice is None or not mapped.ok:
             summary = mapped.summary() or "the credit note cannot become a red invoice"
             self._refuse_return(conn, doc, key, record, result, f"credit note: {summary}")
             return
+        refusal = self._red_refusal(conn, doc, issue, reds_before=len(live))
         reversal, _ = repo.ensure_document(
             conn,
             identity,
@@ -726,9 +757,65 @@ class Intake:
             reverses_id=issue.id,
             reason=record.reason,
         )
+        if refusal is not None:  # the red-letter limits hold for credit notes too
+            self._park_refused(conn, reversal, refusal)
+            _write_back(conn, doc, key, WriteBack(ResultStatus.REJECTED, error=str(refusal)))
+            result.outcomes.append((doc.name, DocumentOutcome.REJECTED))
+            log.info("credit note refused: %s", refusal, extra={"key": str(key)})
+            result.finish(record.position)
+            return
         _write_back(conn, doc, key, WriteBack(ResultStatus.REVERSAL_PENDING))
         result.to_drive.append(reversal.id)
         result.finish(record.position)
+
+    def _red_refusal(
+        self,
+        conn: Connection,
+        doc: DocumentConfig,
+        issue: DocumentRow,
+        *,
+        reds_before: int | None = None,
+    ) -> CorrectionLimitError | None:
+        """Why one more red invoice against `issue` breaks `doc.red_limits` (None: it
+        does not). `reds_before`: its live red invoices, when the caller has counted them."""
+        limits = doc.red_limits
+        if (
+            limits.within_days is None
+            and limits.same_period is None
+            and limits.max_reds_per_invoice is None
+        ):
+            return None
+        if reds_before is None:
+            reds_before = len(_live_reds(repo.reversals_of(conn, issue.id)))
+        try:
+            check_red_limits(
+                limits,
+                invoice_no=issue.invoice_no or "?",
+                blue_issued_at=issue.issued_at,
+                reds_before=reds_before,
+                now=datetime.now(UTC),
+            )
+        except CorrectionLimitError as exc:
+            return exc
+        return None
+
+    def _park_refused(
+        self, conn: Connection, reversal: DocumentRow, refusal: CorrectionLimitError
+    ) -> None:
+        """A red invoice the rules forbid: REJECTED in the ledger (audited with the
+        reason), in the transaction that recorded it, so no worker ever sends it."""
+        if reversal.state is not S.REVERSAL_PENDING:
+            return  # recorded earlier (a redelivery): settled then
+        repo.transition(
+            conn,
+            reversal.id,
+            S.REVERSAL_PENDING,
+            S.REJECTED,
+            reason=f"refused before sending: {refusal}",
+            actor=self._owner,
+            last_error_code=refusal.code,
+            last_error=str(refusal),
+        )
 
     def _refuse_return(
         self,

@@ -33,6 +33,7 @@ from xml.etree import ElementTree as ET
 
 from pydantic import ValidationError
 
+from syncd_sandbox import rules
 from syncd_sandbox.app import DropConnection
 from syncd_sandbox.faults import Dice, Faults, TokenBucket
 from syncd_sandbox.nuonuo import protocol as p
@@ -69,6 +70,35 @@ LIST_MAX_PAGE_SIZE: Final = 100
 TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 
 
+def canonical_lines(order: Mapping[str, Any]) -> dict[str, Any]:
+    """A Nuonuo order's lines in the shape `rules.check_returnable` and
+    `rules.partial_red_lines` read (line numbers from 1, in order)."""
+    natures = {"0": "NORMAL", "1": "DISCOUNT", "2": "DISCOUNTED"}
+    details = order.get("invoiceDetail") or []
+    return {
+        "price_basis": "TAX_INCLUSIVE"
+        if details and details[0].get("withTaxFlag") == "1"
+        else "TAX_EXCLUSIVE",
+        "lines": [
+            {
+                "line_no": i + 1,
+                "nature": natures.get(str(d.get("invoiceLineProperty", "0")), "NORMAL"),
+                "quantity": d.get("num"),
+                "net_amount": d["taxExcludedAmount"],
+                "tax_amount": d["tax"],
+                "gross_amount": d["taxIncludedAmount"],
+            }
+            for i, d in enumerate(details)
+        ],
+    }
+
+
+def _red_totals(lines: list[dict[str, Any]]) -> tuple[Decimal, Decimal, Decimal]:
+    net = sum((Decimal(str(line["net_amount"])) for line in lines), Decimal(0))
+    tax = sum((Decimal(str(line["tax_amount"])) for line in lines), Decimal(0))
+    return net, tax, net + tax
+
+
 @dataclass
 class NuonuoConfig:
     credentials: dict[str, str]
@@ -81,6 +111,8 @@ class NuonuoConfig:
     strict: bool = False
     faults: Faults = field(default_factory=Faults)
     seed: int | None = None
+    #: the platform's deadline and count limits on red-confirmation forms
+    red_limits: rules.RedFormLimits = field(default_factory=rules.RedFormLimits)
 
 
 @dataclass
@@ -253,6 +285,20 @@ class NuonuoApp:
         red_order_no = "RED" + form["bill_id"]
         red = {**order, "orderNo": red_order_no, "invoiceType": "2"}
         totals = (-Decimal(blue["net"]), -Decimal(blue["tax"]), -Decimal(blue["gross"]))
+        partial = json.loads(form["payload"]).get("_red_lines")
+        if partial:  # just the returned units of those lines
+            details = order.get("invoiceDetail") or []
+            red["invoiceDetail"] = [
+                {
+                    **details[int(line["line_no"]) - 1],
+                    "num": line["quantity"],
+                    "taxExcludedAmount": line["net_amount"],
+                    "tax": line["tax_amount"],
+                    "taxIncludedAmount": line["gross_amount"],
+                }
+                for line in partial
+            ]
+            totals = _red_totals(partial)
         self.store.accept_order(
             red,
             app_key=blue["app_key"],
@@ -521,15 +567,38 @@ class NuonuoApp:
         blue = self.store.order_by_invoice_no(blue_no)
         if blue is None or blue["kind"] != "BLUE" or blue["status"] != "2":
             return env(p.VALIDATION, "蓝字发票不存在 (no such issued blue invoice)"), bill_id
-        existing = self.store.red_form_for_blue(blue_no)
-        if existing is not None:
+        live = self.store.red_forms_for_blue(blue_no)
+        full = [f for f in live if "_red_lines" not in json.loads(f["payload"])]
+        if full:
             return env(
                 p.VALIDATION,
-                f"该蓝票已有红字确认单 (already reversed by {existing['bill_id']})",
+                f"该蓝票已有红字确认单 (already reversed by {full[0]['bill_id']})",
             ), bill_id
-        self.store.add_red_form(
-            bill_id, blue_no, dict(data), "15", now, now + self.config.issue_delay
+        detail = data.get("detail")
+        if live and not detail:
+            return env(
+                p.VALIDATION,
+                f"该蓝票已部分冲红 ({len(live)} partial form(s)); a full form would exceed it",
+            ), bill_id
+        over = rules.check_red_form_limits(
+            self.config.red_limits,
+            issued_at=(
+                datetime.fromtimestamp(blue["invoice_time"] / 1000, UTC)
+                if blue["invoice_time"]
+                else None
+            ),
+            live_forms=len(live),
+            now=datetime.fromtimestamp(now, UTC),
         )
+        if over:
+            return env(p.VALIDATION, "; ".join(v.message for v in over)), bill_id
+        stored = dict(data)
+        if detail:  # a partial form: those units of those blue lines (部分冲红)
+            red_lines, why = self._partial(json.loads(blue["payload"]), detail, live)
+            if why:
+                return env(p.VALIDATION, why), bill_id
+            stored["_red_lines"] = red_lines
+        self.store.add_red_form(bill_id, blue_no, stored, "15", now, now + self.config.issue_delay)
         return env(p.SUCCESS, "", bill_id, committed=True), bill_id
 
     def _find_form(self, data: Mapping[str, Any]) -> dict[str, Any] | str | None:
@@ -554,6 +623,48 @@ class NuonuoApp:
                 self._advance_form(form, now)
                 form = self.store.red_form(form["bill_id"]) or form
         return form
+
+    @staticmethod
+    def _partial(
+        order: Mapping[str, Any], detail: object, live: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, str | int]], str | None]:
+        """The red lines of a partial form's `detail` ([{blueDetailIndex, goodsNum}], the
+        index being the blue line's position from 1, the number negative), checked against
+        the blue order and the units of the live forms before it (rules.check_returnable);
+        or the reason it is refused."""
+        if not isinstance(detail, list) or not detail:
+            return [], "detail: a non-empty list of {blueDetailIndex, goodsNum}"
+        wanted: list[dict[str, object]] = []
+        for i, d in enumerate(detail):
+            if not isinstance(d, dict):
+                return [], f"detail[{i}]: an object"
+            index, num = d.get("blueDetailIndex"), d.get("goodsNum")
+            if not isinstance(index, str) or not index.isdigit():
+                return [], f"detail[{i}].blueDetailIndex: the blue line's number (1..n)"
+            if not isinstance(num, str) or not num.startswith("-"):
+                return [], f"detail[{i}].goodsNum: a negative number"
+            wanted.append({"line_no": int(index), "quantity": num[1:]})
+        problems, lines = rules.check_red_form_lines(wanted)
+        if problems:
+            return [], "; ".join(f"detail: {v.message}" for v in problems)
+        blue = canonical_lines(order)
+        before_units: dict[int, Decimal] = {}
+        before: dict[int, rules.ReturnedUnits] = {}
+        for form in live:
+            for line in json.loads(form["payload"]).get("_red_lines") or []:
+                n = int(line["line_no"])
+                prior = before.get(n, rules.ReturnedUnits())
+                before[n] = rules.ReturnedUnits(
+                    prior.quantity - Decimal(line["quantity"]),
+                    prior.net - Decimal(line["net_amount"]),
+                    prior.tax - Decimal(line["tax_amount"]),
+                    prior.gross - Decimal(line["gross_amount"]),
+                )
+                before_units[n] = before[n].quantity
+        refused = rules.check_returnable(blue, lines, before_units)
+        if refused:
+            return [], "; ".join(v.message for v in refused)
+        return rules.partial_red_lines(blue, lines, before), None
 
     def _query_red_forms(
         self, data: dict[str, Any], app_key: str, user_tax: str, now: float
@@ -648,6 +759,10 @@ class NuonuoApp:
             "taxExcludedAmount": str(-Decimal(blue["net"])) if blue else None,
             "taxAmount": str(-Decimal(blue["tax"])) if blue else None,
         }
+        partial = payload.get("_red_lines")
+        if partial:
+            net, tax, _gross = _red_totals(partial)
+            view["taxExcludedAmount"], view["taxAmount"] = str(net), str(tax)
         if red is not None and red["status"] == "2":
             view["redInvoiceNumber"] = red["invoice_no"]
             view["invoiceSerialNum"] = red["serial_no"]

@@ -309,11 +309,19 @@ class NuonuoStore:
         return None if row is None else dict(row)
 
     def red_form_for_blue(self, blue_no: str) -> dict[str, Any] | None:
-        row = self._db.execute(
-            "SELECT * FROM red_forms WHERE blue_no = ? AND status IN ('01','02','03','04','15')",
+        """The first live form of a blue invoice (None: it has none)."""
+        live = self.red_forms_for_blue(blue_no)
+        return live[0] if live else None
+
+    def red_forms_for_blue(self, blue_no: str) -> list[dict[str, Any]]:
+        """Every live form (applied for, pending with us or the buyer, confirmed or issued)
+        of a blue invoice."""
+        rows = self._db.execute(
+            "SELECT * FROM red_forms WHERE blue_no = ? AND status IN ('01','02','03','04','15')"
+            " ORDER BY created_at, bill_id",
             (blue_no,),
-        ).fetchone()
-        return None if row is None else dict(row)
+        ).fetchall()
+        return [dict(r) for r in rows]
 
     def add_red_form(
         self,

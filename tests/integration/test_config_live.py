@@ -182,6 +182,40 @@ def test_live_check_reports_short_columns_missing_tables_and_replica_identity(ow
     assert "has no REPLICA IDENTITY FULL" in report.warnings[0]
 
 
+def test_live_check_covers_the_return_table_and_the_reissue_condition(own_db, tmp_path, capsys):
+    demo = _own_db_text()
+    returns_at = demo.index("    returns:\n")
+    head, tail = demo[:returns_at], demo[returns_at:]
+    text = head.replace(
+        "    reissues:\n      column: status\n", "    reissues:\n      column: statuz\n"
+    ) + tail.replace("      quantity: quantity\n", "      quantity: reason\n", 1).replace(
+        "        red_invoice_no: red_invoice_no\n", "        red_invoice_no: red_invoice_nr\n", 1
+    )
+    config = parse_config(text, "c.yaml")
+    engine = _engine(config.database.dsn_value())
+    with engine.connect() as conn:
+        report = check_schema(conn, config)
+    engine.dispose()
+    assert sorted(report.errors) == [
+        "documents.sales_order.reissues: column erp.sales_order.statuz does not exist -- "
+        "did you mean 'status'?",
+        "documents.sales_order.returns.quantity: column erp.sales_return_line.reason is "
+        "VARCHAR(40) (text); expected number",
+        "documents.sales_order.returns.write_back.red_invoice_no: column "
+        "erp.sales_return_line.red_invoice_nr does not exist -- did you mean 'red_invoice_no'?",
+    ]
+    # the command names the lines of the config file, like the other live checks
+    path = write_config(tmp_path, text)
+    assert main(["check-config", "-c", str(path), "--live", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    lines = text.splitlines()
+    for key, column in (("quantity: reason", "reason"), ("red_invoice_no: red_invoice_nr", "nr")):
+        number = next(i for i, line in enumerate(lines, 1) if line.strip() == key)
+        assert f"{path}:{number}:" in err, (column, err)
+    statuz = next(i for i, line in enumerate(lines, 1) if line.strip() == "column: statuz")
+    assert any(f"{path}:{n}:" in err for n in (statuz - 1, statuz)), err
+
+
 def test_live_check_verifies_declared_decimal_scales(own_db):
     text = (
         _own_db_text()

@@ -46,9 +46,11 @@ def running(
         with with_connector(env):
             # Deployments create the topics up front; a consumer subscribed to a topic that
             # does not exist yet only notices it at its next metadata refresh (minutes).
-            topic = env.config.documents["sales_order"].topic
-            assert topic is not None
-            create_topic(stack.bootstrap, topic, 1)
+            doc = env.config.documents["sales_order"]
+            assert doc.topic is not None and doc.returns is not None
+            create_topic(stack.bootstrap, doc.topic, 1)
+            assert doc.returns.topic is not None
+            create_topic(stack.bootstrap, doc.returns.topic, 1)
             sandbox.start()
             daemon.start()
             yield env, sandbox
@@ -106,6 +108,32 @@ def test_demo_generate_issues_every_order_exactly_once(
         "5",
     )
     assert again.returncode == 2 and "already exist" in again.stderr
+
+
+def test_demo_generate_counts_reissues_and_partial_reversals_exactly_once(
+    running: tuple[OpsEnv, SandboxProcess],
+) -> None:
+    env, sandbox = running
+    result = env.syncd(
+        "demo", "generate", "-c", str(env.config_path), "--orders", "20", "--seed", "4343",
+        "--cancel-ratio", "0.1", "--invalid-ratio", "0", "--return-ratio", "0.2",
+        "--reissue-ratio", "0.1", "--timeout", "180", "--json",
+        timeout=400,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["ok"] and not summary["missing"] and not summary["duplicates"], summary
+    assert summary["reissued"] == 2  # 10 % of 20
+    assert summary["cancelled"] == 2 + 2  # 10 % of the other 18 valid, and the re-issued
+    assert summary["reversed"] == 4
+    assert summary["returns"] >= 4 and summary["partial_reversals"] == summary["returns"]
+    assert summary["issued"] == 20
+    assert "to re-issue" in result.stderr and "re-issued 2" in result.stderr
+    # the platform: a second blue invoice per re-issue, one red per return row and reversal
+    prefix = summary["prefix"]
+    assert prefix.startswith("DEMO-4343-")
+    reds = [i for i in sandbox.issued() if i["kind"] == "RED"]
+    assert len({i["serial"] for i in reds}) == len(reds)
 
 
 @pytest.mark.parametrize(

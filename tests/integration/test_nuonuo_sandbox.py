@@ -21,7 +21,10 @@ from syncd.issuers.base import (
     NeedsHuman,
     OutcomeUnknown,
     Processing,
+    Rejected,
     Retryable,
+    ReturnedLine,
+    ReversalRequest,
 )
 from syncd.issuers.nuonuo import NuonuoIssuer, NuonuoIssuerSettings
 from tests.integration.sandbox_process import SandboxProcess
@@ -178,3 +181,67 @@ def test_order_numbers_stay_refused_after_a_restart(
     sandbox.restart()
     assert isinstance(client.issue(invoice(4)), Duplicate)
     assert isinstance(client.query(invoice(4)["serial"]), Issued)
+
+
+def settle_red(client: NuonuoIssuer, serial: str, timeout: float = 20) -> IssueResult:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = client.query_reversal(serial)
+        if not isinstance(result, Processing) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.1)
+
+
+def _partial(doc: dict[str, Any], blue_no: str, serial: str, units: str) -> ReversalRequest:
+    return ReversalRequest(
+        serial, blue_no, "SALES_RETURN", invoice=doc, lines=(ReturnedLine(1, Decimal(units)),)
+    )
+
+
+def test_partial_red_forms_add_up_to_the_line_and_not_one_unit_more(
+    sandbox: SandboxProcess, client: NuonuoIssuer
+) -> None:
+    doc = invoice(40)
+    doc["invoice_type"] = "ORDINARY"  # no buyer confirmation: the bureau issues at once
+    assert isinstance(client.issue(doc), Processing)
+    blue = settle(client, doc["serial"])
+    assert isinstance(blue, Issued), blue
+    units = Decimal(str(doc["lines"][0]["quantity"]))
+    reds = []
+    for i, part in enumerate(("0.5", str(units - Decimal("0.5")))):
+        serial = f"SNNPARTIAL{i:06d}"
+        assert isinstance(client.reverse(_partial(doc, blue.invoice_no, serial, part)), Processing)
+        red = settle_red(client, serial)
+        assert isinstance(red, Issued) and red.kind == "RED", red
+        assert red.original_invoice_no == blue.invoice_no
+        reds.append(red)
+    assert blue.totals is not None and all(r.totals is not None for r in reds)
+    assert sum(r.totals.gross_amount for r in reds if r.totals) == -blue.totals.gross_amount
+    # the whole line is returned: one more unit, or a full reversal, is refused
+    more = client.reverse(_partial(doc, blue.invoice_no, "SNNPARTIAL999999", "1"))
+    assert isinstance(more, Rejected), more
+    assert "exceed the original" in more.reasons[0].message
+    full = client.reverse(ReversalRequest("SNNFULL000000001", blue.invoice_no, "SALES_RETURN"))
+    assert isinstance(full, Rejected), full
+    kinds = sorted(i["kind"] for i in sandbox.issued())
+    assert kinds == ["BLUE", "RED", "RED"]
+
+
+def test_red_form_limits_hold_in_the_nuonuo_dialect(tmp_path: Path) -> None:
+    process = SandboxProcess(
+        store=tmp_path / "limits.db", dialect="nuonuo", extra_args=("--red-max-per-invoice", "1")
+    ).start()
+    try:
+        with make_client(process) as client:
+            doc = invoice(41)
+            doc["invoice_type"] = "ORDINARY"
+            client.issue(doc)
+            blue = settle(client, doc["serial"])
+            assert isinstance(blue, Issued), blue
+            first = client.reverse(_partial(doc, blue.invoice_no, "SNNLIMIT00000001", "0.5"))
+            assert isinstance(first, Processing), first
+            second = client.reverse(_partial(doc, blue.invoice_no, "SNNLIMIT00000002", "0.5"))
+            assert isinstance(second, Rejected), second
+            assert "at most 1 per invoice" in second.reasons[0].message
+    finally:
+        process.stop()

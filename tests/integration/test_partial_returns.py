@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 
 from syncd.config import parse_config
 from syncd.debezium.connector import render
+from syncd.erp.writeback import ResultStatus, WriteBack, apply_writebacks
 from syncd.issuers.base import Rejected, ReturnedLine, ReversalRequest
 from syncd.ledger import repository as repo
 from syncd.ledger.engine import ledger_engine
@@ -303,3 +304,162 @@ def test_partial_returns_up_to_the_line_and_not_one_unit_more(
         (revision,) = json.loads(out.stdout)["revisions"]
         assert len(revision["returns"]) == 3
         assert {r["state"] for r in revision["returns"]} == {"REVERSED"}
+
+
+def _five_unit_order(w: World) -> tuple[int, str]:
+    """An issued order whose line 2 holds 5 units: (order id, blue invoice number)."""
+    order = w.create_order(lines=2, confirm=False)
+    with w.engine.begin() as conn:
+        conn.execute(
+            text(
+                f"UPDATE {IT_SCHEMA}.sales_order_line SET quantity = 5, "
+                "amount = round(5 * unit_price, 2) WHERE order_id = :o AND line_no = 2"
+            ),
+            {"o": order},
+        )
+    w.set_status(order, "CONFIRMED")
+    return order, str(w.wait_issued([order])[order]["invoice_no"])
+
+
+def test_partial_returns_survive_kill_9_and_lost_answers(
+    returns_connector: Stack, tmp_path: Path
+) -> None:
+    # Every answer to a committed send is lost (the platform did the work), and the daemon
+    # is killed while the reds are in flight: each return still becomes exactly one red
+    # invoice, found again by its serial, and the whole line is never exceeded.
+    with world(returns_connector, tmp_path, issue_delay=1.5) as w:
+        _seed_return_offsets(w)
+        sections = _sections(w)
+        d = w.daemon(sections).start()
+        d.wait_ready()
+        order, blue_no = _five_unit_order(w)
+        w.sandbox.set_faults(drop_response_after_commit_rate=1.0)
+        first, second = _return(w, order, 2, "1"), _return(w, order, 2, "3")
+        deadline = time.monotonic() + 90
+        while not any(
+            r["kind"] == "reversal" and r["state"] in ("OUTCOME_UNKNOWN", "REVERSAL_SUBMITTED")
+            for r in w.ledger_rows()
+        ):
+            assert time.monotonic() < deadline, "no red form reached the platform"
+            time.sleep(0.2)
+        d.kill()
+        w.sandbox.reset_faults()
+        d2 = w.daemon(sections).start()
+        d2.wait_ready()
+        last = _return(w, order, 2, "1")
+        _wait_returns(w, [first, second, last], "REVERSED", timeout=120)
+        extra = _return(w, order, 2, "1")
+        _wait_returns(w, [extra], "INVALID")
+        reds = [i for i in w.sandbox.issued() if i["kind"] == "RED"]
+        assert len(reds) == 3 and {r["original_invoice_no"] for r in reds} == {blue_no}
+        assert len({r["serial"] for r in reds}) == 3
+        rows = _returns(w, [first, second, last])
+        assert {r["red_invoice_no"] for r in rows.values()} == {r["invoice_no"] for r in reds}
+        reversals = [r for r in w.ledger_rows() if r["kind"] == "reversal"]
+        assert sorted(r["state"] for r in reversals) == ["REVERSED"] * 3
+
+
+def test_red_limits_are_refused_by_syncd_and_by_the_sandbox(
+    returns_connector: Stack, tmp_path: Path
+) -> None:
+    with world(returns_connector, tmp_path, extra_args=("--red-max-per-invoice", "2")) as w:
+        _seed_return_offsets(w)
+        sections = _sections(w)
+        sections["documents"]["sales_order"]["red_limits"] = {
+            "max_reds_per_invoice": 2,
+            "within_days": 30,
+        }
+        d = w.daemon(sections).start()
+        d.wait_ready()
+        order, blue_no = _five_unit_order(w)
+        accepted = [_return(w, order, 2, "1"), _return(w, order, 2, "1")]
+        _wait_returns(w, accepted, "REVERSED")
+        # a third red invoice against the same blue one: refused before sending
+        third = _return(w, order, 2, "1")
+        _wait_returns(w, [third], "REJECTED")
+        error = _returns(w, [third])[third]["invoice_error"] or ""
+        assert "max_reds_per_invoice: 2" in error and blue_no in error
+        parked = [r for r in w.ledger_rows() if r["state"] == "REJECTED"]
+        assert [(r["kind"], r["last_error_code"]) for r in parked] == [
+            ("reversal", "RED_COUNT_EXCEEDED")
+        ]
+        assert sum(i["kind"] == "RED" for i in w.sandbox.issued()) == 2
+        # the sandbox holds the same limit on its own, whoever sends the form
+        client = w.sandbox.client()
+        try:
+            refused = client.reverse(
+                ReversalRequest(
+                    serial=f"SLIMIT{uuid.uuid4().hex[:12].upper()}",
+                    original_invoice_no=blue_no,
+                    reason="SALES_RETURN",
+                    lines=(ReturnedLine(2, Decimal(1)),),
+                )
+            )
+        finally:
+            client.close()
+        assert isinstance(refused, Rejected), refused
+        assert any(r.code == "RED_LIMIT_EXCEEDED" for r in refused.reasons)
+
+        # a cancellation after the deadline: the order keeps its invoice and says why
+        late, late_no = _five_unit_order(w)
+        with w.engine.begin() as conn:
+            conn.execute(
+                text(
+                    f"UPDATE \"{w.schema}\".documents SET issued_at = now() - interval '40 days'"
+                    " WHERE invoice_no = :n"
+                ),
+                {"n": late_no},
+            )
+        w.set_status(late, "CANCELLED", cancel_reason="ERROR")
+        row = w.wait_for(
+            [late],
+            lambda r: "reversal refused" in (r["invoice_error"] or ""),
+            what="the refused late reversal",
+        )[late]
+        assert "within_days: 30" in row["invoice_error"]
+        assert row["invoice_status"] == "ISSUED" and row["invoice_no"] == late_no
+        codes = {r["last_error_code"] for r in w.ledger_rows() if r["state"] == "REJECTED"}
+        assert codes == {"RED_COUNT_EXCEEDED", "RED_DEADLINE_PASSED"}
+        time.sleep(1.0)  # a red invoice on its way would be there by now
+        assert not any(i["original_invoice_no"] == late_no for i in w.sandbox.issued())
+
+
+def test_one_write_back_batch_keeps_order_and_return_results_apart(
+    returns_connector: Stack, tmp_path: Path
+) -> None:
+    # A full reversal of an order and a return's red invoice, settled in one committer
+    # batch, have the same document type and result columns: each must land in its own
+    # table (a return row's result once went to the order with the return row's id).
+    with world(returns_connector, tmp_path) as w:
+        doc = parse_config(yaml.safe_dump(_config_data(w.stack))).documents["sales_order"]
+        view = doc.returns_view()
+        orders = [w.create_order(confirm=False) for _ in range(2)]
+        with w.engine.begin() as conn:
+            return_id = int(
+                conn.execute(
+                    text(
+                        f"INSERT INTO {RETURN_TABLE} (order_id, line_no, quantity, reason) "
+                        "VALUES (:o, 1, 1, 'RETURN') RETURNING id"
+                    ),
+                    {"o": orders[0]},
+                ).scalar_one()
+            )
+        before = w.orders(orders)
+        with w.engine.begin() as conn:
+            skipped = apply_writebacks(
+                conn,
+                [
+                    (doc, {"id": orders[0]}, WriteBack(ResultStatus.REVERSED, red_invoice_no="R0")),
+                    (
+                        view,
+                        {"id": return_id},
+                        WriteBack(ResultStatus.REVERSED, red_invoice_no="R1"),
+                    ),
+                ],
+            )
+        assert skipped == []
+        after = w.orders(orders)
+        assert after[orders[0]]["red_invoice_no"] == "R0"
+        assert after[orders[1]] == before[orders[1]]
+        row = _returns(w, [return_id])[return_id]
+        assert (row["red_invoice_no"], row["invoice_status"]) == ("R1", "REVERSED")

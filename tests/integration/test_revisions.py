@@ -168,6 +168,40 @@ def test_fast_cancel_and_reconfirm_wait_for_each_other_across_kill_9(it_erp: Sta
         _verdict(w, reissued=orders)
 
 
+def test_cancel_and_reconfirm_under_platform_faults_and_kill_9(it_erp: Stack, tmp_path: Path):
+    # The sandbox loses every answer to a committed send and fails the next issue calls
+    # with 500s while the red and the second blue invoice are on their way; the daemon is
+    # killed mid-way. Still: one red, one second blue per order, each found by its serial.
+    with world(it_erp, tmp_path, issue_delay=1.0) as w:
+        sections = _sections(w)
+        d = w.daemon(sections).start()
+        d.wait_ready()
+        orders = [w.create_order() for _ in range(3)]
+        w.wait_issued(orders)
+        w.sandbox.set_faults(drop_response_after_commit_rate=1.0, fail_next_issue_calls=2)
+        for order in orders:
+            w.set_status(order, "CANCELLED", cancel_reason="ERROR")
+        w.wait_for(
+            orders, lambda r: r["invoice_status"] == "REVERSED", timeout=120, what="reversals"
+        )
+        for order in orders:
+            w.set_status(order, "CONFIRMED", remark="corrected")
+        _wait(
+            lambda: any(
+                r["kind"] == "issue" and r["revision"] == 1 and r["state"] != "READY"
+                for r in w.ledger_rows()
+            ),
+            what="a re-issued revision sent to the platform",
+        )
+        d.kill()
+        w.sandbox.reset_faults()
+        d2 = w.daemon(sections).start()
+        d2.wait_ready()
+        _wait(lambda: all(_reissued(w, o) for o in orders), timeout=120, what="re-issues")
+        time.sleep(1.0)
+        _verdict(w, reissued=orders)
+
+
 def test_reissues_beyond_the_daily_limit_are_refused_with_the_reason(it_erp: Stack, tmp_path: Path):
     with world(it_erp, tmp_path) as w:
         sections = _sections(w)

@@ -20,8 +20,14 @@ DATA = Path(__file__).resolve().parent / "data"
 BUYER_TAX_ID = "91110108MA01ABCD2H"
 
 
-def demo_config() -> SyncdConfig:
-    return load_config(DEMO)
+def demo_config(*, reissues: bool = False) -> SyncdConfig:
+    """config/demo.yaml; without its `reissues` condition unless asked for, so that the
+    rules' tests see the plain issue/reverse decisions (re-issues have their own tests)."""
+    config = load_config(DEMO)
+    if not reissues:
+        for doc in config.documents.values():
+            doc.reissues = None
+    return config
 
 
 def classify_and_decide(key: bytes, value: bytes) -> tuple[Classified, ChangeEvent, Decision]:

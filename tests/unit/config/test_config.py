@@ -56,8 +56,12 @@ class TestDemo:
             "invoice_url",
             "red_invoice_no",
         }
-        assert config.topics() == ["erp.erp.sales_order"]
-        assert config.captured_tables() == ["erp.sales_order", "erp.sales_order_line"]
+        assert config.topics() == ["erp.erp.sales_order", "erp.erp.sales_return_line"]
+        assert config.captured_tables() == [
+            "erp.sales_order",
+            "erp.sales_order_line",
+            "erp.sales_return_line",
+        ]
         assert config.kafka.group_id == "syncd"
         assert config.kafka.dead_letter_topic == "syncd.dead-letter"
         assert config.pipeline.max_in_flight == 1024

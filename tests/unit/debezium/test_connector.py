@@ -34,7 +34,9 @@ def test_settings_syncd_relies_on():
     assert conf["topic.prefix"] == "erp"
     assert conf["plugin.name"] == "pgoutput"
     assert conf["publication.autocreate.mode"] == "filtered"
-    assert conf["table.include.list"] == "erp.sales_order,erp.sales_order_line"
+    assert conf["table.include.list"] == (
+        "erp.sales_order,erp.sales_order_line,erp.sales_return_line"
+    )
     assert conf["snapshot.mode"] == "initial"
     assert conf["decimal.handling.mode"] == "precise"
     assert conf["tombstones.on.delete"] == "true"

@@ -96,3 +96,39 @@ def test_valid_orders_map_to_valid_invoices_and_invalid_ones_do_not(seed: int) -
         else:
             assert mapped.ok, (order.order_no, mapped.summary())
     assert set(problems) == {"BUYER_TAX_ID_INVALID"}
+
+
+def test_reissues_and_returns_leave_the_rest_of_the_plan_alone() -> None:
+    from dataclasses import replace
+
+    plain = build_orders(200, seed=3)
+    mixed = build_orders(200, seed=3, return_ratio=0.1, reissue_ratio=0.05)
+    assert mixed == build_orders(200, seed=3, return_ratio=0.1, reissue_ratio=0.05)
+    valid = sum(not o.invalid for o in plain)
+    reissued = [o for o in mixed if o.reissue]
+    returned = [o for o in mixed if o.returns]
+    assert len(reissued) == round(valid * 0.05)
+    assert len(returned) == round(valid * 0.1)
+    assert not {o.index for o in reissued} & {o.index for o in returned}
+    for before, after in zip(plain, mixed, strict=True):
+        if after.reissue:
+            assert before.cancel_reason is None and not before.invalid
+            assert after.cancel_reason is not None
+            assert replace(after, reissue=False, cancel_reason=None) == before
+        elif after.returns:
+            assert before.cancel_reason is None and not before.invalid
+            assert after.invoice_type == "ORDINARY" and after.lines[0].discount_amount == 0
+            assert sum(after.returns) == after.lines[0].quantity
+            assert all(q > 0 for q in after.returns)
+            assert replace(after, returns=()) == before
+        else:
+            assert after == before
+
+
+def test_correction_ratios_are_checked() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="return_ratio"):
+        build_orders(10, seed=1, return_ratio=1.5)
+    with pytest.raises(ValueError, match="reissue_ratio"):
+        build_orders(10, seed=1, reissue_ratio=-0.1)

@@ -23,6 +23,7 @@ from syncd.issuers.base import (
     Processing,
     Rejected,
     Retryable,
+    ReturnedLine,
     ReversalRequest,
 )
 from syncd.issuers.nuonuo import (
@@ -155,6 +156,27 @@ def test_red_form_payload_golden() -> None:
         "buyerName": "Example Buyer Ltd.",
         "redReason": "1",
     }
+
+
+def test_partial_red_form_lists_the_returned_lines_in_blue_order() -> None:
+    red = canonical(samples.red_of(samples.blue()))
+    request = ReversalRequest(
+        red["serial"],
+        samples.BLUE_NO,
+        "SALES_RETURN",
+        invoice=red,
+        lines=(ReturnedLine(2, Decimal("1")), ReturnedLine(1, Decimal("0.5"))),
+    )
+    body = red_form_payload(request, samples.SELLER_TAX_ID)
+    detail = body["detail"]
+    assert [d["blueDetailIndex"] for d in detail] == ["1", "2"]
+    assert [d["goodsNum"] for d in detail] == ["-0.5", "-1"]
+    first = next(ln for ln in red["lines"] if ln["line_no"] == 1)
+    assert detail[0]["goodsName"] == first["name"]
+    assert detail[0]["taxExcludedAmount"] == str(first["net_amount"])
+    # a whole reversal still has no detail
+    whole = ReversalRequest(red["serial"], samples.BLUE_NO, "SALES_RETURN", invoice=red)
+    assert "detail" not in red_form_payload(whole, samples.SELLER_TAX_ID)
 
 
 def test_query_batches_hold_at_most_50_distinct_serials() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from syncd.issuers.nuonuo import order_payload, sign
@@ -54,3 +55,24 @@ def test_the_sandbox_refuses_broken_orders() -> None:
     assert any("taxIncludedAmount" in x for x in problems)
     no_tax_id = {**good, "buyerTaxNum": None}
     assert any("buyerTaxNum" in x for x in p.check_order(no_tax_id, samples.SELLER_TAX_ID))
+
+
+def test_partial_red_forms_never_return_more_than_the_blue_line() -> None:
+    import json as _json
+
+    from syncd_sandbox.nuonuo.app import NuonuoApp
+
+    blue = order(samples.blue())
+    units = blue["invoiceDetail"][0]["num"]
+    taken, why = NuonuoApp._partial(
+        blue, [{"blueDetailIndex": "1", "goodsNum": f"-{units}"}], live=[]
+    )
+    assert why is None
+    assert taken[0]["gross_amount"] == str(-Decimal(blue["invoiceDetail"][0]["taxIncludedAmount"]))
+    live = [{"payload": _json.dumps({"_red_lines": taken})}]
+    _, why = NuonuoApp._partial(blue, [{"blueDetailIndex": "1", "goodsNum": "-1"}], live=live)
+    assert why is not None and "would exceed the original" in why
+    _, why = NuonuoApp._partial(blue, [{"blueDetailIndex": "9", "goodsNum": "-1"}], live=[])
+    assert why is not None and "no line 9" in why
+    _, why = NuonuoApp._partial(blue, [{"blueDetailIndex": "1", "goodsNum": "1"}], live=[])
+    assert why is not None and "negative" in why

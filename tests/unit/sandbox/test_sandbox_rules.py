@@ -206,3 +206,21 @@ def test_returned_units_never_exceed_the_blue_line() -> None:
     assert (last["net_amount"], last["tax_amount"], last["gross_amount"]) == (
         "-33.34", "-4.34", "-37.68",
     )  # fmt: skip
+
+
+def test_red_form_limits_count_and_deadline_on_the_platform_calendar() -> None:
+    from datetime import UTC, datetime
+
+    from syncd_sandbox.rules import RedFormLimits, check_red_form_limits
+
+    issued = datetime(2026, 1, 1, 20, 0, tzinfo=UTC)  # 2026-01-02 on the platform (UTC+8)
+    none = RedFormLimits()
+    assert check_red_form_limits(none, issued_at=issued, live_forms=99, now=datetime.now(UTC)) == []
+    limits = RedFormLimits(within_days=30, max_forms=2)
+    ok = datetime(2026, 2, 1, 15, 59, tzinfo=UTC)
+    assert check_red_form_limits(limits, issued_at=issued, live_forms=1, now=ok) == []
+    late = datetime(2026, 2, 1, 16, 0, tzinfo=UTC)
+    (v,) = check_red_form_limits(limits, issued_at=issued, live_forms=1, now=late)
+    assert v.code == "RED_DEADLINE_PASSED" and "2026-01-02" in v.message
+    (v,) = check_red_form_limits(limits, issued_at=issued, live_forms=2, now=ok)
+    assert v.code == "RED_LIMIT_EXCEEDED"
