@@ -2,7 +2,9 @@
 
 A ZIP archive ends with a central directory listing every member (name, CRC, sizes,
 offset). The standard library's `zipfile` keeps one `ZipInfo` object per member in memory
-until it writes that directory (~450 bytes each: 450 MB for a million invoices). This
+until it writes that directory (~450 bytes each: 450 MB for a million invoices; measured
+with `bench/export_memory.py`, a UBL export on `zipfile` grew from 104 to 113 MiB between
+10,000 and 30,000 invoices, while this writer stays at 101 MiB from 2,000 to 100,000). This
 writer appends each member's directory entry to a scratch file as the member is written
 and copies the scratch file out at the end, so it holds one member at a time.
 
