@@ -18,6 +18,7 @@ import json
 import sys
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from proteus import Model, Wizard  # type: ignore[import-not-found]
 from proteus import config as proteus_config
@@ -35,6 +36,10 @@ def _customer(config: Any, which: str) -> Any:
     return found
 
 
+#: the Chinese company's time zone (set by dev/tryton_setup.py)
+COMPANY_ZONE = ZoneInfo("Asia/Shanghai")
+
+
 def post(config: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     invoice_model = Model.get("account.invoice", config=config)
     product_model = Model.get("product.product", config=config)
@@ -45,7 +50,10 @@ def post(config: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
         invoice = invoice_model(type="out")
         invoice.party = _customer(config, args.customer)
         invoice.payment_term = term
-        invoice.invoice_date = dt.date.today()
+        # the company's day (Asia/Shanghai, dev/tryton_setup.py), not the machine's: from
+        # 16:00 UTC Tryton's today is already tomorrow, and a due date of the UTC day is
+        # refused as "in the past"
+        invoice.invoice_date = dt.datetime.now(COMPANY_ZONE).date()
         for spec in args.line:
             name, quantity, *price = spec.split(":")
             (product,) = product_model.find([("template.name", "=", name)])
@@ -86,7 +94,7 @@ def credit(config: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
         note = next(
             d for d in drafts if any(line.origin and line.origin.id in origins for line in d.lines)
         )
-        note.invoice_date = dt.date.today()
+        note.invoice_date = dt.datetime.now(COMPANY_ZONE).date()
         note.click("post")
         out.append({"id": note.id, "number": note.number, "state": note.state, "credits": ident})
     return out
