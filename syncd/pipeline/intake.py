@@ -552,17 +552,8 @@ class Intake:
             # A reversal reason that cannot be mapped is a config/data error: keep the
             # invoice, tell the ERP, and let a corrected cancellation come through later.
             summary = mapped.summary()
-            _write_back(
-                conn,
-                doc,
-                dict(key_of(doc, event)),
-                WriteBack(
-                    ResultStatus.ISSUED,
-                    invoice_no=issue.invoice_no,
-                    issued_at=issue.issued_at,
-                    url=issue.invoice_url,
-                    error=f"reversal not possible: {summary}",
-                ),
+            _keep_issued(
+                conn, doc, dict(key_of(doc, event)), issue, f"reversal not possible: {summary}"
             )
             result.outcomes.append((doc.name, DocumentOutcome.INVALID))
             result.finish(record.position)
@@ -583,18 +574,7 @@ class Intake:
             # a limit of the rules: recorded, refused (REJECTED) and never sent; the blue
             # invoice stays valid, so the ERP row keeps it, with the reason beside it
             self._park_refused(conn, reversal, refusal)
-            _write_back(
-                conn,
-                doc,
-                dict(key_of(doc, event)),
-                WriteBack(
-                    ResultStatus.ISSUED,
-                    invoice_no=issue.invoice_no,
-                    issued_at=issue.issued_at,
-                    url=issue.invoice_url,
-                    error=f"reversal refused: {refusal}",
-                ),
-            )
+            _keep_issued(conn, doc, dict(key_of(doc, event)), issue, f"reversal refused: {refusal}")
             result.outcomes.append((doc.name, DocumentOutcome.REJECTED))
             result.finish(record.position)
             return
@@ -866,6 +846,25 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal) and value == value.to_integral_value():
         return int(value)
     return value
+
+
+def _keep_issued(
+    conn: Connection, doc: DocumentConfig, key: dict[str, Any], issue: DocumentRow, error: str
+) -> None:
+    """A reversal that will not be sent: the blue invoice stays valid, so the ERP row keeps
+    it (number, date, link), with the reason in its error column."""
+    _write_back(
+        conn,
+        doc,
+        key,
+        WriteBack(
+            ResultStatus.ISSUED,
+            invoice_no=issue.invoice_no,
+            issued_at=issue.issued_at,
+            url=issue.invoice_url,
+            error=error,
+        ),
+    )
 
 
 def _credited(
