@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
             query_horizon={
                 name: account.query_horizon_seconds for name, account in config.accounts().items()
             },
+            event_loop=pipeline_cfg.provider_calls == "event_loop",
         )
 
     pipeline = Pipeline(
@@ -206,11 +207,12 @@ def issuer_settings(
     config: object, workers: int, *, account: str | None = None
 ) -> dict[str, object]:
     """The provider settings of `account` (default: the first) with the HTTP pool sized
-    to the worker pool.
+    to those who call: the worker pool, and on the event loop the in-flight limit.
 
-    Every worker may hold one provider call at a time; a smaller pool makes workers queue
-    for a connection, and fewer keep-alive slots than workers means a new TCP (and TLS)
-    connection for most calls. Values the operator set explicitly are kept.
+    Every worker (every document in flight, on the event loop) may hold one provider call
+    at a time; a smaller pool makes callers queue for a connection, and fewer keep-alive
+    slots than callers means a new TCP (and TLS) connection for most calls. Values the
+    operator set explicitly are kept.
     """
     from syncd.config import SyncdConfig
 
@@ -218,9 +220,12 @@ def issuer_settings(
     section = config.primary_issuer if account is None else config.accounts()[account]
     settings = section.provider_settings()
     explicit = section.model_fields_set
+    # On the event loop every document in flight may hold one provider call at a time.
+    pipeline = config.pipeline
+    callers = max(workers, pipeline.max_in_flight if pipeline.provider_calls == "event_loop" else 0)
     for key in ("max_connections", "max_keepalive_connections"):
         if key not in explicit:
-            settings[key] = max(int(settings[key]), workers)
+            settings[key] = max(int(settings[key]), callers)
     return settings
 
 

@@ -492,9 +492,17 @@ class PipelineSettings(StrictModel):
         default=64,
         ge=1,
         le=512,
-        description="threads calling the provider and writing results; each waits on one "
-        "provider call at a time, so this bounds the documents per second at a given "
-        "provider latency (the HTTP pool follows; the database pool up to 36)",
+        description="threads reading documents and, with `provider_calls: threads` (or a "
+        "provider without an event-loop client), calling the provider: each then waits on "
+        "one call at a time, bounding the documents per second at a given provider latency "
+        "(the HTTP pool follows; the database pool up to 36)",
+    )
+    provider_calls: Literal["event_loop", "threads"] = Field(
+        default="event_loop",
+        description="where provider calls wait: on one event loop (thousands of documents "
+        "may wait on a slow platform at once; the in-flight limit bounds them) or on the "
+        "worker threads (each waits on one call, so `workers` bounds documents per second "
+        "at a given latency). Providers without an event-loop client use the threads",
     )
     poll_interval_seconds: float = Field(
         default=0.2,

@@ -192,6 +192,31 @@ class Issuer(Protocol):
     def close(self) -> None: ...
 
 
+class AsyncIssuer(Protocol):
+    """An `Issuer` on an event loop: the same four calls, the same results, never raising
+    for provider or network trouble. Used from one loop only."""
+
+    provider: str
+
+    async def issue(self, invoice: InvoicePayload) -> IssueResult: ...
+
+    async def query(self, serial: str) -> IssueResult: ...
+
+    async def reverse(self, request: ReversalRequest) -> IssueResult: ...
+
+    async def query_reversal(self, serial: str) -> IssueResult: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class HasAsyncClient(Protocol):
+    """A provider whose calls can also run on an event loop (`Issuer.aio`): a provider
+    without one keeps its calls on worker threads."""
+
+    def aio(self) -> AsyncIssuer: ...
+
+
 # --- the platform's own list of invoices ------------------------------------------------
 
 PlatformState: TypeAlias = Literal["ISSUED", "REVERSED", "VOIDED"]

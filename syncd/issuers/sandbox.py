@@ -1,8 +1,8 @@
 """Client for the sandbox platform's API (docs/sandbox.md), the reference provider.
 
-Sync (`SandboxIssuer`, thread-safe: the daemon calls it from a worker pool) and
-async (`AsyncSandboxIssuer`) share one pure response classifier, so both map
-the wire onto `syncd.issuers.base` results identically.
+Sync (`SandboxIssuer`, thread-safe: worker threads call it) and async
+(`AsyncSandboxIssuer`, the daemon's event loop: `SandboxIssuer.aio`) share one pure
+response classifier, so both map the wire onto `syncd.issuers.base` results identically.
 
 The sync client gives every calling thread its own keep-alive connection
 (`syncd.issuers.transport`): a single httpcore pool shared by dozens of threads cost each
@@ -37,6 +37,7 @@ from syncd.config.settings import (
     mask_url_userinfo,
 )
 from syncd.issuers import signing
+from syncd.issuers.aio_transport import AsyncConnectionPool, AsyncWire
 from syncd.issuers.base import (
     Duplicate,
     InvoiceListQuery,
@@ -58,7 +59,7 @@ from syncd.issuers.base import (
     resolve_after_submit,
     serial_of,
 )
-from syncd.issuers.proxy import resolve_proxy
+from syncd.issuers.proxy import Proxy, resolve_proxy
 from syncd.issuers.redforms import (
     BuyerRedForm,
     DecideAnswer,
@@ -75,7 +76,6 @@ from syncd.issuers.transport import (
     Reply,
     Wire,
     client_ssl_context,
-    response_too_large,
 )
 
 Operation: TypeAlias = Literal["issue", "query", "reverse", "query_reversal", "document", "list"]
@@ -500,11 +500,6 @@ class _Requests:
             self.settings.app_key, self.settings.app_secret, method, target, body
         )
 
-    def sign(self, request: httpx.Request) -> httpx.Request:
-        target = request.url.raw_path.decode("ascii")
-        request.headers.update(self.auth(request.method, target, request.content))
-        return request
-
     @staticmethod
     def body(invoice: InvoicePayload) -> bytes:
         if isinstance(invoice, bytes):
@@ -595,6 +590,11 @@ class SandboxIssuer:
             f"SandboxIssuer(base_url={mask_url_userinfo(self.settings.base_url)!r}, "
             f"app_key={self.settings.app_key!r}{via})"
         )
+
+    def aio(self) -> AsyncSandboxIssuer:
+        """This account on an event loop: its own connection pool, the same settings,
+        credentials and proxy. Create and use it on the loop that will run its calls."""
+        return AsyncSandboxIssuer(self.settings, proxy=self.proxy)
 
     def __enter__(self) -> SandboxIssuer:
         return self
@@ -758,7 +758,10 @@ class SandboxIssuer:
 
 
 class AsyncSandboxIssuer:
-    """The same client on `httpx.AsyncClient`, for an asyncio pipeline."""
+    """The same client on the event loop (`syncd.issuers.aio_transport`): one keep-alive
+    pool per account, `max_connections` requests in flight at once. Every coroutine runs
+    on one loop; the signing, the request targets and the classifier are the sync client's.
+    """
 
     provider = "sandbox"
 
@@ -766,58 +769,47 @@ class AsyncSandboxIssuer:
         self,
         settings: SandboxIssuerSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        wire: AsyncWire | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         self.settings = settings
         self._requests = _Requests(settings)
-        self._client = httpx.AsyncClient(
-            base_url=settings.base_url,
-            timeout=settings.timeout(),
-            limits=settings.limits(),
-            transport=transport,
-            headers={"User-Agent": _USER_AGENT},
-            verify=settings.ssl_context() or True,
-            proxy=settings.proxy,  # None: httpx's trust_env reads the proxy environment
+        self._origin = origin = Origin.parse(settings.base_url)
+        self.proxy = proxy
+        self._wire: AsyncWire = wire or AsyncConnectionPool(
+            origin,
+            settings.timeout(),
+            max_connections=settings.max_connections,
+            max_keepalive=settings.max_keepalive_connections,
+            verify=settings.ssl_context(),
+            max_response_bytes=settings.max_response_bytes,
+            proxy=proxy,
         )
 
     def __repr__(self) -> str:
+        via = f", proxy={self.proxy.display!r}" if self.proxy is not None else ""
         return (
             f"AsyncSandboxIssuer(base_url={mask_url_userinfo(self.settings.base_url)!r}, "
-            f"app_key={self.settings.app_key!r})"
+            f"app_key={self.settings.app_key!r}{via})"
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._wire.aclose()
 
     async def _call(
         self, op: Operation, serial: str, method: str, path: str, body: bytes = b""
     ) -> IssueResult:
-        request = self._requests.sign(
-            self._client.build_request(
-                method,
-                path,
-                content=body if method == "POST" else None,
-                headers=_JSON if method == "POST" else {"Accept": "application/json"},
-            )
-        )
-        limit = self.settings.max_response_bytes
+        target = self._origin.path + path
+        sent = body if method == "POST" else None
+        headers = [
+            *(_SEND_HEADERS if sent is not None else _READ_HEADERS),
+            *self._requests.auth(method, target, body if sent is not None else b"").items(),
+        ]
         try:
-            response = await self._client.send(request, stream=True)
-            try:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise httpx.RemoteProtocolError(response_too_large(limit))
-                    chunks.append(chunk)
-            finally:
-                await response.aclose()
+            reply = await self._wire.request(method, target, headers, sent)
         except httpx.HTTPError as exc:
             return classify_exception(op, serial, exc)
-        return classify_response(
-            op, serial, response.status_code, response.headers, b"".join(chunks)
-        )
+        return classify_response(op, serial, reply.status, reply.headers, reply.content)
 
     async def issue(self, invoice: InvoicePayload) -> IssueResult:
         serial = serial_of(invoice)
@@ -826,7 +818,7 @@ class AsyncSandboxIssuer:
         )
 
     async def query(self, serial: str) -> IssueResult:
-        return await self._call("query", serial, "GET", f"/v1/invoices/{serial}")
+        return await self._call("query", serial, "GET", f"/v1/invoices/{quote(serial, safe='')}")
 
     async def reverse(self, request: ReversalRequest) -> IssueResult:
         return await self._call(
@@ -838,7 +830,9 @@ class AsyncSandboxIssuer:
         )
 
     async def query_reversal(self, serial: str) -> IssueResult:
-        return await self._call("query_reversal", serial, "GET", f"/v1/red-forms/{serial}")
+        return await self._call(
+            "query_reversal", serial, "GET", f"/v1/red-forms/{quote(serial, safe='')}"
+        )
 
     async def issue_or_resolve(self, invoice: InvoicePayload) -> IssueResult:
         submitted = await self.issue(invoice)

@@ -42,12 +42,12 @@ from syncd.issuers.proxy import Proxy
 
 #: Idle time after which a kept-alive connection is checked for a server-side close.
 _IDLE_CHECK_SECONDS: Final = 0.5
-_READ_SIZE: Final = 65536
-#: Default bound of a response body; the status line and headers get `_HEAD_ALLOWANCE` more.
+READ_SIZE: Final = 65536
+#: Default bound of a response body; the status line and headers get `HEAD_ALLOWANCE` more.
 MAX_RESPONSE_BYTES: Final = 16 * 1024 * 1024
-_HEAD_ALLOWANCE: Final = 64 * 1024
+HEAD_ALLOWANCE: Final = 64 * 1024
 #: Bound of a proxy's answer to CONNECT (status line and headers).
-_CONNECT_HEAD_LIMIT: Final = 16 * 1024
+CONNECT_HEAD_LIMIT: Final = 16 * 1024
 
 
 def client_ssl_context(
@@ -114,7 +114,7 @@ class Wire(Protocol):
     def close(self) -> None: ...
 
 
-class _Reader:
+class ResponseReader:
     """httptools callbacks collecting one response."""
 
     __slots__ = ("body", "done", "head", "headers", "keep_alive", "parser", "size")
@@ -172,12 +172,7 @@ class KeepAliveConnection:
         self, method: str, target: str, headers: Sequence[tuple[str, str]], body: bytes | None
     ) -> Reply:
         sock = self._connection()
-        lines = [f"{method} {target} HTTP/1.1\r\n", self._head_prefix]
-        lines += [f"{name}: {value}\r\n" for name, value in headers]
-        if body is not None:
-            lines.append(f"Content-Length: {len(body)}\r\n")
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        head = request_head(method, target, self._head_prefix, headers, body)
         try:
             sock.settimeout(self._timeout.write)
             sock.sendall(head + body if body else head)
@@ -196,26 +191,26 @@ class KeepAliveConnection:
         return reply
 
     def _read_reply(self, sock: socket.socket) -> tuple[Reply, bool]:
-        reader = _Reader()
+        reader = ResponseReader()
         parser = reader.parser
         limit = self._max_response_bytes
         received = 0
         try:
             sock.settimeout(self._timeout.read)
             while not reader.done:
-                data = sock.recv(_READ_SIZE)
+                data = sock.recv(READ_SIZE)
                 if not data:
-                    if _ends_at_close(reader):
+                    if ends_at_close(reader):
                         break  # a body delimited by the connection's end
                     raise httpx.RemoteProtocolError(
                         "server closed the connection before the response was complete"
                     )
                 received += len(data)
-                if received > limit + _HEAD_ALLOWANCE:
+                if received > limit + HEAD_ALLOWANCE:
                     # Never buffered whole: a broken or hostile platform cannot exhaust memory.
                     raise httpx.RemoteProtocolError(response_too_large(limit))
                 parser.feed_data(data)
-                if reader.size > limit or _announced(reader) > limit:
+                if reader.size > limit or announced_length(reader) > limit:
                     raise httpx.RemoteProtocolError(response_too_large(limit))
         except TimeoutError as exc:
             self._drop()
@@ -264,15 +259,10 @@ class KeepAliveConnection:
             raise httpx.ConnectTimeout(f"proxy {proxy.display} did not answer: {exc}") from exc
         except httpx.ConnectError as exc:
             raise httpx.ConnectError(f"proxy {proxy.display} unreachable: {exc}") from exc
-        host = f"[{origin.host}]" if ":" in origin.host else origin.host
-        authority = f"{host}:{origin.port}"
-        lines = [f"CONNECT {authority} HTTP/1.1\r\n", f"Host: {authority}\r\n"]
-        if proxy.authorization is not None:
-            lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
-        lines.append("\r\n")
+        authority, connect = connect_request(origin, proxy)
         try:
             sock.settimeout(self._timeout.connect)
-            sock.sendall("".join(lines).encode("latin-1"))
+            sock.sendall(connect)
             status = _connect_status(sock)
         except TimeoutError as exc:
             sock.close()
@@ -310,6 +300,33 @@ class KeepAliveConnection:
         self._drop()
 
 
+def request_head(
+    method: str,
+    target: str,
+    host_line: str,
+    headers: Sequence[tuple[str, str]],
+    body: bytes | None,
+) -> bytes:
+    """The request line and headers of one request, ending with the blank line."""
+    lines = [f"{method} {target} HTTP/1.1\r\n", host_line]
+    lines += [f"{name}: {value}\r\n" for name, value in headers]
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def connect_request(origin: Origin, proxy: Proxy) -> tuple[str, bytes]:
+    """The CONNECT request opening a tunnel to `origin`: (authority, request bytes)."""
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    authority = f"{host}:{origin.port}"
+    lines = [f"CONNECT {authority} HTTP/1.1\r\n", f"Host: {authority}\r\n"]
+    if proxy.authorization is not None:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}\r\n")
+    lines.append("\r\n")
+    return authority, "".join(lines).encode("latin-1")
+
+
 def _connect(host: str, port: int, timeout: httpx.Timeout) -> socket.socket:
     try:
         return socket.create_connection((host, port), timeout=timeout.connect)
@@ -330,8 +347,13 @@ def _connect_status(sock: socket.socket) -> tuple[int, str]:
         if not data:
             raise ValueError("the proxy closed the connection")
         head += data
-        if len(head) > _CONNECT_HEAD_LIMIT:
+        if len(head) > CONNECT_HEAD_LIMIT:
             raise ValueError("the proxy's answer to CONNECT is too long")
+    return parse_connect_status(head)
+
+
+def parse_connect_status(head: bytes) -> tuple[int, str]:
+    """(status, reason) of a proxy's answer head to CONNECT; ValueError if malformed."""
     status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
     version, _, rest = status_line.partition(" ")
     code, _, reason = rest.partition(" ")
@@ -340,7 +362,7 @@ def _connect_status(sock: socket.socket) -> tuple[int, str]:
     return int(code), reason.strip()
 
 
-def _announced(reader: _Reader) -> int:
+def announced_length(reader: ResponseReader) -> int:
     """The Content-Length the response announced (0 before its head or without one)."""
     value = reader.headers.get("content-length", "0") if reader.head else "0"
     try:
@@ -349,7 +371,7 @@ def _announced(reader: _Reader) -> int:
         return 0
 
 
-def _ends_at_close(reader: _Reader) -> bool:
+def ends_at_close(reader: ResponseReader) -> bool:
     """True when the response head is in and its body runs until the connection closes
     (neither a length nor chunked encoding): end of stream is then the end of the body."""
     headers = reader.headers

@@ -17,23 +17,27 @@ Exactly-once rests on three rules kept here:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import cast, get_args
+from typing import Literal, cast, get_args
 
 from sqlalchemy import Engine
 
-from syncd.config import SyncdConfig
+from syncd.config import DocumentConfig, SyncdConfig
 from syncd.identity import DocumentKind
 from syncd.issuers import horizon
 from syncd.issuers.accounts import IssuerAccounts
 from syncd.issuers.base import (
+    AsyncIssuer,
     Duplicate,
+    HasAsyncClient,
     InvoiceLister,
     Issuer,
     IssueResult,
@@ -67,6 +71,7 @@ from syncd.pipeline.outcomes import (
     is_partial_reversal,
     status_of,
 )
+from syncd.pipeline.provider_loop import ProviderLoop
 from syncd.pipeline.scheduler import Scheduled, Scheduler
 
 log = logging.getLogger(__name__)
@@ -92,7 +97,11 @@ class Driver:
         on_settled: SettledCallback | None = None,
         rng: random.Random | None = None,
         query_horizon: float | Mapping[str, float | None] | None = None,
+        event_loop: bool = False,
     ) -> None:
+        """`event_loop` (`pipeline.provider_calls: event_loop`): the provider calls of the
+        accounts whose client has an event-loop twin run on one loop thread instead of
+        holding a worker each; the workers then only read rows and hand steps over."""
         self._engine = engine
         #: the platform accounts (one, named `default`, for a plain issuer)
         self._accounts = (
@@ -130,6 +139,17 @@ class Driver:
             failed=self._failed,
             lost=self._lost,
         )
+        #: account -> its client on the event loop (accounts without one call on workers)
+        self._aio: dict[str, AsyncIssuer] = {}
+        self._provider_loop: ProviderLoop | None = None
+        if event_loop:
+            self._aio = {
+                name: client.aio()
+                for name, client in self._accounts.items()
+                if isinstance(client, HasAsyncClient)
+            }
+            if self._aio:
+                self._provider_loop = ProviderLoop()
         self._scheduler = Scheduler(self._step, workers=workers)
         self._lock = self._scheduler.lock
 
@@ -195,6 +215,14 @@ class Driver:
         with self._lock:
             self._rows.clear()
         still = self._scheduler.stop(deadline)
+        if self._provider_loop is not None:
+            clients = list(self._aio.values())
+
+            async def close_clients() -> None:
+                for client in clients:
+                    await client.aclose()
+
+            self._provider_loop.stop(close_clients)
         self._committer.stop()
         return still
 
@@ -206,20 +234,31 @@ class Driver:
     def _step(self, doc_id: int) -> None:
         try:
             decided = self._advance(doc_id)
-            if isinstance(decided, Write):
-                self._committer.put(decided)  # the committer schedules what comes next
-                return
-            delay = decided
+            if isinstance(decided, _Exchange):
+                aio = self._aio.get(decided.account)
+                if aio is not None and self._provider_loop is not None:
+                    # The worker is free again; the loop carries the provider exchange.
+                    exchange = decided
+                    self._provider_loop.start(lambda: self._exchange_on_loop(exchange, aio))
+                    return
+                with _bound(decided.row):
+                    decided = self._conclude(decided, *self._exchange(decided))
         except Exception as exc:
-            delay = _retry_delay(doc_id, exc, "in step")
-        if delay is None:
+            decided = _retry_delay(doc_id, exc, "in step")
+        self._after_step(doc_id, decided)
+
+    def _after_step(self, doc_id: int, decided: float | Write | None) -> None:
+        if isinstance(decided, Write):
+            self._committer.put(decided)  # the committer schedules what comes next
+        elif decided is None:
             self._finish(doc_id)
         else:
-            self._scheduler.reschedule(doc_id, delay)
+            self._scheduler.reschedule(doc_id, decided)
 
-    def _advance(self, doc_id: int) -> float | Write | None:
-        """One step; returns the delay before the next step, None when settled, or the
-        outcome to commit."""
+    def _advance(self, doc_id: int) -> float | Write | _Exchange | None:
+        """A step's part on the worker (reading the row, deciding whether the provider is
+        to be asked); returns the delay before the next step, None when settled, the
+        outcome to commit, or the exchange with the provider still to make."""
         with self._lock:
             row: DocumentRow | None = self._rows.pop(doc_id, None)
         if row is None:
@@ -238,46 +277,54 @@ class Driver:
         doc = self._config.documents.get(row.identity.document_type)
         if doc is not None:
             doc = doc.for_table(row.identity.source_table)  # a return row: its own table
-        with bind(
-            document=row.identity.document_type,
-            key=row.identity.source_key,
-            serial=row.serial,
-            topic=row.source_topic,
-            partition=row.source_partition,
-            offset=row.source_offset,
-        ):
-            if doc is None:
+        if doc is None:
+            with _bound(row):
                 log.error(
                     "ledger document of unknown type %r: configure it or settle it by hand",
                     row.identity.document_type,
                 )
-                return UNEXPECTED_RETRY_SECONDS * 10
-            result, resent = self._call(row)
-            polls = self._polls.get(row.id, 0)
-            decision = decide(
-                row,
-                result,
-                resent=resent,
-                sent=row.id in self._sent,
-                polls=polls,
-                policy=self._policy,
-                now=datetime.now(UTC),
-                rng=self._rng,
-            )
-            if isinstance(decision, Wait):
-                # Nothing to record yet: poll again later, from the row as it is.
-                if decision.sent:
-                    self._sent.add(row.id)
-                self._polls[row.id] = polls + 1
-                self._remember(row)
-                return decision.delay
-            if decision.retry is not None:
-                self._metrics.retries.labels(operation=decision.retry).inc()
-            with self._lock:
-                evidence = self._evidence.pop(row.id, None)
-            if evidence is not None:
-                decision = _with_evidence(decision, evidence)
-            return Write(row, doc, decision, polls)
+            return UNEXPECTED_RETRY_SECONDS * 10
+        routed = self._accounts.route(row.payload)
+        if routed is None:
+            # No account issues for its seller: a person must look, nothing is sent.
+            with _bound(row):
+                return self._conclude(
+                    _Exchange(row, doc, "", None, None),
+                    IssuerAccounts.unrouted(row.serial, row.payload),
+                    False,
+                )
+        account, issuer = routed
+        request = None if row.kind is DocumentKind.ISSUE else _reversal_request(row)
+        return _Exchange(row, doc, account, issuer, request)
+
+    def _conclude(self, ex: _Exchange, result: IssueResult, resent: bool) -> float | Write:
+        """The provider answered `result`: wait and poll again, or the outcome to commit."""
+        row = ex.row
+        polls = self._polls.get(row.id, 0)
+        decision = decide(
+            row,
+            result,
+            resent=resent,
+            sent=row.id in self._sent,
+            polls=polls,
+            policy=self._policy,
+            now=datetime.now(UTC),
+            rng=self._rng,
+        )
+        if isinstance(decision, Wait):
+            # Nothing to record yet: poll again later, from the row as it is.
+            if decision.sent:
+                self._sent.add(row.id)
+            self._polls[row.id] = polls + 1
+            self._remember(row)
+            return decision.delay
+        if decision.retry is not None:
+            self._metrics.retries.labels(operation=decision.retry).inc()
+        with self._lock:
+            evidence = self._evidence.pop(row.id, None)
+        if evidence is not None:
+            decision = _with_evidence(decision, evidence)
+        return Write(row, ex.doc, decision, polls)
 
     def _approval_step(self, row: DocumentRow) -> Write | None:
         """A document waiting for a person: carry out the approver role's decision, if
@@ -293,53 +340,25 @@ class Driver:
 
     # ------------------------------------------------------------------ provider calls
 
-    def _timed(
-        self, operation: str, account: str, issuer: Issuer, call: Callable[[], IssueResult]
-    ) -> IssueResult:
-        start = time.perf_counter()
-        result = call()
-        status = status_of(result)
-        self._metrics.issuer_request(operation, status, time.perf_counter() - start, account)
+    def _record(
+        self, ask: str, account: str, issuer: Issuer, result: IssueResult, start: float
+    ) -> None:
+        self._metrics.issuer_request(ask, status_of(result), time.perf_counter() - start, account)
         gate = getattr(issuer, "gate", None)  # providers that pause a refused account
-        if gate is not None and operation in ("issue", "reverse"):
+        if gate is not None and ask in ("issue", "reverse"):
             self._metrics.account_up(bool(gate.up), account)
         credit = getattr(issuer, "credit_remaining", None)  # where the platform reports it
         if credit is not None:
             self._metrics.credit_remaining(account, credit)
-        return result
 
-    def _call(self, row: DocumentRow) -> tuple[IssueResult, bool]:
-        """The provider's answer, and whether this step re-sent a document the provider
-        had dropped (a re-send counts as an attempt, so a platform that keeps failing the
-        same serial ends in DEAD instead of looping forever).
-
-        The document goes through the account of its seller (`IssuerAccounts.route`); one
-        no account issues for waits for a person instead of going out under another's."""
-        routed = self._accounts.route(row.payload)
-        if routed is None:
-            return IssuerAccounts.unrouted(row.serial, row.payload), False
-        account, issuer = routed
-
-        def timed(operation: str, call: Callable[[], IssueResult]) -> IssueResult:
-            return self._timed(operation, account, issuer, call)
-
-        if row.kind is DocumentKind.ISSUE:
-            payload = row.payload or {}
-
-            def submit() -> IssueResult:
-                return timed("issue", lambda: issuer.issue(payload))
-
-            def query() -> IssueResult:
-                return timed("query", lambda: issuer.query(row.serial))
-        else:
-            request = _reversal_request(row)
-
-            def submit() -> IssueResult:
-                return timed("reverse", lambda: issuer.reverse(request))
-
-            def query() -> IssueResult:
-                return timed("query_reversal", lambda: issuer.query_reversal(row.serial))
-
+    def _protocol(self, row: DocumentRow, account: str) -> StepProtocol:
+        """The exactly-once exchange of one step, written once for both ways of calling:
+        it yields what to ask the provider (or "search") and receives the answer; it
+        returns the provider's answer, and whether this step re-sent a document the
+        provider had dropped (a re-send counts as an attempt, so a platform that keeps
+        failing the same serial ends in DEAD instead of looping forever)."""
+        submit: Ask = "issue" if row.kind is DocumentKind.ISSUE else "reverse"
+        query: Ask = "query" if row.kind is DocumentKind.ISSUE else "query_reversal"
         fresh = (
             row.state in (S.READY, S.REVERSAL_PENDING)
             and row.attempts == 0
@@ -347,30 +366,77 @@ class Driver:
         )
         resent = False
         if fresh:
-            submitted = submit()
+            submitted = yield submit
         else:
             # It may have reached the provider before: ask first, re-send only on "not found".
-            queried = query()
+            queried = yield query
             if (
                 isinstance(queried, NotFound)
                 and row.kind is DocumentKind.ISSUE
                 and horizon.passed(row.created_at, datetime.now(UTC), self._horizon_of(account))
             ):
                 # The platform may have forgotten the serial: "not found" proves nothing.
-                return self._search(row, account, issuer), False
+                return (yield "search"), False
             if isinstance(queried, NotFound) or (
                 isinstance(queried, Retryable) and queried.resubmit
             ):
                 if row.attempts + 1 >= self._policy.max_attempts:
                     return queried, False  # out of attempts: next_step makes it DEAD
-                submitted = submit()
+                submitted = yield submit
                 resent = True
             else:
                 return queried, False
         if isinstance(submitted, (Duplicate, OutcomeUnknown)):
             self._metrics.retries.labels(operation="query").inc()
-            return resolve_after_submit(submitted, query()), resent
+            return resolve_after_submit(submitted, (yield query)), resent
         return submitted, resent
+
+    def _exchange(self, ex: _Exchange) -> tuple[IssueResult, bool]:
+        """The step's exchange with the provider on this worker thread."""
+        assert ex.issuer is not None
+        protocol = self._protocol(ex.row, ex.account)
+        ask = next(protocol)
+        while True:
+            if ask == "search":
+                answer = self._search(ex.row, ex.account, ex.issuer)
+            else:
+                start = time.perf_counter()
+                answer = _ask(ex, ex.issuer, ask)
+                self._record(ask, ex.account, ex.issuer, answer, start)
+            try:
+                ask = protocol.send(answer)
+            except StopIteration as done:
+                return cast(tuple[IssueResult, bool], done.value)
+
+    async def _exchange_on_loop(self, ex: _Exchange, aio: AsyncIssuer) -> None:
+        """The step's exchange with the provider on the event loop, then its end exactly
+        as on a worker (`_after_step`). The horizon search reads the ledger: it runs on a
+        thread, never on the loop."""
+        assert ex.issuer is not None
+        doc_id = ex.row.id
+        decided: float | Write | None
+        try:
+            with _bound(ex.row):
+                protocol = self._protocol(ex.row, ex.account)
+                ask = next(protocol)
+                while True:
+                    if ask == "search":
+                        answer = await asyncio.to_thread(
+                            self._search, ex.row, ex.account, ex.issuer
+                        )
+                    else:
+                        start = time.perf_counter()
+                        answer = await _ask_async(ex, aio, ask)
+                        self._record(ask, ex.account, ex.issuer, answer, start)
+                    try:
+                        ask = protocol.send(answer)
+                    except StopIteration as done:
+                        result, resent = cast(tuple[IssueResult, bool], done.value)
+                        break
+                decided = self._conclude(ex, result, resent)
+        except Exception as exc:
+            decided = _retry_delay(doc_id, exc, "in step")
+        self._after_step(doc_id, decided)
 
     def _horizon_of(self, account: str) -> float | None:
         if isinstance(self._horizon, Mapping):
@@ -426,14 +492,7 @@ class Driver:
         row = w.row
         change = w.change
         self._sent.discard(row.id)  # the ledger now says where the document stands
-        with bind(
-            document=row.identity.document_type,
-            key=row.identity.source_key,
-            serial=row.serial,
-            topic=row.source_topic,
-            partition=row.source_partition,
-            offset=row.source_offset,
-        ):
+        with _bound(row):
             if change.outcome is not None:
                 self._metrics.document_settled(w.doc.name, change.outcome)
                 self._metrics.observe_freshness(row.source_ts_ms, time.time())
@@ -494,6 +553,58 @@ class Driver:
                 self._on_settled(row)
             except Exception:  # the callback must never stall the worker
                 log.exception("settled callback failed for document %s", row.id)
+
+
+Ask = Literal["issue", "query", "reverse", "query_reversal", "search"]
+#: `Driver._protocol`: yields what to ask, receives the answer, returns (answer, re-sent)
+StepProtocol = Generator[Ask, IssueResult, tuple[IssueResult, bool]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Exchange:
+    """A step past its database part: the document and the account to ask about it."""
+
+    row: DocumentRow
+    doc: DocumentConfig
+    account: str
+    issuer: Issuer | None
+    #: the reversal to send (a reversal document; built before any call: a frozen payload
+    #: that cannot make one fails the step, not the provider exchange)
+    request: ReversalRequest | None
+
+
+def _ask(ex: _Exchange, issuer: Issuer, ask: Ask) -> IssueResult:
+    if ask == "issue":
+        return issuer.issue(ex.row.payload or {})
+    if ask == "query":
+        return issuer.query(ex.row.serial)
+    if ask == "reverse":
+        assert ex.request is not None
+        return issuer.reverse(ex.request)
+    return issuer.query_reversal(ex.row.serial)
+
+
+async def _ask_async(ex: _Exchange, issuer: AsyncIssuer, ask: Ask) -> IssueResult:
+    if ask == "issue":
+        return await issuer.issue(ex.row.payload or {})
+    if ask == "query":
+        return await issuer.query(ex.row.serial)
+    if ask == "reverse":
+        assert ex.request is not None
+        return await issuer.reverse(ex.request)
+    return await issuer.query_reversal(ex.row.serial)
+
+
+def _bound(row: DocumentRow) -> AbstractContextManager[None]:
+    """Log lines of a document's step carry where it came from."""
+    return bind(
+        document=row.identity.document_type,
+        key=row.identity.source_key,
+        serial=row.serial,
+        topic=row.source_topic,
+        partition=row.source_partition,
+        offset=row.source_offset,
+    )
 
 
 def _retry_delay(doc_id: int, exc: Exception, where: str) -> float:

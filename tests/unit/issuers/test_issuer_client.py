@@ -274,20 +274,32 @@ def test_registry_builds_the_sandbox_client_from_raw_config():
 
 
 def test_async_client_classifies_the_same_way():
+    """The event-loop client signs and classifies exactly like the threaded one."""
     import asyncio
 
     from syncd.issuers.sandbox import AsyncSandboxIssuer
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        assert request.headers["x-app-key"] == "key"
-        if request.method == "POST":
-            raise httpx.ReadTimeout("late", request=request)
-        return httpx.Response(
-            200, json={"status": "ISSUED", "invoice_no": "1" * 20, "kind": "BLUE", "issued_at": "t"}
-        )
+    seen: list[tuple[str, str, dict[str, str]]] = []
+
+    class FakeWire:
+        async def request(
+            self,
+            method: str,
+            target: str,
+            headers: Sequence[tuple[str, str]],
+            body: bytes | None,
+        ) -> Reply:
+            seen.append((method, target, dict(headers)))
+            if method == "POST":
+                raise httpx.ReadTimeout("late")
+            view = {"status": "ISSUED", "invoice_no": "1" * 20, "kind": "BLUE", "issued_at": "t"}
+            return Reply(200, {"content-type": "application/json"}, json.dumps(view).encode())
+
+        async def aclose(self) -> None:
+            pass
 
     async def go() -> None:
-        client = AsyncSandboxIssuer(SETTINGS, transport=httpx.MockTransport(handler))
+        client = AsyncSandboxIssuer(SETTINGS, wire=FakeWire())
         try:
             assert isinstance(await client.issue({"serial": "SERIAL0001"}), OutcomeUnknown)
             resolved = await client.issue_or_resolve({"serial": "SERIAL0001"})
@@ -296,6 +308,10 @@ def test_async_client_classifies_the_same_way():
             await client.aclose()
 
     asyncio.run(go())
+    method, target, headers = seen[-1]
+    assert (method, target) == ("GET", "/v1/invoices/SERIAL0001")
+    assert headers["X-App-Key"] == "key"
+    assert "X-Signature" in headers
 
 
 def test_sandbox_command_refuses_bad_start_options(tmp_path: Path, capsys):

@@ -21,7 +21,7 @@ from syncd.issuers.base import (
 )
 from syncd.lifecycle import DocumentState, RetryPolicy
 from syncd.observability.metrics import Metrics
-from syncd.pipeline.driver import Driver
+from syncd.pipeline.driver import Driver, _Exchange
 from tests.unit.pipeline.test_outcomes import SERIAL, row
 
 
@@ -63,6 +63,11 @@ def driver(issuer: Forgetful, query_horizon: float | None) -> Driver:
     )
 
 
+def call(d: Driver, issuer: Forgetful, doc: Any) -> tuple[IssueResult, bool]:
+    """The step's exchange with the provider, on this thread."""
+    return d._exchange(_Exchange(doc, None, "default", issuer, None))  # type: ignore[arg-type]
+
+
 def unknown(age: timedelta) -> Any:
     created = datetime.now(UTC) - age
     return dataclasses.replace(row(DocumentState.OUTCOME_UNKNOWN, attempts=1), created_at=created)
@@ -72,7 +77,7 @@ def test_without_a_horizon_not_found_re_sends_the_same_serial() -> None:
     issuer = Forgetful()
     d = driver(issuer, None)
     try:
-        result, resent = d._call(unknown(timedelta(days=30)))
+        result, resent = call(d, issuer, unknown(timedelta(days=30)))
         assert resent and issuer.sent == [SERIAL]
         assert isinstance(result, Processing)
     finally:
@@ -83,7 +88,7 @@ def test_before_the_horizon_not_found_is_still_trusted() -> None:
     issuer = Forgetful()
     d = driver(issuer, 3600)
     try:
-        _, resent = d._call(unknown(timedelta(minutes=5)))
+        _, resent = call(d, issuer, unknown(timedelta(minutes=5)))
         assert resent and issuer.sent == [SERIAL]
     finally:
         d.stop(0)
@@ -93,7 +98,7 @@ def test_past_the_horizon_nothing_is_re_sent() -> None:
     issuer = Forgetful()
     d = driver(issuer, 3600)
     try:
-        result, resent = d._call(unknown(timedelta(hours=2)))
+        result, resent = call(d, issuer, unknown(timedelta(hours=2)))
         assert not resent and issuer.sent == []
         assert isinstance(result, NeedsHuman)
         assert result.reason.code == horizon.NO_LIST  # this provider cannot list
