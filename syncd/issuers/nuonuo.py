@@ -19,6 +19,7 @@ this module protects:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email.utils
 import hashlib
@@ -27,12 +28,12 @@ import secrets
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypeVar, cast
 
 import httpx
 import orjson
@@ -595,6 +596,28 @@ def classify_exception(op: Operation, serial: str, exc: httpx.HTTPError) -> Issu
     )
 
 
+Reply: TypeAlias = tuple[int, Mapping[str, str], bytes]
+
+
+def classify_reply(op: Operation, serial: str, reply: object) -> Envelope | IssueResult:
+    """A reply `(status, headers, body)`, or the `httpx.HTTPError` the request failed with."""
+    if isinstance(reply, httpx.HTTPError):
+        return classify_exception(op, serial, reply)
+    status, headers, body = cast(Reply, reply)
+    return classify_http(op, serial, status, headers, body)
+
+
+class _TokenNeeded:
+    """What an exchange yields when it needs the app's access token."""
+
+
+TOKEN: Final = _TokenNeeded()
+T = TypeVar("T")
+#: an exchange with the gateway (`NuonuoIssuer._run`): yields `TOKEN` or a request,
+#: receives the token store's answer or the reply, returns its result
+Exchange: TypeAlias = Generator[_TokenNeeded | httpx.Request, object, T]
+
+
 def classify_token(status: int, body: bytes, *, now: float) -> TokenAnswer:
     """The token endpoint's answer -> a grant, a refusal of the credentials, or nothing."""
     if status == 429 or status >= 500:
@@ -882,7 +905,8 @@ class NuonuoIssuer:
             return Unavailable(f"token endpoint: {type(exc).__name__}")
         return classify_token(status, content, now=time.time())
 
-    def _token(self) -> TokenAnswer:
+    def token(self) -> TokenAnswer:
+        """The app's access token from the store (fetched when due); may read the ledger."""
         return self.tokens.token(
             self.settings.app_key,
             self._fetch_token,
@@ -894,14 +918,44 @@ class NuonuoIssuer:
         self, op: Operation, serial: str, method: str, payload: Mapping[str, Any]
     ) -> Envelope | IssueResult:
         """One signed business call; a token the gateway refuses is replaced once."""
+        return self._run(self._call(op, serial, method, payload))
+
+    # --- the exchanges, written once for both clients ----------------------------------
+    #
+    # Each exchange is a generator that yields what it needs -- an access token
+    # (`TOKEN`) or one HTTP request (`httpx.Request`) -- and receives it: the token store's
+    # answer, or the reply `(status, headers, body)` / the `httpx.HTTPError` it failed
+    # with. `_run` serves it on the calling thread; `AsyncNuonuoIssuer` on an event loop.
+
+    def _run(self, exchange: Exchange[T]) -> T:
+        try:
+            need = next(exchange)
+            while True:
+                answer: object
+                if need is TOKEN:
+                    answer = self.token()
+                else:
+                    assert isinstance(need, httpx.Request)
+                    try:
+                        answer = self._read(need)
+                    except httpx.HTTPError as exc:
+                        answer = exc
+                need = exchange.send(answer)
+        except StopIteration as done:  # the exchange returned its result
+            return cast(T, done.value)
+
+    def _call(
+        self, op: Operation, serial: str, method: str, payload: Mapping[str, Any]
+    ) -> Exchange[Envelope | IssueResult]:
         body = encode(payload)
         for attempt in range(2):
-            grant = self._token()
+            grant = yield TOKEN
+            assert isinstance(grant, (Grant, Refused, Unavailable))
             if isinstance(grant, Refused):
                 return NeedsHuman(serial, Reason("TOKEN_REFUSED", grant.reason))
             if isinstance(grant, Unavailable):
                 return Retryable(serial, Reason("TOKEN_UNAVAILABLE", grant.reason))
-            answer = self._send(op, serial, method, body, grant.token)
+            answer = classify_reply(op, serial, (yield self._request(method, body, grant.token)))
             if isinstance(answer, Envelope) and answer.code == TOKEN_REFUSED:
                 self.tokens.invalidate(self.settings.app_key, grant.token)
                 if attempt == 0:
@@ -910,9 +964,7 @@ class NuonuoIssuer:
             return answer
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send(
-        self, op: Operation, serial: str, method: str, body: bytes, token: str
-    ) -> Envelope | IssueResult:
+    def _request(self, method: str, body: bytes, token: str) -> httpx.Request:
         settings = self.settings
         senid = secrets.token_hex(16)
         nonce = str(10_000_000 + secrets.randbelow(90_000_000))
@@ -920,7 +972,7 @@ class NuonuoIssuer:
         signature = sign(
             settings.app_secret.get_secret_value(), settings.app_key, senid, nonce, timestamp, body
         )
-        request = httpx.Request(
+        return httpx.Request(
             "POST",
             self._services,
             params={
@@ -938,15 +990,8 @@ class NuonuoIssuer:
                 "method": method,
             },
         )
-        try:
-            status, headers, content = self._read(request)
-        except httpx.HTTPError as exc:
-            return classify_exception(op, serial, exc)
-        return classify_http(op, serial, status, headers, content)
 
-    # --- Issuer -------------------------------------------------------------------------
-
-    def issue(self, invoice: InvoicePayload) -> IssueResult:
+    def _issue(self, invoice: InvoicePayload) -> Exchange[IssueResult]:
         doc = orjson.loads(invoice) if isinstance(invoice, bytes) else invoice
         serial = doc.get("serial") if isinstance(doc, Mapping) else None
         if not isinstance(serial, str) or not serial:
@@ -968,25 +1013,20 @@ class NuonuoIssuer:
         if paused is not None:
             return NeedsHuman(serial, paused)
         if self.credit.due(time.monotonic()):
-            self.credit.record(self.call("query", serial, CREDIT, {}))
-        answer = self.call("issue", serial, ISSUE, order_payload(doc, now=datetime.now(UTC)))
+            self.credit.record((yield from self._call("query", serial, CREDIT, {})))
+        answer = yield from self._call(
+            "issue", serial, ISSUE, order_payload(doc, now=datetime.now(UTC))
+        )
         result = answer if not isinstance(answer, Envelope) else classify_issue(serial, answer)
         if isinstance(result, NeedsHuman) and result.reason.code == CREDIT_EXHAUSTED:
             self.credit.exhausted()
         self.gate.record(result, time.monotonic())
         return result
 
-    @property
-    def credit_remaining(self) -> Decimal | None:
-        """The credit line left, as last reported (None: never reported)."""
-        return self.credit.remaining
-
-    def query_many(self, serials: Iterable[str]) -> dict[str, IssueResult]:
-        """Results for many order numbers, ≤ 50 per call. An invoice whose seal failed
-        (status 24) is retried here with `reInvoice` under the same order number."""
+    def _query_many(self, serials: Iterable[str]) -> Exchange[dict[str, IssueResult]]:
         out: dict[str, IssueResult] = {}
         for batch in batches(serials):
-            answer = self.call("query", batch[0], QUERY, query_payload(batch))
+            answer = yield from self._call("query", batch[0], QUERY, query_payload(batch))
             if not isinstance(answer, Envelope):
                 out.update({s: _for(s, answer) for s in batch})
                 continue
@@ -995,11 +1035,13 @@ class NuonuoIssuer:
                 if isinstance(item, dict) and str(item.get("status")) == SEAL_FAILED_STATUS:
                     order_no = str(item.get("orderNo"))
                     if order_no in out:
-                        out[order_no] = self._reinvoice(order_no, str(item.get("serialNo") or ""))
+                        out[order_no] = yield from self._reinvoice(
+                            order_no, str(item.get("serialNo") or "")
+                        )
         return out
 
-    def _reinvoice(self, order_no: str, platform_serial: str) -> IssueResult:
-        answer = self.call(
+    def _reinvoice(self, order_no: str, platform_serial: str) -> Exchange[IssueResult]:
+        answer = yield from self._call(
             "query", order_no, REINVOICE, {"fpqqlsh": platform_serial, "orderno": order_no}
         )
         if not isinstance(answer, Envelope):
@@ -1013,20 +1055,20 @@ class NuonuoIssuer:
             return NeedsHuman(order_no, reason)
         return Retryable(order_no, reason)
 
-    def query(self, serial: str) -> IssueResult:
-        return self.query_many([serial])[serial]
+    def _query(self, serial: str) -> Exchange[IssueResult]:
+        return (yield from self._query_many([serial]))[serial]
 
-    def reverse(self, request: ReversalRequest) -> IssueResult:
+    def _reverse(self, request: ReversalRequest) -> Exchange[IssueResult]:
         paused = self.gate.admit(time.monotonic())
         if paused is not None:
             return NeedsHuman(request.serial, paused)
-        result = self._reverse(request)
+        result = yield from self._save_red_form(request)
         self.gate.record(result, time.monotonic())
         return result
 
-    def _reverse(self, request: ReversalRequest) -> IssueResult:
+    def _save_red_form(self, request: ReversalRequest) -> Exchange[IssueResult]:
         serial = request.serial
-        answer = self.call(
+        answer = yield from self._call(
             "reverse", serial, RED_SAVE, red_form_payload(request, self.settings.seller_tax_id)
         )
         if not isinstance(answer, Envelope):
@@ -1037,7 +1079,7 @@ class NuonuoIssuer:
         if is_credential_code(answer.code) or answer.code in ACCOUNT_CODES:
             return NeedsHuman(serial, reason)
         # A repeated billId is refused: if our form exists, it is a duplicate, not an error.
-        existing = self.query_reversal(serial)
+        existing = yield from self._query_reversal(serial)
         if isinstance(existing, (Issued, Processing)) or (
             isinstance(existing, Rejected) and existing.reasons[0].code.startswith("RED_FORM_")
         ):
@@ -1046,8 +1088,10 @@ class NuonuoIssuer:
             return Rejected(serial, (reason,))
         return OutcomeUnknown(serial, reason)
 
-    def query_reversal(self, serial: str) -> IssueResult:
-        answer = self.call("query_reversal", serial, RED_QUERY, {"identity": "0", "billId": serial})
+    def _query_reversal(self, serial: str) -> Exchange[IssueResult]:
+        answer = yield from self._call(
+            "query_reversal", serial, RED_QUERY, {"identity": "0", "billId": serial}
+        )
         if not isinstance(answer, Envelope):
             return answer
         form = classify_red_query(serial, answer)
@@ -1056,7 +1100,7 @@ class NuonuoIssuer:
         result = classify_red_form(serial, form)
         red_serial = _text(form.get("invoiceSerialNum"))
         if isinstance(result, Issued) and red_serial is not None:
-            detail = self._red_invoice(red_serial)
+            detail = yield from self._red_invoice(red_serial)
             if detail is not None:
                 return Issued(
                     serial=serial,
@@ -1070,9 +1114,9 @@ class NuonuoIssuer:
                 )
         return result
 
-    def _red_invoice(self, platform_serial: str) -> Issued | None:
+    def _red_invoice(self, platform_serial: str) -> Exchange[Issued | None]:
         """Date, check code and files of the red invoice the bureau issued for a form."""
-        answer = self.call(
+        answer = yield from self._call(
             "query",
             platform_serial,
             QUERY,
@@ -1084,6 +1128,35 @@ class NuonuoIssuer:
         item = items[0] if items and isinstance(items[0], dict) else None
         result = classify_invoice(platform_serial, item, red=True) if item else None
         return result if isinstance(result, Issued) else None
+
+    # --- Issuer -------------------------------------------------------------------------
+
+    def issue(self, invoice: InvoicePayload) -> IssueResult:
+        return self._run(self._issue(invoice))
+
+    @property
+    def credit_remaining(self) -> Decimal | None:
+        """The credit line left, as last reported (None: never reported)."""
+        return self.credit.remaining
+
+    def query_many(self, serials: Iterable[str]) -> dict[str, IssueResult]:
+        """Results for many order numbers, ≤ 50 per call. An invoice whose seal failed
+        (status 24) is retried here with `reInvoice` under the same order number."""
+        return self._run(self._query_many(serials))
+
+    def query(self, serial: str) -> IssueResult:
+        return self._run(self._query(serial))
+
+    def reverse(self, request: ReversalRequest) -> IssueResult:
+        return self._run(self._reverse(request))
+
+    def query_reversal(self, serial: str) -> IssueResult:
+        return self._run(self._query_reversal(serial))
+
+    def aio(self, *, transport: httpx.AsyncBaseTransport | None = None) -> AsyncNuonuoIssuer:
+        """This account on an event loop: its own connections; the same settings, access
+        token store, account gate and credit watch. Create and use it on one loop."""
+        return AsyncNuonuoIssuer(self, transport=transport)
 
     def list_invoices(self, query: InvoiceListQuery) -> Iterator[PlatformInvoice]:
         """The seller's invoices matching `query`: `queryInvoiceList` page by page over
@@ -1141,6 +1214,93 @@ class NuonuoIssuer:
 
     def decide_buyer_red_form(self, form_id: str, *, confirm: bool, reason: str) -> DecideAnswer:
         return self._forms().decide(form_id, confirm=confirm, reason=reason)
+
+
+class AsyncNuonuoIssuer:
+    """A Nuonuo account on an event loop: the sync client's exchanges (`NuonuoIssuer._call`
+    and the rest), served with `httpx.AsyncClient`. The access token comes from the same
+    store on a thread (the fleet's store is the ledger: a database read never runs on the
+    loop); the account gate and the credit watch are the sync client's own, so a paused
+    account is paused for both."""
+
+    provider = "nuonuo"
+
+    def __init__(
+        self, sync: NuonuoIssuer, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self._sync = sync
+        settings = sync.settings
+        self._client = httpx.AsyncClient(
+            transport=transport,
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout,
+                read=settings.read_timeout,
+                write=settings.write_timeout,
+                pool=settings.pool_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive_connections,
+            ),
+            proxy=settings.proxy,  # None: httpx's trust_env reads the proxy environment
+            verify=settings.ssl_context() or True,
+            headers={"User-Agent": _USER_AGENT},
+        )
+
+    def __repr__(self) -> str:
+        return f"Async{self._sync!r}"
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _read(self, request: httpx.Request) -> Reply:
+        limit = self._sync.settings.max_response_bytes
+        response = await self._client.send(
+            self._client.build_request(
+                request.method, request.url, content=request.content, headers=request.headers
+            ),
+            stream=True,
+        )
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise httpx.RemoteProtocolError(response_too_large(limit))
+                chunks.append(chunk)
+            return response.status_code, response.headers, b"".join(chunks)
+        finally:
+            await response.aclose()
+
+    async def _run(self, exchange: Exchange[T]) -> T:
+        try:
+            need = next(exchange)
+            while True:
+                answer: object
+                if need is TOKEN:
+                    answer = await asyncio.to_thread(self._sync.token)
+                else:
+                    assert isinstance(need, httpx.Request)
+                    try:
+                        answer = await self._read(need)
+                    except httpx.HTTPError as exc:
+                        answer = exc
+                need = exchange.send(answer)
+        except StopIteration as done:  # the exchange returned its result
+            return cast(T, done.value)
+
+    async def issue(self, invoice: InvoicePayload) -> IssueResult:
+        return await self._run(self._sync._issue(invoice))
+
+    async def query(self, serial: str) -> IssueResult:
+        return await self._run(self._sync._query(serial))
+
+    async def reverse(self, request: ReversalRequest) -> IssueResult:
+        return await self._run(self._sync._reverse(request))
+
+    async def query_reversal(self, serial: str) -> IssueResult:
+        return await self._run(self._sync._query_reversal(serial))
 
 
 def _for(serial: str, result: IssueResult) -> IssueResult:

@@ -2,7 +2,10 @@
 
 Each document advances one *step* at a time on a worker thread (`scheduler`): load the
 row, make at most a submit and a query against the provider, and decide the outcome
-(`outcomes.decide`, pure). The outcome (ledger transition + ERP write-back) is handed to
+(`outcomes.decide`, pure). With `pipeline.provider_calls: event_loop` the provider part of
+a step (`_protocol`, written once for both ways) runs on one event loop instead
+(`provider_loop`), so a document waiting on a slow platform holds no thread; the
+scheduler still counts it running until its outcome is committed. The outcome (ledger transition + ERP write-back) is handed to
 the committer thread (`committer`), which writes the outcomes of many documents in one
 transaction and only then lets the driver schedule each document's next step. A
 document is never stepped again before its outcome is committed.
@@ -395,18 +398,35 @@ class Driver:
         """The step's exchange with the provider on this worker thread."""
         assert ex.issuer is not None
         protocol = self._protocol(ex.row, ex.account)
-        ask = next(protocol)
-        while True:
-            if ask == "search":
-                answer = self._search(ex.row, ex.account, ex.issuer)
-            else:
-                start = time.perf_counter()
-                answer = _ask(ex, ex.issuer, ask)
-                self._record(ask, ex.account, ex.issuer, answer, start)
-            try:
+        try:
+            ask = next(protocol)
+            while True:
+                if ask == "search":
+                    answer = self._search(ex.row, ex.account, ex.issuer)
+                else:
+                    start = time.perf_counter()
+                    answer = _ask(ex, ex.issuer, ask)
+                    self._record(ask, ex.account, ex.issuer, answer, start)
                 ask = protocol.send(answer)
-            except StopIteration as done:
-                return cast(tuple[IssueResult, bool], done.value)
+        except StopIteration as done:  # the protocol returned the step's answer
+            return cast(tuple[IssueResult, bool], done.value)
+
+    async def _exchange_async(self, ex: _Exchange, aio: AsyncIssuer) -> tuple[IssueResult, bool]:
+        """The same exchange as `_exchange`, awaiting the account's event-loop client."""
+        assert ex.issuer is not None
+        protocol = self._protocol(ex.row, ex.account)
+        try:
+            ask = next(protocol)
+            while True:
+                if ask == "search":
+                    answer = await asyncio.to_thread(self._search, ex.row, ex.account, ex.issuer)
+                else:
+                    start = time.perf_counter()
+                    answer = await _ask_async(ex, aio, ask)
+                    self._record(ask, ex.account, ex.issuer, answer, start)
+                ask = protocol.send(answer)
+        except StopIteration as done:  # the protocol returned the step's answer
+            return cast(tuple[IssueResult, bool], done.value)
 
     async def _exchange_on_loop(self, ex: _Exchange, aio: AsyncIssuer) -> None:
         """The step's exchange with the provider on the event loop, then its end exactly
@@ -417,22 +437,7 @@ class Driver:
         decided: float | Write | None
         try:
             with _bound(ex.row):
-                protocol = self._protocol(ex.row, ex.account)
-                ask = next(protocol)
-                while True:
-                    if ask == "search":
-                        answer = await asyncio.to_thread(
-                            self._search, ex.row, ex.account, ex.issuer
-                        )
-                    else:
-                        start = time.perf_counter()
-                        answer = await _ask_async(ex, aio, ask)
-                        self._record(ask, ex.account, ex.issuer, answer, start)
-                    try:
-                        ask = protocol.send(answer)
-                    except StopIteration as done:
-                        result, resent = cast(tuple[IssueResult, bool], done.value)
-                        break
+                result, resent = await self._exchange_async(ex, aio)
                 decided = self._conclude(ex, result, resent)
         except Exception as exc:
             decided = _retry_delay(doc_id, exc, "in step")

@@ -17,6 +17,7 @@ import pytest
 from syncd.issuers.base import (
     Duplicate,
     Issued,
+    IssueResult,
     NeedsHuman,
     NotFound,
     OutcomeUnknown,
@@ -539,6 +540,66 @@ def test_reversal_refused_as_repeat_is_a_duplicate_when_the_form_exists() -> Non
         result = issuer.query_reversal(request.serial)
     assert isinstance(result, Issued) and result.kind == "RED"
     assert result.files == {"pdf": "https://x/r.pdf"}
+
+
+def test_the_event_loop_client_runs_the_same_exchanges() -> None:
+    """`NuonuoIssuer.aio`: the same signed calls, token handling and classification on an
+    event loop -- issue, query, a refused token replaced once, a reversal resolved as a
+    duplicate, and the seller check before anything is sent."""
+    import asyncio
+
+    fake = FakeNuonuo(
+        {
+            "nuonuo.OpeMplatform.requestBillingNew": lambda m, b: {"code": "E0000"},
+            "nuonuo.OpeMplatform.queryInvoiceResult": lambda m, b: {
+                "code": "E0000",
+                "result": [
+                    {"orderNo": b["orderNos"][0], "status": "2", "allElectronicInvoiceNumber": "1"}
+                ],
+            },
+            "nuonuo.OpeMplatform.saveInvoiceRedConfirm": lambda m, b: {
+                "code": "E9999",
+                "describe": "billId repeated",
+            },
+            "nuonuo.OpeMplatform.queryInvoiceRedConfirm": lambda m, b: {
+                "code": "E0000",
+                "result": {"total": 1, "list": [{"billId": b["billId"], "billStatus": "01"}]},
+            },
+        }
+    )
+    doc = canonical(samples.blue())
+    red = canonical(samples.red_of(samples.blue()))
+    request = ReversalRequest(red["serial"], samples.BLUE_NO, "SALES_RETURN", invoice=red)
+
+    async def go(issuer: NuonuoIssuer) -> list[IssueResult]:
+        aio = issuer.aio(transport=httpx.MockTransport(fake))
+        try:
+            issued = await aio.issue(doc)
+            queried = await aio.query(doc["serial"])
+            fake.valid = set()  # the platform revokes the token: replaced once
+            again = await aio.issue(doc)
+            reversed_ = await aio.reverse(request)
+            return [issued, queried, again, reversed_]
+        finally:
+            await aio.aclose()
+
+    with client(fake) as issuer:
+        issued, queried, again, reversed_ = asyncio.run(go(issuer))
+    assert isinstance(issued, Processing) and isinstance(again, Processing)
+    assert isinstance(queried, Issued)
+    assert isinstance(reversed_, Duplicate)
+    assert fake.token_fetches == 2
+
+    async def mismatch() -> IssueResult:
+        with client(fake, seller_tax_id=samples.OTHER_VALID_TAX_ID) as other:
+            aio = other.aio(transport=httpx.MockTransport(fake))
+            try:
+                return await aio.issue(doc)
+            finally:
+                await aio.aclose()
+
+    result = asyncio.run(mismatch())
+    assert isinstance(result, Rejected) and result.reasons[0].code == "SELLER_MISMATCH"
 
 
 def test_repr_and_settings_hide_the_secret() -> None:
