@@ -5,10 +5,11 @@ row, make at most a submit and a query against the provider, and decide the outc
 (`outcomes.decide`, pure). With `pipeline.provider_calls: event_loop` the provider part of
 a step (`_protocol`, written once for both ways) runs on one event loop instead
 (`provider_loop`), so a document waiting on a slow platform holds no thread; the
-scheduler still counts it running until its outcome is committed. The outcome (ledger transition + ERP write-back) is handed to
-the committer thread (`committer`), which writes the outcomes of many documents in one
-transaction and only then lets the driver schedule each document's next step. A
-document is never stepped again before its outcome is committed.
+scheduler still counts it running until its outcome is committed. The outcome (ledger
+transition + ERP write-back) is handed to the committer thread (`committer`), which
+writes the outcomes of many documents in one transaction and only then lets the driver
+schedule each document's next step. A document is never stepped again before its
+outcome is committed.
 
 Exactly-once rests on three rules kept here:
 * a document is only ever sent under its frozen serial and frozen payload;
