@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from tests.chart.expected_metrics import EXPORTED
+from tests.integration.chart_alerts import evaluate, samples
 from tests.integration.daemon_harness import DIALECTS, ORDER_TOPIC, world
 from tests.integration.stack import Stack, payload, read_topic
 
@@ -224,6 +225,13 @@ def test_8_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_f
         w.verdict(issued=ids)
 
 
+def _topic_partition(series: str) -> tuple[str, str]:
+    labels = dict(
+        part.split("=", 1) for part in series.partition("{")[2].rstrip("}").split(",") if part
+    )
+    return labels["topic"].strip('"'), labels["partition"].strip('"')
+
+
 def test_an_idle_partition_lags_zero_after_a_transactional_batch(it_erp: Stack, tmp_path: Path):
     """The Connect worker writes exactly-once: every batch ends with a transaction marker that
     is never delivered as a record. Once everything is processed, lag must read 0 (messages
@@ -247,3 +255,28 @@ def test_an_idle_partition_lags_zero_after_a_transactional_batch(it_erp: Stack, 
             time.sleep(1)
         assert lags, "no lag gauges for the order topic"
         assert all(v == 0 for v in lags.values()), lags
+        # The chart's stall alert on this very scrape of the table's topic, the table idle
+        # for an hour: silent. (Other topics are not idle: Debezium's heartbeats move.)
+        scrape = [
+            (series, value)
+            for series, value in samples(
+                d.metrics(), ("syncd_consumer_lag_messages", "syncd_last_event_timestamp_seconds")
+            )
+            if f'topic="{ORDER_TOPIC}"' in series
+        ]
+        assert scrape, "no lag or last-event gauges for the order topic"
+        evaluate(scrape, "SyncdNoProgressWhileLagging", [], tmp_path)
+        # ... while the lag of one undelivered marker (how lag was once computed) would page.
+        marker = [
+            (series, "1" if series.startswith("syncd_consumer_lag_messages") else value)
+            for series, value in scrape
+        ]
+        paged = [
+            {"severity": "critical", "topic": topic, "partition": partition}
+            for topic, partition in (
+                _topic_partition(series)
+                for series, _ in marker
+                if series.startswith("syncd_consumer_lag_messages")
+            )
+        ]
+        evaluate(marker, "SyncdNoProgressWhileLagging", paged, tmp_path)

@@ -10,7 +10,6 @@ the Helm chart -- evaluated by promtool on the daemon's real scrape -- fires onc
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 import yaml
 from sqlalchemy import text
 
-from tests.chart.conftest import DEFAULT_VALUES, find, helm, scraped_job, template_args, tool
+from tests.integration.chart_alerts import evaluate, samples
 from tests.integration.daemon_harness import (
     DIALECTS,
     IT_SCHEMA,
@@ -87,73 +86,6 @@ def _issue_calls(w: World, user_tax: str) -> list[dict[str, Any]]:
     ]
 
 
-def _gauges(metrics: str, pod: str) -> list[tuple[str, str]]:
-    """The scrape's account and partition gauges as promtool input series of one pod."""
-    out: list[tuple[str, str]] = []
-    for line in metrics.splitlines():
-        if line.startswith(("syncd_issuer_account_up{", "syncd_assigned_partitions")):
-            series, value = line.rsplit(" ", 1)
-            name, _, labels = series.partition("{")
-            labels = labels.rstrip("}")
-            extra = f'job="__JOB__",namespace="erp-sync",pod="{pod}"'
-            out.append((f"{name}{{{extra}{',' + labels if labels else ''}}}", value))
-    return out
-
-
-def _alerts_on(scrape: list[tuple[str, str]], tmp: Path) -> str:
-    """promtool's verdict on the chart's SyncdIssuerAccountDown for this scrape held for
-    10 minutes: it must fire for bj, and for nothing else."""
-    sets = ("prometheusRule.enabled=true", "serviceMonitor.enabled=true")
-    docs = [d for d in yaml.safe_load_all(helm(*template_args(DEFAULT_VALUES, sets)).stdout) if d]
-    job = scraped_job(docs)
-    groups = find(docs, "PrometheusRule")["spec"]["groups"]
-    for group in groups:
-        group["rules"] = [r for r in group["rules"] if r.get("alert") == "SyncdIssuerAccountDown"]
-        for rule in group["rules"]:
-            rule.pop("annotations")
-    (tmp / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    series = [
-        {"series": name.replace("__JOB__", job), "values": f"{float(value):g}x15"}
-        for name, value in scrape
-    ]
-    case = {
-        "rule_files": ["rules.yaml"],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": series,
-                "alert_rule_test": [
-                    {
-                        "eval_time": "10m",
-                        "alertname": "SyncdIssuerAccountDown",
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {
-                                    "severity": "critical",
-                                    "job": job,
-                                    "namespace": "erp-sync",
-                                    "account": "bj",
-                                }
-                            }
-                        ],
-                    }
-                ],
-            }
-        ],
-    }
-    (tmp / "case.yaml").write_text(yaml.safe_dump(case))
-    proc = subprocess.run(
-        [str(tool("promtool")), "test", "rules", "case.yaml"],
-        capture_output=True,
-        text=True,
-        cwd=tmp,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
-
-
 def test_one_account_losing_its_session_stops_only_its_own_documents(
     it_erp: Stack, tmp_path: Path
 ) -> None:
@@ -192,7 +124,15 @@ def test_one_account_losing_its_session_stops_only_its_own_documents(
         refused = len(_issue_calls(w, BJ_TAX))
         assert 1 <= refused <= len(bj) + 1 + (first - started) / PROBE
         # One alert condition, for bj only, from the chart's own rule on this scrape.
-        _alerts_on(_gauges(metrics, "syncd-a"), tmp_path)
+        scrape = samples(metrics, ("syncd_issuer_account_up", "syncd_assigned_partitions"))
+        evaluate(
+            scrape,
+            "SyncdIssuerAccountDown",
+            [{"severity": "critical", "account": "bj"}],
+            tmp_path,
+            pod="syncd-a",
+            minutes=10,
+        )
         _wait(lambda: len(_issue_calls(w, BJ_TAX)) > refused, what="a probe of the bj account")
         elapsed = time.monotonic() - first
         assert len(_issue_calls(w, BJ_TAX)) <= refused + 1 + elapsed / PROBE

@@ -160,11 +160,13 @@ def test_fast_cancel_and_reconfirm_wait_for_each_other_across_kill_9(it_erp: Sta
         # timing: a first status poll later than the sandbox's issue delay goes straight
         # from READY to ISSUED, and the row is never SUBMITTED.)
         _wait(
-            lambda: sum(
-                r["kind"] == "issue" and r["revision"] == 0 and r["state"] != "READY"
-                for r in w.ledger_rows()
-            )
-            >= 2,
+            lambda: (
+                sum(
+                    r["kind"] == "issue" and r["revision"] == 0 and r["state"] != "READY"
+                    for r in w.ledger_rows()
+                )
+                >= 2
+            ),
             what="invoices accepted by the provider",
         )
         d.kill()
