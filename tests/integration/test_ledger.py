@@ -516,6 +516,7 @@ def test_resume_count_and_stuck(engine: Engine, ident: Any) -> None:
         counts = repo.count_by_state(conn)
         assert set(counts) == set(DocumentState) and counts[S.READY] >= 1
         assert all(r.id not in ids for r in repo.stuck_documents(conn, timedelta(hours=1)))
+        fresh = repo.count_stuck_documents(conn, timedelta(hours=1))
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -526,7 +527,15 @@ def test_resume_count_and_stuck(engine: Engine, ident: Any) -> None:
         )
     with engine.connect() as conn:
         stuck = {r.id for r in repo.stuck_documents(conn, timedelta(hours=1), limit=1000)}
+        # the gauge's count (database clock): the three rows now, not before
+        aged = repo.count_stuck_documents(conn, timedelta(hours=1))
     assert set(ids) <= stuck
+    assert aged - fresh == 3
+    with engine.begin() as conn:
+        # a retry coming due is a transition: that document moves, it is not stuck
+        repo.transition(conn, ids[1], S.RETRY_WAIT, S.READY)
+    with engine.connect() as conn:
+        assert repo.count_stuck_documents(conn, timedelta(hours=1)) == aged - 1
 
 
 def test_resume_lock_skips_rows_another_worker_holds(engine: Engine, ident: Any) -> None:
