@@ -11,7 +11,7 @@ import signal
 import socket
 import uuid
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -40,15 +40,12 @@ def run(args: argparse.Namespace) -> int:
     from syncd.ledger.migrate import upgrade
     from syncd.lifecycle import RetryPolicy
     from syncd.observability.health import HealthServer
-    from syncd.observability.logs import configure_logging, register_secret
     from syncd.observability.metrics import Metrics
     from syncd.pipeline.driver import Driver
     from syncd.pipeline.loop import Pipeline
     from syncd.pipeline.redforms import start_poller
 
-    configure_logging(config.logging.level, json_lines=config.logging.json_format)
-    for secret in _secrets(config):
-        register_secret(secret)
+    start_logging(config)
     owner = args.owner or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     pipeline_cfg = config.pipeline
     workers = pipeline_cfg.workers
@@ -156,6 +153,21 @@ CREDIT_CHECK_SECONDS = 300.0
 
 #: Allocations (net) between young-generation collections; CPython's default is 700.
 GC_YOUNG_THRESHOLD = 20_000
+
+
+def start_logging(config: object, stream: IO[str] | None = None) -> logging.Handler:
+    """The daemon's log handler as `logging:` says (`json: false`: text lines), with every
+    configured secret registered for redaction before the first line is written."""
+    from syncd.config import SyncdConfig
+    from syncd.observability.logs import configure_logging, register_secret
+
+    assert isinstance(config, SyncdConfig)
+    handler = configure_logging(
+        config.logging.level, stream=stream, json_lines=config.logging.json_format
+    )
+    for secret in _secrets(config):
+        register_secret(secret)
+    return handler
 
 
 def settle_garbage_collector() -> None:

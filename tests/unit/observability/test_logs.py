@@ -197,12 +197,34 @@ def test_logging_json_false_gives_text_lines_with_the_same_fields() -> None:
     assert "topic=erp.erp.sales_order partition=2 serial=SX3F7Q2M9KD4HT6W1B8N5C0RJA" in line
 
 
-def test_run_passes_logging_json_to_the_handler() -> None:
-    import inspect
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_run_starts_logging_as_the_config_says(json_lines: bool) -> None:
+    """`syncd run`'s own start-up path: `logging.json: false` gives text lines, the default
+    JSON lines, and a configured secret is masked either way."""
+    import yaml
 
-    from syncd.commands import run
+    from syncd.commands.run import start_logging
+    from syncd.config import parse_config
+    from tests.integration.stack import REPO_DIR
 
-    assert "json_lines=config.logging.json_format" in inspect.getsource(run.run)
+    data = yaml.safe_load((REPO_DIR / "config" / "demo.yaml").read_text())
+    data["logging"]["json"] = json_lines
+    config = parse_config(yaml.safe_dump(data))
+    secret = config.primary_issuer.provider_settings()["app_secret"]
+    secret = secret.get_secret_value() if hasattr(secret, "get_secret_value") else str(secret)
+    stream = io.StringIO()
+    start_logging(config, stream=stream)
+    try:
+        logging.getLogger("syncd.test").warning("platform said %s", secret)
+    finally:
+        configure_logging()
+    line = stream.getvalue().strip()
+    assert secret not in line and "WARNING" in line
+    if json_lines:
+        assert json.loads(line)["level"] == "WARNING"
+    else:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line)
 
 
 def test_rate_limit_lets_one_line_of_a_kind_through_per_interval() -> None:
