@@ -356,6 +356,10 @@ def test_dlq_replay_reproduces_original_bytes_to_the_source_partition_once(
 
     dry = env.syncd("dlq", "replay", "-c", str(cfg), "--dry-run")
     assert dry.returncode == 0 and "would replay 1 record(s), skipped 1" in dry.stdout
+    dry_json = env.syncd("dlq", "replay", "-c", str(cfg), "--dry-run", "--json")
+    assert dry_json.returncode == 0, dry_json.stderr
+    planned = json.loads(dry_json.stdout)
+    assert planned["dry_run"] is True and (planned["replayed"], planned["skipped"]) == (1, 1)
     assert _read_partition(stack.bootstrap, source, 2) == []
 
     refused = env.syncd("dlq", "replay", "-c", str(cfg))
@@ -369,6 +373,9 @@ def test_dlq_replay_reproduces_original_bytes_to_the_source_partition_once(
     assert list(replayed[0].headers() or []) == original
     assert _read_partition(stack.bootstrap, source, 0) == []
 
-    again = env.syncd("dlq", "replay", "-c", str(cfg), "--reason", "once more")
-    assert again.returncode == 0 and "replayed 0 record(s)" in again.stdout
+    again = env.syncd("dlq", "replay", "-c", str(cfg), "--reason", "once more", "--json")
+    assert again.returncode == 0, again.stderr
+    answer = json.loads(again.stdout)
+    assert answer["ok"] is True and answer["dry_run"] is False
+    assert (answer["replayed"], answer["skipped"]) == (0, 0)  # the group already went past
     assert len(_read_partition(stack.bootstrap, source, 2)) == 1
