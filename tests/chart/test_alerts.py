@@ -143,7 +143,7 @@ def test_reconcile_alerts_come_with_the_cronjob(render: Render) -> None:
     assert "SyncdReconcileExceptions" not in tuned_rules
 
 
-@pytest.mark.parametrize("release", RELEASES[:1])
+@pytest.mark.parametrize("release", RELEASES)
 def test_promtool_unit_tests_of_the_reconcile_alerts(
     render: Render, tmp_path: Path, release: str
 ) -> None:
