@@ -157,3 +157,15 @@ def test_the_dev_lock_pins_runtime_sandbox_and_dev_dependencies() -> None:
     runtime = _locked(LOCK)
     differ = {n: v for n, v in runtime.items() if n in locked and set(v) - set(locked[n])}
     assert not differ, f"the two locks pin different files of {sorted(differ)}: run `make lock`"
+
+
+def test_pyproject_keeps_ranges_the_locks_pin() -> None:
+    """A library user installs syncd next to other packages: pyproject says what syncd
+    works with (lower bounds, ranges), only the locks pin exact versions."""
+    project = _pyproject()["project"]
+    declared = [
+        *project["dependencies"],
+        *(r for extra in project["optional-dependencies"].values() for r in extra),
+    ]
+    pinned = [r for r in declared if re.search(r"===?\s*[0-9]", r.split(";")[0])]
+    assert not pinned, f"pyproject.toml pins exact versions: {pinned}"
