@@ -813,6 +813,26 @@ def classify_list_page(envelope: Envelope) -> tuple[int, list[PlatformInvoice]] 
 _USER_AGENT: Final = "syncd-issuer/nuonuo"
 
 
+def _client_options(settings: NuonuoIssuerSettings) -> dict[str, Any]:
+    """What the threaded and the event-loop httpx clients share: timeouts, pool, proxy
+    (None: httpx's trust_env reads HTTPS_PROXY/HTTP_PROXY/NO_PROXY), TLS, User-Agent."""
+    return {
+        "timeout": httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.write_timeout,
+            pool=settings.pool_timeout,
+        ),
+        "limits": httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_keepalive_connections,
+        ),
+        "proxy": settings.proxy,
+        "verify": settings.ssl_context() or True,
+        "headers": {"User-Agent": _USER_AGENT},
+    }
+
+
 class NuonuoIssuer:
     """Nuonuo's gateway for one app and one seller (`userTax`); thread-safe."""
 
@@ -830,23 +850,7 @@ class NuonuoIssuer:
         the way to a submission); None: never ask."""
         self.settings = settings
         self.tokens: TokenStore = token_store if token_store is not None else MemoryTokenStore()
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout,
-                read=settings.read_timeout,
-                write=settings.write_timeout,
-                pool=settings.pool_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_keepalive_connections,
-            ),
-            transport=transport,
-            # None: httpx's trust_env reads HTTPS_PROXY/HTTP_PROXY/NO_PROXY
-            proxy=settings.proxy,
-            verify=settings.ssl_context() or True,
-            headers={"User-Agent": _USER_AGENT},
-        )
+        self._client = httpx.Client(transport=transport, **_client_options(settings))
         self._services = settings.base_url + SERVICES_PATH
         self._closed = threading.Event()
         self.gate = AccountGate(settings.account_probe_interval)
@@ -1230,22 +1234,7 @@ class AsyncNuonuoIssuer:
     ) -> None:
         self._sync = sync
         settings = sync.settings
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout,
-                read=settings.read_timeout,
-                write=settings.write_timeout,
-                pool=settings.pool_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections,
-                max_keepalive_connections=settings.max_keepalive_connections,
-            ),
-            proxy=settings.proxy,  # None: httpx's trust_env reads the proxy environment
-            verify=settings.ssl_context() or True,
-            headers={"User-Agent": _USER_AGENT},
-        )
+        self._client = httpx.AsyncClient(transport=transport, **_client_options(settings))
 
     def __repr__(self) -> str:
         return f"Async{self._sync!r}"
