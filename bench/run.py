@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import confluent_kafka
 import httpx
 import yaml
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTP
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
@@ -987,18 +987,22 @@ def captured_confirmation(stack: Stack) -> tuple[dict[str, Any], dict[str, Any]]
         }
     )
     highs = high_watermarks(stack.bootstrap, TOPIC)
-    consumer.assign([KafkaTP(TOPIC, p, max(0, h - 2000)) for p, h in highs.items()])
+    # The newest events may all be inserts of DRAFT orders or write-backs (a run confirms
+    # its orders before syncd writes them back): read from the start, and parse only the
+    # events that name both states.
+    consumer.assign([KafkaTP(TOPIC, p, OFFSET_BEGINNING) for p in highs])
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error() is not None or not msg.value():
-                continue
-            value = json.loads(msg.value() or b"null")
-            payload = value.get("payload", value)
-            before, after = payload.get("before") or {}, payload.get("after") or {}
-            if before.get("status") == "DRAFT" and after.get("status") == "CONFIRMED":
-                return json.loads(msg.key() or b"{}"), value
+            for msg in consumer.consume(num_messages=1000, timeout=1.0):
+                raw = msg.value() or b""
+                if msg.error() is not None or b"DRAFT" not in raw or b"CONFIRMED" not in raw:
+                    continue
+                value = json.loads(raw)
+                payload = value.get("payload", value)
+                before, after = payload.get("before") or {}, payload.get("after") or {}
+                if before.get("status") == "DRAFT" and after.get("status") == "CONFIRMED":
+                    return json.loads(msg.key() or b"{}"), value
     finally:
         consumer.close()
     raise RuntimeError("no captured DRAFT -> CONFIRMED event found")

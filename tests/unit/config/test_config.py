@@ -64,7 +64,7 @@ class TestDemo:
         ]
         assert config.kafka.group_id == "syncd"
         assert config.kafka.dead_letter_topic == "syncd.dead-letter"
-        assert config.pipeline.max_in_flight == 1024
+        assert config.pipeline.max_in_flight == 2048
         assert config.pipeline.drain_deadline_seconds == 20
         assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9464)
         assert config.database.schema_name == "syncd"

@@ -44,6 +44,7 @@ def test_the_consumer_has_defaults_the_operators_settings_and_the_exactly_once_o
     assert conf["sasl.password"] == "s3cret"
     assert conf["auto.offset.reset"] == "earliest"
     assert conf["queued.max.messages.kbytes"] == 16384
+    assert conf["max.partition.fetch.bytes"] == 262144
     assert conf["client.id"] == "syncd-replica-a"
     assert conf.items() >= EXACTLY_ONCE.items()
 
