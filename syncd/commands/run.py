@@ -16,6 +16,7 @@ from typing import IO, TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 
 if TYPE_CHECKING:
+    from syncd.config import SyncdConfig
     from syncd.issuers.accounts import IssuerAccounts
     from syncd.issuers.base import Issuer
 
@@ -155,13 +156,11 @@ CREDIT_CHECK_SECONDS = 300.0
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def start_logging(config: object, stream: IO[str] | None = None) -> logging.Handler:
+def start_logging(config: SyncdConfig, stream: IO[str] | None = None) -> logging.Handler:
     """The daemon's log handler as `logging:` says (`json: false`: text lines), with every
     configured secret registered for redaction before the first line is written."""
-    from syncd.config import SyncdConfig
     from syncd.observability.logs import configure_logging, register_secret
 
-    assert isinstance(config, SyncdConfig)
     handler = configure_logging(
         config.logging.level, stream=stream, json_lines=config.logging.json_format
     )
@@ -256,11 +255,8 @@ def issuer_dependencies(config: object, engine: object) -> dict[str, object]:
     return {"token_store": LedgerTokenStore(engine), "credit_interval": CREDIT_CHECK_SECONDS}
 
 
-def _secrets(config: object) -> list[str]:
+def _secrets(config: SyncdConfig) -> list[str]:
     """Every secret value of the config (`SyncdConfig.secret_values`, the one registry):
     the issuer secret, the database password and secret DSN parameters, SASL and key
     passwords, secret Kafka properties, URL userinfo."""
-    from syncd.config import SyncdConfig
-
-    assert isinstance(config, SyncdConfig)
     return list(config.secret_values())
