@@ -207,3 +207,21 @@ def test_many_concurrent_requests_share_kept_alive_connections(
 
     run(go())
     assert len(Handler.connections) <= 4
+
+
+def test_a_body_the_server_never_reads_is_a_write_timeout_and_the_connection_dropped() -> None:
+    """Flow control: once the kernel's buffers are full the request waits at most the
+    write timeout, then fails as a write error (after the first byte: the provider may
+    have acted) and its connection is never reused."""
+    short = httpx.Timeout(connect=1.0, read=5.0, write=0.3, pool=1.0)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # never accepted, never read
+        t = AsyncKeepAliveConnection(
+            Origin.parse(f"http://127.0.0.1:{listener.getsockname()[1]}"), short
+        )
+        started = time.monotonic()
+        with pytest.raises(httpx.WriteTimeout):
+            run(t.request("POST", "/v1/invoices", [], b"x" * (64 << 20)))
+        assert time.monotonic() - started < 3.0
+        assert not t.reusable

@@ -3,6 +3,7 @@ CONNECT tunnel of the transport against the tiny test proxy and a local HTTP ser
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from syncd.issuers.aio_transport import AsyncKeepAliveConnection
 from syncd.issuers.base import NotFound, Retryable
 from syncd.issuers.proxy import Proxy, bypassed, environment_proxy, resolve_proxy
 from syncd.issuers.sandbox import SandboxIssuer, SandboxIssuerSettings
@@ -156,6 +158,22 @@ def test_calls_reuse_one_tunnel_per_connection(server: int) -> None:
     assert Handler.seen[-2:] == ["/v1/invoices/S-1", "/v1/invoices/S-2"]
 
 
+def test_the_event_loop_client_reuses_its_tunnel_too(server: int) -> None:
+    async def go(client: SandboxIssuer) -> list[object]:
+        aio = client.aio()
+        try:
+            return [await aio.query("S-4"), await aio.query("S-5")]
+        finally:
+            await aio.aclose()
+
+    with ConnectProxy() as proxy:
+        with SandboxIssuer(_settings(server, proxy.url()), environ={}) as client:
+            results = asyncio.run(go(client))
+        assert all(isinstance(r, NotFound) for r in results)
+        assert [t.target for t in proxy.tunnels] == [f"127.0.0.1:{server}"]
+    assert Handler.seen[-2:] == ["/v1/invoices/S-4", "/v1/invoices/S-5"]
+
+
 def test_a_proxy_that_cannot_reach_the_platform_is_a_connect_error(server: int) -> None:
     dead = server + 1 if server < 65535 else server - 1
     with ConnectProxy() as proxy:
@@ -170,3 +188,16 @@ def test_a_proxy_that_cannot_reach_the_platform_is_a_connect_error(server: int) 
         result = c.query("S-3")  # the proxy is gone now too
     assert isinstance(result, Retryable) and "pw-x1" not in result.reason.message
     assert f"proxy http://***@127.0.0.1:{proxy.port} unreachable" in result.reason.message
+
+
+def test_the_event_loop_client_names_a_refused_tunnel_as_a_connect_error(server: int) -> None:
+    dead = server + 1 if server < 65535 else server - 1
+    with ConnectProxy() as proxy:
+        wire = AsyncKeepAliveConnection(
+            Origin.parse(f"http://127.0.0.1:{dead}"),
+            httpx.Timeout(2.0),
+            proxy=Proxy.parse(proxy.url()),
+        )
+        with pytest.raises(httpx.ConnectError, match=r"refused CONNECT 127\.0\.0\.1:\d+: 502"):
+            asyncio.run(wire.request("GET", "/x", [], None))
+        assert not wire.reusable

@@ -4,6 +4,7 @@ that requires a client certificate: `issuer.ca_file`, `client_cert_file`,
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import ssl
 import subprocess
@@ -17,6 +18,7 @@ from pydantic import SecretStr
 
 from syncd.issuers.base import NotFound, Retryable
 from syncd.issuers.sandbox import SandboxIssuer, SandboxIssuerSettings
+from tests.connect_proxy import ConnectProxy
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -120,3 +122,51 @@ def test_a_bad_client_key_fails_when_the_client_is_made(pki: Path) -> None:
             client_cert_file=pki / "client.pem",
             client_key_file=pki / "server.key",  # does not match the certificate
         )
+
+
+# --------------------------------------------------------------------------- event loop
+
+
+def _query_on_loop(client: SandboxIssuer, serial: str) -> object:
+    async def go() -> object:
+        aio = client.aio()
+        try:
+            return await aio.query(serial)
+        finally:
+            await aio.aclose()
+
+    return asyncio.run(go())
+
+
+def test_the_event_loop_client_uses_the_same_tls_settings(server: str, pki: Path) -> None:
+    """`pipeline.provider_calls: event_loop`: the same private CA and client certificate."""
+    with issuer(
+        server,
+        ca_file=pki / "ca.pem",
+        client_cert_file=pki / "client.pem",
+        client_key_file=pki / "client.key",
+    ) as client:
+        assert isinstance(_query_on_loop(client, "S-1"), NotFound)
+    with issuer(
+        server, client_cert_file=pki / "client.pem", client_key_file=pki / "client.key"
+    ) as client:
+        result = _query_on_loop(client, "S-1")
+    assert isinstance(result, Retryable)  # failed while connecting: nothing was sent
+    assert "CERTIFICATE_VERIFY_FAILED" in result.reason.message
+
+
+def test_tls_through_a_connect_tunnel_on_both_clients(server: str, pki: Path) -> None:
+    """The proxy sees only the tunnel's target; TLS runs end to end inside it, on the
+    threads' client and on the event loop's."""
+    with ConnectProxy() as proxy:
+        with issuer(
+            server,
+            ca_file=pki / "ca.pem",
+            client_cert_file=pki / "client.pem",
+            client_key_file=pki / "client.key",
+            proxy=proxy.url(),  # type: ignore[arg-type]
+        ) as client:
+            assert isinstance(client.query("S-1"), NotFound)
+            assert isinstance(_query_on_loop(client, "S-2"), NotFound)
+        port = server.rsplit(":", 1)[1]
+        assert [t.target for t in proxy.tunnels] == [f"127.0.0.1:{port}"] * 2
