@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import functools
 import json
 import logging
+import math
 import re
 import sys
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any, Final
+
+import orjson
 
 _context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
     "syncd_log_context",
@@ -165,14 +167,23 @@ def redact_text(text: str) -> str:
 _SECRET, _TAX_ID, _PLAIN, _ANY = range(4)
 
 
-@functools.lru_cache(maxsize=1024)
+#: key -> its rule (`_key_rule`); a plain dict, read on every value of every line
+_rules: dict[str, int] = {}
+
+
 def _key_rule(key: str) -> int:
     """How values under `key` are redacted (keys repeat on every line: decided once)."""
-    if _SECRET_KEY.search(key):
-        return _SECRET
-    if _TAX_ID_KEY.search(key):
-        return _TAX_ID
-    return _PLAIN if key in _PLAIN_KEYS else _ANY
+    rule = _rules.get(key)
+    if rule is None:
+        if _SECRET_KEY.search(key):
+            rule = _SECRET
+        elif _TAX_ID_KEY.search(key):
+            rule = _TAX_ID
+        else:
+            rule = _PLAIN if key in _PLAIN_KEYS else _ANY
+        if len(_rules) < 4096:  # keys of log records are few; never grow without bound
+            _rules[key] = rule
+    return rule
 
 
 def redact_value(value: Any, key: str | None = None, _depth: int = 0) -> Any:
@@ -181,12 +192,16 @@ def redact_value(value: Any, key: str | None = None, _depth: int = 0) -> Any:
         return MASK
     if key is not None:
         rule = _key_rule(key)
-        if rule == _SECRET and value not in (None, ""):
+        if rule == _PLAIN:
+            kind = type(value)
+            if kind is str:
+                return _scrub_secrets(value) if _secret_values else value
+            if kind is int or isinstance(value, int | str):
+                return _scrub_secrets(value) if isinstance(value, str) else value
+        elif rule == _SECRET and value not in (None, ""):
             return MASK
-        if rule == _TAX_ID and isinstance(value, str) and value:
+        elif rule == _TAX_ID and isinstance(value, str) and value:
             return mask_tax_id(value)
-        if rule == _PLAIN and isinstance(value, str | int):
-            return _scrub_secrets(value) if isinstance(value, str) else value
     if isinstance(value, str):
         return redact_text(value)
     if isinstance(value, Mapping):
@@ -229,9 +244,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "ts": _timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "msg": record.getMessage(),
@@ -249,7 +262,41 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = exc
         if record.stack_info:
             out["stack"] = record.stack_info
+        return _json_line(out)
+
+
+#: orjson for the line (a log line per settled document; ~5x faster than `json.dumps`),
+#: with the same output: dates, dataclasses and unknown types go through `str` exactly as
+#: `json.dumps(default=str)` sends them; what orjson refuses (integers beyond 64 bits,
+#: non-string keys) takes the `json` path.
+_ORJSON_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _json_line(out: Mapping[str, Any]) -> str:
+    try:
+        return orjson.dumps(out, default=str, option=_ORJSON_OPTIONS).decode()
+    except (orjson.JSONEncodeError, TypeError):
         return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+_second_text: tuple[int, str] = (-1, "")
+
+
+def _timestamp(created: float) -> str:
+    """`2026-12-03T21:29:04.626Z`: the second's text is made once per second."""
+    global _second_text
+    # rounded to the microsecond as `datetime.fromtimestamp` rounds, then cut to the ms
+    fraction, whole = math.modf(created)
+    micros = round(fraction * 1e6)
+    second = int(whole)
+    if micros >= 1_000_000:
+        second += 1
+        micros -= 1_000_000
+    cached = _second_text
+    if cached[0] != second:
+        text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _second_text = (second, text)
+    return f"{cached[1]}.{micros // 1000:03d}Z"
 
 
 class TextFormatter(logging.Formatter):

@@ -130,6 +130,8 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY, version: str = __version__) -> None:
         self.registry = registry
         self._accounts: list[str] = []
+        #: (operation, status class, account) -> the request counter and duration children
+        self._request_children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
         r = registry
         disable_created_metrics()  # type: ignore[no-untyped-call]
         if registry is not REGISTRY:  # the default registry has them already
@@ -343,10 +345,19 @@ class Metrics:
     def issuer_request(
         self, operation: str, status: int | None, seconds: float, account: str = DEFAULT_ACCOUNT
     ) -> None:
-        self.issuer_requests.labels(
-            operation=operation, status_class=status_class(status), account=account
-        ).inc()
-        self.issuer_request_duration.labels(operation=operation, account=account).observe(seconds)
+        # Two calls per document: the labelled children are looked up once per label set
+        # (`labels()` validates and locks on every call). These series are never removed.
+        key = (operation, status_class(status), account)
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children[key] = (
+                self.issuer_requests.labels(
+                    operation=operation, status_class=key[1], account=account
+                ),
+                self.issuer_request_duration.labels(operation=operation, account=account),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     @contextmanager
     def time_writeback(self, clock: Callable[[], float] = time.perf_counter) -> Iterator[None]:

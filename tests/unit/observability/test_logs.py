@@ -1,13 +1,20 @@
+import dataclasses
+import enum
 import io
 import json
 import logging
+import random
 import threading
 from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from syncd.observability.logs import (
+    _json_line,
+    _timestamp,
     bind,
     bound,
     configure_logging,
@@ -319,3 +326,43 @@ def test_the_runbooks_log_queries_select_real_log_lines(out: io.StringIO) -> Non
                 ["jq", "-c", query], input=produced, capture_output=True, text=True, check=True
             ).stdout.splitlines()
             assert [json.loads(g) for g in got] == chosen
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+@dataclasses.dataclass
+class _Point:
+    x: int
+
+
+class _Colour(enum.StrEnum):
+    RED = "red"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, "b": "text ünïcode 发票 \u2028", "c": None, "d": True, "e": 1.5},
+        {"when": datetime(2026, 12, 3, 21, 0, tzinfo=UTC), "day": date(2026, 12, 3)},
+        {"amount": Decimal("165.14"), "point": _Point(3), "colour": _Colour.RED},
+        {"nested": {"list": [1, (2, 3)], "big": 2**70}},
+        {"keys": {1: "non-string key"}},
+        {"control": "tab\tnew\nline\x01", "quote": 'a "b" \\ c'},
+    ],
+)
+def test_the_json_line_is_what_json_dumps_writes(value: dict[str, Any]) -> None:
+    expected = json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    assert _json_line(value) == expected
+
+
+def test_the_timestamp_is_the_datetime_text_to_the_millisecond() -> None:
+    samples = [0.0, 1.0, 1.9995, 5.0000004, 1_699_999_999.999_999_6, 1_796_332_800.0005]
+    samples += [random.Random(7).uniform(0, 4e9) for _ in range(20_000)]
+    for created in samples:
+        expected = (
+            datetime.fromtimestamp(created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z")
+        )
+        assert _timestamp(created) == expected, created
