@@ -30,7 +30,7 @@ from collections.abc import Callable, Generator, Mapping
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal, cast, get_args
+from typing import Final, Literal, cast, get_args
 
 from sqlalchemy import Engine
 
@@ -182,16 +182,36 @@ class Driver:
         `row`: the document as just committed by the caller, so the first step need not
         read it again (a stale copy is caught by the conditional transition, as always).
         """
+        inline = False
         with self._lock:  # the step cannot start before the row memory below is set
-            scheduled = self._scheduler.submit(doc_id, delay, expedite=expedite)
-            if scheduled is Scheduled.EXPEDITED:
-                # Someone changed the row behind our back (an operator retry): read it
-                # afresh instead of trusting the copy of our last step.
-                self._rows.pop(doc_id, None)
-            elif scheduled is Scheduled.ADDED:
-                if row is not None and row.id == doc_id:
-                    self._rows[doc_id] = row
+            if delay <= 0 and self._hands_over(row, doc_id) and self._scheduler.claim(doc_id):
+                assert row is not None
+                self._rows[doc_id] = row
                 self._metrics.inflight_documents.set(self._scheduler.active_count)
+                inline = True
+            else:
+                scheduled = self._scheduler.submit(doc_id, delay, expedite=expedite)
+                if scheduled is Scheduled.EXPEDITED:
+                    # Someone changed the row behind our back (an operator retry): read it
+                    # afresh instead of trusting the copy of our last step.
+                    self._rows.pop(doc_id, None)
+                elif scheduled is Scheduled.ADDED:
+                    if row is not None and row.id == doc_id:
+                        self._rows[doc_id] = row
+                    self._metrics.inflight_documents.set(self._scheduler.active_count)
+        if inline:
+            self._step(doc_id)
+
+    def _hands_over(self, row: DocumentRow | None, doc_id: int) -> bool:
+        """True when the step of this row, due now, only decides and hands the provider
+        exchange to the event loop: it reads nothing (the row is given) and never waits, so
+        the caller may run it on its own thread instead of waking a worker for it."""
+        if self._provider_loop is None or row is None or row.id != doc_id:
+            return False
+        if row.state in TERMINAL_STATES or row.state in _NOT_HANDED_OVER:
+            return False
+        routed = self._accounts.route(row.payload)
+        return routed is not None and routed[0] in self._aio
 
     def _finish(self, doc_id: int) -> None:
         with self._lock:
@@ -560,6 +580,9 @@ class Driver:
             except Exception:  # the callback must never stall the worker
                 log.exception("settled callback failed for document %s", row.id)
 
+
+#: states whose step reads the database (approval) or settles at once: on a worker
+_NOT_HANDED_OVER: Final = frozenset({S.PENDING, S.AWAITING_APPROVAL})
 
 Ask = Literal["issue", "query", "reverse", "query_reversal", "search"]
 #: `Driver._protocol`: yields what to ask, receives the answer, returns (answer, re-sent)

@@ -28,6 +28,11 @@ class ProviderLoop:
     def __init__(self, name: str = "syncd-provider") -> None:
         self._loop = asyncio.new_event_loop()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: coroutines to start, handed over by other threads (`start`)
+        self._starting: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self._starting_lock = threading.Lock()
+        #: the loop was woken for `_starting` and has not taken it yet
+        self._wake_pending = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -42,13 +47,25 @@ class ProviderLoop:
             self._loop.close()
 
     def start(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run `make()` on the loop (from any thread); it must handle its own errors."""
-        self._loop.call_soon_threadsafe(self._spawn, make)
+        """Run `make()` on the loop (from any thread); it must handle its own errors.
 
-    def _spawn(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        task = self._loop.create_task(make())
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        Starts wait in a list; only the first of a burst wakes the loop (one write to its
+        self-pipe, instead of one per document a batch of the intake hands over)."""
+        with self._starting_lock:
+            self._starting.append(make)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._loop.call_soon_threadsafe(self._spawn_started)
+
+    def _spawn_started(self) -> None:
+        with self._starting_lock:
+            started, self._starting = self._starting, []
+            self._wake_pending = False
+        for make in started:
+            task = self._loop.create_task(make())
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -107,6 +107,17 @@ class Scheduler:
             self._push(item_id, delay)
             return Scheduled.ADDED
 
+    def claim(self, item_id: int) -> bool:
+        """Make `item_id` active and running at once: the caller runs its step on its own
+        thread (no queue, no worker) and ends it with `reschedule` or `finish` as a worker
+        would. False, changing nothing, when the id is already active or we are stopping."""
+        with self.lock:
+            if self._stopping or item_id in self._active:
+                return False
+            self._active.add(item_id)
+            self._running.add(item_id)
+            return True
+
     def _push(self, item_id: int, delay: float) -> None:
         if delay <= 0:
             # due now: straight to a worker, without waking the scheduler thread first (an

@@ -101,7 +101,7 @@ class Fake:
 class CaughtDriver(Driver):
     """Records each step's end instead of committing it."""
 
-    def __init__(self, issuer: Fake, **kw: Any) -> None:
+    def __init__(self, issuer: Fake, workers: int = 2, **kw: Any) -> None:
         doc = SimpleNamespace()
         doc.for_table = lambda _table: doc
         super().__init__(
@@ -110,7 +110,7 @@ class CaughtDriver(Driver):
             config=SimpleNamespace(documents={"sales_order": doc}),  # type: ignore[arg-type]
             metrics=Metrics(CollectorRegistry()),
             owner="test",
-            workers=2,
+            workers=workers,
             policy=RetryPolicy(),
             **kw,
         )
@@ -172,3 +172,24 @@ def test_without_the_setting_the_calls_stay_on_the_workers() -> None:
         assert d._provider_loop is None and d._aio == {}
     finally:
         d.stop(0)
+
+
+def test_a_due_step_of_a_given_row_is_handed_to_the_loop_without_a_worker() -> None:
+    """The intake's fresh documents (their rows given, due now): the submitting thread
+    decides the step and hands the exchange to the loop itself -- with no worker at all
+    every document is still issued. A row the step must read, or a document of an
+    account without an event-loop client, still goes to the workers."""
+    gate = Gate(DOCS)
+    twin = AsyncFake(gate, NotFound)
+    d = CaughtDriver(Fake(twin), workers=0, event_loop=True)
+    try:
+        for doc in documents(DocumentState.READY):
+            d.submit(doc.id, row=doc)
+        assert d.all_ended.wait(20), f"only {gate.waiting} calls were in flight at once"
+        approval = documents(DocumentState.AWAITING_APPROVAL)[0]
+        assert not d._hands_over(approval, approval.id)  # reads its approval: a worker's
+        assert not d._hands_over(None, 1)  # the row must be read: a worker's
+    finally:
+        d.stop(0)
+    assert gate.threads == {"syncd-provider"}
+    assert sorted(gate.calls) == sorted(("issue", f"SO-{n}") for n in range(1, DOCS + 1))

@@ -281,3 +281,20 @@ def test_scheduler_stop_waits_for_running_steps_and_refuses_new_ones() -> None:
     release.set()
     wait_for(sched.drained)
     assert sched.submit(2) is Scheduled.UNCHANGED
+
+
+def test_a_claimed_id_runs_on_its_callers_thread_and_is_never_doubled() -> None:
+    """`claim`: active and running at once, no worker involved; until its step ends a
+    submit changes nothing; `stop` returns as soon as the claimed step finishes."""
+    sched = Scheduler(lambda _id: None, workers=0)
+    assert sched.claim(7)
+    assert sched.is_running(7) and not sched.drained()
+    assert not sched.claim(7)
+    assert sched.submit(7) is Scheduled.UNCHANGED
+    finisher = threading.Timer(0.2, sched.finish, args=(7,))
+    finisher.start()
+    started = time.monotonic()
+    assert sched.stop(time.monotonic() + 5) == 0  # woken by the finish, not the deadline
+    assert time.monotonic() - started < 1.0
+    assert not sched.claim(8)  # stopping: nothing new
+    finisher.join()
